@@ -1,0 +1,60 @@
+// The configuration contract: one zod schema is the single source for validation,
+// defaults and the documentation of each key.
+import { z } from 'zod';
+import { parseEgressRule } from '../core/egress-rule.js';
+import { parseCidr, parseIPv4 } from '../core/ipv4.js';
+
+const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementCtx) => {
+  try {
+    fn(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+};
+
+export const INSTANCE_RE = /^[a-z][a-z0-9_]{0,23}$/;
+
+export const ConfigSchema = z.strictObject({
+  instance: z.string().regex(INSTANCE_RE, 'lowercase letters, digits and _, starting with a letter, at most 24 characters')
+    .default('toastnet')
+    .describe('Owner of every kernel object toastnet makes: nft table "inet <instance>", netns "<instance>-<name>", links "tn<hash>…", state and socket'),
+  subnet: z.string().superRefine(validates((s) => {
+    const c = parseCidr(s, 'subnet');
+    if (c.prefix < 8 || c.prefix > 29) throw new Error(`subnet: prefix length must be between /8 and /29, got /${c.prefix}`);
+  })).default('10.166.0.0/16').describe('IPv4 subnet sandboxes get their addresses from'),
+  gateway: z.string().superRefine(validates((s) => parseIPv4(s, 'gateway'))).optional()
+    .describe('Gateway address on the host (default: first address of the subnet); also the sandboxes\' DNS server'),
+  dnsUpstreams: z.array(z.string().superRefine(validates((s) => parseUpstream(s)))).min(1).optional()
+    .describe('Upstream DNS servers as ip or ip:port (default: the host\'s resolvers, skipping local stubs)'),
+  dnsTimeoutMs: z.number().int().min(50).max(30000).default(2000).describe('How long to wait for one upstream before trying the next'),
+  allowCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'allowCidrs')))).default([])
+    .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),
+  denyCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'denyCidrs')))).default([])
+    .describe('Destinations closed to every sandbox; wins over allowCidrs'),
+  stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
+  runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
+});
+
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+/** A fully resolved configuration: every optional key filled in. */
+export interface Config {
+  instance: string;
+  subnet: string;
+  gateway: string;
+  dnsUpstreams: string[];
+  dnsTimeoutMs: number;
+  allowCidrs: string[];
+  denyCidrs: string[];
+  stateDir: string;
+  runDir: string;
+}
+
+export function parseUpstream(s: string): { host: string; port: number } {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(s);
+  if (!m) throw new Error(`dnsUpstreams: "${s}" is not ip or ip:port (IPv4)`);
+  parseIPv4(m[1], 'dnsUpstreams');
+  const port = m[2] ? Number(m[2]) : 53;
+  if (port < 1 || port > 65535) throw new Error(`dnsUpstreams: "${s}" has a bad port`);
+  return { host: m[1], port };
+}

@@ -1,0 +1,143 @@
+// Network namespaces, and the one audited door into them.
+//
+// setns() moves only the calling thread. On Node's main thread, an `await` while switched
+// would let unrelated callbacks (timers, sockets, the DNS forwarder) run inside a sandbox's
+// namespace, so every switch here is synchronous: enter, run a synchronous function,
+// restore in `finally`, verify. Nothing else in toastnet calls setns/unshare.
+import fs from 'node:fs';
+import { CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, check, errno, lib } from './libc.js';
+import { ToastnetError } from '../errors.js';
+
+export const NETNS_RUN_DIR = '/run/netns';
+const SELF_NS = '/proc/thread-self/ns/net';
+
+let homeFd: number | undefined;
+let homeIno: number | undefined;
+let runDirReady = false;
+
+/** The namespace this process works in (captured once, on first use, outside any switch). */
+function home(): { fd: number; ino: number } {
+  if (homeFd === undefined) {
+    homeFd = fs.openSync(SELF_NS, 'r');
+    homeIno = fs.fstatSync(homeFd).ino;
+  }
+  return { fd: homeFd, ino: homeIno! };
+}
+
+function restoreHome(): void {
+  const h = home();
+  check(lib().setns(h.fd, CLONE_NEWNET), 'setns(home)');
+  if (fs.statSync(SELF_NS).ino !== h.ino) {
+    // Continuing here would run the daemon inside a sandbox: stop instead.
+    process.stderr.write('toastnet: fatal: could not return to the home network namespace\n');
+    process.exit(70);
+  }
+}
+
+function assertSync(result: unknown): void {
+  if (result && typeof (result as { then?: unknown }).then === 'function') {
+    throw new ToastnetError('internal', 'withNetns callback must be synchronous');
+  }
+}
+
+/** Runs `fn` synchronously inside the namespace at `path` (a /run/netns file). */
+export function withNetns<T>(path: string, fn: () => T): T {
+  home();
+  const fd = fs.openSync(path, 'r');
+  try {
+    check(lib().setns(fd, CLONE_NEWNET), `setns(${path})`);
+    try {
+      const r = fn();
+      assertSync(r);
+      return r;
+    } finally {
+      restoreHome();
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * /run/netns must be a shared mount point, as iproute2 makes it, so that namespace bind
+ * mounts propagate to processes in other mount namespaces (ip netns exec, systemd units).
+ */
+function ensureRunDir(): void {
+  if (runDirReady) return;
+  fs.mkdirSync(NETNS_RUN_DIR, { recursive: true, mode: 0o755 });
+  const l = lib();
+  if (l.mount('', NETNS_RUN_DIR, 'none', MS_SHARED | MS_REC, null) !== 0) {
+    if (errno() !== 22 /* EINVAL: not a mount point yet */) check(-1, `make-shared ${NETNS_RUN_DIR}`);
+    check(l.mount(NETNS_RUN_DIR, NETNS_RUN_DIR, 'none', MS_BIND | MS_REC, null), `bind ${NETNS_RUN_DIR}`);
+    check(l.mount('', NETNS_RUN_DIR, 'none', MS_SHARED | MS_REC, null), `make-shared ${NETNS_RUN_DIR}`);
+  }
+  runDirReady = true;
+}
+
+export function netnsPath(name: string): string {
+  return `${NETNS_RUN_DIR}/${name}`;
+}
+
+/**
+ * Creates a new named network namespace without spawning `ip`: unshare on this thread,
+ * bind-mount the new namespace onto /run/netns/NAME, run `inside` while still in it (to
+ * open sockets that stay bound to it), then switch back.
+ */
+export function createNetns<T>(name: string, inside: () => T): T {
+  home();
+  ensureRunDir();
+  const path = netnsPath(name);
+  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
+  fs.closeSync(fd);
+  let mounted = false;
+  try {
+    try {
+      check(lib().unshare(CLONE_NEWNET), 'unshare(CLONE_NEWNET)');
+      try {
+        check(lib().mount(SELF_NS, path, 'none', MS_BIND, null), `bind-mount ${path}`);
+        mounted = true;
+        const r = inside();
+        assertSync(r);
+        return r;
+      } finally {
+        restoreHome();
+      }
+    } catch (err) {
+      if (mounted) lib().umount2(path, MNT_DETACH);
+      throw err;
+    }
+  } catch (err) {
+    fs.rmSync(path, { force: true });
+    throw err;
+  }
+}
+
+/** Unmounts and removes a named namespace; the kernel frees it (and reaps its links) once no process holds it. Idempotent. */
+export function deleteNetns(name: string): void {
+  const path = netnsPath(name);
+  if (!fs.existsSync(path)) return;
+  lib().umount2(path, MNT_DETACH); // EINVAL when already unmounted: fine, we remove the file next
+  try {
+    fs.unlinkSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/** Names under /run/netns (any owner). */
+export function listNetns(): string[] {
+  try {
+    return fs.readdirSync(NETNS_RUN_DIR);
+  } catch {
+    return [];
+  }
+}
+
+/** Inode identifying a namespace: what /proc/PID/ns/net of a process inside it links to. */
+export function netnsInode(name: string): number | undefined {
+  try {
+    return fs.statSync(netnsPath(name)).ino;
+  } catch {
+    return undefined;
+  }
+}

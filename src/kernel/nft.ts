@@ -1,0 +1,94 @@
+// nftables through libnftables in-process, with its JSON API: one persistent context (one
+// netlink socket) for the life of the process. Spawning `nft` costs ~5 ms per call and up
+// to 16 ms on deletes; a transaction here costs ~0.4 ms. Each call is one atomic
+// transaction: the kernel applies all of it or none of it.
+import koffi from 'koffi';
+import { ToastnetError } from '../errors.js';
+
+const NFT_CTX_OUTPUT_HANDLE = 1 << 3;
+const NFT_CTX_OUTPUT_JSON = 1 << 4;
+
+interface LibNftables {
+  ctxNew(flags: number): unknown;
+  setOutputFlags(ctx: unknown, flags: number): void;
+  bufferOutput(ctx: unknown): number;
+  bufferError(ctx: unknown): number;
+  run(ctx: unknown, cmd: string): number;
+  output(ctx: unknown): string;
+  error(ctx: unknown): string;
+}
+
+let nftlib: LibNftables | undefined;
+
+function load(): LibNftables {
+  if (nftlib) return nftlib;
+  let l: ReturnType<typeof koffi.load>;
+  try {
+    l = koffi.load('libnftables.so.1');
+  } catch {
+    throw new ToastnetError('not_ready', 'libnftables.so.1 not found: install the Debian package libnftables1 (apt-get install libnftables1 nftables)');
+  }
+  const ctxPtr = koffi.pointer('nft_ctx', koffi.opaque());
+  nftlib = {
+    ctxNew: l.func('nft_ctx_new', ctxPtr, ['uint32_t']),
+    setOutputFlags: l.func('nft_ctx_output_set_flags', 'void', [ctxPtr, 'uint32_t']),
+    bufferOutput: l.func('nft_ctx_buffer_output', 'int', [ctxPtr]),
+    bufferError: l.func('nft_ctx_buffer_error', 'int', [ctxPtr]),
+    run: l.func('nft_run_cmd_from_buffer', 'int', [ctxPtr, 'const char *']),
+    output: l.func('nft_ctx_get_output_buffer', 'const char *', [ctxPtr]),
+    error: l.func('nft_ctx_get_error_buffer', 'const char *', [ctxPtr]),
+  };
+  return nftlib;
+}
+
+/** An nftables JSON command list, as libnftables takes it: {"nftables":[{add:{...}}, ...]}. */
+export type NftCommand = Record<string, unknown>;
+
+export class Nft {
+  private readonly ctx: unknown;
+  private readonly l: LibNftables;
+
+  constructor() {
+    this.l = load();
+    this.ctx = this.l.ctxNew(0);
+    this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
+    this.l.bufferOutput(this.ctx);
+    this.l.bufferError(this.ctx);
+  }
+
+  /** Runs commands as one atomic transaction; throws with libnftables' message on failure. */
+  apply(commands: NftCommand[], what = 'nftables transaction'): void {
+    if (commands.length === 0) return;
+    this.runRaw(JSON.stringify({ nftables: commands }), what);
+  }
+
+  /** Lists one table as parsed JSON items, or undefined if it does not exist. */
+  listTable(family: string, name: string): Record<string, unknown>[] | undefined {
+    try {
+      const out = this.runRaw(JSON.stringify({ nftables: [{ list: { table: { family, name } } }] }), 'list table');
+      return (JSON.parse(out) as { nftables: Record<string, unknown>[] }).nftables;
+    } catch (err) {
+      if (err instanceof ToastnetError && /No such file or directory/.test(err.message)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Names of all tables of a family in this namespace. */
+  listTables(): { family: string; name: string }[] {
+    const out = this.runRaw(JSON.stringify({ nftables: [{ list: { tables: {} } }] }), 'list tables');
+    return (JSON.parse(out) as { nftables: Record<string, { family: string; name: string }>[] }).nftables
+      .filter((o) => o.table)
+      .map((o) => ({ family: o.table.family, name: o.table.name }));
+  }
+
+  private runRaw(cmd: string, what: string): string {
+    const rc = this.l.run(this.ctx, cmd);
+    const out = this.l.output(this.ctx) ?? '';
+    const err = this.l.error(this.ctx) ?? '';
+    if (rc !== 0) {
+      const first = err.split('\n').find((line) => line.trim() !== '') ?? `rc ${rc}`;
+      throw new ToastnetError('kernel', `${what}: ${first.trim()}`);
+    }
+    return out;
+  }
+}

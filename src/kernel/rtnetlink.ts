@@ -1,0 +1,120 @@
+// A synchronous rtnetlink socket. Requests are batched into one send and their acks read
+// back, so configuring a sandbox costs one round trip per namespace. A socket stays bound
+// to the namespace it was opened in (see netns.createNetns), which is how toastnet
+// configures a sandbox from the outside.
+import { ToastnetError } from '../errors.js';
+import {
+  AF_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_ROUTE, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK,
+  SOL_SOCKET, SO_RCVTIMEO, check, errno, lib,
+} from './libc.js';
+import {
+  Message, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, Request, frame, parseError, parseMessages,
+} from './rtnetlink-codec.js';
+
+const RECV_BUF = 256 * 1024;
+const ERRNO_NAMES: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP' };
+
+export class NetlinkError extends ToastnetError {
+  constructor(readonly errno: number, what: string, text?: string) {
+    super('kernel', `${what}: ${text ?? lib().strerror(errno)} (${ERRNO_NAMES[errno] ?? `errno ${errno}`})`, { errno });
+  }
+}
+
+export class RtnetlinkSocket {
+  private fd: number;
+  private seq = Math.floor(Math.random() * 0x7fffffff);
+  private readonly buf = Buffer.alloc(RECV_BUF);
+
+  constructor() {
+    const l = lib();
+    this.fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE), 'socket(AF_NETLINK)');
+    const one = Buffer.alloc(4);
+    one.writeInt32LE(1);
+    l.setsockopt(this.fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4);
+    l.setsockopt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4);
+    // Never hang the daemon on a kernel that does not answer: 5 s receive timeout.
+    const tv = Buffer.alloc(16);
+    tv.writeBigInt64LE(5n, 0);
+    l.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
+  }
+
+  close(): void {
+    if (this.fd >= 0) lib().close(this.fd);
+    this.fd = -1;
+  }
+
+  private send(buf: Buffer): void {
+    const n = lib().send(this.fd, buf, buf.length, 0);
+    if (n < 0) check(-1, 'netlink send');
+  }
+
+  private recv(): Message[] {
+    const n = lib().recv(this.fd, this.buf, this.buf.length, 0);
+    if (n < 0) {
+      const e = errno();
+      throw new ToastnetError('kernel', `netlink recv: ${lib().strerror(e)} (errno ${e})`);
+    }
+    // Copy: messages outlive this buffer, which the next recv overwrites.
+    return parseMessages(Buffer.from(this.buf.subarray(0, Number(n))));
+  }
+
+  /**
+   * Sends all requests in one write and waits for every ack. Throws the first failure,
+   * named by `what[i]`; the kernel processes the batch in order and stops at nothing, so
+   * callers order requests such that a failure leaves only things the undo path removes.
+   */
+  exec(reqs: Request[], what: string[] = []): void {
+    if (reqs.length === 0) return;
+    const first = this.seq + 1;
+    const frames = reqs.map((r) => frame({ ...r, flags: r.flags | NLM_F_ACK }, ++this.seq));
+    this.send(Buffer.concat(frames));
+    let pending = reqs.length;
+    let failure: NetlinkError | undefined;
+    while (pending > 0) {
+      for (const m of this.recv()) {
+        if (m.type !== NLMSG_ERROR) continue;
+        const { errno: e, ackedSeq, text } = parseError(m);
+        if (ackedSeq < first || ackedSeq > this.seq) continue;
+        pending--;
+        if (e !== 0 && !failure) failure = new NetlinkError(e, what[ackedSeq - first] ?? 'netlink request', text);
+      }
+    }
+    if (failure) throw failure;
+  }
+
+  /** Runs one dump request and returns every message of the answer. */
+  dump(req: Request): Message[] {
+    const seq = ++this.seq;
+    this.send(frame({ ...req, flags: req.flags | NLM_F_DUMP }, seq));
+    const out: Message[] = [];
+    for (;;) {
+      for (const m of this.recv()) {
+        if (m.seq !== seq) continue;
+        if (m.type === NLMSG_DONE) return out;
+        if (m.type === NLMSG_ERROR) {
+          const { errno: e, text } = parseError(m);
+          if (e !== 0) throw new NetlinkError(e, 'netlink dump', text);
+          return out;
+        }
+        out.push(m);
+        if (!(m.flags & NLM_F_MULTI)) return out;
+      }
+    }
+  }
+
+  /** A single non-dump GET (e.g. one link by name); returns the answer message. */
+  get(req: Request, what: string): Message {
+    const seq = ++this.seq;
+    this.send(frame(req, seq));
+    for (;;) {
+      for (const m of this.recv()) {
+        if (m.seq !== seq) continue;
+        if (m.type === NLMSG_ERROR) {
+          const { errno: e, text } = parseError(m);
+          throw new NetlinkError(e || 22, what, text);
+        }
+        return m;
+      }
+    }
+  }
+}
