@@ -217,7 +217,7 @@ export interface LinkInfo {
   link?: number;
   kind?: string;
   operstate?: number;
-  stats?: { rxPackets: bigint; txPackets: bigint; rxBytes: bigint; txBytes: bigint; rxDropped: bigint; txDropped: bigint };
+  stats?: { rxPackets: number; txPackets: number; rxBytes: number; txBytes: number; rxDropped: number; txDropped: number };
 }
 
 export function parseLink(msg: Message): LinkInfo {
@@ -240,12 +240,12 @@ export function parseLink(msg: Message): LinkInfo {
     operstate: a.get(IFLA_OPERSTATE)?.readUInt8(0),
     stats: s && s.length >= 64
       ? {
-          rxPackets: s.readBigUInt64LE(0),
-          txPackets: s.readBigUInt64LE(8),
-          rxBytes: s.readBigUInt64LE(16),
-          txBytes: s.readBigUInt64LE(24),
-          rxDropped: s.readBigUInt64LE(48),
-          txDropped: s.readBigUInt64LE(56),
+          rxPackets: Number(s.readBigUInt64LE(0)),
+          txPackets: Number(s.readBigUInt64LE(8)),
+          rxBytes: Number(s.readBigUInt64LE(16)),
+          txBytes: Number(s.readBigUInt64LE(24)),
+          rxDropped: Number(s.readBigUInt64LE(48)),
+          txDropped: Number(s.readBigUInt64LE(56)),
         }
       : undefined,
   };

@@ -1,0 +1,403 @@
+// The engine of one instance: turns up/down/create/remove/gc into kernel changes and
+// state-store changes, keeping the two consistent. It owns the instance lock, one
+// rtnetlink socket and one libnftables context for its lifetime. Every kernel step of an
+// operation runs synchronously (no await between the state check and the kernel change),
+// so the daemon can serve concurrent callers on one thread without interleaving them.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Config } from '../config/schema.js';
+import { kernelConfigHash } from '../config/load.js';
+import { ToastnetError } from '../errors.js';
+import { Ipam } from '../core/ipam.js';
+import { formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import {
+  InstanceNames, autoSandboxName, instanceNames, netnsName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
+} from '../core/names.js';
+import { RulesetBuilder, SandboxAddressing, SandboxMode } from '../core/ruleset.js';
+import { Nft } from '../kernel/nft.js';
+import { deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
+import { pidsInNetns, terminate } from '../kernel/procs.js';
+import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
+import { parseLink } from '../kernel/rtnetlink-codec.js';
+import * as rq from '../kernel/rtnl-requests.js';
+import {
+  checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
+} from '../kernel/host-net.js';
+import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+import { SandboxRow, Store } from '../store/store.js';
+import { InstanceLock } from './lock.js';
+import { persistFiles, removePersisted } from './persist.js';
+
+/** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
+export const NETNS_ETC_DIR = '/etc/netns';
+
+export interface SandboxInfo {
+  name: string;
+  id: number;
+  ip: string;
+  gateway: string;
+  prefixLength: number;
+  netns: string;
+  mac: string;
+  mode: SandboxMode;
+  resolvConf: string;
+  hostLink?: string;
+  createdAt: string;
+  state: string;
+}
+
+export interface CreateOptions {
+  name?: string;
+  mode?: SandboxMode;
+}
+
+export interface GcReport {
+  sandboxes: string[];
+  namespaces: string[];
+  links: string[];
+  files: string[];
+}
+
+export interface Status {
+  instance: string;
+  up: boolean;
+  subnet: string;
+  gateway: string;
+  table: string;
+  gatewayLink: string;
+  forwarding: boolean;
+  sandboxes: number;
+  addresses: { capacity: number; used: number; free: number };
+  dnsUpstreams: string[];
+  stateFile: string;
+  socket: string;
+  daemon: { pid: number } | null;
+}
+
+export class Engine {
+  readonly names: InstanceNames;
+  readonly rules: RulesetBuilder;
+  readonly store: Store;
+  private readonly rtnl: RtnetlinkSocket;
+  private readonly nft: Nft;
+  private readonly ipam: Ipam;
+  private readonly prefixLength: number;
+  private parentIndex: number | undefined;
+  private readonly removing = new Map<string, Promise<void>>();
+
+  private constructor(readonly config: Config, private readonly lock: InstanceLock) {
+    this.names = instanceNames(config.instance);
+    this.rules = new RulesetBuilder(config);
+    this.store = new Store(path.join(config.stateDir, 'state.db'));
+    this.nft = new Nft();
+    this.rtnl = new RtnetlinkSocket();
+    const subnet = parseCidr(config.subnet);
+    this.prefixLength = subnet.prefix;
+    const leased = this.store.list().map((s) => parseIPv4(s.ip));
+    const nextFresh = Number(this.store.getMeta('next_fresh') ?? subnet.network + 1);
+    this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
+  }
+
+  /** Opens the instance, waiting up to `waitMs` for another holder of the lock. */
+  static async open(config: Config, waitMs = 0): Promise<Engine> {
+    const lock = waitMs > 0 ? await InstanceLock.acquire(config.runDir, waitMs) : InstanceLock.tryAcquire(config.runDir);
+    try {
+      return new Engine(config, lock);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.rtnl.close();
+    this.store.close();
+    this.lock.release();
+  }
+
+  // ---- host -------------------------------------------------------------------------
+
+  isUp(): boolean {
+    return getLinkOrUndefined(this.rtnl, this.names.gatewayLink) !== undefined
+      && this.nft.listTable('inet', this.names.table) !== undefined;
+  }
+
+  /** Sets up the host side; idempotent. Rebuilds the table with every live sandbox's elements. */
+  up(o: { persist?: boolean; persistRoot?: string } = {}): void {
+    const hash = kernelConfigHash(this.config);
+    const previous = this.store.getMeta('config_hash');
+    if (previous && previous !== hash && this.store.count() > 0) {
+      throw new ToastnetError('invalid_argument', 'subnet or gateway changed while sandboxes exist: remove them (or `toastnet down`) first');
+    }
+    checkSubnetFree(this.rtnl, this.names, parseCidr(this.config.subnet));
+    if (this.store.getMeta('forwarding_before') === undefined) this.store.setMeta('forwarding_before', readForwarding() ? '1' : '0');
+    const host = setupHostNet(this.rtnl, this.names, this.config.gateway, this.prefixLength);
+    this.parentIndex = host.parentIndex;
+    writeForwarding(true);
+    this.nft.apply(this.rules.fullTable(this.liveAddressing()), 'install ruleset');
+    this.store.setMeta('config_hash', hash);
+    if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
+  }
+
+  /** Removes everything the instance made: sandboxes, table, links, files, state. */
+  async down(o: { persistRoot?: string } = {}): Promise<{ sandboxes: number }> {
+    const rows = this.store.list();
+    await Promise.all(rows.map((r) => this.remove(r.name)));
+    this.gcKernel(new Set());
+    this.nft.apply(this.rules.deleteTable(), 'delete table');
+    const others = otherInstancesPresent(this.rtnl, this.names);
+    teardownHostNet(this.rtnl, this.names);
+    if (this.store.getMeta('forwarding_before') === '0' && !others) writeForwarding(false);
+    removePersisted(this.config, o.persistRoot ?? '/');
+    this.store.close();
+    for (const f of ['state.db', 'state.db-wal', 'state.db-shm']) fs.rmSync(path.join(this.config.stateDir, f), { force: true });
+    try {
+      fs.rmdirSync(this.config.stateDir); // only if nothing else lives there
+    } catch {
+      // not empty, or already gone
+    }
+    return { sandboxes: rows.length };
+  }
+
+  // ---- sandboxes ----------------------------------------------------------------------
+
+  private addressing(r: SandboxRow): SandboxAddressing {
+    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id) };
+  }
+
+  private liveAddressing(): SandboxAddressing[] {
+    return this.store.list().filter((r) => r.state === 'ready').map((r) => this.addressing(r));
+  }
+
+  info(r: SandboxRow): SandboxInfo {
+    const netns = netnsName(this.names, r.name);
+    return {
+      name: r.name,
+      id: r.id,
+      ip: r.ip,
+      gateway: this.config.gateway,
+      prefixLength: this.prefixLength,
+      netns: netnsPath(netns),
+      mac: sandboxMac(r.ip),
+      mode: r.mode,
+      resolvConf: path.join(NETNS_ETC_DIR, netns, 'resolv.conf'),
+      ...(r.mode === 'veth' ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
+      createdAt: new Date(r.createdAt).toISOString(),
+      state: r.state,
+    };
+  }
+
+  private ensureParent(): number {
+    if (this.parentIndex === undefined) {
+      const p = getLinkOrUndefined(this.rtnl, this.names.macvlanParent);
+      if (!p) throw new ToastnetError('not_ready', 'host network is not set up: run `toastnet up`');
+      this.parentIndex = p.index;
+    }
+    return this.parentIndex;
+  }
+
+  /** Creates a sandbox network; all-or-nothing (no row, lease, link or element survives a failure). */
+  create(o: CreateOptions = {}): SandboxInfo {
+    const mode = o.mode ?? 'veth';
+    if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
+    if (o.name !== undefined) validateSandboxName(o.name);
+    const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
+    if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
+
+    // 1. Lease and row, in one transaction.
+    const ipNum = this.ipam.peek();
+    const wasFresh = this.ipam.isFresh(ipNum);
+    const ip = formatIPv4(ipNum);
+    const row = this.store.transaction(() => {
+      const name = o.name ?? autoSandboxName(this.store.peekNextId());
+      if (this.removing.has(name) || this.store.getByName(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
+      const id = this.store.insertSandbox(name, ip, mode);
+      this.store.takeReleased(ipNum);
+      this.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.ipam.freshCursor));
+      return this.store.getByName(name)!;
+    });
+    this.ipam.take(ipNum);
+
+    // 2. Kernel, with an explicit undo.
+    const a = this.addressing(row);
+    const netns = netnsName(this.names, row.name);
+    let elementAdded = false;
+    try {
+      createSandboxNet(this.rtnl, {
+        netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: a.mac, hostLink: a.hostLink, parentIndex,
+      });
+      this.nft.apply(this.rules.addSandbox(a), 'admit sandbox');
+      elementAdded = true;
+      this.writeResolvConf(netns);
+      this.store.markReady(row.id);
+    } catch (err) {
+      if (elementAdded) this.tryNft(this.rules.removeSandbox(a));
+      removeSandboxNet(this.rtnl, { netns, mode, ip });
+      fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+      this.store.transaction(() => {
+        this.store.deleteSandbox(row.id);
+        if (!wasFresh) this.store.addReleasedFirst(ipNum);
+        this.store.setMeta('next_fresh', String(wasFresh ? ipNum : this.ipam.freshCursor));
+      });
+      this.ipam.untake(ipNum, wasFresh);
+      throw err;
+    }
+    return this.info({ ...row, state: 'ready' });
+  }
+
+  private writeResolvConf(netns: string): void {
+    const dir = path.join(NETNS_ETC_DIR, netns);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'resolv.conf'), `# written by toastnet for ${netns}\nnameserver ${this.config.gateway}\noptions edns0\n`);
+  }
+
+  private tryNft(cmds: ReturnType<RulesetBuilder['removeSandbox']>): void {
+    try {
+      this.nft.apply(cmds);
+    } catch {
+      // element already gone
+    }
+  }
+
+  get(name: string): SandboxInfo {
+    const r = this.store.getByName(name);
+    if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    return this.info(r);
+  }
+
+  list(): SandboxInfo[] {
+    return this.store.list().filter((r) => !this.removing.has(r.name)).map((r) => this.info(r));
+  }
+
+  inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
+    const info = this.get(name);
+    const r = this.store.getByName(name)!;
+    const kernel = inspectSandboxNet(this.rtnl, { netns: netnsName(this.names, name), mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.names, r.id) });
+    return { ...info, kernel };
+  }
+
+  /**
+   * Removes a sandbox: admission element first (its traffic stops at once), then host route
+   * and namespace, then any process still inside, then the lease. Concurrent removes of
+   * one sandbox share the same work.
+   */
+  remove(name: string, graceMs = 2000): Promise<void> {
+    const pending = this.removing.get(name);
+    if (pending) return pending;
+    const r = this.store.getByName(name);
+    if (!r) return Promise.reject(new ToastnetError('not_found', `no sandbox named "${name}"`));
+    const netns = netnsName(this.names, name);
+    const ino = netnsInode(netns);
+    if (r.state === 'ready') this.tryNft(this.rules.removeSandbox(this.addressing(r)));
+    removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
+    fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+    const pids = ino === undefined ? [] : pidsInNetns(ino);
+    const finish = (): void => {
+      this.store.transaction(() => {
+        this.store.deleteSandbox(r.id);
+        this.store.addReleased(parseIPv4(r.ip));
+      });
+      this.ipam.release(parseIPv4(r.ip));
+      this.removing.delete(name);
+    };
+    if (pids.length === 0) {
+      finish();
+      return Promise.resolve();
+    }
+    const p = terminate(pids, graceMs).then(finish, (err) => {
+      this.removing.delete(name);
+      throw err;
+    });
+    this.removing.set(name, p);
+    return p;
+  }
+
+  // ---- gc and status ----------------------------------------------------------------
+
+  /**
+   * Removes what no live sandbox owns: rows whose namespace or link is gone (a reboot, a
+   * crash mid-create), namespaces, links and resolv.conf dirs of unknown sandboxes, and set
+   * elements that do not match the store.
+   */
+  gc(): GcReport {
+    const report: GcReport = { sandboxes: [], namespaces: [], links: [], files: [] };
+    const namespaces = new Set(listNetns());
+    for (const r of this.store.list()) {
+      if (this.removing.has(r.name)) continue;
+      const netns = netnsName(this.names, r.name);
+      const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
+      if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
+      removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
+      fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+      this.store.transaction(() => {
+        this.store.deleteSandbox(r.id);
+        this.store.addReleased(parseIPv4(r.ip));
+      });
+      this.ipam.release(parseIPv4(r.ip));
+      report.sandboxes.push(r.name);
+    }
+    const live = this.store.list();
+    const g = this.gcKernel(new Set(live.map((r) => r.name)), new Set(live.map((r) => r.id)));
+    report.namespaces.push(...g.namespaces);
+    report.links.push(...g.links);
+    report.files.push(...g.files);
+    if (this.nft.listTable('inet', this.names.table)) this.nft.apply(this.rules.resetSandboxes(this.liveAddressing()), 'reset sandbox sets');
+    return report;
+  }
+
+  /** Removes the instance's namespaces, links and files not owned by the given sandboxes. */
+  private gcKernel(liveNames: Set<string>, liveIds = new Set<number>()): Omit<GcReport, 'sandboxes'> {
+    const out = { namespaces: [] as string[], links: [] as string[], files: [] as string[] };
+    const p = this.names.netnsPrefix;
+    for (const ns of listNetns()) {
+      if (ns.startsWith(p) && !liveNames.has(ns.slice(p.length)) && !this.removing.has(ns.slice(p.length))) {
+        const ino = netnsInode(ns);
+        deleteNetns(ns);
+        if (ino !== undefined) for (const pid of pidsInNetns(ino)) process.kill(pid, 'SIGKILL');
+        out.namespaces.push(ns);
+      }
+    }
+    for (const l of this.rtnl.dump(rq.dumpLinks()).map(parseLink)) {
+      const id = sandboxIdFromLink(this.names, l.name);
+      if (id === undefined || liveIds.has(id)) continue;
+      try {
+        this.rtnl.exec([rq.delLink(l.name)], [`delete ${l.name}`]);
+        out.links.push(l.name);
+      } catch {
+        // being reaped by the kernel already
+      }
+    }
+    let dirs: string[] = [];
+    try {
+      dirs = fs.readdirSync(NETNS_ETC_DIR);
+    } catch {
+      // no /etc/netns
+    }
+    for (const d of dirs) {
+      if (d.startsWith(p) && !liveNames.has(d.slice(p.length)) && !this.removing.has(d.slice(p.length))) {
+        fs.rmSync(path.join(NETNS_ETC_DIR, d), { recursive: true, force: true });
+        out.files.push(path.join(NETNS_ETC_DIR, d));
+      }
+    }
+    return out;
+  }
+
+  status(daemonPid?: number): Status {
+    const used = this.store.count();
+    return {
+      instance: this.config.instance,
+      up: this.isUp(),
+      subnet: this.config.subnet,
+      gateway: this.config.gateway,
+      table: `inet ${this.names.table}`,
+      gatewayLink: this.names.gatewayLink,
+      forwarding: readForwarding(),
+      sandboxes: used,
+      addresses: { capacity: this.ipam.capacity, used, free: this.ipam.capacity - used },
+      dnsUpstreams: this.config.dnsUpstreams,
+      stateFile: this.store.file,
+      socket: path.join(this.config.runDir, 'toastnet.sock'),
+      daemon: daemonPid ? { pid: daemonPid } : null,
+    };
+  }
+}

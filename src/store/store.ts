@@ -1,0 +1,150 @@
+// Persistent state of one instance in SQLite (better-sqlite3 v12: synchronous, so a state
+// change and its IPAM bookkeeping commit together, and cheap: ~20 µs per statement).
+// Only what cannot be derived is stored: names of links, namespaces and MACs follow from
+// id, name and address (core/names.ts).
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { ToastnetError } from '../errors.js';
+import type { SandboxMode } from '../core/ruleset.js';
+
+export type SandboxState = 'creating' | 'ready';
+
+export interface SandboxRow {
+  id: number;
+  name: string;
+  ip: string;
+  mode: SandboxMode;
+  state: SandboxState;
+  createdAt: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sandboxes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,      -- never reused: link names derive from it
+  name TEXT NOT NULL UNIQUE,
+  ip TEXT NOT NULL UNIQUE,                   -- the address lease
+  mode TEXT NOT NULL CHECK (mode IN ('veth', 'macvlan')),
+  state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS released (ip INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS released_by_seq ON released (seq);
+`;
+
+interface Row {
+  id: number;
+  name: string;
+  ip: string;
+  mode: SandboxMode;
+  state: SandboxState;
+  created_at: number;
+}
+
+const toSandbox = (r: Row): SandboxRow => ({ id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at });
+
+export class Store {
+  readonly db: Database.Database;
+  private readonly stmts;
+
+  constructor(readonly file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      this.db = new Database(file);
+    } catch (err) {
+      throw new ToastnetError('not_ready', `state database ${file}: ${(err as Error).message}`);
+    }
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.stmts = {
+      getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
+      insert: this.db.prepare("INSERT INTO sandboxes (name, ip, mode, state, created_at) VALUES (?, ?, ?, 'creating', ?)"),
+      markReady: this.db.prepare("UPDATE sandboxes SET state = 'ready' WHERE id = ?"),
+      delete: this.db.prepare('DELETE FROM sandboxes WHERE id = ?'),
+      byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
+      list: this.db.prepare<[], Row>('SELECT * FROM sandboxes ORDER BY id'),
+      count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM sandboxes'),
+      released: this.db.prepare<[], { ip: number }>('SELECT ip FROM released ORDER BY seq'),
+      takeReleased: this.db.prepare('DELETE FROM released WHERE ip = ?'),
+      addReleased: this.db.prepare('INSERT OR REPLACE INTO released (ip, seq) VALUES (?, ?)'),
+      nextSeq: this.db.prepare<[], { s: number | null }>('SELECT max(seq) AS s FROM released'),
+      firstSeq: this.db.prepare<[], { s: number | null }>('SELECT min(seq) AS s FROM released'),
+      nextId: this.db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'sandboxes'"),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  getMeta(key: string): string | undefined {
+    return this.stmts.getMeta.get(key)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.stmts.setMeta.run(key, value);
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  /** Inserts a sandbox in state 'creating'; throws conflict if the name is taken. */
+  insertSandbox(name: string, ip: string, mode: SandboxMode, now = Date.now()): number {
+    try {
+      return Number(this.stmts.insert.run(name, ip, mode, now).lastInsertRowid);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /sandboxes\.name/.test((err as Error).message)) {
+        throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
+      }
+      throw err;
+    }
+  }
+
+  markReady(id: number): void {
+    this.stmts.markReady.run(id);
+  }
+
+  deleteSandbox(id: number): void {
+    this.stmts.delete.run(id);
+  }
+
+  getByName(name: string): SandboxRow | undefined {
+    const r = this.stmts.byName.get(name);
+    return r ? toSandbox(r) : undefined;
+  }
+
+  list(): SandboxRow[] {
+    return this.stmts.list.all().map(toSandbox);
+  }
+
+  count(): number {
+    return this.stmts.count.get()!.n;
+  }
+
+  /** The id the next insert will get (names of links derive from it). */
+  peekNextId(): number {
+    return (this.stmts.nextId.get()?.seq ?? 0) + 1;
+  }
+
+  releasedInOrder(): number[] {
+    return this.stmts.released.all().map((r) => r.ip);
+  }
+
+  takeReleased(ip: number): void {
+    this.stmts.takeReleased.run(ip);
+  }
+
+  addReleased(ip: number): void {
+    this.stmts.addReleased.run(ip, (this.stmts.nextSeq.get()?.s ?? 0) + 1);
+  }
+
+  /** Puts an address back at the head of the reuse order (undo of a failed create). */
+  addReleasedFirst(ip: number): void {
+    this.stmts.addReleased.run(ip, (this.stmts.firstSeq.get()?.s ?? 1) - 1);
+  }
+}
