@@ -23,7 +23,7 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
 /** TOASTNET_* variables that are not config keys but are still ours. */
-const OTHER_ENV = new Set(['TOASTNET_CONFIG', 'TOASTNET_NO_AUTOSTART']);
+const OTHER_ENV = new Set(['TOASTNET_CONFIG']);
 
 function describeIssues(source: string, err: z.ZodError): ToastnetError {
   const i = err.issues[0];

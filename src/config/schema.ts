@@ -8,7 +8,8 @@ const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementC
   try {
     fn(s);
   } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    // The key is named by the caller: drop the parser's own "key: " prefix.
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^[a-zA-Z]+: /, '') });
   }
 };
 

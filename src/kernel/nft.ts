@@ -10,6 +10,7 @@ const NFT_CTX_OUTPUT_JSON = 1 << 4;
 
 interface LibNftables {
   ctxNew(flags: number): unknown;
+  ctxFree(ctx: unknown): void;
   setOutputFlags(ctx: unknown, flags: number): void;
   bufferOutput(ctx: unknown): number;
   bufferError(ctx: unknown): number;
@@ -31,6 +32,7 @@ function load(): LibNftables {
   const ctxPtr = koffi.pointer('nft_ctx', koffi.opaque());
   nftlib = {
     ctxNew: l.func('nft_ctx_new', ctxPtr, ['uint32_t']),
+    ctxFree: l.func('nft_ctx_free', 'void', [ctxPtr]),
     setOutputFlags: l.func('nft_ctx_output_set_flags', 'void', [ctxPtr, 'uint32_t']),
     bufferOutput: l.func('nft_ctx_buffer_output', 'int', [ctxPtr]),
     bufferError: l.func('nft_ctx_buffer_error', 'int', [ctxPtr]),
@@ -54,6 +56,11 @@ export class Nft {
     this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
     this.l.bufferOutput(this.ctx);
     this.l.bufferError(this.ctx);
+  }
+
+  /** Frees the context and its netlink socket. */
+  free(): void {
+    this.l.ctxFree(this.ctx);
   }
 
   /** Runs commands as one atomic transaction; throws with libnftables' message on failure. */

@@ -1,0 +1,77 @@
+// TypeScript client for the daemon's API over its Unix socket. Errors come back as
+// ToastnetError with the daemon's code and message.
+import http from 'node:http';
+import { ToastnetError, isCode } from '../errors.js';
+import type { GcReport, SandboxInfo, Status } from '../service/engine.js';
+import type { CreateSandboxBody } from './routes.js';
+
+export class ToastnetClient {
+  constructor(readonly socketPath: string, private readonly timeoutMs = 30_000) {}
+
+  request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const data = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request(
+        { socketPath: this.socketPath, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              parsed = undefined;
+            }
+            if ((res.statusCode ?? 500) >= 400) {
+              const e = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+              reject(new ToastnetError(e?.code && isCode(e.code) ? e.code : 'internal', e?.message ?? `HTTP ${res.statusCode}`));
+            } else resolve(parsed as T);
+          });
+        },
+      );
+      req.setTimeout(this.timeoutMs, () => req.destroy(new Error(`no answer from ${this.socketPath} in ${this.timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(data);
+    });
+  }
+
+  /** Whether a daemon answers on the socket. */
+  async ping(): Promise<boolean> {
+    try {
+      await this.status();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  status(): Promise<Status> {
+    return this.request('GET', '/v1/status');
+  }
+  list(): Promise<SandboxInfo[]> {
+    return this.request<{ sandboxes: SandboxInfo[] }>('GET', '/v1/sandboxes').then((r) => r.sandboxes);
+  }
+  get(name: string): Promise<SandboxInfo> {
+    return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}`);
+  }
+  inspect(name: string): Promise<unknown> {
+    return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}/inspect`);
+  }
+  create(body: CreateSandboxBody = {}): Promise<SandboxInfo> {
+    return this.request('POST', '/v1/sandboxes', body);
+  }
+  remove(name: string): Promise<void> {
+    return this.request('DELETE', `/v1/sandboxes/${encodeURIComponent(name)}`);
+  }
+  gc(): Promise<GcReport> {
+    return this.request('POST', '/v1/gc');
+  }
+  up(): Promise<Status> {
+    return this.request('POST', '/v1/up');
+  }
+  down(): Promise<{ sandboxes: number }> {
+    return this.request('POST', '/v1/down');
+  }
+}

@@ -1,0 +1,85 @@
+// The HTTP+JSON API as a pure router: (method, path, body) -> (status, body). The Unix
+// socket server (server.ts) is a thin shell around it, and tests call it without a socket.
+// Documented in README "API"; keep it stable: orchestrators build on it.
+import { z } from 'zod';
+import { ToastnetError, asToastnetError } from '../errors.js';
+import type { GcReport, SandboxInfo, Status } from '../service/engine.js';
+
+export const CreateSandboxBody = z.strictObject({
+  name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
+  mode: z.enum(['veth', 'macvlan']).optional().describe('veth (default) or macvlan'),
+});
+export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
+
+/** What the router needs from the daemon. */
+export interface ApiBackend {
+  status(): Status;
+  list(): SandboxInfo[];
+  get(name: string): SandboxInfo;
+  inspect(name: string): unknown;
+  create(body: CreateSandboxBody): SandboxInfo;
+  remove(name: string): Promise<void>;
+  gc(): GcReport;
+  up(): Status;
+  /** Tears everything down; the daemon exits after answering. */
+  down(): Promise<{ sandboxes: number }>;
+}
+
+export interface ApiRequest {
+  method: string;
+  path: string;
+  body?: unknown;
+}
+
+export interface ApiResponse {
+  status: number;
+  body?: unknown;
+}
+
+const errorResponse = (err: unknown): ApiResponse => {
+  const e = asToastnetError(err);
+  return { status: e.httpStatus, body: { error: e.toJSON() } };
+};
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const msg = i.code === 'unrecognized_keys' ? `unknown field ${i.keys.map((k) => `"${k}"`).join(', ')}` : `field "${i.path.join('.')}": ${i.message}`;
+    throw new ToastnetError('invalid_argument', msg);
+  }
+  return r.data;
+}
+
+export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse> {
+  try {
+    const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
+    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect)?$/.exec(path);
+    const name = m ? decodeURIComponent(m[1]) : undefined;
+    switch (`${req.method} ${m ? (m[2] ? '/v1/sandboxes/:name/inspect' : '/v1/sandboxes/:name') : path}`) {
+      case 'GET /v1/status':
+        return { status: 200, body: b.status() };
+      case 'GET /v1/sandboxes':
+        return { status: 200, body: { sandboxes: b.list() } };
+      case 'POST /v1/sandboxes':
+        return { status: 201, body: b.create(parseBody(CreateSandboxBody, req.body)) };
+      case 'GET /v1/sandboxes/:name':
+        return { status: 200, body: b.get(name!) };
+      case 'GET /v1/sandboxes/:name/inspect':
+        return { status: 200, body: b.inspect(name!) };
+      case 'DELETE /v1/sandboxes/:name':
+        await b.remove(name!);
+        return { status: 204 };
+      case 'POST /v1/gc':
+        return { status: 200, body: b.gc() };
+      case 'POST /v1/up':
+        return { status: 200, body: b.up() };
+      case 'POST /v1/down':
+        return { status: 200, body: await b.down() };
+      default:
+        return { status: 404, body: { error: { code: 'not_found', message: `no route ${req.method} ${path}` } } };
+    }
+  } catch (err) {
+    return errorResponse(err);
+  }
+}

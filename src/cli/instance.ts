@@ -1,0 +1,73 @@
+// How the CLI reaches an instance: through the daemon's API when one runs, otherwise by
+// opening the engine in-process under the instance lock. `create`/`run` start a daemon in
+// the background first, since sandboxes need its DNS forwarder.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ToastnetClient } from '../api/client.js';
+import { Config } from '../config/schema.js';
+import { ToastnetError } from '../errors.js';
+import { Engine } from '../service/engine.js';
+import { socketPath } from '../service/daemon.js';
+
+const LOCK_WAIT_MS = 30_000;
+const DAEMON_START_MS = 15_000;
+
+export function client(c: Config): ToastnetClient {
+  return new ToastnetClient(socketPath(c));
+}
+
+/** Runs `viaApi` if a daemon answers, else `inProcess` with the engine open under the lock. */
+export async function withInstance<T>(
+  c: Config,
+  viaApi: (cl: ToastnetClient) => Promise<T>,
+  inProcess: (e: Engine) => T | Promise<T>,
+): Promise<T> {
+  const cl = client(c);
+  if (fs.existsSync(cl.socketPath) && (await cl.ping())) return viaApi(cl);
+  let engine: Engine;
+  try {
+    engine = await Engine.open(c, LOCK_WAIT_MS);
+  } catch (err) {
+    // A daemon may have taken the lock meanwhile: ask it.
+    if (err instanceof ToastnetError && err.code === 'busy' && (await cl.ping())) return viaApi(cl);
+    throw err;
+  }
+  try {
+    return await inProcess(engine);
+  } finally {
+    engine.close();
+  }
+}
+
+/** Returns a client to a running daemon, starting one in the background if needed. */
+export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<ToastnetClient> {
+  const cl = client(c);
+  if (await cl.ping()) return cl;
+  fs.mkdirSync(c.runDir, { recursive: true, mode: 0o700 });
+  const logFile = path.join(c.runDir, 'daemon.log');
+  const out = fs.openSync(logFile, 'a');
+  const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
+  const child = spawn(process.execPath, [main, ...globalArgs, 'daemon'], { detached: true, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  let exited: number | null = null;
+  child.on('exit', (code) => {
+    exited = code ?? 1;
+  });
+  child.unref();
+  const deadline = Date.now() + DAEMON_START_MS;
+  while (Date.now() < deadline) {
+    if (await cl.ping()) return cl;
+    if (exited !== null && exited !== 0) {
+      // It may have lost a race to another starting daemon: that one will answer soon.
+      const tail = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
+      if (!/in use by another toastnet process/.test(tail)) {
+        throw new ToastnetError('not_ready', `could not start the daemon: ${tail} (log: ${logFile})`);
+      }
+    }
+    await sleep(20);
+  }
+  throw new ToastnetError('not_ready', `the daemon did not answer on ${cl.socketPath} within ${DAEMON_START_MS} ms (log: ${logFile})`);
+}

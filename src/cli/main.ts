@@ -1,0 +1,277 @@
+#!/usr/bin/env node
+// The toastnet command line. Each command is a thin shell over the engine (in-process) or
+// the daemon's API; errors print one line and exit with the catalogue's code.
+import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { Command, Option } from 'commander';
+import { loadConfig } from '../config/load.js';
+import { Config, ConfigInput } from '../config/schema.js';
+import { ToastnetError, asToastnetError } from '../errors.js';
+import { instanceNames, netnsName, validateSandboxName } from '../core/names.js';
+import { netnsPath } from '../kernel/netns.js';
+import type { SandboxInfo, Status } from '../service/engine.js';
+import { runDaemon } from '../service/daemon.js';
+import { runDoctor } from '../service/doctor.js';
+import { client, ensureDaemon, withInstance } from './instance.js';
+
+interface GlobalOpts {
+  config?: string;
+  instance?: string;
+  subnet?: string;
+  gateway?: string;
+  dns?: string;
+  stateDir?: string;
+  runDir?: string;
+}
+
+const program = new Command('toastnet')
+  .description('Safe-by-default networks for sandboxes that run untrusted code')
+  .option('--config <file>', 'config file (default /etc/toastnet/config.json if present)')
+  .option('--instance <name>', 'instance name (default toastnet)')
+  .option('--subnet <cidr>', 'sandbox subnet (default 10.166.0.0/16)')
+  .option('--gateway <ip>', 'gateway address (default: first address of the subnet)')
+  .option('--dns <upstreams>', 'DNS upstreams, comma-separated ip[:port]')
+  .option('--state-dir <dir>', 'state directory')
+  .option('--run-dir <dir>', 'runtime directory (socket, lock)')
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
+  .exitOverride();
+
+function globals(cmd: Command): GlobalOpts {
+  return cmd.optsWithGlobals() as GlobalOpts;
+}
+
+function config(cmd: Command): Config {
+  const g = globals(cmd);
+  const flags: Partial<ConfigInput> = {
+    instance: g.instance,
+    subnet: g.subnet,
+    gateway: g.gateway,
+    dnsUpstreams: g.dns?.split(',').map((s) => s.trim()).filter(Boolean),
+    stateDir: g.stateDir,
+    runDir: g.runDir,
+  };
+  return loadConfig({ flags, configFile: g.config });
+}
+
+/** The global flags again, for the background daemon to see the same configuration. */
+function globalArgs(cmd: Command): string[] {
+  const g = globals(cmd);
+  const out: string[] = [];
+  const add = (flag: string, v?: string) => v !== undefined && out.push(flag, v);
+  add('--config', g.config);
+  add('--instance', g.instance);
+  add('--subnet', g.subnet);
+  add('--gateway', g.gateway);
+  add('--dns', g.dns);
+  add('--state-dir', g.stateDir);
+  add('--run-dir', g.runDir);
+  return out;
+}
+
+const print = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
+
+function printStatus(s: Status): void {
+  print([
+    `instance    ${s.instance} (${s.up ? 'up' : 'down'})`,
+    `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
+    `nftables    table ${s.table}`,
+    `forwarding  ${s.forwarding ? 'on' : 'off'}`,
+    `sandboxes   ${s.sandboxes}`,
+    `addresses   ${s.addresses.free} free of ${s.addresses.capacity}`,
+    `dns         ${s.dnsUpstreams.join(', ') || '(no upstreams)'}`,
+    `daemon      ${s.daemon ? `pid ${s.daemon.pid}, ${s.socket}` : 'not running'}`,
+  ].join('\n'));
+}
+
+function printSandboxes(list: SandboxInfo[]): void {
+  const rows = [['NAME', 'IP', 'MODE', 'NETNS', 'CREATED'], ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt])];
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
+}
+
+program.command('up')
+  .description('set up the host side (gateway link, forwarding, nftables table); idempotent')
+  .option('--persist', 'also write a systemd unit and sysctl file so the setup survives reboots')
+  .option('--root <dir>', 'write --persist files under this directory instead of /', '/')
+  .option('--json', 'print status as JSON')
+  .action(async (o: { persist?: boolean; root: string; json?: boolean }, cmd: Command) => {
+    const c = config(cmd);
+    const s = await withInstance(c,
+      async (cl) => {
+        if (o.persist) throw new ToastnetError('busy', 'a daemon runs this instance; stop it before `up --persist`, or run `up --persist` under systemd');
+        return cl.up();
+      },
+      (e) => {
+        e.up({ persist: o.persist, persistRoot: o.root });
+        return e.status();
+      });
+    if (o.json) printJson(s);
+    else printStatus(s);
+  });
+
+program.command('down')
+  .description('remove everything this instance made: sandboxes, links, table, state, persisted files')
+  .option('--root <dir>', 'where --persist files were written', '/')
+  .action(async (o: { root: string }, cmd: Command) => {
+    const c = config(cmd);
+    const r = await withInstance(c, (cl) => cl.down(), (e) => e.down({ persistRoot: o.root }));
+    print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
+  });
+
+program.command('status')
+  .description('what is set up, sandboxes, free addresses, DNS upstreams, daemon')
+  .option('--json', 'JSON output')
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const s = await withInstance(config(cmd), (cl) => cl.status(), (e) => e.status());
+    if (o.json) printJson(s);
+    else printStatus(s);
+  });
+
+program.command('daemon')
+  .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket')
+  .action(async (_o: unknown, cmd: Command) => {
+    await runDaemon(config(cmd));
+  });
+
+program.command('create')
+  .description('create a sandbox network (starts the daemon if none runs)')
+  .argument('[name]', 'sandbox name (default sbx-<id>)')
+  .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
+  .option('--json', 'JSON output')
+  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean }, cmd: Command) => {
+    if (name !== undefined) validateSandboxName(name);
+    const c = config(cmd);
+    const cl = await ensureDaemon(c, globalArgs(cmd));
+    const s = await cl.create({ name, mode: o.mode });
+    if (o.json) printJson(s);
+    else print(`${s.name} ${s.ip} ${s.netns}`);
+  });
+
+program.command('rm')
+  .description('remove sandboxes (ends processes still inside them)')
+  .argument('<names...>')
+  .action(async (names: string[], _o: unknown, cmd: Command) => {
+    const c = config(cmd);
+    let failed: ToastnetError | undefined;
+    await withInstance(c,
+      async (cl) => {
+        for (const n of names) await cl.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+      },
+      async (e) => {
+        for (const n of names) await e.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+      });
+    if (failed) throw failed;
+  });
+
+function warn(err: unknown): void {
+  process.stderr.write(`toastnet: ${asToastnetError(err).message}\n`);
+}
+
+program.command('ls')
+  .description('list sandboxes')
+  .option('--json', 'JSON output')
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const list = await withInstance(config(cmd), (cl) => cl.list(), (e) => e.list());
+    if (o.json) printJson(list);
+    else printSandboxes(list);
+  });
+
+program.command('inspect')
+  .description('a sandbox with both ends of its link as the kernel sees them')
+  .argument('<name>')
+  .option('--json', 'JSON output')
+  .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+    const r = await withInstance(config(cmd), (cl) => cl.inspect(name), (e) => e.inspect(name));
+    printJson(r);
+    void o;
+  });
+
+program.command('gc')
+  .description('remove what no live sandbox owns (after a crash)')
+  .option('--json', 'JSON output')
+  .action(async (o: { json?: boolean }, cmd: Command) => {
+    const r = await withInstance(config(cmd), (cl) => cl.gc(), (e) => e.gc());
+    if (o.json) printJson(r);
+    else print(`gc: removed ${r.sandboxes.length} dead sandbox(es), ${r.namespaces.length} namespace(s), ${r.links.length} link(s), ${r.files.length} file(s)`);
+  });
+
+/** Runs CMD in the sandbox's namespace with its resolv.conf, as `ip netns exec` does; resolves to CMD's exit code. */
+function execIn(c: Config, name: string, argv: string[]): Promise<number> {
+  validateSandboxName(name);
+  const ns = netnsName(instanceNames(c.instance), name);
+  if (!fs.existsSync(netnsPath(ns))) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+  if (argv.length === 0) throw new ToastnetError('invalid_argument', 'no command given (toastnet exec NAME -- CMD...)');
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: 'inherit' });
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    const onInt = () => undefined; // the terminal already sent SIGINT to the child
+    process.on('SIGTERM', forward);
+    process.on('SIGINT', onInt);
+    child.on('error', (err) => reject(new ToastnetError('not_ready', `cannot run ip netns exec: ${err.message} (install iproute2)`)));
+    child.on('exit', (code, signal) => {
+      process.off('SIGTERM', forward);
+      process.off('SIGINT', onInt);
+      resolve(code ?? 128 + (signal ? osSignal(signal) : 1));
+    });
+  });
+}
+
+function osSignal(s: NodeJS.Signals): number {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[s] ?? 1;
+}
+
+program.command('exec')
+  .description('run CMD inside a sandbox\'s network namespace; exits with CMD\'s code')
+  .argument('<name>')
+  .argument('<cmd...>')
+  .action(async (name: string, argv: string[], _o: unknown, cmd: Command) => {
+    process.exitCode = await execIn(config(cmd), name, argv);
+  });
+
+program.command('run')
+  .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
+  .argument('<cmd...>')
+  .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
+  .option('--name <name>', 'sandbox name')
+  .option('--keep', 'keep the sandbox after CMD exits')
+  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean }, cmd: Command) => {
+    const c = config(cmd);
+    const cl = await ensureDaemon(c, globalArgs(cmd));
+    const s = await cl.create({ name: o.name, mode: o.mode });
+    let code = 1;
+    try {
+      code = await execIn(c, s.name, argv);
+    } finally {
+      if (!o.keep) await client(c).remove(s.name);
+    }
+    process.exitCode = code;
+  });
+
+program.command('doctor')
+  .description('check the kernel features and tools toastnet needs')
+  .option('--json', 'JSON output')
+  .action(async (o: { json?: boolean }) => {
+    const checks = await runDoctor();
+    if (o.json) printJson(checks);
+    else for (const ch of checks) print(`${ch.ok ? 'ok  ' : 'FAIL'}  ${ch.name}${ch.ok ? '' : `: ${ch.detail}${ch.fix ? `\n      fix: ${ch.fix}` : ''}`}`);
+    if (checks.some((ch) => !ch.ok)) process.exitCode = 7;
+  });
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
+      // commander already printed its one-line message
+      process.exit(e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2);
+    }
+    const te = asToastnetError(err);
+    process.stderr.write(`toastnet: ${te.message}\n`);
+    process.exit(te.exitCode);
+  }
+}
+
+await main();

@@ -1,0 +1,262 @@
+// The sandboxes' DNS server: listens on the gateway address (UDP and TCP 53) and forwards
+// each query to the configured upstreams, trying the next one when one times out or
+// fails, and passing the upstream's answer back unchanged but for the message ID.
+// Queries are parsed with dns-packet (malformed ones are dropped); only sandbox addresses
+// are answered, so the forwarder is never an open resolver.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { randomInt } from 'node:crypto';
+import dnsPacket from 'dns-packet';
+import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
+
+export interface Upstream {
+  host: string;
+  port: number;
+}
+
+export interface ForwarderOptions {
+  listenHost: string;
+  listenPort?: number;
+  upstreams: Upstream[];
+  timeoutMs: number;
+  /** Only clients in this prefix get answers. */
+  clients: Cidr;
+  log?: (msg: string) => void;
+}
+
+export interface ForwarderStats {
+  queries: number;
+  answered: number;
+  servfail: number;
+  dropped: number;
+  upstreamTimeouts: number;
+}
+
+interface Pending {
+  clientId: number;
+  reply: (msg: Buffer) => void;
+  query: Buffer;
+  attempt: number;
+  timer: NodeJS.Timeout;
+  upstream: Upstream;
+}
+
+const MAX_UDP_QUERY = 4096;
+
+/** A SERVFAIL answer to `query` (same ID and question), for when every upstream failed. */
+export function servfail(query: Buffer): Buffer | undefined {
+  try {
+    const q = dnsPacket.decode(query);
+    return dnsPacket.encode({
+      id: q.id,
+      type: 'response',
+      flags: (q.flags ?? 0) & dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 2 /* rcode SERVFAIL */,
+      questions: q.questions,
+    });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `buf` is a well-formed query (QR=0, one question or more). */
+export function isQuery(buf: Buffer): boolean {
+  if (buf.length < 12) return false;
+  try {
+    const p = dnsPacket.decode(buf);
+    return p.type === 'query' && (p.questions?.length ?? 0) > 0;
+  } catch {
+    return false;
+  }
+}
+
+export class DnsForwarder {
+  readonly stats: ForwarderStats = { queries: 0, answered: 0, servfail: 0, dropped: 0, upstreamTimeouts: 0 };
+  private udp?: dgram.Socket;
+  private tcp?: net.Server;
+  private upstreamSock?: dgram.Socket;
+  private readonly pending = new Map<number, Pending>();
+  private readonly tcpConns = new Set<net.Socket>();
+
+  constructor(private readonly o: ForwarderOptions) {}
+
+  private allowed(address: string): boolean {
+    try {
+      return cidrContains(this.o.clients, parseIPv4(address));
+    } catch {
+      return false;
+    }
+  }
+
+  async start(): Promise<void> {
+    const port = this.o.listenPort ?? 53;
+    this.upstreamSock = dgram.createSocket('udp4');
+    this.upstreamSock.on('message', (msg, rinfo) => this.onUpstreamAnswer(msg, rinfo));
+    this.upstreamSock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
+    await new Promise<void>((res) => this.upstreamSock!.bind(0, res));
+
+    this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    this.udp.on('message', (msg, rinfo) => this.onUdpQuery(msg, rinfo));
+    this.udp.on('error', (err) => this.o.log?.(`dns udp: ${err.message}`));
+    await new Promise<void>((res, rej) => {
+      this.udp!.once('error', rej);
+      this.udp!.bind(port, this.o.listenHost, () => {
+        this.udp!.off('error', rej);
+        res();
+      });
+    });
+
+    this.tcp = net.createServer((c) => this.onTcpConnection(c));
+    await new Promise<void>((res, rej) => {
+      this.tcp!.once('error', rej);
+      this.tcp!.listen(port, this.o.listenHost, () => {
+        this.tcp!.off('error', rej);
+        res();
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+    this.pending.clear();
+    for (const c of this.tcpConns) c.destroy();
+    this.udp?.close();
+    this.upstreamSock?.close();
+    await new Promise<void>((res) => (this.tcp ? this.tcp.close(() => res()) : res()));
+  }
+
+  private onUdpQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (!this.allowed(rinfo.address) || msg.length > MAX_UDP_QUERY || !isQuery(msg)) {
+      this.stats.dropped++;
+      return;
+    }
+    this.stats.queries++;
+    this.forwardUdp(msg, (answer) => this.udp?.send(answer, rinfo.port, rinfo.address));
+  }
+
+  /** Picks a free upstream message ID: IDs are random so answers cannot be guessed. */
+  private freeId(): number {
+    for (;;) {
+      const id = randomInt(0, 65536);
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  private forwardUdp(query: Buffer, reply: (msg: Buffer) => void, attempt = 0, clientId = query.readUInt16BE(0)): void {
+    if (attempt >= this.o.upstreams.length) {
+      const sf = servfail(query);
+      this.stats.servfail++;
+      if (sf) reply(sf);
+      return;
+    }
+    const upstream = this.o.upstreams[attempt];
+    const id = this.freeId();
+    const out = Buffer.from(query);
+    out.writeUInt16BE(id, 0);
+    const timer = setTimeout(() => {
+      this.pending.delete(id);
+      this.stats.upstreamTimeouts++;
+      const orig = Buffer.from(query);
+      orig.writeUInt16BE(clientId, 0);
+      this.forwardUdp(orig, reply, attempt + 1, clientId);
+    }, this.o.timeoutMs);
+    this.pending.set(id, { clientId, reply, query, attempt, timer, upstream });
+    this.upstreamSock!.send(out, upstream.port, upstream.host);
+  }
+
+  private onUpstreamAnswer(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (msg.length < 12) return;
+    const p = this.pending.get(msg.readUInt16BE(0));
+    // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored).
+    if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port) return;
+    clearTimeout(p.timer);
+    this.pending.delete(msg.readUInt16BE(0));
+    const rcode = msg.length >= 4 ? msg[3] & 0x0f : 0;
+    if ((rcode === 2 /* SERVFAIL */ || rcode === 5 /* REFUSED */) && p.attempt + 1 < this.o.upstreams.length) {
+      // An upstream that cannot answer is a failed upstream: try the next one (the last one's answer passes through).
+      const orig = Buffer.from(p.query);
+      orig.writeUInt16BE(p.clientId, 0);
+      this.forwardUdp(orig, p.reply, p.attempt + 1, p.clientId);
+      return;
+    }
+    msg.writeUInt16BE(p.clientId, 0);
+    this.stats.answered++;
+    p.reply(msg);
+  }
+
+  private onTcpConnection(c: net.Socket): void {
+    if (!this.allowed(c.remoteAddress?.replace(/^::ffff:/, '') ?? '')) {
+      this.stats.dropped++;
+      c.destroy();
+      return;
+    }
+    this.tcpConns.add(c);
+    c.setTimeout(10_000, () => c.destroy());
+    c.on('close', () => this.tcpConns.delete(c));
+    c.on('error', () => c.destroy());
+    let buf = Buffer.alloc(0);
+    c.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const len = buf.readUInt16BE(0);
+        const query = buf.subarray(2, 2 + len);
+        buf = buf.subarray(2 + len);
+        if (!isQuery(query)) {
+          this.stats.dropped++;
+          c.destroy();
+          return;
+        }
+        this.stats.queries++;
+        this.forwardTcp(Buffer.from(query), 0).then((answer) => {
+          if (c.destroyed) return;
+          const hdr = Buffer.alloc(2);
+          hdr.writeUInt16BE(answer.length);
+          c.write(Buffer.concat([hdr, answer]));
+        });
+      }
+    });
+  }
+
+  /** Forwards over TCP (large answers), with the same failover as UDP. */
+  private async forwardTcp(query: Buffer, attempt: number): Promise<Buffer> {
+    if (attempt >= this.o.upstreams.length) {
+      this.stats.servfail++;
+      return servfail(query) ?? Buffer.alloc(0);
+    }
+    const u = this.o.upstreams[attempt];
+    try {
+      const answer = await tcpExchange(u, query, this.o.timeoutMs);
+      const rcode = answer.length >= 4 ? answer[3] & 0x0f : 0;
+      if ((rcode === 2 || rcode === 5) && attempt + 1 < this.o.upstreams.length) return this.forwardTcp(query, attempt + 1);
+      this.stats.answered++;
+      return answer;
+    } catch {
+      this.stats.upstreamTimeouts++;
+      return this.forwardTcp(query, attempt + 1);
+    }
+  }
+}
+
+function tcpExchange(u: Upstream, query: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(u.port, u.host);
+    let buf = Buffer.alloc(0);
+    const done = (err?: Error, answer?: Buffer) => {
+      clearTimeout(timer);
+      s.destroy();
+      if (err) reject(err);
+      else resolve(answer!);
+    };
+    const timer = setTimeout(() => done(new Error('timeout')), timeoutMs);
+    s.on('connect', () => {
+      const hdr = Buffer.alloc(2);
+      hdr.writeUInt16BE(query.length);
+      s.write(Buffer.concat([hdr, query]));
+    });
+    s.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) done(undefined, buf.subarray(2, 2 + buf.readUInt16BE(0)));
+    });
+    s.on('error', (err) => done(err));
+    s.on('end', () => done(new Error('upstream closed')));
+  });
+}

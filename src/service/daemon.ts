@@ -1,0 +1,87 @@
+// `toastnet daemon`: foreground and systemd-friendly. Takes the instance, runs `up`,
+// reconciles kernel and state (gc), serves DNS on the gateway and the API on
+// <runDir>/toastnet.sock. SIGTERM/SIGINT stop it cleanly without touching sandboxes.
+import path from 'node:path';
+import type http from 'node:http';
+import { Config, parseUpstream } from '../config/schema.js';
+import { parseCidr } from '../core/ipv4.js';
+import { DnsForwarder } from '../dns/forwarder.js';
+import { ApiBackend } from '../api/routes.js';
+import { serveApi } from '../api/server.js';
+import { Engine } from './engine.js';
+
+export type Log = (msg: string) => void;
+
+export const stdoutLog: Log = (msg) => process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+
+export function socketPath(c: Config): string {
+  return path.join(c.runDir, 'toastnet.sock');
+}
+
+export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<void> {
+  const engine = await Engine.open(config, 10_000);
+  let api: http.Server | undefined;
+  let dns: DnsForwarder | undefined;
+  let stopping = false;
+
+  const stop = async (why: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log(`stopping (${why}); sandboxes are left running`);
+    await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
+    await dns?.stop();
+    engine.close();
+    log('stopped');
+  };
+
+  try {
+    const t0 = performance.now();
+    engine.up();
+    const gc = engine.gc();
+    const cleaned = gc.sandboxes.length + gc.namespaces.length + gc.links.length + gc.files.length;
+    log(`up: instance ${config.instance}, subnet ${config.subnet}, gateway ${config.gateway}, ${engine.store.count()} sandboxes, reconciled in ${(performance.now() - t0).toFixed(1)} ms${cleaned ? `, gc removed ${JSON.stringify(gc)}` : ''}`);
+
+    if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
+    dns = new DnsForwarder({
+      listenHost: config.gateway,
+      upstreams: config.dnsUpstreams.map(parseUpstream),
+      timeoutMs: config.dnsTimeoutMs,
+      clients: parseCidr(config.subnet),
+      log,
+    });
+    await dns.start();
+    log(`dns: ${config.gateway}:53 -> ${config.dnsUpstreams.join(', ') || '(none)'}`);
+
+    const backend: ApiBackend = {
+      status: () => engine.status(process.pid),
+      list: () => engine.list(),
+      get: (name) => engine.get(name),
+      inspect: (name) => engine.inspect(name),
+      create: (body) => engine.create(body),
+      remove: (name) => engine.remove(name),
+      gc: () => engine.gc(),
+      up: () => {
+        engine.up();
+        return engine.status(process.pid);
+      },
+      down: async () => {
+        await dns?.stop();
+        dns = undefined;
+        const r = await engine.down();
+        setImmediate(() => void stop('down').then(() => process.exit(0)));
+        return r;
+      },
+    };
+    api = await serveApi(backend, socketPath(config));
+    log(`api: ${socketPath(config)}; ready (pid ${process.pid})`);
+  } catch (err) {
+    await stop('startup failed');
+    throw err;
+  }
+
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: string) => void stop(sig).then(resolve);
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+}

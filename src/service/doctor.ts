@@ -1,0 +1,91 @@
+// `toastnet doctor`: checks, in a throwaway network namespace, every kernel feature and tool
+// toastnet relies on, and says how to fix what is missing. Touches nothing of the host's.
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { Nft } from '../kernel/nft.js';
+import { createNetns, deleteNetns, netnsPath, withNetns } from '../kernel/netns.js';
+import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
+import { parseLink } from '../kernel/rtnetlink-codec.js';
+import * as rq from '../kernel/rtnl-requests.js';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail?: string;
+  fix?: string;
+}
+
+function probe(name: string, fix: string, fn: () => string | void): Check {
+  try {
+    const detail = fn();
+    return { name, ok: true, ...(detail ? { detail } : {}) };
+  } catch (err) {
+    return { name, ok: false, detail: (err as Error).message, fix };
+  }
+}
+
+export async function runDoctor(): Promise<Check[]> {
+  const checks: Check[] = [];
+  checks.push(probe('running as root', 'run toastnet as root (it creates namespaces, links and nftables rules)', () => {
+    if (process.getuid?.() !== 0) throw new Error(`uid ${process.getuid?.()}`);
+  }));
+  checks.push(probe('node >= 20', 'install Node.js 20 or newer', () => {
+    if (Number(process.versions.node.split('.')[0]) < 20) throw new Error(process.versions.node);
+  }));
+  checks.push(probe('iproute2 (ip) for exec/run', 'apt-get install iproute2', () => {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  }));
+  checks.push(probe('libnftables', 'apt-get install libnftables1 nftables', () => {
+    new Nft().free();
+  }));
+  checks.push(probe('IPv4 forwarding sysctl', 'mount /proc/sys read-write (not in a restricted container)', () => {
+    fs.accessSync('/proc/sys/net/ipv4/ip_forward', fs.constants.R_OK | fs.constants.W_OK);
+  }));
+
+  const ns = `toastnet-doctor-${process.pid}`;
+  let inside: RtnetlinkSocket | undefined;
+  const netns = probe('network namespaces (unshare + bind mount under /run/netns)', 'enable CONFIG_NET_NS and make /run writable', () => {
+    createNetns(ns, () => {
+      inside = new RtnetlinkSocket();
+    });
+  });
+  checks.push(netns);
+  if (netns.ok && inside) {
+    const sock = inside;
+    try {
+      checks.push(probe('veth', 'enable CONFIG_VETH (modprobe veth)', () => {
+        sock.exec([rq.newVeth({ name: 'dv0' }, { name: 'dv1' })], ['create veth']);
+      }));
+      checks.push(probe('macvlan', 'enable CONFIG_MACVLAN (modprobe macvlan)', () => {
+        const parent = parseLink(sock.get(rq.getLink('dv1'), 'get dv1'));
+        sock.exec([rq.newMacvlan(parent.index, { name: 'dm0' })], ['create macvlan']);
+      }));
+      checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade, reject', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_reject_inet, nf_conntrack (modprobe them)', () => {
+        withNetns(netnsPath(ns), () => {
+          const nft = new Nft();
+          try {
+            const t = { family: 'inet', table: 'doctor' };
+            nft.apply([
+              { add: { table: { family: 'inet', name: 'doctor' } } },
+              { add: { set: { ...t, name: 's', type: ['ifname', 'ipv4_addr'] } } },
+              { add: { chain: { ...t, name: 'f', type: 'filter', hook: 'forward', prio: 0, policy: 'accept' } } },
+              { add: { chain: { ...t, name: 'n', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' } } },
+              { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established'] } }, { accept: null }] } } },
+              { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: '!=', left: { concat: [{ meta: { key: 'iifname' } }, { payload: { protocol: 'ip', field: 'saddr' } }] }, right: '@s' } }, { reject: { type: 'icmpx', expr: 'admin-prohibited' } }] } } },
+              { add: { rule: { ...t, chain: 'n', expr: [{ masquerade: null }] } } },
+            ]);
+          } finally {
+            nft.free();
+          }
+        });
+      }));
+      checks.push(probe('IPv6 (to switch it off on sandbox links)', 'none needed: without IPv6 there is no IPv6 side door', () => {
+        if (!fs.existsSync('/proc/sys/net/ipv6')) return 'IPv6 not compiled in';
+      }));
+    } finally {
+      sock.close();
+      deleteNetns(ns);
+    }
+  }
+  return checks;
+}
