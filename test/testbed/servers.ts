@@ -1,0 +1,90 @@
+// Servers of the testbed, started inside a test namespace with nsenter:
+//   node servers.js http:IP:PORT:BODY (IP any6 = every v4 and v6 address) ... tcp:IP:PORT:BODY ... dns:IP:PORT
+// HTTP servers answer BODY; TCP servers write BODY and close; the DNS server answers the
+// fixed zone below. Prints "ready" once every listener is bound.
+import http from 'node:http';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import dnsPacket from 'dns-packet';
+
+/** The fake internet's zone. */
+export const ZONE: Record<string, string[]> = {
+  'example.test': ['203.0.113.10'],
+  'www.example.test': ['203.0.113.10'],
+  'metadata.test': ['169.254.169.254'],
+  'private.test': ['172.16.5.5'],
+};
+
+function bigAnswer(name: string): string[] {
+  // 60 A records: over 512 bytes, so UDP answers are truncated and clients retry over TCP.
+  return name === 'big.test' ? Array.from({ length: 60 }, (_, i) => `203.0.113.${100 + i}`) : [];
+}
+
+function answer(query: Buffer, overUdp: boolean): Buffer {
+  const q = dnsPacket.decode(query);
+  const question = q.questions?.[0];
+  const name = question?.name?.toLowerCase() ?? '';
+  const ips = question?.type === 'A' ? (ZONE[name] ?? bigAnswer(name)) : [];
+  const known = name in ZONE || name === 'big.test';
+  let answers = ips.map((ip) => ({ type: 'A' as const, name, ttl: 60, class: 'IN' as const, data: ip }));
+  let flags = dnsPacket.AUTHORITATIVE_ANSWER | (known ? 0 : 3 /* NXDOMAIN */);
+  const full = dnsPacket.encode({ id: q.id, type: 'response', flags, questions: q.questions, answers });
+  if (overUdp && full.length > 512) {
+    answers = [];
+    flags |= dnsPacket.TRUNCATED_RESPONSE;
+    return dnsPacket.encode({ id: q.id, type: 'response', flags, questions: q.questions, answers });
+  }
+  return full;
+}
+
+async function main(): Promise<void> {
+  const waits: Promise<void>[] = [];
+  for (const spec of process.argv.slice(2)) {
+    const [kind, addr, portStr, ...rest] = spec.split(':');
+    const ip = addr === 'any6' ? '::' : addr; // "any6": every IPv4 and IPv6 address
+    const port = Number(portStr);
+    const body = rest.join(':');
+    if (kind === 'http') {
+      const s = http.createServer((_req, res) => res.end(body));
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+    } else if (kind === 'tcp') {
+      const s = net.createServer((c) => c.end(body));
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+    } else if (kind === 'dns') {
+      const u = dgram.createSocket('udp4');
+      u.on('message', (m, r) => {
+        try {
+          u.send(answer(m, true), r.port, r.address);
+        } catch {
+          // malformed query
+        }
+      });
+      waits.push(new Promise((r) => u.bind(port, ip, () => r())));
+      const t = net.createServer((c) => {
+        let buf = Buffer.alloc(0);
+        c.on('data', (d) => {
+          buf = Buffer.concat([buf, d]);
+          while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+            const q = buf.subarray(2, 2 + buf.readUInt16BE(0));
+            buf = buf.subarray(2 + q.length);
+            const a = answer(q, false);
+            const h = Buffer.alloc(2);
+            h.writeUInt16BE(a.length);
+            c.write(Buffer.concat([h, a]));
+          }
+        });
+        c.on('error', () => c.destroy());
+      });
+      waits.push(new Promise((r) => t.listen(port, ip, () => r())));
+    } else {
+      throw new Error(`unknown server spec ${spec}`);
+    }
+  }
+  await Promise.all(waits);
+  process.stdout.write('ready\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`servers: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,227 @@
+// A throwaway network for integration tests, benches and the demo. All traffic stays in
+// namespaces this object makes:
+//
+//   [sandboxes] --veth/macvlan-- [host ns: toastnet, a host service on :8080]
+//        up0 192.0.2.2/24 ---- wan0 192.0.2.1/24 [wan ns: the "internet"]
+//   wan ns addresses: 203.0.113.10 (HTTP "internet"), 203.0.113.53 and .54 (DNS),
+//   169.254.169.254 (fake metadata), 172.16.5.5 (fake VPC db :5432 and web :80),
+//   10.99.0.5, 192.168.77.5, 100.64.0.5 (other private space).
+//
+// Names are unique per run (two runs can coexist); destroy() removes every namespace,
+// link, table, file and process the run made, and is safe to call after a failure.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const CLI = path.resolve(here, '../../src/cli/main.js');
+const SERVERS = path.resolve(here, 'servers.js');
+
+export const WAN = {
+  internet: '203.0.113.10',
+  dns: '203.0.113.53',
+  dns2: '203.0.113.54',
+  metadata: '169.254.169.254',
+  vpc: '172.16.5.5',
+  private10: '10.99.0.5',
+  private192: '192.168.77.5',
+  cgnat: '100.64.0.5',
+  hostUplink: '192.0.2.2',
+  wanUplink: '192.0.2.1',
+};
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const live = new Set<Testbed>();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const tb of live) tb.destroySync();
+    process.exit(130);
+  });
+}
+
+export class Testbed {
+  readonly run: string;
+  readonly hostNs: string;
+  readonly wanNs: string;
+  readonly dir: string;
+  private readonly procs: ChildProcess[] = [];
+  /** Instances used in this run (their sandbox namespaces are cleaned by name prefix). */
+  readonly instances = new Set<string>();
+
+  private constructor() {
+    this.run = `tb${randomBytes(4).toString('hex')}`;
+    this.hostNs = `${this.run}-host`;
+    this.wanNs = `${this.run}-wan`;
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `${this.run}-`));
+  }
+
+  static async create(o: { hostService?: boolean } = {}): Promise<Testbed> {
+    if (process.getuid?.() !== 0) throw new Error('the testbed needs root (network namespaces)');
+    const tb = new Testbed();
+    live.add(tb);
+    try {
+      tb.build();
+      await tb.startServers(tb.wanNs, [
+        `http:${WAN.internet}:80:internet`,
+        `http:${WAN.metadata}:80:metadata`,
+        `tcp:${WAN.vpc}:5432:private-db`,
+        `http:${WAN.vpc}:80:private-web`,
+        `http:${WAN.private10}:80:private10`,
+        `http:${WAN.private192}:80:private192`,
+        `http:${WAN.cgnat}:80:cgnat`,
+        `dns:${WAN.dns}:53`,
+        `dns:${WAN.dns2}:53`,
+      ]);
+      if (o.hostService !== false) await tb.startServers(tb.hostNs, ['http:0.0.0.0:8080:host-service', 'http:any6:8081:host-service6']);
+    } catch (err) {
+      tb.destroySync();
+      throw err;
+    }
+    return tb;
+  }
+
+  private ip(args: string[]): void {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+
+  private build(): void {
+    this.ip(['netns', 'add', this.hostNs]);
+    this.ip(['netns', 'add', this.wanNs]);
+    const up = `${this.run}u`;
+    this.ip(['link', 'add', up, 'netns', this.hostNs, 'type', 'veth', 'peer', 'name', 'wan0', 'netns', this.wanNs]);
+    this.sh(this.hostNs, ['ip', 'link', 'set', up, 'name', 'up0']);
+    this.sh(this.hostNs, ['ip', 'addr', 'add', `${WAN.hostUplink}/24`, 'dev', 'up0']);
+    this.sh(this.hostNs, ['ip', 'link', 'set', 'up0', 'up']);
+    this.sh(this.hostNs, ['ip', 'link', 'set', 'lo', 'up']);
+    this.sh(this.hostNs, ['ip', 'route', 'add', 'default', 'via', WAN.wanUplink]);
+    this.sh(this.wanNs, ['ip', 'addr', 'add', `${WAN.wanUplink}/24`, 'dev', 'wan0']);
+    this.sh(this.wanNs, ['ip', 'link', 'set', 'wan0', 'up']);
+    this.sh(this.wanNs, ['ip', 'link', 'set', 'lo', 'up']);
+    for (const a of [WAN.internet, WAN.dns, WAN.dns2, WAN.metadata, WAN.vpc, WAN.private10, WAN.private192, WAN.cgnat]) {
+      this.sh(this.wanNs, ['ip', 'addr', 'add', `${a}/32`, 'dev', 'lo']);
+    }
+  }
+
+  private async startServers(ns: string, specs: string[]): Promise<void> {
+    const p = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, SERVERS, ...specs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.procs.push(p);
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      p.stderr!.on('data', (d) => (err += d));
+      p.stdout!.on('data', (d) => String(d).includes('ready') && resolve());
+      p.on('exit', (code) => reject(new Error(`servers in ${ns} exited ${code}: ${err}`)));
+    });
+  }
+
+  /** Runs a command in a namespace of this testbed (sync); throws on non-zero exit. */
+  sh(ns: string, cmd: string[]): string {
+    return execFileSync('nsenter', [`--net=/run/netns/${ns}`, ...cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+
+  /** Runs a command in a namespace; returns code and output whatever the exit. */
+  try(ns: string, cmd: string[], timeoutMs = 20_000): Result {
+    const r = spawnSync('nsenter', [`--net=/run/netns/${ns}`, ...cmd], { encoding: 'utf8', timeout: timeoutMs });
+    return { code: r.status ?? 128, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  }
+
+  /** Global flags for an instance of this run, with its own state and run dirs. */
+  flags(instance: string, extra: string[] = []): string[] {
+    this.instances.add(instance);
+    return [
+      '--instance', instance,
+      '--state-dir', path.join(this.dir, instance, 'state'),
+      '--run-dir', path.join(this.dir, instance, 'run'),
+      '--dns', `${WAN.dns}`,
+      ...extra,
+    ];
+  }
+
+  /** Runs the toastnet CLI inside the host namespace (nsenter --net only, so /run/netns stays shared). */
+  toastnet(instance: string, args: string[], o: { extraFlags?: string[]; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Result {
+    const r = spawnSync('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, CLI, ...this.flags(instance, o.extraFlags), ...args], {
+      encoding: 'utf8',
+      timeout: o.timeoutMs ?? 60_000,
+      env: { ...process.env, ...o.env },
+    });
+    return { code: r.status ?? 128, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+  }
+
+  /** Starts a toastnet daemon in the host namespace as a child of the test. */
+  startDaemon(instance: string, extraFlags: string[] = []): ChildProcess {
+    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.procs.push(p);
+    return p;
+  }
+
+  socketPath(instance: string): string {
+    return path.join(this.dir, instance, 'run', 'toastnet.sock');
+  }
+
+  /** Runs a command inside a sandbox, as toastnet exec does. */
+  inSandbox(instance: string, sandbox: string, cmd: string[], timeoutMs = 20_000): Result {
+    return this.toastnet(instance, ['exec', sandbox, '--', ...cmd], { timeoutMs });
+  }
+
+  /** HTTP GET from a sandbox: the body, or "" when blocked. Fails fast (3 s) on a black hole. */
+  curl(instance: string, sandbox: string, url: string): Result {
+    return this.inSandbox(instance, sandbox, ['curl', '-sS', '--max-time', '3', url]);
+  }
+
+  /** pids of the daemon(s) holding this run's instances. */
+  private daemonPids(): number[] {
+    const out: number[] = [];
+    for (const inst of this.instances) {
+      try {
+        const pid = Number(fs.readFileSync(path.join(this.dir, inst, 'run', 'lock.pid'), 'utf8'));
+        if (pid) out.push(pid);
+      } catch {
+        // none
+      }
+    }
+    return out;
+  }
+
+  async destroy(): Promise<void> {
+    this.destroySync();
+  }
+
+  /** Removes everything of this run: processes, sandbox namespaces, files, test namespaces. */
+  destroySync(): void {
+    for (const pid of this.daemonPids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    for (const p of this.procs) p.kill('SIGKILL');
+    const prefixes = [...this.instances].map((i) => `${i}-`).concat([`${this.run}-`]);
+    for (const ns of fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns') : []) {
+      if (!prefixes.some((p) => ns.startsWith(p))) continue;
+      // Processes still inside (a sandbox's command, our servers) would keep it alive.
+      const ino = fs.statSync(`/run/netns/${ns}`).ino;
+      for (const d of fs.readdirSync('/proc')) {
+        if (!/^\d+$/.test(d)) continue;
+        try {
+          if (fs.readlinkSync(`/proc/${d}/ns/net`) === `net:[${ino}]`) process.kill(Number(d), 'SIGKILL');
+        } catch {
+          // exited
+        }
+      }
+      spawnSync('ip', ['netns', 'del', ns]);
+    }
+    for (const d of fs.existsSync('/etc/netns') ? fs.readdirSync('/etc/netns') : []) {
+      if (prefixes.some((p) => d.startsWith(p))) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    live.delete(this);
+  }
+}
