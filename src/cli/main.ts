@@ -162,7 +162,8 @@ program.command('rm')
       async (e) => {
         for (const n of names) await e.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
       });
-    if (failed) throw failed;
+    // Each failure was printed as it happened; exit with the first one's code.
+    if (failed) process.exit(failed.exitCode);
   });
 
 function warn(err: unknown): void {

@@ -27,8 +27,8 @@ export function maskOf(prefix: number): number {
 
 /** Parses "a.b.c.d/n" (or a bare address as /32); host bits must be zero. */
 export function parseCidr(s: string, what = 'CIDR'): Cidr {
-  const m = /^([^/]+)(?:\/(\d{1,2}))?$/.exec(String(s));
-  if (!m) throw new ToastnetError('invalid_argument', `${what}: "${s}" is not a CIDR (want a.b.c.d/n)`);
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?:\/(\d{1,2}))?$/.exec(String(s));
+  if (!m || !ipaddr.IPv4.isValidFourPartDecimal(m[1])) throw new ToastnetError('invalid_argument', `${what}: "${s}" is not a CIDR (want a.b.c.d/n)`);
   const addr = parseIPv4(m[1], what);
   const prefix = m[2] === undefined ? 32 : Number(m[2]);
   if (prefix > 32) throw new ToastnetError('invalid_argument', `${what}: "${s}" has prefix length ${prefix} > 32`);

@@ -161,6 +161,19 @@ export class Testbed {
     return p;
   }
 
+  /** Starts test servers (see servers.ts) inside a sandbox; resolves once they listen. */
+  async serveInSandbox(instance: string, sandbox: string, specs: string[]): Promise<ChildProcess> {
+    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, CLI, ...this.flags(instance), 'exec', sandbox, '--', process.execPath, SERVERS, ...specs], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.procs.push(p);
+    await new Promise<void>((resolve, reject) => {
+      let err = '';
+      p.stderr!.on('data', (d) => (err += d));
+      p.stdout!.on('data', (d) => String(d).includes('ready') && resolve());
+      p.on('exit', (code) => reject(new Error(`servers in sandbox ${sandbox} exited ${code}: ${err}`)));
+    });
+    return p;
+  }
+
   socketPath(instance: string): string {
     return path.join(this.dir, instance, 'run', 'toastnet.sock');
   }

@@ -1,0 +1,179 @@
+// The core promise, with real packets: sandboxes reach the internet (by address and by
+// name through the gateway's DNS) and nothing else: not the host, not each other, not
+// private space, not metadata, not over IPv6, not with a forged source address.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Testbed, WAN } from '../testbed/testbed.js';
+
+describe('core: default policy with real packets', () => {
+  let tb: Testbed;
+  const I = `c${Date.now().toString(36)}`;
+  let a: { ip: string; hostLink: string };
+  let b: { ip: string };
+
+  before(async () => {
+    tb = await Testbed.create();
+    const up = tb.toastnet(I, ['up']);
+    assert.equal(up.code, 0, up.stderr);
+    const ra = tb.toastnet(I, ['create', 'a', '--json']);
+    assert.equal(ra.code, 0, ra.stderr);
+    a = JSON.parse(ra.stdout);
+    const rb = tb.toastnet(I, ['create', 'b', '--mode', 'macvlan', '--json']);
+    assert.equal(rb.code, 0, rb.stderr);
+    b = JSON.parse(rb.stdout);
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('create --json prints the documented fields', () => {
+    const r = JSON.parse(tb.toastnet(I, ['inspect', 'a', '--json']).stdout);
+    for (const k of ['name', 'ip', 'gateway', 'prefixLength', 'netns', 'mac', 'mode', 'resolvConf']) assert.ok(k in r, `missing ${k}`);
+    assert.equal(r.gateway, '10.166.0.1');
+    assert.equal(r.prefixLength, 16);
+    assert.equal(r.kernel.host.name, a.hostLink);
+    assert.ok(r.kernel.sandbox.addresses.some((x: { address: string }) => x.address === a.ip));
+  });
+
+  for (const [mode, sbx] of [['veth', 'a'], ['macvlan', 'b']] as const) {
+    it(`${mode}: reaches the internet by address and by name`, () => {
+      assert.equal(tb.curl(I, sbx, `http://${WAN.internet}/`).stdout, 'internet');
+      assert.equal(tb.curl(I, sbx, 'http://example.test/').stdout, 'internet');
+      const g = tb.inSandbox(I, sbx, ['getent', 'hosts', 'www.example.test']);
+      assert.match(g.stdout, /203\.0\.113\.10/);
+    });
+
+    it(`${mode}: metadata, private ranges and CGNAT space are blocked`, () => {
+      for (const url of [`http://${WAN.metadata}/`, `http://${WAN.vpc}/`, `http://${WAN.vpc}:5432/`, `http://${WAN.private10}/`, `http://${WAN.private192}/`, `http://${WAN.cgnat}/`]) {
+        const r = tb.curl(I, sbx, url);
+        assert.notEqual(r.code, 0, `${url} reachable from ${sbx}: ${r.stdout}`);
+        assert.equal(r.stdout, '');
+      }
+    });
+
+    it(`${mode}: host services are blocked on the gateway and uplink addresses`, () => {
+      for (const url of ['http://10.166.0.1:8080/', `http://${WAN.hostUplink}:8080/`, 'http://127.0.0.1:8080/']) {
+        const r = tb.curl(I, sbx, url);
+        assert.notEqual(r.code, 0, `${url} reachable: ${r.stdout}`);
+      }
+    });
+  }
+
+  it('a denied TCP connection fails fast (reset), not after a timeout', () => {
+    const t = Date.now();
+    const r = tb.curl(I, 'a', `http://${WAN.metadata}/`);
+    assert.equal(r.code, 7, r.stderr); // curl: could not connect (RST), not 28 (timeout)
+    assert.ok(Date.now() - t < 2500);
+  });
+
+  it('sandboxes cannot reach each other, in either direction and either mode', async () => {
+    await tb.serveInSandbox(I, 'a', ['http:0.0.0.0:9000:in-a']);
+    await tb.serveInSandbox(I, 'b', ['http:0.0.0.0:9000:in-b']);
+    assert.notEqual(tb.curl(I, 'b', `http://${a.ip}:9000/`).code, 0);
+    assert.notEqual(tb.curl(I, 'a', `http://${b.ip}:9000/`).code, 0);
+    // Even with an explicit route via the gateway (root in the sandbox can add one).
+    tb.inSandbox(I, 'a', ['ip', 'route', 'add', `${b.ip}/32`, 'via', '10.166.0.1', 'dev', 'eth0', 'onlink']);
+    assert.notEqual(tb.curl(I, 'a', `http://${b.ip}:9000/`).code, 0);
+    // The host (an orchestrator) may still connect into both.
+    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${a.ip}:9000/`]), 'in-a');
+    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${b.ip}:9000/`]), 'in-b');
+  });
+
+  it('DNS works over UDP and TCP, including answers too large for UDP', () => {
+    const udp = tb.inSandbox(I, 'a', ['dig', '+short', '+time=2', '+tries=1', '@10.166.0.1', 'example.test']);
+    assert.equal(udp.stdout.trim(), '203.0.113.10');
+    const tcp = tb.inSandbox(I, 'a', ['dig', '+tcp', '+short', '+time=2', '+tries=1', '@10.166.0.1', 'big.test']);
+    assert.equal(tcp.stdout.trim().split('\n').length, 60);
+    const trunc = tb.inSandbox(I, 'a', ['dig', '+short', '+time=2', '+tries=1', '@10.166.0.1', 'big.test']); // TC=1, dig retries over TCP
+    assert.equal(trunc.stdout.trim().split('\n').length, 60);
+    const nx = tb.inSandbox(I, 'a', ['dig', '+time=2', '+tries=1', '@10.166.0.1', 'nope.test']);
+    assert.match(nx.stdout, /status: NXDOMAIN/);
+  });
+
+  it('DNS to any other host port is blocked', () => {
+    const r = tb.inSandbox(I, 'a', ['dig', '+short', '+time=1', '+tries=1', '-p', '8080', '@10.166.0.1', 'example.test']);
+    assert.notEqual(r.stdout.trim(), '203.0.113.10');
+  });
+
+  it('IPv6 from a sandbox is dropped even when both ends configure addresses', () => {
+    tb.sh(tb.hostNs, ['ip', '-6', 'addr', 'add', 'fd00:7::1/64', 'dev', a.hostLink, 'nodad']);
+    tb.inSandbox(I, 'a', ['ip', '-6', 'addr', 'add', 'fd00:7::2/64', 'dev', 'eth0', 'nodad']);
+    const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', 'http://[fd00:7::1]:8081/']);
+    assert.notEqual(r.code, 0, r.stdout);
+    const rules = tb.sh(tb.hostNs, ['nft', 'list', 'chain', 'inet', I, 'source_check']);
+    assert.match(rules, /meta nfproto ipv6 counter packets [1-9]/);
+  });
+
+  it('a forged source address is dropped', () => {
+    tb.inSandbox(I, 'a', ['ip', 'addr', 'add', '10.166.0.200/16', 'dev', 'eth0']);
+    const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', '--interface', '10.166.0.200', `http://${WAN.internet}/`]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.equal(tb.curl(I, 'a', `http://${WAN.internet}/`).stdout, 'internet'); // its own address still works
+  });
+
+  it('exec passes the exit code through; run creates, runs and removes', () => {
+    assert.equal(tb.inSandbox(I, 'a', ['sh', '-c', 'exit 7']).code, 7);
+    const before = JSON.parse(tb.toastnet(I, ['ls', '--json']).stdout).length;
+    const r = tb.toastnet(I, ['run', '--', 'sh', '-c', `curl -s --max-time 3 http://${WAN.internet}/ && exit 3`]);
+    assert.equal(r.code, 3);
+    assert.equal(r.stdout, 'internet');
+    assert.equal(JSON.parse(tb.toastnet(I, ['ls', '--json']).stdout).length, before);
+    const kept = tb.toastnet(I, ['run', '--keep', '--name', 'kept', '--', 'true']);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.equal(tb.toastnet(I, ['rm', 'kept']).code, 0);
+  });
+
+  it('up twice gives the same ruleset', () => {
+    // Handles and counters are runtime values, not configuration.
+    const strip = (s: string) => s.replace(/"handle":\s*\d+,?/g, '').replace(/"counter":\s*\{[^}]*\}/g, '"counter"');
+    const first = strip(tb.sh(tb.hostNs, ['nft', '-j', 'list', 'table', 'inet', I]));
+    assert.equal(tb.toastnet(I, ['up']).code, 0);
+    const second = strip(tb.sh(tb.hostNs, ['nft', '-j', 'list', 'table', 'inet', I]));
+    assert.equal(second, first);
+    assert.equal(tb.curl(I, 'a', `http://${WAN.internet}/`).stdout, 'internet'); // sandboxes kept working
+  });
+
+  it('bad input fails with one line and a non-zero code, and changes nothing', () => {
+    const state = () => [tb.toastnet(I, ['ls', '--json']).stdout, tb.sh(tb.hostNs, ['nft', 'list', 'set', 'inet', I, 'veth_src']), tb.sh(tb.hostNs, ['ip', '-o', 'link'])].join('\n');
+    const s0 = state();
+    const cases: [string[], number, RegExp][] = [
+      [['create', 'a'], 4, /already exists/],
+      [['create', 'bad/name'], 2, /sandbox name/],
+      [['create', '--mode', 'tap', 'x'], 2, /mode/],
+      [['exec', 'nope', '--', 'true'], 3, /no sandbox named "nope"/],
+      [['rm', 'nope'], 3, /no sandbox named "nope"/],
+      [['inspect', 'nope'], 3, /no sandbox named "nope"/],
+      [['--subnet', '10.166.0.1/16', 'status'], 2, /host bits set/],
+      [['--subnet', 'banana', 'status'], 2, /not a CIDR/],
+    ];
+    for (const [args, code, msg] of cases) {
+      const r = tb.toastnet(I, args);
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `more than one line: ${r.stderr}`);
+    }
+    assert.equal(state(), s0);
+  });
+
+  it('rm ends processes left in the sandbox and frees its address', async () => {
+    assert.equal(tb.toastnet(I, ['create', 'busy']).code, 0);
+    const p = await tb.serveInSandbox(I, 'busy', ['http:0.0.0.0:9100:busy']);
+    const exited = new Promise((r) => p.on('exit', r));
+    const r = tb.toastnet(I, ['rm', 'busy']);
+    assert.equal(r.code, 0, r.stderr);
+    await exited;
+    assert.equal(tb.toastnet(I, ['inspect', 'busy']).code, 3);
+  });
+
+  it('down removes everything the instance made and nothing else', () => {
+    const r = tb.toastnet(I, ['down']);
+    assert.equal(r.code, 0, r.stderr);
+    const links = tb.sh(tb.hostNs, ['ip', '-o', 'link']);
+    assert.doesNotMatch(links, /tn[0-9a-f]{4}[gms]/);
+    assert.match(links, /up0/); // the testbed's own link survives
+    assert.doesNotMatch(tb.sh(tb.hostNs, ['nft', 'list', 'tables']), new RegExp(`inet ${I}\\b`));
+    assert.equal(tb.sh(tb.hostNs, ['ip', 'netns', 'list']).split('\n').filter((l) => l.startsWith(`${I}-`)).length, 0);
+    assert.equal(tb.sh(tb.hostNs, ['cat', '/proc/sys/net/ipv4/ip_forward']).trim(), '0');
+    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://127.0.0.1:8080/`]), 'host-service');
+  });
+});
