@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what toastnet needs on Debian/Ubuntu (system packages, npm dependencies) and builds it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
+apt-get update
+# nftables/libnftables1: the firewall, driven in-process; iproute2: `ip netns exec` for exec/run;
+# util-linux: nsenter/unshare; curl, dnsutils: what the tests and demo send packets with.
+apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils ca-certificates
+# Node.js: keep an existing one (>= 20); otherwise take the distribution's (Debian 13 ships 20).
+command -v node >/dev/null || apt-get install -y --no-install-recommends nodejs npm
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+  echo "install-deps: toastnet needs Node.js >= 20 (found $(node -v))" >&2
+  exit 1
+fi
+npm ci --no-audit --no-fund
+npm run build
