@@ -12,7 +12,9 @@ export class ToastnetClient {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = http.request(
-        { socketPath: this.socketPath, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+        // agent: false: one connection per request. Unix-socket connects cost microseconds, and a
+        // pooled keep-alive socket the daemon already closed would fail the next request (EPIPE).
+        { socketPath: this.socketPath, agent: false, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

@@ -1,0 +1,119 @@
+// The daemon: API over the Unix socket, crash (SIGKILL) and restart with sandboxes still
+// working and listed, clean SIGTERM, and gc of what a crash leaves behind.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ToastnetClient } from '../../src/api/client.js';
+import { ToastnetError } from '../../src/errors.js';
+import { linkPrefix } from '../../src/core/names.js';
+import { Testbed, WAN } from '../testbed/testbed.js';
+
+async function waitReady(cl: ToastnetClient, p: ChildProcess): Promise<void> {
+  let out = '';
+  p.stdout?.on('data', (d) => (out += d));
+  p.stderr?.on('data', (d) => (out += d));
+  for (let i = 0; i < 300; i++) {
+    if (await cl.ping()) return;
+    if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${out}`);
+    await sleep(20);
+  }
+  throw new Error(`daemon not ready: ${out}`);
+}
+
+describe('daemon: API, crash, restart, gc', () => {
+  let tb: Testbed;
+  const I = `d${Date.now().toString(36)}`;
+  let cl: ToastnetClient;
+  let daemon: ChildProcess;
+
+  before(async () => {
+    tb = await Testbed.create();
+    cl = new ToastnetClient(tb.socketPath(I));
+    daemon = tb.startDaemon(I);
+    await waitReady(cl, daemon);
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('serves the documented API', async () => {
+    const s = await cl.create({ name: 'api1' });
+    assert.equal(s.name, 'api1');
+    assert.match(s.ip, /^10\.166\./);
+    assert.deepEqual((await cl.list()).map((x) => x.name), ['api1']);
+    assert.equal((await cl.get('api1')).ip, s.ip);
+    const st = await cl.status();
+    assert.equal(st.sandboxes, 1);
+    assert.equal(st.daemon?.pid, daemon.pid !== undefined ? st.daemon?.pid : -1);
+    // Errors: status and body shape.
+    const raw = await cl.request('GET', '/v1/sandboxes/nope').catch((e: ToastnetError) => e) as ToastnetError;
+    assert.equal(raw.code, 'not_found');
+    const bad = await cl.request('POST', '/v1/sandboxes', { name: 'x', color: 'red' }).catch((e: ToastnetError) => e) as ToastnetError;
+    assert.equal(bad.code, 'invalid_argument');
+    assert.match(bad.message, /unknown field "color"/);
+    const dup = await cl.create({ name: 'api1' }).catch((e) => e);
+    assert.equal(dup.code, 'conflict');
+    assert.equal(tb.curl(I, 'api1', 'http://example.test/').stdout, 'internet');
+  });
+
+  it('the CLI uses the running daemon', () => {
+    const r = tb.toastnet(I, ['create', 'cli1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const st = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout);
+    assert.equal(st.sandboxes, 2);
+    assert.ok(st.daemon && st.daemon.pid > 0);
+  });
+
+  it('after SIGKILL, sandboxes keep working; a restarted daemon lists them and serves DNS again', async () => {
+    daemon.kill('SIGKILL');
+    await new Promise((r) => daemon.once('exit', r));
+    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // forwarding needs no daemon
+    daemon = tb.startDaemon(I);
+    await waitReady(cl, daemon);
+    assert.deepEqual((await cl.list()).map((x) => x.name).sort(), ['api1', 'cli1']);
+    assert.equal(tb.curl(I, 'cli1', 'http://example.test/').stdout, 'internet');
+    const again = await cl.create({ name: 'after' });
+    const ips = (await cl.list()).map((x) => x.ip);
+    assert.equal(new Set(ips).size, ips.length, 'addresses are unique after restart');
+    await cl.remove(again.name);
+  });
+
+  it('gc removes orphans: a namespace and link nobody owns, a sandbox whose namespace vanished', async () => {
+    // What a crash mid-create leaves: a namespace with the instance's prefix, a link with its sandbox prefix.
+    tb.sh(tb.hostNs, ['ip', 'netns', 'add', `${I}-ghost`]);
+    const orphanLink = `${linkPrefix(I)}szz`;
+    tb.sh(tb.hostNs, ['ip', 'link', 'add', orphanLink, 'type', 'veth', 'peer', 'name', `${tb.run}o`]);
+    // A sandbox whose namespace disappeared behind toastnet's back (as after a reboot).
+    const doomed = await cl.create({ name: 'doomed' });
+    tb.sh(tb.hostNs, ['ip', 'netns', 'del', `${I}-doomed`]);
+    const report = await cl.gc();
+    assert.deepEqual(report.sandboxes, ['doomed']);
+    assert.ok(report.namespaces.includes(`${I}-ghost`));
+    assert.ok(report.links.includes(orphanLink));
+    assert.equal(tb.sh(tb.hostNs, ['ip', 'netns', 'list']).includes(`${I}-ghost`), false);
+    assert.equal(tb.try(tb.hostNs, ['ip', 'link', 'show', orphanLink]).code !== 0, true);
+    assert.equal((await cl.get('doomed').catch((e) => e)).code, 'not_found');
+    const set = tb.sh(tb.hostNs, ['nft', 'list', 'set', 'inet', I, 'veth_src']);
+    assert.ok(!set.includes(doomed.ip), 'the vanished sandbox is no longer admitted');
+    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // live ones untouched
+  });
+
+  it('SIGTERM stops the daemon cleanly and leaves sandboxes in place', async () => {
+    daemon.kill('SIGTERM');
+    const code = await new Promise((r) => daemon.once('exit', (c) => r(c)));
+    assert.equal(code, 0);
+    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet');
+    const ls = JSON.parse(tb.toastnet(I, ['ls', '--json']).stdout); // in-process: no daemon now
+    assert.deepEqual(ls.map((x: { name: string }) => x.name).sort(), ['api1', 'cli1']);
+  });
+
+  it('a second daemon for the same instance refuses to start', async () => {
+    daemon = tb.startDaemon(I);
+    await waitReady(cl, daemon);
+    const r = tb.toastnet(I, ['daemon'], { timeoutMs: 30_000 });
+    assert.equal(r.code, 6, r.stderr);
+    assert.match(r.stderr, /in use by another toastnet process/);
+    assert.ok(await cl.ping());
+  });
+});
