@@ -8,6 +8,7 @@ import { parseCidr } from '../core/ipv4.js';
 import { DnsForwarder } from '../dns/forwarder.js';
 import { ApiBackend } from '../api/routes.js';
 import { serveApi } from '../api/server.js';
+import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
 
 export type Log = (msg: string) => void;
@@ -19,7 +20,9 @@ export function socketPath(c: Config): string {
 }
 
 export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<void> {
-  const engine = await Engine.open(config, 10_000);
+  // Wait for a CLI working in-process to finish, but not for another daemon: it will not end.
+  const other = new ToastnetClient(socketPath(config));
+  const engine = await Engine.open(config, 10_000, () => other.ping());
   let api: http.Server | undefined;
   let dns: DnsForwarder | undefined;
   let stopping = false;

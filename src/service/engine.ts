@@ -98,9 +98,9 @@ export class Engine {
     this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
   }
 
-  /** Opens the instance, waiting up to `waitMs` for another holder of the lock. */
-  static async open(config: Config, waitMs = 0): Promise<Engine> {
-    const lock = waitMs > 0 ? await InstanceLock.acquire(config.runDir, waitMs) : InstanceLock.tryAcquire(config.runDir);
+  /** Opens the instance, waiting up to `waitMs` for another holder of the lock (see InstanceLock.acquire). */
+  static async open(config: Config, waitMs = 0, giveUp?: () => Promise<boolean>): Promise<Engine> {
+    const lock = waitMs > 0 ? await InstanceLock.acquire(config.runDir, waitMs, giveUp) : InstanceLock.tryAcquire(config.runDir);
     try {
       return new Engine(config, lock);
     } catch (err) {

@@ -24,14 +24,18 @@ export class InstanceLock {
     return new InstanceLock(fd, file);
   }
 
-  /** Waits up to `timeoutMs` for the lock. */
-  static async acquire(runDir: string, timeoutMs: number): Promise<InstanceLock> {
+  /**
+   * Waits up to `timeoutMs` for the lock; `giveUp` is asked between tries whether waiting is
+   * pointless (a daemon already serves the instance), which ends the wait with `busy` at once.
+   */
+  static async acquire(runDir: string, timeoutMs: number, giveUp?: () => Promise<boolean>): Promise<InstanceLock> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
         return InstanceLock.tryAcquire(runDir);
       } catch (err) {
         if (!(err instanceof ToastnetError) || err.code !== 'busy' || Date.now() > deadline) throw err;
+        if (giveUp && (await giveUp())) throw err;
         await sleep(25);
       }
     }

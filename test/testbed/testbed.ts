@@ -72,7 +72,7 @@ export class Testbed {
       await tb.startServers(tb.wanNs, [
         `http:${WAN.internet}:80:internet`,
         `http:${WAN.metadata}:80:metadata`,
-        `tcp:${WAN.vpc}:5432:private-db`,
+        `http:${WAN.vpc}:5432:private-db`,
         `http:${WAN.vpc}:80:private-web`,
         `http:${WAN.private10}:80:private10`,
         `http:${WAN.private192}:80:private192`,
