@@ -8,6 +8,8 @@ apt-get update
 # nftables/libnftables1: the firewall, driven in-process; iproute2: `ip netns exec` for exec/run;
 # util-linux: nsenter/unshare; curl, dnsutils: what the tests and demo send packets with.
 apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils ca-certificates
+# Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables).
+apt-get install -y --no-install-recommends containernetworking-plugins iptables
 # Node.js: keep an existing one (>= 20); otherwise take the distribution's (Debian 13 ships 20).
 command -v node >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then

@@ -233,7 +233,7 @@ export class Engine {
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.removeSandbox(a));
       removeSandboxNet(this.rtnl, { netns, mode, ip });
-      fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+      this.removeResolvConf(netns);
       this.store.transaction(() => {
         this.store.deleteSandbox(row.id);
         if (!wasFresh) this.store.addReleasedFirst(ipNum);
@@ -243,6 +243,21 @@ export class Engine {
       throw err;
     }
     return this.info({ ...row, state: 'ready' });
+  }
+
+  /** Removes the sandbox's /etc/netns dir (unlink + rmdir: a recursive rm costs ~0.7 ms here). */
+  private removeResolvConf(netns: string): void {
+    const dir = path.join(NETNS_ETC_DIR, netns);
+    try {
+      fs.unlinkSync(path.join(dir, 'resolv.conf'));
+    } catch {
+      // not there
+    }
+    try {
+      fs.rmdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOTEMPTY') fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   private writeResolvConf(netns: string): void {
@@ -289,9 +304,13 @@ export class Engine {
     const netns = netnsName(this.names, name);
     const ino = netnsInode(netns);
     if (r.state === 'ready') this.tryNft(this.rules.removeSandbox(this.addressing(r)));
-    removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
-    fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+    // The host route goes with the link when the kernel reaps it; a create that reuses the
+    // address meanwhile replaces it (NLM_F_REPLACE). Only a namespace that processes keep
+    // alive needs the route removed now.
+    deleteNetns(netns);
+    this.removeResolvConf(netns);
     const pids = ino === undefined ? [] : pidsInNetns(ino);
+    if (pids.length > 0) removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
     const finish = (): void => {
       this.store.transaction(() => {
         this.store.deleteSandbox(r.id);
@@ -328,7 +347,7 @@ export class Engine {
       const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
       if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
       removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
-      fs.rmSync(path.join(NETNS_ETC_DIR, netns), { recursive: true, force: true });
+      this.removeResolvConf(netns);
       this.store.transaction(() => {
         this.store.deleteSandbox(r.id);
         this.store.addReleased(parseIPv4(r.ip));

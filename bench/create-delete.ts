@@ -1,0 +1,242 @@
+// `npm run bench`: sandbox network create/delete cost, toastnet side by side with peers,
+// in one run and one throwaway topology (test/testbed):
+//   - toastnet engine in-process (what the daemon does per request),
+//   - toastnet through the daemon's API on its Unix socket (what an orchestrator gets),
+//   - the reference note's way: one `ip`/`nft` process per step (same resulting state),
+//   - the CNI reference plugins (bridge + host-local + firewall), driven as a runtime does.
+// Prints p50/p95 per create and delete, and create+delete cycles per second.
+//
+// The outer process builds the testbed and re-runs this file inside its host namespace
+// with nsenter (--inner), so every packet and kernel object stays in the testbed.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { resolve as resolveConfig } from '../src/config/load.js';
+import { ConfigSchema } from '../src/config/schema.js';
+import { Engine } from '../src/service/engine.js';
+import { ToastnetClient } from '../src/api/client.js';
+import { Testbed } from '../test/testbed/testbed.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const CLI = path.resolve(path.dirname(SELF), '../src/cli/main.js');
+const N = Number(process.env.BENCH_N ?? 200);
+const PEER_N = Number(process.env.BENCH_PEER_N ?? 40);
+const CYCLE_SECONDS = 2;
+
+interface Row {
+  name: string;
+  n: number;
+  create?: { p50: number; p95: number };
+  delete?: { p50: number; p95: number };
+  cyclesPerSecond?: number;
+  note?: string;
+}
+
+function pct(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * q))];
+}
+const stats = (xs: number[]) => ({ p50: pct(xs, 0.5), p95: pct(xs, 0.95) });
+const now = () => performance.now();
+
+function config(instance: string, dir: string, subnet: string) {
+  return resolveConfig(ConfigSchema.parse({ instance, subnet, dnsUpstreams: ['203.0.113.53'], stateDir: path.join(dir, instance, 'state'), runDir: path.join(dir, instance, 'run') }), []);
+}
+
+async function benchEngine(dir: string): Promise<Row> {
+  const e = await Engine.open(config('benche', dir, '10.180.0.0/16'));
+  try {
+    e.up();
+    const c: number[] = [];
+    const d: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t = now();
+      e.create({ name: `s${i}` });
+      c.push(now() - t);
+    }
+    for (let i = 0; i < N; i++) {
+      const t = now();
+      await e.remove(`s${i}`);
+      d.push(now() - t);
+    }
+    let cycles = 0;
+    const end = now() + CYCLE_SECONDS * 1000;
+    while (now() < end) {
+      e.create({ name: `c${cycles}` });
+      await e.remove(`c${cycles}`);
+      cycles++;
+    }
+    return { name: 'toastnet engine (in-process)', n: N, create: stats(c), delete: stats(d), cyclesPerSecond: cycles / CYCLE_SECONDS };
+  } finally {
+    await e.down();
+    e.close();
+  }
+}
+
+async function benchApi(dir: string): Promise<Row> {
+  const inst = 'bencha';
+  const flags = ['--instance', inst, '--subnet', '10.181.0.0/16', '--dns', '203.0.113.53', '--state-dir', path.join(dir, inst, 'state'), '--run-dir', path.join(dir, inst, 'run')];
+  const daemon = spawn(process.execPath, [CLI, ...flags, 'daemon'], { stdio: 'ignore' });
+  const cl = new ToastnetClient(path.join(dir, inst, 'run', 'toastnet.sock'));
+  try {
+    for (let i = 0; i < 500 && !(await cl.ping()); i++) await sleep(20);
+    const c: number[] = [];
+    const d: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t = now();
+      await cl.create({ name: `s${i}` });
+      c.push(now() - t);
+    }
+    for (let i = 0; i < N; i++) {
+      const t = now();
+      await cl.remove(`s${i}`);
+      d.push(now() - t);
+    }
+    let cycles = 0;
+    const end = now() + CYCLE_SECONDS * 1000;
+    while (now() < end) {
+      await cl.create({ name: `c${cycles}` });
+      await cl.remove(`c${cycles}`);
+      cycles++;
+    }
+    return { name: 'toastnet daemon API (Unix socket)', n: N, create: stats(c), delete: stats(d), cyclesPerSecond: cycles / CYCLE_SECONDS };
+  } finally {
+    await cl.down().catch(() => undefined);
+    daemon.kill('SIGKILL');
+  }
+}
+
+/** The reference note's approach, completed to the same end state: one process per step. */
+function benchScript(): Row {
+  const run = (cmd: string, ...args: string[]) => execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const nftJson = (o: unknown) => run('nft', '-j', JSON.stringify({ nftables: [o] }));
+  run('ip', 'link', 'add', 'scrgw', 'type', 'veth', 'peer', 'name', 'scrgwp');
+  run('ip', 'addr', 'add', '10.182.0.1/16', 'dev', 'scrgw');
+  run('ip', 'link', 'set', 'scrgw', 'up');
+  nftJson({ add: { table: { family: 'inet', name: 'benchscript' } } });
+  nftJson({ add: { set: { family: 'inet', table: 'benchscript', name: 'veth_src', type: ['ifname', 'ipv4_addr'] } } });
+  const c: number[] = [];
+  const d: number[] = [];
+  const elem = (i: number) => ({ family: 'inet', table: 'benchscript', name: 'veth_src', elem: [{ concat: [`scr${i}`, `10.182.1.${i + 2}`] }] });
+  try {
+    for (let i = 0; i < PEER_N; i++) {
+      const ns = `benchscr-${i}`;
+      const ip = `10.182.1.${i + 2}`;
+      const t = now();
+      run('ip', 'netns', 'add', ns);
+      run('ip', 'link', 'add', `scr${i}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+      run('ip', 'link', 'set', `scr${i}`, 'up');
+      run('ip', 'route', 'add', `${ip}/32`, 'dev', `scr${i}`);
+      run('ip', '-n', ns, 'addr', 'add', `${ip}/16`, 'dev', 'eth0');
+      run('ip', '-n', ns, 'link', 'set', 'eth0', 'up');
+      run('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+      run('ip', '-n', ns, 'route', 'add', 'default', 'via', '10.182.0.1', 'dev', 'eth0', 'onlink');
+      nftJson({ add: { element: elem(i) } });
+      c.push(now() - t);
+    }
+    for (let i = 0; i < PEER_N; i++) {
+      const t = now();
+      nftJson({ delete: { element: elem(i) } });
+      run('ip', 'netns', 'del', `benchscr-${i}`);
+      d.push(now() - t);
+    }
+  } finally {
+    spawnSync('nft', ['delete', 'table', 'inet', 'benchscript']);
+    spawnSync('ip', ['link', 'del', 'scrgw']);
+    for (let i = 0; i < PEER_N; i++) spawnSync('ip', ['netns', 'del', `benchscr-${i}`]);
+  }
+  const per = (stats(c).p50 + stats(d).p50) / 1000;
+  return { name: 'reference note: ip/nft per step', n: PEER_N, create: stats(c), delete: stats(d), cyclesPerSecond: 1 / per, note: 'cycles/s from p50s' };
+}
+
+/** CNI reference plugins, chained with prevResult as a runtime (containerd, podman) drives them. */
+function benchCni(dir: string): Row {
+  const bin = '/usr/lib/cni';
+  if (!fs.existsSync(path.join(bin, 'bridge'))) return { name: 'CNI bridge+host-local+firewall', n: 0, note: 'unavailable: apt-get install containernetworking-plugins iptables' };
+  const dataDir = path.join(dir, 'cni');
+  const plugins = [
+    { type: 'bridge', bridge: 'cnibench0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', subnet: '10.183.0.0/16', dataDir } },
+    { type: 'firewall', backend: 'iptables' },
+  ];
+  const invoke = (cmd: 'ADD' | 'DEL', id: string, ns: string, plugin: Record<string, unknown>, prev?: unknown): unknown => {
+    const conf = { cniVersion: '1.0.0', name: 'cnibench', ...plugin, ...(prev ? { prevResult: prev } : {}) };
+    const r = spawnSync(path.join(bin, plugin.type as string), {
+      input: JSON.stringify(conf),
+      env: { ...process.env, CNI_COMMAND: cmd, CNI_CONTAINERID: id, CNI_NETNS: `/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: bin },
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${plugin.type} ${cmd}: ${r.stdout || r.stderr}`);
+    return r.stdout ? JSON.parse(r.stdout) : undefined;
+  };
+  const c: number[] = [];
+  const d: number[] = [];
+  const results: unknown[] = [];
+  try {
+    for (let i = 0; i < PEER_N; i++) {
+      const ns = `benchcni-${i}`;
+      execFileSync('ip', ['netns', 'add', ns]); // the runtime makes the namespace; not timed
+      const t = now();
+      let prev: unknown;
+      for (const p of plugins) prev = invoke('ADD', `c${i}`, ns, p, prev);
+      c.push(now() - t);
+      results.push(prev);
+    }
+    for (let i = PEER_N - 1; i >= 0; i--) {
+      const t = now();
+      for (const p of [...plugins].reverse()) invoke('DEL', `c${i}`, `benchcni-${i}`, p, results[i]);
+      d.push(now() - t);
+      spawnSync('ip', ['netns', 'del', `benchcni-${i}`]);
+    }
+  } catch (err) {
+    return { name: 'CNI bridge+host-local+firewall', n: c.length, note: `failed: ${(err as Error).message.slice(0, 160)}` };
+  } finally {
+    for (let i = 0; i < PEER_N; i++) spawnSync('ip', ['netns', 'del', `benchcni-${i}`]);
+    spawnSync('ip', ['link', 'del', 'cnibench0']);
+  }
+  const per = (stats(c).p50 + stats(d).p50) / 1000;
+  return { name: 'CNI bridge+host-local+firewall', n: PEER_N, create: stats(c), delete: stats(d), cyclesPerSecond: 1 / per, note: 'netns creation not timed; cycles/s from p50s' };
+}
+
+async function inner(dir: string): Promise<void> {
+  const rows: Row[] = [];
+  rows.push(await benchEngine(dir));
+  rows.push(await benchApi(dir));
+  rows.push(benchScript());
+  rows.push(benchCni(dir));
+  process.stdout.write(`${JSON.stringify(rows)}\n`);
+}
+
+function table(rows: Row[]): string {
+  const base = rows[0];
+  const f = (x?: number) => (x === undefined ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(0));
+  const ratio = (a?: number, b?: number) => (a && b ? `${(b / a).toFixed(0)}x` : '-');
+  const head = ['', 'n', 'create p50 ms', 'p95', 'delete p50 ms', 'p95', 'cycles/s', 'toastnet faster (create/delete)'];
+  const body = rows.map((r) => [r.name, String(r.n), f(r.create?.p50), f(r.create?.p95), f(r.delete?.p50), f(r.delete?.p95), f(r.cyclesPerSecond),
+    r === base ? '' : `${ratio(base.create?.p50, r.create?.p50)} / ${ratio(base.delete?.p50, r.delete?.p50)}${r.note ? `  (${r.note})` : ''}`]);
+  const all = [head, ...body];
+  const w = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  return all.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join('  ')).join('\n');
+}
+
+async function outer(): Promise<void> {
+  const tb = await Testbed.create({ hostService: false });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-bench-'));
+  try {
+    process.stdout.write(`toastnet bench: ${N} sandboxes (peers ${PEER_N}), ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
+    const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
+    if (r.status !== 0) throw new Error(`inner bench failed (${r.status})`);
+    const rows = JSON.parse(r.stdout.trim().split('\n').pop()!) as Row[];
+    process.stdout.write(`${table(rows)}\n`);
+    const out = process.env.BENCH_JSON;
+    if (out) fs.writeFileSync(out, JSON.stringify({ n: N, peerN: PEER_N, rows }, null, 2));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    await tb.destroy();
+  }
+}
+
+if (process.argv[2] === '--inner') await inner(process.argv[3]);
+else await outer();
