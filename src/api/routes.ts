@@ -55,7 +55,12 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
   try {
     const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
     const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect)?$/.exec(path);
-    const name = m ? decodeURIComponent(m[1]) : undefined;
+    let name: string | undefined;
+    try {
+      name = m ? decodeURIComponent(m[1]) : undefined;
+    } catch {
+      throw new ToastnetError('invalid_argument', `malformed sandbox name in path ${path}`);
+    }
     switch (`${req.method} ${m ? (m[2] ? '/v1/sandboxes/:name/inspect' : '/v1/sandboxes/:name') : path}`) {
       case 'GET /v1/status':
         return { status: 200, body: b.status() };

@@ -206,14 +206,14 @@ function execIn(c: Config, name: string, argv: string[]): Promise<number> {
   if (argv.length === 0) throw new ToastnetError('invalid_argument', 'no command given (toastnet exec NAME -- CMD...)');
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: 'inherit' });
+    // Signals to toastnet go on to CMD (a terminal's Ctrl-C reaches both; CMD sees it twice
+    // at worst), and toastnet itself stays alive to clean up after CMD exits.
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
-    const onInt = () => undefined; // the terminal already sent SIGINT to the child
-    process.on('SIGTERM', forward);
-    process.on('SIGINT', onInt);
+    const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+    for (const s of signals) process.on(s, forward);
     child.on('error', (err) => reject(new ToastnetError('not_ready', `cannot run ip netns exec: ${err.message} (install iproute2)`)));
     child.on('exit', (code, signal) => {
-      process.off('SIGTERM', forward);
-      process.off('SIGINT', onInt);
+      for (const s of signals) process.off(s, forward);
       resolve(code ?? 128 + (signal ? osSignal(signal) : 1));
     });
   });

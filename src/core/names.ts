@@ -58,7 +58,9 @@ export function sandboxLinkName(n: InstanceNames, id: number): string {
 export function sandboxIdFromLink(n: InstanceNames, link: string): number | undefined {
   if (!link.startsWith(n.sandboxLinkPrefix)) return undefined;
   const rest = link.slice(n.sandboxLinkPrefix.length);
-  return /^[0-9a-z]+$/.test(rest) ? parseInt(rest, 36) : undefined;
+  if (!/^[0-9a-z]+$/.test(rest)) return undefined;
+  const id = parseInt(rest, 36);
+  return id.toString(36) === rest ? id : undefined; // only names sandboxLinkName would make
 }
 
 export function netnsName(n: InstanceNames, sandbox: string): string {

@@ -20,6 +20,7 @@ export const NLM_F_DUMP = 0x300;
 export const NLM_F_REPLACE = 0x100;
 export const NLM_F_EXCL = 0x200;
 export const NLM_F_CREATE = 0x400;
+export const NLM_F_CAPPED = 0x100; // on NLMSG_ERROR: only the request's header is echoed
 export const NLM_F_ACK_TLVS = 0x200; // on NLMSG_ERROR: extended-ack attributes follow
 export const NLMSGERR_ATTR_MSG = 1;
 
@@ -191,14 +192,16 @@ export function parseError(msg: Message): { errno: number; ackedSeq: number; tex
   const ackedSeq = msg.body.readUInt32LE(4 + 8);
   let text: string | undefined;
   if (msg.flags & NLM_F_ACK_TLVS) {
-    // With NETLINK_CAP_ACK the original request is not echoed: TLVs follow its 16-byte header.
+    // With NETLINK_CAP_ACK (NLM_F_CAPPED) only the request's 16-byte header is echoed, though
+    // that header still carries the full request length; otherwise the whole request is.
     const origLen = msg.body.readUInt32LE(4);
-    const tlvOff = err === 0 ? 4 + 16 : 4 + Math.max(16, origLen);
+    const capped = err === 0 || (msg.flags & NLM_F_CAPPED) !== 0;
+    const tlvOff = capped ? 4 + 16 : 4 + ((Math.max(16, origLen) + 3) & ~3);
     const attrs = parseAttrs(msg.body.subarray(Math.min(tlvOff, msg.body.length)));
     const m = attrs.get(NLMSGERR_ATTR_MSG);
     if (m) text = m.toString('utf8').replace(/\0+$/, '');
   }
-  return { errno: -err, ackedSeq, text };
+  return { errno: err === 0 ? 0 : -err, ackedSeq, text };
 }
 
 const cstr = (b: Buffer | undefined): string | undefined => (b ? b.toString('utf8').replace(/\0.*$/s, '') : undefined);

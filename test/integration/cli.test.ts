@@ -1,0 +1,73 @@
+// CLI surface that needs no traffic: doctor, status before up, help, config errors.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CLI, Testbed } from '../testbed/testbed.js';
+
+describe('cli', () => {
+  let tb: Testbed;
+  const I = `m${Date.now().toString(36)}`;
+  before(async () => {
+    tb = await Testbed.create({ hostService: false });
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('doctor finds every feature on this machine and leaves nothing behind', () => {
+    const before = fs.readdirSync('/run/netns').length;
+    const r = tb.toastnet(I, ['doctor', '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const checks = JSON.parse(r.stdout) as { name: string; ok: boolean }[];
+    assert.ok(checks.length >= 9);
+    assert.ok(checks.every((c) => c.ok), JSON.stringify(checks.filter((c) => !c.ok)));
+    assert.ok(checks.some((c) => c.name === 'macvlan'));
+    assert.equal(fs.readdirSync('/run/netns').length, before);
+  });
+
+  it('status before up says down and counts nothing; ls is empty', () => {
+    const s = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout);
+    assert.equal(s.up, false);
+    assert.equal(s.sandboxes, 0);
+    assert.equal(s.daemon, null);
+    assert.equal(tb.toastnet(I, ['ls', '--json']).stdout.trim(), '[]');
+  });
+
+  it('help exits 0; an unknown flag exits 2 with one line', () => {
+    assert.equal(tb.toastnet(I, ['--help']).code, 0);
+    const r = tb.toastnet(I, ['create', '--colour', 'red']);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  });
+
+  it('a config file with an unknown key or a bad value is refused, naming file and key', () => {
+    const f = path.join(tb.dir, 'bad.json');
+    fs.writeFileSync(f, JSON.stringify({ subnet: '10.166.0.0/16', colour: 'red' }));
+    let r = tb.toastnet(I, ['status'], { extraFlags: ['--config', f] });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, new RegExp(`config file ${f}: unknown key "colour"`));
+    fs.writeFileSync(f, JSON.stringify({ allowCidrs: ['172.16.5.5:99999/tcp'] }));
+    r = tb.toastnet(I, ['status'], { extraFlags: ['--config', f] });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /allowCidrs/);
+    r = tb.toastnet(I, ['status'], { env: { TOASTNET_SUBNET: '10.166.0.0/40' } });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /environment: key "subnet"/);
+  });
+
+  it('run removes its sandbox when interrupted (SIGINT) and exits with the command\'s code', async () => {
+    const p = spawn('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...tb.flags(I), 'run', '--name', 'interrupted', '--', 'sleep', '30'], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    for (let i = 0; i < 200 && !fs.existsSync(`/run/netns/${I}-interrupted`); i++) await sleep(25);
+    assert.ok(fs.existsSync(`/run/netns/${I}-interrupted`), 'sandbox was created');
+    await sleep(200); // let exec start sleep
+    p.kill('SIGINT');
+    assert.equal(await exited, 130);
+    assert.equal(fs.existsSync(`/run/netns/${I}-interrupted`), false);
+    assert.equal(tb.toastnet(I, ['inspect', 'interrupted']).code, 3);
+    assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+});

@@ -1,0 +1,206 @@
+import { beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ToastnetError } from '../../src/errors.js';
+import { route, type ApiBackend, type CreateSandboxBody } from '../../src/api/routes.js';
+import type { GcReport, SandboxInfo, Status } from '../../src/service/engine.js';
+
+/** An in-memory backend: no kernel, no socket. Records the calls it receives. */
+class FakeBackend implements ApiBackend {
+  sandboxes = new Map<string, SandboxInfo>();
+  calls: string[] = [];
+  nextId = 1;
+  /** When set, every method throws it. */
+  fail: unknown;
+
+  private check(call: string): void {
+    this.calls.push(call);
+    if (this.fail !== undefined) throw this.fail;
+  }
+  status(): Status {
+    this.check('status');
+    return {
+      instance: 'toastnet', up: true, subnet: '10.166.0.0/16', gateway: '10.166.0.1', table: 'toastnet', gatewayLink: 'tn727bg',
+      forwarding: true, sandboxes: this.sandboxes.size, addresses: { capacity: 65533, used: this.sandboxes.size, free: 65533 - this.sandboxes.size },
+      dnsUpstreams: ['192.0.2.53'], stateFile: '/tmp/state.db', socket: '/tmp/toastnet.sock', daemon: { pid: 1 },
+    };
+  }
+  list(): SandboxInfo[] {
+    this.check('list');
+    return [...this.sandboxes.values()];
+  }
+  get(name: string): SandboxInfo {
+    this.check(`get ${name}`);
+    const s = this.sandboxes.get(name);
+    if (!s) throw new ToastnetError('not_found', `no sandbox "${name}"`);
+    return s;
+  }
+  inspect(name: string): unknown {
+    this.check(`inspect ${name}`);
+    return { ...this.get(name), kernel: { links: [] } };
+  }
+  create(body: CreateSandboxBody): SandboxInfo {
+    this.check(`create ${JSON.stringify(body)}`);
+    const id = this.nextId++;
+    const name = body.name ?? `sbx-${id}`;
+    if (this.sandboxes.has(name)) throw new ToastnetError('conflict', `sandbox "${name}" exists`);
+    const ip = `10.166.0.${id + 1}`;
+    const s: SandboxInfo = {
+      name, id, ip, gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:74:0a:a6:00:02',
+      mode: body.mode ?? 'veth', resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
+    };
+    this.sandboxes.set(name, s);
+    return s;
+  }
+  async remove(name: string): Promise<void> {
+    this.check(`remove ${name}`);
+    if (!this.sandboxes.delete(name)) throw new ToastnetError('not_found', `no sandbox "${name}"`);
+  }
+  gc(): GcReport {
+    this.check('gc');
+    return { sandboxes: [], namespaces: ['toastnet-stale'], links: [], files: [] };
+  }
+  up(): Status {
+    this.check('up');
+    return this.status();
+  }
+  async down(): Promise<{ sandboxes: number }> {
+    this.check('down');
+    const n = this.sandboxes.size;
+    this.sandboxes.clear();
+    return { sandboxes: n };
+  }
+}
+
+function assertError(res: { status: number; body?: unknown }, status: number, code: string, message?: RegExp): void {
+  assert.equal(res.status, status);
+  const body = res.body as { error: { code: string; message: string } };
+  assert.deepEqual(Object.keys(body), ['error']);
+  assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message']);
+  assert.equal(body.error.code, code);
+  assert.equal(typeof body.error.message, 'string');
+  if (message) assert.match(body.error.message, message);
+}
+
+describe('route', () => {
+  let b: FakeBackend;
+  beforeEach(() => {
+    b = new FakeBackend();
+  });
+
+  it('POST /v1/sandboxes creates: 201 with the sandbox', async () => {
+    const res = await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'web', mode: 'macvlan' } });
+    assert.equal(res.status, 201);
+    assert.equal((res.body as SandboxInfo).name, 'web');
+    assert.equal((res.body as SandboxInfo).mode, 'macvlan');
+    assert.deepEqual(b.calls, ['create {"name":"web","mode":"macvlan"}']);
+  });
+
+  it('POST /v1/sandboxes without a body uses the defaults', async () => {
+    const res = await route(b, { method: 'POST', path: '/v1/sandboxes' });
+    assert.equal(res.status, 201);
+    assert.equal((res.body as SandboxInfo).name, 'sbx-1');
+    assert.deepEqual(b.calls, ['create {}']);
+  });
+
+  it('GET /v1/sandboxes lists: 200 {"sandboxes":[...]}', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'a' } });
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'b' } });
+    const res = await route(b, { method: 'GET', path: '/v1/sandboxes' });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { sandboxes: SandboxInfo[] }).sandboxes.map((s) => s.name), ['a', 'b']);
+  });
+
+  it('GET /v1/sandboxes/{name}: 200, name URL-decoded; trailing slash and query ignored', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'job.1' } });
+    const res = await route(b, { method: 'GET', path: '/v1/sandboxes/job%2E1/?verbose=1' });
+    assert.equal(res.status, 200);
+    assert.equal((res.body as SandboxInfo).name, 'job.1');
+    assert.deepEqual(b.calls.at(-1), 'get job.1');
+  });
+
+  it('GET /v1/sandboxes/{name}/inspect: 200', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'x' } });
+    const res = await route(b, { method: 'GET', path: '/v1/sandboxes/x/inspect' });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { kernel: unknown }).kernel, { links: [] });
+    assert.ok(b.calls.includes('inspect x'));
+  });
+
+  it('DELETE /v1/sandboxes/{name}: 204 without a body', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'gone' } });
+    const res = await route(b, { method: 'DELETE', path: '/v1/sandboxes/gone' });
+    assert.deepEqual(res, { status: 204 });
+    assert.equal(b.sandboxes.has('gone'), false);
+  });
+
+  it('status, gc, up and down: 200', async () => {
+    const s = await route(b, { method: 'GET', path: '/v1/status' });
+    assert.equal(s.status, 200);
+    assert.equal((s.body as Status).instance, 'toastnet');
+    const gc = await route(b, { method: 'POST', path: '/v1/gc' });
+    assert.deepEqual(gc, { status: 200, body: { sandboxes: [], namespaces: ['toastnet-stale'], links: [], files: [] } });
+    assert.equal((await route(b, { method: 'POST', path: '/v1/up' })).status, 200);
+    await route(b, { method: 'POST', path: '/v1/sandboxes' });
+    assert.deepEqual(await route(b, { method: 'POST', path: '/v1/down' }), { status: 200, body: { sandboxes: 1 } });
+  });
+
+  it('404 for an unknown route or method, without calling the backend', async () => {
+    const cases: [string, string][] = [
+      ['GET', '/v1/nothing'], ['GET', '/'], ['PUT', '/v1/sandboxes'], ['DELETE', '/v1/sandboxes'], ['POST', '/v1/sandboxes/x'],
+      ['GET', '/v2/sandboxes'], ['GET', '/v1/sandboxes/a/b'], ['POST', '/v1/status'], ['GET', '/v1/sandboxes/x/inspect/more'],
+    ];
+    for (const [method, path] of cases) {
+      const res = await route(b, { method, path });
+      assertError(res, 404, 'not_found', new RegExp(`no route ${method}`));
+    }
+    assert.deepEqual(b.calls, []);
+  });
+
+  it('400 for a malformed percent-encoding in the sandbox name', async () => {
+    const res = await route(b, { method: 'GET', path: '/v1/sandboxes/%E0%A4%A' });
+    assertError(res, 400, 'invalid_argument', /malformed sandbox name/);
+    assert.deepEqual(b.calls, []);
+  });
+
+  it('400 for an unknown body field, naming it, without calling the backend', async () => {
+    const res = await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'a', ip: '10.166.0.9' } });
+    assertError(res, 400, 'invalid_argument', /unknown field "ip"/);
+    assert.deepEqual(b.calls, []);
+  });
+
+  it('400 for a bad mode or a non-string name', async () => {
+    assertError(await route(b, { method: 'POST', path: '/v1/sandboxes', body: { mode: 'bridge' } }), 400, 'invalid_argument', /field "mode"/);
+    assertError(await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 7 } }), 400, 'invalid_argument', /field "name"/);
+    assertError(await route(b, { method: 'POST', path: '/v1/sandboxes', body: [] }), 400, 'invalid_argument');
+    assert.deepEqual(b.calls, []);
+  });
+
+  it('maps backend errors to their HTTP status and error body', async () => {
+    assertError(await route(b, { method: 'GET', path: '/v1/sandboxes/nope' }), 404, 'not_found', /no sandbox "nope"/);
+    assertError(await route(b, { method: 'DELETE', path: '/v1/sandboxes/nope' }), 404, 'not_found');
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'dup' } });
+    assertError(await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'dup' } }), 409, 'conflict', /"dup" exists/);
+
+    const table: [unknown, number, string][] = [
+      [new ToastnetError('exhausted', 'full'), 507, 'exhausted'],
+      [new ToastnetError('busy', 'locked'), 409, 'busy'],
+      [new ToastnetError('not_ready', 'run up first'), 503, 'not_ready'],
+      [new ToastnetError('kernel', 'EPERM'), 500, 'kernel'],
+      [new Error('oops'), 500, 'internal'],
+      ['a string', 500, 'internal'],
+    ];
+    for (const [err, status, code] of table) {
+      b.fail = err;
+      for (const req of [{ method: 'GET', path: '/v1/status' }, { method: 'POST', path: '/v1/sandboxes', body: {} }, { method: 'POST', path: '/v1/down' }]) {
+        assertError(await route(b, req), status, code);
+      }
+    }
+    b.fail = new Error('oops');
+    assert.deepEqual(await route(b, { method: 'GET', path: '/v1/sandboxes' }), { status: 500, body: { error: { code: 'internal', message: 'oops' } } });
+  });
+
+  it('maps a rejected async backend call (remove) to its status', async () => {
+    b.fail = new ToastnetError('kernel', 'netlink: EBUSY');
+    assertError(await route(b, { method: 'DELETE', path: '/v1/sandboxes/any' }), 500, 'kernel', /EBUSY/);
+  });
+});

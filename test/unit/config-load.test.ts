@@ -1,0 +1,194 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ToastnetError } from '../../src/errors.js';
+import { defaultUpstreams, fromEnv, kernelConfigHash, loadConfig, resolve } from '../../src/config/load.js';
+import { ConfigSchema } from '../../src/config/schema.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-config-test-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+function file(content: string | object, name = `f${n++}`): string {
+  const p = path.join(dir, name);
+  fs.writeFileSync(p, typeof content === 'string' ? content : JSON.stringify(content));
+  return p;
+}
+
+// Never the host's resolv.conf: a file with one known upstream.
+const resolvConf = file('nameserver 192.0.2.53\n', 'resolv.conf');
+
+const invalid = (re: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof ToastnetError, `not a ToastnetError: ${err}`);
+  assert.equal(err.code, 'invalid_argument');
+  assert.match(err.message, re);
+  return true;
+};
+
+describe('loadConfig precedence', () => {
+  const cfg = file({ instance: 'fromfile', subnet: '10.50.0.0/16', dnsTimeoutMs: 700, allowCidrs: ['172.16.0.1'], stateDir: '/tmp/file-state' });
+
+  it('defaults when there is no file, env or flag', () => {
+    const c = loadConfig({ env: {}, configFile: file({}), resolvConfFiles: [resolvConf] });
+    assert.deepEqual(c, {
+      instance: 'toastnet',
+      subnet: '10.166.0.0/16',
+      gateway: '10.166.0.1',
+      dnsUpstreams: ['192.0.2.53'],
+      dnsTimeoutMs: 2000,
+      allowCidrs: [],
+      denyCidrs: [],
+      stateDir: '/var/lib/toastnet/toastnet',
+      runDir: '/run/toastnet/toastnet',
+    });
+  });
+
+  it('file overrides defaults', () => {
+    const c = loadConfig({ env: {}, configFile: cfg, resolvConfFiles: [resolvConf] });
+    assert.equal(c.instance, 'fromfile');
+    assert.equal(c.subnet, '10.50.0.0/16');
+    assert.equal(c.gateway, '10.50.0.1');
+    assert.equal(c.dnsTimeoutMs, 700);
+    assert.deepEqual(c.allowCidrs, ['172.16.0.1']);
+    assert.equal(c.stateDir, '/tmp/file-state');
+    assert.equal(c.runDir, '/run/toastnet/fromfile', 'derived defaults follow the instance');
+  });
+
+  it('env overrides the file, flags override env', () => {
+    const env = { TOASTNET_INSTANCE: 'fromenv', TOASTNET_DNS_TIMEOUT_MS: '900', TOASTNET_SUBNET: '10.60.0.0/16' };
+    const c = loadConfig({ env, configFile: cfg, resolvConfFiles: [resolvConf] });
+    assert.equal(c.instance, 'fromenv');
+    assert.equal(c.dnsTimeoutMs, 900);
+    assert.equal(c.subnet, '10.60.0.0/16');
+    assert.deepEqual(c.allowCidrs, ['172.16.0.1'], 'keys not in env still come from the file');
+
+    const f = loadConfig({ env, configFile: cfg, flags: { instance: 'fromflags', subnet: undefined }, resolvConfFiles: [resolvConf] });
+    assert.equal(f.instance, 'fromflags');
+    assert.equal(f.subnet, '10.60.0.0/16', 'an undefined flag does not override');
+    assert.equal(f.dnsTimeoutMs, 900);
+  });
+
+  it('finds the file through TOASTNET_CONFIG, and --config wins over it', () => {
+    const other = file({ instance: 'viaenvfile' });
+    assert.equal(loadConfig({ env: { TOASTNET_CONFIG: other }, resolvConfFiles: [resolvConf] }).instance, 'viaenvfile');
+    assert.equal(loadConfig({ env: { TOASTNET_CONFIG: other }, configFile: cfg, resolvConfFiles: [resolvConf] }).instance, 'fromfile');
+  });
+
+  it('an explicit config file must exist', () => {
+    const missing = path.join(dir, 'does-not-exist.json');
+    assert.throws(() => loadConfig({ env: {}, configFile: missing }), invalid(/config file .*does-not-exist\.json/));
+    assert.throws(() => loadConfig({ env: { TOASTNET_CONFIG: missing } }), invalid(/does-not-exist\.json/));
+  });
+
+  it('TOASTNET_DNS_UPSTREAMS is a comma list', () => {
+    const c = loadConfig({ env: { TOASTNET_DNS_UPSTREAMS: '1.1.1.1, 9.9.9.9:5353,,' }, configFile: file({}), resolvConfFiles: [resolvConf] });
+    assert.deepEqual(c.dnsUpstreams, ['1.1.1.1', '9.9.9.9:5353']);
+    assert.deepEqual(fromEnv({ TOASTNET_ALLOW_CIDRS: '10.0.0.0/8:22/tcp,192.0.2.1', TOASTNET_DENY_CIDRS: '' }), {
+      allowCidrs: ['10.0.0.0/8:22/tcp', '192.0.2.1'],
+      denyCidrs: [],
+    });
+  });
+
+  it('ignores environment variables that are not ours', () => {
+    const c = loadConfig({ env: { PATH: '/bin', TOASTNETX: '1', toastnet_instance: 'lower' }, configFile: file({}), resolvConfFiles: [resolvConf] });
+    assert.equal(c.instance, 'toastnet');
+  });
+});
+
+describe('loadConfig validation', () => {
+  it('rejects an unknown key in the file, naming the file and the key', () => {
+    const p = file({ subnet: '10.1.0.0/16', subnett: '10.2.0.0/16' });
+    assert.throws(() => loadConfig({ env: {}, configFile: p }), invalid(new RegExp(`^config file ${p}: unknown key "subnett"`)));
+  });
+
+  it('rejects an unknown TOASTNET_ variable, naming it', () => {
+    assert.throws(() => loadConfig({ env: { TOASTNET_SUBNETT: '10.0.0.0/8' }, configFile: file({}) }), invalid(/^environment: unknown variable TOASTNET_SUBNETT/));
+  });
+
+  it('rejects an unknown flag, naming it', () => {
+    assert.throws(() => loadConfig({ env: {}, configFile: file({}), flags: { color: 'red' } as never }), invalid(/^flags: unknown key "color"/));
+  });
+
+  it('rejects a bad value, naming the source and the key', () => {
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ subnet: '10.1.2.0/16' }) }), invalid(/^config file .*: key "subnet": .*host bits.*10\.1\.0\.0\/16/));
+    assert.throws(() => loadConfig({ env: { TOASTNET_DNS_TIMEOUT_MS: 'soon' }, configFile: file({}) }), invalid(/^environment: key "dnsTimeoutMs"/));
+    assert.throws(() => loadConfig({ env: {}, configFile: file({}), flags: { subnet: 'banana' } }), invalid(/^flags: key "subnet"/));
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ allowCidrs: ['10.0.0.0/8:0'] }) }), invalid(/key "allowCidrs\.0".*bad port range/));
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ subnet: '10.0.0.0/30' }) }), invalid(/key "subnet".*\/8 and \/29/));
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ instance: 'Bad-Name' }) }), invalid(/key "instance"/));
+  });
+
+  it('rejects a file that is not JSON', () => {
+    const p = file('{ "subnet": "10.1.0.0/16", }');
+    assert.throws(() => loadConfig({ env: {}, configFile: p }), invalid(new RegExp(`^config file ${p}: not valid JSON`)));
+  });
+
+  it('rejects a gateway outside the subnet, or on its network or broadcast address', () => {
+    for (const gateway of ['10.1.0.1', '10.166.0.0', '10.166.255.255']) {
+      assert.throws(
+        () => loadConfig({ env: {}, configFile: file({}), flags: { gateway }, resolvConfFiles: [resolvConf] }),
+        invalid(new RegExp(`key "gateway": ${gateway.replace(/\./g, '\\.')} is not a usable address of subnet 10\\.166\\.0\\.0/16`)),
+        gateway,
+      );
+    }
+    const ok = loadConfig({ env: {}, configFile: file({}), flags: { gateway: '10.166.255.254' }, resolvConfFiles: [resolvConf] });
+    assert.equal(ok.gateway, '10.166.255.254');
+  });
+});
+
+describe('resolve', () => {
+  it('defaults the gateway to the first address of the subnet', () => {
+    assert.equal(resolve(ConfigSchema.parse({ subnet: '192.168.40.0/24', dnsUpstreams: ['1.1.1.1'] }), []).gateway, '192.168.40.1');
+    assert.equal(resolve(ConfigSchema.parse({ subnet: '172.20.0.8/29', dnsUpstreams: ['1.1.1.1'] }), []).gateway, '172.20.0.9');
+  });
+
+  it('keeps explicit upstreams and does not read resolv.conf for them', () => {
+    const c = resolve(ConfigSchema.parse({ dnsUpstreams: ['1.1.1.1:5353'] }), [resolvConf]);
+    assert.deepEqual(c.dnsUpstreams, ['1.1.1.1:5353']);
+  });
+
+  it('kernelConfigHash changes with subnet, gateway or instance only', () => {
+    const base = resolve(ConfigSchema.parse({ dnsUpstreams: ['1.1.1.1'] }), []);
+    const h = kernelConfigHash(base);
+    assert.match(h, /^[0-9a-f]{16}$/);
+    assert.equal(kernelConfigHash({ ...base, dnsTimeoutMs: 100, allowCidrs: ['10.0.0.0/8'] }), h);
+    assert.notEqual(kernelConfigHash({ ...base, subnet: '10.167.0.0/16' }), h);
+    assert.notEqual(kernelConfigHash({ ...base, gateway: '10.166.0.2' }), h);
+    assert.notEqual(kernelConfigHash({ ...base, instance: 'other' }), h);
+  });
+});
+
+describe('defaultUpstreams', () => {
+  it('reads nameservers from the first file', () => {
+    const p = file('# comment\nsearch example.com\nnameserver 192.0.2.1\nnameserver 2001:db8::1\n  nameserver 198.51.100.7  \noptions edns0\n');
+    assert.deepEqual(defaultUpstreams([p]), ['192.0.2.1', '198.51.100.7']);
+  });
+
+  it('skips the 127.0.0.53 stub and falls back to the second file', () => {
+    const stub = file('nameserver 127.0.0.53\noptions edns0 trust-ad\n');
+    const real = file('nameserver 203.0.113.53\nnameserver 203.0.113.54\n');
+    assert.deepEqual(defaultUpstreams([stub, real]), ['203.0.113.53', '203.0.113.54']);
+  });
+
+  it('skips any loopback or 0.0.0.0 but keeps the real servers of the same file', () => {
+    const mixed = file('nameserver 127.0.0.1\nnameserver 0.0.0.0\nnameserver 192.0.2.9\n');
+    const never = file('nameserver 203.0.113.1\n');
+    assert.deepEqual(defaultUpstreams([mixed, never]), ['192.0.2.9']);
+  });
+
+  it('skips missing files and returns nothing when no file has a usable server', () => {
+    const stub = file('nameserver 127.0.0.53\n');
+    const real = file('nameserver 203.0.113.53\n');
+    assert.deepEqual(defaultUpstreams([path.join(dir, 'missing'), real]), ['203.0.113.53']);
+    assert.deepEqual(defaultUpstreams([stub, path.join(dir, 'missing')]), []);
+    assert.deepEqual(defaultUpstreams([]), []);
+  });
+
+  it('loadConfig uses them when dnsUpstreams is not configured', () => {
+    const stub = file('nameserver 127.0.0.53\n');
+    const real = file('nameserver 203.0.113.53\n');
+    assert.deepEqual(loadConfig({ env: {}, configFile: file({}), resolvConfFiles: [stub, real] }).dnsUpstreams, ['203.0.113.53']);
+  });
+});
