@@ -46,30 +46,35 @@ function config(instance: string, dir: string, subnet: string) {
   return resolveConfig(ConfigSchema.parse({ instance, subnet, dnsUpstreams: ['203.0.113.53'], stateDir: path.join(dir, instance, 'state'), runDir: path.join(dir, instance, 'run') }), []);
 }
 
+/** N creates, then N deletes (the live count grows to N and back), then cycles for CYCLE_SECONDS. */
+async function measure(name: string, create: (n: string) => unknown, remove: (n: string) => Promise<unknown>): Promise<Row> {
+  const c: number[] = [];
+  const d: number[] = [];
+  for (let i = 0; i < N; i++) {
+    const t = now();
+    await create(`s${i}`);
+    c.push(now() - t);
+  }
+  for (let i = 0; i < N; i++) {
+    const t = now();
+    await remove(`s${i}`);
+    d.push(now() - t);
+  }
+  let cycles = 0;
+  const end = now() + CYCLE_SECONDS * 1000;
+  while (now() < end) {
+    await create(`c${cycles}`);
+    await remove(`c${cycles}`);
+    cycles++;
+  }
+  return { name, n: N, create: stats(c), delete: stats(d), cyclesPerSecond: cycles / CYCLE_SECONDS };
+}
+
 async function benchEngine(dir: string): Promise<Row> {
   const e = await Engine.open(config('benche', dir, '10.180.0.0/16'));
   try {
     e.up();
-    const c: number[] = [];
-    const d: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const t = now();
-      e.create({ name: `s${i}` });
-      c.push(now() - t);
-    }
-    for (let i = 0; i < N; i++) {
-      const t = now();
-      await e.remove(`s${i}`);
-      d.push(now() - t);
-    }
-    let cycles = 0;
-    const end = now() + CYCLE_SECONDS * 1000;
-    while (now() < end) {
-      e.create({ name: `c${cycles}` });
-      await e.remove(`c${cycles}`);
-      cycles++;
-    }
-    return { name: 'toastnet engine (in-process)', n: N, create: stats(c), delete: stats(d), cyclesPerSecond: cycles / CYCLE_SECONDS };
+    return await measure('toastnet engine (in-process)', (name) => e.create({ name }), (name) => e.remove(name));
   } finally {
     await e.down();
     e.close();
@@ -83,26 +88,7 @@ async function benchApi(dir: string): Promise<Row> {
   const cl = new ToastnetClient(path.join(dir, inst, 'run', 'toastnet.sock'));
   try {
     for (let i = 0; i < 500 && !(await cl.ping()); i++) await sleep(20);
-    const c: number[] = [];
-    const d: number[] = [];
-    for (let i = 0; i < N; i++) {
-      const t = now();
-      await cl.create({ name: `s${i}` });
-      c.push(now() - t);
-    }
-    for (let i = 0; i < N; i++) {
-      const t = now();
-      await cl.remove(`s${i}`);
-      d.push(now() - t);
-    }
-    let cycles = 0;
-    const end = now() + CYCLE_SECONDS * 1000;
-    while (now() < end) {
-      await cl.create({ name: `c${cycles}` });
-      await cl.remove(`c${cycles}`);
-      cycles++;
-    }
-    return { name: 'toastnet daemon API (Unix socket)', n: N, create: stats(c), delete: stats(d), cyclesPerSecond: cycles / CYCLE_SECONDS };
+    return await measure('toastnet daemon API (Unix socket)', (name) => cl.create({ name }), (name) => cl.remove(name));
   } finally {
     await cl.down().catch(() => undefined);
     daemon.kill('SIGKILL');
