@@ -25,7 +25,10 @@ export function serveApi(backend: ApiBackend, socketPath: string): Promise<http.
           return;
         }
       }
+      const t0 = performance.now();
       const r = await route(backend, { method: req.method ?? 'GET', path: req.url ?? '/', body });
+      // How long the operation itself took, apart from transport: lets callers see where time goes.
+      res.setHeader('server-timing', `op;dur=${(performance.now() - t0).toFixed(3)}`);
       send(res, r.status, r.body);
     });
   });
