@@ -2,7 +2,9 @@
 // ToastnetError with the daemon's code and message.
 import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
-import type { GcReport, SandboxInfo, Status } from '../service/engine.js';
+import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
+import type { DenialEvent } from '../service/events.js';
+import type { EventQuery } from './routes.js';
 import type { CreateSandboxBody } from './routes.js';
 
 export class ToastnetClient {
@@ -66,6 +68,20 @@ export class ToastnetClient {
   }
   remove(name: string): Promise<void> {
     return this.request('DELETE', `/v1/sandboxes/${encodeURIComponent(name)}`);
+  }
+  policyGet(name: string): Promise<PolicyView> {
+    return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}/policy`);
+  }
+  policySet(name: string, policy: unknown): Promise<PolicyView> {
+    return this.request('PUT', `/v1/sandboxes/${encodeURIComponent(name)}/policy`, policy);
+  }
+  events(q: EventQuery = {}): Promise<DenialEvent[]> {
+    const p = new URLSearchParams();
+    if (q.sandbox) p.set('sandbox', q.sandbox);
+    if (q.since !== undefined) p.set('since', String(q.since));
+    if (q.limit !== undefined) p.set('limit', String(q.limit));
+    if (q.waitMs !== undefined) p.set('wait', String(q.waitMs));
+    return this.request<{ events: DenialEvent[] }>('GET', `/v1/events?${p}`).then((r) => r.events);
   }
   gc(): Promise<GcReport> {
     return this.request('POST', '/v1/gc');

@@ -3,11 +3,22 @@
 // Documented in README "API"; keep it stable: orchestrators build on it.
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
-import type { GcReport, SandboxInfo, Status } from '../service/engine.js';
+import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
+import type { DenialEvent } from '../service/events.js';
+
+export interface EventQuery {
+  sandbox?: string;
+  /** Only events with a larger id. */
+  since?: number;
+  limit?: number;
+  /** Wait up to this many ms for new events when there are none (long polling). */
+  waitMs?: number;
+}
 
 export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
   mode: z.enum(['veth', 'macvlan']).optional().describe('veth (default) or macvlan'),
+  policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
 });
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 
@@ -19,7 +30,10 @@ export interface ApiBackend {
   inspect(name: string): unknown;
   create(body: CreateSandboxBody): SandboxInfo;
   remove(name: string): Promise<void>;
+  policyGet(name: string): PolicyView;
+  policySet(name: string, policy: unknown): PolicyView;
   gc(): GcReport;
+  events(q: EventQuery): Promise<DenialEvent[]>;
   up(): Status;
   /** Tears everything down; the daemon exits after answering. */
   down(): Promise<{ sandboxes: number }>;
@@ -54,14 +68,14 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse> {
   try {
     const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
-    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect)?$/.exec(path);
+    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect|\/policy)?$/.exec(path);
     let name: string | undefined;
     try {
       name = m ? decodeURIComponent(m[1]) : undefined;
     } catch {
       throw new ToastnetError('invalid_argument', `malformed sandbox name in path ${path}`);
     }
-    switch (`${req.method} ${m ? (m[2] ? '/v1/sandboxes/:name/inspect' : '/v1/sandboxes/:name') : path}`) {
+    switch (`${req.method} ${m ? `/v1/sandboxes/:name${m[2] ?? ''}` : path}`) {
       case 'GET /v1/status':
         return { status: 200, body: b.status() };
       case 'GET /v1/sandboxes':
@@ -72,9 +86,24 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
         return { status: 200, body: b.get(name!) };
       case 'GET /v1/sandboxes/:name/inspect':
         return { status: 200, body: b.inspect(name!) };
+      case 'GET /v1/sandboxes/:name/policy':
+        return { status: 200, body: b.policyGet(name!) };
+      case 'PUT /v1/sandboxes/:name/policy':
+        return { status: 200, body: b.policySet(name!, req.body ?? {}) };
       case 'DELETE /v1/sandboxes/:name':
         await b.remove(name!);
         return { status: 204 };
+      case 'GET /v1/events': {
+        const q = new URLSearchParams(req.path.includes('?') ? req.path.slice(req.path.indexOf('?') + 1) : '');
+        const num = (k: string, max: number): number | undefined => {
+          const v = q.get(k);
+          if (v === null) return undefined;
+          if (!/^\d+$/.test(v) || Number(v) > max) throw new ToastnetError('invalid_argument', `query "${k}": want a whole number up to ${max}`);
+          return Number(v);
+        };
+        const events = await b.events({ sandbox: q.get('sandbox') ?? undefined, since: num('since', Number.MAX_SAFE_INTEGER), limit: num('limit', 10_000), waitMs: num('wait', 60_000) });
+        return { status: 200, body: { events } };
+      }
       case 'POST /v1/gc':
         return { status: 200, body: b.gc() };
       case 'POST /v1/up':

@@ -12,7 +12,9 @@ import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../service/engine.js';
 import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
+import { EventLog, DenialEvent } from '../service/events.js';
 import { client, ensureDaemon, withInstance } from './instance.js';
+import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 
 interface GlobalOpts {
   config?: string;
@@ -135,16 +137,17 @@ program.command('daemon')
     await runDaemon(config(cmd));
   });
 
-program.command('create')
+addPolicyOptions(program.command('create')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
-  .option('--json', 'JSON output')
-  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean }, cmd: Command) => {
+  .option('--json', 'JSON output'))
+  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean } & PolicyFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
+    const policy = policyFromFlags(o);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name, mode: o.mode });
+    const s = await cl.create({ name, mode: o.mode, ...(policy ? { policy } : {}) });
     if (o.json) printJson(s);
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
@@ -231,16 +234,17 @@ program.command('exec')
     process.exitCode = await execIn(config(cmd), name, argv);
   });
 
-program.command('run')
+addPolicyOptions(program.command('run')
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
   .option('--name <name>', 'sandbox name')
-  .option('--keep', 'keep the sandbox after CMD exits')
-  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean }, cmd: Command) => {
+  .option('--keep', 'keep the sandbox after CMD exits'))
+  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags, cmd: Command) => {
+    const policy = policyFromFlags(o);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name: o.name, mode: o.mode });
+    const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}) });
     let code = 1;
     try {
       code = await execIn(c, s.name, argv);
@@ -248,6 +252,50 @@ program.command('run')
       if (!o.keep) await client(c).remove(s.name);
     }
     process.exitCode = code;
+  });
+
+const policyCmd = program.command('policy').description('show or change a sandbox\'s policy');
+policyCmd.command('get')
+  .argument('<name>')
+  .option('--effective', 'with the instance defaults merged in')
+  .action(async (name: string, o: { effective?: boolean }, cmd: Command) => {
+    const v = await withInstance(config(cmd), (cl) => cl.policyGet(name), (e) => e.policyGet(name));
+    printJson(o.effective ? v.effective : v.policy);
+  });
+addPolicyOptions(policyCmd.command('set')
+  .description('replace a running sandbox\'s policy atomically')
+  .argument('<name>'))
+  .action(async (name: string, o: PolicyFlags, cmd: Command) => {
+    const doc = policyFromFlags(o) ?? {};
+    const v = await withInstance(config(cmd), (cl) => cl.policySet(name, doc), (e) => e.policySet(name, doc));
+    printJson({ policy: v.policy, cut: v.cut ?? 0 });
+  });
+
+program.command('events')
+  .description('denied (or, in report mode, would-be-denied) connection attempts, with the reason')
+  .option('--sandbox <name>', 'only this sandbox')
+  .option('--limit <n>', 'at most this many (newest)', '100')
+  .option('--follow', 'keep printing new events')
+  .option('--json', 'one JSON object per line')
+  .action(async (o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean }, cmd: Command) => {
+    const c = config(cmd);
+    const show = (list: DenialEvent[]) => {
+      for (const e of list) {
+        print(o.json ? JSON.stringify(e) : `${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}`);
+      }
+    };
+    const limit = Number(o.limit);
+    if (!Number.isInteger(limit) || limit < 1) throw new ToastnetError('invalid_argument', `--limit ${o.limit}: want a positive whole number`);
+    const first = await withInstance(c, (cl) => cl.events({ sandbox: o.sandbox, limit }), (e) => new EventLog(e.store.db).list({ sandbox: o.sandbox, limit }));
+    show(first);
+    if (!o.follow) return;
+    const cl = client(c);
+    let since = first.length ? first[first.length - 1].id : 0;
+    for (;;) {
+      const next = await cl.events({ sandbox: o.sandbox, since, waitMs: 25_000, limit: 1000 });
+      show(next);
+      if (next.length) since = next[next.length - 1].id;
+    }
   });
 
 program.command('doctor')

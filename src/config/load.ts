@@ -130,9 +130,18 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     dnsTimeoutMs: c.dnsTimeoutMs,
     allowCidrs: c.allowCidrs,
     denyCidrs: c.denyCidrs,
+    defaultPolicy: c.defaultPolicy,
+    allowMetadata: c.allowMetadata,
+    denyAction: c.denyAction,
+    logGroup: c.logGroup ?? defaultLogGroup(c.instance),
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,
     runDir: c.runDir ?? `/run/toastnet/${c.instance}`,
   };
+}
+
+/** NFLOG groups are per network namespace: give each instance its own, 1000-60999. */
+export function defaultLogGroup(instance: string): number {
+  return 1000 + (parseInt(createHash('sha256').update(instance).digest('hex').slice(0, 8), 16) % 60000);
 }
 
 /** Hash of what shapes kernel state; a change while sandboxes live needs `down` first. */

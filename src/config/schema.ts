@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { parseEgressRule } from '../core/egress-rule.js';
 import { parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { PolicyInput, PolicySchema } from '../core/policy.js';
 
 const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementCtx) => {
   try {
@@ -32,6 +33,10 @@ export const ConfigSchema = z.strictObject({
     .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),
   denyCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'denyCidrs')))).default([])
     .describe('Destinations closed to every sandbox; wins over allowCidrs'),
+  defaultPolicy: PolicySchema.default({}).describe('Instance-wide policy defaults; each field a sandbox sets replaces the default\'s'),
+  allowMetadata: z.boolean().default(false).describe('Let a sandbox policy open the cloud metadata address 169.254.169.254 (otherwise it stays closed whatever the policy says)'),
+  denyAction: z.enum(['reject', 'drop']).default('reject').describe('reject: TCP reset / ICMP unreachable (rate-limited), so clients fail fast; drop: silently'),
+  logGroup: z.number().int().min(1).max(65535).optional().describe('NFLOG group for denial events (default: derived from the instance name)'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
 });
@@ -47,6 +52,10 @@ export interface Config {
   dnsTimeoutMs: number;
   allowCidrs: string[];
   denyCidrs: string[];
+  defaultPolicy: PolicyInput;
+  allowMetadata: boolean;
+  denyAction: 'reject' | 'drop';
+  logGroup: number;
   stateDir: string;
   runDir: string;
 }

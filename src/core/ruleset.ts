@@ -1,28 +1,44 @@
 // The instance's nftables table as data (libnftables JSON), built from config and the list
 // of live sandboxes. Pure: no kernel access, golden-tested.
 //
-// Per-sandbox state lives only in set elements (veth_src, macvlan_src), never in rules, so
-// the rule count and the per-packet cost stay flat however many sandboxes exist, and
-// create/delete is a one-element transaction.
+// Per-sandbox state lives only in set and map elements (sandbox-elements.ts), never in
+// rules, so the rule count and the per-packet cost stay flat however many sandboxes exist.
+//
+// Every denial goes through a chain named for its reason (deny_private, deny_host, ...),
+// which logs it to NFLOG (rate-limited) with the reason as prefix, lets it pass for
+// sandboxes in report mode, and otherwise rejects (rate-limited) or drops it.
 import { Config } from '../config/schema.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { formatIPv4, parseCidr } from './ipv4.js';
 import { InstanceNames, instanceNames } from './names.js';
+import { Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import type { NftCommand } from '../kernel/nft.js';
 
-export type SandboxMode = 'veth' | 'macvlan';
+/** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
+export const DENY_REASONS = {
+  config: 'an instance denyCidrs entry',
+  metadata: 'the cloud metadata address',
+  policy: 'the sandbox policy (egress.deny)',
+  sandbox: 'another sandbox',
+  private: 'private, link-local, multicast or reserved space',
+  internet: 'the sandbox policy (egress.internet false)',
+  host: 'a host service',
+  inbound: 'the sandbox policy (inbound)',
+} as const;
+export type DenyReason = keyof typeof DENY_REASONS;
 
-/** What the ruleset needs to know of one sandbox. */
-export interface SandboxAddressing {
-  ip: string;
-  mac: string;
-  mode: SandboxMode;
-  /** Host end of the veth (veth mode). */
-  hostLink: string;
-}
+export const METADATA_ADDRESS = '169.254.169.254';
+
+/** Denials report mode does not lift. */
+export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host'];
+
+/** Per-sandbox sets mirrored into the instance's ARP table. */
+const ARP_SETS: string[] = ['veth_src', 'macvlan_src'];
+
+export type { SandboxMode, SandboxSpec } from './sandbox-elements.js';
 
 /**
- * Destinations a sandbox never reaches unless the operator opens them (allowCidrs):
+ * Destinations a sandbox never reaches unless the operator or its policy opens them:
  * "this network", RFC 1918 private space, shared address space (CGNAT), loopback,
  * link-local (cloud metadata at 169.254.169.254), IETF protocol assignments, benchmarking,
  * multicast, and reserved space including the limited broadcast address.
@@ -77,77 +93,137 @@ export class RulesetBuilder {
     return { add: { rule: { ...this.t, chain, expr, ...(comment ? { comment } : {}) } } };
   }
 
-  /** Set elements that admit one sandbox's traffic (its address on its own link or MAC). */
-  sandboxElements(s: SandboxAddressing): { set: string; elem: unknown } {
-    return s.mode === 'veth'
-      ? { set: 'veth_src', elem: { concat: [s.hostLink, s.ip] } }
-      : { set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } };
-  }
-
-  addSandbox(s: SandboxAddressing): NftCommand[] {
-    const e = this.sandboxElements(s);
-    return [{ add: { element: { ...this.t, name: e.set, elem: [e.elem] } } }];
-  }
-
-  removeSandbox(s: SandboxAddressing): NftCommand[] {
-    const e = this.sandboxElements(s);
-    return [{ delete: { element: { ...this.t, name: e.set, elem: [e.elem] } } }];
-  }
-
-  /** Replaces both sets' contents with exactly the given sandboxes (gc, reconcile). */
-  resetSandboxes(sandboxes: SandboxAddressing[]): NftCommand[] {
-    const cmds: NftCommand[] = [
-      { flush: { set: { ...this.t, name: 'veth_src' } } },
-      { flush: { set: { ...this.t, name: 'macvlan_src' } } },
-    ];
-    return cmds.concat(this.elementCommands(sandboxes));
-  }
-
-  private elementCommands(sandboxes: SandboxAddressing[]): NftCommand[] {
-    const bySet = new Map<string, unknown[]>();
-    for (const s of sandboxes) {
-      const e = this.sandboxElements(s);
-      bySet.set(e.set, [...(bySet.get(e.set) ?? []), e.elem]);
+  private elementCommands(op: 'add' | 'delete', elements: Element[]): NftCommand[] {
+    const out: NftCommand[] = [];
+    for (const [name, elem] of bySet(elements)) {
+      out.push({ [op]: { element: { ...this.t, name, elem } } });
+      // The ARP table checks senders against the same admission pairs.
+      if (ARP_SETS.includes(name)) out.push({ [op]: { element: { ...this.arp, name, elem } } });
     }
-    return [...bySet].map(([name, elem]) => ({ add: { element: { ...this.t, name, elem } } }));
+    return out;
+  }
+
+  private get arp() {
+    return { family: 'arp', table: this.names.table };
+  }
+
+  /** Adds a sandbox's elements (see sandbox-elements.ts): one transaction with the rest of a create. */
+  add(elements: Element[]): NftCommand[] {
+    return this.elementCommands('add', elements);
+  }
+
+  remove(elements: Element[]): NftCommand[] {
+    return this.elementCommands('delete', elements);
+  }
+
+  /** Replaces one sandbox's elements: old ones out, new ones in, one atomic transaction. */
+  replace(old: Element[], next: Element[]): NftCommand[] {
+    return [...this.remove(old), ...this.add(next)];
+  }
+
+  /** Replaces every per-sandbox set's contents with exactly these elements (gc, reconcile). */
+  resetSandboxes(elements: Element[]): NftCommand[] {
+    const flush: NftCommand[] = Object.entries(SANDBOX_SETS).map(([name, def]) => ({ flush: { ['map' in def ? 'map' : 'set']: { ...this.t, name } } }));
+    for (const name of ARP_SETS) flush.push({ flush: { set: { ...this.arp, name } } });
+    return flush.concat(this.add(elements));
   }
 
   /** Removes the instance's table if present (down). */
   deleteTable(): NftCommand[] {
     const table = { family: 'inet', name: this.names.table };
-    return [{ add: { table } }, { delete: { table } }];
+    const arp = { family: 'arp', name: this.names.table };
+    return [{ add: { table } }, { delete: { table } }, { add: { table: arp } }, { delete: { table: arp } }];
+  }
+
+  /**
+   * The instance's ARP table: a sandbox may only ask for addresses of its subnet (the
+   * gateway, and peers the host answers for), never learn the host's other addresses; and
+   * its ARP must come from its own MAC and address, so that it cannot poison the host's
+   * neighbour cache for another sandbox (which would steal that sandbox's traffic).
+   */
+  private arpTable(): NftCommand[] {
+    const n = this.names;
+    const table = { family: 'arp', name: n.table };
+    const rule = (expr: Expr[], comment: string): NftCommand => ({ add: { rule: { ...this.arp, chain: 'from_sandbox', expr, comment } } });
+    const arpField = (field: string) => ({ payload: { protocol: 'arp', field } });
+    return [
+      { add: { table } }, { delete: { table } }, { add: { table } },
+      { add: { set: { ...this.arp, name: 'veth_src', type: [...SANDBOX_SETS.veth_src.type] } } },
+      { add: { set: { ...this.arp, name: 'macvlan_src', type: [...SANDBOX_SETS.macvlan_src.type] } } },
+      { add: { chain: { ...this.arp, name: 'input', type: 'filter', hook: 'input', prio: 0, policy: 'accept' } } },
+      { add: { chain: { ...this.arp, name: 'from_sandbox' } } },
+      { add: { rule: { ...this.arp, chain: 'input', expr: [match(meta('iifname'), `${n.linkPrefix}*`), { jump: { target: 'from_sandbox' } }] } } },
+      rule([match(arpField('operation'), 'request'), match(arpField('daddr ip'), prefixValue(this.config.subnet), '!='), { counter: null }, { drop: null }], 'asks only for subnet addresses'),
+      rule([
+        match(meta('iifname'), `${n.sandboxLinkPrefix}*`),
+        match({ concat: [meta('iifname'), arpField('saddr ether'), arpField('saddr ip')] }, '@veth_src', '!='),
+        { counter: null }, { drop: null },
+      ], 'spoofed sender (veth)'),
+      rule([
+        match(meta('iifname'), n.gatewayLink),
+        match({ concat: [arpField('saddr ether'), arpField('saddr ip')] }, '@macvlan_src', '!='),
+        { counter: null }, { drop: null },
+      ], 'spoofed sender (macvlan)'),
+    ];
+  }
+
+  private denyChain(reason: DenyReason): NftCommand[] {
+    const chain = `deny_${reason}`;
+    const cmds: NftCommand[] = [this.chain(chain)];
+    // Log (at most 20/s, bursts of 50) for `toastnet events`; the limit protects the host from floods.
+    cmds.push(this.rule(chain, [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: this.config.logGroup } }]));
+    // Report mode lets through what the sandbox's own policy and the defaults would block,
+    // never the instance's hard limits (metadata, denyCidrs, host services).
+    if (!HARD_REASONS.includes(reason)) {
+      const sandboxAddr = payload('ip', reason === 'inbound' ? 'daddr' : 'saddr');
+      cmds.push(this.rule(chain, [match(sandboxAddr, '@report_mode'), { counter: null }, { accept: null }], 'report mode: log only'));
+    }
+    if (this.config.denyAction === 'reject') {
+      // Rejections are rate-limited too: past the limit, drop.
+      cmds.push(this.rule(chain, [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }]));
+      cmds.push(this.rule(chain, [match(meta('l4proto'), 'tcp'), { reject: { type: 'tcp reset' } }]));
+      cmds.push(this.rule(chain, [{ reject: { type: 'icmpx', expr: 'admin-prohibited' } }]));
+    } else {
+      cmds.push(this.rule(chain, [{ drop: null }]));
+    }
+    return cmds;
   }
 
   /**
    * The whole table, replacing any previous version atomically (add + delete + add in one
    * transaction): `up` twice gives the same ruleset, and live sandboxes keep their elements.
    */
-  fullTable(sandboxes: SandboxAddressing[]): NftCommand[] {
+  fullTable(elements: Element[]): NftCommand[] {
     const n = this.names;
     const table = { family: 'inet', name: n.table };
     const all = `${n.linkPrefix}*`;
     const subnet = prefixValue(this.config.subnet);
-    const cmds: NftCommand[] = [{ add: { table } }, { delete: { table } }, { add: { table } }];
+    const cmds: NftCommand[] = [{ add: { table } }, { delete: { table } }, { add: { table } }, ...this.arpTable()];
 
-    cmds.push({ add: { set: { ...this.t, name: 'veth_src', type: ['ifname', 'ipv4_addr'], comment: 'host link . address of each veth sandbox' } } });
-    cmds.push({ add: { set: { ...this.t, name: 'macvlan_src', type: ['ether_addr', 'ipv4_addr'], comment: 'MAC . address of each macvlan sandbox' } } });
+    for (const [name, def] of Object.entries(SANDBOX_SETS)) {
+      const { map, ...rest } = def as typeof def & { map?: string };
+      cmds.push(map ? { add: { map: { ...this.t, name, ...rest, map } } } : { add: { set: { ...this.t, name, ...rest } } });
+    }
 
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
+    cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
     cmds.push(this.chain('postrouting', { type: 'nat', hook: 'postrouting', prio: 100 }));
-    for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_to_host', 'source_check', 'deny']) cmds.push(this.chain(c));
+    for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
+    for (const r of Object.keys(DENY_REASONS) as DenyReason[]) cmds.push(...this.denyChain(r));
 
     // Dispatch: only traffic on this instance's links is judged; everything else passes untouched.
     cmds.push(this.rule('forward', [match(meta('iifname'), all), { jump: { target: 'from_sandbox' } }]));
     cmds.push(this.rule('forward', [match(meta('oifname'), all), { jump: { target: 'to_sandbox' } }]));
     cmds.push(this.rule('input', [match(meta('iifname'), all), { jump: { target: 'sandbox_to_host' } }]));
+    cmds.push(this.rule('output', [match(meta('oifname'), all), { jump: { target: 'host_to_sandbox' } }]));
 
-    // A packet from a sandbox must carry that sandbox's own address, on its own link (veth)
-    // or from its own MAC (macvlan), whatever the sandbox did to its interfaces.
+    // A packet from a sandbox must carry that sandbox's own address, on its own link and
+    // from its own MAC (veth) or from its own MAC (macvlan), whatever the sandbox did to its interfaces.
     cmds.push(this.rule('source_check', [match(meta('nfproto'), 'ipv6'), { counter: null }, { drop: null }], 'no IPv6 from sandboxes'));
     cmds.push(this.rule('source_check', [
       match(meta('iifname'), `${n.sandboxLinkPrefix}*`),
-      match({ concat: [meta('iifname'), payload('ip', 'saddr')] }, '@veth_src', '!='),
+      match({ concat: [meta('iifname'), payload('ether', 'saddr'), payload('ip', 'saddr')] }, '@veth_src', '!='),
       { counter: null }, { drop: null },
     ], 'spoofed source (veth)'));
     cmds.push(this.rule('source_check', [
@@ -157,13 +233,21 @@ export class RulesetBuilder {
     ], 'spoofed source (macvlan)'));
     cmds.push(this.rule('source_check', [ctState(['invalid']), { counter: null }, { drop: null }], 'invalid conntrack state'));
 
-    // Sandbox -> anywhere but the host.
+    // Sandbox -> anywhere but the host. Order: hard denials, the sandbox's own policy,
+    // its group, instance allows, then the defaults.
+    const deny = (reason: DenyReason) => ({ jump: { target: `deny_${reason}` } });
     cmds.push(this.rule('from_sandbox', [{ jump: { target: 'source_check' } }]));
     cmds.push(this.rule('from_sandbox', [ctState(['established', 'related']), { accept: null }]));
-    for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { jump: { target: 'deny' } }], `denyCidrs ${r.text}`));
+    for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, deny('config')], `denyCidrs ${r.text}`));
+    if (!this.config.allowMetadata) cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), METADATA_ADDRESS), { counter: null }, deny('metadata')], 'cloud metadata'));
+    cmds.push(this.rule('from_sandbox', [{
+      vmap: { key: { concat: [payload('ip', 'saddr'), payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@egress_policy' },
+    }], 'per-sandbox egress policy'));
+    cmds.push(this.rule('from_sandbox', [match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, '@group_pairs'), { counter: null }, { accept: null }], 'same group'));
     for (const r of this.allow) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { accept: null }], `allowCidrs ${r.text}`));
-    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), subnet), { counter: null }, { jump: { target: 'deny' } }], 'other sandboxes'));
-    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), { set: DENIED_RANGES.map(prefixValue) }), { counter: null }, { jump: { target: 'deny' } }], 'private, metadata, multicast, reserved'));
+    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), subnet), { counter: null }, deny('sandbox')], 'other sandboxes'));
+    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), { set: DENIED_RANGES.map(prefixValue) }), { counter: null }, deny('private')], 'private, metadata, multicast, reserved'));
+    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@no_internet'), { counter: null }, deny('internet')], 'internet switched off'));
     cmds.push(this.rule('from_sandbox', [{ counter: null }, { accept: null }], 'internet'));
 
     // Anywhere -> sandbox (forwarded): only replies. The host's own connections into a
@@ -177,17 +261,25 @@ export class RulesetBuilder {
     cmds.push(this.rule('sandbox_to_host', [
       match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53), { accept: null },
     ], 'DNS on the gateway'));
-    cmds.push(this.rule('sandbox_to_host', [{ counter: null }, { jump: { target: 'deny' } }], 'host services'));
+    cmds.push(this.rule('sandbox_to_host', [{ counter: null }, deny('host')], 'host services'));
 
-    // Fail fast: clients get a reset or an unreachable in microseconds instead of hanging.
-    cmds.push(this.rule('deny', [match(meta('l4proto'), 'tcp'), { reject: { type: 'tcp reset' } }]));
-    cmds.push(this.rule('deny', [{ reject: { type: 'icmpx', expr: 'admin-prohibited' } }]));
+    // Host -> sandbox: allowed unless the sandbox's policy closes or narrows it. No ICMP
+    // redirects: the host routes between macvlan sandboxes on one link (hairpin), and a
+    // redirect would tell them to talk directly, which private mode forbids anyway.
+    cmds.push(this.rule('host_to_sandbox', [match(payload('icmp', 'type'), 'redirect'), { counter: null }, { drop: null }], 'no ICMP redirects'));
+    cmds.push(this.rule('host_to_sandbox', [ctState(['established', 'related']), { accept: null }]));
+    cmds.push(this.rule('host_to_sandbox', [match(payload('ip', 'daddr'), '@inbound_closed'), { counter: null }, deny('inbound')], 'inbound closed'));
+    cmds.push(this.rule('host_to_sandbox', [
+      match(payload('ip', 'daddr'), '@inbound_only'),
+      match({ concat: [payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, '@inbound_ports', '!='),
+      { counter: null }, deny('inbound'),
+    ], 'inbound port not listed'));
 
     // NAT to the internet; never between sandboxes or towards them.
     cmds.push(this.rule('postrouting', [
       match(payload('ip', 'saddr'), subnet), match(payload('ip', 'daddr'), subnet, '!='), match(meta('oifname'), all, '!='), { masquerade: null },
     ], 'sandboxes to the internet'));
 
-    return cmds.concat(this.elementCommands(sandboxes));
+    return cmds.concat(this.add(elements));
   }
 }

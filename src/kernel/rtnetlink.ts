@@ -20,21 +20,22 @@ export class NetlinkError extends ToastnetError {
   }
 }
 
-export class RtnetlinkSocket {
+/** A synchronous netlink socket of any netlink family (rtnetlink, ctnetlink, ...). */
+export class NetlinkSocket {
   private fd: number;
   private seq = Math.floor(Math.random() * 0x7fffffff);
   private readonly buf = Buffer.alloc(RECV_BUF);
 
-  constructor() {
+  constructor(protocol: number, recvTimeoutSeconds = 5) {
     const l = lib();
-    this.fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE), 'socket(AF_NETLINK)');
+    this.fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol), 'socket(AF_NETLINK)');
     const one = Buffer.alloc(4);
     one.writeInt32LE(1);
     l.setsockopt(this.fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4);
     l.setsockopt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4);
     // Never hang the daemon on a kernel that does not answer: 5 s receive timeout.
     const tv = Buffer.alloc(16);
-    tv.writeBigInt64LE(5n, 0);
+    tv.writeBigInt64LE(BigInt(recvTimeoutSeconds), 0);
     l.setsockopt(this.fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
   }
 
@@ -82,6 +83,20 @@ export class RtnetlinkSocket {
     if (failure) throw failure;
   }
 
+  /**
+   * Waits (up to the receive timeout) for messages the kernel sends on its own, such as
+   * logged packets; [] on timeout.
+   */
+  receive(): Message[] {
+    const n = lib().recv(this.fd, this.buf, this.buf.length, 0);
+    if (n < 0) {
+      const e = errno();
+      if (e === 11 /* EAGAIN: timeout */ || e === 4 /* EINTR */) return [];
+      throw new ToastnetError('kernel', `netlink recv: ${lib().strerror(e)} (errno ${e})`);
+    }
+    return parseMessages(Buffer.from(this.buf.subarray(0, Number(n))));
+  }
+
   /** Runs one dump request and returns every message of the answer. */
   dump(req: Request): Message[] {
     const seq = ++this.seq;
@@ -116,5 +131,12 @@ export class RtnetlinkSocket {
         return m;
       }
     }
+  }
+}
+
+/** rtnetlink: links, addresses, routes. */
+export class RtnetlinkSocket extends NetlinkSocket {
+  constructor() {
+    super(NETLINK_ROUTE);
   }
 }

@@ -55,11 +55,24 @@ export function newMacvlan(parentIndex: number, child: LinkEnd): Request {
   ]);
 }
 
-/** Brings a link up (by index, or by name when index is 0), optionally without IPv6 addresses first. */
-export function setUp(index: number, o: { name?: string; noIpv6?: boolean } = {}): Request {
+/** IPv4 per-interface settings (net.ipv4.conf.<if>.*), by IPV4_DEVCONF_* index (linux/ip.h). */
+export const IPV4_DEVCONF = { proxy_arp: 3, send_redirects: 6, arp_announce: 18, proxy_arp_pvlan: 25 } as const;
+const IFLA_INET_CONF = 1;
+
+/**
+ * Brings a link up (by index, or by name when index is 0), optionally first switching off
+ * its IPv6 addresses and setting IPv4 per-interface options: the sysctls of
+ * net.ipv4.conf.<if>, set in the same netlink message instead of one /proc write each.
+ */
+export function setUp(index: number, o: { name?: string; noIpv6?: boolean; ipv4?: Partial<Record<keyof typeof IPV4_DEVCONF, number>> } = {}): Request {
   const attrs: Attr[] = [];
   if (o.name) attrs.push({ type: IFLA_IFNAME, data: str(o.name) });
-  if (o.noIpv6) attrs.push(noIpv6);
+  const af: Attr[] = [];
+  if (o.ipv4) {
+    af.push({ type: AF_INET, nested: [{ type: IFLA_INET_CONF, nested: Object.entries(o.ipv4).map(([k, v]) => ({ type: IPV4_DEVCONF[k as keyof typeof IPV4_DEVCONF], data: u32(v!) })) }] });
+  }
+  if (o.noIpv6) af.push(...(noIpv6 as { nested: Attr[] }).nested);
+  if (af.length > 0) attrs.push({ type: IFLA_AF_SPEC, nested: af });
   return request(RTM_NEWLINK, 0, ifinfomsg({ index, flags: IFF_UP, change: IFF_UP }), attrs);
 }
 

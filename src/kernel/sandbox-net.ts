@@ -50,7 +50,11 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
       const link = parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`));
       routed = true;
       host.exec(
-        [rq.setUp(link.index, { noIpv6: true }), rq.addRoute({ dst: s.ip, dstLen: 32, oif: link.index, prefsrc: s.gateway })],
+        // proxy_arp: the host answers the sandbox's ARP for other subnet addresses, so traffic
+        // to them reaches the filter (and a fast reject) instead of dying in ARP.
+        // arp_announce 2: the host's own ARP requests here carry the gateway address, never
+        // one of its other addresses.
+        [rq.setUp(link.index, { noIpv6: true, ipv4: { proxy_arp: 1, arp_announce: 2 } }), rq.addRoute({ dst: s.ip, dstLen: 32, oif: link.index, prefsrc: s.gateway })],
         [`up ${s.hostLink}`, `route ${s.ip}/32`],
       );
     }

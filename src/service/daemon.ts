@@ -10,6 +10,7 @@ import { ApiBackend } from '../api/routes.js';
 import { serveApi } from '../api/server.js';
 import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
+import { EventLog } from './events.js';
 
 export type Log = (msg: string) => void;
 
@@ -25,6 +26,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   const engine = await Engine.open(config, 10_000, () => other.ping());
   let api: http.Server | undefined;
   let dns: DnsForwarder | undefined;
+  let events: EventLog | undefined;
   let stopping = false;
 
   const stop = async (why: string): Promise<void> => {
@@ -33,6 +35,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     log(`stopping (${why}); sandboxes are left running`);
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
     await dns?.stop();
+    await events?.stop();
     engine.close();
     log('stopped');
   };
@@ -55,13 +58,32 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     await dns.start();
     log(`dns: ${config.gateway}:53 -> ${config.dnsUpstreams.join(', ') || '(none)'}`);
 
+    events = new EventLog(engine.store.db);
+    try {
+      await events.start(config.logGroup, (p, reason) => engine.attribute(p, reason), log);
+      log(`events: NFLOG group ${config.logGroup}`);
+    } catch (err) {
+      log(`warning: denial events unavailable: ${(err as Error).message}`);
+    }
+    const ev = events;
+
     const backend: ApiBackend = {
+      events: async (q) => {
+        let list = ev.list(q);
+        if (list.length === 0 && q.waitMs) {
+          await ev.wait(q.waitMs);
+          list = ev.list(q);
+        }
+        return list;
+      },
       status: () => engine.status(process.pid),
       list: () => engine.list(),
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),
       create: (body) => engine.create(body),
       remove: (name) => engine.remove(name),
+      policyGet: (name) => engine.policyGet(name),
+      policySet: (name, policy) => engine.policySet(name, policy),
       gc: () => engine.gc(),
       up: () => {
         engine.up();

@@ -9,12 +9,20 @@ import { Config } from '../config/schema.js';
 import { kernelConfigHash } from '../config/load.js';
 import { ToastnetError } from '../errors.js';
 import { Ipam } from '../core/ipam.js';
-import { formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { cidrContains, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import {
   InstanceNames, autoSandboxName, instanceNames, netnsName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
-import { RulesetBuilder, SandboxAddressing, SandboxMode } from '../core/ruleset.js';
+import { RulesetBuilder } from '../core/ruleset.js';
+import { Element, SandboxMode, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
+import { PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
+import { Conntrack } from '../kernel/conntrack.js';
+import { FlowJudge } from '../core/flow-decision.js';
+import type { LoggedPacket } from '../kernel/nflog-codec.js';
+import type { DenyReason } from '../core/ruleset.js';
+import type { Attribution } from './events.js';
+import { portRanges } from '../core/sandbox-elements.js';
 import { deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
 import { pidsInNetns, terminate } from '../kernel/procs.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
@@ -49,6 +57,18 @@ export interface SandboxInfo {
 export interface CreateOptions {
   name?: string;
   mode?: SandboxMode;
+  /** The sandbox's own policy document; instance defaults fill what it leaves out. */
+  policy?: unknown;
+}
+
+export interface PolicyView {
+  name: string;
+  /** As given for this sandbox. */
+  policy: PolicyInput;
+  /** With the instance's defaults merged in: what is enforced. */
+  effective: PolicyInput;
+  /** Connections cut because the new policy forbids them (policy set only). */
+  cut?: number;
 }
 
 export interface GcReport {
@@ -84,6 +104,11 @@ export class Engine {
   private readonly prefixLength: number;
   private parentIndex: number | undefined;
   private readonly removing = new Map<string, Promise<void>>();
+  /** Live sandboxes' kernel-facing description, by name (what their elements derive from). */
+  private readonly specs = new Map<string, SandboxSpec>();
+  /** Live sandbox name by address (events name the sandbox of a logged packet). */
+  private readonly byIp = new Map<string, string>();
+  private readonly judge: FlowJudge;
 
   private constructor(readonly config: Config, private readonly lock: InstanceLock) {
     this.names = instanceNames(config.instance);
@@ -96,6 +121,50 @@ export class Engine {
     const leased = this.store.list().map((s) => parseIPv4(s.ip));
     const nextFresh = Number(this.store.getMeta('next_fresh') ?? subnet.network + 1);
     this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
+    this.judge = new FlowJudge(config);
+    for (const r of this.store.list()) {
+      if (r.state !== 'ready') continue;
+      try {
+        this.setSpec(r.name, this.spec(r, this.effectivePolicy(r.policy)));
+      } catch {
+        // A stored policy the current defaults make invalid: enforce the defaults alone.
+        this.setSpec(r.name, this.spec(r, this.effectivePolicy({})));
+      }
+    }
+  }
+
+  private setSpec(name: string, s: SandboxSpec): void {
+    this.specs.set(name, s);
+    this.byIp.set(s.ip, name);
+  }
+
+  private deleteSpec(name: string): void {
+    const s = this.specs.get(name);
+    if (s && this.byIp.get(s.ip) === name) this.byIp.delete(s.ip);
+    this.specs.delete(name);
+  }
+
+  private effectivePolicy(own: PolicyInput): PolicyInput {
+    return mergePolicy(this.config.defaultPolicy, own);
+  }
+
+  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput): SandboxSpec {
+    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy: resolvePolicy(effective) };
+  }
+
+  /** Every live sandbox's elements, each group pair once. */
+  private liveElements(): Element[] {
+    const out: Element[] = [];
+    const seen: SandboxSpec[] = [];
+    for (const s of this.specs.values()) {
+      out.push(...sandboxElements(s, groupPeers(s, seen)));
+      seen.push(s);
+    }
+    return out;
+  }
+
+  private peersOf(name: string, s: SandboxSpec): SandboxSpec[] {
+    return groupPeers(s, [...this.specs].filter(([n]) => n !== name).map(([, p]) => p));
   }
 
   /** Opens the instance, waiting up to `waitMs` for another holder of the lock (see InstanceLock.acquire). */
@@ -134,7 +203,7 @@ export class Engine {
     const host = setupHostNet(this.rtnl, this.names, this.config.gateway, this.prefixLength);
     this.parentIndex = host.parentIndex;
     writeForwarding(true);
-    this.nft.apply(this.rules.fullTable(this.liveAddressing()), 'install ruleset');
+    this.nft.apply(this.rules.fullTable(this.liveElements()), 'install ruleset');
     this.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
   }
@@ -160,14 +229,6 @@ export class Engine {
   }
 
   // ---- sandboxes ----------------------------------------------------------------------
-
-  private addressing(r: SandboxRow): SandboxAddressing {
-    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id) };
-  }
-
-  private liveAddressing(): SandboxAddressing[] {
-    return this.store.list().filter((r) => r.state === 'ready').map((r) => this.addressing(r));
-  }
 
   info(r: SandboxRow): SandboxInfo {
     const netns = netnsName(this.names, r.name);
@@ -201,6 +262,9 @@ export class Engine {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
     if (o.name !== undefined) validateSandboxName(o.name);
+    const own = validatePolicy(o.policy ?? {});
+    const effective = this.effectivePolicy(own);
+    resolvePolicy(effective); // every field checked before anything changes
     const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
     if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
 
@@ -211,7 +275,7 @@ export class Engine {
     const row = this.store.transaction(() => {
       const name = o.name ?? autoSandboxName(this.store.peekNextId());
       if (this.removing.has(name) || this.store.getByName(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
-      const id = this.store.insertSandbox(name, ip, mode);
+      const id = this.store.insertSandbox(name, ip, mode, own);
       this.store.takeReleased(ipNum);
       this.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.ipam.freshCursor));
       return this.store.getByName(name)!;
@@ -219,19 +283,21 @@ export class Engine {
     this.ipam.take(ipNum);
 
     // 2. Kernel, with an explicit undo.
-    const a = this.addressing(row);
+    const spec = this.spec(row, effective);
+    const elements = sandboxElements(spec, this.peersOf(row.name, spec));
     const netns = netnsName(this.names, row.name);
     let elementAdded = false;
     try {
       createSandboxNet(this.rtnl, {
-        netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: a.mac, hostLink: a.hostLink, parentIndex,
+        netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
       });
-      this.nft.apply(this.rules.addSandbox(a), 'admit sandbox');
+      this.nft.apply(this.rules.add(elements), 'admit sandbox');
       elementAdded = true;
       this.writeResolvConf(netns);
       this.store.markReady(row.id);
+      this.setSpec(row.name, spec);
     } catch (err) {
-      if (elementAdded) this.tryNft(this.rules.removeSandbox(a));
+      if (elementAdded) this.tryNft(this.rules.remove(elements));
       removeSandboxNet(this.rtnl, { netns, mode, ip });
       this.removeResolvConf(netns);
       this.store.transaction(() => {
@@ -266,11 +332,77 @@ export class Engine {
     fs.writeFileSync(path.join(dir, 'resolv.conf'), `# written by toastnet for ${netns}\nnameserver ${this.config.gateway}\noptions edns0\n`);
   }
 
-  private tryNft(cmds: ReturnType<RulesetBuilder['removeSandbox']>): void {
+  private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
     try {
       this.nft.apply(cmds);
     } catch {
-      // element already gone
+      // Some element was not there (state and kernel disagreed): make the sets exactly
+      // what the live sandboxes own.
+      this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
+    }
+  }
+
+  // ---- policy -------------------------------------------------------------------------
+
+  /** Which sandbox a logged denial belongs to, and the rule that decided (events). */
+  attribute(p: LoggedPacket, reason: DenyReason): Attribution | undefined {
+    const ip = reason === 'inbound' ? p.dst : p.src;
+    const name = this.byIp.get(ip);
+    const spec = name === undefined ? undefined : this.specs.get(name);
+    if (name === undefined || !spec) return undefined;
+    let rule: string;
+    if (reason === 'host') rule = 'host services (only DNS on the gateway is open)';
+    else if (reason === 'inbound') rule = spec.policy.inbound.enabled ? 'inbound port not listed' : 'inbound closed';
+    else rule = this.judge.decide(spec, this.peersOf(name, spec), { daddr: p.dst, proto: p.proto, dport: p.dport ?? 0 }).by;
+    return { sandbox: name, rule, action: spec.policy.mode === 'report' ? 'reported' : 'blocked' };
+  }
+
+  policyGet(name: string): PolicyView {
+    const r = this.store.getByName(name);
+    if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    return { name, policy: r.policy, effective: this.effectivePolicy(r.policy) };
+  }
+
+  /**
+   * Replaces a running sandbox's policy in one nftables transaction (old elements out, new
+   * in: no moment where more is open than either policy allows).
+   */
+  policySet(name: string, doc: unknown): PolicyView {
+    const r = this.store.getByName(name);
+    const old = this.specs.get(name);
+    if (!r || !old || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    const own = validatePolicy(doc);
+    const effective = this.effectivePolicy(own);
+    const next = this.spec(r, effective);
+    const before = sandboxElements(old, this.peersOf(name, old));
+    const after = sandboxElements(next, this.peersOf(name, next));
+    this.nft.apply(this.rules.replace(before, after), 'replace policy');
+    this.setSpec(name, next);
+    this.store.setPolicy(r.id, own);
+    return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next) };
+  }
+
+  /**
+   * Established connections skip the rules, so a tightened policy must also end the flows
+   * it now forbids: evaluate each tracked flow of the sandbox against the new policy (in
+   * the ruleset's order) and delete the forbidden ones from conntrack.
+   */
+  private cutForbiddenFlows(name: string, s: SandboxSpec): number {
+    if (s.policy.mode === 'report') return 0;
+    const ct = new Conntrack();
+    try {
+      const judge = this.judge;
+      const peers = this.peersOf(name, s);
+      const { from, to } = ct.flowsOf(s.ip);
+      const out = from.filter((f) => f.dst !== this.config.gateway && judge.decide(s, peers, { daddr: f.dst, proto: f.proto, dport: f.dport }).verdict === 'deny');
+      const inbound = s.policy.inbound;
+      const subnet = parseCidr(this.config.subnet);
+      // Inbound is about the host's connections: flows from other sandboxes follow group rules.
+      const into = to.filter((f) => !cidrContains(subnet, parseIPv4(f.src))).filter((f) => !inbound.enabled
+        || (inbound.ports !== undefined && !portRanges(inbound.ports).some((p) => p.proto === f.proto && f.dport >= p.from && f.dport <= p.to)));
+      return ct.delete([...out, ...into]);
+    } finally {
+      ct.close();
     }
   }
 
@@ -303,7 +435,11 @@ export class Engine {
     if (!r) return Promise.reject(new ToastnetError('not_found', `no sandbox named "${name}"`));
     const netns = netnsName(this.names, name);
     const ino = netnsInode(netns);
-    if (r.state === 'ready') this.tryNft(this.rules.removeSandbox(this.addressing(r)));
+    const spec = this.specs.get(name);
+    if (spec) {
+      this.deleteSpec(name);
+      this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec))));
+    }
     // The host route goes with the link when the kernel reaps it; a create that reuses the
     // address meanwhile replaces it (NLM_F_REPLACE). Only a namespace that processes keep
     // alive needs the route removed now.
@@ -360,7 +496,8 @@ export class Engine {
     report.namespaces.push(...g.namespaces);
     report.links.push(...g.links);
     report.files.push(...g.files);
-    if (this.nft.listTable('inet', this.names.table)) this.nft.apply(this.rules.resetSandboxes(this.liveAddressing()), 'reset sandbox sets');
+    for (const name of [...this.specs.keys()]) if (!this.store.getByName(name)) this.deleteSpec(name);
+    if (this.nft.listTable('inet', this.names.table)) this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
     return report;
   }
 

@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ToastnetError } from '../errors.js';
-import type { SandboxMode } from '../core/ruleset.js';
+import type { SandboxMode } from '../core/sandbox-elements.js';
+import type { PolicyInput } from '../core/policy.js';
 
 export type SandboxState = 'creating' | 'ready';
 
@@ -17,6 +18,8 @@ export interface SandboxRow {
   mode: SandboxMode;
   state: SandboxState;
   createdAt: number;
+  /** The sandbox's own policy document as given (instance defaults not merged in). */
+  policy: PolicyInput;
 }
 
 const SCHEMA = `
@@ -27,7 +30,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
   ip TEXT NOT NULL UNIQUE,                   -- the address lease
   mode TEXT NOT NULL CHECK (mode IN ('veth', 'macvlan')),
   state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
-  created_at INTEGER NOT NULL
+  created_at INTEGER NOT NULL,
+  policy TEXT NOT NULL DEFAULT '{}'            -- the sandbox's own policy document (JSON)
 );
 CREATE TABLE IF NOT EXISTS released (ip INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS released_by_seq ON released (seq);
@@ -40,9 +44,10 @@ interface Row {
   mode: SandboxMode;
   state: SandboxState;
   created_at: number;
+  policy: string;
 }
 
-const toSandbox = (r: Row): SandboxRow => ({ id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at });
+const toSandbox = (r: Row): SandboxRow => ({ id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at, policy: JSON.parse(r.policy) as PolicyInput });
 
 export class Store {
   readonly db: Database.Database;
@@ -59,10 +64,14 @@ export class Store {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Databases made before per-sandbox policies: add the column.
+    const cols = this.db.prepare<[], { name: string }>('PRAGMA table_info(sandboxes)').all().map((c) => c.name);
+    if (!cols.includes('policy')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'");
     this.stmts = {
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
-      insert: this.db.prepare("INSERT INTO sandboxes (name, ip, mode, state, created_at) VALUES (?, ?, ?, 'creating', ?)"),
+      insert: this.db.prepare("INSERT INTO sandboxes (name, ip, mode, state, created_at, policy) VALUES (?, ?, ?, 'creating', ?, ?)"),
+      setPolicy: this.db.prepare('UPDATE sandboxes SET policy = ? WHERE id = ?'),
       markReady: this.db.prepare("UPDATE sandboxes SET state = 'ready' WHERE id = ?"),
       delete: this.db.prepare('DELETE FROM sandboxes WHERE id = ?'),
       byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
@@ -94,15 +103,19 @@ export class Store {
   }
 
   /** Inserts a sandbox in state 'creating'; throws conflict if the name is taken. */
-  insertSandbox(name: string, ip: string, mode: SandboxMode, now = Date.now()): number {
+  insertSandbox(name: string, ip: string, mode: SandboxMode, policy: PolicyInput = {}, now = Date.now()): number {
     try {
-      return Number(this.stmts.insert.run(name, ip, mode, now).lastInsertRowid);
+      return Number(this.stmts.insert.run(name, ip, mode, now, JSON.stringify(policy)).lastInsertRowid);
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /sandboxes\.name/.test((err as Error).message)) {
         throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
       }
       throw err;
     }
+  }
+
+  setPolicy(id: number, policy: PolicyInput): void {
+    this.stmts.setPolicy.run(JSON.stringify(policy), id);
   }
 
   markReady(id: number): void {

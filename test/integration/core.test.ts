@@ -171,7 +171,7 @@ describe('core: default policy with real packets', () => {
     const links = tb.sh(tb.hostNs, ['ip', '-o', 'link']);
     assert.doesNotMatch(links, /tn[0-9a-f]{4}[gms]/);
     assert.match(links, /up0/); // the testbed's own link survives
-    assert.doesNotMatch(tb.sh(tb.hostNs, ['nft', 'list', 'tables']), new RegExp(`inet ${I}\\b`));
+    assert.doesNotMatch(tb.sh(tb.hostNs, ['nft', 'list', 'tables']), new RegExp(`(inet|arp) ${I}\\b`));
     assert.equal(tb.sh(tb.hostNs, ['ip', 'netns', 'list']).split('\n').filter((l) => l.startsWith(`${I}-`)).length, 0);
     assert.equal(tb.sh(tb.hostNs, ['cat', '/proc/sys/net/ipv4/ip_forward']).trim(), '0');
     assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://127.0.0.1:8080/`]), 'host-service');

@@ -1,6 +1,6 @@
 // Servers of the testbed, started inside a test namespace with nsenter:
 //   node servers.js http:IP:PORT:BODY (IP any6 = every v4 and v6 address) ... tcp:IP:PORT:BODY ... dns:IP:PORT
-// HTTP servers answer BODY; TCP servers write BODY and close; the DNS server answers the
+// HTTP servers answer BODY; TCP servers write BODY and close; hold servers keep writing BODY; the DNS server answers the
 // fixed zone below. Prints "ready" once every listener is bound.
 import http from 'node:http';
 import net from 'node:net';
@@ -49,6 +49,14 @@ async function main(): Promise<void> {
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'tcp') {
       const s = net.createServer((c) => c.end(body));
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+    } else if (kind === 'hold') {
+      // Keeps every connection open, writing BODY every 100 ms: a long-lived flow to cut.
+      const s = net.createServer((c) => {
+        const t = setInterval(() => c.write(`${body}\n`), 100);
+        c.on('close', () => clearInterval(t));
+        c.on('error', () => clearInterval(t));
+      });
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'dns') {
       const u = dgram.createSocket('udp4');

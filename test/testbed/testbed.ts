@@ -3,7 +3,7 @@
 //
 //   [sandboxes] --veth/macvlan-- [host ns: toastnet, a host service on :8080]
 //        up0 192.0.2.2/24 ---- wan0 192.0.2.1/24 [wan ns: the "internet"]
-//   wan ns addresses: 203.0.113.10 (HTTP "internet"), 203.0.113.53 and .54 (DNS),
+//   wan ns addresses: 203.0.113.10 and .20 (HTTP "internet"), 203.0.113.53 and .54 (DNS),
 //   169.254.169.254 (fake metadata), 172.16.5.5 (fake VPC db :5432 and web :80),
 //   10.99.0.5, 192.168.77.5, 100.64.0.5 (other private space).
 //
@@ -22,6 +22,7 @@ const SERVERS = path.resolve(here, 'servers.js');
 
 export const WAN = {
   internet: '203.0.113.10',
+  internet2: '203.0.113.20',
   dns: '203.0.113.53',
   dns2: '203.0.113.54',
   metadata: '169.254.169.254',
@@ -71,6 +72,8 @@ export class Testbed {
       tb.build();
       await tb.startServers(tb.wanNs, [
         `http:${WAN.internet}:80:internet`,
+        `http:${WAN.internet2}:80:internet2`,
+        `hold:${WAN.internet2}:7000:tick`,
         `http:${WAN.metadata}:80:metadata`,
         `http:${WAN.vpc}:5432:private-db`,
         `http:${WAN.vpc}:80:private-web`,
@@ -105,7 +108,7 @@ export class Testbed {
     this.sh(this.wanNs, ['ip', 'addr', 'add', `${WAN.wanUplink}/24`, 'dev', 'wan0']);
     this.sh(this.wanNs, ['ip', 'link', 'set', 'wan0', 'up']);
     this.sh(this.wanNs, ['ip', 'link', 'set', 'lo', 'up']);
-    for (const a of [WAN.internet, WAN.dns, WAN.dns2, WAN.metadata, WAN.vpc, WAN.private10, WAN.private192, WAN.cgnat]) {
+    for (const a of [WAN.internet, WAN.internet2, WAN.dns, WAN.dns2, WAN.metadata, WAN.vpc, WAN.private10, WAN.private192, WAN.cgnat]) {
       this.sh(this.wanNs, ['ip', 'addr', 'add', `${a}/32`, 'dev', 'lo']);
     }
   }

@@ -1,12 +1,15 @@
 import { beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
-import { route, type ApiBackend, type CreateSandboxBody } from '../../src/api/routes.js';
-import type { GcReport, SandboxInfo, Status } from '../../src/service/engine.js';
+import { route, type ApiBackend, type CreateSandboxBody, type EventQuery } from '../../src/api/routes.js';
+import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
+import type { DenialEvent } from '../../src/service/events.js';
 
 /** An in-memory backend: no kernel, no socket. Records the calls it receives. */
 class FakeBackend implements ApiBackend {
   sandboxes = new Map<string, SandboxInfo>();
+  /** Each sandbox's own policy document, as the backend received it. */
+  policies = new Map<string, unknown>();
   calls: string[] = [];
   nextId = 1;
   /** When set, every method throws it. */
@@ -49,11 +52,32 @@ class FakeBackend implements ApiBackend {
       mode: body.mode ?? 'veth', resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
     };
     this.sandboxes.set(name, s);
+    this.policies.set(name, body.policy ?? {});
     return s;
   }
   async remove(name: string): Promise<void> {
     this.check(`remove ${name}`);
     if (!this.sandboxes.delete(name)) throw new ToastnetError('not_found', `no sandbox "${name}"`);
+  }
+  policyGet(name: string): PolicyView {
+    this.check(`policyGet ${name}`);
+    if (!this.sandboxes.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    return this.view(name);
+  }
+  policySet(name: string, policy: unknown): PolicyView {
+    this.check(`policySet ${name} ${JSON.stringify(policy)}`);
+    if (!this.sandboxes.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    this.policies.set(name, policy);
+    return this.view(name);
+  }
+  /** Effective = own over a fixed default, so a test can tell the two apart. */
+  private view(name: string): PolicyView {
+    const policy = this.policies.get(name) as PolicyView['policy'];
+    return { name, policy, effective: { mode: 'enforce', ...policy } };
+  }
+  async events(q: EventQuery): Promise<DenialEvent[]> {
+    this.check(`events ${JSON.stringify(q)}`);
+    return [{ id: 1, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', reason: 'private', rule: 'private', action: 'blocked', src: '10.166.0.2', dst: '10.0.0.1', proto: 'tcp', dport: 22 }];
   }
   gc(): GcReport {
     this.check('gc');
@@ -144,10 +168,78 @@ describe('route', () => {
     assert.deepEqual(await route(b, { method: 'POST', path: '/v1/down' }), { status: 200, body: { sandboxes: 1 } });
   });
 
+  it('POST /v1/sandboxes passes an optional policy document through unchanged', async () => {
+    const policy = { mode: 'report', egress: { internet: false, allow: ['10.1.2.3:443/tcp'] }, group: { name: 'g', ports: [8080, '9000-9100/udp'] } };
+    const res = await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'p', policy } });
+    assert.equal(res.status, 201);
+    assert.equal((res.body as SandboxInfo).name, 'p');
+    assert.deepEqual(b.calls, [`create ${JSON.stringify({ name: 'p', policy })}`]);
+    assert.deepEqual(b.policies.get('p'), policy);
+    // The router does not judge the document: validating it is the engine's job.
+    const odd = { whatever: [1, 2] };
+    assert.equal((await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'q', policy: odd } })).status, 201);
+    assert.deepEqual(b.calls.at(-1), `create ${JSON.stringify({ name: 'q', policy: odd })}`);
+  });
+
+  it('GET /v1/sandboxes/{name}/policy: 200 with the backend\'s view', async () => {
+    const policy = { egress: { internet: false } };
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'job.1', policy } });
+    const res = await route(b, { method: 'GET', path: '/v1/sandboxes/job%2E1/policy/' });
+    assert.deepEqual(res, { status: 200, body: { name: 'job.1', policy, effective: { mode: 'enforce', ...policy } } });
+    assert.deepEqual(b.calls.at(-1), 'policyGet job.1');
+  });
+
+  it('PUT /v1/sandboxes/{name}/policy: the body goes to the backend as is; 200 with the new view', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'web' } });
+    const policy = { mode: 'report', inbound: { enabled: true, ports: ['8080/tcp'] }, unknownToTheRouter: 1 };
+    const res = await route(b, { method: 'PUT', path: '/v1/sandboxes/web/policy', body: policy });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { name: 'web', policy, effective: policy });
+    assert.deepEqual(b.calls.at(-1), `policySet web ${JSON.stringify(policy)}`);
+    assert.deepEqual(b.policies.get('web'), policy);
+    // A later GET sees what was set.
+    assert.deepEqual((await route(b, { method: 'GET', path: '/v1/sandboxes/web/policy' })).body, res.body);
+  });
+
+  it('PUT /v1/sandboxes/{name}/policy without a body sets the empty policy', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'web', policy: { mode: 'report' } } });
+    const res = await route(b, { method: 'PUT', path: '/v1/sandboxes/web/policy' });
+    assert.deepEqual(res, { status: 200, body: { name: 'web', policy: {}, effective: { mode: 'enforce' } } });
+    assert.deepEqual(b.calls.at(-1), 'policySet web {}');
+  });
+
+  it('policy routes: 404 not_found from the backend, and other backend errors mapped', async () => {
+    assertError(await route(b, { method: 'GET', path: '/v1/sandboxes/nope/policy' }), 404, 'not_found', /no sandbox named "nope"/);
+    assertError(await route(b, { method: 'PUT', path: '/v1/sandboxes/nope/policy', body: { mode: 'report' } }), 404, 'not_found', /no sandbox named "nope"/);
+    assert.deepEqual(b.calls, ['policyGet nope', 'policySet nope {"mode":"report"}']);
+    b.fail = new ToastnetError('invalid_argument', 'policy: unknown field "egress.alow"');
+    assertError(await route(b, { method: 'PUT', path: '/v1/sandboxes/x/policy', body: { egress: { alow: [] } } }), 400, 'invalid_argument', /egress\.alow/);
+    b.fail = new ToastnetError('kernel', 'nft: EEXIST');
+    assertError(await route(b, { method: 'PUT', path: '/v1/sandboxes/x/policy', body: {} }), 500, 'kernel', /EEXIST/);
+  });
+
+  it('GET /v1/events passes the query through and answers {"events":[...]}', async () => {
+    const res = await route(b, { method: 'GET', path: '/v1/events?sandbox=job.1&since=5&limit=10&wait=0' });
+    assert.equal(res.status, 200);
+    assert.deepEqual((res.body as { events: DenialEvent[] }).events.map((e) => e.id), [1]);
+    assert.deepEqual(b.calls, ['events {"sandbox":"job.1","since":5,"limit":10,"waitMs":0}']);
+    await route(b, { method: 'GET', path: '/v1/events' });
+    assert.deepEqual(b.calls.at(-1), 'events {}');
+  });
+
+  it('GET /v1/events: 400 for a query value that is not a whole number in range, without calling the backend', async () => {
+    for (const q of ['limit=abc', 'limit=10001', 'since=-1', 'wait=60001', 'wait=1.5', 'since=']) {
+      assertError(await route(b, { method: 'GET', path: `/v1/events?${q}` }), 400, 'invalid_argument', new RegExp(`query "${q.split('=')[0]}"`));
+    }
+    assert.deepEqual(b.calls, []);
+  });
+
   it('404 for an unknown route or method, without calling the backend', async () => {
     const cases: [string, string][] = [
       ['GET', '/v1/nothing'], ['GET', '/'], ['PUT', '/v1/sandboxes'], ['DELETE', '/v1/sandboxes'], ['POST', '/v1/sandboxes/x'],
       ['GET', '/v2/sandboxes'], ['GET', '/v1/sandboxes/a/b'], ['POST', '/v1/status'], ['GET', '/v1/sandboxes/x/inspect/more'],
+      ['POST', '/v1/sandboxes/x/policy'], ['DELETE', '/v1/sandboxes/x/policy'], ['PUT', '/v1/sandboxes/x'],
+      ['GET', '/v1/sandboxes/x/policy/more'], ['PUT', '/v1/sandboxes/x/inspect'], ['GET', '/v1/sandboxes/policy/x'],
     ];
     for (const [method, path] of cases) {
       const res = await route(b, { method, path });

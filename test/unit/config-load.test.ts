@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ToastnetError } from '../../src/errors.js';
-import { defaultUpstreams, fromEnv, kernelConfigHash, loadConfig, resolve } from '../../src/config/load.js';
+import { defaultLogGroup, defaultUpstreams, fromEnv, kernelConfigHash, loadConfig, resolve } from '../../src/config/load.js';
 import { ConfigSchema } from '../../src/config/schema.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-config-test-'));
@@ -40,6 +40,10 @@ describe('loadConfig precedence', () => {
       dnsTimeoutMs: 2000,
       allowCidrs: [],
       denyCidrs: [],
+      defaultPolicy: {},
+      allowMetadata: false,
+      denyAction: 'reject',
+      logGroup: defaultLogGroup('toastnet'),
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',
     });
@@ -135,6 +139,67 @@ describe('loadConfig validation', () => {
     }
     const ok = loadConfig({ env: {}, configFile: file({}), flags: { gateway: '10.166.255.254' }, resolvConfFiles: [resolvConf] });
     assert.equal(ok.gateway, '10.166.255.254');
+  });
+});
+
+describe('policy and denial keys', () => {
+  it('are read from the file', () => {
+    const p = file({
+      defaultPolicy: { mode: 'report', egress: { internet: false, allow: ['10.1.0.0/16:443/tcp'] }, group: 'ci' },
+      allowMetadata: true,
+      denyAction: 'drop',
+      logGroup: 4242,
+    });
+    const c = loadConfig({ env: {}, configFile: p, resolvConfFiles: [resolvConf] });
+    assert.deepEqual(c.defaultPolicy, { mode: 'report', egress: { internet: false, allow: ['10.1.0.0/16:443/tcp'] }, group: 'ci' });
+    assert.equal(c.allowMetadata, true);
+    assert.equal(c.denyAction, 'drop');
+    assert.equal(c.logGroup, 4242);
+  });
+
+  it('logGroup defaults to a group derived from the instance name, 1000-60999', () => {
+    const a = loadConfig({ env: {}, configFile: file({}), resolvConfFiles: [resolvConf] });
+    const b = loadConfig({ env: {}, configFile: file({ instance: 'other' }), resolvConfFiles: [resolvConf] });
+    assert.equal(a.logGroup, defaultLogGroup('toastnet'));
+    assert.equal(b.logGroup, defaultLogGroup('other'));
+    assert.notEqual(a.logGroup, b.logGroup, 'two instances side by side get different groups');
+    for (const name of ['toastnet', 'other', 'a', 'x_1', 'abcdefghijklmnopqrstuvwx']) {
+      const g = defaultLogGroup(name);
+      assert.ok(Number.isInteger(g) && g >= 1000 && g <= 60999, `${name}: ${g}`);
+      assert.equal(defaultLogGroup(name), g, 'stable');
+    }
+    // An explicit group wins over the derived one.
+    assert.equal(loadConfig({ env: {}, configFile: file({ instance: 'other', logGroup: 7 }), resolvConfFiles: [resolvConf] }).logGroup, 7);
+  });
+
+  it('rejects bad values, naming the key (a nested one by its path)', () => {
+    const bad: [object, RegExp][] = [
+      [{ denyAction: 'ignore' }, /key "denyAction"/],
+      [{ allowMetadata: 'yes' }, /key "allowMetadata"/],
+      [{ logGroup: 0 }, /key "logGroup"/],
+      [{ logGroup: 65536 }, /key "logGroup"/],
+      [{ logGroup: 1.5 }, /key "logGroup"/],
+      [{ defaultPolicy: { mode: 'audit' } }, /key "defaultPolicy\.mode"/],
+      [{ defaultPolicy: { egress: { allow: ['10.0.0.0/8:0'] } } }, /key "defaultPolicy\.egress\.allow\.0".*bad port range/],
+      [{ defaultPolicy: { egress: { internet: 'no' } } }, /key "defaultPolicy\.egress\.internet"/],
+      [{ defaultPolicy: { inbound: { ports: [70000] } } }, /key "defaultPolicy\.inbound\.ports\.0"/],
+      [{ defaultPolicy: 'open' }, /key "defaultPolicy"/],
+    ];
+    for (const [content, re] of bad) {
+      const p = file(content);
+      assert.throws(() => loadConfig({ env: {}, configFile: p, resolvConfFiles: [resolvConf] }), invalid(new RegExp(`^config file ${p}: ${re.source}`)), JSON.stringify(content));
+    }
+  });
+
+  it('rejects an unknown key inside defaultPolicy', () => {
+    const p = file({ defaultPolicy: { egress: { alow: ['10.0.0.0/8'] } } });
+    assert.throws(() => loadConfig({ env: {}, configFile: p, resolvConfFiles: [resolvConf] }), invalid(/unknown key .*"alow"/));
+  });
+
+  it('the flags can set them too', () => {
+    const c = loadConfig({ env: {}, configFile: file({ denyAction: 'drop' }), flags: { denyAction: 'reject', defaultPolicy: { inbound: { enabled: false } } }, resolvConfFiles: [resolvConf] });
+    assert.equal(c.denyAction, 'reject');
+    assert.deepEqual(c.defaultPolicy, { inbound: { enabled: false } });
   });
 });
 

@@ -5,7 +5,9 @@ import { resolve } from '../../src/config/load.js';
 import { ConfigSchema } from '../../src/config/schema.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
-import { DENIED_RANGES, RulesetBuilder, egressRuleMatch, type SandboxAddressing } from '../../src/core/ruleset.js';
+import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
+import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
+import { SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 
 // dist/test/unit/ruleset.test.js -> test/unit/golden/ruleset.json (tsc does not copy JSON).
 const GOLDEN = new URL('../../../test/unit/golden/ruleset.json', import.meta.url);
@@ -13,62 +15,185 @@ const GOLDEN = new URL('../../../test/unit/golden/ruleset.json', import.meta.url
 type Cmd = Record<string, any>;
 interface Rule { chain: string; expr: Cmd[]; comment?: string }
 
-const rulesOf = (cmds: Cmd[]): Rule[] => cmds.filter((c) => c.add?.rule).map((c) => c.add.rule as Rule);
-const chainRules = (cmds: Cmd[], chain: string): Rule[] => rulesOf(cmds).filter((r) => r.chain === chain);
+type Family = 'inet' | 'arp';
+// The instance has two tables of the same name: "inet" (everything IP) and "arp".
+const rulesOf = (cmds: Cmd[], family: Family = 'inet'): Rule[] => cmds.filter((c) => c.add?.rule?.family === family).map((c) => c.add.rule as Rule);
+const chainRules = (cmds: Cmd[], chain: string, family: Family = 'inet'): Rule[] => rulesOf(cmds, family).filter((r) => r.chain === chain);
+const chainsOf = (cmds: Cmd[], family: Family = 'inet'): Cmd[] => cmds.filter((c) => c.add?.chain?.family === family).map((c) => c.add.chain);
+const setsOf = (cmds: Cmd[], family: Family = 'inet'): Cmd[] => cmds.filter((c) => c.add?.set?.family === family).map((c) => c.add.set);
 const indexOfComment = (rules: Rule[], prefix: string): number => rules.findIndex((r) => r.comment?.startsWith(prefix));
+const ruleWithComment = (rules: Rule[], prefix: string): Rule => {
+  const i = indexOfComment(rules, prefix);
+  assert.ok(i >= 0, `no rule with comment "${prefix}"`);
+  return rules[i];
+};
+const jumpTo = (reason: string) => ({ jump: { target: `deny_${reason}` } });
+const isDeny = (r: Rule) => typeof r.expr.at(-1)?.jump?.target === 'string' && r.expr.at(-1)!.jump.target.startsWith('deny_');
+const hasCounter = (r: Rule) => r.expr.some((e) => 'counter' in e);
+
+const saddr = { payload: { protocol: 'ip', field: 'saddr' } };
+const daddr = { payload: { protocol: 'ip', field: 'daddr' } };
+const l4 = { meta: { key: 'l4proto' } };
+const dport = { payload: { protocol: 'th', field: 'dport' } };
 
 function config(o: Record<string, unknown> = {}) {
   return resolve(ConfigSchema.parse({ dnsUpstreams: ['192.0.2.53'], ...o }), []);
 }
 
-function sandbox(id: number, ip: string, mode: 'veth' | 'macvlan'): SandboxAddressing {
-  return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id) };
+function sandbox(id: number, ip: string, mode: 'veth' | 'macvlan', policy: PolicyInput = {}): SandboxSpec {
+  return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
+}
+
+/** What the engine installs for live sandboxes: each one's elements, each group pair once. */
+function liveElements(specs: SandboxSpec[]): Element[] {
+  const out: Element[] = [];
+  const seen: SandboxSpec[] = [];
+  for (const s of specs) {
+    out.push(...sandboxElements(s, groupPeers(s, seen)));
+    seen.push(s);
+  }
+  return out;
 }
 
 // What golden/ruleset.json was generated from (then reviewed by hand). Deny entries overlap
 // allow entries on purpose: deny must come first. If a change to the ruleset is intended,
-// regenerate the file from fullTable(goldenSandboxes()) and review the diff rule by rule.
-const goldenConfig = () => config({
+// regenerate the file (npx tsc -p . && TOASTNET_UPDATE_GOLDEN=1 node --test
+// dist/test/unit/ruleset.test.js) and review the diff rule by rule before keeping it.
+const goldenConfigInput = (): Record<string, unknown> => ({
   instance: 'toastnet',
   subnet: '10.166.0.0/16',
   allowCidrs: ['172.16.5.0/24:5432/tcp', '10.20.0.0/16:8000-8999', '192.168.1.1/icmp'],
   denyCidrs: ['172.16.5.66', '203.0.113.0/24/udp'],
+  logGroup: 1234,
 });
-const goldenSandboxes = (): SandboxAddressing[] => [sandbox(1, '10.166.0.2', 'veth'), sandbox(2, '10.166.0.3', 'macvlan')];
+const goldenConfig = () => config(goldenConfigInput());
+/**
+ * One sandbox on the defaults (veth), one with every policy field (macvlan, report mode, no
+ * internet, an allow with a deny inside it, a group with ports, inbound narrowed to one
+ * port), and one in the same group with inbound closed (veth).
+ */
+const goldenSandboxes = (): SandboxSpec[] => [
+  sandbox(1, '10.166.0.2', 'veth'),
+  sandbox(2, '10.166.0.3', 'macvlan', {
+    mode: 'report',
+    egress: { internet: false, allow: ['172.16.9.0/24:5432/tcp'], deny: ['172.16.9.9'] },
+    group: { name: 'ci', ports: [8080, '9000-9100/udp'] },
+    inbound: { ports: ['22/tcp'] },
+  }),
+  sandbox(3, '10.166.0.4', 'veth', { group: 'ci', inbound: { enabled: false } }),
+];
+
+/** A PRNG with a fixed seed (mulberry32): reproducible "random" sandboxes. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Sandbox i of a varied population: every policy field shows up somewhere. */
+function variedSandbox(i: number, rnd: () => number): SandboxSpec {
+  const ip = `10.166.${(i + 2) >> 8}.${(i + 2) & 255}`;
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const policy: PolicyInput = {
+    mode: pick(['enforce', 'report', undefined]),
+    egress: {
+      internet: pick([true, false, undefined]),
+      allow: pick([[], ['172.16.0.0/12:443/tcp'], ['10.0.0.0/8', '10.1.0.0/16:22/tcp']]),
+      deny: pick([[], ['10.1.2.3'], ['203.0.113.0/24:53/udp', '198.51.100.7']]),
+    },
+    group: pick([undefined, 'a', { name: 'b', ports: [8080, '9000-9010/udp'] }]),
+    inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
+  };
+  return sandbox(i + 1, ip, i % 2 ? 'macvlan' : 'veth', policy);
+}
 
 describe('RulesetBuilder.fullTable', () => {
-  const builder = new RulesetBuilder(goldenConfig());
-  const cmds = builder.fullTable(goldenSandboxes()) as Cmd[];
+  const cfg = goldenConfig();
+  const builder = new RulesetBuilder(cfg);
+  const cmds = builder.fullTable(liveElements(goldenSandboxes())) as Cmd[];
 
   it('matches the golden ruleset', () => {
+    if (process.env.TOASTNET_UPDATE_GOLDEN === '1') fs.writeFileSync(GOLDEN, `${JSON.stringify(cmds, null, 2)}\n`);
     const golden = JSON.parse(fs.readFileSync(GOLDEN, 'utf8'));
     assert.deepEqual(JSON.parse(JSON.stringify(cmds)), golden);
   });
 
-  it('replaces the table atomically: add, delete, add first', () => {
+  it('replaces both tables atomically: add, delete, add first', () => {
     const t = { family: 'inet', name: 'toastnet' };
-    assert.deepEqual(cmds.slice(0, 3), [{ add: { table: t } }, { delete: { table: t } }, { add: { table: t } }]);
+    const a = { family: 'arp', name: 'toastnet' };
+    assert.deepEqual(cmds.slice(0, 6), [
+      { add: { table: t } }, { delete: { table: t } }, { add: { table: t } },
+      { add: { table: a } }, { delete: { table: a } }, { add: { table: a } },
+    ]);
+    assert.equal(cmds.filter((c) => c.add?.table || c.delete?.table).length, 6, 'no other table command');
+  });
+
+  it('declares every per-sandbox set with its type; egress_policy is a verdict map', () => {
+    const t = { family: 'inet', table: 'toastnet' };
+    const sets = setsOf(cmds);
+    const maps = cmds.filter((c) => c.add?.map).map((c) => c.add.map);
+    assert.deepEqual(maps.map((m) => m.name), ['egress_policy']);
+    assert.equal(maps[0].map, 'verdict');
+    assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
+    assert.deepEqual(maps[0].flags, ['interval']);
+    assert.deepEqual(sets.map((s) => s.name).sort(), Object.keys(SANDBOX_SETS).filter((n) => n !== 'egress_policy').sort());
+    for (const s of sets) {
+      assert.deepEqual({ family: s.family, table: s.table }, t);
+      assert.deepEqual(s.type, SANDBOX_SETS[s.name as keyof typeof SANDBOX_SETS].type, s.name);
+    }
+    const byName = new Map<string, any>(sets.map((s) => [s.name, s]));
+    assert.deepEqual(byName.get('veth_src').type, ['ifname', 'ether_addr', 'ipv4_addr']);
+    assert.deepEqual(byName.get('macvlan_src').type, ['ether_addr', 'ipv4_addr']);
+    for (const name of ['group_pairs', 'inbound_ports']) assert.deepEqual(byName.get(name).flags, ['interval'], name);
+    for (const name of ['veth_src', 'macvlan_src', 'no_internet', 'report_mode', 'inbound_closed', 'inbound_only']) {
+      assert.equal(byName.get(name).flags, undefined, name);
+    }
   });
 
   it('dispatches only traffic on the instance\'s links', () => {
     const prefix = `${builder.names.linkPrefix}*`;
     assert.equal(prefix, 'tn727b*');
-    for (const chain of ['forward', 'input']) {
+    const targets: Record<string, [string, string][]> = {
+      forward: [['iifname', 'from_sandbox'], ['oifname', 'to_sandbox']],
+      input: [['iifname', 'sandbox_to_host']],
+      output: [['oifname', 'host_to_sandbox']],
+    };
+    for (const [chain, want] of Object.entries(targets)) {
       const rules = chainRules(cmds, chain);
-      assert.ok(rules.length > 0);
-      for (const r of rules) {
+      assert.equal(rules.length, want.length, chain);
+      rules.forEach((r, i) => {
+        assert.equal(r.expr.length, 2, JSON.stringify(r));
         const m = r.expr[0].match;
-        assert.ok(['iifname', 'oifname'].includes(m.left.meta.key), JSON.stringify(r));
+        assert.equal(m.left.meta.key, want[i][0], JSON.stringify(r));
         assert.equal(m.op, '==');
         assert.equal(m.right, prefix);
-        assert.ok(r.expr[1].jump, 'dispatch rules only jump');
-      }
+        assert.deepEqual(r.expr[1], { jump: { target: want[i][1] } }, 'dispatch rules only jump');
+      });
     }
     // Hook chains accept by default: everything not on our links passes untouched.
-    const hooks = cmds.filter((c) => c.add?.chain?.hook).map((c) => c.add.chain);
-    assert.deepEqual(hooks.map((h) => [h.name, h.hook, h.policy]), [
-      ['forward', 'forward', 'accept'], ['input', 'input', 'accept'], ['postrouting', 'postrouting', 'accept'],
+    const hooks = chainsOf(cmds).filter((h) => h.hook);
+    assert.deepEqual(hooks.map((h) => [h.name, h.type, h.hook, h.prio, h.policy]), [
+      ['forward', 'filter', 'forward', 0, 'accept'], ['input', 'filter', 'input', 0, 'accept'],
+      ['output', 'filter', 'output', 0, 'accept'], ['postrouting', 'nat', 'postrouting', 100, 'accept'],
     ]);
+  });
+
+  it('every jump (in rules and in egress_policy elements) goes to a declared chain', () => {
+    const chains = new Set(chainsOf(cmds).map((c) => c.name));
+    const inet = cmds.filter((c) => JSON.stringify(c).includes('"family":"inet"'));
+    const targets = [...JSON.stringify(inet).matchAll(/"target":"([^"]+)"/g)].map((m) => m[1]);
+    assert.ok(targets.length > 10);
+    for (const t of targets) assert.ok(chains.has(t), `jump to undeclared chain ${t}`);
+    // And every deny_<reason> chain exists and is used somewhere.
+    for (const reason of Object.keys(DENY_REASONS)) {
+      assert.ok(chains.has(`deny_${reason}`), reason);
+      assert.ok(targets.includes(`deny_${reason}`), `deny_${reason} is never jumped to`);
+    }
   });
 
   it('judges traffic from a sandbox in the documented order', () => {
@@ -76,41 +201,98 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r[0].expr, [{ jump: { target: 'source_check' } }]);
     assert.deepEqual(r[1].expr[0].match.right, ['established', 'related']);
     assert.deepEqual(r[1].expr.at(-1), { accept: null });
-    const order = ['denyCidrs 172.16.5.66', 'denyCidrs 203.0.113.0/24/udp', 'allowCidrs 172.16.5.0/24:5432/tcp',
-      'allowCidrs 10.20.0.0/16:8000-8999', 'allowCidrs 192.168.1.1/icmp', 'other sandboxes', 'private, metadata', 'internet'];
-    const idx = order.map((c) => indexOfComment(r, c));
-    assert.ok(idx.every((i) => i > 1), JSON.stringify(idx));
-    assert.deepEqual([...idx].sort((a, b) => a - b), idx, `out of order: ${JSON.stringify(idx)}`);
-    assert.equal(idx.at(-1), r.length - 1, 'internet is the last rule');
-    for (const c of order.slice(0, 2).concat(order.slice(5, 7))) {
-      assert.deepEqual(r[indexOfComment(r, c)].expr.at(-1), { jump: { target: 'deny' } }, c);
+    const order: [string, unknown][] = [
+      ['denyCidrs 172.16.5.66', jumpTo('config')],
+      ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
+      ['cloud metadata', jumpTo('metadata')],
+      ['per-sandbox egress policy', undefined],
+      ['same group', { accept: null }],
+      ['allowCidrs 172.16.5.0/24:5432/tcp', { accept: null }],
+      ['allowCidrs 10.20.0.0/16:8000-8999', { accept: null }],
+      ['allowCidrs 192.168.1.1/icmp', { accept: null }],
+      ['other sandboxes', jumpTo('sandbox')],
+      ['private, metadata', jumpTo('private')],
+      ['internet switched off', jumpTo('internet')],
+      ['internet', { accept: null }],
+    ];
+    const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
+    assert.deepEqual(idx, order.map((_, i) => i + 2), `out of order or missing: ${JSON.stringify(idx)}`);
+    assert.equal(r.length, order.length + 2, 'nothing else in the chain');
+    for (const [c, verdict] of order) {
+      if (verdict !== undefined) assert.deepEqual(r[idx[order.findIndex(([x]) => x === c)]].expr.at(-1), verdict, c);
     }
-    for (const c of order.slice(2, 5).concat(order.slice(7))) assert.deepEqual(r[indexOfComment(r, c)].expr.at(-1), { accept: null }, c);
+    assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, { accept: null }], 'the internet is the last rule, unconditional');
+  });
+
+  it('blocks the metadata address before any sandbox policy can open it', () => {
+    const r = chainRules(cmds, 'from_sandbox');
+    const md = ruleWithComment(r, 'cloud metadata');
+    assert.equal(METADATA_ADDRESS, '169.254.169.254');
+    assert.deepEqual(md.expr, [{ match: { op: '==', left: daddr, right: '169.254.169.254' } }, { counter: null }, jumpTo('metadata')]);
+    assert.ok(indexOfComment(r, 'cloud metadata') < indexOfComment(r, 'per-sandbox egress policy'));
+    assert.ok(indexOfComment(r, 'cloud metadata') < indexOfComment(r, 'same group'));
+    assert.ok(indexOfComment(r, 'cloud metadata') < indexOfComment(r, 'allowCidrs'));
+  });
+
+  it('allowMetadata removes only the metadata rule (the policy map then decides before the private ranges)', () => {
+    const open = new RulesetBuilder(config({ ...goldenConfigInput(), allowMetadata: true })).fullTable([]) as Cmd[];
+    const closed = new RulesetBuilder(config(goldenConfigInput())).fullTable([]) as Cmd[];
+    assert.equal(indexOfComment(chainRules(open, 'from_sandbox'), 'cloud metadata'), -1);
+    assert.ok(indexOfComment(chainRules(closed, 'from_sandbox'), 'cloud metadata') >= 0);
+    const strip = (c: Cmd[]) => rulesOf(c).filter((x) => x.comment !== 'cloud metadata');
+    assert.deepEqual(strip(open), strip(closed));
+    assert.equal(rulesOf(open).length, rulesOf(closed).length - 1);
+    // The metadata address is in the private ranges, which come after the policy map.
+    const r = chainRules(open, 'from_sandbox');
+    assert.ok(indexOfComment(r, 'per-sandbox egress policy') < indexOfComment(r, 'private'));
+  });
+
+  it('looks up the per-sandbox policy and group pairs by source . destination . protocol . port', () => {
+    const r = chainRules(cmds, 'from_sandbox');
+    const key = { concat: [saddr, daddr, l4, dport] };
+    assert.deepEqual(ruleWithComment(r, 'per-sandbox egress policy').expr, [{ vmap: { key, data: '@egress_policy' } }]);
+    assert.deepEqual(ruleWithComment(r, 'same group').expr, [{ match: { op: '==', left: key, right: '@group_pairs' } }, { counter: null }, { accept: null }]);
+    assert.deepEqual(ruleWithComment(r, 'internet switched off').expr, [{ match: { op: '==', left: saddr, right: '@no_internet' } }, { counter: null }, jumpTo('internet')]);
   });
 
   it('rejects the sandbox subnet and every private/reserved range before the internet', () => {
     const r = chainRules(cmds, 'from_sandbox');
-    assert.deepEqual(r[indexOfComment(r, 'other sandboxes')].expr[0].match.right, { prefix: { addr: '10.166.0.0', len: 16 } });
-    const set = r[indexOfComment(r, 'private')].expr[0].match.right.set;
+    assert.deepEqual(ruleWithComment(r, 'other sandboxes').expr[0].match, { op: '==', left: daddr, right: { prefix: { addr: '10.166.0.0', len: 16 } } });
+    const priv = ruleWithComment(r, 'private');
+    assert.deepEqual(priv.expr[0].match.left, daddr);
+    const set = priv.expr[0].match.right.set;
     assert.deepEqual(set.map((p: any) => `${p.prefix.addr}/${p.prefix.len}`), DENIED_RANGES);
-    for (const must of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '127.0.0.0/8', '100.64.0.0/10', '224.0.0.0/4', '240.0.0.0/4']) {
+    for (const must of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16', '127.0.0.0/8', '100.64.0.0/10', '224.0.0.0/4', '240.0.0.0/4', '0.0.0.0/8']) {
       assert.ok(DENIED_RANGES.includes(must), must);
     }
   });
 
-  it('checks the source address of every sandbox packet', () => {
+  it('every denying rule says why and counts', () => {
+    for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox']) {
+      for (const r of chainRules(cmds, chain)) {
+        const last = r.expr.at(-1)!;
+        if (!isDeny(r) && !('drop' in last)) continue;
+        assert.ok(r.comment, `${chain}: ${JSON.stringify(r)}`);
+        if (r.comment !== 'no ICMP redirects') assert.ok(hasCounter(r), `${chain}: ${r.comment}`);
+      }
+    }
+  });
+
+  it('checks the source link, MAC and address of every sandbox packet', () => {
     const r = chainRules(cmds, 'source_check');
-    const veth = r.find((x) => x.comment === 'spoofed source (veth)')!;
+    const veth = ruleWithComment(r, 'spoofed source (veth)');
     assert.equal(veth.expr[0].match.right, 'tn727bs*');
-    assert.equal(veth.expr[1].match.op, '!=');
-    assert.equal(veth.expr[1].match.right, '@veth_src');
+    assert.deepEqual(veth.expr[1].match, {
+      op: '!=', left: { concat: [{ meta: { key: 'iifname' } }, { payload: { protocol: 'ether', field: 'saddr' } }, saddr] }, right: '@veth_src',
+    });
     assert.deepEqual(veth.expr.at(-1), { drop: null });
-    const mv = r.find((x) => x.comment === 'spoofed source (macvlan)')!;
+    const mv = ruleWithComment(r, 'spoofed source (macvlan)');
     assert.equal(mv.expr[0].match.right, 'tn727bg');
-    assert.equal(mv.expr[1].match.right, '@macvlan_src');
+    assert.deepEqual(mv.expr[1].match, { op: '!=', left: { concat: [{ payload: { protocol: 'ether', field: 'saddr' } }, saddr] }, right: '@macvlan_src' });
     assert.deepEqual(mv.expr.at(-1), { drop: null });
     assert.ok(r.some((x) => x.comment === 'no IPv6 from sandboxes'));
     assert.ok(r.some((x) => x.comment === 'invalid conntrack state'));
+    assert.ok(r.every((x) => JSON.stringify(x.expr.at(-1)) === '{"drop":null}'), 'source_check only drops (or returns)');
     // Both sandbox-facing chains start with it.
     for (const chain of ['from_sandbox', 'sandbox_to_host']) {
       assert.deepEqual(chainRules(cmds, chain)[0].expr, [{ jump: { target: 'source_check' } }], chain);
@@ -121,47 +303,120 @@ describe('RulesetBuilder.fullTable', () => {
     const r = chainRules(cmds, 'sandbox_to_host');
     const accepts = r.filter((x) => JSON.stringify(x.expr.at(-1)) === '{"accept":null}');
     assert.equal(accepts.length, 2, 'established replies and DNS');
-    const dns = r.find((x) => x.comment === 'DNS on the gateway')!;
+    const dns = ruleWithComment(r, 'DNS on the gateway');
     assert.equal(dns.expr[0].match.right, '10.166.0.1');
     assert.deepEqual(dns.expr[1].match.right, { set: ['udp', 'tcp'] });
     assert.equal(dns.expr[2].match.right, 53);
-    assert.deepEqual(r.at(-1)!.expr.at(-1), { jump: { target: 'deny' } });
+    assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, jumpTo('host')]);
   });
 
-  it('lets nothing but replies into sandboxes', () => {
+  it('lets nothing but replies into sandboxes from elsewhere', () => {
     const r = chainRules(cmds, 'to_sandbox');
     assert.equal(r.length, 2);
+    assert.deepEqual(r[0].expr.at(-1), { accept: null });
+    assert.deepEqual(r[0].expr[0].match.right, ['established', 'related']);
     assert.deepEqual(r[1].expr.at(-1), { drop: null });
+  });
+
+  it('lets the host into a sandbox unless its inbound policy closes or narrows it; no ICMP redirects', () => {
+    const r = chainRules(cmds, 'host_to_sandbox');
+    assert.equal(r.length, 4);
+    assert.deepEqual(r[0], {
+      family: 'inet', table: 'toastnet', chain: 'host_to_sandbox', comment: 'no ICMP redirects',
+      expr: [{ match: { op: '==', left: { payload: { protocol: 'icmp', field: 'type' } }, right: 'redirect' } }, { counter: null }, { drop: null }],
+    });
+    assert.deepEqual(r[1].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
+    assert.deepEqual(r[2].expr, [{ match: { op: '==', left: daddr, right: '@inbound_closed' } }, { counter: null }, jumpTo('inbound')]);
+    assert.deepEqual(r[3].expr, [
+      { match: { op: '==', left: daddr, right: '@inbound_only' } },
+      { match: { op: '!=', left: { concat: [daddr, l4, dport] }, right: '@inbound_ports' } },
+      { counter: null }, jumpTo('inbound'),
+    ]);
+    // Nothing here accepts a new connection: the hook's policy (accept) does, after the checks.
+    assert.equal(r.filter((x) => 'accept' in x.expr.at(-1)!).length, 1);
   });
 
   it('masquerades only sandbox traffic leaving the subnet and the instance\'s links', () => {
     const r = chainRules(cmds, 'postrouting');
     assert.equal(r.length, 1);
     const [src, dst, oif, verdict] = r[0].expr;
-    assert.deepEqual(src.match, { op: '==', left: { payload: { protocol: 'ip', field: 'saddr' } }, right: { prefix: { addr: '10.166.0.0', len: 16 } } });
-    assert.deepEqual(dst.match, { op: '!=', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: { prefix: { addr: '10.166.0.0', len: 16 } } });
+    assert.deepEqual(src.match, { op: '==', left: saddr, right: { prefix: { addr: '10.166.0.0', len: 16 } } });
+    assert.deepEqual(dst.match, { op: '!=', left: daddr, right: { prefix: { addr: '10.166.0.0', len: 16 } } });
     assert.deepEqual(oif.match, { op: '!=', left: { meta: { key: 'oifname' } }, right: 'tn727b*' });
     assert.deepEqual(verdict, { masquerade: null });
   });
 
-  it('denies with a reset for TCP and admin-prohibited otherwise', () => {
-    const r = chainRules(cmds, 'deny');
-    assert.deepEqual(r.map((x) => x.expr.at(-1)), [{ reject: { type: 'tcp reset' } }, { reject: { type: 'icmpx', expr: 'admin-prohibited' } }]);
+  it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), then rejects (rate-limited)', () => {
+    assert.deepEqual(Object.keys(DENY_REASONS).sort(), ['config', 'host', 'inbound', 'internet', 'metadata', 'policy', 'private', 'sandbox']);
+    assert.deepEqual([...HARD_REASONS].sort(), ['config', 'host', 'metadata']);
+    for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
+      const r = chainRules(cmds, `deny_${reason}`);
+      const hard = HARD_REASONS.includes(reason);
+      assert.deepEqual(r.map((x) => x.expr), [
+        [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: 1234 } }],
+        ...(hard ? [] : [[{ match: { op: '==', left: reason === 'inbound' ? daddr : saddr, right: '@report_mode' } }, { counter: null }, { accept: null }]]),
+        [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }],
+        [{ match: { op: '==', left: l4, right: 'tcp' } }, { reject: { type: 'tcp reset' } }],
+        [{ reject: { type: 'icmpx', expr: 'admin-prohibited' } }],
+      ], reason);
+      if (!hard) assert.equal(r[1].comment, 'report mode: log only');
+      else assert.ok(!JSON.stringify(r).includes('@report_mode'), `report mode must not lift ${reason}`);
+    }
   });
 
-  it('does not grow in rules with the number of sandboxes', () => {
+  it('logs to config.logGroup (derived from the instance by default)', () => {
+    const c = config({ instance: 'other', subnet: '10.99.0.0/24' });
+    const logs = rulesOf(new RulesetBuilder(c).fullTable([]) as Cmd[], 'inet').flatMap((x) => x.expr.filter((e) => e.log).map((e) => e.log.group));
+    assert.equal(logs.length, Object.keys(DENY_REASONS).length);
+    assert.ok(logs.every((g) => g === c.logGroup), JSON.stringify(logs));
+    assert.notEqual(c.logGroup, 1234);
+  });
+
+  it('denyAction drop: every deny chain logs, passes report mode, then drops; nothing rejects', () => {
+    const d = new RulesetBuilder(config({ ...goldenConfigInput(), denyAction: 'drop' })).fullTable([]) as Cmd[];
+    assert.ok(!JSON.stringify(d).includes('reject'));
+    for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
+      const r = chainRules(d, `deny_${reason}`);
+      const hard = HARD_REASONS.includes(reason);
+      assert.equal(r.length, hard ? 2 : 3, reason);
+      assert.ok(r[0].expr.some((e) => e.log), reason);
+      if (!hard) assert.deepEqual(r[1].expr.at(-1), { accept: null }, reason);
+      assert.deepEqual(r.at(-1)!.expr, [{ drop: null }], reason);
+    }
+    // Only the deny chains differ from the reject variant.
+    const reject = new RulesetBuilder(config(goldenConfigInput())).fullTable([]) as Cmd[];
+    const outside = (c: Cmd[]) => rulesOf(c).filter((x) => !x.chain.startsWith('deny_'));
+    assert.deepEqual(outside(d), outside(reject));
+  });
+
+  it('does not grow in rules with the number of sandboxes, whatever their policies', () => {
     const b = new RulesetBuilder(config());
-    const many = Array.from({ length: 300 }, (_, i) => sandbox(i + 1, `10.166.${(i + 2) >> 8}.${(i + 2) & 255}`, i % 2 ? 'macvlan' : 'veth'));
+    const rnd = prng(42);
+    const many = Array.from({ length: 300 }, (_, i) => variedSandbox(i, rnd));
     const none = b.fullTable([]) as Cmd[];
-    const two = b.fullTable(many.slice(0, 2)) as Cmd[];
-    const lots = b.fullTable(many) as Cmd[];
-    assert.ok(rulesOf(none).length > 10);
-    assert.equal(rulesOf(two).length, rulesOf(none).length);
-    assert.equal(rulesOf(lots).length, rulesOf(none).length);
-    // Sandboxes only add (at most one per set) element commands.
-    assert.equal(lots.length, none.length + 2);
-    const elems = lots.filter((c) => c.add?.element).map((c) => [c.add.element.name, c.add.element.elem.length]);
-    assert.deepEqual(elems, [['veth_src', 150], ['macvlan_src', 150]]);
+    const two = b.fullTable(liveElements(many.slice(0, 2))) as Cmd[];
+    const lots = b.fullTable(liveElements(many)) as Cmd[];
+    const allRules = (c: Cmd[]) => c.filter((x) => x.add?.rule);
+    assert.ok(allRules(none).length > 10);
+    assert.equal(allRules(two).length, allRules(none).length);
+    assert.equal(allRules(lots).length, allRules(none).length);
+    // The same structure: only element commands differ, at most one per set.
+    const structure = (c: Cmd[]) => c.filter((x) => !x.add?.element);
+    assert.deepEqual(structure(lots), structure(none));
+    const elemCmds = lots.filter((c) => c.add?.element);
+    assert.equal(lots.length, none.length + elemCmds.length);
+    const inetElems = elemCmds.filter((c) => c.add.element.family === 'inet');
+    const arpElems = elemCmds.filter((c) => c.add.element.family === 'arp');
+    assert.equal(inetElems.length + arpElems.length, elemCmds.length);
+    assert.deepEqual(inetElems.map((c) => c.add.element.name).sort(), Object.keys(SANDBOX_SETS).sort(), 'every set used, once');
+    assert.deepEqual(arpElems.map((c) => c.add.element.name), ['veth_src', 'macvlan_src'], 'the ARP table holds only the admission sets');
+    assert.deepEqual(lots.slice(none.length), elemCmds, 'elements come after the rules that use them');
+    for (const name of ['veth_src', 'macvlan_src']) {
+      const i = inetElems.find((c) => c.add.element.name === name)!.add.element.elem;
+      const a = arpElems.find((c) => c.add.element.name === name)!.add.element.elem;
+      assert.equal(i.length, 150, name);
+      assert.deepEqual(a, i, `${name}: ARP holds the same elements`);
+    }
     assert.equal(none.filter((c) => c.add?.element).length, 0);
   });
 
@@ -172,53 +427,225 @@ describe('RulesetBuilder.fullTable', () => {
     assert.ok(!text.includes('tn727b'), 'no trace of the default instance');
     assert.ok(!text.includes('10.166.'), 'no trace of the default subnet');
     assert.deepEqual(c[0], { add: { table: { family: 'inet', name: 'other' } } });
+    assert.deepEqual(c[3], { add: { table: { family: 'arp', name: 'other' } } });
+    assert.deepEqual(ruleWithComment(chainRules(c, 'from_sandbox', 'arp'), 'asks only for subnet addresses').expr[1].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
+    assert.ok(!text.includes('"toastnet"'), 'no trace of the default table');
     assert.equal(chainRules(c, 'forward')[0].expr[0].match.right, 'tnd929*');
-    assert.equal(chainRules(c, 'sandbox_to_host').find((x) => x.comment === 'DNS on the gateway')!.expr[0].match.right, '10.99.0.254');
+    assert.equal(ruleWithComment(chainRules(c, 'sandbox_to_host'), 'DNS on the gateway').expr[0].match.right, '10.99.0.254');
     const fromSandbox = chainRules(c, 'from_sandbox');
-    assert.deepEqual(fromSandbox[indexOfComment(fromSandbox, 'other sandboxes')].expr[0].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
+    assert.deepEqual(ruleWithComment(fromSandbox, 'other sandboxes').expr[0].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
     assert.equal(indexOfComment(fromSandbox, 'allowCidrs'), -1);
     assert.equal(indexOfComment(fromSandbox, 'denyCidrs'), -1);
   });
 });
 
+describe('RulesetBuilder.fullTable: the ARP table', () => {
+  const cmds = new RulesetBuilder(goldenConfig()).fullTable(liveElements(goldenSandboxes())) as Cmd[];
+  const a = { family: 'arp', table: 'toastnet' };
+  const arpField = (field: string) => ({ payload: { protocol: 'arp', field } });
+
+  it('holds only the two admission sets, typed like their inet twins', () => {
+    assert.deepEqual(setsOf(cmds, 'arp'), [
+      { ...a, name: 'veth_src', type: ['ifname', 'ether_addr', 'ipv4_addr'] },
+      { ...a, name: 'macvlan_src', type: ['ether_addr', 'ipv4_addr'] },
+    ]);
+    for (const s of setsOf(cmds, 'arp')) assert.deepEqual(s.type, SANDBOX_SETS[s.name as 'veth_src' | 'macvlan_src'].type);
+    assert.equal(cmds.filter((c) => c.add?.map?.family === 'arp').length, 0);
+  });
+
+  it('judges only ARP arriving on the instance\'s links', () => {
+    assert.deepEqual(chainsOf(cmds, 'arp'), [
+      { ...a, name: 'input', type: 'filter', hook: 'input', prio: 0, policy: 'accept' },
+      { ...a, name: 'from_sandbox' },
+    ]);
+    assert.deepEqual(chainRules(cmds, 'input', 'arp').map((r) => r.expr), [
+      [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'tn727b*' } }, { jump: { target: 'from_sandbox' } }],
+    ]);
+    assert.equal(rulesOf(cmds, 'arp').length, 4, 'no other ARP rule');
+  });
+
+  it('drops ARP for addresses outside the subnet and ARP from a sender that is not the sandbox on that link', () => {
+    const r = chainRules(cmds, 'from_sandbox', 'arp');
+    assert.deepEqual(r.map((x) => x.comment), ['asks only for subnet addresses', 'spoofed sender (veth)', 'spoofed sender (macvlan)']);
+    // Only requests are limited to the subnet: replies answer whatever the host asked.
+    assert.deepEqual(r[0].expr, [
+      { match: { op: '==', left: arpField('operation'), right: 'request' } },
+      { match: { op: '!=', left: arpField('daddr ip'), right: { prefix: { addr: '10.166.0.0', len: 16 } } } },
+      { counter: null }, { drop: null },
+    ]);
+    assert.deepEqual(r[1].expr, [
+      { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'tn727bs*' } },
+      { match: { op: '!=', left: { concat: [{ meta: { key: 'iifname' } }, arpField('saddr ether'), arpField('saddr ip')] }, right: '@veth_src' } },
+      { counter: null }, { drop: null },
+    ]);
+    assert.deepEqual(r[2].expr, [
+      { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'tn727bg' } },
+      { match: { op: '!=', left: { concat: [arpField('saddr ether'), arpField('saddr ip')] }, right: '@macvlan_src' } },
+      { counter: null }, { drop: null },
+    ]);
+  });
+
+  it('mirrors exactly the live admission elements', () => {
+    const el = (family: Family, name: string) => cmds.filter((c) => c.add?.element?.family === family && c.add.element.name === name).map((c) => c.add.element.elem);
+    assert.deepEqual(el('arp', 'veth_src'), el('inet', 'veth_src'));
+    assert.deepEqual(el('arp', 'macvlan_src'), el('inet', 'macvlan_src'));
+    assert.deepEqual(el('arp', 'veth_src'), [[
+      { concat: ['tn727bs1', '02:74:0a:a6:00:02', '10.166.0.2'] }, { concat: ['tn727bs3', '02:74:0a:a6:00:04', '10.166.0.4'] },
+    ]]);
+    assert.deepEqual(el('arp', 'macvlan_src'), [[{ concat: ['02:74:0a:a6:00:03', '10.166.0.3'] }]]);
+    assert.deepEqual(cmds.filter((c) => c.add?.element?.family === 'arp').map((c) => c.add.element.name), ['veth_src', 'macvlan_src']);
+  });
+});
+
 describe('per-sandbox commands', () => {
   const b = new RulesetBuilder(config());
+  const t = { family: 'inet', table: 'toastnet' };
+  const a = { family: 'arp', table: 'toastnet' };
   const veth = sandbox(7, '10.166.0.9', 'veth');
   const mv = sandbox(8, '10.166.0.10', 'macvlan');
-  const t = { family: 'inet', table: 'toastnet' };
+  const rich = sandbox(9, '10.166.0.11', 'veth', {
+    mode: 'report', egress: { internet: false, deny: ['198.51.100.7'] }, group: 'g', inbound: { ports: ['22/tcp'] },
+  });
+  const peer = sandbox(10, '10.166.0.12', 'macvlan', { group: 'g' });
+  const vethElem = [{ concat: ['tn727bs7', '02:74:0a:a6:00:09', '10.166.0.9'] }];
+  const mvElem = [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }];
 
-  it('addSandbox is exactly one set element, no rule', () => {
-    assert.deepEqual(b.addSandbox(veth), [{ add: { element: { ...t, name: 'veth_src', elem: [{ concat: ['tn727bs7', '10.166.0.9'] }] } } }]);
-    assert.deepEqual(b.addSandbox(mv), [{ add: { element: { ...t, name: 'macvlan_src', elem: [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }] } } }]);
+  /** Only element commands, on sets the tables declare: never a rule, chain or set. */
+  function assertOnlyElements(cmds: Cmd[], op: 'add' | 'delete'): void {
+    for (const c of cmds) {
+      assert.deepEqual(Object.keys(c), [op], JSON.stringify(c));
+      assert.deepEqual(Object.keys(c[op]), ['element'], JSON.stringify(c));
+      const e = c[op].element;
+      if (e.family === 'arp') {
+        assert.deepEqual({ family: e.family, table: e.table }, a);
+        assert.ok(['veth_src', 'macvlan_src'].includes(e.name), `arp ${e.name}`);
+      } else {
+        assert.deepEqual({ family: e.family, table: e.table }, t);
+        assert.ok(e.name in SANDBOX_SETS, e.name);
+      }
+      assert.ok(Array.isArray(e.elem) && e.elem.length > 0);
+    }
+    const ids = cmds.map((c) => `${c[op].element.family} ${c[op].element.name}`);
+    assert.equal(new Set(ids).size, cmds.length, 'one command per set');
+    // Every admission element is mirrored into the ARP table, right after its inet command.
+    cmds.forEach((c, i) => {
+      const e = c[op].element;
+      if (e.family === 'inet' && ['veth_src', 'macvlan_src'].includes(e.name)) {
+        assert.deepEqual(cmds[i + 1], { [op]: { element: { ...a, name: e.name, elem: e.elem } } }, `${e.name} mirrored`);
+      }
+    });
+    assert.equal(ids.filter((x) => x.startsWith('arp ')).length, ids.filter((x) => x === 'inet veth_src' || x === 'inet macvlan_src').length);
+  }
+
+  it('add for a default sandbox is exactly its admission element, in the inet and the ARP table; no rule', () => {
+    assert.deepEqual(b.add(sandboxElements(veth)), [
+      { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
+    ]);
+    assert.deepEqual(b.add(sandboxElements(mv)), [
+      { add: { element: { ...t, name: 'macvlan_src', elem: mvElem } } },
+      { add: { element: { ...a, name: 'macvlan_src', elem: mvElem } } },
+    ]);
+    assert.deepEqual(b.add([]), []);
   });
 
-  it('removeSandbox deletes exactly that element', () => {
-    assert.deepEqual(b.removeSandbox(veth), [{ delete: { element: { ...t, name: 'veth_src', elem: [{ concat: ['tn727bs7', '10.166.0.9'] }] } } }]);
-    assert.deepEqual(b.removeSandbox(mv), [{ delete: { element: { ...t, name: 'macvlan_src', elem: [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }] } } }]);
+  it('add groups a sandbox\'s elements by set, keeping their order; only admission goes to ARP', () => {
+    const elements = sandboxElements(rich, [peer]);
+    const cmds = b.add(elements) as Cmd[];
+    assertOnlyElements(cmds, 'add');
+    assert.deepEqual(cmds.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
+      'inet veth_src', 'arp veth_src', 'inet egress_policy', 'inet no_internet', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
+    ]);
+    const inet = cmds.filter((c) => c.add.element.family === 'inet');
+    const flat = inet.flatMap((c) => c.add.element.elem.map((e: unknown) => ({ set: c.add.element.name, elem: e })));
+    assert.deepEqual(
+      [...flat].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+      [...elements].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+      'every element exactly once',
+    );
+    assert.deepEqual(cmds.find((c) => c.add.element.name === 'egress_policy')!.add.element.elem, [
+      [{ concat: ['10.166.0.11', '198.51.100.7', { range: [0, 255] }, { range: [0, 65535] }] }, { jump: { target: 'deny_policy' } }],
+    ]);
   });
 
-  it('resetSandboxes flushes both sets then adds the given elements', () => {
-    assert.deepEqual(b.resetSandboxes([veth, mv]), [
+  it('remove deletes exactly what add added', () => {
+    for (const s of [veth, mv, rich]) {
+      const elements = sandboxElements(s, s === rich ? [peer] : []);
+      const added = b.add(elements) as Cmd[];
+      const removed = b.remove(elements) as Cmd[];
+      assertOnlyElements(removed, 'delete');
+      assert.deepEqual(removed, added.map((c) => ({ delete: c.add })));
+      // Recomputed from the same input: the same commands (what the engine does on rm).
+      assert.deepEqual(b.remove(sandboxElements(s, s === rich ? [peer] : [])), removed);
+    }
+  });
+
+  it('replace deletes the old elements, then adds the new ones, in one list', () => {
+    const before = sandboxElements(veth);
+    const afterSpec = sandbox(7, '10.166.0.9', 'veth', { egress: { internet: false } });
+    const after = sandboxElements(afterSpec);
+    const cmds = b.replace(before, after) as Cmd[];
+    assert.deepEqual(cmds, [...b.remove(before), ...b.add(after)]);
+    assert.deepEqual(cmds, [
+      { delete: { element: { ...t, name: 'veth_src', elem: vethElem } } },
+      { delete: { element: { ...a, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...t, name: 'no_internet', elem: ['10.166.0.9'] } } },
+    ]);
+  });
+
+  it('per-sandbox changes are element commands only, for any policy (property)', () => {
+    const rnd = prng(7);
+    const pop = Array.from({ length: 60 }, (_, i) => variedSandbox(i, rnd));
+    for (let i = 0; i < pop.length; i++) {
+      const s = pop[i];
+      const peers = groupPeers(s, pop.slice(0, i));
+      const elements = sandboxElements(s, peers);
+      assertOnlyElements(b.add(elements) as Cmd[], 'add');
+      assertOnlyElements(b.remove(elements) as Cmd[], 'delete');
+      const next = variedSandbox(i, rnd);
+      const r = b.replace(elements, sandboxElements(next, groupPeers(next, pop.slice(0, i)))) as Cmd[];
+      assertOnlyElements(r.filter((c) => c.delete), 'delete');
+      assertOnlyElements(r.filter((c) => c.add), 'add');
+      assert.ok(r.every((c) => c.delete || c.add));
+      const firstAdd = r.findIndex((c) => c.add);
+      assert.ok(firstAdd === -1 || r.slice(firstAdd).every((c) => c.add), 'all deletes before all adds');
+    }
+  });
+
+  it('resetSandboxes flushes every per-sandbox set and map (and the ARP copies), then adds the given elements', () => {
+    const flushes = [
       { flush: { set: { ...t, name: 'veth_src' } } },
       { flush: { set: { ...t, name: 'macvlan_src' } } },
-      { add: { element: { ...t, name: 'veth_src', elem: [{ concat: ['tn727bs7', '10.166.0.9'] }] } } },
-      { add: { element: { ...t, name: 'macvlan_src', elem: [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }] } } },
-    ]);
-    assert.equal(b.resetSandboxes([]).length, 2);
+      { flush: { map: { ...t, name: 'egress_policy' } } },
+      { flush: { set: { ...t, name: 'group_pairs' } } },
+      { flush: { set: { ...t, name: 'no_internet' } } },
+      { flush: { set: { ...t, name: 'report_mode' } } },
+      { flush: { set: { ...t, name: 'inbound_closed' } } },
+      { flush: { set: { ...t, name: 'inbound_only' } } },
+      { flush: { set: { ...t, name: 'inbound_ports' } } },
+      { flush: { set: { ...a, name: 'veth_src' } } },
+      { flush: { set: { ...a, name: 'macvlan_src' } } },
+    ];
+    assert.equal(flushes.length, Object.keys(SANDBOX_SETS).length + 2);
+    const elements = [...sandboxElements(veth), ...sandboxElements(mv)];
+    assert.deepEqual(b.resetSandboxes(elements), [...flushes, ...b.add(elements)]);
+    assert.equal(b.add(elements).length, 4);
+    assert.deepEqual(b.resetSandboxes([]), flushes);
   });
 
-  it('deleteTable adds then deletes the table (no error when absent)', () => {
+  it('deleteTable adds then deletes both tables (no error when absent)', () => {
     assert.deepEqual(b.deleteTable(), [
       { add: { table: { family: 'inet', name: 'toastnet' } } },
       { delete: { table: { family: 'inet', name: 'toastnet' } } },
+      { add: { table: { family: 'arp', name: 'toastnet' } } },
+      { delete: { table: { family: 'arp', name: 'toastnet' } } },
     ]);
   });
 });
 
 describe('egressRuleMatch', () => {
-  const daddr = { payload: { protocol: 'ip', field: 'daddr' } };
-  const l4 = { meta: { key: 'l4proto' } };
-  const dport = { payload: { protocol: 'th', field: 'dport' } };
   const m = (left: unknown, right: unknown) => ({ match: { op: '==', left, right } });
 
   it('prefix only: destination match alone', () => {

@@ -1,0 +1,62 @@
+// Policy from the command line: --policy FILE|- for a whole document, and flags for the
+// common fields, which override the document's.
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import { ToastnetError } from '../errors.js';
+import type { PolicyInput } from '../core/policy.js';
+
+export interface PolicyFlags {
+  policy?: string;
+  allow?: string[];
+  deny?: string[];
+  internet?: boolean;
+  group?: string;
+  reportOnly?: boolean;
+  inbound?: boolean;
+  inboundPort?: string[];
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function addPolicyOptions(cmd: Command): Command {
+  return cmd
+    .option('--policy <file>', 'policy document (JSON), or - for standard input')
+    .option('--allow <entry>', 'open CIDR[:port[-port]][/tcp|udp|icmp] (repeatable)', collect)
+    .option('--deny <entry>', 'close CIDR[:port[-port]][/tcp|udp|icmp] (repeatable)', collect)
+    .option('--no-internet', 'no public internet (allow entries still apply)')
+    .option('--group <name>', 'sandboxes of one group may reach each other')
+    .option('--report-only', 'block nothing; log what would have been blocked')
+    .option('--no-inbound', 'the host may not connect into the sandbox')
+    .addOption(new Option('--inbound-port <port>', 'the host may connect only to these ports: PORT[-PORT][/tcp|udp] (repeatable)').argParser(collect));
+}
+
+function readDoc(file: string): PolicyInput {
+  let text: string;
+  try {
+    text = file === '-' ? fs.readFileSync(0, 'utf8') : fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ToastnetError('invalid_argument', `policy ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as PolicyInput;
+  } catch (err) {
+    throw new ToastnetError('invalid_argument', `policy ${file}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** The policy document the flags describe, or undefined when none was given. */
+export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
+  const given = o.policy !== undefined || o.allow || o.deny || o.internet === false || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort;
+  if (!given) return undefined;
+  const doc: PolicyInput = o.policy !== undefined ? readDoc(o.policy) : {};
+  const egress = { ...(doc.egress ?? {}) };
+  if (o.allow) egress.allow = o.allow;
+  if (o.deny) egress.deny = o.deny;
+  if (o.internet === false) egress.internet = false;
+  if (Object.keys(egress).length > 0) doc.egress = egress;
+  if (o.group !== undefined) doc.group = o.group;
+  if (o.reportOnly) doc.mode = 'report';
+  if (o.inbound === false) doc.inbound = { ...(doc.inbound ?? {}), enabled: false };
+  if (o.inboundPort) doc.inbound = { ...(doc.inbound ?? {}), ports: o.inboundPort };
+  return doc;
+}

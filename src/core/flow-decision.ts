@@ -1,0 +1,60 @@
+// What the instance's from_sandbox chain decides for one new flow, computed in userspace
+// with the same order (ruleset.ts): used to cut existing connections that a new policy
+// forbids, and to name the rule behind a decision.
+import { Config } from '../config/schema.js';
+import { EgressRule, parseEgressRule } from './egress-rule.js';
+import { cidrContains, parseCidr, parseIPv4 } from './ipv4.js';
+import { decideEgress } from './policy-compile.js';
+import { DENIED_RANGES, DenyReason, METADATA_ADDRESS } from './ruleset.js';
+import { SandboxSpec, portRanges } from './sandbox-elements.js';
+
+export interface Flow {
+  daddr: string;
+  /** IP protocol number (6 tcp, 17 udp, 1 icmp). */
+  proto: number;
+  dport: number;
+}
+
+export type FlowDecision = { verdict: 'allow'; by: string } | { verdict: 'deny'; reason: DenyReason; by: string };
+
+const PROTO_NUM: Record<string, number> = { icmp: 1, tcp: 6, udp: 17 };
+
+function ruleMatches(r: EgressRule, f: Flow, daddr: number): boolean {
+  if (!cidrContains(r.cidr, daddr)) return false;
+  if (r.proto && PROTO_NUM[r.proto] !== f.proto) return false;
+  if (!r.proto && r.ports && f.proto !== 6 && f.proto !== 17) return false;
+  if (r.ports && (f.dport < r.ports.from || f.dport > r.ports.to)) return false;
+  return true;
+}
+
+export class FlowJudge {
+  private readonly allow: EgressRule[];
+  private readonly deny: EgressRule[];
+  private readonly denied = DENIED_RANGES.map((c) => parseCidr(c));
+  private readonly subnet;
+  private readonly metadata = parseIPv4(METADATA_ADDRESS);
+
+  constructor(private readonly config: Config) {
+    this.allow = config.allowCidrs.map((s) => parseEgressRule(s));
+    this.deny = config.denyCidrs.map((s) => parseEgressRule(s));
+    this.subnet = parseCidr(config.subnet);
+  }
+
+  /** The decision for a new flow from `s`, whose group peers are `peers`; report mode is not applied. */
+  decide(s: SandboxSpec, peers: SandboxSpec[], f: Flow): FlowDecision {
+    const d = parseIPv4(f.daddr);
+    for (const r of this.deny) if (ruleMatches(r, f, d)) return { verdict: 'deny', reason: 'config', by: `denyCidrs ${r.text}` };
+    if (!this.config.allowMetadata && d === this.metadata) return { verdict: 'deny', reason: 'metadata', by: 'cloud metadata' };
+    const p = decideEgress(s.policy.allow, s.policy.deny, d, f.proto, f.dport);
+    if (p) return p.verdict === 'allow' ? { verdict: 'allow', by: `egress.allow ${p.rule}` } : { verdict: 'deny', reason: 'policy', by: `egress.deny ${p.rule}` };
+    const peer = peers.find((x) => x.ip === f.daddr);
+    if (peer && portRanges(peer.policy.group?.ports).some((r) => (r.proto < 0 || r.proto === f.proto) && f.dport >= r.from && f.dport <= r.to)) {
+      return { verdict: 'allow', by: `group ${peer.policy.group?.name}` };
+    }
+    for (const r of this.allow) if (ruleMatches(r, f, d)) return { verdict: 'allow', by: `allowCidrs ${r.text}` };
+    if (cidrContains(this.subnet, d)) return { verdict: 'deny', reason: 'sandbox', by: 'other sandboxes' };
+    if (this.denied.some((c) => cidrContains(c, d))) return { verdict: 'deny', reason: 'private', by: 'private, metadata, multicast, reserved' };
+    if (!s.policy.internet) return { verdict: 'deny', reason: 'internet', by: 'egress.internet false' };
+    return { verdict: 'allow', by: 'internet' };
+  }
+}

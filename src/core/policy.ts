@@ -1,0 +1,117 @@
+// The per-sandbox policy document: schema, defaults and merging. One zod schema is the
+// contract for `create --policy`, the API and the config's `defaultPolicy`.
+import { z } from 'zod';
+import { ToastnetError } from '../errors.js';
+import { EgressRule, parseEgressRule } from './egress-rule.js';
+
+const entry = (where: string) => z.string().superRefine((s, ctx) => {
+  try {
+    parseEgressRule(s, where);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^[a-zA-Z.]+: /, '') });
+  }
+});
+
+/** "8080", "8080/tcp", "9000-9100/udp": a port or range, optionally one protocol. */
+export const PORT_SPEC_RE = /^(\d{1,5})(?:-(\d{1,5}))?(?:\/(tcp|udp))?$/;
+const portSpec = z.union([z.number(), z.string()]).superRefine((p, ctx) => {
+  try {
+    parsePortSpec(p, 'port');
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^port: /, '') });
+  }
+});
+const groupName = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, 'a group name is 1-63 of [A-Za-z0-9_.-], starting with a letter or digit');
+
+export const PolicySchema = z.strictObject({
+  mode: z.enum(['enforce', 'report']).optional()
+    .describe('enforce (default): block; report: block nothing, log what would have been blocked and by which rule'),
+  egress: z.strictObject({
+    internet: z.boolean().optional().describe('public internet allowed (default true)'),
+    allow: z.array(entry('egress.allow')).optional().describe('CIDR[:port[-port]][/tcp|udp|icmp] opened for this sandbox, also in private space'),
+    deny: z.array(entry('egress.deny')).optional().describe('CIDR[:port[-port]][/tcp|udp|icmp] closed for this sandbox'),
+  }).optional(),
+  group: z.union([
+    groupName,
+    z.strictObject({ name: groupName, ports: z.array(portSpec).optional() }),
+  ]).optional().describe('sandboxes of one group may reach each other (on the listed ports, or all)'),
+  inbound: z.strictObject({
+    enabled: z.boolean().optional().describe('whether the host may open connections into the sandbox (default true)'),
+    ports: z.array(portSpec).optional().describe('only these ports (default: all)'),
+  }).optional(),
+});
+
+export type PolicyInput = z.input<typeof PolicySchema>;
+
+export interface PortRange {
+  from: number;
+  to: number;
+  /** undefined = tcp and udp */
+  proto?: 'tcp' | 'udp';
+}
+
+/** A policy with every default applied: what compiles to kernel state. */
+export interface Policy {
+  mode: 'enforce' | 'report';
+  internet: boolean;
+  allow: EgressRule[];
+  deny: EgressRule[];
+  group?: { name: string; ports?: PortRange[] };
+  inbound: { enabled: boolean; ports?: PortRange[] };
+}
+
+export const GROUP_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+export function parsePortSpec(p: number | string, where: string): PortRange {
+  if (typeof p === 'number') {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new ToastnetError('invalid_argument', `${where}: ${p} is not a port (1-65535)`);
+    return { from: p, to: p };
+  }
+  const m = PORT_SPEC_RE.exec(p);
+  if (!m) throw new ToastnetError('invalid_argument', `${where}: "${p}" is not PORT[-PORT][/tcp|udp]`);
+  const from = Number(m[1]);
+  const to = m[2] ? Number(m[2]) : from;
+  if (from < 1 || to > 65535 || from > to) throw new ToastnetError('invalid_argument', `${where}: "${p}" has a bad port range`);
+  return { from, to, ...(m[3] ? { proto: m[3] as 'tcp' | 'udp' } : {}) };
+}
+
+/** Validates a policy document; errors name the field. */
+export function validatePolicy(doc: unknown, source = 'policy'): PolicyInput {
+  const r = PolicySchema.safeParse(doc ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0];
+    const where = i.path.join('.');
+    const msg = i.code === 'unrecognized_keys' ? `unknown field ${i.keys.map((k) => `"${where ? `${where}.` : ''}${k}"`).join(', ')}` : `field "${where}": ${i.message}`;
+    throw new ToastnetError('invalid_argument', `${source}: ${msg}`);
+  }
+  return r.data;
+}
+
+/**
+ * A sandbox's policy over the instance's defaults: each field the sandbox sets replaces the
+ * default's (lists are replaced, not appended, so a sandbox can narrow a default).
+ */
+export function mergePolicy(defaults: PolicyInput, own: PolicyInput): PolicyInput {
+  return {
+    mode: own.mode ?? defaults.mode,
+    egress: { ...defaults.egress, ...own.egress },
+    group: own.group ?? defaults.group,
+    inbound: { ...defaults.inbound, ...own.inbound },
+  };
+}
+
+export function resolvePolicy(p: PolicyInput): Policy {
+  const g = p.group === undefined ? undefined : typeof p.group === 'string' ? { name: p.group } : p.group;
+  if (g && !GROUP_NAME_RE.test(g.name)) throw new ToastnetError('invalid_argument', `policy: field "group": "${g.name}" is not a valid group name`);
+  return {
+    mode: p.mode ?? 'enforce',
+    internet: p.egress?.internet ?? true,
+    allow: (p.egress?.allow ?? []).map((s, i) => parseEgressRule(s, `egress.allow[${i}]`)),
+    deny: (p.egress?.deny ?? []).map((s, i) => parseEgressRule(s, `egress.deny[${i}]`)),
+    ...(g ? { group: { name: g.name, ...(g.ports ? { ports: g.ports.map((x, i) => parsePortSpec(x, `group.ports[${i}]`)) } : {}) } } : {}),
+    inbound: {
+      enabled: p.inbound?.enabled ?? true,
+      ...(p.inbound?.ports ? { ports: p.inbound.ports.map((x, i) => parsePortSpec(x, `inbound.ports[${i}]`)) } : {}),
+    },
+  };
+}

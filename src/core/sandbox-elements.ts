@@ -1,0 +1,111 @@
+// Everything the kernel holds for one sandbox, as set and map elements of the instance's
+// table: admission (source address on its link or MAC), its compiled egress policy, group
+// reachability with its peers, inbound restrictions, report mode. Pure: the same sandbox
+// and peers always give the same elements, so a policy change is "delete the old list, add
+// the new one" in one transaction, and removal deletes exactly what creation added.
+import { formatIPv4 } from './ipv4.js';
+import { Policy, PortRange } from './policy.js';
+import { compileEgress } from './policy-compile.js';
+
+export type SandboxMode = 'veth' | 'macvlan';
+
+export interface SandboxSpec {
+  ip: string;
+  mac: string;
+  mode: SandboxMode;
+  /** Host end of the veth (veth mode). */
+  hostLink: string;
+  policy: Policy;
+}
+
+/** Sets and maps of the instance table that hold per-sandbox elements, with their types. */
+export const SANDBOX_SETS = {
+  veth_src: { type: ['ifname', 'ether_addr', 'ipv4_addr'], comment: 'host link . MAC . address of each veth sandbox' },
+  macvlan_src: { type: ['ether_addr', 'ipv4_addr'], comment: 'MAC . address of each macvlan sandbox' },
+  egress_policy: { type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], map: 'verdict', flags: ['interval'], comment: 'sandbox . destination . protocol . port: per-sandbox allow/deny' },
+  group_pairs: { type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'source . destination . protocol . port open between sandboxes of one group' },
+  no_internet: { type: ['ipv4_addr'], comment: 'sandboxes without public internet' },
+  report_mode: { type: ['ipv4_addr'], comment: 'sandboxes whose denials are only logged' },
+  inbound_closed: { type: ['ipv4_addr'], comment: 'sandboxes the host may not connect into' },
+  inbound_only: { type: ['ipv4_addr'], comment: 'sandboxes the host may connect into only on inbound_ports' },
+  inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
+} as const;
+
+export type SandboxSet = keyof typeof SANDBOX_SETS;
+
+export interface Element {
+  set: SandboxSet;
+  elem: unknown;
+}
+
+const range = (lo: number, hi: number): unknown => (lo === hi ? lo : { range: [lo, hi] });
+const addrRange = (lo: number, hi: number): unknown => (lo === hi ? formatIPv4(lo) : { range: [formatIPv4(lo), formatIPv4(hi)] });
+const PROTO = { tcp: 6, udp: 17 } as const;
+
+/** Port specs as disjoint (proto, from, to) ranges: overlapping interval elements are refused by the kernel. */
+export function portRanges(ports: PortRange[] | undefined): { proto: number; from: number; to: number }[] {
+  if (!ports) return [{ proto: -1, from: 0, to: 65535 }];
+  const out: { proto: number; from: number; to: number }[] = [];
+  for (const proto of [6, 17]) {
+    const rs = ports.filter((p) => !p.proto || PROTO[p.proto] === proto).map((p) => [p.from, p.to]).sort((a, b) => a[0] - b[0]);
+    let cur: number[] | undefined;
+    for (const r of rs) {
+      if (cur && r[0] <= cur[1] + 1) cur[1] = Math.max(cur[1], r[1]);
+      else {
+        if (cur) out.push({ proto, from: cur[0], to: cur[1] });
+        cur = [...r];
+      }
+    }
+    if (cur) out.push({ proto, from: cur[0], to: cur[1] });
+  }
+  return out;
+}
+
+/** Group reachability from `src` to `dst` (on dst's group ports). */
+function pair(src: SandboxSpec, dst: SandboxSpec): Element[] {
+  return portRanges(dst.policy.group?.ports).map((r) => ({
+    set: 'group_pairs' as const,
+    elem: { concat: [src.ip, dst.ip, r.proto < 0 ? range(0, 255) : r.proto, range(r.from, r.to)] },
+  }));
+}
+
+/** Peers in the same group as `s` (excluding `s`). */
+export function groupPeers(s: SandboxSpec, all: Iterable<SandboxSpec>): SandboxSpec[] {
+  const g = s.policy.group?.name;
+  if (!g) return [];
+  return [...all].filter((p) => p.ip !== s.ip && p.policy.group?.name === g);
+}
+
+/**
+ * The elements owned by `s`: its own, plus group pairs in both directions with `peers`
+ * (pairs belong to both ends; the caller passes peers that already exist).
+ */
+export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = []): Element[] {
+  const out: Element[] = [];
+  out.push(s.mode === 'veth'
+    ? { set: 'veth_src', elem: { concat: [s.hostLink, s.mac, s.ip] } }
+    : { set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } });
+  const p = s.policy;
+  for (const c of compileEgress(p.allow, p.deny)) {
+    out.push({
+      set: 'egress_policy',
+      elem: [{ concat: [s.ip, addrRange(c.dst[0], c.dst[1]), range(c.proto[0], c.proto[1]), range(c.port[0], c.port[1])] }, c.verdict === 'allow' ? { accept: null } : { jump: { target: 'deny_policy' } }],
+    });
+  }
+  if (!p.internet) out.push({ set: 'no_internet', elem: s.ip });
+  if (p.mode === 'report') out.push({ set: 'report_mode', elem: s.ip });
+  if (!p.inbound.enabled) out.push({ set: 'inbound_closed', elem: s.ip });
+  else if (p.inbound.ports) {
+    out.push({ set: 'inbound_only', elem: s.ip });
+    for (const r of portRanges(p.inbound.ports)) out.push({ set: 'inbound_ports', elem: { concat: [s.ip, r.proto, range(r.from, r.to)] } });
+  }
+  for (const peer of peers) out.push(...pair(s, peer), ...pair(peer, s));
+  return out;
+}
+
+/** Groups elements by set, in a stable order, for add/delete commands. */
+export function bySet(elements: Element[]): Map<SandboxSet, unknown[]> {
+  const m = new Map<SandboxSet, unknown[]>();
+  for (const e of elements) m.set(e.set, [...(m.get(e.set) ?? []), e.elem]);
+  return m;
+}

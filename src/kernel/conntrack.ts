@@ -1,0 +1,77 @@
+// Connection tracking entries through ctnetlink (NETLINK_NETFILTER): list the flows a
+// sandbox opened and delete those its new policy forbids, so tightening a policy cuts
+// running connections instead of only new ones.
+import { NetlinkSocket } from './rtnetlink.js';
+import { Attr, Message, parseAttrs, request } from './rtnetlink-codec.js';
+
+const NETLINK_NETFILTER = 12;
+const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_GET = 1;
+const IPCTNL_MSG_CT_DELETE = 2;
+const CTA_TUPLE_ORIG = 1;
+const CTA_TUPLE_IP = 1;
+const CTA_TUPLE_PROTO = 2;
+const CTA_IP_V4_SRC = 1;
+const CTA_IP_V4_DST = 2;
+const CTA_PROTO_NUM = 1;
+const CTA_PROTO_DST_PORT = 3;
+const AF_INET = 2;
+const NLA_F_NESTED = 0x8000;
+
+const nfgenmsg = (family: number) => Buffer.from([family, 0, 0, 0]);
+const ip = (b: Buffer | undefined) => (b && b.length === 4 ? [...b].join('.') : '');
+
+export interface ConntrackFlow {
+  src: string;
+  dst: string;
+  proto: number;
+  dport: number;
+  /** The original-direction tuple as the kernel encoded it: echoed back to delete exactly this entry. */
+  tuple: Buffer;
+}
+
+export function parseFlow(m: Message): ConntrackFlow | undefined {
+  const attrs = parseAttrs(m.body.subarray(4));
+  const orig = attrs.get(CTA_TUPLE_ORIG);
+  if (!orig) return undefined;
+  const t = parseAttrs(orig);
+  const ips = parseAttrs(t.get(CTA_TUPLE_IP) ?? Buffer.alloc(0));
+  const proto = parseAttrs(t.get(CTA_TUPLE_PROTO) ?? Buffer.alloc(0));
+  return {
+    src: ip(ips.get(CTA_IP_V4_SRC)),
+    dst: ip(ips.get(CTA_IP_V4_DST)),
+    proto: proto.get(CTA_PROTO_NUM)?.readUInt8(0) ?? 0,
+    dport: proto.get(CTA_PROTO_DST_PORT)?.readUInt16BE(0) ?? 0,
+    tuple: Buffer.from(orig),
+  };
+}
+
+export class Conntrack {
+  private readonly sock = new NetlinkSocket(NETLINK_NETFILTER);
+
+  close(): void {
+    this.sock.close();
+  }
+
+  /** IPv4 flows that `ip` opened (original source) or that were opened towards it (original destination). */
+  flowsOf(ip: string): { from: ConntrackFlow[]; to: ConntrackFlow[] } {
+    const msgs = this.sock.dump(request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, 0, nfgenmsg(AF_INET)));
+    const flows = msgs.map(parseFlow).filter((f): f is ConntrackFlow => f !== undefined);
+    return { from: flows.filter((f) => f.src === ip), to: flows.filter((f) => f.dst === ip) };
+  }
+
+  /** Deletes the given flows; ones already gone are fine. Returns how many were deleted. */
+  delete(flows: ConntrackFlow[]): number {
+    let n = 0;
+    for (const f of flows) {
+      const tuple: Attr = { type: CTA_TUPLE_ORIG | NLA_F_NESTED, data: f.tuple };
+      try {
+        this.sock.exec([request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, 0, nfgenmsg(AF_INET), [tuple])], ['delete conntrack entry']);
+        n++;
+      } catch {
+        // expired meanwhile
+      }
+    }
+    return n;
+  }
+}

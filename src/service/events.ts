@@ -1,0 +1,108 @@
+// Denial events: what the kernel logged to NFLOG (tn:<reason> prefixes), attributed to a
+// sandbox and to the rule that decided, kept in SQLite (capped) for `toastnet events` and
+// the API. The kernel rate-limits the logging itself, so a flood cannot fill the host.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import type Database from 'better-sqlite3';
+import { DENY_REASONS, DenyReason } from '../core/ruleset.js';
+import type { LoggedPacket } from '../kernel/nflog-codec.js';
+
+export interface DenialEvent {
+  id: number;
+  time: string;
+  sandbox: string;
+  reason: DenyReason;
+  /** The rule that decided, e.g. "egress.deny 203.0.113.0/24" or "private, metadata, ...". */
+  rule: string;
+  /** blocked, or reported (report mode: logged, let through). */
+  action: 'blocked' | 'reported';
+  src: string;
+  dst: string;
+  proto: string;
+  dport?: number;
+}
+
+const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
+const KEEP = 100_000;
+
+export interface Attribution {
+  sandbox: string;
+  rule: string;
+  action: 'blocked' | 'reported';
+}
+
+export class EventLog {
+  private readonly insert;
+  private readonly waiters = new Set<() => void>();
+  private worker?: Worker;
+  private inserted = 0;
+
+  constructor(private readonly db: Database.Database) {
+    db.exec(`CREATE TABLE IF NOT EXISTS events (
+      id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, sandbox TEXT NOT NULL, reason TEXT NOT NULL,
+      rule TEXT NOT NULL, action TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, proto TEXT NOT NULL, dport INTEGER)`);
+    db.exec('CREATE INDEX IF NOT EXISTS events_by_sandbox ON events (sandbox, id)');
+    this.insert = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+  }
+
+  /** Starts reading NFLOG `group`; `attribute` names the sandbox and rule of a logged packet. */
+  start(group: number, attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined, log: (m: string) => void): Promise<void> {
+    const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/nflog-worker.js');
+    this.worker = new Worker(file, { workerData: { group } });
+    this.worker.unref();
+    return new Promise((resolve, reject) => {
+      this.worker!.on('message', (m: { ready?: boolean; error?: string; packets?: LoggedPacket[] }) => {
+        if (m.ready) resolve();
+        if (m.error) reject(new Error(`NFLOG: ${m.error}`));
+        if (m.packets) this.record(m.packets, attribute);
+      });
+      this.worker!.on('error', (err) => {
+        log(`events: ${err.message}`);
+        reject(err);
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.terminate();
+    this.worker = undefined;
+    for (const w of this.waiters) w();
+  }
+
+  record(packets: LoggedPacket[], attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined): void {
+    for (const p of packets) {
+      const m = /^tn:([a-z]+) ?$/.exec(p.prefix);
+      if (!m || !(m[1] in DENY_REASONS)) continue;
+      const reason = m[1] as DenyReason;
+      const a = attribute(p, reason);
+      if (!a) continue;
+      this.insert.run(p.time, a.sandbox, reason, a.rule, a.action, p.src, p.dst, PROTO_NAMES[p.proto] ?? String(p.proto), p.dport ?? null);
+      if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
+    }
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+
+  list(o: { sandbox?: string; since?: number; limit?: number } = {}): DenialEvent[] {
+    const limit = Math.min(Math.max(o.limit ?? 100, 1), 10_000);
+    const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? ${o.sandbox ? 'AND sandbox = ?' : ''} ORDER BY id DESC LIMIT ?`)
+      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DenialEvent, 'time' | 'dport'> & { time: number; dport: number | null })[];
+    return rows.reverse().map((r) => ({ ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined }));
+  }
+
+  /** Resolves when new events arrive or after `ms` (long polling for `events --follow`). */
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.waiters.delete(done);
+        resolve();
+      }, ms);
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.waiters.add(done);
+    });
+  }
+}

@@ -1,0 +1,239 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ToastnetError } from '../../src/errors.js';
+import { parseEgressRule } from '../../src/core/egress-rule.js';
+import { mergePolicy, parsePortSpec, resolvePolicy, validatePolicy, type PolicyInput } from '../../src/core/policy.js';
+
+const invalid = (re: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof ToastnetError, `not a ToastnetError: ${err}`);
+  assert.equal(err.code, 'invalid_argument');
+  assert.match(err.message, re);
+  return true;
+};
+
+const full: PolicyInput = {
+  mode: 'report',
+  egress: { internet: false, allow: ['172.16.5.5:5432/tcp', '10.0.0.0/8'], deny: ['10.1.0.0/16', '192.0.2.1/udp'] },
+  group: { name: 'ci', ports: [8080, '9000-9100/udp', '22/tcp', '7000'] },
+  inbound: { enabled: true, ports: ['8080/tcp'] },
+};
+
+describe('validatePolicy', () => {
+  it('accepts a complete document and returns it unchanged', () => {
+    assert.deepEqual(validatePolicy(structuredClone(full)), full);
+    assert.deepEqual(validatePolicy({ mode: 'enforce', group: 'web', inbound: { enabled: false } }), { mode: 'enforce', group: 'web', inbound: { enabled: false } });
+  });
+
+  it('an absent or empty document is the empty policy', () => {
+    assert.deepEqual(validatePolicy({}), {});
+    assert.deepEqual(validatePolicy(undefined), {});
+    assert.deepEqual(validatePolicy(null), {});
+  });
+
+  it('rejects unknown fields, naming them with their path', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ egres: {} }, /^policy: unknown field "egres"$/],
+      [{ egress: { alow: [] } }, /^policy: unknown field "egress\.alow"$/],
+      [{ egress: { alow: [], deni: [] } }, /^policy: unknown field "egress\.alow", "egress\.deni"$/],
+      [{ inbound: { port: [22] } }, /^policy: unknown field "inbound\.port"$/],
+      [{ group: { name: 'g', port: [22] } }, /^policy: unknown field "group\.port"$/],
+      [{ mode: 'report', extra: 1 }, /^policy: unknown field "extra"$/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
+
+  it('names the source it was given', () => {
+    assert.throws(() => validatePolicy({ egres: {} }, 'create --policy x.json'), invalid(/^create --policy x\.json: unknown field "egres"$/));
+    assert.throws(() => validatePolicy({ mode: 'x' }, 'PUT'), invalid(/^PUT: field "mode"/));
+  });
+
+  it('rejects values of the wrong type, naming the field', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ mode: 'audit' }, /^policy: field "mode": .*enforce.*report/],
+      [{ egress: { internet: 'no' } }, /^policy: field "egress\.internet": .*boolean/],
+      [{ egress: { allow: '10.0.0.0/8' } }, /^policy: field "egress\.allow": .*array/],
+      [{ egress: { deny: [7] } }, /^policy: field "egress\.deny\.0": .*string/],
+      [{ egress: 'open' }, /^policy: field "egress"/],
+      [{ group: 5 }, /^policy: field "group"/],
+      // group is a union (string or object): zod reports the union, not the inner field.
+      [{ group: { ports: [22] } }, /^policy: field "group"/],
+      [{ inbound: { enabled: 'yes' } }, /^policy: field "inbound\.enabled": .*boolean/],
+      [{ inbound: { ports: 22 } }, /^policy: field "inbound\.ports": .*array/],
+      [[], /^policy: .*object/],
+      ['enforce', /^policy: .*object/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
+
+  it('rejects bad allow/deny entries, naming the list and index and saying what is wrong', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ egress: { allow: ['10.0.0.0/8', 'banana'] } }, /^policy: field "egress\.allow\.1": "banana" is not CIDR\[:port\[-port\]\]\[\/tcp\|udp\|icmp\]$/],
+      [{ egress: { deny: ['10.0.0.1/8'] } }, /^policy: field "egress\.deny\.0": .*host bits.*10\.0\.0\.0\/8/],
+      [{ egress: { allow: ['10.0.0.0/8:80/icmp'] } }, /^policy: field "egress\.allow\.0": .*icmp has no ports/],
+      [{ egress: { allow: ['10.0.0.0/8:0'] } }, /^policy: field "egress\.allow\.0": .*bad port range/],
+      [{ egress: { deny: ['10.0.0.0/8:90-80/tcp'] } }, /^policy: field "egress\.deny\.0": .*bad port range/],
+      [{ egress: { allow: ['10.0.0.0/33'] } }, /^policy: field "egress\.allow\.0": .*prefix length 33/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
+
+  it('rejects bad port specs in group and inbound, naming the index', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ inbound: { ports: ['abc'] } }, /^policy: field "inbound\.ports\.0": "abc" is not PORT\[-PORT\]\[\/tcp\|udp\]$/],
+      [{ inbound: { ports: ['0', '80-70', '99999'] } }, /^policy: field "inbound\.ports\.0"/],
+      [{ inbound: { ports: ['80-70'] } }, /^policy: field "inbound\.ports\.0": "80-70" has a bad port range$/],
+      [{ inbound: { ports: [22, '80/icmp'] } }, /^policy: field "inbound\.ports\.1"/],
+      [{ inbound: { ports: [0] } }, /^policy: field "inbound\.ports\.0"/],
+      [{ inbound: { ports: [65536] } }, /^policy: field "inbound\.ports\.0"/],
+      [{ inbound: { ports: [80.5] } }, /^policy: field "inbound\.ports\.0"/],
+      [{ group: { name: 'g', ports: ['80-'] } }, /^policy: field "group\.ports\.0": "80-" is not PORT\[-PORT\]\[\/tcp\|udp\]$/],
+      [{ group: { name: 'g', ports: [8080, 0] } }, /^policy: field "group\.ports\.1"/],
+      // A wrong type inside the group union: zod reports the union ("group"), not the inner field.
+      [{ group: { name: 'g', ports: [true] } }, /^policy: field "group"/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
+});
+
+describe('mergePolicy', () => {
+  const defaults: PolicyInput = {
+    mode: 'report',
+    egress: { internet: false, allow: ['10.0.0.0/8'], deny: ['192.0.2.0/24'] },
+    group: { name: 'base', ports: [22] },
+    inbound: { enabled: true, ports: [8080] },
+  };
+
+  it('keeps every default the sandbox does not set', () => {
+    const m = mergePolicy(defaults, {});
+    assert.equal(m.mode, 'report');
+    assert.deepEqual(m.egress, defaults.egress);
+    assert.deepEqual(m.group, defaults.group);
+    assert.deepEqual(m.inbound, defaults.inbound);
+  });
+
+  it('a sandbox field replaces the default\'s, field by field', () => {
+    const m = mergePolicy(defaults, { mode: 'enforce', group: 'mine' });
+    assert.equal(m.mode, 'enforce');
+    assert.equal(m.group, 'mine', 'a group string replaces a group object');
+    assert.deepEqual(m.egress, defaults.egress, 'untouched');
+    assert.deepEqual(m.inbound, defaults.inbound, 'untouched');
+    assert.deepEqual(mergePolicy({ group: 'a' }, { group: { name: 'b' } }).group, { name: 'b' }, 'an object replaces a string, whole');
+  });
+
+  it('lists are replaced, not appended (a sandbox can narrow a default)', () => {
+    const m = mergePolicy(defaults, { egress: { allow: ['10.1.0.0/16:443/tcp'], deny: [] }, inbound: { ports: ['22/tcp'] }, group: { name: 'base' } });
+    assert.deepEqual(m.egress!.allow, ['10.1.0.0/16:443/tcp']);
+    assert.deepEqual(m.egress!.deny, [], 'an empty list clears the default');
+    assert.deepEqual(m.inbound!.ports, ['22/tcp']);
+    assert.deepEqual(m.group, { name: 'base' }, 'no ports inherited from the default group');
+  });
+
+  it('egress and inbound are merged key by key', () => {
+    const m = mergePolicy(defaults, { egress: { internet: true }, inbound: { enabled: false } });
+    assert.deepEqual(m.egress, { internet: true, allow: ['10.0.0.0/8'], deny: ['192.0.2.0/24'] });
+    assert.deepEqual(m.inbound, { enabled: false, ports: [8080] });
+    const n = mergePolicy({ egress: { internet: false } }, { egress: { allow: ['10.2.0.0/16'] } });
+    assert.deepEqual(n.egress, { internet: false, allow: ['10.2.0.0/16'] });
+  });
+
+  it('over empty defaults the sandbox\'s own policy is what resolves', () => {
+    assert.deepEqual(resolvePolicy(mergePolicy({}, full)), resolvePolicy(full));
+    assert.deepEqual(resolvePolicy(mergePolicy(full, {})), resolvePolicy(full));
+  });
+
+  it('does not modify its inputs', () => {
+    const d = structuredClone(defaults);
+    const own: PolicyInput = { egress: { allow: ['10.3.0.0/16'] }, inbound: { enabled: false } };
+    const o = structuredClone(own);
+    mergePolicy(d, o);
+    assert.deepEqual(d, defaults);
+    assert.deepEqual(o, own);
+  });
+});
+
+describe('resolvePolicy', () => {
+  it('defaults: enforce, internet on, nothing allowed or denied, no group, inbound open on every port', () => {
+    assert.deepEqual(resolvePolicy({}), { mode: 'enforce', internet: true, allow: [], deny: [], inbound: { enabled: true } });
+    assert.deepEqual(resolvePolicy({ egress: {}, inbound: {} }), resolvePolicy({}));
+    assert.ok(!('group' in resolvePolicy({})));
+    assert.ok(!('ports' in resolvePolicy({}).inbound));
+  });
+
+  it('resolves every field', () => {
+    const p = resolvePolicy(full);
+    assert.equal(p.mode, 'report');
+    assert.equal(p.internet, false);
+    assert.deepEqual(p.allow, [parseEgressRule('172.16.5.5:5432/tcp'), parseEgressRule('10.0.0.0/8')]);
+    assert.deepEqual(p.deny, [parseEgressRule('10.1.0.0/16'), parseEgressRule('192.0.2.1/udp')]);
+    assert.deepEqual(p.group, {
+      name: 'ci',
+      ports: [{ from: 8080, to: 8080 }, { from: 9000, to: 9100, proto: 'udp' }, { from: 22, to: 22, proto: 'tcp' }, { from: 7000, to: 7000 }],
+    });
+    assert.deepEqual(p.inbound, { enabled: true, ports: [{ from: 8080, to: 8080, proto: 'tcp' }] });
+  });
+
+  it('inbound.enabled false closes inbound; an empty ports list is kept (open on no port)', () => {
+    assert.deepEqual(resolvePolicy({ inbound: { enabled: false } }).inbound, { enabled: false });
+    assert.deepEqual(resolvePolicy({ inbound: { ports: [] } }).inbound, { enabled: true, ports: [] });
+  });
+
+  it('a group is a name or an object with a name and optional ports', () => {
+    assert.deepEqual(resolvePolicy({ group: 'team-1.x_y' }).group, { name: 'team-1.x_y' });
+    assert.deepEqual(resolvePolicy({ group: { name: 'team' } }).group, { name: 'team' });
+    assert.ok(!('ports' in resolvePolicy({ group: { name: 'team' } }).group!));
+    assert.deepEqual(resolvePolicy({ group: { name: 'team', ports: ['80-81/tcp'] } }).group, { name: 'team', ports: [{ from: 80, to: 81, proto: 'tcp' }] });
+    assert.deepEqual(resolvePolicy({ group: 'a'.repeat(63) }).group, { name: 'a'.repeat(63) });
+  });
+
+  it('rejects a bad group name, naming the field', () => {
+    for (const name of ['bad name', '', '-lead', '.dot', 'a'.repeat(64), 'x/y', 'ü']) {
+      assert.throws(() => resolvePolicy({ group: name }), invalid(/^policy: field "group": .* is not a valid group name$/), JSON.stringify(name));
+      assert.throws(() => resolvePolicy({ group: { name } }), invalid(/field "group"/), JSON.stringify(name));
+    }
+  });
+
+  it('rejects port specs out of range, naming the list and index', () => {
+    assert.throws(() => resolvePolicy({ inbound: { ports: [22, '0'] } }), invalid(/inbound\.ports\[1\]: "0" has a bad port range/));
+    assert.throws(() => resolvePolicy({ inbound: { ports: ['99999'] } }), invalid(/inbound\.ports\[0\].*bad port range/));
+    assert.throws(() => resolvePolicy({ group: { name: 'g', ports: ['90-80'] } }), invalid(/group\.ports\[0\].*bad port range/));
+  });
+
+  it('rejects bad entries, naming the list and index', () => {
+    assert.throws(() => resolvePolicy({ egress: { allow: ['10.0.0.0/8', 'nope'] } }), invalid(/^egress\.allow\[1\]: "nope"/));
+    assert.throws(() => resolvePolicy({ egress: { deny: ['10.0.0.1/8'] } }), invalid(/^egress\.deny\[0\]: .*host bits/));
+  });
+});
+
+describe('parsePortSpec', () => {
+  it('a number is one port, tcp and udp', () => {
+    assert.deepEqual(parsePortSpec(8080, 'x'), { from: 8080, to: 8080 });
+    assert.ok(!('proto' in parsePortSpec(8080, 'x')));
+  });
+
+  it('PORT, PORT-PORT, optionally /tcp or /udp', () => {
+    const cases: [string, object][] = [
+      ['8080', { from: 8080, to: 8080 }],
+      ['1', { from: 1, to: 1 }],
+      ['65535', { from: 65535, to: 65535 }],
+      ['8080/tcp', { from: 8080, to: 8080, proto: 'tcp' }],
+      ['53/udp', { from: 53, to: 53, proto: 'udp' }],
+      ['9000-9100', { from: 9000, to: 9100 }],
+      ['9000-9100/udp', { from: 9000, to: 9100, proto: 'udp' }],
+      ['1-65535/tcp', { from: 1, to: 65535, proto: 'tcp' }],
+      ['80-80', { from: 80, to: 80 }],
+    ];
+    for (const [s, want] of cases) assert.deepEqual(parsePortSpec(s, 'x'), want, s);
+  });
+
+  it('rejects malformed specs, naming where', () => {
+    for (const s of ['abc', '80/icmp', '80/TCP', '80-', '-80', '1-2-3', ' 80', '80 ', '123456', '', 'tcp', '80:90']) {
+      assert.throws(() => parsePortSpec(s, 'inbound.ports[3]'), invalid(new RegExp(`^inbound\\.ports\\[3\\]: ".*" is not PORT\\[-PORT\\]\\[/tcp\\|udp\\]$`)), JSON.stringify(s));
+    }
+  });
+
+  it('rejects out-of-range or reversed ranges', () => {
+    for (const s of ['0', '65536', '99999', '0-10', '10-65536', '90-80/tcp']) {
+      assert.throws(() => parsePortSpec(s, 'w'), invalid(/^w: ".*" has a bad port range$/), s);
+    }
+  });
+});
