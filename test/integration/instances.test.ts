@@ -57,6 +57,23 @@ describe('instances and configuration', () => {
     assert.equal(tb.toastnet(I, ['down'], { extraFlags: flags }).code, 0);
   });
 
+  it('defaultPolicy applies to every sandbox, each field overridable; denyAction drop fails silently', () => {
+    const I = `w${stamp}`;
+    const cfg = path.join(tb.dir, 'defaults.json');
+    fs.writeFileSync(cfg, JSON.stringify({ denyAction: 'drop', defaultPolicy: { egress: { internet: false, allow: [`${WAN.internet}:80/tcp`] } } }));
+    const flags = ['--config', cfg, '--subnet', '10.174.0.0/16'];
+    const curl = (s: string, url: string) => tb.toastnet(I, ['exec', s, '--', 'curl', '-sS', '--max-time', '2', url], { extraFlags: flags });
+    assert.equal(tb.toastnet(I, ['create', 'plain'], { extraFlags: flags }).code, 0);
+    assert.equal(tb.toastnet(I, ['create', 'online', '--allow', `${WAN.internet2}:80/tcp`], { extraFlags: [...flags] }).code, 0);
+    assert.equal(curl('plain', `http://${WAN.internet}/`).stdout, 'internet', 'the default allow applies');
+    assert.equal(curl('plain', `http://${WAN.internet2}/`).code, 28, 'the default no-internet applies, and drop means a timeout (28), not a reset');
+    assert.equal(curl('online', `http://${WAN.internet2}/`).stdout, 'internet2', 'its own allow list replaces the default one');
+    assert.equal(curl('online', `http://${WAN.internet}/`).code, 28, 'lists are replaced, not appended');
+    const eff = JSON.parse(tb.toastnet(I, ['policy', 'get', 'online', '--effective'], { extraFlags: flags }).stdout);
+    assert.deepEqual(eff.egress, { internet: false, allow: [`${WAN.internet2}:80/tcp`] });
+    assert.equal(tb.toastnet(I, ['down'], { extraFlags: flags }).code, 0);
+  });
+
   it('an exhausted subnet fails clearly, changes nothing, and reuses the least recently released address', () => {
     const I = `e${stamp}`;
     const flags = ['--subnet', '10.169.0.0/29']; // .1 gateway, .2-.6 for sandboxes, .7 broadcast
