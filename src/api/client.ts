@@ -3,7 +3,7 @@
 import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
-import type { DenialEvent } from '../service/events.js';
+import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 import type { EventQuery } from './routes.js';
 import type { CreateSandboxBody } from './routes.js';
 
@@ -75,13 +75,11 @@ export class ToastnetClient {
   policySet(name: string, policy: unknown): Promise<PolicyView> {
     return this.request('PUT', `/v1/sandboxes/${encodeURIComponent(name)}/policy`, policy);
   }
+  dnsQueries(q: EventQuery = {}): Promise<DnsQueryRecord[]> {
+    return this.request<{ queries: DnsQueryRecord[] }>('GET', `/v1/dns-queries?${queryString(q)}`).then((r) => r.queries);
+  }
   events(q: EventQuery = {}): Promise<DenialEvent[]> {
-    const p = new URLSearchParams();
-    if (q.sandbox) p.set('sandbox', q.sandbox);
-    if (q.since !== undefined) p.set('since', String(q.since));
-    if (q.limit !== undefined) p.set('limit', String(q.limit));
-    if (q.waitMs !== undefined) p.set('wait', String(q.waitMs));
-    return this.request<{ events: DenialEvent[] }>('GET', `/v1/events?${p}`).then((r) => r.events);
+    return this.request<{ events: DenialEvent[] }>('GET', `/v1/events?${queryString(q)}`).then((r) => r.events);
   }
   gc(): Promise<GcReport> {
     return this.request('POST', '/v1/gc');
@@ -92,4 +90,13 @@ export class ToastnetClient {
   down(): Promise<{ sandboxes: number }> {
     return this.request('POST', '/v1/down');
   }
+}
+
+function queryString(q: EventQuery): string {
+  const p = new URLSearchParams();
+  if (q.sandbox) p.set('sandbox', q.sandbox);
+  if (q.since !== undefined) p.set('since', String(q.since));
+  if (q.limit !== undefined) p.set('limit', String(q.limit));
+  if (q.waitMs !== undefined) p.set('wait', String(q.waitMs));
+  return p.toString();
 }

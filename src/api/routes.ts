@@ -4,7 +4,7 @@
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
-import type { DenialEvent } from '../service/events.js';
+import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 
 export interface EventQuery {
   sandbox?: string;
@@ -34,6 +34,7 @@ export interface ApiBackend {
   policySet(name: string, policy: unknown): PolicyView;
   gc(): GcReport;
   events(q: EventQuery): Promise<DenialEvent[]>;
+  dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
   up(): Status;
   /** Tears everything down; the daemon exits after answering. */
   down(): Promise<{ sandboxes: number }>;
@@ -65,6 +66,17 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   return r.data;
 }
 
+function eventQuery(fullPath: string): EventQuery {
+  const q = new URLSearchParams(fullPath.includes('?') ? fullPath.slice(fullPath.indexOf('?') + 1) : '');
+  const num = (k: string, max: number): number | undefined => {
+    const v = q.get(k);
+    if (v === null) return undefined;
+    if (!/^\d+$/.test(v) || Number(v) > max) throw new ToastnetError('invalid_argument', `query "${k}": want a whole number up to ${max}`);
+    return Number(v);
+  };
+  return { sandbox: q.get('sandbox') ?? undefined, since: num('since', Number.MAX_SAFE_INTEGER), limit: num('limit', 10_000), waitMs: num('wait', 60_000) };
+}
+
 export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse> {
   try {
     const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
@@ -93,17 +105,10 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
       case 'DELETE /v1/sandboxes/:name':
         await b.remove(name!);
         return { status: 204 };
-      case 'GET /v1/events': {
-        const q = new URLSearchParams(req.path.includes('?') ? req.path.slice(req.path.indexOf('?') + 1) : '');
-        const num = (k: string, max: number): number | undefined => {
-          const v = q.get(k);
-          if (v === null) return undefined;
-          if (!/^\d+$/.test(v) || Number(v) > max) throw new ToastnetError('invalid_argument', `query "${k}": want a whole number up to ${max}`);
-          return Number(v);
-        };
-        const events = await b.events({ sandbox: q.get('sandbox') ?? undefined, since: num('since', Number.MAX_SAFE_INTEGER), limit: num('limit', 10_000), waitMs: num('wait', 60_000) });
-        return { status: 200, body: { events } };
-      }
+      case 'GET /v1/events':
+        return { status: 200, body: { events: await b.events(eventQuery(req.path)) } };
+      case 'GET /v1/dns-queries':
+        return { status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } };
       case 'POST /v1/gc':
         return { status: 200, body: b.gc() };
       case 'POST /v1/up':

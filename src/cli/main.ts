@@ -12,7 +12,7 @@ import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../service/engine.js';
 import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
-import { EventLog, DenialEvent } from '../service/events.js';
+import { DnsLog, EventLog, DenialEvent } from '../service/events.js';
 import { client, ensureDaemon, withInstance } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 
@@ -277,8 +277,15 @@ program.command('events')
   .option('--limit <n>', 'at most this many (newest)', '100')
   .option('--follow', 'keep printing new events')
   .option('--json', 'one JSON object per line')
-  .action(async (o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean }, cmd: Command) => {
+  .option('--queries', 'the DNS query log instead: name, type, answer, verdict')
+  .action(async (o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean; queries?: boolean }, cmd: Command) => {
     const c = config(cmd);
+    if (o.queries) {
+      const lim = Number(o.limit);
+      const qs = await withInstance(c, (cl) => cl.dnsQueries({ sandbox: o.sandbox, limit: lim }), (e) => new DnsLog(e.store.db).list({ sandbox: o.sandbox, limit: lim }));
+      for (const q of qs) print(o.json ? JSON.stringify(q) : `${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}`);
+      return;
+    }
     const show = (list: DenialEvent[]) => {
       for (const e of list) {
         print(o.json ? JSON.stringify(e) : `${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}`);

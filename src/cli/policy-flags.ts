@@ -14,6 +14,7 @@ export interface PolicyFlags {
   reportOnly?: boolean;
   inbound?: boolean;
   inboundPort?: string[];
+  domain?: string[];
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -24,6 +25,7 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--allow <entry>', 'open CIDR[:port[-port]][/tcp|udp|icmp] (repeatable)', collect)
     .option('--deny <entry>', 'close CIDR[:port[-port]][/tcp|udp|icmp] (repeatable)', collect)
     .option('--no-internet', 'no public internet (allow entries still apply)')
+    .option('--domain <name>', 'internet only at addresses DNS gave for these names, e.g. pypi.org, *.githubusercontent.com (repeatable)', collect)
     .option('--group <name>', 'sandboxes of one group may reach each other')
     .option('--report-only', 'block nothing; log what would have been blocked')
     .option('--no-inbound', 'the host may not connect into the sandbox')
@@ -46,13 +48,14 @@ function readDoc(file: string): PolicyInput {
 
 /** The policy document the flags describe, or undefined when none was given. */
 export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
-  const given = o.policy !== undefined || o.allow || o.deny || o.internet === false || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort;
+  const given = o.policy !== undefined || o.allow || o.deny || o.domain || o.internet === false || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort;
   if (!given) return undefined;
   const doc: PolicyInput = o.policy !== undefined ? readDoc(o.policy) : {};
   const egress = { ...(doc.egress ?? {}) };
   if (o.allow) egress.allow = o.allow;
   if (o.deny) egress.deny = o.deny;
   if (o.internet === false) egress.internet = false;
+  if (o.domain) egress.domains = o.domain;
   if (Object.keys(egress).length > 0) doc.egress = egress;
   if (o.group !== undefined) doc.group = o.group;
   if (o.reportOnly) doc.mode = 'report';

@@ -29,6 +29,9 @@ export const ConfigSchema = z.strictObject({
   dnsUpstreams: z.array(z.string().superRefine(validates((s) => parseUpstream(s)))).min(1).optional()
     .describe('Upstream DNS servers as ip or ip:port (default: the host\'s resolvers, skipping local stubs)'),
   dnsTimeoutMs: z.number().int().min(50).max(30000).default(2000).describe('How long to wait for one upstream before trying the next'),
+  dnsMinTtl: z.number().int().min(1).max(86400).default(5).describe('Floor of how long an allowed name\'s addresses stay open after the answer (s)'),
+  dnsMaxTtl: z.number().int().min(1).max(604800).default(3600).describe('Cap of how long an allowed name\'s addresses stay open (s)'),
+  dnsRefuseWith: z.enum(['refused', 'nxdomain']).default('refused').describe('Answer to a query for a name not on the sandbox\'s allow-list'),
   allowCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'allowCidrs')))).default([])
     .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),
   denyCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'denyCidrs')))).default([])
@@ -50,6 +53,9 @@ export interface Config {
   gateway: string;
   dnsUpstreams: string[];
   dnsTimeoutMs: number;
+  dnsMinTtl: number;
+  dnsMaxTtl: number;
+  dnsRefuseWith: 'refused' | 'nxdomain';
   allowCidrs: string[];
   denyCidrs: string[];
   defaultPolicy: PolicyInput;

@@ -4,6 +4,9 @@ import { z } from 'zod';
 import { ToastnetError } from '../errors.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 
+/** A domain name or a wildcard over its subdomains: "pypi.org", "*.githubusercontent.com". */
+export const DOMAIN_RE = /^(\*\.)?(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.)*[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.?$/;
+
 const entry = (where: string) => z.string().superRefine((s, ctx) => {
   try {
     parseEgressRule(s, where);
@@ -30,6 +33,15 @@ export const PolicySchema = z.strictObject({
     internet: z.boolean().optional().describe('public internet allowed (default true)'),
     allow: z.array(entry('egress.allow')).optional().describe('CIDR[:port[-port]][/tcp|udp|icmp] opened for this sandbox, also in private space'),
     deny: z.array(entry('egress.deny')).optional().describe('CIDR[:port[-port]][/tcp|udp|icmp] closed for this sandbox'),
+    domains: z.array(z.string().regex(DOMAIN_RE, 'want a name like pypi.org or *.githubusercontent.com')).optional()
+      .describe('when set, the internet only at addresses the sandbox\'s DNS answers gave for these names (wildcards: *.example.com)'),
+  }).optional(),
+  dns: z.strictObject({
+    qps: z.number().positive().max(100000).optional().describe('queries per second (token bucket rate)'),
+    burst: z.number().int().positive().max(100000).optional().describe('queries allowed at once'),
+    maxFailuresPerMinute: z.number().int().min(0).max(100000).optional().describe('NXDOMAIN/REFUSED answers per minute before further queries are refused'),
+    maxNameLength: z.number().int().min(1).max(253).optional().describe('longest name that may be asked (default 253)'),
+    maxLabelLength: z.number().int().min(1).max(63).optional().describe('longest label that may be asked (default 63); shorter limits slow DNS exfiltration'),
   }).optional(),
   group: z.union([
     groupName,
@@ -58,6 +70,18 @@ export interface Policy {
   deny: EgressRule[];
   group?: { name: string; ports?: PortRange[] };
   inbound: { enabled: boolean; ports?: PortRange[] };
+  /** Allowed names (lower case, no trailing dot); undefined = no domain allow-list. */
+  domains?: string[];
+  dns: { qps: number; burst: number; maxFailuresPerMinute: number; maxNameLength: number; maxLabelLength: number };
+}
+
+/** Defaults for the per-sandbox DNS limits when neither the sandbox nor the instance sets them. */
+export const DNS_LIMIT_DEFAULTS = { qps: 50, burst: 100, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 };
+
+/** Whether `name` is covered by the allow-list (exact names, or "*.x" for names under x). */
+export function domainAllowed(domains: string[], name: string): boolean {
+  const n = name.toLowerCase().replace(/\.$/, '');
+  return domains.some((d) => (d.startsWith('*.') ? n.endsWith(d.slice(1)) && n.length > d.length - 1 : n === d));
 }
 
 export const GROUP_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
@@ -95,6 +119,7 @@ export function mergePolicy(defaults: PolicyInput, own: PolicyInput): PolicyInpu
   return {
     mode: own.mode ?? defaults.mode,
     egress: { ...defaults.egress, ...own.egress },
+    dns: { ...defaults.dns, ...own.dns },
     group: own.group ?? defaults.group,
     inbound: { ...defaults.inbound, ...own.inbound },
   };
@@ -112,6 +137,14 @@ export function resolvePolicy(p: PolicyInput): Policy {
     inbound: {
       enabled: p.inbound?.enabled ?? true,
       ...(p.inbound?.ports ? { ports: p.inbound.ports.map((x, i) => parsePortSpec(x, `inbound.ports[${i}]`)) } : {}),
+    },
+    ...(p.egress?.domains ? { domains: p.egress.domains.map((d) => d.toLowerCase().replace(/\.$/, '')) } : {}),
+    dns: {
+      qps: p.dns?.qps ?? DNS_LIMIT_DEFAULTS.qps,
+      burst: p.dns?.burst ?? DNS_LIMIT_DEFAULTS.burst,
+      maxFailuresPerMinute: p.dns?.maxFailuresPerMinute ?? DNS_LIMIT_DEFAULTS.maxFailuresPerMinute,
+      maxNameLength: p.dns?.maxNameLength ?? DNS_LIMIT_DEFAULTS.maxNameLength,
+      maxLabelLength: p.dns?.maxLabelLength ?? DNS_LIMIT_DEFAULTS.maxLabelLength,
     },
   };
 }

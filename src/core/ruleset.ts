@@ -11,7 +11,7 @@ import { Config } from '../config/schema.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { formatIPv4, parseCidr } from './ipv4.js';
 import { InstanceNames, instanceNames } from './names.js';
-import { Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
+import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import type { NftCommand } from '../kernel/nft.js';
 
 /** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
@@ -24,13 +24,15 @@ export const DENY_REASONS = {
   internet: 'the sandbox policy (egress.internet false)',
   host: 'a host service',
   inbound: 'the sandbox policy (inbound)',
+  dns: 'a DNS server other than the gateway',
+  domain: 'the sandbox policy (egress.domains): no allowed name resolved to it',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
 
 export const METADATA_ADDRESS = '169.254.169.254';
 
 /** Denials report mode does not lift. */
-export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host'];
+export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns'];
 
 /** Per-sandbox sets mirrored into the instance's ARP table. */
 const ARP_SETS: string[] = ['veth_src', 'macvlan_src'];
@@ -125,7 +127,24 @@ export class RulesetBuilder {
   resetSandboxes(elements: Element[]): NftCommand[] {
     const flush: NftCommand[] = Object.entries(SANDBOX_SETS).map(([name, def]) => ({ flush: { ['map' in def ? 'map' : 'set']: { ...this.t, name } } }));
     for (const name of ARP_SETS) flush.push({ flush: { set: { ...this.arp, name } } });
+    flush.push({ flush: { set: { ...this.t, name: DNS_ALLOWED_SET.name } } });
     return flush.concat(this.add(elements));
+  }
+
+  /**
+   * Admits `sandbox` to `addresses` for `ttlSeconds`: what the DNS forwarder writes before it
+   * passes an allowed answer on, so the first connection never races the kernel.
+   */
+  allowResolved(sandbox: string, addresses: string[], ttlSeconds: number): NftCommand[] {
+    if (addresses.length === 0) return [];
+    const elem = addresses.map((a) => ({ elem: { val: { concat: [sandbox, a] }, timeout: ttlSeconds } }));
+    return [{ add: { element: { ...this.t, name: DNS_ALLOWED_SET.name, elem } } }];
+  }
+
+  /** Forgets what a sandbox's DNS answers admitted (removal, policy change). */
+  forgetResolved(sandbox: string, addresses: string[]): NftCommand[] {
+    if (addresses.length === 0) return [];
+    return [{ delete: { element: { ...this.t, name: DNS_ALLOWED_SET.name, elem: addresses.map((a) => ({ concat: [sandbox, a] })) } } }];
   }
 
   /** Removes the instance's table if present (down). */
@@ -205,6 +224,7 @@ export class RulesetBuilder {
       cmds.push(map ? { add: { map: { ...this.t, name, ...rest, map } } } : { add: { set: { ...this.t, name, ...rest } } });
     }
 
+    cmds.push({ add: { set: { ...this.t, ...DNS_ALLOWED_SET, type: [...DNS_ALLOWED_SET.type], flags: [...DNS_ALLOWED_SET.flags] } } });
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
@@ -240,6 +260,8 @@ export class RulesetBuilder {
     cmds.push(this.rule('from_sandbox', [ctState(['established', 'related']), { accept: null }]));
     for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, deny('config')], `denyCidrs ${r.text}`));
     if (!this.config.allowMetadata) cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), METADATA_ADDRESS), { counter: null }, deny('metadata')], 'cloud metadata'));
+    // The gateway's resolver is the only one: DNS and DNS-over-TLS elsewhere would bypass it.
+    cmds.push(this.rule('from_sandbox', [match(meta('l4proto'), { set: ['tcp', 'udp'] }), match(payload('th', 'dport'), { set: [53, 853] }), { counter: null }, deny('dns')], 'DNS elsewhere than the gateway'));
     cmds.push(this.rule('from_sandbox', [{
       vmap: { key: { concat: [payload('ip', 'saddr'), payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@egress_policy' },
     }], 'per-sandbox egress policy'));
@@ -247,6 +269,8 @@ export class RulesetBuilder {
     for (const r of this.allow) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { accept: null }], `allowCidrs ${r.text}`));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), subnet), { counter: null }, deny('sandbox')], 'other sandboxes'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), { set: DENIED_RANGES.map(prefixValue) }), { counter: null }, deny('private')], 'private, metadata, multicast, reserved'));
+    cmds.push(this.rule('from_sandbox', [match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr')] }, '@dns_allowed'), { counter: null }, { accept: null }], 'answered for an allowed name'));
+    cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@domain_mode'), { counter: null }, deny('domain')], 'domain allow-list'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@no_internet'), { counter: null }, deny('internet')], 'internet switched off'));
     cmds.push(this.rule('from_sandbox', [{ counter: null }, { accept: null }], 'internet'));
 

@@ -29,7 +29,15 @@ export const SANDBOX_SETS = {
   inbound_closed: { type: ['ipv4_addr'], comment: 'sandboxes the host may not connect into' },
   inbound_only: { type: ['ipv4_addr'], comment: 'sandboxes the host may connect into only on inbound_ports' },
   inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
+  domain_mode: { type: ['ipv4_addr'], comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
 } as const;
+
+/**
+ * Addresses a sandbox's own DNS answers gave for its allowed names, with the answer's TTL
+ * as timeout: written by the DNS forwarder (not derived from the policy), so it is not a
+ * per-sandbox element set like the ones above.
+ */
+export const DNS_ALLOWED_SET = { name: 'dns_allowed', type: ['ipv4_addr', 'ipv4_addr'], flags: ['timeout'], comment: 'sandbox . address from an allowed DNS answer, until its TTL' } as const;
 
 export type SandboxSet = keyof typeof SANDBOX_SETS;
 
@@ -93,6 +101,7 @@ export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = []): Elem
     });
   }
   if (!p.internet) out.push({ set: 'no_internet', elem: s.ip });
+  if (p.domains) out.push({ set: 'domain_mode', elem: s.ip });
   if (p.mode === 'report') out.push({ set: 'report_mode', elem: s.ip });
   if (!p.inbound.enabled) out.push({ set: 'inbound_closed', elem: s.ip });
   else if (p.inbound.ports) {

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
+import type { DnsGate } from './gate.js';
 
 export interface Upstream {
   host: string;
@@ -21,6 +22,8 @@ export interface ForwarderOptions {
   timeoutMs: number;
   /** Only clients in this prefix get answers. */
   clients: Cidr;
+  /** Per-sandbox policy (limits, domain allow-list, rebinding); none = plain forwarding. */
+  gate?: DnsGate;
   log?: (msg: string) => void;
 }
 
@@ -125,12 +128,25 @@ export class DnsForwarder {
   }
 
   private onUdpQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (!this.allowed(rinfo.address) || msg.length > MAX_UDP_QUERY || !isQuery(msg)) {
+    // With a gate, it parses (and validates) the query itself: parse once.
+    if (!this.allowed(rinfo.address) || msg.length > MAX_UDP_QUERY || (!this.o.gate && !isQuery(msg))) {
       this.stats.dropped++;
       return;
     }
     this.stats.queries++;
-    this.forwardUdp(msg, (answer) => this.udp?.send(answer, rinfo.port, rinfo.address));
+    const reply = (answer: Buffer) => this.udp?.send(answer, rinfo.port, rinfo.address);
+    const gate = this.o.gate;
+    if (!gate) {
+      this.forwardUdp(msg, reply);
+      return;
+    }
+    const d = gate.onQuery(rinfo.address, msg);
+    if (!d.forward) {
+      if (d.reply) reply(d.reply);
+      else this.stats.dropped++;
+      return;
+    }
+    this.forwardUdp(msg, (answer) => reply(gate.onAnswer(d.sandbox, answer)));
   }
 
   /** Picks a free upstream message ID: IDs are random so answers cannot be guessed. */
@@ -206,12 +222,19 @@ export class DnsForwarder {
           return;
         }
         this.stats.queries++;
-        this.forwardTcp(Buffer.from(query), 0).then((answer) => {
+        const send = (answer: Buffer) => {
           if (c.destroyed) return;
           const hdr = Buffer.alloc(2);
           hdr.writeUInt16BE(answer.length);
           c.write(Buffer.concat([hdr, answer]));
-        });
+        };
+        const gate = this.o.gate;
+        const d = gate ? gate.onQuery(c.remoteAddress?.replace(/^::ffff:/, '') ?? '', Buffer.from(query)) : undefined;
+        if (d && !d.forward) {
+          if (d.reply) send(d.reply);
+          continue;
+        }
+        this.forwardTcp(Buffer.from(query), 0).then((answer) => send(d && d.forward && gate ? gate.onAnswer(d.sandbox, answer) : answer));
       }
     });
   }

@@ -10,7 +10,8 @@ import { ApiBackend } from '../api/routes.js';
 import { serveApi } from '../api/server.js';
 import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
-import { EventLog } from './events.js';
+import { DnsLog, EventLog } from './events.js';
+import { DnsGate } from '../dns/gate.js';
 
 export type Log = (msg: string) => void;
 
@@ -48,11 +49,21 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     log(`up: instance ${config.instance}, subnet ${config.subnet}, gateway ${config.gateway}, ${engine.store.count()} sandboxes, reconciled in ${(performance.now() - t0).toFixed(1)} ms${cleaned ? `, gc removed ${JSON.stringify(gc)}` : ''}`);
 
     if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
+    const dnsLog = new DnsLog(engine.store.db);
+    const gate = new DnsGate({
+      sandbox: (ip) => engine.sandboxByIp(ip),
+      admit: (s, addresses, ttl) => engine.admitResolved(s.ip, addresses, ttl),
+      log: (e) => {
+        dnsLog.record(e);
+        if (e.verdict === 'refused' || e.verdict === 'limited') events?.recordQuery(e);
+      },
+    }, { minTtl: config.dnsMinTtl, maxTtl: config.dnsMaxTtl, refuseWith: config.dnsRefuseWith, subnet: config.subnet });
     dns = new DnsForwarder({
       listenHost: config.gateway,
       upstreams: config.dnsUpstreams.map(parseUpstream),
       timeoutMs: config.dnsTimeoutMs,
       clients: parseCidr(config.subnet),
+      gate,
       log,
     });
     await dns.start();
@@ -68,6 +79,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     const ev = events;
 
     const backend: ApiBackend = {
+      dnsQueries: async (q) => dnsLog.list(q),
       events: async (q) => {
         let list = ev.list(q);
         if (list.length === 0 && q.waitMs) {

@@ -344,6 +344,59 @@ export class Engine {
 
   // ---- policy -------------------------------------------------------------------------
 
+  /** The sandbox at `ip`, for the DNS gate. */
+  sandboxByIp(ip: string): { name: string; ip: string; policy: SandboxSpec['policy'] } | undefined {
+    const name = this.byIp.get(ip);
+    const s = name === undefined ? undefined : this.specs.get(name);
+    return s && name !== undefined ? { name, ip, policy: s.policy } : undefined;
+  }
+
+  /** Addresses each sandbox's DNS answers admitted, with their expiry (ms). */
+  private readonly resolved = new Map<string, Map<string, number>>();
+
+  /**
+   * Admits a sandbox to addresses of an allowed name for `ttl` seconds. An element that is
+   * still there is replaced (delete + add in one transaction) to refresh its timeout.
+   */
+  admitResolved(ip: string, allAddresses: string[], ttl: number, now = Date.now()): void {
+    let mine = this.resolved.get(ip);
+    if (!mine) this.resolved.set(ip, (mine = new Map()));
+    // An element with more than half its time left is not touched: repeated answers (the
+    // common case) then cost no kernel call, and an address stays open at least ttl/2.
+    const addresses = allAddresses.filter((a) => (mine!.get(a) ?? 0) - now < (ttl * 1000) / 2);
+    if (addresses.length === 0) return;
+    const live = addresses.filter((a) => (mine!.get(a) ?? 0) > now);
+    try {
+      this.nft.apply([...this.rules.forgetResolved(ip, live), ...this.rules.allowResolved(ip, addresses, ttl)], 'admit resolved addresses');
+    } catch {
+      // Our view was stale (an element expired just now): add what is missing one by one.
+      for (const a of addresses) {
+        try {
+          this.nft.apply(this.rules.allowResolved(ip, [a], ttl));
+        } catch {
+          // present: keeps its older timeout
+        }
+      }
+    }
+    for (const a of addresses) mine.set(a, now + ttl * 1000);
+  }
+
+  /** Removes what DNS answers admitted for a sandbox (its removal or a policy change). */
+  private forgetAllResolved(ip: string, now = Date.now()): void {
+    const mine = this.resolved.get(ip);
+    this.resolved.delete(ip);
+    if (!mine) return;
+    for (const [a, exp] of mine) if (exp > now) this.tryNftQuiet(this.rules.forgetResolved(ip, [a]));
+  }
+
+  private tryNftQuiet(cmds: ReturnType<RulesetBuilder['remove']>): void {
+    try {
+      this.nft.apply(cmds);
+    } catch {
+      // expired meanwhile
+    }
+  }
+
   /** Which sandbox a logged denial belongs to, and the rule that decided (events). */
   attribute(p: LoggedPacket, reason: DenyReason): Attribution | undefined {
     const ip = reason === 'inbound' ? p.dst : p.src;
@@ -377,6 +430,7 @@ export class Engine {
     const before = sandboxElements(old, this.peersOf(name, old));
     const after = sandboxElements(next, this.peersOf(name, next));
     this.nft.apply(this.rules.replace(before, after), 'replace policy');
+    if (JSON.stringify(old.policy.domains) !== JSON.stringify(next.policy.domains)) this.forgetAllResolved(next.ip);
     this.setSpec(name, next);
     this.store.setPolicy(r.id, own);
     return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next) };
@@ -437,6 +491,7 @@ export class Engine {
     const ino = netnsInode(netns);
     const spec = this.specs.get(name);
     if (spec) {
+      this.forgetAllResolved(spec.ip);
       this.deleteSpec(name);
       this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec))));
     }

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
 import { DENY_REASONS, DenyReason } from '../core/ruleset.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
+import type { QueryLogEntry } from '../dns/gate.js';
 
 export interface DenialEvent {
   id: number;
@@ -84,6 +85,13 @@ export class EventLog {
     this.waiters.clear();
   }
 
+  /** A refused DNS query as a denial event (the destination is the name asked). */
+  recordQuery(e: QueryLogEntry, now = Date.now()): void {
+    this.insert.run(now, e.sandbox, 'domain', e.reason ?? 'egress.domains', 'blocked', '', e.name, 'dns', null);
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+
   list(o: { sandbox?: string; since?: number; limit?: number } = {}): DenialEvent[] {
     const limit = Math.min(Math.max(o.limit ?? 100, 1), 10_000);
     const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? ${o.sandbox ? 'AND sandbox = ?' : ''} ORDER BY id DESC LIMIT ?`)
@@ -104,5 +112,36 @@ export class EventLog {
       };
       this.waiters.add(done);
     });
+  }
+}
+
+export interface DnsQueryRecord extends QueryLogEntry {
+  id: number;
+  time: string;
+}
+
+/** The per-sandbox DNS query log: name, type, answer, verdict (capped like events). */
+export class DnsLog {
+  private readonly insert;
+  private inserted = 0;
+
+  constructor(private readonly db: Database.Database) {
+    db.exec(`CREATE TABLE IF NOT EXISTS dns_queries (
+      id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, sandbox TEXT NOT NULL, name TEXT NOT NULL,
+      type TEXT NOT NULL, verdict TEXT NOT NULL, answer TEXT NOT NULL, reason TEXT)`);
+    db.exec('CREATE INDEX IF NOT EXISTS dns_queries_by_sandbox ON dns_queries (sandbox, id)');
+    this.insert = db.prepare('INSERT INTO dns_queries (time, sandbox, name, type, verdict, answer, reason) VALUES (?, ?, ?, ?, ?, ?, ?)');
+  }
+
+  record(e: QueryLogEntry, now = Date.now()): void {
+    this.insert.run(now, e.sandbox, e.name, e.type, e.verdict, e.answer.join(','), e.reason ?? null);
+    if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM dns_queries WHERE id <= (SELECT max(id) FROM dns_queries) - ?').run(KEEP);
+  }
+
+  list(o: { sandbox?: string; since?: number; limit?: number } = {}): DnsQueryRecord[] {
+    const limit = Math.min(Math.max(o.limit ?? 100, 1), 10_000);
+    const rows = this.db.prepare(`SELECT * FROM dns_queries WHERE id > ? ${o.sandbox ? 'AND sandbox = ?' : ''} ORDER BY id DESC LIMIT ?`)
+      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DnsQueryRecord, 'time' | 'answer' | 'reason'> & { time: number; answer: string; reason: string | null })[];
+    return rows.reverse().map((r) => ({ ...r, time: new Date(r.time).toISOString(), answer: r.answer ? r.answer.split(',') : [], reason: r.reason ?? undefined }));
   }
 }

@@ -11,9 +11,21 @@ import dnsPacket from 'dns-packet';
 export const ZONE: Record<string, string[]> = {
   'example.test': ['203.0.113.10'],
   'www.example.test': ['203.0.113.10'],
+  'other.test': ['203.0.113.20'],
+  'short.test': ['203.0.113.20'],
   'metadata.test': ['169.254.169.254'],
   'private.test': ['172.16.5.5'],
+  'rebind.test': ['10.99.0.5'],
+  'edge.cdn-provider.test': ['203.0.113.20'],
 };
+
+/** CNAMEs: the asked name decides, the chain's end has the addresses (the CDN case). */
+const CNAMES: Record<string, string> = {
+  'cdn.test': 'edge.cdn-provider.test',
+  'sneaky.test': 'edge.cdn-provider.test',
+};
+
+const TTL: Record<string, number> = { 'short.test': 2 };
 
 function bigAnswer(name: string): string[] {
   // 60 A records: over 512 bytes, so UDP answers are truncated and clients retry over TCP.
@@ -24,9 +36,12 @@ function answer(query: Buffer, overUdp: boolean): Buffer {
   const q = dnsPacket.decode(query);
   const question = q.questions?.[0];
   const name = question?.name?.toLowerCase() ?? '';
-  const ips = question?.type === 'A' ? (ZONE[name] ?? bigAnswer(name)) : [];
-  const known = name in ZONE || name === 'big.test';
-  let answers = ips.map((ip) => ({ type: 'A' as const, name, ttl: 60, class: 'IN' as const, data: ip }));
+  const target = CNAMES[name];
+  const final = target ?? name;
+  const ips = question?.type === 'A' ? (ZONE[final] ?? bigAnswer(final)) : [];
+  const known = final in ZONE || final === 'big.test';
+  let answers: dnsPacket.Answer[] = ips.map((ip) => ({ type: 'A' as const, name: final, ttl: TTL[final] ?? 60, class: 'IN' as const, data: ip }));
+  if (target) answers = [{ type: 'CNAME', name, ttl: 60, class: 'IN', data: target }, ...answers];
   let flags = dnsPacket.AUTHORITATIVE_ANSWER | (known ? 0 : 3 /* NXDOMAIN */);
   const full = dnsPacket.encode({ id: q.id, type: 'response', flags, questions: q.questions, answers });
   if (overUdp && full.length > 512) {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
 import { route, type ApiBackend, type CreateSandboxBody, type EventQuery } from '../../src/api/routes.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
-import type { DenialEvent } from '../../src/service/events.js';
+import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
 
 /** An in-memory backend: no kernel, no socket. Records the calls it receives. */
 class FakeBackend implements ApiBackend {
@@ -78,6 +78,10 @@ class FakeBackend implements ApiBackend {
   async events(q: EventQuery): Promise<DenialEvent[]> {
     this.check(`events ${JSON.stringify(q)}`);
     return [{ id: 1, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', reason: 'private', rule: 'private', action: 'blocked', src: '10.166.0.2', dst: '10.0.0.1', proto: 'tcp', dport: 22 }];
+  }
+  async dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]> {
+    this.check(`dnsQueries ${JSON.stringify(q)}`);
+    return [{ id: 7, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', name: 'example.test', type: 'A', verdict: 'refused', answer: [], reason: 'not in egress.domains' }];
   }
   gc(): GcReport {
     this.check('gc');
@@ -246,6 +250,15 @@ describe('route', () => {
       assertError(res, 404, 'not_found', new RegExp(`no route ${method}`));
     }
     assert.deepEqual(b.calls, []);
+  });
+
+  it('GET /v1/dns-queries: 200 {"queries":[...]}, query parsed like events', async () => {
+    const res = await route(b, { method: 'GET', path: '/v1/dns-queries?sandbox=x&limit=5' });
+    assert.equal(res.status, 200);
+    assert.equal((res.body as { queries: DnsQueryRecord[] }).queries[0].verdict, 'refused');
+    assert.deepEqual(b.calls, ['dnsQueries {"sandbox":"x","limit":5}']);
+    const bad = await route(b, { method: 'GET', path: '/v1/dns-queries?limit=x' });
+    assert.equal(bad.status, 400);
   });
 
   it('400 for a malformed percent-encoding in the sandbox name', async () => {

@@ -38,6 +38,9 @@ describe('loadConfig precedence', () => {
       gateway: '10.166.0.1',
       dnsUpstreams: ['192.0.2.53'],
       dnsTimeoutMs: 2000,
+      dnsMinTtl: 5,
+      dnsMaxTtl: 3600,
+      dnsRefuseWith: 'refused',
       allowCidrs: [],
       denyCidrs: [],
       defaultPolicy: {},
@@ -194,6 +197,34 @@ describe('policy and denial keys', () => {
   it('rejects an unknown key inside defaultPolicy', () => {
     const p = file({ defaultPolicy: { egress: { alow: ['10.0.0.0/8'] } } });
     assert.throws(() => loadConfig({ env: {}, configFile: p, resolvConfFiles: [resolvConf] }), invalid(/unknown key .*"alow"/));
+  });
+
+  it('the DNS policy keys are read from the file and can be set by flags', () => {
+    const c = loadConfig({ env: {}, configFile: file({ dnsMinTtl: 30, dnsMaxTtl: 600, dnsRefuseWith: 'nxdomain' }), resolvConfFiles: [resolvConf] });
+    assert.deepEqual([c.dnsMinTtl, c.dnsMaxTtl, c.dnsRefuseWith], [30, 600, 'nxdomain']);
+    const f = loadConfig({ env: {}, configFile: file({ dnsMinTtl: 30, dnsRefuseWith: 'nxdomain' }), flags: { dnsMinTtl: 1, dnsRefuseWith: 'refused' }, resolvConfFiles: [resolvConf] });
+    assert.deepEqual([f.dnsMinTtl, f.dnsMaxTtl, f.dnsRefuseWith], [1, 3600, 'refused'], 'flags win; unset keys keep their defaults');
+    const edges = loadConfig({ env: {}, configFile: file({ dnsMinTtl: 86400, dnsMaxTtl: 604800 }), resolvConfFiles: [resolvConf] });
+    assert.deepEqual([edges.dnsMinTtl, edges.dnsMaxTtl], [86400, 604800]);
+  });
+
+  it('rejects bad DNS policy values, naming the key', () => {
+    const bad: [object, RegExp][] = [
+      [{ dnsMinTtl: 0 }, /key "dnsMinTtl"/],
+      [{ dnsMinTtl: 86401 }, /key "dnsMinTtl"/],
+      [{ dnsMinTtl: 2.5 }, /key "dnsMinTtl"/],
+      [{ dnsMinTtl: '5' }, /key "dnsMinTtl"/],
+      [{ dnsMaxTtl: 0 }, /key "dnsMaxTtl"/],
+      [{ dnsMaxTtl: 604801 }, /key "dnsMaxTtl"/],
+      [{ dnsRefuseWith: 'servfail' }, /key "dnsRefuseWith"/],
+      [{ dnsRefuseWith: 'REFUSED' }, /key "dnsRefuseWith"/],
+      [{ defaultPolicy: { egress: { domains: ['not a name'] } } }, /key "defaultPolicy\.egress\.domains\.0"/],
+      [{ defaultPolicy: { dns: { qps: 0 } } }, /key "defaultPolicy\.dns\.qps"/],
+    ];
+    for (const [content, re] of bad) {
+      const p = file(content);
+      assert.throws(() => loadConfig({ env: {}, configFile: p, resolvConfFiles: [resolvConf] }), invalid(new RegExp(`^config file ${p}: ${re.source}`)), JSON.stringify(content));
+    }
   });
 
   it('the flags can set them too', () => {

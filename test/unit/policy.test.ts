@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
-import { mergePolicy, parsePortSpec, resolvePolicy, validatePolicy, type PolicyInput } from '../../src/core/policy.js';
+import { DNS_LIMIT_DEFAULTS, DOMAIN_RE, domainAllowed, mergePolicy, parsePortSpec, resolvePolicy, validatePolicy, type PolicyInput } from '../../src/core/policy.js';
 
 const invalid = (re: RegExp) => (err: unknown) => {
   assert.ok(err instanceof ToastnetError, `not a ToastnetError: ${err}`);
@@ -13,7 +13,8 @@ const invalid = (re: RegExp) => (err: unknown) => {
 
 const full: PolicyInput = {
   mode: 'report',
-  egress: { internet: false, allow: ['172.16.5.5:5432/tcp', '10.0.0.0/8'], deny: ['10.1.0.0/16', '192.0.2.1/udp'] },
+  egress: { internet: false, allow: ['172.16.5.5:5432/tcp', '10.0.0.0/8'], deny: ['10.1.0.0/16', '192.0.2.1/udp'], domains: ['PyPI.org', '*.GitHubUserContent.com.'] },
+  dns: { qps: 2.5, burst: 10, maxFailuresPerMinute: 0, maxNameLength: 100, maxLabelLength: 20 },
   group: { name: 'ci', ports: [8080, '9000-9100/udp', '22/tcp', '7000'] },
   inbound: { enabled: true, ports: ['8080/tcp'] },
 };
@@ -93,6 +94,53 @@ describe('validatePolicy', () => {
     ];
     for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
   });
+
+  it('accepts egress.domains names and wildcards, and the dns limits', () => {
+    const doc = { egress: { domains: ['pypi.org', '*.githubusercontent.com', 'files.pythonhosted.org.', 'localhost', '_acme.example.com', 'xn--bcher-kva.example'] }, dns: { qps: 0.5, burst: 1, maxFailuresPerMinute: 0 } };
+    assert.deepEqual(validatePolicy(structuredClone(doc)), doc);
+    assert.deepEqual(validatePolicy({ dns: {} }), { dns: {} });
+    const max = { qps: 100000, burst: 100000, maxFailuresPerMinute: 100000, maxNameLength: 253, maxLabelLength: 63 };
+    assert.deepEqual(validatePolicy({ dns: { ...max } }).dns, max);
+    assert.deepEqual(validatePolicy({ dns: { maxNameLength: 1, maxLabelLength: 1 } }).dns, { maxNameLength: 1, maxLabelLength: 1 });
+  });
+
+  it('rejects malformed egress.domains entries, naming the index', () => {
+    const long = `${'a'.repeat(63)}.`.repeat(4) + 'com'; // 259 characters
+    for (const name of ['', '*', '*.', 'a..b', '.example.com', 'exa mple.com', '-lead.example.com', 'trail-.example.com', 'a.*.example.com', '**.example.com', '*example.com', 'example.com/path', 'https://example.com', `${'a'.repeat(64)}.com`, long, 'ex*ample.com', 'example.com..']) {
+      assert.throws(() => validatePolicy({ egress: { domains: ['ok.example', name] } }), invalid(/^policy: field "egress\.domains\.1": want a name like pypi\.org or \*\.githubusercontent\.com$/), JSON.stringify(name));
+    }
+    assert.throws(() => validatePolicy({ egress: { domains: 'pypi.org' } }), invalid(/^policy: field "egress\.domains": .*array/));
+    assert.throws(() => validatePolicy({ egress: { domains: [7] } }), invalid(/^policy: field "egress\.domains\.0"/));
+  });
+
+  it('DOMAIN_RE: labels of 1-63 characters, at most 253 in all, an optional leading "*." and trailing dot', () => {
+    for (const ok of ['a', 'a.b', `${'a'.repeat(63)}.com`, '*.a', '*.co.uk', 'A-1.b_2.C', 'example.com.', `${'a.'.repeat(126)}b`]) assert.match(ok, DOMAIN_RE, ok);
+    for (const bad of [`${'a'.repeat(64)}.com`, `${'a.'.repeat(127)}b`, '*.*.a', 'a.*', 'a b', 'ä.com', 'a.b-', '*']) assert.doesNotMatch(bad, DOMAIN_RE, bad);
+    assert.equal(`${'a.'.repeat(126)}b`.length, 253);
+  });
+
+  it('rejects bad dns limits and unknown dns fields, naming them', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ dns: { qps: 0 } }, /^policy: field "dns\.qps"/],
+      [{ dns: { qps: -1 } }, /^policy: field "dns\.qps"/],
+      [{ dns: { qps: 100001 } }, /^policy: field "dns\.qps"/],
+      [{ dns: { qps: '5' } }, /^policy: field "dns\.qps": .*number/],
+      [{ dns: { burst: 0 } }, /^policy: field "dns\.burst"/],
+      [{ dns: { burst: 1.5 } }, /^policy: field "dns\.burst"/],
+      [{ dns: { burst: 100001 } }, /^policy: field "dns\.burst"/],
+      [{ dns: { maxFailuresPerMinute: -1 } }, /^policy: field "dns\.maxFailuresPerMinute"/],
+      [{ dns: { maxFailuresPerMinute: 2.5 } }, /^policy: field "dns\.maxFailuresPerMinute"/],
+      [{ dns: { maxNameLength: 0 } }, /^policy: field "dns\.maxNameLength"/],
+      [{ dns: { maxNameLength: 254 } }, /^policy: field "dns\.maxNameLength"/],
+      [{ dns: { maxNameLength: 10.5 } }, /^policy: field "dns\.maxNameLength"/],
+      [{ dns: { maxLabelLength: 0 } }, /^policy: field "dns\.maxLabelLength"/],
+      [{ dns: { maxLabelLength: 64 } }, /^policy: field "dns\.maxLabelLength"/],
+      [{ dns: 50 }, /^policy: field "dns"/],
+      [{ dns: { rate: 5 } }, /^policy: unknown field "dns\.rate"$/],
+      [{ egress: { domain: ['pypi.org'] } }, /^policy: unknown field "egress\.domain"$/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
 });
 
 describe('mergePolicy', () => {
@@ -136,6 +184,22 @@ describe('mergePolicy', () => {
     assert.deepEqual(n.egress, { internet: false, allow: ['10.2.0.0/16'] });
   });
 
+  it('dns is merged key by key; egress.domains is replaced whole, and inherited when the sandbox does not set it', () => {
+    const d: PolicyInput = { egress: { internet: true, domains: ['pypi.org', '*.example.com'] }, dns: { qps: 5, burst: 20 } };
+    const m = mergePolicy(d, { dns: { burst: 7, maxFailuresPerMinute: 3 }, egress: { domains: ['github.com'] } });
+    assert.deepEqual(m.dns, { qps: 5, burst: 7, maxFailuresPerMinute: 3 });
+    assert.deepEqual(m.egress, { internet: true, domains: ['github.com'] }, 'a list replaces the default\'s, not appended');
+    assert.deepEqual(resolvePolicy(m).dns, { qps: 5, burst: 7, maxFailuresPerMinute: 3, maxNameLength: 253, maxLabelLength: 63 });
+    const inherit = mergePolicy(d, { egress: { internet: false } });
+    assert.deepEqual(inherit.egress, { internet: false, domains: ['pypi.org', '*.example.com'] });
+    assert.deepEqual(inherit.dns, { qps: 5, burst: 20 });
+    assert.deepEqual(resolvePolicy(inherit).domains, ['pypi.org', '*.example.com']);
+    assert.deepEqual(resolvePolicy(inherit).dns, { qps: 5, burst: 20, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 });
+    assert.deepEqual(mergePolicy(d, { egress: { domains: [] } }).egress!.domains, [], 'an empty list narrows to no name');
+    assert.deepEqual(mergePolicy({}, { dns: { qps: 1 } }).dns, { qps: 1 });
+    assert.deepEqual(mergePolicy({ dns: { qps: 1 } }, {}).dns, { qps: 1 });
+  });
+
   it('over empty defaults the sandbox\'s own policy is what resolves', () => {
     assert.deepEqual(resolvePolicy(mergePolicy({}, full)), resolvePolicy(full));
     assert.deepEqual(resolvePolicy(mergePolicy(full, {})), resolvePolicy(full));
@@ -153,10 +217,15 @@ describe('mergePolicy', () => {
 
 describe('resolvePolicy', () => {
   it('defaults: enforce, internet on, nothing allowed or denied, no group, inbound open on every port', () => {
-    assert.deepEqual(resolvePolicy({}), { mode: 'enforce', internet: true, allow: [], deny: [], inbound: { enabled: true } });
-    assert.deepEqual(resolvePolicy({ egress: {}, inbound: {} }), resolvePolicy({}));
+    assert.deepEqual(resolvePolicy({}), {
+      mode: 'enforce', internet: true, allow: [], deny: [], inbound: { enabled: true },
+      dns: { qps: 50, burst: 100, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 },
+    });
+    assert.deepEqual(resolvePolicy({ egress: {}, inbound: {}, dns: {} }), resolvePolicy({}));
     assert.ok(!('group' in resolvePolicy({})));
     assert.ok(!('ports' in resolvePolicy({}).inbound));
+    assert.ok(!('domains' in resolvePolicy({})), 'no domain allow-list unless egress.domains is set');
+    assert.ok(!('domains' in resolvePolicy({ egress: { internet: true, allow: ['10.0.0.0/8'] } })));
   });
 
   it('resolves every field', () => {
@@ -170,6 +239,27 @@ describe('resolvePolicy', () => {
       ports: [{ from: 8080, to: 8080 }, { from: 9000, to: 9100, proto: 'udp' }, { from: 22, to: 22, proto: 'tcp' }, { from: 7000, to: 7000 }],
     });
     assert.deepEqual(p.inbound, { enabled: true, ports: [{ from: 8080, to: 8080, proto: 'tcp' }] });
+    assert.deepEqual(p.domains, ['pypi.org', '*.githubusercontent.com']);
+    assert.deepEqual(p.dns, { qps: 2.5, burst: 10, maxFailuresPerMinute: 0, maxNameLength: 100, maxLabelLength: 20 });
+  });
+
+  it('egress.domains: lower-cased, trailing dot removed, order and wildcards kept; an empty list stays an (empty) allow-list', () => {
+    assert.deepEqual(resolvePolicy({ egress: { domains: ['Example.COM.', '*.Files.Example.org', 'a_b.example.net'] } }).domains, ['example.com', '*.files.example.org', 'a_b.example.net']);
+    assert.deepEqual(resolvePolicy({ egress: { domains: [] } }).domains, [], 'no name allowed is not the same as no allow-list');
+    // The other egress fields keep their defaults.
+    const p = resolvePolicy({ egress: { domains: ['pypi.org'] } });
+    assert.equal(p.internet, true);
+    assert.deepEqual(p.allow, []);
+  });
+
+  it('dns: each limit the policy does not set comes from DNS_LIMIT_DEFAULTS', () => {
+    const d = { qps: 50, burst: 100, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 };
+    assert.deepEqual(DNS_LIMIT_DEFAULTS, d);
+    assert.deepEqual(resolvePolicy({ dns: { qps: 7 } }).dns, { ...d, qps: 7 });
+    assert.deepEqual(resolvePolicy({ dns: { burst: 3 } }).dns, { ...d, burst: 3 });
+    assert.deepEqual(resolvePolicy({ dns: { maxFailuresPerMinute: 0 } }).dns, { ...d, maxFailuresPerMinute: 0 }, '0 is a value, not "unset"');
+    assert.deepEqual(resolvePolicy({ dns: { maxNameLength: 64 } }).dns, { ...d, maxNameLength: 64 });
+    assert.deepEqual(resolvePolicy({ dns: { maxLabelLength: 1 } }).dns, { ...d, maxLabelLength: 1 });
   });
 
   it('inbound.enabled false closes inbound; an empty ports list is kept (open on no port)', () => {
@@ -235,5 +325,39 @@ describe('parsePortSpec', () => {
     for (const s of ['0', '65536', '99999', '0-10', '10-65536', '90-80/tcp']) {
       assert.throws(() => parsePortSpec(s, 'w'), invalid(/^w: ".*" has a bad port range$/), s);
     }
+  });
+});
+
+describe('domainAllowed', () => {
+  const list = ['pypi.org', '*.githubusercontent.com', 'a.b.example'];
+
+  it('an exact name matches only itself', () => {
+    assert.equal(domainAllowed(list, 'pypi.org'), true);
+    for (const n of ['www.pypi.org', 'pypi.org.evil.com', 'xpypi.org', 'pypi.or', 'pypi.orgg', 'org', 'b.example', 'x.a.b.example', '']) {
+      assert.equal(domainAllowed(list, n), false, n);
+    }
+    assert.equal(domainAllowed(list, 'a.b.example'), true);
+  });
+
+  it('"*.x" matches names strictly under x, at any depth, but not x itself nor names merely ending in x', () => {
+    for (const n of ['raw.githubusercontent.com', 'a.b.c.githubusercontent.com', 'x.githubusercontent.com']) assert.equal(domainAllowed(list, n), true, n);
+    for (const n of ['githubusercontent.com', 'evilgithubusercontent.com', '.githubusercontent.com', 'githubusercontent.com.evil.org', 'com']) {
+      assert.equal(domainAllowed(list, n), false, n);
+    }
+  });
+
+  it('ignores the case and a trailing dot of the name', () => {
+    assert.equal(domainAllowed(list, 'PyPI.ORG'), true);
+    assert.equal(domainAllowed(list, 'pypi.org.'), true);
+    assert.equal(domainAllowed(list, 'RAW.GitHubUserContent.com.'), true);
+    assert.equal(domainAllowed(list, 'GitHubUserContent.com.'), false);
+  });
+
+  it('an empty list allows nothing; a list of resolvePolicy matches as written by the operator', () => {
+    assert.equal(domainAllowed([], 'pypi.org'), false);
+    const domains = resolvePolicy({ egress: { domains: ['PyPI.org.', '*.Example.COM'] } }).domains!;
+    assert.equal(domainAllowed(domains, 'pypi.org'), true);
+    assert.equal(domainAllowed(domains, 'cdn.example.com'), true);
+    assert.equal(domainAllowed(domains, 'example.com'), false);
   });
 });

@@ -7,7 +7,7 @@ import { parseEgressRule } from '../../src/core/egress-rule.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
-import { SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 
 // dist/test/unit/ruleset.test.js -> test/unit/golden/ruleset.json (tsc does not copy JSON).
 const GOLDEN = new URL('../../../test/unit/golden/ruleset.json', import.meta.url);
@@ -69,14 +69,15 @@ const goldenConfigInput = (): Record<string, unknown> => ({
 const goldenConfig = () => config(goldenConfigInput());
 /**
  * One sandbox on the defaults (veth), one with every policy field (macvlan, report mode, no
- * internet, an allow with a deny inside it, a group with ports, inbound narrowed to one
- * port), and one in the same group with inbound closed (veth).
+ * internet, an allow with a deny inside it, a domain allow-list, dns limits, a group with
+ * ports, inbound narrowed to one port), and one in the same group with inbound closed (veth).
  */
 const goldenSandboxes = (): SandboxSpec[] => [
   sandbox(1, '10.166.0.2', 'veth'),
   sandbox(2, '10.166.0.3', 'macvlan', {
     mode: 'report',
-    egress: { internet: false, allow: ['172.16.9.0/24:5432/tcp'], deny: ['172.16.9.9'] },
+    egress: { internet: false, allow: ['172.16.9.0/24:5432/tcp'], deny: ['172.16.9.9'], domains: ['PyPI.org', '*.githubusercontent.com'] },
+    dns: { qps: 5, burst: 10 },
     group: { name: 'ci', ports: [8080, '9000-9100/udp'] },
     inbound: { ports: ['22/tcp'] },
   }),
@@ -105,6 +106,7 @@ function variedSandbox(i: number, rnd: () => number): SandboxSpec {
       internet: pick([true, false, undefined]),
       allow: pick([[], ['172.16.0.0/12:443/tcp'], ['10.0.0.0/8', '10.1.0.0/16:22/tcp']]),
       deny: pick([[], ['10.1.2.3'], ['203.0.113.0/24:53/udp', '198.51.100.7']]),
+      domains: pick([undefined, undefined, ['pypi.org', '*.example.com']]),
     },
     group: pick([undefined, 'a', { name: 'b', ports: [8080, '9000-9010/udp'] }]),
     inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
@@ -141,18 +143,28 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(maps[0].map, 'verdict');
     assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
     assert.deepEqual(maps[0].flags, ['interval']);
-    assert.deepEqual(sets.map((s) => s.name).sort(), Object.keys(SANDBOX_SETS).filter((n) => n !== 'egress_policy').sort());
+    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => n !== 'egress_policy'), 'dns_allowed'].sort());
+    assert.ok(Object.keys(SANDBOX_SETS).includes('domain_mode'));
     for (const s of sets) {
       assert.deepEqual({ family: s.family, table: s.table }, t);
+      if (s.name === 'dns_allowed') continue;
       assert.deepEqual(s.type, SANDBOX_SETS[s.name as keyof typeof SANDBOX_SETS].type, s.name);
     }
     const byName = new Map<string, any>(sets.map((s) => [s.name, s]));
     assert.deepEqual(byName.get('veth_src').type, ['ifname', 'ether_addr', 'ipv4_addr']);
     assert.deepEqual(byName.get('macvlan_src').type, ['ether_addr', 'ipv4_addr']);
     for (const name of ['group_pairs', 'inbound_ports']) assert.deepEqual(byName.get(name).flags, ['interval'], name);
-    for (const name of ['veth_src', 'macvlan_src', 'no_internet', 'report_mode', 'inbound_closed', 'inbound_only']) {
+    for (const name of ['veth_src', 'macvlan_src', 'no_internet', 'report_mode', 'inbound_closed', 'inbound_only', 'domain_mode']) {
       assert.equal(byName.get(name).flags, undefined, name);
     }
+    assert.deepEqual(byName.get('domain_mode').type, ['ipv4_addr']);
+    // What DNS answers admitted: sandbox . address, each element with its own timeout.
+    assert.deepEqual(byName.get('dns_allowed'), { ...t, name: 'dns_allowed', type: ['ipv4_addr', 'ipv4_addr'], flags: ['timeout'], comment: DNS_ALLOWED_SET.comment });
+    assert.equal(sets.filter((s) => s.name === 'dns_allowed').length, 1);
+    // Declared before any rule refers to it.
+    const declared = cmds.findIndex((c) => c.add?.set?.name === 'dns_allowed');
+    const used = cmds.findIndex((c) => c.add?.rule && JSON.stringify(c).includes('@dns_allowed'));
+    assert.ok(declared >= 0 && used > declared, `${declared} < ${used}`);
   });
 
   it('dispatches only traffic on the instance\'s links', () => {
@@ -205,6 +217,7 @@ describe('RulesetBuilder.fullTable', () => {
       ['denyCidrs 172.16.5.66', jumpTo('config')],
       ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
       ['cloud metadata', jumpTo('metadata')],
+      ['DNS elsewhere than the gateway', jumpTo('dns')],
       ['per-sandbox egress policy', undefined],
       ['same group', { accept: null }],
       ['allowCidrs 172.16.5.0/24:5432/tcp', { accept: null }],
@@ -212,6 +225,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['allowCidrs 192.168.1.1/icmp', { accept: null }],
       ['other sandboxes', jumpTo('sandbox')],
       ['private, metadata', jumpTo('private')],
+      ['answered for an allowed name', { accept: null }],
+      ['domain allow-list', jumpTo('domain')],
       ['internet switched off', jumpTo('internet')],
       ['internet', { accept: null }],
     ];
@@ -253,6 +268,40 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(ruleWithComment(r, 'per-sandbox egress policy').expr, [{ vmap: { key, data: '@egress_policy' } }]);
     assert.deepEqual(ruleWithComment(r, 'same group').expr, [{ match: { op: '==', left: key, right: '@group_pairs' } }, { counter: null }, { accept: null }]);
     assert.deepEqual(ruleWithComment(r, 'internet switched off').expr, [{ match: { op: '==', left: saddr, right: '@no_internet' } }, { counter: null }, jumpTo('internet')]);
+  });
+
+  it('sends DNS and DNS-over-TLS anywhere but the gateway to deny_dns, right after the metadata rule and before any policy', () => {
+    const r = chainRules(cmds, 'from_sandbox');
+    const dns = ruleWithComment(r, 'DNS elsewhere than the gateway');
+    assert.deepEqual(dns.expr, [
+      { match: { op: '==', left: l4, right: { set: ['tcp', 'udp'] } } },
+      { match: { op: '==', left: dport, right: { set: [53, 853] } } },
+      { counter: null }, jumpTo('dns'),
+    ]);
+    assert.equal(indexOfComment(r, 'DNS elsewhere than the gateway'), indexOfComment(r, 'cloud metadata') + 1);
+    for (const later of ['per-sandbox egress policy', 'same group', 'allowCidrs', 'answered for an allowed name', 'internet switched off']) {
+      assert.ok(indexOfComment(r, 'DNS elsewhere than the gateway') < indexOfComment(r, later), later);
+    }
+    // Without the metadata rule it still comes right after the instance's denials.
+    const open = chainRules(new RulesetBuilder(config({ ...goldenConfigInput(), allowMetadata: true })).fullTable([]) as Cmd[], 'from_sandbox');
+    assert.equal(indexOfComment(open, 'DNS elsewhere than the gateway'), indexOfComment(open, 'denyCidrs 203.0.113.0/24/udp') + 1);
+    // The gateway's own resolver is reached through the input hook, where DNS is allowed.
+    assert.ok(indexOfComment(chainRules(cmds, 'sandbox_to_host'), 'DNS on the gateway') >= 0);
+  });
+
+  it('after the private ranges: addresses answered for an allowed name pass, the rest of a domain-mode sandbox\'s internet is denied', () => {
+    const r = chainRules(cmds, 'from_sandbox');
+    assert.deepEqual(ruleWithComment(r, 'answered for an allowed name').expr, [
+      { match: { op: '==', left: { concat: [saddr, daddr] }, right: '@dns_allowed' } }, { counter: null }, { accept: null },
+    ]);
+    assert.deepEqual(ruleWithComment(r, 'domain allow-list').expr, [
+      { match: { op: '==', left: saddr, right: '@domain_mode' } }, { counter: null }, jumpTo('domain'),
+    ]);
+    const at = (c: string) => indexOfComment(r, c);
+    assert.equal(at('answered for an allowed name'), at('private, metadata') + 1, 'a DNS answer never opens private space');
+    assert.equal(at('domain allow-list'), at('answered for an allowed name') + 1);
+    assert.equal(at('internet switched off'), at('domain allow-list') + 1);
+    assert.ok(at('other sandboxes') < at('answered for an allowed name'), 'nor another sandbox');
   });
 
   it('rejects the sandbox subnet and every private/reserved range before the internet', () => {
@@ -347,8 +396,9 @@ describe('RulesetBuilder.fullTable', () => {
   });
 
   it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), then rejects (rate-limited)', () => {
-    assert.deepEqual(Object.keys(DENY_REASONS).sort(), ['config', 'host', 'inbound', 'internet', 'metadata', 'policy', 'private', 'sandbox']);
-    assert.deepEqual([...HARD_REASONS].sort(), ['config', 'host', 'metadata']);
+    assert.deepEqual(Object.keys(DENY_REASONS).sort(), ['config', 'dns', 'domain', 'host', 'inbound', 'internet', 'metadata', 'policy', 'private', 'sandbox']);
+    assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata']);
+    assert.ok(!HARD_REASONS.includes('domain'), 'report mode lifts the domain allow-list');
     for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
       const r = chainRules(cmds, `deny_${reason}`);
       const hard = HARD_REASONS.includes(reason);
@@ -504,7 +554,7 @@ describe('per-sandbox commands', () => {
   const veth = sandbox(7, '10.166.0.9', 'veth');
   const mv = sandbox(8, '10.166.0.10', 'macvlan');
   const rich = sandbox(9, '10.166.0.11', 'veth', {
-    mode: 'report', egress: { internet: false, deny: ['198.51.100.7'] }, group: 'g', inbound: { ports: ['22/tcp'] },
+    mode: 'report', egress: { internet: false, deny: ['198.51.100.7'], domains: ['pypi.org'] }, group: 'g', inbound: { ports: ['22/tcp'] },
   });
   const peer = sandbox(10, '10.166.0.12', 'macvlan', { group: 'g' });
   const vethElem = [{ concat: ['tn727bs7', '02:74:0a:a6:00:09', '10.166.0.9'] }];
@@ -554,7 +604,7 @@ describe('per-sandbox commands', () => {
     const cmds = b.add(elements) as Cmd[];
     assertOnlyElements(cmds, 'add');
     assert.deepEqual(cmds.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', 'inet egress_policy', 'inet no_internet', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
+      'inet veth_src', 'arp veth_src', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
     ]);
     const inet = cmds.filter((c) => c.add.element.family === 'inet');
     const flat = inet.flatMap((c) => c.add.element.elem.map((e: unknown) => ({ set: c.add.element.name, elem: e })));
@@ -625,14 +675,46 @@ describe('per-sandbox commands', () => {
       { flush: { set: { ...t, name: 'inbound_closed' } } },
       { flush: { set: { ...t, name: 'inbound_only' } } },
       { flush: { set: { ...t, name: 'inbound_ports' } } },
+      { flush: { set: { ...t, name: 'domain_mode' } } },
       { flush: { set: { ...a, name: 'veth_src' } } },
       { flush: { set: { ...a, name: 'macvlan_src' } } },
+      // Not a per-sandbox set, but what DNS admitted must not outlive a reset either.
+      { flush: { set: { ...t, name: 'dns_allowed' } } },
     ];
-    assert.equal(flushes.length, Object.keys(SANDBOX_SETS).length + 2);
+    assert.equal(flushes.length, Object.keys(SANDBOX_SETS).length + 3);
     const elements = [...sandboxElements(veth), ...sandboxElements(mv)];
     assert.deepEqual(b.resetSandboxes(elements), [...flushes, ...b.add(elements)]);
     assert.equal(b.add(elements).length, 4);
     assert.deepEqual(b.resetSandboxes([]), flushes);
+  });
+
+  it('allowResolved adds sandbox . address elements to dns_allowed, each with the TTL as timeout, in one command', () => {
+    assert.deepEqual(b.allowResolved('10.166.0.9', ['151.101.0.223', '151.101.64.223'], 300), [
+      { add: { element: { ...t, name: 'dns_allowed', elem: [
+        { elem: { val: { concat: ['10.166.0.9', '151.101.0.223'] }, timeout: 300 } },
+        { elem: { val: { concat: ['10.166.0.9', '151.101.64.223'] }, timeout: 300 } },
+      ] } } },
+    ]);
+    assert.deepEqual(b.allowResolved('10.166.0.10', ['192.0.2.1'], 5), [
+      { add: { element: { ...t, name: 'dns_allowed', elem: [{ elem: { val: { concat: ['10.166.0.10', '192.0.2.1'] }, timeout: 5 } }] } } },
+    ]);
+    assert.deepEqual(b.allowResolved('10.166.0.9', [], 300), [], 'nothing to admit: no command (an empty element list is an nft error)');
+    // The set is the one fullTable declares; the ARP table knows nothing of it.
+    const declared = setsOf(b.fullTable([]) as Cmd[]).find((x) => x.name === 'dns_allowed')!;
+    assert.deepEqual(declared.type, ['ipv4_addr', 'ipv4_addr']);
+    assert.ok(!JSON.stringify(b.allowResolved('10.166.0.9', ['192.0.2.1'], 1)).includes('"arp"'));
+  });
+
+  it('forgetResolved deletes exactly the keys allowResolved added (without timeouts)', () => {
+    const addrs = ['151.101.0.223', '151.101.64.223'];
+    assert.deepEqual(b.forgetResolved('10.166.0.9', addrs), [
+      { delete: { element: { ...t, name: 'dns_allowed', elem: [{ concat: ['10.166.0.9', '151.101.0.223'] }, { concat: ['10.166.0.9', '151.101.64.223'] }] } } },
+    ]);
+    const added = (b.allowResolved('10.166.0.9', addrs, 60) as Cmd[])[0].add.element;
+    const deleted = (b.forgetResolved('10.166.0.9', addrs) as Cmd[])[0].delete.element;
+    assert.deepEqual(deleted.elem, added.elem.map((e: any) => e.elem.val));
+    assert.deepEqual({ ...deleted, elem: undefined }, { ...added, elem: undefined });
+    assert.deepEqual(b.forgetResolved('10.166.0.9', []), []);
   });
 
   it('deleteTable adds then deletes both tables (no error when absent)', () => {

@@ -5,7 +5,7 @@ import { formatIPv4, parseIPv4 } from '../../src/core/ipv4.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput, type PortRange } from '../../src/core/policy.js';
 import { compileEgress } from '../../src/core/policy-compile.js';
-import { SANDBOX_SETS, bySet, groupPeers, portRanges, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { DNS_ALLOWED_SET, SANDBOX_SETS, bySet, groupPeers, portRanges, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 
 /** mulberry32 with a fixed seed: reproducible "random" inputs. */
 function prng(seed: number): () => number {
@@ -100,9 +100,10 @@ describe('sandboxElements', () => {
   });
 
   it('every element names a declared set', () => {
-    const s = sandbox(4, 'veth', { mode: 'report', egress: { internet: false, deny: ['10.0.0.0/8'] }, group: 'g', inbound: { ports: [22] } });
+    const s = sandbox(4, 'veth', { mode: 'report', egress: { internet: false, deny: ['10.0.0.0/8'], domains: ['pypi.org'] }, group: 'g', inbound: { ports: [22] } });
     const els = sandboxElements(s, [sandbox(5, 'veth', { group: 'g' })]);
-    assert.ok(els.length >= 8);
+    assert.ok(els.length >= 9);
+    assert.ok(els.some((e) => e.set === 'domain_mode'));
     for (const e of els) assert.ok(e.set in SANDBOX_SETS, e.set);
   });
 
@@ -138,6 +139,34 @@ describe('sandboxElements', () => {
     assert.deepEqual(ofSet(sandboxElements(sandbox(2, 'veth', { egress: { internet: false } })), 'no_internet'), ['10.166.0.2']);
     assert.deepEqual(ofSet(sandboxElements(sandbox(2, 'veth', { egress: { internet: true } })), 'no_internet'), []);
     assert.deepEqual(ofSet(sandboxElements(sandbox(2)), 'no_internet'), []);
+  });
+
+  it('egress.domains set: a domain_mode element (also for an empty list); unset: none', () => {
+    assert.deepEqual(ofSet(sandboxElements(sandbox(2, 'veth', { egress: { domains: ['pypi.org', '*.example.com'] } })), 'domain_mode'), ['10.166.0.2']);
+    assert.deepEqual(ofSet(sandboxElements(sandbox(3, 'macvlan', { egress: { domains: [] } })), 'domain_mode'), ['10.166.0.3']);
+    assert.deepEqual(ofSet(sandboxElements(sandbox(2, 'veth', { egress: { internet: true, allow: ['10.0.0.0/8'] } })), 'domain_mode'), []);
+    assert.deepEqual(ofSet(sandboxElements(sandbox(2)), 'domain_mode'), []);
+    // Independent of internet false: both elements, each for its own rule.
+    const both = sandboxElements(sandbox(4, 'veth', { egress: { internet: false, domains: ['pypi.org'] } }));
+    assert.deepEqual(ofSet(both, 'no_internet'), ['10.166.0.4']);
+    assert.deepEqual(ofSet(both, 'domain_mode'), ['10.166.0.4']);
+    // The names themselves and the dns limits are the resolver's business: no element carries them.
+    const named = sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'] }, dns: { qps: 1, burst: 1 } }));
+    assert.deepEqual(sets(named), ['veth_src', 'domain_mode']);
+    assert.ok(!JSON.stringify(named).includes('pypi'));
+  });
+
+  it('dns_allowed is a set of its own, not a per-sandbox element set', () => {
+    assert.deepEqual(DNS_ALLOWED_SET, {
+      name: 'dns_allowed', type: ['ipv4_addr', 'ipv4_addr'], flags: ['timeout'], comment: DNS_ALLOWED_SET.comment,
+    });
+    assert.ok(typeof DNS_ALLOWED_SET.comment === 'string' && DNS_ALLOWED_SET.comment.length > 0);
+    assert.ok(!('dns_allowed' in SANDBOX_SETS));
+    assert.deepEqual(SANDBOX_SETS.domain_mode.type, ['ipv4_addr']);
+    assert.ok(!('flags' in SANDBOX_SETS.domain_mode));
+    // No policy ever yields a dns_allowed element.
+    const s = sandbox(6, 'veth', { mode: 'report', egress: { internet: false, domains: ['*.example.com'], allow: ['10.0.0.0/8'] }, group: 'g', inbound: { ports: [22] } });
+    assert.ok(sandboxElements(s, [sandbox(7, 'veth', { group: 'g' })]).every((e) => (e.set as string) !== 'dns_allowed'));
   });
 
   it('mode report: a report_mode element; enforce or unset: none', () => {
@@ -281,6 +310,7 @@ describe('element ownership over a sandbox lifetime (property)', () => {
         internet: pick([true, false, undefined]),
         allow: pick([[], ['10.0.0.0/8'], ['172.16.0.0/12:443/tcp', '10.1.0.0/16:8000-8100']]),
         deny: pick([[], ['10.1.2.3'], ['10.0.0.0/8:22/tcp', '203.0.113.0/24/udp']]),
+        domains: pick([undefined, [], ['pypi.org', '*.example.com']]),
       },
       group: pick([undefined, 'a', 'b', { name: 'a', ports: [8080, '9000-9100/udp'] }, { name: 'b', ports: [] }]),
       inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
@@ -302,7 +332,7 @@ describe('element ownership over a sandbox lifetime (property)', () => {
     const del = (els: Element[]) => {
       for (const e of els) assert.ok(kernel.delete(key(e)), `deleted but absent: ${key(e)}`);
     };
-    const seenOps = { create: 0, change: 0, remove: 0, maxPairs: 0 };
+    const seenOps = { create: 0, change: 0, remove: 0, maxPairs: 0, maxDomainMode: 0 };
     for (let step = 0; step < 600; step++) {
       const k = rnd();
       const ids = [...live.keys()];
@@ -328,6 +358,7 @@ describe('element ownership over a sandbox lifetime (property)', () => {
         seenOps.remove++;
       }
       seenOps.maxPairs = Math.max(seenOps.maxPairs, [...kernel.values()].filter((e) => e.set === 'group_pairs').length);
+      seenOps.maxDomainMode = Math.max(seenOps.maxDomainMode, [...kernel.values()].filter((e) => e.set === 'domain_mode').length);
       // What a reset (gc, daemon start) would install: each sandbox's elements, each pair once.
       const expected: Element[] = [];
       const seen: SandboxSpec[] = [];
@@ -342,6 +373,7 @@ describe('element ownership over a sandbox lifetime (property)', () => {
     // The walk did exercise every operation, with groups of several sandboxes.
     assert.ok(seenOps.create > 100 && seenOps.change > 100 && seenOps.remove > 100, JSON.stringify(seenOps));
     assert.ok(seenOps.maxPairs > 20, JSON.stringify(seenOps));
+    assert.ok(seenOps.maxDomainMode > 5, JSON.stringify(seenOps));
     // Everything removed: nothing left behind.
     for (const [id, s] of [...live]) {
       live.delete(id);

@@ -1,0 +1,171 @@
+// What the resolver does for one sandbox, on top of plain forwarding: per-sandbox query
+// limits, the domain allow-list (a query for a name not on it is refused; the addresses an
+// allowed name resolves to are admitted in the kernel, for the answer's TTL, before the
+// sandbox sees the answer), and rebinding protection (answers pointing into denied space
+// are stripped unless the sandbox's policy opens that destination).
+import dnsPacket from 'dns-packet';
+import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { Policy, domainAllowed } from '../core/policy.js';
+import { DENIED_RANGES } from '../core/ruleset.js';
+
+export interface GateSandbox {
+  name: string;
+  ip: string;
+  policy: Policy;
+}
+
+export interface QueryLogEntry {
+  sandbox: string;
+  name: string;
+  type: string;
+  verdict: 'answered' | 'refused' | 'limited' | 'stripped';
+  answer: string[];
+  reason?: string;
+}
+
+export interface GateHooks {
+  /** The sandbox at this source address, or undefined (then the query is dropped). */
+  sandbox(ip: string): GateSandbox | undefined;
+  /** Admits `sandbox` to `addresses` in the kernel for `ttl` seconds; synchronous. */
+  admit(sandbox: GateSandbox, addresses: string[], ttl: number): void;
+  log(entry: QueryLogEntry): void;
+}
+
+export interface GateOptions {
+  /** Clamp of the admission time to the answer's TTL, in seconds. */
+  minTtl: number;
+  maxTtl: number;
+  refuseWith: 'refused' | 'nxdomain';
+  subnet: string;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+  failures: number[];
+}
+
+const RCODE_REFUSED = 5;
+const RCODE_NXDOMAIN = 3;
+
+export type QueryDecision = { forward: true; sandbox: GateSandbox } | { forward: false; reply?: Buffer };
+
+export class DnsGate {
+  private readonly buckets = new Map<string, Bucket>();
+  private readonly denied;
+
+  constructor(private readonly hooks: GateHooks, private readonly o: GateOptions) {
+    this.denied = [...DENIED_RANGES, o.subnet].map((c) => parseCidr(c));
+  }
+
+  private refusal(q: dnsPacket.Packet, rcode: number): Buffer {
+    return dnsPacket.encode({ id: q.id, type: 'response', flags: ((q.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode, questions: q.questions });
+  }
+
+  /** Token bucket per sandbox; also refuses while too many queries failed in the last minute. */
+  private allowQuery(s: GateSandbox, now: number): 'ok' | 'rate' | 'failures' {
+    let b = this.buckets.get(s.ip);
+    if (!b) this.buckets.set(s.ip, (b = { tokens: s.policy.dns.burst, at: now, failures: [] }));
+    b.tokens = Math.min(s.policy.dns.burst, b.tokens + ((now - b.at) / 1000) * s.policy.dns.qps);
+    b.at = now;
+    while (b.failures.length > 0 && b.failures[0] < now - 60_000) b.failures.shift();
+    if (b.failures.length >= s.policy.dns.maxFailuresPerMinute) return 'failures';
+    if (b.tokens < 1) return 'rate';
+    b.tokens -= 1;
+    return 'ok';
+  }
+
+  private failed(s: GateSandbox, now: number): void {
+    this.buckets.get(s.ip)?.failures.push(now);
+  }
+
+  /** Forgets a sandbox's limiter state (removal; an address reused later starts fresh). */
+  forget(ip: string): void {
+    this.buckets.delete(ip);
+  }
+
+  onQuery(clientIp: string, query: Buffer, now = Date.now()): QueryDecision {
+    const s = this.hooks.sandbox(clientIp);
+    if (!s) return { forward: false };
+    let q: dnsPacket.Packet;
+    try {
+      q = dnsPacket.decode(query);
+    } catch {
+      return { forward: false };
+    }
+    if (q.type !== 'query' || !q.questions?.length) return { forward: false }; // not a query
+    const question = q.questions[0];
+    const name = (question?.name ?? '').toLowerCase();
+    const type = String(question?.type ?? '');
+    const { maxNameLength, maxLabelLength } = s.policy.dns;
+    if (name.length > maxNameLength || name.split('.').some((l) => l.length > maxLabelLength)) {
+      // Long names and labels are how data is smuggled out through DNS.
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: `over dns.maxNameLength ${maxNameLength} or dns.maxLabelLength ${maxLabelLength}` });
+      return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
+    }
+    const limit = this.allowQuery(s, now);
+    if (limit !== 'ok') {
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` });
+      return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
+    }
+    if (s.policy.domains && !domainAllowed(s.policy.domains, name)) {
+      this.failed(s, now);
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'not in egress.domains' });
+      return { forward: false, reply: this.refusal(q, this.o.refuseWith === 'nxdomain' ? RCODE_NXDOMAIN : RCODE_REFUSED) };
+    }
+    return { forward: true, sandbox: s };
+  }
+
+  /** Filters an upstream answer for `s` and admits its addresses; returns what to send. */
+  onAnswer(s: GateSandbox, answer: Buffer, now = Date.now()): Buffer {
+    let a: dnsPacket.Packet;
+    try {
+      a = dnsPacket.decode(answer);
+    } catch {
+      return answer;
+    }
+    const qname = (a.questions?.[0]?.name ?? '').toLowerCase();
+    const type = String(a.questions?.[0]?.type ?? '');
+    const rcode = (a.flags ?? 0) & 0x0f;
+    if (rcode === RCODE_NXDOMAIN || rcode === RCODE_REFUSED) this.failed(s, now);
+    // The name asked decides; follow its CNAME chain to the addresses at its end.
+    const chain = new Set([qname]);
+    for (const r of a.answers ?? []) if (r.type === 'CNAME' && chain.has(r.name.toLowerCase())) chain.add(String(r.data).toLowerCase());
+    const keep: dnsPacket.Answer[] = [];
+    const admitted: string[] = [];
+    let minTtl = Infinity;
+    const stripped: string[] = [];
+    for (const r of a.answers ?? []) {
+      if (r.type === 'A' && chain.has(r.name.toLowerCase())) {
+        const ip = String(r.data);
+        if (this.isRebinding(s, ip)) {
+          stripped.push(ip);
+          continue;
+        }
+        admitted.push(ip);
+        minTtl = Math.min(minTtl, r.ttl ?? 0);
+      }
+      keep.push(r);
+    }
+    if (s.policy.domains && admitted.length > 0) {
+      const ttl = Math.max(this.o.minTtl, Math.min(this.o.maxTtl, Number.isFinite(minTtl) ? minTtl : this.o.minTtl));
+      this.hooks.admit(s, admitted, ttl);
+    }
+    this.hooks.log({ sandbox: s.name, name: qname, type, verdict: stripped.length ? 'stripped' : 'answered', answer: admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) });
+    if (stripped.length === 0) return answer;
+    return dnsPacket.encode({ ...a, answers: keep });
+  }
+
+  /** An answer into denied space (private, metadata, the sandbox subnet) the policy does not open. */
+  private isRebinding(s: GateSandbox, ip: string): boolean {
+    let n: number;
+    try {
+      n = parseIPv4(ip);
+    } catch {
+      return false;
+    }
+    if (!this.denied.some((c) => cidrContains(c, n))) return false;
+    // Explicitly opened: an allow entry of the sandbox's policy covers the address.
+    return !s.policy.allow.some((r) => cidrContains(r.cidr, n));
+  }
+}

@@ -1,0 +1,108 @@
+// Policy-aware DNS with real queries and packets: the resolver cannot be bypassed, domain
+// allow-lists open exactly the answered addresses for the TTL, CNAME chains, rebinding
+// protection, per-sandbox query limits, the query log.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Testbed, WAN } from '../testbed/testbed.js';
+
+describe('dns', () => {
+  let tb: Testbed;
+  const I = `n${Date.now().toString(36)}`;
+  let flags: string[];
+  const run = (args: string[]) => tb.toastnet(I, args, { extraFlags: flags });
+  const create = (name: string, ...f: string[]) => {
+    const r = run(['create', name, ...f]);
+    assert.equal(r.code, 0, r.stderr);
+  };
+  const inSbx = (s: string, cmd: string[]) => run(['exec', s, '--', ...cmd]);
+  const curl = (s: string, url: string) => inSbx(s, ['curl', '-sS', '--max-time', '2', url]);
+  const dig = (s: string, name: string, ...extra: string[]) => inSbx(s, ['dig', '+time=2', '+tries=1', ...extra, name]);
+
+  before(async () => {
+    tb = await Testbed.create();
+    const cfg = path.join(tb.dir, 'dns.json');
+    fs.writeFileSync(cfg, JSON.stringify({ dnsMinTtl: 1 }));
+    flags = ['--config', cfg];
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('DNS to any resolver but the gateway is blocked (UDP, TCP, DNS-over-TLS port)', () => {
+    create('plain');
+    assert.match(dig('plain', 'example.test', '+short').stdout, /203\.0\.113\.10/);
+    assert.doesNotMatch(dig('plain', 'example.test', '+short', `@${WAN.dns}`).stdout, /203\.0\.113\.10/);
+    assert.doesNotMatch(dig('plain', 'example.test', '+short', '+tcp', `@${WAN.dns}`).stdout, /203\.0\.113\.10/);
+    assert.notEqual(inSbx('plain', ['curl', '-sS', '--max-time', '2', `telnet://${WAN.dns}:853`]).code, 0);
+  });
+
+  it('a domain allow-list opens exactly the answered addresses, and refuses other names', () => {
+    create('pinned', '--domain', 'example.test');
+    assert.equal(curl('pinned', 'http://example.test/').stdout, 'internet');
+    assert.notEqual(curl('pinned', `http://${WAN.internet2}/`).code, 0, 'an address no allowed name gave');
+    assert.match(dig('pinned', 'other.test').stdout, /status: REFUSED/);
+    assert.match(dig('pinned', 'www.example.test').stdout, /status: REFUSED/, 'only the listed name, not its subdomains');
+  });
+
+  it('wildcards cover subdomains only; the asked name decides, not where its CNAME points', () => {
+    create('wild', '--domain', '*.example.test', '--domain', 'cdn.test');
+    assert.match(dig('wild', 'www.example.test', '+short').stdout, /203\.0\.113\.10/);
+    assert.match(dig('wild', 'example.test').stdout, /status: REFUSED/);
+    assert.equal(curl('wild', 'http://cdn.test/').stdout, 'internet2', 'the end of an allowed CNAME chain is opened');
+    assert.match(dig('wild', 'edge.cdn-provider.test').stdout, /status: REFUSED/, 'the chain target asked directly is not allowed');
+    assert.match(dig('wild', 'sneaky.test').stdout, /status: REFUSED/, 'a name aliasing an allowed target is still refused');
+  });
+
+  it('admitted addresses close again after the TTL', async () => {
+    create('ttl', '--domain', 'short.test');
+    assert.equal(curl('ttl', 'http://short.test/').stdout, 'internet2');
+    await sleep(3500);
+    assert.notEqual(curl('ttl', `http://${WAN.internet2}/`).code, 0, 'still open after the 2 s TTL');
+  });
+
+  it('answers pointing into private space are stripped unless the policy opens them', () => {
+    assert.equal(dig('plain', 'rebind.test', '+short').stdout.trim(), '');
+    assert.equal(dig('plain', 'metadata.test', '+short').stdout.trim(), '');
+    assert.match(dig('plain', 'example.test', '+short').stdout, /203\.0\.113\.10/);
+    create('opened', '--allow', `${WAN.private10}/32`);
+    assert.equal(dig('opened', 'rebind.test', '+short').stdout.trim(), WAN.private10);
+  });
+
+  it('per-sandbox query limits refuse the excess, leave others alone, and recover', async () => {
+    const p = path.join(tb.dir, 'limited.json');
+    fs.writeFileSync(p, JSON.stringify({ dns: { qps: 2, burst: 2 } }));
+    create('chatty', '--policy', p);
+    // Eight queries in a tight loop inside the sandbox: the bucket holds two.
+    const loop = inSbx('chatty', ['sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do dig +time=1 +tries=1 example.test | grep -o "status: [A-Z]*"; done']).stdout;
+    const refused = loop.split('\n').filter((l) => l === 'status: REFUSED').length;
+    assert.ok(refused >= 4 && refused <= 6, loop);
+    assert.match(dig('plain', 'example.test').stdout, /status: NOERROR/, 'another sandbox is unaffected');
+    await sleep(1500);
+    assert.match(dig('chatty', 'example.test').stdout, /status: NOERROR/, 'recovered');
+  });
+
+  it('the query log records name, type, answer and verdict per sandbox', () => {
+    const log = run(['events', '--queries', '--json', '--sandbox', 'pinned', '--limit', '50']).stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    assert.ok(log.some((q) => q.name === 'example.test' && q.verdict === 'answered' && q.answer.includes(WAN.internet)), JSON.stringify(log));
+    assert.ok(log.some((q) => q.name === 'other.test' && q.verdict === 'refused'));
+    assert.ok(log.every((q) => q.sandbox === 'pinned'));
+    const plain = run(['events', '--queries', '--json', '--sandbox', 'plain']).stdout;
+    assert.match(plain, /"verdict":"stripped"/);
+    const ev = run(['events', '--json', '--sandbox', 'pinned']).stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    assert.ok(ev.some((e) => e.reason === 'domain' && e.dst === 'other.test' && e.proto === 'dns'), `a refused name is a blocked event: ${JSON.stringify(ev)}`);
+  });
+
+  it('names or labels over the policy\'s length limits are refused', () => {
+    const p = path.join(tb.dir, 'short-labels.json');
+    fs.writeFileSync(p, JSON.stringify({ dns: { maxLabelLength: 20, maxNameLength: 60 } }));
+    create('terse', '--policy', p);
+    assert.match(dig('terse', `${'a'.repeat(20)}.example.test`).stdout, /status: NXDOMAIN/, 'a 20-character label is asked');
+    assert.match(dig('terse', `${'a'.repeat(21)}.example.test`).stdout, /status: REFUSED/);
+    assert.match(dig('terse', `${'a'.repeat(16)}.${'b'.repeat(16)}.${'c'.repeat(16)}.example.test`).stdout, /status: REFUSED/, 'a 63-character name');
+    assert.match(dig('plain', `${'a'.repeat(63)}.example.test`).stdout, /status: NXDOMAIN/, 'defaults allow RFC-sized labels');
+  });
+
+});

@@ -1,0 +1,507 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import dnsPacket from 'dns-packet';
+import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
+import { DnsGate, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
+
+// The gate is pure: fake hooks stand in for the engine (who is at this address, admission in
+// the kernel, the query log), and every packet is built with dns-packet. No socket anywhere.
+
+const T0 = 1_700_000_000_000;
+const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
+
+interface Admit {
+  sandbox: string;
+  addresses: string[];
+  ttl: number;
+}
+
+interface Harness {
+  gate: DnsGate;
+  admits: Admit[];
+  logs: QueryLogEntry[];
+  asked: string[];
+  sandboxes: Map<string, GateSandbox>;
+  /** A sandbox the fake engine knows, by address. */
+  add(name: string, ip: string, policy?: PolicyInput): GateSandbox;
+}
+
+function harness(o: Partial<GateOptions> = {}): Harness {
+  const sandboxes = new Map<string, GateSandbox>();
+  const admits: Admit[] = [];
+  const logs: QueryLogEntry[] = [];
+  const asked: string[] = [];
+  const gate = new DnsGate({
+    sandbox: (ip) => {
+      asked.push(ip);
+      return sandboxes.get(ip);
+    },
+    admit: (s, addresses, ttl) => admits.push({ sandbox: s.name, addresses: [...addresses], ttl }),
+    log: (e) => logs.push(structuredClone(e)),
+  }, { minTtl: 5, maxTtl: 3600, refuseWith: 'refused', subnet: '10.166.0.0/16', ...o });
+  return {
+    gate, admits, logs, asked, sandboxes,
+    add(name, ip, policy = {}) {
+      const s = { name, ip, policy: resolvePolicy(policy) };
+      sandboxes.set(ip, s);
+      return s;
+    },
+  };
+}
+
+function query(name: string, o: { type?: dnsPacket.RecordType; id?: number; rd?: boolean } = {}): Buffer {
+  return dnsPacket.encode({
+    type: 'query', id: o.id ?? 4242, flags: o.rd === false ? 0 : dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: o.type ?? 'A', name }],
+  });
+}
+
+const A = (name: string, data: string, ttl = 300): dnsPacket.Answer => ({ type: 'A', name, ttl, data });
+const CNAME = (name: string, data: string, ttl = 300): dnsPacket.Answer => ({ type: 'CNAME', name, ttl, data });
+
+function answer(name: string, answers: dnsPacket.Answer[], o: { rcode?: number; id?: number; type?: dnsPacket.RecordType; authorities?: dnsPacket.Answer[] } = {}): Buffer {
+  return dnsPacket.encode({
+    type: 'response', id: o.id ?? 4242,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | (o.rcode ?? RCODE.NOERROR),
+    questions: [{ type: o.type ?? 'A', name }],
+    answers,
+    authorities: o.authorities ?? [],
+  });
+}
+
+/** The reply of a decision that answers the sandbox itself, decoded. */
+function replyOf(d: QueryDecision): dnsPacket.DecodedPacket & { rcode?: string } {
+  assert.equal(d.forward, false, 'expected the gate to answer itself');
+  assert.ok(!d.forward && d.reply, 'expected a reply');
+  return dnsPacket.decode(d.reply) as dnsPacket.DecodedPacket & { rcode?: string };
+}
+
+const rcodeOf = (buf: Buffer): number => buf.readUInt16BE(2) & 0x0f;
+const forwarded = (d: QueryDecision): boolean => d.forward;
+const dataOf = (r: dnsPacket.Answer): unknown => ('data' in r ? r.data : undefined);
+const aRecords = (buf: Buffer): string[] => (dnsPacket.decode(buf).answers ?? []).filter((r) => r.type === 'A').map((r) => String(dataOf(r)));
+
+describe('DnsGate.onQuery: who may ask', () => {
+  it('a client that is no sandbox: not forwarded, no reply, nothing logged', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2');
+    const d = h.gate.onQuery('10.166.0.99', query('pypi.org'), T0);
+    assert.deepEqual(d, { forward: false });
+    assert.deepEqual(h.asked, ['10.166.0.99'], 'the sandbox is looked up by the client address');
+    assert.deepEqual(h.logs, []);
+    assert.deepEqual(h.admits, []);
+  });
+
+  it('a sandbox without an allow-list: forwarded, with the sandbox the hook gave', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2');
+    const d = h.gate.onQuery('10.166.0.2', query('anything.example'), T0);
+    assert.equal(d.forward, true);
+    assert.ok(d.forward);
+    assert.equal(d.sandbox, s);
+    assert.deepEqual(h.logs, [], 'a forwarded query is logged with its answer, not before');
+  });
+
+  it('a malformed query from a sandbox: not forwarded, no reply', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2');
+    assert.deepEqual(h.gate.onQuery('10.166.0.2', Buffer.from([1, 2, 3]), T0), { forward: false });
+    const truncated = query('pypi.org').subarray(0, 20);
+    assert.deepEqual(h.gate.onQuery('10.166.0.2', truncated, T0), { forward: false });
+    assert.deepEqual(h.logs, []);
+  });
+});
+
+describe('DnsGate.onQuery: what may be asked', () => {
+  it('a response or a packet without a question is no query: not forwarded, no reply', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2');
+    const response = answer('pypi.org', [A('pypi.org', '151.101.0.223')]);
+    assert.deepEqual(h.gate.onQuery('10.166.0.2', response, T0), { forward: false });
+    const empty = dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [] });
+    assert.deepEqual(h.gate.onQuery('10.166.0.2', empty, T0), { forward: false });
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('pypi.org'), T0)), true, 'a real query still is');
+    assert.deepEqual(h.logs, []);
+  });
+
+  it('names longer than dns.maxNameLength, or with a label longer than dns.maxLabelLength, are refused and logged', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', { dns: { maxNameLength: 40, maxLabelLength: 10 } });
+    const ask = (name: string) => h.gate.onQuery('10.166.0.2', query(name), T0);
+    const reason = 'over dns.maxNameLength 40 or dns.maxLabelLength 10';
+    assert.equal(forwarded(ask(`${'a'.repeat(10)}.example`)), true, 'a label of exactly the limit');
+    const atLimit = `${'a'.repeat(10)}.${'b'.repeat(10)}.${'c'.repeat(10)}.example`;
+    assert.equal(atLimit.length, 40);
+    assert.equal(forwarded(ask(atLimit)), true, '40 characters');
+    const long = ask(`${'a'.repeat(11)}.example`);
+    assert.equal(replyOf(long).rcode, 'REFUSED');
+    assert.deepEqual(h.logs.at(-1), { sandbox: 'web', name: `${'a'.repeat(11)}.example`, type: 'A', verdict: 'refused', answer: [], reason });
+    const tooLong = `${atLimit}1`;
+    assert.equal(tooLong.length, 41);
+    assert.equal(replyOf(ask(tooLong)).rcode, 'REFUSED');
+    assert.equal(h.logs.at(-1)!.reason, reason);
+    assert.equal(h.logs.length, 2);
+  });
+
+  it('the defaults are the protocol\'s own limits (253 and 63)', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2');
+    const label = 'a'.repeat(63);
+    const longest = `${label}.${label}.${label}.${'b'.repeat(61)}`;
+    assert.equal(longest.length, 253);
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query(longest), T0)), true, '253 characters');
+    assert.deepEqual(h.logs, []);
+  });
+
+  it('the length limits apply to allowed names too, and before the allow-list', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] }, dns: { maxLabelLength: 8 } });
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('abcdefgh.example.com'), T0)), true);
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', query('abcdefghi.example.com'), T0)).rcode, 'REFUSED');
+    assert.match(h.logs.at(-1)!.reason!, /maxLabelLength 8/);
+  });
+});
+
+describe('DnsGate.onQuery: rate limit (token bucket per sandbox)', () => {
+  it('allows a burst, then refuses with REFUSED and logs "limited"', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', { dns: { qps: 4, burst: 3 } });
+    for (let i = 0; i < 3; i++) assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query(`q${i}.example`), T0)), true, `query ${i}`);
+    const d = h.gate.onQuery('10.166.0.2', query('Over.Example', { id: 777 }), T0);
+    const r = replyOf(d);
+    assert.equal(r.type, 'response');
+    assert.equal(r.id, 777, 'the reply carries the query ID');
+    assert.equal(rcodeOf((d as { reply: Buffer }).reply), RCODE.REFUSED);
+    assert.equal(r.rcode, 'REFUSED');
+    assert.deepEqual(r.questions, [{ name: 'Over.Example', type: 'A', class: 'IN' }], 'the question is echoed');
+    assert.equal(r.flag_rd, true, 'RD echoed');
+    assert.equal(r.flag_ra, true);
+    assert.deepEqual(r.answers, []);
+    assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'over.example', type: 'A', verdict: 'limited', answer: [], reason: 'over dns.qps 4' }]);
+  });
+
+  it('recovers as time passes, at qps tokens per second, never above burst', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', { dns: { qps: 4, burst: 3 } });
+    const ask = (t: number) => forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), t));
+    assert.deepEqual([ask(T0), ask(T0), ask(T0), ask(T0)], [true, true, true, false]);
+    assert.equal(ask(T0 + 200), false, '0.8 tokens after 200 ms');
+    assert.equal(ask(T0 + 300), true, '1.2 tokens after 300 ms');
+    assert.equal(ask(T0 + 300), false, '0.2 left');
+    assert.equal(ask(T0 + 550), true, '0.2 + 1.0 = 1.2 tokens at 550 ms');
+    assert.equal(ask(T0 + 550), false);
+    // A long pause refills to burst, not beyond.
+    const later = T0 + 3_600_000;
+    assert.deepEqual([ask(later), ask(later), ask(later), ask(later)], [true, true, true, false]);
+    assert.equal(h.logs.filter((e) => e.verdict === 'limited').length, 5);
+    assert.equal(h.logs.length, 5, 'forwarded queries are not logged here');
+  });
+
+  it('each sandbox has its own bucket; forget() starts a sandbox afresh', () => {
+    const h = harness();
+    h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    h.add('b', '10.166.0.3', { dns: { qps: 1, burst: 1 } });
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true);
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), false);
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), true, 'b is not limited by a');
+    h.gate.forget('10.166.0.2');
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true, 'a fresh bucket holds burst tokens');
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), false, 'forget touched only a');
+  });
+
+  it('the defaults (qps 50, burst 100) apply when the policy sets no limits', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2');
+    const results = Array.from({ length: 101 }, () => forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)));
+    assert.equal(results.filter(Boolean).length, 100);
+    assert.equal(results[100], false);
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0 + 19)), false, '0.95 tokens');
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0 + 21)), true, '1.05 tokens');
+  });
+});
+
+describe('DnsGate: failures per minute', () => {
+  /** A query and its answer with `rcode`, at `t`. */
+  const round = (h: Harness, s: GateSandbox, t: number, rcode: number, name = 'x.example'): boolean => {
+    const d = h.gate.onQuery(s.ip, query(name), t);
+    if (d.forward) h.gate.onAnswer(d.sandbox, answer(name, [], { rcode }), t);
+    return d.forward;
+  };
+
+  it('NXDOMAIN and REFUSED answers count; past the limit every query is refused until the oldest is a minute old', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { dns: { maxFailuresPerMinute: 3 } });
+    assert.equal(round(h, s, T0, RCODE.NXDOMAIN), true);
+    assert.equal(round(h, s, T0 + 10_000, RCODE.REFUSED), true);
+    assert.equal(round(h, s, T0 + 20_000, RCODE.NXDOMAIN), true);
+    const d = h.gate.onQuery(s.ip, query('fine.example', { id: 9 }), T0 + 30_000);
+    assert.equal(replyOf(d).rcode, 'REFUSED');
+    assert.equal(replyOf(d).id, 9);
+    assert.deepEqual(h.logs.at(-1), { sandbox: 'web', name: 'fine.example', type: 'A', verdict: 'limited', answer: [], reason: 'over dns.maxFailuresPerMinute 3' });
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('fine.example'), T0 + 59_999)), false, 'the first failure is still within the minute');
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('fine.example'), T0 + 60_001)), true, 'the first failure has aged out');
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('fine.example'), T0 + 60_002)), true, 'two failures left in the window: under the limit');
+  });
+
+  it('NOERROR and SERVFAIL answers do not count', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { dns: { maxFailuresPerMinute: 2 } });
+    for (let i = 0; i < 10; i++) assert.equal(round(h, s, T0 + i, i % 2 ? RCODE.SERVFAIL : RCODE.NOERROR), true, `round ${i}`);
+    assert.equal(round(h, s, T0 + 10, RCODE.NXDOMAIN), true);
+    assert.equal(round(h, s, T0 + 11, RCODE.NXDOMAIN), true);
+    assert.equal(round(h, s, T0 + 12, RCODE.NOERROR), false, 'two failures: limited');
+  });
+
+  it('refusals of names not in egress.domains count too', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { egress: { domains: ['pypi.org'] }, dns: { maxFailuresPerMinute: 2 } });
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('evil.example'), T0)), false);
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('pypi.org'), T0 + 1)), true, 'one failure: still answered');
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('evil.example'), T0 + 2)), false);
+    assert.deepEqual(h.logs.map((e) => e.verdict), ['refused', 'refused']);
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('pypi.org'), T0 + 3)), false, 'two failures: even an allowed name is refused');
+    assert.equal(h.logs.at(-1)!.verdict, 'limited');
+    assert.equal(h.logs.at(-1)!.reason, 'over dns.maxFailuresPerMinute 2');
+    assert.equal(forwarded(h.gate.onQuery(s.ip, query('pypi.org'), T0 + 60_003)), true, 'both aged out');
+  });
+
+  it('failures are counted per sandbox', () => {
+    const h = harness();
+    const a = h.add('a', '10.166.0.2', { dns: { maxFailuresPerMinute: 1 } });
+    const b = h.add('b', '10.166.0.3', { dns: { maxFailuresPerMinute: 1 } });
+    assert.equal(round(h, a, T0, RCODE.NXDOMAIN), true);
+    assert.equal(round(h, b, T0, RCODE.NOERROR), true);
+    assert.equal(round(h, a, T0 + 1, RCODE.NOERROR), false);
+    assert.equal(round(h, b, T0 + 1, RCODE.NOERROR), true);
+  });
+});
+
+describe('DnsGate.onQuery: the domain allow-list', () => {
+  const policy: PolicyInput = { egress: { domains: ['PyPI.org', '*.example.com'] } };
+
+  it('a name not on the list gets REFUSED, is logged "refused" and is not forwarded', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', policy);
+    const d = h.gate.onQuery('10.166.0.2', query('Evil.NET', { id: 31, type: 'AAAA', rd: false }), T0);
+    const r = replyOf(d);
+    assert.equal(r.rcode, 'REFUSED');
+    assert.equal(r.id, 31);
+    assert.equal(r.type, 'response');
+    assert.equal(r.flag_rd, false, 'RD is echoed, not invented');
+    assert.deepEqual(r.questions, [{ name: 'Evil.NET', type: 'AAAA', class: 'IN' }]);
+    assert.deepEqual(r.answers, []);
+    assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'evil.net', type: 'AAAA', verdict: 'refused', answer: [], reason: 'not in egress.domains' }]);
+    assert.deepEqual(h.admits, []);
+  });
+
+  it('with refuseWith "nxdomain" the refusal is NXDOMAIN', () => {
+    const h = harness({ refuseWith: 'nxdomain' });
+    h.add('web', '10.166.0.2', policy);
+    const d = h.gate.onQuery('10.166.0.2', query('evil.net'), T0);
+    assert.equal(replyOf(d).rcode, 'NXDOMAIN');
+    assert.equal(rcodeOf((d as { reply: Buffer }).reply), RCODE.NXDOMAIN);
+    assert.equal(h.logs[0].verdict, 'refused');
+    // Rate limiting still answers REFUSED.
+    const l = harness({ refuseWith: 'nxdomain' });
+    l.add('web', '10.166.0.2', { ...policy, dns: { burst: 1 } });
+    l.gate.onQuery('10.166.0.2', query('pypi.org'), T0);
+    assert.equal(replyOf(l.gate.onQuery('10.166.0.2', query('pypi.org'), T0)).rcode, 'REFUSED');
+  });
+
+  it('exact names and names under a wildcard are forwarded, whatever their case; the wildcard\'s own name is not', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', policy);
+    const cases: [string, boolean][] = [
+      ['pypi.org', true], ['PYPI.ORG', true], ['files.pypi.org', false],
+      ['cdn.example.com', true], ['a.b.Example.COM', true], ['example.com', false], ['badexample.com', false],
+    ];
+    for (const [name, ok] of cases) assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query(name), T0)), ok, name);
+    assert.deepEqual(h.logs.map((e) => e.name), ['files.pypi.org', 'example.com', 'badexample.com']);
+  });
+
+  it('an empty list refuses every name; no list forwards every name', () => {
+    const h = harness();
+    h.add('closed', '10.166.0.2', { egress: { domains: [] } });
+    h.add('open', '10.166.0.3');
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', query('pypi.org'), T0)).rcode, 'REFUSED');
+    assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('pypi.org'), T0)), true);
+  });
+});
+
+describe('DnsGate.onAnswer: admission', () => {
+  const policy: PolicyInput = { egress: { domains: ['pypi.org', '*.example.com'] } };
+
+  it('admits the A records at the end of the asked name\'s CNAME chain, for the smallest TTL, before it returns', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    const buf = answer('PyPI.org', [
+      CNAME('PyPI.org', 'Dualstack.Python.Map.Fastly.NET', 300),
+      CNAME('dualstack.python.map.fastly.net', 'edge.fastly.net', 600),
+      A('edge.fastly.net', '151.101.0.223', 120),
+      A('EDGE.fastly.net', '151.101.64.223', 60),
+      A('unrelated.example.org', '203.0.113.9', 1), // not on the chain
+    ]);
+    const out = h.gate.onAnswer(s, buf, T0);
+    // Synchronously: by the time the answer is handed back, the kernel has been told.
+    assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['151.101.0.223', '151.101.64.223'], ttl: 60 }]);
+    assert.ok(out.equals(buf), 'nothing stripped: the answer is passed on as it came');
+    assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'pypi.org', type: 'A', verdict: 'answered', answer: ['151.101.0.223', '151.101.64.223'] }]);
+  });
+
+  it('the admitted time is the TTL clamped to [minTtl, maxTtl]', () => {
+    const cases: [number, number, number, number][] = [
+      // minTtl, maxTtl, record TTL, admitted for
+      [5, 3600, 300, 300],
+      [5, 3600, 1, 5],
+      [5, 3600, 0, 5],
+      [5, 3600, 86400, 3600],
+      [5, 3600, 5, 5],
+      [5, 3600, 3600, 3600],
+      [30, 60, 45, 45],
+      [30, 60, 29, 30],
+      [30, 60, 61, 60],
+    ];
+    for (const [minTtl, maxTtl, ttl, want] of cases) {
+      const h = harness({ minTtl, maxTtl });
+      const s = h.add('web', '10.166.0.2', policy);
+      h.gate.onAnswer(s, answer('cdn.example.com', [A('cdn.example.com', '93.184.216.34', ttl)]), T0);
+      assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['93.184.216.34'], ttl: want }], `min ${minTtl} max ${maxTtl} ttl ${ttl}`);
+    }
+  });
+
+  it('admits nothing when the chain ends without an address (NXDOMAIN, CNAME only, AAAA only, addresses of other names)', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    h.gate.onAnswer(s, answer('cdn.example.com', [], { rcode: RCODE.NXDOMAIN }), T0);
+    h.gate.onAnswer(s, answer('cdn.example.com', [CNAME('cdn.example.com', 'elsewhere.example.net')]), T0);
+    h.gate.onAnswer(s, answer('cdn.example.com', [{ type: 'AAAA', name: 'cdn.example.com', ttl: 60, data: '2001:db8::1' }], { type: 'AAAA' }), T0);
+    h.gate.onAnswer(s, answer('cdn.example.com', [A('other.example.net', '198.51.100.1')]), T0);
+    assert.deepEqual(h.admits, []);
+    assert.deepEqual(h.logs.map((e) => [e.verdict, e.answer]), [['answered', []], ['answered', []], ['answered', []], ['answered', []]]);
+  });
+
+  it('a sandbox without domains is never admitted anything (its internet is not narrowed)', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2');
+    const buf = answer('pypi.org', [A('pypi.org', '151.101.0.223'), A('pypi.org', '151.101.64.223')]);
+    const out = h.gate.onAnswer(s, buf, T0);
+    assert.deepEqual(h.admits, []);
+    assert.ok(out.equals(buf));
+    assert.equal(h.logs.length, 1);
+    assert.equal(h.logs[0].verdict, 'answered');
+  });
+
+  it('an answer that needs no change is returned byte for byte, not re-encoded', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    // Trailing bytes survive only if the original buffer is what comes back.
+    const buf = Buffer.concat([answer('cdn.example.com', [A('cdn.example.com', '93.184.216.34')]), Buffer.from([0xde, 0xad])]);
+    assert.ok(h.gate.onAnswer(s, buf, T0).equals(buf));
+    assert.equal(h.admits.length, 1);
+  });
+
+  it('an answer it cannot parse is passed on unchanged and admits nothing', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    const junk = Buffer.from([0, 1, 0x81, 0x80, 0, 1]);
+    assert.ok(h.gate.onAnswer(s, junk, T0).equals(junk));
+    assert.deepEqual(h.admits, []);
+  });
+});
+
+describe('DnsGate.onAnswer: rebinding protection', () => {
+  it('strips A records pointing into private, loopback, link-local, multicast or reserved space, and into the sandbox subnet', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] } });
+    const buf = answer('a.example.com', [
+      CNAME('a.example.com', 'b.example.com'),
+      A('b.example.com', '10.1.2.3'),
+      A('b.example.com', '93.184.216.34', 100),
+      A('b.example.com', '169.254.169.254'),
+      A('b.example.com', '127.0.0.1'),
+      A('b.example.com', '192.168.1.1'),
+      A('b.example.com', '172.16.0.1'),
+      A('b.example.com', '100.64.0.1'),
+      A('b.example.com', '224.0.0.1'),
+      A('b.example.com', '255.255.255.255'),
+      A('b.example.com', '0.0.0.0'),
+      A('b.example.com', '10.166.0.3'),
+      A('b.example.com', '93.184.216.35', 200),
+    ], { id: 55, authorities: [{ type: 'NS', name: 'example.com', ttl: 60, data: 'ns.example.com' }] });
+    const out = h.gate.onAnswer(s, buf, T0);
+    const p = dnsPacket.decode(out) as dnsPacket.DecodedPacket & { rcode?: string };
+    assert.deepEqual(aRecords(out), ['93.184.216.34', '93.184.216.35']);
+    // Everything else of the answer is kept.
+    assert.equal(p.id, 55);
+    assert.equal(p.type, 'response');
+    assert.equal(p.rcode, 'NOERROR');
+    assert.equal(p.flag_rd, true);
+    assert.equal(p.flag_ra, true);
+    assert.deepEqual(p.questions, [{ name: 'a.example.com', type: 'A', class: 'IN' }]);
+    assert.deepEqual((p.answers ?? []).filter((r) => r.type === 'CNAME').map((r) => [r.name, dataOf(r)]), [['a.example.com', 'b.example.com']]);
+    assert.deepEqual((p.authorities ?? []).map((r) => [r.type, r.name, dataOf(r)]), [['NS', 'example.com', 'ns.example.com']]);
+    // Only the public addresses are admitted, for their own TTLs.
+    assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['93.184.216.34', '93.184.216.35'], ttl: 100 }]);
+    assert.equal(h.logs.length, 1);
+    const log = h.logs[0];
+    assert.equal(log.verdict, 'stripped');
+    assert.deepEqual(log.answer, ['93.184.216.34', '93.184.216.35']);
+    assert.equal(log.reason, 'rebinding: 10.1.2.3, 169.254.169.254, 127.0.0.1, 192.168.1.1, 172.16.0.1, 100.64.0.1, 224.0.0.1, 255.255.255.255, 0.0.0.0, 10.166.0.3');
+  });
+
+  it('the sandbox subnet is the configured one, even outside the private ranges', () => {
+    const buf = answer('x.example.com', [A('x.example.com', '198.51.100.7')]);
+    const mine = harness({ subnet: '198.51.100.0/24' });
+    const s = mine.add('web', '198.51.100.2', { egress: { domains: ['*.example.com'] } });
+    assert.deepEqual(aRecords(mine.gate.onAnswer(s, buf, T0)), []);
+    assert.equal(mine.logs[0].verdict, 'stripped');
+    assert.deepEqual(mine.admits, [], 'nothing left to admit');
+    const other = harness({ subnet: '10.166.0.0/16' });
+    const t = other.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] } });
+    assert.ok(other.gate.onAnswer(t, buf, T0).equals(buf));
+    assert.deepEqual(other.admits, [{ sandbox: 'web', addresses: ['198.51.100.7'], ttl: 300 }]);
+  });
+
+  it('keeps an address an egress.allow entry of the sandbox covers (any port or protocol), and only that one', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { egress: { domains: ['db.example.com'], allow: ['10.1.0.0/16:5432/tcp', '192.168.7.7'] } });
+    const buf = answer('db.example.com', [A('db.example.com', '10.1.2.3'), A('db.example.com', '192.168.7.7'), A('db.example.com', '10.2.0.1')]);
+    const out = h.gate.onAnswer(s, buf, T0);
+    assert.deepEqual(aRecords(out), ['10.1.2.3', '192.168.7.7']);
+    assert.equal(h.logs[0].verdict, 'stripped');
+    assert.equal(h.logs[0].reason, 'rebinding: 10.2.0.1');
+    assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['10.1.2.3', '192.168.7.7'], ttl: 300 }]);
+    // Everything covered: returned as it came.
+    const h2 = harness();
+    const s2 = h2.add('web', '10.166.0.2', { egress: { allow: ['10.0.0.0/8'] } });
+    const all = answer('db.example.com', [A('db.example.com', '10.1.2.3'), A('db.example.com', '10.2.0.1')]);
+    assert.ok(h2.gate.onAnswer(s2, all, T0).equals(all));
+    assert.equal(h2.logs[0].verdict, 'answered');
+    // Another sandbox's allow entries do not count.
+    const h3 = harness();
+    h3.add('db', '10.166.0.3', { egress: { allow: ['10.0.0.0/8'] } });
+    const s3 = h3.add('web', '10.166.0.2');
+    assert.deepEqual(aRecords(h3.gate.onAnswer(s3, all, T0)), []);
+  });
+
+  it('protects sandboxes without domains too (stripping, but no admission)', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2');
+    const buf = answer('intranet.example', [A('intranet.example', '192.168.0.10'), A('intranet.example', '203.0.113.10')]);
+    const out = h.gate.onAnswer(s, buf, T0);
+    assert.deepEqual(aRecords(out), ['203.0.113.10']);
+    assert.equal(h.logs[0].verdict, 'stripped');
+    assert.deepEqual(h.admits, []);
+  });
+
+  it('an answer whose only addresses are stripped admits nothing and still answers (without them)', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] } });
+    const out = h.gate.onAnswer(s, answer('x.example.com', [A('x.example.com', '10.0.0.1'), A('x.example.com', '127.0.0.2')], { id: 8 }), T0);
+    const p = dnsPacket.decode(out);
+    assert.equal(p.id, 8);
+    assert.deepEqual(p.answers, []);
+    assert.deepEqual(h.admits, []);
+    assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'x.example.com', type: 'A', verdict: 'stripped', answer: [], reason: 'rebinding: 10.0.0.1, 127.0.0.2' }]);
+  });
+});
