@@ -122,6 +122,9 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
   if (!cidrContains(subnet, gw) || gw === subnet.network || gw === cidrLast(subnet)) {
     throw new ToastnetError('invalid_argument', `config: key "gateway": ${gateway} is not a usable address of subnet ${c.subnet}`);
   }
+  if (c.dnsMinTtl > c.dnsMaxTtl) {
+    throw new ToastnetError('invalid_argument', `config: key "dnsMinTtl": ${c.dnsMinTtl} is above dnsMaxTtl ${c.dnsMaxTtl}`);
+  }
   return {
     instance: c.instance,
     subnet: c.subnet,

@@ -39,7 +39,7 @@ export const PolicySchema = z.strictObject({
   dns: z.strictObject({
     qps: z.number().positive().max(100000).optional().describe('queries per second (token bucket rate)'),
     burst: z.number().int().positive().max(100000).optional().describe('queries allowed at once'),
-    maxFailuresPerMinute: z.number().int().min(0).max(100000).optional().describe('NXDOMAIN/REFUSED answers per minute before further queries are refused'),
+    maxFailuresPerMinute: z.number().int().min(1).max(100000).optional().describe('NXDOMAIN/REFUSED answers per minute before further queries are refused'),
     maxNameLength: z.number().int().min(1).max(253).optional().describe('longest name that may be asked (default 253)'),
     maxLabelLength: z.number().int().min(1).max(63).optional().describe('longest label that may be asked (default 63); shorter limits slow DNS exfiltration'),
   }).optional(),

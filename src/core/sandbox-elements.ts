@@ -115,6 +115,10 @@ export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = []): Elem
 /** Groups elements by set, in a stable order, for add/delete commands. */
 export function bySet(elements: Element[]): Map<SandboxSet, unknown[]> {
   const m = new Map<SandboxSet, unknown[]>();
-  for (const e of elements) m.set(e.set, [...(m.get(e.set) ?? []), e.elem]);
+  for (const e of elements) {
+    const list = m.get(e.set);
+    if (list) list.push(e.elem);
+    else m.set(e.set, [e.elem]);
+  }
   return m;
 }

@@ -5,7 +5,7 @@
 // are answered, so the forwarder is never an open resolver.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate } from './gate.js';
@@ -40,7 +40,8 @@ interface Pending {
   reply: (msg: Buffer) => void;
   query: Buffer;
   attempt: number;
-  timer: NodeJS.Timeout;
+  /** performance.now() after which the upstream is given up on. */
+  deadline: number;
   upstream: Upstream;
 }
 
@@ -79,6 +80,11 @@ export class DnsForwarder {
   private upstreamSock?: dgram.Socket;
   private readonly pending = new Map<number, Pending>();
   private readonly tcpConns = new Set<net.Socket>();
+  /** One periodic sweep for timed-out upstream queries, instead of a timer per query. */
+  private sweeper?: NodeJS.Timeout;
+  /** Random message IDs drawn from a CSPRNG in bulk (crypto per query is slow). */
+  private idPool = Buffer.alloc(0);
+  private idPos = 0;
 
   constructor(private readonly o: ForwarderOptions) {}
 
@@ -96,6 +102,8 @@ export class DnsForwarder {
     this.upstreamSock.on('message', (msg, rinfo) => this.onUpstreamAnswer(msg, rinfo));
     this.upstreamSock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
     await new Promise<void>((res) => this.upstreamSock!.bind(0, res));
+    this.sweeper = setInterval(() => this.sweep(), Math.min(50, this.o.timeoutMs / 2));
+    this.sweeper.unref();
 
     this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     this.udp.on('message', (msg, rinfo) => this.onUdpQuery(msg, rinfo));
@@ -119,7 +127,7 @@ export class DnsForwarder {
   }
 
   async stop(): Promise<void> {
-    for (const p of this.pending.values()) clearTimeout(p.timer);
+    if (this.sweeper) clearInterval(this.sweeper);
     this.pending.clear();
     for (const c of this.tcpConns) c.destroy();
     this.udp?.close();
@@ -152,7 +160,12 @@ export class DnsForwarder {
   /** Picks a free upstream message ID: IDs are random so answers cannot be guessed. */
   private freeId(): number {
     for (;;) {
-      const id = randomInt(0, 65536);
+      if (this.idPos + 2 > this.idPool.length) {
+        this.idPool = randomBytes(8192);
+        this.idPos = 0;
+      }
+      const id = this.idPool.readUInt16BE(this.idPos);
+      this.idPos += 2;
       if (!this.pending.has(id)) return id;
     }
   }
@@ -168,15 +181,21 @@ export class DnsForwarder {
     const id = this.freeId();
     const out = Buffer.from(query);
     out.writeUInt16BE(id, 0);
-    const timer = setTimeout(() => {
+    this.pending.set(id, { clientId, reply, query, attempt, deadline: performance.now() + this.o.timeoutMs, upstream });
+    this.upstreamSock!.send(out, upstream.port, upstream.host);
+  }
+
+  /** Gives up on upstreams past their deadline and tries the next one. */
+  private sweep(): void {
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) continue;
       this.pending.delete(id);
       this.stats.upstreamTimeouts++;
-      const orig = Buffer.from(query);
-      orig.writeUInt16BE(clientId, 0);
-      this.forwardUdp(orig, reply, attempt + 1, clientId);
-    }, this.o.timeoutMs);
-    this.pending.set(id, { clientId, reply, query, attempt, timer, upstream });
-    this.upstreamSock!.send(out, upstream.port, upstream.host);
+      const orig = Buffer.from(p.query);
+      orig.writeUInt16BE(p.clientId, 0);
+      this.forwardUdp(orig, p.reply, p.attempt + 1, p.clientId);
+    }
   }
 
   private onUpstreamAnswer(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -184,7 +203,6 @@ export class DnsForwarder {
     const p = this.pending.get(msg.readUInt16BE(0));
     // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored).
     if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port) return;
-    clearTimeout(p.timer);
     this.pending.delete(msg.readUInt16BE(0));
     const rcode = msg.length >= 4 ? msg[3] & 0x0f : 0;
     if ((rcode === 2 /* SERVFAIL */ || rcode === 5 /* REFUSED */) && p.attempt + 1 < this.o.upstreams.length) {

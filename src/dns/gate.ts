@@ -66,7 +66,7 @@ export class DnsGate {
   private allowQuery(s: GateSandbox, now: number): 'ok' | 'rate' | 'failures' {
     let b = this.buckets.get(s.ip);
     if (!b) this.buckets.set(s.ip, (b = { tokens: s.policy.dns.burst, at: now, failures: [] }));
-    b.tokens = Math.min(s.policy.dns.burst, b.tokens + ((now - b.at) / 1000) * s.policy.dns.qps);
+    b.tokens = Math.min(s.policy.dns.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * s.policy.dns.qps);
     b.at = now;
     while (b.failures.length > 0 && b.failures[0] < now - 60_000) b.failures.shift();
     if (b.failures.length >= s.policy.dns.maxFailuresPerMinute) return 'failures';
@@ -84,7 +84,7 @@ export class DnsGate {
     this.buckets.delete(ip);
   }
 
-  onQuery(clientIp: string, query: Buffer, now = Date.now()): QueryDecision {
+  onQuery(clientIp: string, query: Buffer, now = performance.now()): QueryDecision {
     const s = this.hooks.sandbox(clientIp);
     if (!s) return { forward: false };
     let q: dnsPacket.Packet;
@@ -97,13 +97,22 @@ export class DnsGate {
     const question = q.questions[0];
     const name = (question?.name ?? '').toLowerCase();
     const type = String(question?.type ?? '');
+    const limit = this.allowQuery(s, now);
+    if (limit === 'ok' && q.questions.length !== 1) {
+      // Resolvers send one question; more would smuggle names past the allow-list.
+      this.failed(s, now);
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'more than one question' });
+      return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
+    }
     const { maxNameLength, maxLabelLength } = s.policy.dns;
-    if (name.length > maxNameLength || name.split('.').some((l) => l.length > maxLabelLength)) {
-      // Long names and labels are how data is smuggled out through DNS.
+    const wire = wireName(query);
+    if (limit === 'ok' && (!wire || wire.length > maxNameLength || wire.labels.some((l) => l > maxLabelLength))) {
+      // Long names and labels are how data is smuggled out through DNS; measured in bytes
+      // on the wire (a decoded name hides dots inside labels and multi-byte characters).
+      this.failed(s, now);
       this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: `over dns.maxNameLength ${maxNameLength} or dns.maxLabelLength ${maxLabelLength}` });
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
-    const limit = this.allowQuery(s, now);
     if (limit !== 'ok') {
       this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` });
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
@@ -117,7 +126,7 @@ export class DnsGate {
   }
 
   /** Filters an upstream answer for `s` and admits its addresses; returns what to send. */
-  onAnswer(s: GateSandbox, answer: Buffer, now = Date.now()): Buffer {
+  onAnswer(s: GateSandbox, answer: Buffer, now = performance.now()): Buffer {
     let a: dnsPacket.Packet;
     try {
       a = dnsPacket.decode(answer);
@@ -128,22 +137,34 @@ export class DnsGate {
     const type = String(a.questions?.[0]?.type ?? '');
     const rcode = (a.flags ?? 0) & 0x0f;
     if (rcode === RCODE_NXDOMAIN || rcode === RCODE_REFUSED) this.failed(s, now);
-    // The name asked decides; follow its CNAME chain to the addresses at its end.
+    // The name asked decides; follow its CNAME chain (in any record order) to the addresses at its end.
     const chain = new Set([qname]);
-    for (const r of a.answers ?? []) if (r.type === 'CNAME' && chain.has(r.name.toLowerCase())) chain.add(String(r.data).toLowerCase());
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const r of a.answers ?? []) {
+        const target = String((r as { data?: unknown }).data).toLowerCase();
+        if (r.type === 'CNAME' && chain.has(r.name.toLowerCase()) && !chain.has(target)) {
+          chain.add(target);
+          grew = true;
+        }
+      }
+    }
     const keep: dnsPacket.Answer[] = [];
     const admitted: string[] = [];
     let minTtl = Infinity;
     const stripped: string[] = [];
     for (const r of a.answers ?? []) {
-      if (r.type === 'A' && chain.has(r.name.toLowerCase())) {
+      if (r.type === 'A') {
         const ip = String(r.data);
+        // Every A record is checked for rebinding; only the chain's are admitted.
         if (this.isRebinding(s, ip)) {
           stripped.push(ip);
           continue;
         }
-        admitted.push(ip);
-        minTtl = Math.min(minTtl, r.ttl ?? 0);
+        if (chain.has(r.name.toLowerCase())) {
+          admitted.push(ip);
+          minTtl = Math.min(minTtl, r.ttl ?? 0);
+        }
       }
       keep.push(r);
     }
@@ -168,4 +189,20 @@ export class DnsGate {
     // Explicitly opened: an allow entry of the sandbox's policy covers the address.
     return !s.policy.allow.some((r) => cidrContains(r.cidr, n));
   }
+}
+
+/** The question name's length and label lengths in wire bytes (offset 12), or undefined if malformed. */
+export function wireName(query: Buffer): { length: number; labels: number[] } | undefined {
+  const labels: number[] = [];
+  let off = 12;
+  for (;;) {
+    if (off >= query.length) return undefined;
+    const len = query[off];
+    if (len === 0) break;
+    if (len > 63) return undefined; // compression pointers and reserved types have no place in a question
+    labels.push(len);
+    off += 1 + len;
+  }
+  // Presentation length: labels plus the dots between them.
+  return { length: labels.reduce((a, b) => a + b, 0) + Math.max(0, labels.length - 1), labels };
 }

@@ -28,6 +28,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   let api: http.Server | undefined;
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
+  let dnsLog: DnsLog | undefined;
   let stopping = false;
 
   const stop = async (why: string): Promise<void> => {
@@ -37,6 +38,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
     await dns?.stop();
     await events?.stop();
+    dnsLog?.flush();
+    dnsLog = undefined;
     engine.close();
     log('stopped');
   };
@@ -49,12 +52,13 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     log(`up: instance ${config.instance}, subnet ${config.subnet}, gateway ${config.gateway}, ${engine.store.count()} sandboxes, reconciled in ${(performance.now() - t0).toFixed(1)} ms${cleaned ? `, gc removed ${JSON.stringify(gc)}` : ''}`);
 
     if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
-    const dnsLog = new DnsLog(engine.store.db);
+    const queries = new DnsLog(engine.store.db);
+    dnsLog = queries;
     const gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
       admit: (s, addresses, ttl) => engine.admitResolved(s.ip, addresses, ttl),
       log: (e) => {
-        dnsLog.record(e);
+        queries.record(e);
         if (e.verdict === 'refused' || e.verdict === 'limited') events?.recordQuery(e);
       },
     }, { minTtl: config.dnsMinTtl, maxTtl: config.dnsMaxTtl, refuseWith: config.dnsRefuseWith, subnet: config.subnet });
@@ -79,7 +83,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     const ev = events;
 
     const backend: ApiBackend = {
-      dnsQueries: async (q) => dnsLog.list(q),
+      dnsQueries: async (q) => queries.list(q),
       events: async (q) => {
         let list = ev.list(q);
         if (list.length === 0 && q.waitMs) {
@@ -104,6 +108,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       down: async () => {
         await dns?.stop();
         dns = undefined;
+        dnsLog?.flush();
+        dnsLog = undefined;
         const r = await engine.down();
         setImmediate(() => void stop('down').then(() => process.exit(0)));
         return r;

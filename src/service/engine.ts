@@ -204,6 +204,7 @@ export class Engine {
     this.parentIndex = host.parentIndex;
     writeForwarding(true);
     this.nft.apply(this.rules.fullTable(this.liveElements()), 'install ruleset');
+    this.resolved.clear(); // the new table starts with an empty dns_allowed
     this.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
   }
@@ -339,6 +340,7 @@ export class Engine {
       // Some element was not there (state and kernel disagreed): make the sets exactly
       // what the live sandboxes own.
       this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
+      this.resolved.clear();
     }
   }
 
@@ -359,6 +361,8 @@ export class Engine {
    * still there is replaced (delete + add in one transaction) to refresh its timeout.
    */
   admitResolved(ip: string, allAddresses: string[], ttl: number, now = Date.now()): void {
+    // The sandbox may have gone while its query was upstream: admit nothing for a dead address.
+    if (!this.byIp.has(ip)) return;
     let mine = this.resolved.get(ip);
     if (!mine) this.resolved.set(ip, (mine = new Map()));
     // An element with more than half its time left is not touched: repeated answers (the
@@ -552,7 +556,10 @@ export class Engine {
     report.links.push(...g.links);
     report.files.push(...g.files);
     for (const name of [...this.specs.keys()]) if (!this.store.getByName(name)) this.deleteSpec(name);
-    if (this.nft.listTable('inet', this.names.table)) this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
+    if (this.nft.listTable('inet', this.names.table)) {
+      this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
+      this.resolved.clear(); // dns_allowed was flushed
+    }
     return report;
   }
 

@@ -505,3 +505,49 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
     assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'x.example.com', type: 'A', verdict: 'stripped', answer: [], reason: 'rebinding: 10.0.0.1, 127.0.0.2' }]);
   });
 });
+
+describe('DnsGate: smuggling and ordering', () => {
+  const rcodeOf = (d: QueryDecision) => (!d.forward && d.reply ? d.reply[3] & 0x0f : -1);
+
+  it('measures labels on the wire: a dot inside a label does not split it', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { dns: { maxLabelLength: 10 } });
+    // One 19-byte label "aaaaaaaaa.bbbbbbbbb", then "example": built by hand.
+    const label = Buffer.from('aaaaaaaaa.bbbbbbbbb');
+    const q = Buffer.concat([Buffer.from([0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, label.length]), label, Buffer.from([7]), Buffer.from('example'), Buffer.from([0, 0, 1, 0, 1])]);
+    assert.equal(rcodeOf(h.gate.onQuery('10.166.0.2', q, T0)), RCODE.REFUSED);
+    assert.equal(h.gate.onQuery('10.166.0.2', query('aaaaaaaaa.bbbbbbbbb.example', { id: 2 }), T0).forward, true, 'the same characters as separate labels are fine');
+  });
+
+  it('refuses a query with more than one question', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] } });
+    const q = dnsPacket.encode({ type: 'query', id: 9, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'pypi.org' }, { type: 'TXT', name: 'secret.attacker.example' }] });
+    assert.equal(rcodeOf(h.gate.onQuery('10.166.0.2', q, T0)), RCODE.REFUSED);
+  });
+
+  it('over-long queries spend the rate limit like any other', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { dns: { qps: 1, burst: 1, maxLabelLength: 5 } });
+    h.gate.onQuery('10.166.0.2', query('toolong.example'), T0);
+    assert.equal(rcodeOf(h.gate.onQuery('10.166.0.2', query('ok.example', { id: 3 }), T0)), RCODE.REFUSED, 'the bucket was spent');
+    assert.equal(h.logs.at(-1)?.verdict, 'limited');
+  });
+
+  it('a clock step backwards does not stall the bucket', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    assert.equal(h.gate.onQuery('10.166.0.2', query('a.example'), T0).forward, true);
+    assert.equal(h.gate.onQuery('10.166.0.2', query('a.example'), T0 - 3_600_000).forward, false);
+    assert.equal(h.gate.onQuery('10.166.0.2', query('a.example'), T0 - 3_600_000 + 1500).forward, true, 'refills from the new time on');
+  });
+
+  it('follows a CNAME chain given in any order, and strips rebinding outside the chain too', () => {
+    const h = harness();
+    const s = h.add('s', '10.166.0.2', { egress: { domains: ['a.example.com'] } });
+    const ans = answer('a.example.com', [CNAME('b.example.net', 'c.example.net'), CNAME('a.example.com', 'b.example.net'), A('c.example.net', '198.51.100.7'), A('unrelated.example', '10.0.0.1')]);
+    const out = dnsPacket.decode(h.gate.onAnswer(s, ans, T0));
+    assert.deepEqual(h.admits.map((x) => x.addresses), [['198.51.100.7']]);
+    assert.ok(!(out.answers ?? []).some((r) => r.type === 'A' && r.data === '10.0.0.1'), 'the private record outside the chain is stripped');
+  });
+});

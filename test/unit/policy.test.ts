@@ -14,7 +14,7 @@ const invalid = (re: RegExp) => (err: unknown) => {
 const full: PolicyInput = {
   mode: 'report',
   egress: { internet: false, allow: ['172.16.5.5:5432/tcp', '10.0.0.0/8'], deny: ['10.1.0.0/16', '192.0.2.1/udp'], domains: ['PyPI.org', '*.GitHubUserContent.com.'] },
-  dns: { qps: 2.5, burst: 10, maxFailuresPerMinute: 0, maxNameLength: 100, maxLabelLength: 20 },
+  dns: { qps: 2.5, burst: 10, maxFailuresPerMinute: 1, maxNameLength: 100, maxLabelLength: 20 },
   group: { name: 'ci', ports: [8080, '9000-9100/udp', '22/tcp', '7000'] },
   inbound: { enabled: true, ports: ['8080/tcp'] },
 };
@@ -96,7 +96,7 @@ describe('validatePolicy', () => {
   });
 
   it('accepts egress.domains names and wildcards, and the dns limits', () => {
-    const doc = { egress: { domains: ['pypi.org', '*.githubusercontent.com', 'files.pythonhosted.org.', 'localhost', '_acme.example.com', 'xn--bcher-kva.example'] }, dns: { qps: 0.5, burst: 1, maxFailuresPerMinute: 0 } };
+    const doc = { egress: { domains: ['pypi.org', '*.githubusercontent.com', 'files.pythonhosted.org.', 'localhost', '_acme.example.com', 'xn--bcher-kva.example'] }, dns: { qps: 0.5, burst: 1, maxFailuresPerMinute: 1 } };
     assert.deepEqual(validatePolicy(structuredClone(doc)), doc);
     assert.deepEqual(validatePolicy({ dns: {} }), { dns: {} });
     const max = { qps: 100000, burst: 100000, maxFailuresPerMinute: 100000, maxNameLength: 253, maxLabelLength: 63 };
@@ -240,7 +240,7 @@ describe('resolvePolicy', () => {
     });
     assert.deepEqual(p.inbound, { enabled: true, ports: [{ from: 8080, to: 8080, proto: 'tcp' }] });
     assert.deepEqual(p.domains, ['pypi.org', '*.githubusercontent.com']);
-    assert.deepEqual(p.dns, { qps: 2.5, burst: 10, maxFailuresPerMinute: 0, maxNameLength: 100, maxLabelLength: 20 });
+    assert.deepEqual(p.dns, { qps: 2.5, burst: 10, maxFailuresPerMinute: 1, maxNameLength: 100, maxLabelLength: 20 });
   });
 
   it('egress.domains: lower-cased, trailing dot removed, order and wildcards kept; an empty list stays an (empty) allow-list', () => {
@@ -257,7 +257,7 @@ describe('resolvePolicy', () => {
     assert.deepEqual(DNS_LIMIT_DEFAULTS, d);
     assert.deepEqual(resolvePolicy({ dns: { qps: 7 } }).dns, { ...d, qps: 7 });
     assert.deepEqual(resolvePolicy({ dns: { burst: 3 } }).dns, { ...d, burst: 3 });
-    assert.deepEqual(resolvePolicy({ dns: { maxFailuresPerMinute: 0 } }).dns, { ...d, maxFailuresPerMinute: 0 }, '0 is a value, not "unset"');
+    assert.throws(() => validatePolicy({ dns: { maxFailuresPerMinute: 0 } }), /dns\.maxFailuresPerMinute/, '0 would refuse every query');
     assert.deepEqual(resolvePolicy({ dns: { maxNameLength: 64 } }).dns, { ...d, maxNameLength: 64 });
     assert.deepEqual(resolvePolicy({ dns: { maxLabelLength: 1 } }).dns, { ...d, maxLabelLength: 1 });
   });
