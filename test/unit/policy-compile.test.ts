@@ -3,19 +3,9 @@ import assert from 'node:assert/strict';
 import { parseEgressRule, type EgressRule } from '../../src/core/egress-rule.js';
 import { cidrLast, formatIPv4, parseIPv4 } from '../../src/core/ipv4.js';
 import { compileEgress, decideEgress, type Cell } from '../../src/core/policy-compile.js';
+import { intIn, prng } from './prng.js';
 
 /** mulberry32: a small PRNG with a fixed seed, so every run checks the same packets. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const intIn = (rnd: () => number, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
 
 const TCP = 6;
 const UDP = 17;

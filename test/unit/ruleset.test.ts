@@ -8,6 +8,7 @@ import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { prng } from './prng.js';
 
 // dist/test/unit/ruleset.test.js -> test/unit/golden/ruleset.json (tsc does not copy JSON).
 const GOLDEN = new URL('../../../test/unit/golden/ruleset.json', import.meta.url);
@@ -84,17 +85,6 @@ const goldenSandboxes = (): SandboxSpec[] => [
   sandbox(3, '10.166.0.4', 'veth', { group: 'ci', inbound: { enabled: false } }),
 ];
 
-/** A PRNG with a fixed seed (mulberry32): reproducible "random" sandboxes. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Sandbox i of a varied population: every policy field shows up somewhere. */
 function variedSandbox(i: number, rnd: () => number): SandboxSpec {

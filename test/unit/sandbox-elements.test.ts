@@ -6,19 +6,9 @@ import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names
 import { resolvePolicy, type PolicyInput, type PortRange } from '../../src/core/policy.js';
 import { compileEgress } from '../../src/core/policy-compile.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, bySet, groupPeers, portRanges, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { intIn, prng } from './prng.js';
 
 /** mulberry32 with a fixed seed: reproducible "random" inputs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const intIn = (rnd: () => number, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
 
 const names = instanceNames('toastnet');
 function sandbox(id: number, mode: 'veth' | 'macvlan' = 'veth', policy: PolicyInput = {}): SandboxSpec {
