@@ -10,7 +10,7 @@ import { ApiBackend } from '../api/routes.js';
 import { serveApi } from '../api/server.js';
 import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
-import { DnsLog, EventLog } from './events.js';
+import { DnsLog, EventLog, LogLimiter } from './events.js';
 import { DnsGate } from '../dns/gate.js';
 
 export type Log = (msg: string) => void;
@@ -53,13 +53,19 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
 
     if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
     const queries = new DnsLog(engine.store.db);
+    const refusalLog = new LogLimiter();
     dnsLog = queries;
     const gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
       admit: (s, addresses, ttl) => engine.admitResolved(s.ip, addresses, ttl),
       log: (e) => {
-        queries.record(e);
-        if (e.verdict === 'refused' || e.verdict === 'limited') events?.recordQuery(e);
+        // Answered queries are logged (in batches); refusals only at a limited rate per
+        // sandbox, like the kernel's denial log, so a flood cannot fill the disk.
+        if (e.verdict === 'answered' || e.verdict === 'stripped') queries.record(e);
+        else if (refusalLog.allow(e.sandbox)) {
+          queries.record(e);
+          events?.recordQuery(e);
+        }
       },
     }, { minTtl: config.dnsMinTtl, maxTtl: config.dnsMaxTtl, refuseWith: config.dnsRefuseWith, subnet: config.subnet });
     dns = new DnsForwarder({

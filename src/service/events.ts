@@ -27,6 +27,26 @@ export interface DenialEvent {
 const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
 const KEEP = 100_000;
 
+/**
+ * At most `rate` per second (bursts of `burst`) per key: what keeps a sandbox flooding the
+ * resolver from turning every refused query into a database write.
+ */
+export class LogLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(private readonly rate = 20, private readonly burst = 50) {}
+
+  allow(key: string, now = performance.now()): boolean {
+    let b = this.buckets.get(key);
+    if (!b) this.buckets.set(key, (b = { tokens: this.burst, at: now }));
+    b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.rate);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+}
+
 export interface Attribution {
   sandbox: string;
   rule: string;
@@ -138,6 +158,7 @@ export class DnsLog {
 
   /** Queues an entry; entries are written in one transaction per 100 ms (one insert per query would cost the resolver ~20 %). */
   record(e: QueryLogEntry, now = Date.now()): void {
+    if (this.queue.length >= 100_000) return; // the database is not keeping up: drop, never grow without bound
     this.queue.push([now, e]);
     if (this.queue.length >= 1000) this.flush();
     else if (!this.flushTimer) {
