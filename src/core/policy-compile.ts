@@ -121,4 +121,3 @@ export function decideEgress(allow: EgressRule[], deny: EgressRule[], daddr: num
   return w ? { verdict: w.verdict, rule: w.rule.text } : undefined;
 }
 
-export { PROTO as PROTO_NUMBERS };

@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { ToastnetError } from '../errors.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
+import { SANDBOX_NAME_RE } from './names.js';
 
 /** A domain name or a wildcard over its subdomains: "pypi.org", "*.githubusercontent.com". */
 export const DOMAIN_RE = /^(\*\.)?(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.)*[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.?$/;
@@ -24,7 +25,7 @@ const portSpec = z.union([z.number(), z.string()]).superRefine((p, ctx) => {
     ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^port: /, '') });
   }
 });
-const groupName = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/, 'a group name is 1-63 of [A-Za-z0-9_.-], starting with a letter or digit');
+const groupName = z.string().regex(SANDBOX_NAME_RE, 'a group name is 1-63 of [A-Za-z0-9_.-], starting with a letter or digit');
 
 export const PolicySchema = z.strictObject({
   mode: z.enum(['enforce', 'report']).optional()
@@ -84,7 +85,8 @@ export function domainAllowed(domains: string[], name: string): boolean {
   return domains.some((d) => (d.startsWith('*.') ? n.endsWith(d.slice(1)) && n.length > d.length - 1 : n === d));
 }
 
-export const GROUP_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+/** Group names follow the sandbox name rules. */
+export const GROUP_NAME_RE = SANDBOX_NAME_RE;
 
 export function parsePortSpec(p: number | string, where: string): PortRange {
   if (typeof p === 'number') {

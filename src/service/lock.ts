@@ -46,14 +46,3 @@ export class InstanceLock {
     this.fd = -1;
   }
 }
-
-/** PID of the process holding the instance lock, if any holds it. */
-export function lockHolder(runDir: string): number | undefined {
-  try {
-    const pid = Number(fs.readFileSync(path.join(runDir, 'lock.pid'), 'utf8').trim());
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return undefined;
-  }
-}
