@@ -40,11 +40,16 @@ export class FlowJudge {
     this.subnet = parseCidr(config.subnet);
   }
 
-  /** The decision for a new flow from `s`, whose group peers are `peers`; report mode is not applied. */
-  decide(s: SandboxSpec, peers: SandboxSpec[], f: Flow): FlowDecision {
+  /**
+   * The decision for a new flow from `s`, whose group peers are `peers`; report mode is not
+   * applied. `resolved` says whether the sandbox's resolver answers currently admit an
+   * address (the dns_allowed set); it matters only under a domain allow-list.
+   */
+  decide(s: SandboxSpec, peers: SandboxSpec[], f: Flow, resolved: (daddr: string) => boolean = () => false): FlowDecision {
     const d = parseIPv4(f.daddr);
     for (const r of this.deny) if (ruleMatches(r, f, d)) return { verdict: 'deny', reason: 'config', by: `denyCidrs ${r.text}` };
     if (!this.config.allowMetadata && d === this.metadata) return { verdict: 'deny', reason: 'metadata', by: 'cloud metadata' };
+    if ((f.proto === 6 || f.proto === 17) && (f.dport === 53 || f.dport === 853)) return { verdict: 'deny', reason: 'dns', by: 'DNS elsewhere than the gateway' };
     const p = decideEgress(s.policy.allow, s.policy.deny, d, f.proto, f.dport);
     if (p) return p.verdict === 'allow' ? { verdict: 'allow', by: `egress.allow ${p.rule}` } : { verdict: 'deny', reason: 'policy', by: `egress.deny ${p.rule}` };
     const peer = peers.find((x) => x.ip === f.daddr);
@@ -54,6 +59,9 @@ export class FlowJudge {
     for (const r of this.allow) if (ruleMatches(r, f, d)) return { verdict: 'allow', by: `allowCidrs ${r.text}` };
     if (cidrContains(this.subnet, d)) return { verdict: 'deny', reason: 'sandbox', by: 'other sandboxes' };
     if (this.denied.some((c) => cidrContains(c, d))) return { verdict: 'deny', reason: 'private', by: 'private, metadata, multicast, reserved' };
+    if (s.policy.domains) {
+      return resolved(f.daddr) ? { verdict: 'allow', by: 'answered for an allowed name' } : { verdict: 'deny', reason: 'domain', by: 'egress.domains' };
+    }
     if (!s.policy.internet) return { verdict: 'deny', reason: 'internet', by: 'egress.internet false' };
     return { verdict: 'allow', by: 'internet' };
   }

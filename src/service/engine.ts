@@ -434,7 +434,10 @@ export class Engine {
     const before = sandboxElements(old, this.peersOf(name, old));
     const after = sandboxElements(next, this.peersOf(name, next));
     this.nft.apply(this.rules.replace(before, after), 'replace policy');
-    if (JSON.stringify(old.policy.domains) !== JSON.stringify(next.policy.domains)) this.forgetAllResolved(next.ip);
+    // Addresses admitted for names the new list still allows stay open; any other change
+    // (a name dropped, the list removed) forgets them, since dns_allowed bypasses no_internet.
+    const kept = next.policy.domains;
+    if (old.policy.domains && !(kept && old.policy.domains.every((d) => kept.includes(d)))) this.forgetAllResolved(next.ip);
     this.setSpec(name, next);
     this.store.setPolicy(r.id, own);
     return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next) };
@@ -452,7 +455,10 @@ export class Engine {
       const judge = this.judge;
       const peers = this.peersOf(name, s);
       const { from, to } = ct.flowsOf(s.ip);
-      const out = from.filter((f) => f.dst !== this.config.gateway && judge.decide(s, peers, { daddr: f.dst, proto: f.proto, dport: f.dport }).verdict === 'deny');
+      const now = Date.now();
+      const mine = this.resolved.get(s.ip);
+      const admitted = (daddr: string) => (mine?.get(daddr) ?? 0) > now;
+      const out = from.filter((f) => f.dst !== this.config.gateway && judge.decide(s, peers, { daddr: f.dst, proto: f.proto, dport: f.dport }, admitted).verdict === 'deny');
       const inbound = s.policy.inbound;
       const subnet = parseCidr(this.config.subnet);
       // Inbound is about the host's connections: flows from other sandboxes follow group rules.

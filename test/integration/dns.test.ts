@@ -5,8 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Testbed, WAN } from '../testbed/testbed.js';
+import { CLI, Testbed, WAN } from '../testbed/testbed.js';
 
 describe('dns', () => {
   let tb: Testbed;
@@ -61,6 +62,29 @@ describe('dns', () => {
     assert.equal(curl('ttl', 'http://short.test/').stdout, 'internet2');
     await sleep(3500);
     assert.notEqual(curl('ttl', `http://${WAN.internet2}/`).code, 0, 'still open after the 2 s TTL');
+  });
+
+  it('switching to a domain allow-list cuts open internet flows to addresses no allowed name gave', async () => {
+    create('switch');
+    // A client that prints what it reads, writes every 100 ms, and exits 1 when the connection dies.
+    const client = `const s=require('net').connect(7000,'${WAN.internet2}');setInterval(()=>s.write('x'),100);s.on('data',d=>process.stdout.write(d));s.on('error',()=>process.exit(1));s.on('close',()=>process.exit(1));`;
+    const p = spawn('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...tb.flags(I, flags), 'exec', 'switch', '--', process.execPath, '-e', client], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      p.stdout!.on('data', (d) => (out += d));
+      const exited = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
+      for (let i = 0; i < 100 && !out.includes('tick'); i++) await sleep(50);
+      assert.match(out, /tick/, 'the connection is up');
+      // Adding a name keeps nothing open that the list does not cover: internet2 was never answered.
+      const r = run(['policy', 'set', 'switch', '--domain', 'example.test']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).cut, 1);
+      const code = await Promise.race([exited, sleep(5000).then(() => 'still running')]);
+      assert.equal(code, 1, 'the flow was cut');
+      assert.equal(curl('switch', 'http://example.test/').stdout, 'internet', 'the allowed name still works');
+    } finally {
+      p.kill('SIGKILL');
+    }
   });
 
   it('answers pointing into private space are stripped unless the policy opens them', () => {
