@@ -16,12 +16,14 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
   TOASTNET_GATEWAY: 'gateway',
   TOASTNET_DNS_UPSTREAMS: 'dnsUpstreams',
   TOASTNET_DNS_TIMEOUT_MS: 'dnsTimeoutMs',
+  TOASTNET_DNS_CACHE_SIZE: 'dnsCacheSize',
   TOASTNET_ALLOW_CIDRS: 'allowCidrs',
   TOASTNET_DENY_CIDRS: 'denyCidrs',
   TOASTNET_STATE_DIR: 'stateDir',
   TOASTNET_RUN_DIR: 'runDir',
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
+const NUMBER_KEYS = new Set(['dnsTimeoutMs', 'dnsCacheSize']);
 /** TOASTNET_* variables that are not config keys but are still ours. */
 const OTHER_ENV = new Set(['TOASTNET_CONFIG']);
 
@@ -51,7 +53,7 @@ export function fromEnv(env: NodeJS.ProcessEnv): Partial<ConfigInput> {
       throw new ToastnetError('invalid_argument', `environment: unknown variable ${name} (known: ${[...Object.keys(ENV_KEYS), ...OTHER_ENV].join(', ')})`);
     }
     if (LIST_KEYS.has(key)) out[key] = value.split(',').map((s) => s.trim()).filter(Boolean);
-    else if (key === 'dnsTimeoutMs') out[key] = Number(value);
+    else if (NUMBER_KEYS.has(key)) out[key] = Number(value);
     else out[key] = value;
   }
   return validatePartial('environment', out);
@@ -134,6 +136,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     dnsMinTtl: c.dnsMinTtl,
     dnsMaxTtl: c.dnsMaxTtl,
     dnsRefuseWith: c.dnsRefuseWith,
+    dnsCacheSize: c.dnsCacheSize,
     allowCidrs: c.allowCidrs,
     denyCidrs: c.denyCidrs,
     defaultPolicy: c.defaultPolicy,

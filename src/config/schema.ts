@@ -32,6 +32,7 @@ export const ConfigSchema = z.strictObject({
   dnsMinTtl: z.number().int().min(1).max(86400).default(5).describe('Floor of how long an allowed name\'s addresses stay open after the answer (s)'),
   dnsMaxTtl: z.number().int().min(1).max(604800).default(3600).describe('Cap of how long an allowed name\'s addresses stay open (s)'),
   dnsRefuseWith: z.enum(['refused', 'nxdomain']).default('refused').describe('Answer to a query for a name not on the sandbox\'s allow-list'),
+  dnsCacheSize: z.number().int().min(0).max(1_000_000).default(10_000).describe('Answers the resolver keeps, shared by all sandboxes (policy still applies per sandbox); 0 turns the cache off'),
   allowCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'allowCidrs')))).default([])
     .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),
   denyCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'denyCidrs')))).default([])
@@ -56,6 +57,7 @@ export interface Config {
   dnsMinTtl: number;
   dnsMaxTtl: number;
   dnsRefuseWith: 'refused' | 'nxdomain';
+  dnsCacheSize: number;
   allowCidrs: string[];
   denyCidrs: string[];
   defaultPolicy: PolicyInput;

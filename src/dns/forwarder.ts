@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate } from './gate.js';
+import { DnsCache, cacheKey } from './cache.js';
 
 export interface Upstream {
   host: string;
@@ -24,12 +25,16 @@ export interface ForwarderOptions {
   clients: Cidr;
   /** Per-sandbox policy (limits, domain allow-list, rebinding); none = plain forwarding. */
   gate?: DnsGate;
+  /** Answers shared across sandboxes (UDP); the gate still judges every answer served. */
+  cache?: DnsCache;
   log?: (msg: string) => void;
 }
 
 export interface ForwarderStats {
   queries: number;
   answered: number;
+  /** Of the answered, how many came from the cache. */
+  cached: number;
   servfail: number;
   dropped: number;
   upstreamTimeouts: number;
@@ -74,7 +79,7 @@ export function isQuery(buf: Buffer): boolean {
 }
 
 export class DnsForwarder {
-  readonly stats: ForwarderStats = { queries: 0, answered: 0, servfail: 0, dropped: 0, upstreamTimeouts: 0 };
+  readonly stats: ForwarderStats = { queries: 0, answered: 0, cached: 0, servfail: 0, dropped: 0, upstreamTimeouts: 0 };
   private udp?: dgram.Socket;
   private tcp?: net.Server;
   private upstreamSock?: dgram.Socket;
@@ -87,6 +92,10 @@ export class DnsForwarder {
   private idPos = 0;
 
   constructor(private readonly o: ForwarderOptions) {}
+
+  get cacheEntries(): number {
+    return this.o.cache?.size ?? 0;
+  }
 
   private allowed(address: string): boolean {
     try {
@@ -142,19 +151,36 @@ export class DnsForwarder {
       return;
     }
     this.stats.queries++;
-    const reply = (answer: Buffer) => this.udp?.send(answer, rinfo.port, rinfo.address);
+    const send = (answer: Buffer) => this.udp?.send(answer, rinfo.port, rinfo.address);
     const gate = this.o.gate;
-    if (!gate) {
-      this.forwardUdp(msg, reply);
-      return;
-    }
-    const d = gate.onQuery(rinfo.address, msg);
-    if (!d.forward) {
-      if (d.reply) reply(d.reply);
+    const d = gate?.onQuery(rinfo.address, msg);
+    if (d && !d.forward) {
+      if (d.reply) send(d.reply);
       else this.stats.dropped++;
       return;
     }
-    this.forwardUdp(msg, (answer) => reply(gate.onAnswer(d.sandbox, answer)));
+    // The gate has judged the query for this sandbox; only then may a shared answer serve it.
+    const cache = this.o.cache;
+    const key = cache ? cacheKey(msg) : undefined;
+    if (key !== undefined) {
+      const hit = cache!.get(key, msg, performance.now());
+      let packet: dnsPacket.Packet | undefined;
+      try {
+        packet = hit && d?.forward ? hit.packet() : undefined;
+      } catch {
+        cache!.delete(key); // stored but not decodable: ask upstream instead
+      }
+      if (hit && (packet || !d)) {
+        this.stats.answered++;
+        this.stats.cached++;
+        send(d?.forward && gate ? gate.onAnswer(d.sandbox, hit.wire, undefined, { packet: packet!, age: hit.age }) : hit.wire);
+        return;
+      }
+    }
+    this.forwardUdp(msg, (answer) => {
+      if (key !== undefined) cache!.put(key, answer, performance.now());
+      send(d?.forward && gate ? gate.onAnswer(d.sandbox, answer) : answer);
+    });
   }
 
   /** Picks a free upstream message ID: IDs are random so answers cannot be guessed. */

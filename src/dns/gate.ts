@@ -125,11 +125,16 @@ export class DnsGate {
     return { forward: true, sandbox: s };
   }
 
-  /** Filters an upstream answer for `s` and admits its addresses; returns what to send. */
-  onAnswer(s: GateSandbox, answer: Buffer, now = performance.now()): Buffer {
+  /**
+   * Filters an answer for `s` and admits its addresses; returns what to send. A cached
+   * answer comes with its decoded form (TTLs as stored) and its age in seconds, so it is
+   * not decoded again and admissions last only what is left of the TTL.
+   */
+  onAnswer(s: GateSandbox, answer: Buffer, now = performance.now(), cached?: { packet: dnsPacket.Packet; age: number }): Buffer {
     let a: dnsPacket.Packet;
+    const age = cached?.age ?? 0;
     try {
-      a = dnsPacket.decode(answer);
+      a = cached?.packet ?? dnsPacket.decode(answer);
     } catch {
       return answer;
     }
@@ -163,7 +168,7 @@ export class DnsGate {
         }
         if (chain.has(r.name.toLowerCase())) {
           admitted.push(ip);
-          minTtl = Math.min(minTtl, r.ttl ?? 0);
+          minTtl = Math.min(minTtl, Math.max(0, (r.ttl ?? 0) - age));
         }
       }
       keep.push(r);
@@ -174,7 +179,10 @@ export class DnsGate {
     }
     this.hooks.log({ sandbox: s.name, name: qname, type, verdict: stripped.length ? 'stripped' : 'answered', answer: admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) });
     if (stripped.length === 0) return answer;
-    return dnsPacket.encode({ ...a, answers: keep });
+    const aged = (rs: dnsPacket.Answer[] | undefined) => rs?.map((r) => (r.type === 'OPT' ? r : { ...r, ttl: Math.max(0, (r.ttl ?? 0) - age) }) as dnsPacket.Answer);
+    if (!cached) return dnsPacket.encode({ ...a, answers: keep });
+    // From the cache: the asker's ID and question (already in `answer`), TTLs counted down.
+    return dnsPacket.encode({ ...a, id: answer.readUInt16BE(0), questions: dnsPacket.decode(answer).questions, answers: aged(keep), authorities: aged(a.authorities), additionals: aged(a.additionals) });
   }
 
   /** An answer into denied space (private, metadata, the sandbox subnet) the policy does not open. */

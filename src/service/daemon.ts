@@ -12,6 +12,7 @@ import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
 import { DnsLog, EventLog, LogLimiter } from './events.js';
 import { DnsGate } from '../dns/gate.js';
+import { DnsCache } from '../dns/cache.js';
 
 export type Log = (msg: string) => void;
 
@@ -74,6 +75,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       timeoutMs: config.dnsTimeoutMs,
       clients: parseCidr(config.subnet),
       gate,
+      cache: config.dnsCacheSize > 0 ? new DnsCache({ maxEntries: config.dnsCacheSize, maxTtl: config.dnsMaxTtl }) : undefined,
       log,
     });
     await dns.start();
@@ -98,7 +100,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         }
         return list;
       },
-      status: () => engine.status(process.pid),
+      status: () => ({ ...engine.status(process.pid), ...(dns ? { dns: { ...dns.stats, cacheEntries: dns.cacheEntries } } : {}) }),
       list: () => engine.list(),
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),

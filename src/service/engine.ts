@@ -92,6 +92,8 @@ export interface Status {
   stateFile: string;
   socket: string;
   daemon: { pid: number } | null;
+  /** The daemon's resolver counters (absent without a daemon). */
+  dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
 }
 
 export class Engine {

@@ -87,6 +87,19 @@ describe('dns', () => {
     }
   });
 
+  it('answers are shared through the cache, and a cached answer still admits for the sandbox that asks', () => {
+    const stats = () => JSON.parse(run(['status', '--json']).stdout).dns as { cached: number; cacheEntries: number };
+    create('warm');
+    assert.equal(curl('warm', 'http://cdn.test/').stdout, 'internet2');
+    const before = stats();
+    assert.ok(before.cacheEntries > 0, 'the answer was kept');
+    // Another sandbox, narrowed to that name: its answer comes from the cache and must open the address.
+    create('cold', '--domain', 'cdn.test');
+    assert.equal(curl('cold', 'http://cdn.test/').stdout, 'internet2');
+    assert.ok(stats().cached > before.cached, 'served from the cache');
+    assert.notEqual(curl('cold', `http://${WAN.internet}/`).code, 0, 'and nothing else opened');
+  });
+
   it('answers pointing into private space are stripped unless the policy opens them', () => {
     assert.equal(dig('plain', 'rebind.test', '+short').stdout.trim(), '');
     assert.equal(dig('plain', 'metadata.test', '+short').stdout.trim(), '');

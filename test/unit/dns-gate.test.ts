@@ -409,6 +409,33 @@ describe('DnsGate.onAnswer: admission', () => {
   });
 });
 
+describe('DnsGate.onAnswer: answers from the shared cache', () => {
+  const policy: PolicyInput = { egress: { domains: ['pypi.org'] } };
+
+  it('admits for what is left of the TTL, using the decoded form it is given', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    const stored = answer('pypi.org', [A('pypi.org', '151.101.0.223', 300)]);
+    const out = h.gate.onAnswer(s, stored, T0, { packet: dnsPacket.decode(stored), age: 100 });
+    assert.ok(out.equals(stored), 'nothing stripped: the wire the cache built goes out as is');
+    assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['151.101.0.223'], ttl: 200 }]);
+    // Older than its TTL (the cache serves it only until then): the floor applies.
+    h.gate.onAnswer(s, stored, T0, { packet: dnsPacket.decode(stored), age: 299 });
+    assert.equal(h.admits[1].ttl, 5);
+  });
+
+  it('a stripped cached answer keeps the asker\'s ID and question, with TTLs counted down', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', policy);
+    const stored = answer('pypi.org', [A('pypi.org', '10.99.0.5', 300), A('pypi.org', '151.101.0.223', 300)], { id: 1 });
+    const asked = answer('PyPI.org', [A('pypi.org', '10.99.0.5', 290), A('pypi.org', '151.101.0.223', 290)], { id: 777 });
+    const out = dnsPacket.decode(h.gate.onAnswer(s, asked, T0, { packet: dnsPacket.decode(stored), age: 10 }));
+    assert.equal(out.id, 777);
+    assert.equal(out.questions![0].name, 'PyPI.org');
+    assert.deepEqual(out.answers!.map((r) => [(r as { data: string }).data, (r as { ttl: number }).ttl]), [['151.101.0.223', 290]]);
+  });
+});
+
 describe('DnsGate.onAnswer: rebinding protection', () => {
   it('strips A records pointing into private, loopback, link-local, multicast or reserved space, and into the sandbox subnet', () => {
     const h = harness();
