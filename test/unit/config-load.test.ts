@@ -41,6 +41,7 @@ describe('loadConfig precedence', () => {
       dnsMinTtl: 5,
       dnsMaxTtl: 3600,
       dnsRefuseWith: 'refused',
+      dnsCacheSize: 10000,
       allowCidrs: [],
       denyCidrs: [],
       defaultPolicy: {},
@@ -64,10 +65,11 @@ describe('loadConfig precedence', () => {
   });
 
   it('env overrides the file, flags override env', () => {
-    const env = { TOASTNET_INSTANCE: 'fromenv', TOASTNET_DNS_TIMEOUT_MS: '900', TOASTNET_SUBNET: '10.60.0.0/16' };
+    const env = { TOASTNET_INSTANCE: 'fromenv', TOASTNET_DNS_TIMEOUT_MS: '900', TOASTNET_SUBNET: '10.60.0.0/16', TOASTNET_DNS_CACHE_SIZE: '0' };
     const c = loadConfig({ env, configFile: cfg, resolvConfFiles: [resolvConf] });
     assert.equal(c.instance, 'fromenv');
     assert.equal(c.dnsTimeoutMs, 900);
+    assert.equal(c.dnsCacheSize, 0, 'numeric keys from the environment are numbers');
     assert.equal(c.subnet, '10.60.0.0/16');
     assert.deepEqual(c.allowCidrs, ['172.16.0.1'], 'keys not in env still come from the file');
 
