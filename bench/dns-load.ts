@@ -1,6 +1,7 @@
 // A DNS load generator: keeps `concurrency` queries in flight against one server for
 // `seconds`, then prints {"qps","p50","p99","timeouts"} (latencies in ms) as JSON.
 //   node dns-load.js SERVER_IP SECONDS CONCURRENCY NAME
+// A "{n}" in NAME is replaced by a counter: every query asks a new name (misses any cache).
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
 
@@ -11,6 +12,7 @@ const sock = dgram.createSocket('udp4');
 const sentAt = new Map<number, number>();
 const lat: number[] = [];
 let nextId = 1;
+let count = 0;
 let timeouts = 0;
 let running = true;
 
@@ -19,7 +21,8 @@ function send(): void {
   const id = nextId;
   nextId = (nextId % 65535) + 1;
   sentAt.set(id, performance.now());
-  sock.send(dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] }), 53, server);
+  const qname = name.replace('{n}', String(count++));
+  sock.send(dnsPacket.encode({ id, type: 'query', flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: qname }] }), 53, server);
 }
 
 sock.on('message', (m) => {

@@ -137,17 +137,16 @@ describe('DnsCache', () => {
     assert.equal(ttl(a.answers![0]), 200);
   });
 
-  it('evicts the oldest stored entry past maxEntries; a refreshed entry moves to the back', () => {
-    const c = new DnsCache({ maxEntries: 2, maxTtl: 3600 });
-    const q = (n: string) => query({ name: n });
-    c.put(key(q('a.test')), answer({ name: 'a.test' }), T0);
-    c.put(key(q('b.test')), answer({ name: 'b.test' }), T0);
-    c.put(key(q('a.test')), answer({ name: 'a.test' }), T0 + 1);
-    c.put(key(q('c.test')), answer({ name: 'c.test' }), T0 + 2);
-    assert.equal(c.size, 2);
-    assert.equal(c.get(key(q('b.test')), q('b.test'), T0 + 3), undefined);
-    assert.ok(c.get(key(q('a.test')), q('a.test'), T0 + 3));
-    assert.ok(c.get(key(q('c.test')), q('c.test'), T0 + 3));
+  it('past maxEntries evicts the oldest stored tenth; a refreshed entry moves to the back', () => {
+    const c = new DnsCache({ maxEntries: 10, maxTtl: 3600 });
+    const q = (i: number) => query({ name: `n${i}.test` });
+    for (let i = 0; i < 10; i++) c.put(key(q(i)), answer({ name: `n${i}.test` }), T0 + i);
+    c.put(key(q(0)), answer({ name: 'n0.test' }), T0 + 10); // refreshed: now the newest
+    assert.equal(c.size, 10);
+    c.put(key(q(10)), answer({ name: 'n10.test' }), T0 + 11);
+    assert.equal(c.size, 9);
+    const present = Array.from({ length: 11 }, (_, i) => i).filter((i) => c.get(key(q(i)), q(i), T0 + 12));
+    assert.deepEqual(present, [0, 3, 4, 5, 6, 7, 8, 9, 10]);
   });
 
   it('maxEntries 0 keeps nothing', () => {
