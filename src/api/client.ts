@@ -4,6 +4,7 @@ import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
+import type { SandboxStats } from '../service/accounting.js';
 import type { EventQuery } from './routes.js';
 import type { CreateSandboxBody } from './routes.js';
 
@@ -74,6 +75,12 @@ export class ToastnetClient {
   }
   policySet(name: string, policy: unknown): Promise<PolicyView> {
     return this.request('PUT', `/v1/sandboxes/${encodeURIComponent(name)}/policy`, policy);
+  }
+  stats(name: string): Promise<SandboxStats> {
+    return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}/stats`);
+  }
+  statsAll(): Promise<SandboxStats[]> {
+    return this.request<{ sandboxes: SandboxStats[] }>('GET', '/v1/stats').then((r) => r.sandboxes);
   }
   dnsQueries(q: EventQuery = {}): Promise<DnsQueryRecord[]> {
     return this.request<{ queries: DnsQueryRecord[] }>('GET', `/v1/dns-queries?${queryString(q)}`).then((r) => r.queries);

@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
+import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 
 export interface EventQuery {
@@ -32,6 +33,8 @@ export interface ApiBackend {
   remove(name: string): Promise<void>;
   policyGet(name: string): PolicyView;
   policySet(name: string, policy: unknown): PolicyView;
+  /** Accounting of one sandbox, or of all. */
+  stats(name?: string): SandboxStats[];
   gc(): GcReport;
   events(q: EventQuery): Promise<DenialEvent[]>;
   dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
@@ -80,7 +83,7 @@ function eventQuery(fullPath: string): EventQuery {
 export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse> {
   try {
     const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
-    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect|\/policy)?$/.exec(path);
+    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect|\/policy|\/stats)?$/.exec(path);
     let name: string | undefined;
     try {
       name = m ? decodeURIComponent(m[1]) : undefined;
@@ -102,6 +105,10 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
         return { status: 200, body: b.policyGet(name!) };
       case 'PUT /v1/sandboxes/:name/policy':
         return { status: 200, body: b.policySet(name!, req.body ?? {}) };
+      case 'GET /v1/sandboxes/:name/stats':
+        return { status: 200, body: b.stats(name!)[0] };
+      case 'GET /v1/stats':
+        return { status: 200, body: { sandboxes: b.stats() } };
       case 'DELETE /v1/sandboxes/:name':
         await b.remove(name!);
         return { status: 204 };

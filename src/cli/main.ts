@@ -15,6 +15,7 @@ import { runDoctor } from '../service/doctor.js';
 import { DnsLog, EventLog, DenialEvent } from '../service/events.js';
 import { client, ensureDaemon, withInstance } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
+import { formatStats, formatTop, topRows } from './stats-view.js';
 
 interface GlobalOpts {
   config?: string;
@@ -302,6 +303,41 @@ program.command('events')
       const next = await cl.events({ sandbox: o.sandbox, since, waitMs: 25_000, limit: 1000 });
       show(next);
       if (next.length) since = next[next.length - 1].id;
+    }
+  });
+
+program.command('stats')
+  .description('what a sandbox (or each) sent, received and had blocked, quota use, limits, DNS queries')
+  .argument('[name]', 'one sandbox (default: all)')
+  .option('--json', 'JSON output')
+  .action(async (name: string | undefined, o: { json?: boolean }, cmd: Command) => {
+    const list = await withInstance(config(cmd), (cl) => (name === undefined ? cl.statsAll() : cl.stats(name).then((s) => [s])), (e) => e.stats(name));
+    if (o.json) printJson(name === undefined ? list : list[0]);
+    else print(list.map(formatStats).join('\n'));
+  });
+
+program.command('top')
+  .description('live view of sandboxes by traffic: rates out and in, blocked packets (Ctrl-C ends it)')
+  .option('--interval <seconds>', 'time between readings', '1')
+  .option('--count <n>', 'stop after this many screens (default: run until stopped)')
+  .action(async (o: { interval: string; count?: string }, cmd: Command) => {
+    const interval = Number(o.interval);
+    const count = o.count === undefined ? Infinity : Number(o.count);
+    if (!(interval > 0 && interval <= 3600)) throw new ToastnetError('invalid_argument', `--interval ${o.interval}: want seconds, more than 0`);
+    if (!(count >= 1)) throw new ToastnetError('invalid_argument', `--count ${o.count}: want a positive whole number`);
+    const c = config(cmd);
+    const read = () => withInstance(c, (cl) => cl.statsAll(), (e) => e.stats());
+    let before = await read();
+    let t0 = performance.now();
+    for (let i = 0; i < count; i++) {
+      await new Promise((r) => setTimeout(r, interval * 1000));
+      const now = await read();
+      const t1 = performance.now();
+      const screen = formatTop(topRows(before, now, (t1 - t0) / 1000));
+      // On a terminal, redraw in place; piped, print one screen after another.
+      process.stdout.write(process.stdout.isTTY ? `\x1b[H\x1b[2J${screen}\n` : `${screen}\n\n`);
+      before = now;
+      t0 = t1;
     }
   });
 

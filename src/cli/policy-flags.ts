@@ -15,6 +15,19 @@ export interface PolicyFlags {
   inbound?: boolean;
   inboundPort?: string[];
   domain?: string[];
+  limit?: string[];
+}
+
+/** Limit fields that take whole numbers (the others take rates or sizes as strings). */
+const COUNT_LIMITS = new Set(['newConnsPerSecond', 'newConnsBurst', 'maxConnections', 'packetsPerSecond', 'packetsBurst']);
+const LIMIT_FIELDS = ['egressRate', 'egressBurst', 'ingressRate', 'ingressBurst', 'newConnsPerSecond', 'newConnsBurst', 'maxConnections', 'packetsPerSecond', 'packetsBurst', 'egressBytes', 'ingressBytes'];
+
+/** "egressRate=10mbit" -> ["egressRate", "10mbit"]; numbers for count fields and plain digits. */
+function parseLimitFlag(s: string): [string, string | number] {
+  const m = /^([A-Za-z]+)=(.+)$/.exec(s);
+  if (!m || !LIMIT_FIELDS.includes(m[1])) throw new ToastnetError('invalid_argument', `--limit ${s}: want FIELD=VALUE with FIELD one of ${LIMIT_FIELDS.join(', ')}`);
+  const v = m[2];
+  return [m[1], COUNT_LIMITS.has(m[1]) || /^\d+$/.test(v) ? Number(v) : v];
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -29,7 +42,8 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--group <name>', 'sandboxes of one group may reach each other')
     .option('--report-only', 'block nothing; log what would have been blocked')
     .option('--no-inbound', 'the host may not connect into the sandbox')
-    .addOption(new Option('--inbound-port <port>', 'the host may connect only to these ports: PORT[-PORT][/tcp|udp] (repeatable)').argParser(collect));
+    .addOption(new Option('--inbound-port <port>', 'the host may connect only to these ports: PORT[-PORT][/tcp|udp] (repeatable)').argParser(collect))
+    .option('--limit <field=value>', 'a limit, e.g. egressRate=10mbit, ingressRate=5MB/s, maxConnections=100, egressBytes=1GB (repeatable)', collect);
 }
 
 function readDoc(file: string): PolicyInput {
@@ -48,7 +62,7 @@ function readDoc(file: string): PolicyInput {
 
 /** The policy document the flags describe, or undefined when none was given. */
 export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
-  const given = o.policy !== undefined || o.allow || o.deny || o.domain || o.internet === false || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort;
+  const given = o.policy !== undefined || o.allow || o.deny || o.domain || o.internet === false || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort || o.limit;
   if (!given) return undefined;
   const doc: PolicyInput = o.policy !== undefined ? readDoc(o.policy) : {};
   const egress = { ...(doc.egress ?? {}) };
@@ -61,5 +75,6 @@ export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
   if (o.reportOnly) doc.mode = 'report';
   if (o.inbound === false) doc.inbound = { ...(doc.inbound ?? {}), enabled: false };
   if (o.inboundPort) doc.inbound = { ...(doc.inbound ?? {}), ports: o.inboundPort };
+  if (o.limit) doc.limits = { ...(doc.limits ?? {}), ...Object.fromEntries(o.limit.map(parseLimitFlag)) };
   return doc;
 }

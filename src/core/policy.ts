@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ToastnetError } from '../errors.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { SANDBOX_NAME_RE } from './names.js';
+import { parseBytes, parseRate } from './units.js';
 
 /** A domain name or a wildcard over its subdomains: "pypi.org", "*.githubusercontent.com". */
 export const DOMAIN_RE = /^(\*\.)?(?=.{1,253}$)([a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.)*[a-zA-Z0-9_](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\.?$/;
@@ -25,6 +26,22 @@ const portSpec = z.union([z.number(), z.string()]).superRefine((p, ctx) => {
     ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^port: /, '') });
   }
 });
+const rate = (field: string) => z.union([z.number(), z.string()]).superRefine((v, ctx) => {
+  try {
+    parseRate(v, field);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^[a-zA-Z.]+: /, '') });
+  }
+});
+const bytes = (field: string) => z.union([z.number(), z.string()]).superRefine((v, ctx) => {
+  try {
+    parseBytes(v, field);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.replace(/^[a-zA-Z.]+: /, '') });
+  }
+});
+const count = (max: number) => z.number().int().min(1).max(max);
+
 const groupName = z.string().regex(SANDBOX_NAME_RE, 'a group name is 1-63 of [A-Za-z0-9_.-], starting with a letter or digit');
 
 export const PolicySchema = z.strictObject({
@@ -48,6 +65,19 @@ export const PolicySchema = z.strictObject({
     groupName,
     z.strictObject({ name: groupName, ports: z.array(portSpec).optional() }),
   ]).optional().describe('sandboxes of one group may reach each other (on the listed ports, or all)'),
+  limits: z.strictObject({
+    egressRate: rate('limits.egressRate').optional().describe('upload bandwidth: "10mbit", "5MB/s" or bytes per second'),
+    egressBurst: bytes('limits.egressBurst').optional().describe('upload burst in bytes (default: 100 ms of the rate, at least 64 KiB)'),
+    ingressRate: rate('limits.ingressRate').optional().describe('download bandwidth'),
+    ingressBurst: bytes('limits.ingressBurst').optional().describe('download burst in bytes'),
+    newConnsPerSecond: count(1_000_000).optional().describe('new connections (TCP SYN, new UDP flows) per second'),
+    newConnsBurst: count(1_000_000).optional().describe('new connections allowed at once (default: one second\'s worth)'),
+    maxConnections: count(1_000_000).optional().describe('concurrent connections (conntrack entries) from the sandbox'),
+    packetsPerSecond: count(100_000_000).optional().describe('packets per second from the sandbox'),
+    packetsBurst: count(100_000_000).optional().describe('packets allowed at once (default: a tenth of a second\'s worth, at least 100)'),
+    egressBytes: bytes('limits.egressBytes').optional().describe('upload quota over the sandbox\'s lifetime: "10GB"; then its traffic out is blocked'),
+    ingressBytes: bytes('limits.ingressBytes').optional().describe('download quota over the sandbox\'s lifetime'),
+  }).optional(),
   inbound: z.strictObject({
     enabled: z.boolean().optional().describe('whether the host may open connections into the sandbox (default true)'),
     ports: z.array(portSpec).optional().describe('only these ports (default: all)'),
@@ -74,6 +104,49 @@ export interface Policy {
   /** Allowed names (lower case, no trailing dot); undefined = no domain allow-list. */
   domains?: string[];
   dns: { qps: number; burst: number; maxFailuresPerMinute: number; maxNameLength: number; maxLabelLength: number };
+  limits: Limits;
+}
+
+/** Resolved limits: rates in bytes (or packets, connections) per second, sizes in bytes; absent = unlimited. */
+export interface Limits {
+  egressRate?: number;
+  egressBurst?: number;
+  ingressRate?: number;
+  ingressBurst?: number;
+  newConnsPerSecond?: number;
+  newConnsBurst?: number;
+  maxConnections?: number;
+  packetsPerSecond?: number;
+  packetsBurst?: number;
+  egressBytes?: number;
+  ingressBytes?: number;
+}
+
+/** A bandwidth burst that lets TCP reach the rate through a policer: 100 ms of it, at least 64 KiB. */
+export const defaultBurst = (rate: number): number => Math.max(64 * 1024, Math.round(rate / 10));
+
+function resolveLimits(l: PolicyInput['limits'] = {}): Limits {
+  const out: Limits = {};
+  if (l.egressRate !== undefined) {
+    out.egressRate = parseRate(l.egressRate, 'limits.egressRate');
+    out.egressBurst = l.egressBurst !== undefined ? parseBytes(l.egressBurst, 'limits.egressBurst') : defaultBurst(out.egressRate);
+  }
+  if (l.ingressRate !== undefined) {
+    out.ingressRate = parseRate(l.ingressRate, 'limits.ingressRate');
+    out.ingressBurst = l.ingressBurst !== undefined ? parseBytes(l.ingressBurst, 'limits.ingressBurst') : defaultBurst(out.ingressRate);
+  }
+  if (l.newConnsPerSecond !== undefined) {
+    out.newConnsPerSecond = l.newConnsPerSecond;
+    out.newConnsBurst = l.newConnsBurst ?? l.newConnsPerSecond;
+  }
+  if (l.maxConnections !== undefined) out.maxConnections = l.maxConnections;
+  if (l.packetsPerSecond !== undefined) {
+    out.packetsPerSecond = l.packetsPerSecond;
+    out.packetsBurst = l.packetsBurst ?? Math.max(100, Math.round(l.packetsPerSecond / 10));
+  }
+  if (l.egressBytes !== undefined) out.egressBytes = parseBytes(l.egressBytes, 'limits.egressBytes');
+  if (l.ingressBytes !== undefined) out.ingressBytes = parseBytes(l.ingressBytes, 'limits.ingressBytes');
+  return out;
 }
 
 /** Defaults for the per-sandbox DNS limits when neither the sandbox nor the instance sets them. */
@@ -122,6 +195,7 @@ export function mergePolicy(defaults: PolicyInput, own: PolicyInput): PolicyInpu
     mode: own.mode ?? defaults.mode,
     egress: { ...defaults.egress, ...own.egress },
     dns: { ...defaults.dns, ...own.dns },
+    limits: { ...defaults.limits, ...own.limits },
     group: own.group ?? defaults.group,
     inbound: { ...defaults.inbound, ...own.inbound },
   };
@@ -148,5 +222,6 @@ export function resolvePolicy(p: PolicyInput): Policy {
       maxNameLength: p.dns?.maxNameLength ?? DNS_LIMIT_DEFAULTS.maxNameLength,
       maxLabelLength: p.dns?.maxLabelLength ?? DNS_LIMIT_DEFAULTS.maxLabelLength,
     },
+    limits: resolveLimits(p.limits),
   };
 }

@@ -12,6 +12,10 @@ import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { formatIPv4, parseCidr } from './ipv4.js';
 import { InstanceNames, instanceNames } from './names.js';
 import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
+import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limits.js';
+
+/** Enough of an object to delete it. */
+export type ObjectRef = Pick<SandboxObject, 'kind' | 'name'>;
 import type { NftCommand } from '../kernel/nft.js';
 
 /** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
@@ -26,13 +30,29 @@ export const DENY_REASONS = {
   inbound: 'the sandbox policy (inbound)',
   dns: 'a DNS server other than the gateway',
   domain: 'the sandbox policy (egress.domains): no allowed name resolved to it',
+  bandwidth_out: 'over limits.egressRate',
+  bandwidth_in: 'over limits.ingressRate',
+  packets: 'over limits.packetsPerSecond',
+  connrate: 'over limits.newConnsPerSecond',
+  connections: 'over limits.maxConnections',
+  quota_out: 'limits.egressBytes spent',
+  quota_in: 'limits.ingressBytes spent',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
+
+/**
+ * Limits, not policy: their excess is dropped (a reset would end the connection, and
+ * traffic over a rate is to be slowed, not refused), and report mode does not lift them.
+ */
+export const LIMIT_REASONS: DenyReason[] = ['bandwidth_out', 'bandwidth_in', 'packets', 'connrate', 'connections', 'quota_out', 'quota_in'];
+
+/** Denials whose sandbox is the packet's destination (the others are about its source). */
+export const INBOUND_REASONS: DenyReason[] = ['inbound', 'bandwidth_in', 'quota_in'];
 
 export const METADATA_ADDRESS = '169.254.169.254';
 
 /** Denials report mode does not lift. */
-export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns'];
+export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns', ...LIMIT_REASONS];
 
 /** Per-sandbox sets mirrored into the instance's ARP table. */
 const ARP_SETS: string[] = ['veth_src', 'macvlan_src'];
@@ -109,26 +129,50 @@ export class RulesetBuilder {
     return { family: 'arp', table: this.names.table };
   }
 
-  /** Adds a sandbox's elements (see sandbox-elements.ts): one transaction with the rest of a create. */
-  add(elements: Element[]): NftCommand[] {
-    return this.elementCommands('add', elements);
+  /**
+   * Adds a sandbox's elements and objects (see sandbox-elements.ts, sandbox-limits.ts): one
+   * transaction with the rest of a create. Objects first: map elements point at them.
+   */
+  add(elements: Element[], objects: SandboxObject[] = []): NftCommand[] {
+    return [...this.objectCommands(objects, []).before, ...this.elementCommands('add', [...elements, ...objects.map(objectElement)])];
   }
 
-  remove(elements: Element[]): NftCommand[] {
-    return this.elementCommands('delete', elements);
+  /** Removes a sandbox's elements, then the objects they pointed at. */
+  remove(elements: Element[], objects: SandboxObject[] = []): NftCommand[] {
+    return [...this.elementCommands('delete', [...elements, ...objects.map(objectElement)]), ...this.objectCommands([], objects).after];
   }
 
-  /** Replaces one sandbox's elements: old ones out, new ones in, one atomic transaction. */
-  replace(old: Element[], next: Element[]): NftCommand[] {
-    return [...this.remove(old), ...this.add(next)];
+  /**
+   * Replaces one sandbox's elements and objects in one atomic transaction: old elements
+   * out, changed objects in, new elements in, objects no longer used out. Unchanged
+   * objects are not touched (counters keep counting), and a quota whose amount changed is
+   * updated in place (it keeps what was used).
+   */
+  replace(old: Element[], next: Element[], oldObjects: SandboxObject[] = [], nextObjects: SandboxObject[] = []): NftCommand[] {
+    const oldKeys = new Set(oldObjects.map(objectKey));
+    const nextIds = new Set(nextObjects.map((o) => `${o.kind}:${o.name}`));
+    const { before, after } = this.objectCommands(
+      nextObjects.filter((o) => !oldKeys.has(objectKey(o))),
+      oldObjects.filter((o) => !nextIds.has(`${o.kind}:${o.name}`)),
+    );
+    return [
+      ...this.elementCommands('delete', [...old, ...oldObjects.map(objectElement)]),
+      ...before,
+      ...this.elementCommands('add', [...next, ...nextObjects.map(objectElement)]),
+      ...after,
+    ];
   }
 
-  /** Replaces every per-sandbox set's contents with exactly these elements (gc, reconcile). */
-  resetSandboxes(elements: Element[]): NftCommand[] {
+  /**
+   * Replaces every per-sandbox set's contents with exactly these elements and objects (gc,
+   * reconcile); `stale` are objects in the kernel that no live sandbox owns.
+   */
+  resetSandboxes(elements: Element[], objects: SandboxObject[] = [], stale: ObjectRef[] = []): NftCommand[] {
     const flush: NftCommand[] = Object.entries(SANDBOX_SETS).map(([name, def]) => ({ flush: { ['map' in def ? 'map' : 'set']: { ...this.t, name } } }));
     for (const name of ARP_SETS) flush.push({ flush: { set: { ...this.arp, name } } });
     flush.push({ flush: { set: { ...this.t, name: DNS_ALLOWED_SET.name } } });
-    return flush.concat(this.add(elements));
+    const { before, after } = this.objectCommands(objects, stale);
+    return [...flush, ...after, ...before, ...this.elementCommands('add', [...elements, ...objects.map(objectElement)])];
   }
 
   /**
@@ -191,13 +235,16 @@ export class RulesetBuilder {
     const cmds: NftCommand[] = [this.chain(chain)];
     // Log (at most 20/s, bursts of 50) for `toastnet events`; the limit protects the host from floods.
     cmds.push(this.rule(chain, [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: this.config.logGroup } }]));
+    const sandboxAddr = payload('ip', INBOUND_REASONS.includes(reason) ? 'daddr' : 'saddr');
     // Report mode lets through what the sandbox's own policy and the defaults would block,
-    // never the instance's hard limits (metadata, denyCidrs, host services).
+    // never the instance's hard limits (metadata, denyCidrs, host services, limits).
     if (!HARD_REASONS.includes(reason)) {
-      const sandboxAddr = payload('ip', reason === 'inbound' ? 'daddr' : 'saddr');
       cmds.push(this.rule(chain, [match(sandboxAddr, '@report_mode'), { counter: null }, { accept: null }], 'report mode: log only'));
     }
-    if (this.config.denyAction === 'reject') {
+    cmds.push(this.rule(chain, [{ counter: { map: { key: sandboxAddr, data: '@acct_blocked' } } }], 'the sandbox\'s blocked count'));
+    if (LIMIT_REASONS.includes(reason)) {
+      cmds.push(this.rule(chain, [{ drop: null }]));
+    } else if (this.config.denyAction === 'reject') {
       // Rejections are rate-limited too: past the limit, drop.
       cmds.push(this.rule(chain, [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }]));
       cmds.push(this.rule(chain, [match(meta('l4proto'), 'tcp'), { reject: { type: 'tcp reset' } }]));
@@ -212,7 +259,7 @@ export class RulesetBuilder {
    * The whole table, replacing any previous version atomically (add + delete + add in one
    * transaction): `up` twice gives the same ruleset, and live sandboxes keep their elements.
    */
-  fullTable(elements: Element[]): NftCommand[] {
+  fullTable(elements: Element[], objects: SandboxObject[] = []): NftCommand[] {
     const n = this.names;
     const table = { family: 'inet', name: n.table };
     const all = `${n.linkPrefix}*`;
@@ -256,7 +303,12 @@ export class RulesetBuilder {
     // Sandbox -> anywhere but the host. Order: hard denials, the sandbox's own policy,
     // its group, instance allows, then the defaults.
     const deny = (reason: DenyReason) => ({ jump: { target: `deny_${reason}` } });
+    const saddr = payload('ip', 'saddr');
+    const daddr = payload('ip', 'daddr');
     cmds.push(this.rule('from_sandbox', [{ jump: { target: 'source_check' } }]));
+    // Accounting and limits come before the established shortcut: they apply to every packet.
+    cmds.push(this.rule('from_sandbox', [{ counter: { map: { key: saddr, data: '@acct_out' } } }], 'what the sandbox sent'));
+    cmds.push(...this.limitRules('from_sandbox', saddr, 'egress'));
     cmds.push(this.rule('from_sandbox', [ctState(['established', 'related']), { accept: null }]));
     for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, deny('config')], `denyCidrs ${r.text}`));
     if (!this.config.allowMetadata) cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), METADATA_ADDRESS), { counter: null }, deny('metadata')], 'cloud metadata'));
@@ -276,11 +328,15 @@ export class RulesetBuilder {
 
     // Anywhere -> sandbox (forwarded): only replies. The host's own connections into a
     // sandbox are locally generated (output), so the orchestrator can still reach it.
+    cmds.push(this.rule('to_sandbox', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
+    cmds.push(...this.limitRules('to_sandbox', daddr, 'ingress'));
     cmds.push(this.rule('to_sandbox', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('to_sandbox', [{ counter: null }, { drop: null }], 'no new connections into sandboxes from elsewhere'));
 
     // Sandbox -> host: DNS on the gateway, replies to the host's own connections, nothing else.
     cmds.push(this.rule('sandbox_to_host', [{ jump: { target: 'source_check' } }]));
+    cmds.push(this.rule('sandbox_to_host', [{ counter: { map: { key: saddr, data: '@acct_out' } } }], 'what the sandbox sent'));
+    cmds.push(this.rule('sandbox_to_host', [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'));
     cmds.push(this.rule('sandbox_to_host', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('sandbox_to_host', [
       match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53), { accept: null },
@@ -291,6 +347,7 @@ export class RulesetBuilder {
     // redirects: the host routes between macvlan sandboxes on one link (hairpin), and a
     // redirect would tell them to talk directly, which private mode forbids anyway.
     cmds.push(this.rule('host_to_sandbox', [match(payload('icmp', 'type'), 'redirect'), { counter: null }, { drop: null }], 'no ICMP redirects'));
+    cmds.push(this.rule('host_to_sandbox', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
     cmds.push(this.rule('host_to_sandbox', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('host_to_sandbox', [match(payload('ip', 'daddr'), '@inbound_closed'), { counter: null }, deny('inbound')], 'inbound closed'));
     cmds.push(this.rule('host_to_sandbox', [
@@ -304,6 +361,72 @@ export class RulesetBuilder {
       match(payload('ip', 'saddr'), subnet), match(payload('ip', 'daddr'), subnet, '!='), match(meta('oifname'), all, '!='), { masquerade: null },
     ], 'sandboxes to the internet'));
 
-    return cmds.concat(this.add(elements));
+    // A new table has no tiers yet: every one is made.
+    return cmds.concat(this.add(elements, objects.map((o) => (o.kind === 'tier' ? { ...o, create: true } : o))));
+  }
+
+  /**
+   * Per-sandbox limits in one direction, each a map lookup of the sandbox's address: a
+   * limit object "over" its rate matches, and the packet goes to the limit's deny chain.
+   */
+  private limitRules(chain: string, addr: unknown, dir: 'egress' | 'ingress'): NftCommand[] {
+    const deny = (reason: DenyReason) => ({ jump: { target: `deny_${reason}` } });
+    if (dir === 'ingress') {
+      return [
+        this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_ingress' } } }, deny('bandwidth_in')], 'limits.ingressRate'),
+        this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_ingress' } } }, deny('quota_in')], 'limits.ingressBytes'),
+      ];
+    }
+    return [
+      this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'),
+      this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_egress' } } }, deny('bandwidth_out')], 'limits.egressRate'),
+      this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_egress' } } }, deny('quota_out')], 'limits.egressBytes'),
+      this.rule(chain, [ctState(['new']), { limit: { map: { key: addr, data: '@limit_newconns' } } }, deny('connrate')], 'limits.newConnsPerSecond'),
+      this.rule(chain, [ctState(['new']), { vmap: { key: addr, data: '@conn_tier' } }], 'limits.maxConnections'),
+    ];
+  }
+
+  /** Commands creating (or updating, for quotas) one object; connection tiers are idempotent. */
+  private objectAdd(o: SandboxObject): NftCommand[] {
+    switch (o.kind) {
+      case 'counter':
+        return [{ add: { counter: { ...this.t, name: o.name } } }];
+      case 'limit':
+        return [{ add: { limit: { ...this.t, name: o.name, rate: o.rate, per: 'second', burst: o.burst, inv: true, ...(o.unit === 'bytes' ? { rate_unit: 'bytes', burst_unit: 'bytes' } : {}) } } }];
+      case 'quota':
+        return [{ add: { quota: { ...this.t, name: o.name, bytes: o.bytes, inv: true, ...(o.used !== undefined ? { used: o.used } : {}) } } }];
+      case 'tier': {
+        // Shared by every sandbox with this maxConnections, made once and never deleted with
+        // a sandbox (an unused tier costs nothing: no address jumps to it). The counting set
+        // must be made in the same batch as the rule that adds to it: that is how nft marks
+        // it dynamic (1.0.6's JSON has no flag for it), and a set cannot be re-added.
+        if (!o.create) return [];
+        const set = tierSet(o.max);
+        return [
+          { add: { set: { ...this.t, name: set, type: 'ipv4_addr', size: 65535 } } },
+          this.chain(o.name),
+          this.rule(o.name, [
+            { set: { op: 'add', elem: payload('ip', 'saddr'), set: `@${set}`, stmt: [{ 'ct count': { val: o.max, inv: true } }] } },
+            { jump: { target: 'deny_connections' } },
+          ], `over ${o.max} connections`),
+        ];
+      }
+    }
+  }
+
+  private objectDelete(o: ObjectRef): NftCommand[] {
+    if (o.kind === 'tier') return [];
+    return [{ delete: { [o.kind]: { ...this.t, name: o.name } } }];
+  }
+
+  private objectCommands(add: SandboxObject[], del: ObjectRef[]): { before: NftCommand[]; after: NftCommand[] } {
+    const seen = new Set<string>();
+    const before: NftCommand[] = [];
+    for (const o of add) {
+      if (seen.has(objectKey(o))) continue; // a tier shared by sandboxes created together
+      seen.add(objectKey(o));
+      before.push(...this.objectAdd(o));
+    }
+    return { before, after: del.flatMap((o) => this.objectDelete(o)) };
   }
 }

@@ -6,6 +6,7 @@
 import { formatIPv4 } from './ipv4.js';
 import { Policy, PortRange } from './policy.js';
 import { compileEgress } from './policy-compile.js';
+import { LIMIT_MAPS } from './sandbox-limits.js';
 
 export type SandboxMode = 'veth' | 'macvlan';
 
@@ -30,6 +31,7 @@ export const SANDBOX_SETS = {
   inbound_only: { type: ['ipv4_addr'], comment: 'sandboxes the host may connect into only on inbound_ports' },
   inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
   domain_mode: { type: ['ipv4_addr'], comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
+  ...LIMIT_MAPS,
 } as const;
 
 /**

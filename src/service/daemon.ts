@@ -30,6 +30,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
   let dnsLog: DnsLog | undefined;
+  let dnsCountsOf: (name: string) => { queries: number; refused: number; limited: number; stripped: number } | undefined = () => undefined;
+  let forgetDnsCounts: (name: string) => void = () => {};
   let stopping = false;
 
   const stop = async (why: string): Promise<void> => {
@@ -55,11 +57,19 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
     const queries = new DnsLog(engine.store.db);
     const refusalLog = new LogLimiter();
+    // Per-sandbox resolver counts for stats (every query, not only the logged ones).
+    const dnsCounts = new Map<string, { queries: number; refused: number; limited: number; stripped: number }>();
+    dnsCountsOf = (name) => dnsCounts.get(name);
+    forgetDnsCounts = (name) => dnsCounts.delete(name);
     dnsLog = queries;
     const gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
       admit: (s, addresses, ttl) => engine.admitResolved(s.ip, addresses, ttl),
       log: (e) => {
+        let c = dnsCounts.get(e.sandbox);
+        if (!c) dnsCounts.set(e.sandbox, (c = { queries: 0, refused: 0, limited: 0, stripped: 0 }));
+        c.queries++;
+        if (e.verdict !== 'answered') c[e.verdict]++;
         // Answered queries are logged (in batches); refusals only at a limited rate per
         // sandbox, like the kernel's denial log, so a flood cannot fill the disk.
         if (e.verdict === 'answered' || e.verdict === 'stripped') queries.record(e);
@@ -105,7 +115,11 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),
       create: (body) => engine.create(body),
-      remove: (name) => engine.remove(name),
+      remove: (name) => engine.remove(name).then(() => void forgetDnsCounts(name)),
+      stats: (name) => engine.stats(name).map((s) => {
+        const d = dnsCountsOf(s.name);
+        return d ? { ...s, dns: { ...d } } : s;
+      }),
       policyGet: (name) => engine.policyGet(name),
       policySet: (name, policy) => engine.policySet(name, policy),
       gc: () => engine.gc(),

@@ -13,14 +13,17 @@ import { cidrContains, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js'
 import {
   InstanceNames, autoSandboxName, instanceNames, netnsName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
-import { RulesetBuilder } from '../core/ruleset.js';
+import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { Element, SandboxMode, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
+import { SandboxObject, counterNames, quotaNames, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
-import type { DenyReason } from '../core/ruleset.js';
+import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset.js';
+import { formatBytes, formatRate } from '../core/units.js';
+import type { Limits } from '../core/policy.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
 import { deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
@@ -34,6 +37,7 @@ import {
 import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { InstanceLock } from './lock.js';
+import { SandboxStats, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
 
 /** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
@@ -111,6 +115,8 @@ export class Engine {
   /** Live sandbox name by address (events name the sandbox of a logged packet). */
   private readonly byIp = new Map<string, string>();
   private readonly judge: FlowJudge;
+  /** maxConnections values whose tier (chain and counting set) exists in the kernel. */
+  private readonly knownTiers = new Set<number>();
 
   private constructor(readonly config: Config, private readonly lock: InstanceLock) {
     this.names = instanceNames(config.instance);
@@ -152,6 +158,56 @@ export class Engine {
 
   private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput): SandboxSpec {
     return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy: resolvePolicy(effective) };
+  }
+
+  /** Whether a connection tier's chain and set exist (cached: tiers are never removed but with the table). */
+  private tierKnown(max: number): boolean {
+    if (this.knownTiers.has(max)) return true;
+    if (!this.nft.hasChain('inet', this.names.table, tierChain(max))) return false;
+    this.knownTiers.add(max);
+    return true;
+  }
+
+  /** A sandbox's objects, with the connection tiers the kernel does not have yet marked for creation. */
+  private objectsOf(s: SandboxSpec, used?: ReadonlyMap<string, number>): SandboxObject[] {
+    return sandboxObjects(s, used).map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o));
+  }
+
+  private noteTiers(objects: SandboxObject[]): void {
+    for (const o of objects) if (o.kind === 'tier') this.knownTiers.add(o.max);
+  }
+
+  private liveObjects(used?: ReadonlyMap<string, number>): SandboxObject[] {
+    return [...this.specs.values()].flatMap((s) => sandboxObjects(s, used));
+  }
+
+  /** Makes the per-sandbox sets, maps and objects exactly what the live sandboxes own. */
+  private resetKernelSandboxes(): void {
+    const wanted = this.liveObjects();
+    const names = new Set(wanted.map((o) => `${o.kind}:${o.name}`));
+    const stale: ObjectRef[] = [];
+    for (const item of this.nft.listTable('inet', this.names.table) ?? []) {
+      for (const kind of ['counter', 'limit', 'quota'] as const) {
+        const o = item[kind] as { name?: string } | undefined;
+        if (o?.name !== undefined && !names.has(`${kind}:${o.name}`)) stale.push({ kind, name: o.name });
+      }
+    }
+    this.nft.apply(this.rules.resetSandboxes(this.liveElements(), wanted.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o)), stale), 'reset sandbox sets');
+    this.noteTiers(wanted);
+    this.resolved.clear(); // dns_allowed was flushed
+  }
+
+  /**
+   * Before the table is rebuilt: what its counters and quotas hold, by sandbox address
+   * (counters) and object name (quota used), so totals survive `up`.
+   */
+  private readKernelUsage(): { counters: Map<string, { packets: number; bytes: number }>; quotaUsed: Map<string, number> } {
+    const counters = new Map<string, { packets: number; bytes: number }>();
+    const quotaUsed = new Map<string, number>();
+    if (!this.nft.listTable('inet', this.names.table)) return { counters, quotaUsed };
+    for (const c of this.nft.listObjects('counter', 'inet', this.names.table)) counters.set(String(c.name), { packets: Number(c.packets ?? 0), bytes: Number(c.bytes ?? 0) });
+    for (const q of this.nft.listObjects('quota', 'inet', this.names.table)) quotaUsed.set(String(q.name), Number(q.used ?? 0));
+    return { counters, quotaUsed };
   }
 
   /** Every live sandbox's elements, each group pair once. */
@@ -205,7 +261,19 @@ export class Engine {
     const host = setupHostNet(this.rtnl, this.names, this.config.gateway, this.prefixLength);
     this.parentIndex = host.parentIndex;
     writeForwarding(true);
-    this.nft.apply(this.rules.fullTable(this.liveElements()), 'install ruleset');
+    // Counters and quotas start again in a rebuilt table: carry what they hold.
+    const usage = this.readKernelUsage();
+    this.nft.apply(this.rules.fullTable(this.liveElements(), this.liveObjects(usage.quotaUsed)), 'install ruleset');
+    this.store.transaction(() => {
+      for (const r of this.store.list()) {
+        const c = counterNames(r.ip);
+        const get = (n: string) => usage.counters.get(n) ?? { packets: 0, bytes: 0 };
+        const [o, i, b] = [get(c.out), get(c.in), get(c.blocked)];
+        if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
+      }
+    });
+    this.knownTiers.clear();
+    this.noteTiers(this.liveObjects());
     this.resolved.clear(); // the new table starts with an empty dns_allowed
     this.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
@@ -288,19 +356,21 @@ export class Engine {
     // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective);
     const elements = sandboxElements(spec, this.peersOf(row.name, spec));
+    const objects = this.objectsOf(spec);
     const netns = netnsName(this.names, row.name);
     let elementAdded = false;
     try {
       createSandboxNet(this.rtnl, {
         netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
       });
-      this.nft.apply(this.rules.add(elements), 'admit sandbox');
+      this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
+      this.noteTiers(objects);
       elementAdded = true;
       this.writeResolvConf(netns);
       this.store.markReady(row.id);
       this.setSpec(row.name, spec);
     } catch (err) {
-      if (elementAdded) this.tryNft(this.rules.remove(elements));
+      if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
       removeSandboxNet(this.rtnl, { netns, mode, ip });
       this.removeResolvConf(netns);
       this.store.transaction(() => {
@@ -341,8 +411,7 @@ export class Engine {
     } catch {
       // Some element was not there (state and kernel disagreed): make the sets exactly
       // what the live sandboxes own.
-      this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
-      this.resolved.clear();
+      this.resetKernelSandboxes();
     }
   }
 
@@ -405,13 +474,14 @@ export class Engine {
 
   /** Which sandbox a logged denial belongs to, and the rule that decided (events). */
   attribute(p: LoggedPacket, reason: DenyReason): Attribution | undefined {
-    const ip = reason === 'inbound' ? p.dst : p.src;
+    const ip = INBOUND_REASONS.includes(reason) ? p.dst : p.src;
     const name = this.byIp.get(ip);
     const spec = name === undefined ? undefined : this.specs.get(name);
     if (name === undefined || !spec) return undefined;
     let rule: string;
     if (reason === 'host') rule = 'host services (only DNS on the gateway is open)';
     else if (reason === 'inbound') rule = spec.policy.inbound.enabled ? 'inbound port not listed' : 'inbound closed';
+    else if (LIMIT_REASONS.includes(reason)) rule = limitRule(reason, spec.policy.limits);
     else rule = this.judge.decide(spec, this.peersOf(name, spec), { daddr: p.dst, proto: p.proto, dport: p.dport ?? 0 }).by;
     return { sandbox: name, rule, action: spec.policy.mode === 'report' ? 'reported' : 'blocked' };
   }
@@ -435,7 +505,9 @@ export class Engine {
     const next = this.spec(r, effective);
     const before = sandboxElements(old, this.peersOf(name, old));
     const after = sandboxElements(next, this.peersOf(name, next));
-    this.nft.apply(this.rules.replace(before, after), 'replace policy');
+    const nextObjects = this.objectsOf(next);
+    this.nft.apply(this.rules.replace(before, after, sandboxObjects(old), nextObjects), 'replace policy');
+    this.noteTiers(nextObjects);
     // Addresses admitted for names the new list still allows stay open; any other change
     // (a name dropped, the list removed) forgets them, since dns_allowed bypasses no_internet.
     const kept = next.policy.domains;
@@ -472,6 +544,13 @@ export class Engine {
     }
   }
 
+  /** Accounting for one sandbox, or all (one kernel read either way). */
+  stats(name?: string): SandboxStats[] {
+    const rows = this.store.list().filter((r) => r.state === 'ready' && !this.removing.has(r.name) && (name === undefined || r.name === name));
+    if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    return readStats(this.nft, this.names.table, this.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.specs.get(r.name)?.policy.limits ?? {} })));
+  }
+
   get(name: string): SandboxInfo {
     const r = this.store.getByName(name);
     if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
@@ -505,7 +584,7 @@ export class Engine {
     if (spec) {
       this.forgetAllResolved(spec.ip);
       this.deleteSpec(name);
-      this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec))));
+      this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec)), sandboxObjects(spec)));
     }
     // The host route goes with the link when the kernel reaps it; a create that reuses the
     // address meanwhile replaces it (NLM_F_REPLACE). Only a namespace that processes keep
@@ -564,10 +643,7 @@ export class Engine {
     report.links.push(...g.links);
     report.files.push(...g.files);
     for (const name of [...this.specs.keys()]) if (!this.store.getByName(name)) this.deleteSpec(name);
-    if (this.nft.listTable('inet', this.names.table)) {
-      this.nft.apply(this.rules.resetSandboxes(this.liveElements()), 'reset sandbox sets');
-      this.resolved.clear(); // dns_allowed was flushed
-    }
+    if (this.nft.listTable('inet', this.names.table)) this.resetKernelSandboxes();
     return report;
   }
 
@@ -625,5 +701,19 @@ export class Engine {
       socket: path.join(this.config.runDir, 'toastnet.sock'),
       daemon: daemonPid ? { pid: daemonPid } : null,
     };
+  }
+}
+
+/** The limit behind a limit denial, with its setting, for events. */
+function limitRule(reason: DenyReason, l: Limits): string {
+  switch (reason) {
+    case 'bandwidth_out': return `limits.egressRate ${l.egressRate ? formatRate(l.egressRate) : '?'}`;
+    case 'bandwidth_in': return `limits.ingressRate ${l.ingressRate ? formatRate(l.ingressRate) : '?'}`;
+    case 'packets': return `limits.packetsPerSecond ${l.packetsPerSecond ?? '?'}`;
+    case 'connrate': return `limits.newConnsPerSecond ${l.newConnsPerSecond ?? '?'}`;
+    case 'connections': return `limits.maxConnections ${l.maxConnections ?? '?'}`;
+    case 'quota_out': return `limits.egressBytes ${l.egressBytes ? formatBytes(l.egressBytes) : '?'} spent`;
+    case 'quota_in': return `limits.ingressBytes ${l.ingressBytes ? formatBytes(l.ingressBytes) : '?'} spent`;
+    default: return reason;
   }
 }

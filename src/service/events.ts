@@ -93,7 +93,7 @@ export class EventLog {
 
   record(packets: LoggedPacket[], attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined): void {
     for (const p of packets) {
-      const m = /^tn:([a-z]+) ?$/.exec(p.prefix);
+      const m = /^tn:([a-z_]+) ?$/.exec(p.prefix);
       if (!m || !(m[1] in DENY_REASONS)) continue;
       const reason = m[1] as DenyReason;
       const a = attribute(p, reason);

@@ -35,7 +35,24 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 );
 CREATE TABLE IF NOT EXISTS released (ip INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS released_by_seq ON released (seq);
+-- What the kernel had counted when its table was last rebuilt (up): the kernel's counters
+-- start again from zero, and the totals are this plus what they count now.
+CREATE TABLE IF NOT EXISTS usage_carried (
+  sandbox_id INTEGER PRIMARY KEY,
+  out_packets INTEGER NOT NULL DEFAULT 0, out_bytes INTEGER NOT NULL DEFAULT 0,
+  in_packets INTEGER NOT NULL DEFAULT 0, in_bytes INTEGER NOT NULL DEFAULT 0,
+  blocked_packets INTEGER NOT NULL DEFAULT 0
+);
 `;
+
+/** Counts carried over a table rebuild (see usage_carried). */
+export interface CarriedUsage {
+  outPackets: number;
+  outBytes: number;
+  inPackets: number;
+  inBytes: number;
+  blockedPackets: number;
+}
 
 interface Row {
   id: number;
@@ -74,6 +91,11 @@ export class Store {
       setPolicy: this.db.prepare('UPDATE sandboxes SET policy = ? WHERE id = ?'),
       markReady: this.db.prepare("UPDATE sandboxes SET state = 'ready' WHERE id = ?"),
       delete: this.db.prepare('DELETE FROM sandboxes WHERE id = ?'),
+      deleteUsage: this.db.prepare('DELETE FROM usage_carried WHERE sandbox_id = ?'),
+      getUsage: this.db.prepare<[number], { out_packets: number; out_bytes: number; in_packets: number; in_bytes: number; blocked_packets: number }>('SELECT * FROM usage_carried WHERE sandbox_id = ?'),
+      addUsage: this.db.prepare(`INSERT INTO usage_carried (sandbox_id, out_packets, out_bytes, in_packets, in_bytes, blocked_packets) VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT(sandbox_id) DO UPDATE SET out_packets = out_packets + excluded.out_packets, out_bytes = out_bytes + excluded.out_bytes,
+        in_packets = in_packets + excluded.in_packets, in_bytes = in_bytes + excluded.in_bytes, blocked_packets = blocked_packets + excluded.blocked_packets`),
       byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM sandboxes ORDER BY id'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM sandboxes'),
@@ -124,6 +146,17 @@ export class Store {
 
   deleteSandbox(id: number): void {
     this.stmts.delete.run(id);
+    this.stmts.deleteUsage.run(id);
+  }
+
+  carriedUsage(id: number): CarriedUsage {
+    const r = this.stmts.getUsage.get(id);
+    return { outPackets: r?.out_packets ?? 0, outBytes: r?.out_bytes ?? 0, inPackets: r?.in_packets ?? 0, inBytes: r?.in_bytes ?? 0, blockedPackets: r?.blocked_packets ?? 0 };
+  }
+
+  /** Adds what the kernel counted to the carried totals (before its counters are rebuilt). */
+  carryUsage(id: number, u: CarriedUsage): void {
+    this.stmts.addUsage.run(id, u.outPackets, u.outBytes, u.inPackets, u.inBytes, u.blockedPackets);
   }
 
   getByName(name: string): SandboxRow | undefined {

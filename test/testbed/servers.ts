@@ -1,7 +1,8 @@
 // Servers of the testbed, started inside a test namespace with nsenter:
 //   node servers.js http:IP:PORT:BODY (IP any6 = every v4 and v6 address) ... tcp:IP:PORT:BODY ... dns:IP:PORT
 // HTTP servers answer BODY; TCP servers write BODY and close; hold servers keep writing BODY; the DNS server answers the
-// fixed zone below. Prints "ready" once every listener is bound.
+// fixed zone below; udpecho (datagrams sent back) and sink (swallows TCP, reports the
+// byte count over HTTP on the next port). Prints "ready" once every listener is bound.
 import http from 'node:http';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -101,6 +102,21 @@ async function main(): Promise<void> {
         c.on('error', () => c.destroy());
       });
       waits.push(new Promise((r) => t.listen(port, ip, () => r())));
+    } else if (kind === 'udpecho') {
+      // Sends every datagram back: traffic in both directions of known size and count.
+      const u = dgram.createSocket('udp4');
+      u.on('message', (m, r) => u.send(m, r.port, r.address));
+      waits.push(new Promise((r) => u.bind(port, ip, () => r())));
+    } else if (kind === 'sink') {
+      // Swallows TCP on PORT; GET on PORT+1 answers how many bytes arrived in all.
+      let total = 0;
+      const s = net.createServer((c) => {
+        c.on('data', (d) => (total += d.length));
+        c.on('error', () => c.destroy());
+      });
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+      const h = http.createServer((_req, res) => res.end(String(total)));
+      waits.push(new Promise((r) => h.listen(port + 1, ip, () => r())));
     } else {
       throw new Error(`unknown server spec ${spec}`);
     }

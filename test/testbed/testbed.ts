@@ -124,6 +124,34 @@ export class Testbed {
     });
   }
 
+  /** Starts a long-running process in a namespace of this testbed; killed on destroy. */
+  background(ns: string, cmd: string[]): ChildProcess {
+    const p = spawn('nsenter', [`--net=/run/netns/${ns}`, ...cmd], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.procs.push(p);
+    return p;
+  }
+
+  /** Starts more test servers (see servers.ts) in the wan namespace. */
+  async serveWan(specs: string[]): Promise<void> {
+    await this.startServers(this.wanNs, specs);
+  }
+
+  /** A toastnet command run asynchronously (for load in several sandboxes at once). */
+  toastnetAsync(instance: string, args: string[], timeoutMs = 60_000): Promise<Result> {
+    return new Promise((resolve) => {
+      const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, CLI, ...this.flags(instance), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      p.stdout!.on('data', (d) => (stdout += d));
+      p.stderr!.on('data', (d) => (stderr += d));
+      const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+      p.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? 128, stdout, stderr });
+      });
+    });
+  }
+
   /** Runs a command in a namespace of this testbed (sync); throws on non-zero exit. */
   sh(ns: string, cmd: string[]): string {
     return execFileSync('nsenter', [`--net=/run/netns/${ns}`, ...cmd], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,74 @@
+// Per-sandbox accounting: what each sandbox sent, received and had blocked (the kernel's
+// named counters plus what was carried over table rebuilds), its quotas' use, and the
+// blocked packets the kernel logged, by reason.
+import type Database from 'better-sqlite3';
+import type { Limits } from '../core/policy.js';
+import { counterNames, quotaNames } from '../core/sandbox-limits.js';
+import type { Nft } from '../kernel/nft.js';
+import type { Store } from '../store/store.js';
+
+export interface Traffic {
+  packets: number;
+  bytes: number;
+}
+
+export interface SandboxStats {
+  name: string;
+  ip: string;
+  /** Everything the sandbox sent (before limits and policy judged it) and received. */
+  sent: Traffic;
+  received: Traffic;
+  blocked: {
+    /** Packets dropped or rejected by policy or limits (kernel counter: exact). */
+    packets: number;
+    /** Logged denials by reason (the kernel logs at most 20/s per reason: a sample). */
+    logged: Record<string, number>;
+  };
+  quota: { egress?: { bytes: number; used: number }; ingress?: { bytes: number; used: number } };
+  limits: Limits;
+  /** The resolver's per-sandbox counts (daemon only). */
+  dns?: { queries: number; refused: number; limited: number; stripped: number };
+}
+
+export interface AccountedSandbox {
+  id: number;
+  name: string;
+  ip: string;
+  createdAt: number;
+  limits: Limits;
+}
+
+/** Reads the kernel's counters and quotas once and builds each sandbox's figures. */
+export function readStats(nft: Nft, table: string, store: Store, sandboxes: AccountedSandbox[]): SandboxStats[] {
+  const counters = new Map<string, Traffic>();
+  for (const c of nft.listObjects('counter', 'inet', table)) counters.set(String(c.name), { packets: Number(c.packets ?? 0), bytes: Number(c.bytes ?? 0) });
+  const quotas = new Map<string, { bytes: number; used: number }>();
+  for (const q of nft.listObjects('quota', 'inet', table)) quotas.set(String(q.name), { bytes: Number(q.bytes ?? 0), used: Number(q.used ?? 0) });
+  const logged = loggedByReason(store.db);
+  return sandboxes.map((s) => {
+    const n = counterNames(s.ip);
+    const carried = store.carriedUsage(s.id);
+    const k = (name: string) => counters.get(name) ?? { packets: 0, bytes: 0 };
+    const q = quotaNames(s.ip);
+    return {
+      name: s.name,
+      ip: s.ip,
+      sent: { packets: carried.outPackets + k(n.out).packets, bytes: carried.outBytes + k(n.out).bytes },
+      received: { packets: carried.inPackets + k(n.in).packets, bytes: carried.inBytes + k(n.in).bytes },
+      blocked: { packets: carried.blockedPackets + k(n.blocked).packets, logged: logged(s.name, s.createdAt) },
+      quota: {
+        ...(quotas.has(q.egress) && s.limits.egressBytes ? { egress: quotas.get(q.egress)! } : {}),
+        ...(quotas.has(q.ingress) && s.limits.ingressBytes ? { ingress: quotas.get(q.ingress)! } : {}),
+      },
+      limits: s.limits,
+    };
+  });
+}
+
+/** Logged denials per reason for a sandbox since it was created (a name can be reused). */
+function loggedByReason(db: Database.Database): (sandbox: string, since: number) => Record<string, number> {
+  const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").get();
+  if (!exists) return () => ({});
+  const q = db.prepare<[string, number], { reason: string; n: number }>('SELECT reason, count(*) AS n FROM events WHERE sandbox = ? AND time >= ? GROUP BY reason ORDER BY reason');
+  return (sandbox, since) => Object.fromEntries(q.all(sandbox, since).map((r) => [r.reason, r.n]));
+}
