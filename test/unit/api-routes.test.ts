@@ -4,6 +4,7 @@ import { ToastnetError } from '../../src/errors.js';
 import { route, type ApiBackend, type CreateSandboxBody, type EventQuery } from '../../src/api/routes.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
+import type { SandboxStats } from '../../src/service/accounting.js';
 
 /** An in-memory backend: no kernel, no socket. Records the calls it receives. */
 class FakeBackend implements ApiBackend {
@@ -26,6 +27,11 @@ class FakeBackend implements ApiBackend {
       forwarding: true, sandboxes: this.sandboxes.size, addresses: { capacity: 65533, used: this.sandboxes.size, free: 65533 - this.sandboxes.size },
       dnsUpstreams: ['192.0.2.53'], stateFile: '/tmp/state.db', socket: '/tmp/toastnet.sock', daemon: { pid: 1 },
     };
+  }
+  stats(name?: string): SandboxStats[] {
+    this.check(name === undefined ? 'stats' : `stats ${name}`);
+    const names = name === undefined ? [...this.sandboxes.keys()] : [this.get(name).name];
+    return names.map((n) => ({ name: n, ip: this.sandboxes.get(n)!.ip, sent: { packets: 1, bytes: 100 }, received: { packets: 2, bytes: 200 }, blocked: { packets: 0, logged: {} }, quota: {}, limits: {} }));
   }
   list(): SandboxInfo[] {
     this.check('list');
@@ -152,6 +158,19 @@ describe('route', () => {
     assert.equal(res.status, 200);
     assert.deepEqual((res.body as { kernel: unknown }).kernel, { links: [] });
     assert.ok(b.calls.includes('inspect x'));
+  });
+
+  it('GET /v1/sandboxes/{name}/stats: 200 with one sandbox\'s figures; GET /v1/stats: all; unknown: 404', async () => {
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'x' } });
+    await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'y' } });
+    const one = await route(b, { method: 'GET', path: '/v1/sandboxes/x/stats' });
+    assert.equal(one.status, 200);
+    assert.equal((one.body as { name: string }).name, 'x');
+    assert.deepEqual((one.body as { sent: unknown }).sent, { packets: 1, bytes: 100 });
+    const all = await route(b, { method: 'GET', path: '/v1/stats' });
+    assert.deepEqual((all.body as { sandboxes: { name: string }[] }).sandboxes.map((s) => s.name), ['x', 'y']);
+    assertError(await route(b, { method: 'GET', path: '/v1/sandboxes/nope/stats' }), 404, 'not_found');
+    assert.ok(b.calls.includes('stats x') && b.calls.includes('stats'));
   });
 
   it('DELETE /v1/sandboxes/{name}: 204 without a body', async () => {

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
-import { DNS_LIMIT_DEFAULTS, DOMAIN_RE, domainAllowed, mergePolicy, parsePortSpec, resolvePolicy, validatePolicy, type PolicyInput } from '../../src/core/policy.js';
+import { DNS_LIMIT_DEFAULTS, DOMAIN_RE, defaultBurst, domainAllowed, mergePolicy, parsePortSpec, resolvePolicy, validatePolicy, type PolicyInput } from '../../src/core/policy.js';
 
 const invalid = (re: RegExp) => (err: unknown) => {
   assert.ok(err instanceof ToastnetError, `not a ToastnetError: ${err}`);
@@ -17,6 +17,11 @@ const full: PolicyInput = {
   dns: { qps: 2.5, burst: 10, maxFailuresPerMinute: 1, maxNameLength: 100, maxLabelLength: 20 },
   group: { name: 'ci', ports: [8080, '9000-9100/udp', '22/tcp', '7000'] },
   inbound: { enabled: true, ports: ['8080/tcp'] },
+  limits: {
+    egressRate: '10mbit', egressBurst: '256KiB', ingressRate: 2_000_000, ingressBurst: 300_000,
+    newConnsPerSecond: 100, newConnsBurst: 300, maxConnections: 512, packetsPerSecond: 5000, packetsBurst: 1000,
+    egressBytes: '10GB', ingressBytes: '1GiB',
+  },
 };
 
 describe('validatePolicy', () => {
@@ -119,6 +124,44 @@ describe('validatePolicy', () => {
     assert.equal(`${'a.'.repeat(126)}b`.length, 253);
   });
 
+  it('accepts limits as strings or numbers and returns them unchanged', () => {
+    const limits = { egressRate: '10mbit', egressBurst: '1MiB', ingressRate: 125000, ingressBurst: 70000, egressBytes: '10GB', ingressBytes: 1, newConnsPerSecond: 1, newConnsBurst: 1_000_000, maxConnections: 1_000_000, packetsPerSecond: 100_000_000, packetsBurst: 1 };
+    assert.deepEqual(validatePolicy({ limits: structuredClone(limits) }), { limits });
+    for (const egressRate of ['10mbit', '10Mbit', '800kbit/s', '1.5gbit', '10Mibit', '5MB/s', '64KiB/s', '5 MB/s', 1, 1e9]) {
+      assert.deepEqual(validatePolicy({ limits: { egressRate } }), { limits: { egressRate } }, String(egressRate));
+    }
+    assert.deepEqual(validatePolicy({ limits: {} }), { limits: {} });
+  });
+
+  it('rejects bad limits, naming the field', () => {
+    const cases: [unknown, RegExp][] = [
+      [{ limits: { egressRate: 'fast' } }, /^policy: field "limits\.egressRate": "fast" is not a rate like "10mbit", "5MB\/s" or a number of bytes per second$/],
+      [{ limits: { egressRate: '10mbps' } }, /^policy: field "limits\.egressRate": "10mbps" is ambiguous: write bits as "10mbit" or bytes as "10MB\/s"$/],
+      [{ limits: { ingressRate: '10Mbps' } }, /^policy: field "limits\.ingressRate": "10Mbps" is ambiguous/],
+      [{ limits: { egressRate: 0 } }, /^policy: field "limits\.egressRate": 0 is not a positive amount$/],
+      [{ limits: { egressRate: -5 } }, /^policy: field "limits\.egressRate": -5 is not a positive amount$/],
+      [{ limits: { egressRate: '0mbit' } }, /^policy: field "limits\.egressRate": "0mbit" is not a positive amount$/],
+      [{ limits: { egressRate: '10mb/s' } }, /^policy: field "limits\.egressRate": "10mb\/s" is not a rate/],
+      [{ limits: { egressRate: true } }, /^policy: field "limits\.egressRate"/],
+      [{ limits: { egressBurst: '10mb' } }, /^policy: field "limits\.egressBurst": "10mb" is not a size like "10MB", "1GiB" or a number of bytes$/],
+      [{ limits: { ingressBurst: 0 } }, /^policy: field "limits\.ingressBurst": 0 is not a positive amount$/],
+      [{ limits: { egressBytes: '1 gig' } }, /^policy: field "limits\.egressBytes": "1 gig" is not a size/],
+      [{ limits: { ingressBytes: '5MB/s' } }, /^policy: field "limits\.ingressBytes": "5MB\/s" is not a size/],
+      [{ limits: { ingressBytes: -1 } }, /^policy: field "limits\.ingressBytes": -1 is not a positive amount$/],
+      [{ limits: { newConnsPerSecond: 0 } }, /^policy: field "limits\.newConnsPerSecond"/],
+      [{ limits: { newConnsPerSecond: 1.5 } }, /^policy: field "limits\.newConnsPerSecond"/],
+      [{ limits: { newConnsPerSecond: '10' } }, /^policy: field "limits\.newConnsPerSecond": .*number/],
+      [{ limits: { newConnsBurst: 1_000_001 } }, /^policy: field "limits\.newConnsBurst"/],
+      [{ limits: { maxConnections: 0 } }, /^policy: field "limits\.maxConnections"/],
+      [{ limits: { maxConnections: 1_000_001 } }, /^policy: field "limits\.maxConnections"/],
+      [{ limits: { packetsPerSecond: 100_000_001 } }, /^policy: field "limits\.packetsPerSecond"/],
+      [{ limits: { packetsBurst: -1 } }, /^policy: field "limits\.packetsBurst"/],
+      [{ limits: 5 }, /^policy: field "limits"/],
+      [{ limits: { bandwidth: '10mbit' } }, /^policy: unknown field "limits\.bandwidth"$/],
+    ];
+    for (const [doc, re] of cases) assert.throws(() => validatePolicy(doc), invalid(re), JSON.stringify(doc));
+  });
+
   it('rejects bad dns limits and unknown dns fields, naming them', () => {
     const cases: [unknown, RegExp][] = [
       [{ dns: { qps: 0 } }, /^policy: field "dns\.qps"/],
@@ -149,6 +192,7 @@ describe('mergePolicy', () => {
     egress: { internet: false, allow: ['10.0.0.0/8'], deny: ['192.0.2.0/24'] },
     group: { name: 'base', ports: [22] },
     inbound: { enabled: true, ports: [8080] },
+    limits: { egressRate: '10mbit', maxConnections: 100, egressBytes: '1GB' },
   };
 
   it('keeps every default the sandbox does not set', () => {
@@ -157,6 +201,19 @@ describe('mergePolicy', () => {
     assert.deepEqual(m.egress, defaults.egress);
     assert.deepEqual(m.group, defaults.group);
     assert.deepEqual(m.inbound, defaults.inbound);
+    assert.deepEqual(m.limits, defaults.limits);
+  });
+
+  it('limits are merged field by field', () => {
+    const m = mergePolicy(defaults, { limits: { maxConnections: 20, ingressRate: '5MB/s' } });
+    assert.deepEqual(m.limits, { egressRate: '10mbit', maxConnections: 20, egressBytes: '1GB', ingressRate: '5MB/s' });
+    assert.deepEqual(resolvePolicy(m).limits, {
+      egressRate: 1_250_000, egressBurst: 125_000, maxConnections: 20, egressBytes: 1_000_000_000, ingressRate: 5_000_000, ingressBurst: 500_000,
+    });
+    assert.deepEqual(mergePolicy(defaults, { limits: {} }).limits, defaults.limits);
+    assert.deepEqual(mergePolicy({}, { limits: { packetsPerSecond: 9 } }).limits, { packetsPerSecond: 9 });
+    assert.deepEqual(mergePolicy({ limits: { packetsPerSecond: 9 } }, { limits: { packetsPerSecond: 90 } }).limits, { packetsPerSecond: 90 });
+    assert.deepEqual(resolvePolicy(mergePolicy({}, {})).limits, {});
   });
 
   it('a sandbox field replaces the default\'s, field by field', () => {
@@ -207,7 +264,7 @@ describe('mergePolicy', () => {
 
   it('does not modify its inputs', () => {
     const d = structuredClone(defaults);
-    const own: PolicyInput = { egress: { allow: ['10.3.0.0/16'] }, inbound: { enabled: false } };
+    const own: PolicyInput = { egress: { allow: ['10.3.0.0/16'] }, inbound: { enabled: false }, limits: { maxConnections: 5 } };
     const o = structuredClone(own);
     mergePolicy(d, o);
     assert.deepEqual(d, defaults);
@@ -220,8 +277,9 @@ describe('resolvePolicy', () => {
     assert.deepEqual(resolvePolicy({}), {
       mode: 'enforce', internet: true, allow: [], deny: [], inbound: { enabled: true },
       dns: { qps: 50, burst: 100, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 },
+      limits: {},
     });
-    assert.deepEqual(resolvePolicy({ egress: {}, inbound: {}, dns: {} }), resolvePolicy({}));
+    assert.deepEqual(resolvePolicy({ egress: {}, inbound: {}, dns: {}, limits: {} }), resolvePolicy({}));
     assert.ok(!('group' in resolvePolicy({})));
     assert.ok(!('ports' in resolvePolicy({}).inbound));
     assert.ok(!('domains' in resolvePolicy({})), 'no domain allow-list unless egress.domains is set');
@@ -241,6 +299,11 @@ describe('resolvePolicy', () => {
     assert.deepEqual(p.inbound, { enabled: true, ports: [{ from: 8080, to: 8080, proto: 'tcp' }] });
     assert.deepEqual(p.domains, ['pypi.org', '*.githubusercontent.com']);
     assert.deepEqual(p.dns, { qps: 2.5, burst: 10, maxFailuresPerMinute: 1, maxNameLength: 100, maxLabelLength: 20 });
+    assert.deepEqual(p.limits, {
+      egressRate: 1_250_000, egressBurst: 262_144, ingressRate: 2_000_000, ingressBurst: 300_000,
+      newConnsPerSecond: 100, newConnsBurst: 300, maxConnections: 512, packetsPerSecond: 5000, packetsBurst: 1000,
+      egressBytes: 10_000_000_000, ingressBytes: 1_073_741_824,
+    });
   });
 
   it('egress.domains: lower-cased, trailing dot removed, order and wildcards kept; an empty list stays an (empty) allow-list', () => {
@@ -260,6 +323,48 @@ describe('resolvePolicy', () => {
     assert.throws(() => validatePolicy({ dns: { maxFailuresPerMinute: 0 } }), /dns\.maxFailuresPerMinute/, '0 would refuse every query');
     assert.deepEqual(resolvePolicy({ dns: { maxNameLength: 64 } }).dns, { ...d, maxNameLength: 64 });
     assert.deepEqual(resolvePolicy({ dns: { maxLabelLength: 1 } }).dns, { ...d, maxLabelLength: 1 });
+  });
+
+  it('limits: rates and sizes as strings or numbers of bytes (per second); only the limits set are present', () => {
+    const l = (limits: PolicyInput['limits']) => resolvePolicy({ limits }).limits;
+    assert.deepEqual(l({ egressRate: '80mbit', egressBurst: '2MB' }), { egressRate: 10_000_000, egressBurst: 2_000_000 });
+    assert.deepEqual(l({ egressRate: 5000, egressBurst: 100_000 }), { egressRate: 5000, egressBurst: 100_000 });
+    assert.deepEqual(l({ ingressRate: '5MB/s', ingressBurst: '1MiB' }), { ingressRate: 5_000_000, ingressBurst: 1_048_576 });
+    assert.deepEqual(l({ ingressRate: '64KiB/s', ingressBurst: 70_000 }), { ingressRate: 65_536, ingressBurst: 70_000 });
+    assert.deepEqual(l({ egressBytes: '10GB', ingressBytes: 1500 }), { egressBytes: 10_000_000_000, ingressBytes: 1500 });
+    assert.deepEqual(l({ egressBytes: '1GiB' }), { egressBytes: 1_073_741_824 });
+    assert.deepEqual(l({ maxConnections: 64 }), { maxConnections: 64 });
+    assert.deepEqual(l({ newConnsPerSecond: 20, newConnsBurst: 5 }), { newConnsPerSecond: 20, newConnsBurst: 5 });
+    assert.deepEqual(l({ packetsPerSecond: 2000, packetsBurst: 50 }), { packetsPerSecond: 2000, packetsBurst: 50 });
+    assert.deepEqual(l({}), {});
+    assert.deepEqual(l(undefined), {});
+  });
+
+  it('limits: default bursts (bandwidth: 100 ms of the rate, at least 64 KiB; new connections: one second; packets: 100 ms, at least 100)', () => {
+    const l = (limits: PolicyInput['limits']) => resolvePolicy({ limits }).limits;
+    assert.equal(defaultBurst(1_250_000), 125_000);
+    assert.equal(defaultBurst(125_000), 65_536);
+    assert.equal(defaultBurst(655_361), 65_536);
+    assert.equal(defaultBurst(655_365), 65_537, 'rounded');
+    assert.deepEqual(l({ egressRate: '100mbit' }), { egressRate: 12_500_000, egressBurst: 1_250_000 });
+    assert.deepEqual(l({ egressRate: '1mbit' }), { egressRate: 125_000, egressBurst: 65_536 });
+    assert.deepEqual(l({ ingressRate: 5_000_000 }), { ingressRate: 5_000_000, ingressBurst: 500_000 });
+    assert.deepEqual(l({ ingressRate: '8kbit' }), { ingressRate: 1000, ingressBurst: 65_536 });
+    assert.deepEqual(l({ newConnsPerSecond: 20 }), { newConnsPerSecond: 20, newConnsBurst: 20 });
+    assert.deepEqual(l({ packetsPerSecond: 500 }), { packetsPerSecond: 500, packetsBurst: 100 });
+    assert.deepEqual(l({ packetsPerSecond: 10_000 }), { packetsPerSecond: 10_000, packetsBurst: 1000 });
+    assert.deepEqual(l({ packetsPerSecond: 1005 }), { packetsPerSecond: 1005, packetsBurst: 101 });
+    // One direction's burst does not leak into the other.
+    assert.deepEqual(l({ egressRate: '100mbit', ingressRate: '1mbit', ingressBurst: '1MB' }), {
+      egressRate: 12_500_000, egressBurst: 1_250_000, ingressRate: 125_000, ingressBurst: 1_000_000,
+    });
+  });
+
+  it('limits: a bad value met by resolvePolicy is refused, naming the field', () => {
+    assert.throws(() => resolvePolicy({ limits: { egressRate: '10mbps' } }), invalid(/^limits\.egressRate: "10mbps" is ambiguous/));
+    assert.throws(() => resolvePolicy({ limits: { ingressRate: 'fast' } }), invalid(/^limits\.ingressRate: "fast" is not a rate/));
+    assert.throws(() => resolvePolicy({ limits: { egressRate: '1mbit', egressBurst: '1 lot' } }), invalid(/^limits\.egressBurst: "1 lot" is not a size/));
+    assert.throws(() => resolvePolicy({ limits: { ingressBytes: 0 } }), invalid(/^limits\.ingressBytes: 0 is not a positive amount$/));
   });
 
   it('inbound.enabled false closes inbound; an empty ports list is kept (open on no port)', () => {

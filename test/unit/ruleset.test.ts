@@ -6,8 +6,9 @@ import { ConfigSchema } from '../../src/config/schema.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
+import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
 import { prng } from './prng.js';
 
 // dist/test/unit/ruleset.test.js -> test/unit/golden/ruleset.json (tsc does not copy JSON).
@@ -44,6 +45,9 @@ function config(o: Record<string, unknown> = {}) {
 function sandbox(id: number, ip: string, mode: 'veth' | 'macvlan', policy: PolicyInput = {}): SandboxSpec {
   return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
 }
+
+/** What the engine installs for live sandboxes' objects (counters, limits, quotas, tiers). */
+const liveObjects = (specs: SandboxSpec[]): SandboxObject[] => specs.flatMap((s) => sandboxObjects(s));
 
 /** What the engine installs for live sandboxes: each one's elements, each group pair once. */
 function liveElements(specs: SandboxSpec[]): Element[] {
@@ -100,6 +104,13 @@ function variedSandbox(i: number, rnd: () => number): SandboxSpec {
     },
     group: pick([undefined, 'a', { name: 'b', ports: [8080, '9000-9010/udp'] }]),
     inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
+    limits: pick([
+      undefined,
+      {},
+      { egressRate: '10mbit', ingressRate: '5MB/s', egressBytes: '1GB' },
+      { packetsPerSecond: 1000, newConnsPerSecond: 20, maxConnections: 100 },
+      { egressRate: 125000, egressBurst: '1MiB', ingressBytes: '10GiB', maxConnections: 1000 },
+    ]),
   };
   return sandbox(i + 1, ip, i % 2 ? 'macvlan' : 'veth', policy);
 }
@@ -125,15 +136,29 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(cmds.filter((c) => c.add?.table || c.delete?.table).length, 6, 'no other table command');
   });
 
-  it('declares every per-sandbox set with its type; egress_policy is a verdict map', () => {
+  it('declares every per-sandbox set with its type; egress_policy is a verdict map; the limit maps are object maps keyed by address', () => {
     const t = { family: 'inet', table: 'toastnet' };
     const sets = setsOf(cmds);
     const maps = cmds.filter((c) => c.add?.map).map((c) => c.add.map);
-    assert.deepEqual(maps.map((m) => m.name), ['egress_policy']);
+    assert.deepEqual(maps.map((m) => m.name), ['egress_policy', ...Object.keys(LIMIT_MAPS)]);
     assert.equal(maps[0].map, 'verdict');
     assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
     assert.deepEqual(maps[0].flags, ['interval']);
-    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => n !== 'egress_policy'), 'dns_allowed'].sort());
+    const mapKinds: Record<string, string> = {
+      acct_out: 'counter', acct_in: 'counter', acct_blocked: 'counter',
+      limit_egress: 'limit', limit_ingress: 'limit', limit_packets: 'limit', limit_newconns: 'limit',
+      quota_egress: 'quota', quota_ingress: 'quota', conn_tier: 'verdict',
+    };
+    assert.deepEqual(Object.keys(mapKinds).sort(), Object.keys(LIMIT_MAPS).sort());
+    for (const m of maps.slice(1)) {
+      assert.deepEqual(m, { ...t, name: m.name, type: 'ipv4_addr', map: mapKinds[m.name], comment: LIMIT_MAPS[m.name as keyof typeof LIMIT_MAPS].comment }, m.name);
+      // Declared before any rule looks objects up in it.
+      const declared = cmds.findIndex((c) => c.add?.map?.name === m.name);
+      const used = cmds.findIndex((c) => c.add?.rule && JSON.stringify(c).includes(`"@${m.name}"`));
+      assert.ok(declared >= 0 && used > declared, `${m.name}: ${declared} < ${used}`);
+    }
+    const mapNames = new Set(maps.map((m) => m.name));
+    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed'].sort());
     assert.ok(Object.keys(SANDBOX_SETS).includes('domain_mode'));
     for (const s of sets) {
       assert.deepEqual({ family: s.family, table: s.table }, t);
@@ -185,24 +210,48 @@ describe('RulesetBuilder.fullTable', () => {
     ]);
   });
 
-  it('every jump (in rules and in egress_policy elements) goes to a declared chain', () => {
-    const chains = new Set(chainsOf(cmds).map((c) => c.name));
-    const inet = cmds.filter((c) => JSON.stringify(c).includes('"family":"inet"'));
+  it('every jump (in rules, egress_policy and conn_tier elements) goes to a declared chain; every deny chain is jumped to', () => {
+    // A sandbox with limits.maxConnections: its connection tier (chain conns_<max>) is the
+    // only way to deny_connections.
+    const specs = [...goldenSandboxes(), sandbox(4, '10.166.0.5', 'veth', { limits: { maxConnections: 64 } })];
+    const withTier = builder.fullTable(liveElements(specs), liveObjects(specs)) as Cmd[];
+    const chains = new Set(chainsOf(withTier).map((c) => c.name));
+    assert.ok(chains.has('conns_64'), 'the tier chain exists');
+    const inet = withTier.filter((c) => JSON.stringify(c).includes('"family":"inet"'));
     const targets = [...JSON.stringify(inet).matchAll(/"target":"([^"]+)"/g)].map((m) => m[1]);
     assert.ok(targets.length > 10);
     for (const t of targets) assert.ok(chains.has(t), `jump to undeclared chain ${t}`);
+    assert.ok(targets.includes('conns_64'), 'the conn_tier element jumps to the tier chain');
+    assert.deepEqual(
+      withTier.filter((c) => c.add?.element?.name === 'conn_tier').map((c) => c.add.element.elem),
+      [[['10.166.0.5', { jump: { target: 'conns_64' } }]]],
+    );
     // And every deny_<reason> chain exists and is used somewhere.
     for (const reason of Object.keys(DENY_REASONS)) {
       assert.ok(chains.has(`deny_${reason}`), reason);
       assert.ok(targets.includes(`deny_${reason}`), `deny_${reason} is never jumped to`);
     }
+    // deny_connections only from tier chains: without a tier nothing reaches it.
+    const toConnections = rulesOf(withTier).filter((r) => JSON.stringify(r.expr).includes('"deny_connections"'));
+    assert.deepEqual(toConnections.map((r) => r.chain), ['conns_64']);
+    assert.deepEqual(rulesOf(cmds).filter((r) => JSON.stringify(r.expr).includes('"target":"deny_connections"')), [], 'no tier in the golden table, no jump to deny_connections');
   });
 
   it('judges traffic from a sandbox in the documented order', () => {
     const r = chainRules(cmds, 'from_sandbox');
     assert.deepEqual(r[0].expr, [{ jump: { target: 'source_check' } }]);
-    assert.deepEqual(r[1].expr[0].match.right, ['established', 'related']);
-    assert.deepEqual(r[1].expr.at(-1), { accept: null });
+    // Accounting and limits: every packet, before the established shortcut.
+    const ctNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['new'] } };
+    const lookup = (data: string) => ({ map: { key: saddr, data } });
+    assert.deepEqual(r.slice(1, 7).map((x) => [x.comment, x.expr]), [
+      ['what the sandbox sent', [{ counter: lookup('@acct_out') }]],
+      ['limits.packetsPerSecond', [{ limit: lookup('@limit_packets') }, jumpTo('packets')]],
+      ['limits.egressRate', [{ limit: lookup('@limit_egress') }, jumpTo('bandwidth_out')]],
+      ['limits.egressBytes', [{ quota: lookup('@quota_egress') }, jumpTo('quota_out')]],
+      ['limits.newConnsPerSecond', [ctNew, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
+      ['limits.maxConnections', [ctNew, { vmap: { key: saddr, data: '@conn_tier' } }]],
+    ]);
+    assert.deepEqual(r[7].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
     const order: [string, unknown][] = [
       ['denyCidrs 172.16.5.66', jumpTo('config')],
       ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
@@ -221,8 +270,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['internet', { accept: null }],
     ];
     const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
-    assert.deepEqual(idx, order.map((_, i) => i + 2), `out of order or missing: ${JSON.stringify(idx)}`);
-    assert.equal(r.length, order.length + 2, 'nothing else in the chain');
+    assert.deepEqual(idx, order.map((_, i) => i + 8), `out of order or missing: ${JSON.stringify(idx)}`);
+    assert.equal(r.length, order.length + 8, 'nothing else in the chain');
     for (const [c, verdict] of order) {
       if (verdict !== undefined) assert.deepEqual(r[idx[order.findIndex(([x]) => x === c)]].expr.at(-1), verdict, c);
     }
@@ -307,14 +356,34 @@ describe('RulesetBuilder.fullTable', () => {
   });
 
   it('every denying rule says why and counts', () => {
-    for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox']) {
-      for (const r of chainRules(cmds, chain)) {
+    // With a connection tier, so that its chain is judged too.
+    const specs = [...goldenSandboxes(), sandbox(4, '10.166.0.5', 'veth', { limits: { maxConnections: 64 } })];
+    const all = builder.fullTable(liveElements(specs), liveObjects(specs)) as Cmd[];
+    /** A deny chain counts what it denies in the sandbox's blocked counter (before dropping or rejecting). */
+    const denyChainCounts = (target: string): boolean => chainRules(all, target).some((x) => JSON.stringify(x.expr) === JSON.stringify([
+      { counter: { map: { key: INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr, data: '@acct_blocked' } } },
+    ]));
+    let viaObjects = 0;
+    for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox', 'conns_64']) {
+      const rules = chainRules(all, chain);
+      assert.ok(rules.length > 0, chain);
+      for (const r of rules) {
         const last = r.expr.at(-1)!;
         if (!isDeny(r) && !('drop' in last)) continue;
         assert.ok(r.comment, `${chain}: ${JSON.stringify(r)}`);
-        if (r.comment !== 'no ICMP redirects') assert.ok(hasCounter(r), `${chain}: ${r.comment}`);
+        if (r.comment === 'no ICMP redirects') continue;
+        if (hasCounter(r)) continue;
+        // A limit rule counts through its named objects: what matches is the limit (or quota,
+        // or connection count) being over, and the deny chain it jumps to counts the packet.
+        const objref = r.expr.some((e) => e.limit?.map?.data?.startsWith('@limit_') || e.quota?.map?.data?.startsWith('@quota_')
+          || e.set?.stmt?.some((x: Cmd) => 'ct count' in x));
+        assert.ok(objref && isDeny(r), `${chain}: ${r.comment} neither counts nor is a limit`);
+        assert.ok(denyChainCounts(last.jump.target), `${chain}: ${r.comment}: ${last.jump.target} does not count`);
+        viaObjects++;
       }
     }
+    // packets (twice), egress bandwidth and quota, new connections, ingress bandwidth and quota, the tier.
+    assert.equal(viaObjects, 8);
   });
 
   it('checks the source link, MAC and address of every sandbox packet', () => {
@@ -347,26 +416,42 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(dns.expr[1].match.right, { set: ['udp', 'tcp'] });
     assert.equal(dns.expr[2].match.right, 53);
     assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, jumpTo('host')]);
+    // What it sends the host is accounted, and its packet rate limited, before any accept.
+    assert.deepEqual(r.map((x) => x.comment), [undefined, 'what the sandbox sent', 'limits.packetsPerSecond', undefined, 'DNS on the gateway', 'host services']);
+    assert.deepEqual(r[1].expr, [{ counter: { map: { key: saddr, data: '@acct_out' } } }]);
+    assert.deepEqual(r[2].expr, [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, jumpTo('packets')]);
+    assert.deepEqual(r[3].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
+    // The same packet-rate object as from_sandbox: one budget for everything the sandbox sends.
+    assert.deepEqual(r[2], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'limits.packetsPerSecond'), chain: 'sandbox_to_host' });
   });
 
-  it('lets nothing but replies into sandboxes from elsewhere', () => {
+  it('lets nothing but replies into sandboxes from elsewhere, after accounting and the ingress limits', () => {
     const r = chainRules(cmds, 'to_sandbox');
-    assert.equal(r.length, 2);
-    assert.deepEqual(r[0].expr.at(-1), { accept: null });
-    assert.deepEqual(r[0].expr[0].match.right, ['established', 'related']);
-    assert.deepEqual(r[1].expr.at(-1), { drop: null });
+    assert.equal(r.length, 5);
+    assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
+      ['what the sandbox received', [{ counter: { map: { key: daddr, data: '@acct_in' } } }]],
+      ['limits.ingressRate', [{ limit: { map: { key: daddr, data: '@limit_ingress' } } }, jumpTo('bandwidth_in')]],
+      ['limits.ingressBytes', [{ quota: { map: { key: daddr, data: '@quota_ingress' } } }, jumpTo('quota_in')]],
+      [undefined, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]],
+      ['no new connections into sandboxes from elsewhere', [{ counter: null }, { drop: null }]],
+    ]);
   });
 
   it('lets the host into a sandbox unless its inbound policy closes or narrows it; no ICMP redirects', () => {
     const r = chainRules(cmds, 'host_to_sandbox');
-    assert.equal(r.length, 4);
+    assert.equal(r.length, 5);
     assert.deepEqual(r[0], {
       family: 'inet', table: 'toastnet', chain: 'host_to_sandbox', comment: 'no ICMP redirects',
       expr: [{ match: { op: '==', left: { payload: { protocol: 'icmp', field: 'type' } }, right: 'redirect' } }, { counter: null }, { drop: null }],
     });
-    assert.deepEqual(r[1].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
-    assert.deepEqual(r[2].expr, [{ match: { op: '==', left: daddr, right: '@inbound_closed' } }, { counter: null }, jumpTo('inbound')]);
-    assert.deepEqual(r[3].expr, [
+    // What the host sends it is accounted (not limited), before the established shortcut.
+    assert.deepEqual(r[1], {
+      family: 'inet', table: 'toastnet', chain: 'host_to_sandbox', comment: 'what the sandbox received',
+      expr: [{ counter: { map: { key: daddr, data: '@acct_in' } } }],
+    });
+    assert.deepEqual(r[2].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
+    assert.deepEqual(r[3].expr, [{ match: { op: '==', left: daddr, right: '@inbound_closed' } }, { counter: null }, jumpTo('inbound')]);
+    assert.deepEqual(r[4].expr, [
       { match: { op: '==', left: daddr, right: '@inbound_only' } },
       { match: { op: '!=', left: { concat: [daddr, l4, dport] }, right: '@inbound_ports' } },
       { counter: null }, jumpTo('inbound'),
@@ -385,22 +470,35 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(verdict, { masquerade: null });
   });
 
-  it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), then rejects (rate-limited)', () => {
-    assert.deepEqual(Object.keys(DENY_REASONS).sort(), ['config', 'dns', 'domain', 'host', 'inbound', 'internet', 'metadata', 'policy', 'private', 'sandbox']);
-    assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata']);
+  it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), counts, then rejects (rate-limited); limits only drop', () => {
+    const limits = ['bandwidth_in', 'bandwidth_out', 'connections', 'connrate', 'packets', 'quota_in', 'quota_out'];
+    assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
+      'bandwidth_in', 'bandwidth_out', 'config', 'connections', 'connrate', 'dns', 'domain', 'host', 'inbound', 'internet',
+      'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox',
+    ]);
+    assert.deepEqual([...LIMIT_REASONS].sort(), limits);
+    assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata', ...limits].sort());
+    assert.deepEqual([...INBOUND_REASONS].sort(), ['bandwidth_in', 'inbound', 'quota_in']);
     assert.ok(!HARD_REASONS.includes('domain'), 'report mode lifts the domain allow-list');
     for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
       const r = chainRules(cmds, `deny_${reason}`);
       const hard = HARD_REASONS.includes(reason);
+      const limit = LIMIT_REASONS.includes(reason);
+      const addr = INBOUND_REASONS.includes(reason) ? daddr : saddr;
       assert.deepEqual(r.map((x) => x.expr), [
         [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: 1234 } }],
-        ...(hard ? [] : [[{ match: { op: '==', left: reason === 'inbound' ? daddr : saddr, right: '@report_mode' } }, { counter: null }, { accept: null }]]),
-        [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }],
-        [{ match: { op: '==', left: l4, right: 'tcp' } }, { reject: { type: 'tcp reset' } }],
-        [{ reject: { type: 'icmpx', expr: 'admin-prohibited' } }],
+        ...(hard ? [] : [[{ match: { op: '==', left: addr, right: '@report_mode' } }, { counter: null }, { accept: null }]]),
+        [{ counter: { map: { key: addr, data: '@acct_blocked' } } }],
+        ...(limit ? [[{ drop: null }]] : [
+          [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }],
+          [{ match: { op: '==', left: l4, right: 'tcp' } }, { reject: { type: 'tcp reset' } }],
+          [{ reject: { type: 'icmpx', expr: 'admin-prohibited' } }],
+        ]),
       ], reason);
       if (!hard) assert.equal(r[1].comment, 'report mode: log only');
       else assert.ok(!JSON.stringify(r).includes('@report_mode'), `report mode must not lift ${reason}`);
+      assert.equal(r[hard ? 1 : 2].comment, 'the sandbox\'s blocked count', reason);
+      if (limit) assert.ok(!JSON.stringify(r).includes('reject'), `${reason} is dropped, never rejected`);
     }
   });
 
@@ -418,39 +516,63 @@ describe('RulesetBuilder.fullTable', () => {
     for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
       const r = chainRules(d, `deny_${reason}`);
       const hard = HARD_REASONS.includes(reason);
-      assert.equal(r.length, hard ? 2 : 3, reason);
+      assert.equal(r.length, hard ? 3 : 4, reason);
       assert.ok(r[0].expr.some((e) => e.log), reason);
       if (!hard) assert.deepEqual(r[1].expr.at(-1), { accept: null }, reason);
+      assert.equal(r.at(-2)!.comment, 'the sandbox\'s blocked count', reason);
       assert.deepEqual(r.at(-1)!.expr, [{ drop: null }], reason);
     }
-    // Only the deny chains differ from the reject variant.
+    // Only the deny chains of policy denials differ from the reject variant: limits drop in both.
     const reject = new RulesetBuilder(config(goldenConfigInput())).fullTable([]) as Cmd[];
-    const outside = (c: Cmd[]) => rulesOf(c).filter((x) => !x.chain.startsWith('deny_'));
+    const outside = (c: Cmd[]) => rulesOf(c).filter((x) => !x.chain.startsWith('deny_') || LIMIT_REASONS.includes(x.chain.slice('deny_'.length) as DenyReason));
     assert.deepEqual(outside(d), outside(reject));
+    assert.ok(rulesOf(reject).length > rulesOf(d).length, 'the reject variant has more deny rules');
   });
 
-  it('does not grow in rules with the number of sandboxes, whatever their policies', () => {
+  it('does not grow in rules with the number of sandboxes, whatever their policies and limits', () => {
     const b = new RulesetBuilder(config());
     const rnd = prng(42);
     const many = Array.from({ length: 300 }, (_, i) => variedSandbox(i, rnd));
     const none = b.fullTable([]) as Cmd[];
-    const two = b.fullTable(liveElements(many.slice(0, 2))) as Cmd[];
-    const lots = b.fullTable(liveElements(many)) as Cmd[];
-    const allRules = (c: Cmd[]) => c.filter((x) => x.add?.rule);
+    const two = b.fullTable(liveElements(many.slice(0, 2)), liveObjects(many.slice(0, 2))) as Cmd[];
+    const lots = b.fullTable(liveElements(many), liveObjects(many)) as Cmd[];
+    const tierChain = /^conns_\d+$/;
+    /** Commands for the sandboxes' objects: counters, limits, quotas, and each tier's set, chain and rule. */
+    const isObjectCmd = (x: Cmd): boolean => !!x.add && ('counter' in x.add || 'limit' in x.add || 'quota' in x.add
+      || /^connc_\d+$/.test(x.add.set?.name ?? '') || tierChain.test(x.add.chain?.name ?? '') || tierChain.test(x.add.rule?.chain ?? ''));
+    const allRules = (c: Cmd[]) => c.filter((x) => x.add?.rule && !tierChain.test(x.add.rule.chain));
     assert.ok(allRules(none).length > 10);
     assert.equal(allRules(two).length, allRules(none).length);
     assert.equal(allRules(lots).length, allRules(none).length);
-    // The same structure: only element commands differ, at most one per set.
-    const structure = (c: Cmd[]) => c.filter((x) => !x.add?.element);
+    // One rule per connection tier in use (a distinct maxConnections), not one per sandbox.
+    const withMax = many.filter((s) => s.policy.limits.maxConnections);
+    assert.ok(withMax.length > 50, `${withMax.length}`);
+    const tierRules = lots.filter((x) => x.add?.rule && tierChain.test(x.add.rule.chain)).map((x) => x.add.rule.chain);
+    assert.deepEqual([...tierRules].sort(), ['conns_100', 'conns_1000']);
+    assert.deepEqual([...new Set(withMax.map((s) => `conns_${s.policy.limits.maxConnections}`))].sort(), tierRules.sort());
+    // The same structure: only element and object commands differ.
+    const structure = (c: Cmd[]) => c.filter((x) => !x.add?.element && !isObjectCmd(x));
     assert.deepEqual(structure(lots), structure(none));
+    assert.deepEqual(structure(two), structure(none));
     const elemCmds = lots.filter((c) => c.add?.element);
-    assert.equal(lots.length, none.length + elemCmds.length);
+    const objCmds = lots.filter(isObjectCmd);
+    assert.equal(lots.length, none.length + objCmds.length + elemCmds.length);
+    assert.deepEqual(lots.slice(none.length), [...objCmds, ...elemCmds], 'objects come after the rules that use them, before the elements that point at them');
+    assert.equal(none.filter(isObjectCmd).length, 0);
+    // Every sandbox has its three counters, each named once; the other objects as its limits say.
+    const named = (kind: string) => objCmds.filter((c) => kind in c.add).map((c) => c.add[kind].name);
+    assert.equal(named('counter').length, 3 * many.length);
+    assert.equal(new Set(named('counter')).size, 3 * many.length);
+    const objects = liveObjects(many);
+    assert.deepEqual(named('limit'), objects.filter((o) => o.kind === 'limit').map((o) => o.name));
+    assert.deepEqual(named('quota'), objects.filter((o) => o.kind === 'quota').map((o) => o.name));
     const inetElems = elemCmds.filter((c) => c.add.element.family === 'inet');
     const arpElems = elemCmds.filter((c) => c.add.element.family === 'arp');
     assert.equal(inetElems.length + arpElems.length, elemCmds.length);
-    assert.deepEqual(inetElems.map((c) => c.add.element.name).sort(), Object.keys(SANDBOX_SETS).sort(), 'every set used, once');
+    assert.deepEqual(inetElems.map((c) => c.add.element.name).sort(), Object.keys(SANDBOX_SETS).sort(), 'every set and map used, once');
     assert.deepEqual(arpElems.map((c) => c.add.element.name), ['veth_src', 'macvlan_src'], 'the ARP table holds only the admission sets');
-    assert.deepEqual(lots.slice(none.length), elemCmds, 'elements come after the rules that use them');
+    for (const name of ['acct_out', 'acct_in', 'acct_blocked']) assert.equal(inetElems.find((c) => c.add.element.name === name)!.add.element.elem.length, many.length, name);
+    assert.equal(inetElems.find((c) => c.add.element.name === 'conn_tier')!.add.element.elem.length, withMax.length);
     for (const name of ['veth_src', 'macvlan_src']) {
       const i = inetElems.find((c) => c.add.element.name === name)!.add.element.elem;
       const a = arpElems.find((c) => c.add.element.name === name)!.add.element.elem;
@@ -666,6 +788,16 @@ describe('per-sandbox commands', () => {
       { flush: { set: { ...t, name: 'inbound_only' } } },
       { flush: { set: { ...t, name: 'inbound_ports' } } },
       { flush: { set: { ...t, name: 'domain_mode' } } },
+      { flush: { map: { ...t, name: 'acct_out' } } },
+      { flush: { map: { ...t, name: 'acct_in' } } },
+      { flush: { map: { ...t, name: 'acct_blocked' } } },
+      { flush: { map: { ...t, name: 'limit_egress' } } },
+      { flush: { map: { ...t, name: 'limit_ingress' } } },
+      { flush: { map: { ...t, name: 'limit_packets' } } },
+      { flush: { map: { ...t, name: 'limit_newconns' } } },
+      { flush: { map: { ...t, name: 'quota_egress' } } },
+      { flush: { map: { ...t, name: 'quota_ingress' } } },
+      { flush: { map: { ...t, name: 'conn_tier' } } },
       { flush: { set: { ...a, name: 'veth_src' } } },
       { flush: { set: { ...a, name: 'macvlan_src' } } },
       // Not a per-sandbox set, but what DNS admitted must not outlive a reset either.
@@ -714,6 +846,321 @@ describe('per-sandbox commands', () => {
       { add: { table: { family: 'arp', name: 'toastnet' } } },
       { delete: { table: { family: 'arp', name: 'toastnet' } } },
     ]);
+  });
+});
+
+/**
+ * A toy kernel: what nf_tables checks, in order, within one batch, about the sandboxes'
+ * objects, object maps and tier chains: an element must point at an object or chain that
+ * exists, an object in use cannot be deleted, an element to delete must exist, a set cannot
+ * be made twice; a counter or limit added again is left as it is, a quota added again is
+ * updated in place (keeping what it used).
+ */
+class ToyKernel {
+  readonly objects = new Map<string, { serial: number; data: Cmd }>();
+  readonly elements = new Map<string, Map<string, string>>();
+  readonly chains = new Set<string>(Object.keys(DENY_REASONS).map((r) => `deny_${r}`));
+  readonly sets = new Set<string>();
+  private serial = 0;
+
+  apply(cmds: Cmd[]): void {
+    for (const c of cmds) {
+      const [op] = Object.keys(c);
+      const [what] = Object.keys(c[op]);
+      const x = c[op][what];
+      if (x.family === 'arp') continue;
+      assert.equal(x.table, 'toastnet');
+      if (what === 'element') {
+        for (const e of x.elem) (op === 'add' ? this.addElem(x.name, e) : this.delElem(x.name, e));
+      } else if (what === 'counter' || what === 'limit' || what === 'quota') {
+        const id = `${what}:${x.name}`;
+        const have = this.objects.get(id);
+        if (op === 'add') {
+          if (!have) this.objects.set(id, { serial: ++this.serial, data: { used: 0, ...x } });
+          else if (what === 'quota') have.data = { ...x, used: have.data.used };
+        } else {
+          assert.equal(op, 'delete');
+          assert.ok(have, `delete of missing ${id}`);
+          for (const [map, elems] of this.elements) {
+            if (!(map in LIMIT_MAPS) || LIMIT_MAPS[map as keyof typeof LIMIT_MAPS].map !== what) continue;
+            for (const v of elems.values()) assert.notEqual(v, JSON.stringify(x.name), `${id} deleted while ${map} points at it`);
+          }
+          this.objects.delete(id);
+        }
+      } else if (what === 'set' && op === 'add') {
+        assert.ok(!this.sets.has(x.name), `set ${x.name} made twice`);
+        this.sets.add(x.name);
+      } else if (what === 'chain' && op === 'add') {
+        this.chains.add(x.name);
+      } else if (what === 'rule' && op === 'add') {
+        assert.ok(this.chains.has(x.chain), `rule in missing chain ${x.chain}`);
+        for (const m of JSON.stringify(x.expr).matchAll(/"@(connc_\d+)"/g)) assert.ok(this.sets.has(m[1]), `rule uses missing set ${m[1]}`);
+        for (const m of JSON.stringify(x.expr).matchAll(/"target":"([^"]+)"/g)) assert.ok(this.chains.has(m[1]), `rule jumps to missing ${m[1]}`);
+      } else {
+        assert.fail(`unexpected command ${JSON.stringify(c)}`);
+      }
+    }
+  }
+
+  private isMap(set: string): boolean {
+    return set in LIMIT_MAPS || set === 'egress_policy';
+  }
+
+  private addElem(set: string, e: any): void {
+    const key = JSON.stringify(this.isMap(set) ? e[0] : e);
+    const val = this.isMap(set) ? JSON.stringify(e[1]) : '';
+    if (set in LIMIT_MAPS) {
+      const kind = LIMIT_MAPS[set as keyof typeof LIMIT_MAPS].map;
+      if (kind === 'verdict') assert.ok(this.chains.has(e[1].jump.target), `${set} jumps to missing chain ${e[1].jump.target}`);
+      else assert.ok(this.objects.has(`${kind}:${e[1]}`), `${set} points at missing ${kind} ${e[1]}`);
+    }
+    const m = this.elements.get(set) ?? new Map<string, string>();
+    this.elements.set(set, m);
+    if (m.has(key)) assert.equal(m.get(key), val, `${set} ${key}: an element with other data exists`);
+    m.set(key, val);
+  }
+
+  private delElem(set: string, e: any): void {
+    const key = JSON.stringify(this.isMap(set) ? e[0] : e);
+    assert.ok(this.elements.get(set)?.has(key), `delete of missing element ${set} ${key}`);
+    this.elements.get(set)!.delete(key);
+  }
+
+  /** What the object maps hold for `ip`, by map. */
+  objectMaps(ip: string): Record<string, unknown> {
+    const out: Record<string, unknown> = {};
+    for (const map of Object.keys(LIMIT_MAPS)) {
+      const v = this.elements.get(map)?.get(JSON.stringify(ip));
+      if (v !== undefined) out[map] = JSON.parse(v);
+    }
+    return out;
+  }
+}
+
+describe('per-sandbox objects (limits and accounting)', () => {
+  const b = new RulesetBuilder(config());
+  const t = { family: 'inet', table: 'toastnet' };
+  const ip = '10.166.0.9';
+  const limited = (limits: PolicyInput['limits']) => sandbox(7, ip, 'veth', { limits });
+  const every = limited({
+    egressRate: '8mbit', ingressRate: '5MB/s', packetsPerSecond: 2000, newConnsPerSecond: 50, maxConnections: 100, egressBytes: '1GB', ingressBytes: '2GiB',
+  });
+  /** Marks connection tiers the kernel does not have yet for creation, as the engine does. */
+  const mark = (objects: SandboxObject[], k?: ToyKernel): SandboxObject[] => objects.map((o) => (o.kind === 'tier' && !k?.chains.has(o.name) ? { ...o, create: true } : o));
+  const objectCmd = (c: Cmd): boolean => ['counter', 'limit', 'quota'].some((k) => k in (c.add ?? c.delete ?? {}));
+  const kindOf = (c: Cmd): string => Object.keys(c)[0] + ' ' + Object.keys(Object.values(c)[0] as Cmd)[0];
+
+  it('add makes the objects first, then the elements pointing at them', () => {
+    const objects = sandboxObjects(every);
+    const cmds = b.add(sandboxElements(every), objects) as Cmd[];
+    assert.deepEqual(cmds.slice(0, 9), [
+      { add: { counter: { ...t, name: 'out_0aa60009' } } },
+      { add: { counter: { ...t, name: 'in_0aa60009' } } },
+      { add: { counter: { ...t, name: 'blk_0aa60009' } } },
+      { add: { limit: { ...t, name: 'le_0aa60009_1000000_100000', rate: 1000000, per: 'second', burst: 100000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
+      { add: { limit: { ...t, name: 'li_0aa60009_5000000_500000', rate: 5000000, per: 'second', burst: 500000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
+      { add: { limit: { ...t, name: 'lp_0aa60009_2000_200', rate: 2000, per: 'second', burst: 200, inv: true } } },
+      { add: { limit: { ...t, name: 'ln_0aa60009_50_50', rate: 50, per: 'second', burst: 50, inv: true } } },
+      { add: { quota: { ...t, name: 'qe_0aa60009', bytes: 1000000000, inv: true } } },
+      { add: { quota: { ...t, name: 'qi_0aa60009', bytes: 2147483648, inv: true } } },
+    ]);
+    const elems = cmds.slice(9);
+    assert.ok(elems.every((c) => c.add?.element), 'then only elements (no tier: not marked for creation)');
+    assert.deepEqual(elems.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
+      'inet veth_src', 'arp veth_src', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
+    ]);
+    const el = (name: string) => elems.find((c) => c.add.element.family === 'inet' && c.add.element.name === name)!.add.element.elem;
+    assert.deepEqual(el('acct_out'), [[ip, 'out_0aa60009']]);
+    assert.deepEqual(el('acct_blocked'), [[ip, 'blk_0aa60009']]);
+    assert.deepEqual(el('limit_egress'), [[ip, 'le_0aa60009_1000000_100000']]);
+    assert.deepEqual(el('quota_ingress'), [[ip, 'qi_0aa60009']]);
+    assert.deepEqual(el('conn_tier'), [[ip, { jump: { target: 'conns_100' } }]]);
+    // Every element pointing at an object comes after that object's command.
+    for (const o of objects.filter((x) => x.kind !== 'tier')) {
+      const made = cmds.findIndex((c) => c.add?.[o.kind]?.name === o.name);
+      const pointed = cmds.findIndex((c) => c.add?.element?.name === o.map);
+      assert.ok(made >= 0 && pointed > made, `${o.name}: ${made} < ${pointed}`);
+    }
+    // In that order, a kernel takes it (with the tier made too).
+    const k = new ToyKernel();
+    k.apply(b.add(sandboxElements(every), mark(objects)) as Cmd[]);
+    assert.equal(k.objects.size, 9);
+    assert.deepEqual(k.objectMaps(ip), Object.fromEntries(objects.map((o) => [o.map, (objectElement(o).elem as unknown[])[1]])));
+  });
+
+  it('a quota carries what was used into the kernel', () => {
+    const used = new Map([['qe_0aa60009', 12345]]);
+    const cmds = b.add([], sandboxObjects(every, used)) as Cmd[];
+    assert.deepEqual(cmds.filter((c) => c.add?.quota).map((c) => c.add.quota), [
+      { ...t, name: 'qe_0aa60009', bytes: 1000000000, inv: true, used: 12345 },
+      { ...t, name: 'qi_0aa60009', bytes: 2147483648, inv: true },
+    ]);
+  });
+
+  it('a connection tier is made only when marked create: its counting set, chain and rule, with the rule in the same batch', () => {
+    const tier = sandboxObjects(every).find((o) => o.kind === 'tier')!;
+    const elem = { add: { element: { ...t, name: 'conn_tier', elem: [[ip, { jump: { target: 'conns_100' } }]] } } };
+    assert.deepEqual(b.add([], [tier]), [elem], 'a known tier: only the map element');
+    const made = b.add([], [{ ...tier, create: true }]) as Cmd[];
+    assert.deepEqual(made, [
+      { add: { set: { ...t, name: 'connc_100', type: 'ipv4_addr', size: 65535 } } },
+      { add: { chain: { ...t, name: 'conns_100' } } },
+      { add: { rule: { ...t, chain: 'conns_100', comment: 'over 100 connections', expr: [
+        { set: { op: 'add', elem: saddr, set: '@connc_100', stmt: [{ 'ct count': { val: 100, inv: true } }] } },
+        { jump: { target: 'deny_connections' } },
+      ] } } },
+      elem,
+    ]);
+    // Two sandboxes with the same maxConnections created together: the tier is made once.
+    const other = sandboxObjects(sandbox(8, '10.166.0.10', 'veth', { limits: { maxConnections: 100 } }));
+    const both = b.add([], mark([...sandboxObjects(every), ...other])) as Cmd[];
+    assert.equal(both.filter((c) => c.add?.chain).length, 1);
+    assert.equal(both.filter((c) => c.add?.set).length, 1);
+    assert.deepEqual(both.find((c) => c.add?.element?.name === 'conn_tier')!.add.element.elem, [
+      [ip, { jump: { target: 'conns_100' } }], ['10.166.0.10', { jump: { target: 'conns_100' } }],
+    ]);
+    new ToyKernel().apply(both);
+  });
+
+  it('remove deletes the elements first, then the objects; never a tier', () => {
+    const elements = sandboxElements(every);
+    const objects = sandboxObjects(every);
+    const cmds = b.remove(elements, objects) as Cmd[];
+    const firstObject = cmds.findIndex(objectCmd);
+    assert.ok(firstObject > 0);
+    assert.ok(cmds.slice(0, firstObject).every((c) => c.delete?.element), 'elements first');
+    assert.deepEqual(cmds.slice(firstObject), objects.filter((o) => o.kind !== 'tier').map((o) => ({ delete: { [o.kind]: { ...t, name: o.name } } })));
+    assert.ok(cmds.every((c) => Object.keys(c)[0] === 'delete'));
+    assert.ok(!JSON.stringify(cmds.slice(firstObject)).includes('conns_'), 'tiers stay');
+    assert.deepEqual(cmds.find((c) => c.delete.element?.name === 'conn_tier'), { delete: { element: { ...t, name: 'conn_tier', elem: [[ip, { jump: { target: 'conns_100' } }]] } } });
+    // The element commands are exactly what add added, as deletes.
+    const added = (b.add(elements, objects) as Cmd[]).filter((c) => c.add.element);
+    assert.deepEqual(cmds.slice(0, firstObject), added.map((c) => ({ delete: c.add })));
+    // Against the toy kernel: add then remove leaves only the tier.
+    const k = new ToyKernel();
+    k.apply(b.add(elements, mark(objects, k)) as Cmd[]);
+    assert.equal(k.objects.size, 9);
+    k.apply(cmds);
+    assert.equal(k.objects.size, 0);
+    assert.deepEqual(k.objectMaps(ip), {});
+    assert.ok(k.chains.has('conns_100') && k.sets.has('connc_100'));
+  });
+
+  it('replace leaves unchanged objects alone, updates a quota in place, adds changed limits before and deletes removed ones after the elements', () => {
+    const before = limited({ egressRate: '8mbit', packetsPerSecond: 2000, egressBytes: '1GB', ingressBytes: '1GB' });
+    const after = limited({ egressRate: '16mbit', packetsPerSecond: 2000, egressBytes: '2GB' });
+    const oldObjects = sandboxObjects(before);
+    const nextObjects = sandboxObjects(after);
+    const cmds = b.replace(sandboxElements(before), sandboxElements(after), oldObjects, nextObjects) as Cmd[];
+    const objCmds = cmds.filter(objectCmd);
+    assert.deepEqual(objCmds, [
+      { add: { limit: { ...t, name: 'le_0aa60009_2000000_200000', rate: 2000000, per: 'second', burst: 200000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
+      { add: { quota: { ...t, name: 'qe_0aa60009', bytes: 2000000000, inv: true } } },
+      { delete: { limit: { ...t, name: 'le_0aa60009_1000000_100000' } } },
+      { delete: { quota: { ...t, name: 'qi_0aa60009' } } },
+    ]);
+    assert.ok(!JSON.stringify(objCmds).includes('counter'), 'the counters keep counting: no command for them');
+    assert.ok(!JSON.stringify(objCmds).includes('lp_0aa60009'), 'the unchanged packet limit is not touched');
+    assert.ok(!objCmds.some((c) => c.delete?.quota?.name === 'qe_0aa60009'), 'the changed quota is not deleted');
+    // Order: old elements out, new objects in, new elements in, old objects out.
+    assert.deepEqual(cmds.map(kindOf), [
+      ...Array(cmds.findIndex((c) => c.add)).fill('delete element'),
+      'add limit', 'add quota',
+      ...Array(cmds.filter((c) => c.add?.element).length).fill('add element'),
+      'delete limit', 'delete quota',
+    ]);
+    assert.deepEqual(cmds.find((c) => c.delete?.element?.name === 'limit_egress'), { delete: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_1000000_100000']] } } });
+    assert.deepEqual(cmds.find((c) => c.add?.element?.name === 'limit_egress'), { add: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_2000000_200000']] } } });
+    assert.equal(cmds.find((c) => c.add?.element?.name === 'quota_ingress'), undefined);
+    // Nothing changes: only the elements are swapped, no object command at all.
+    const same = b.replace(sandboxElements(before), sandboxElements(before), oldObjects, sandboxObjects(before)) as Cmd[];
+    assert.deepEqual(same.filter(objectCmd), []);
+    assert.deepEqual(same, [
+      ...(b.remove(sandboxElements(before), oldObjects) as Cmd[]).filter((c) => c.delete.element),
+      ...(b.add(sandboxElements(before), oldObjects) as Cmd[]).filter((c) => c.add.element),
+    ]);
+    // And a kernel takes the change: counters and the packet limit are the same objects after it.
+    const k = new ToyKernel();
+    k.apply(b.add(sandboxElements(before), oldObjects) as Cmd[]);
+    const serial = (id: string) => k.objects.get(id)?.serial;
+    const ids = ['counter:out_0aa60009', 'counter:in_0aa60009', 'counter:blk_0aa60009', 'limit:lp_0aa60009_2000_200', 'quota:qe_0aa60009'];
+    const kept = ids.map(serial);
+    assert.ok(kept.every((x) => typeof x === 'number'));
+    k.apply(cmds);
+    assert.deepEqual(ids.map(serial), kept);
+    assert.equal(k.objects.get('quota:qe_0aa60009')!.data.bytes, 2000000000);
+    assert.ok(!k.objects.has('quota:qi_0aa60009') && !k.objects.has('limit:le_0aa60009_1000000_100000'));
+  });
+
+  it('replace makes a new tier only when marked, and never deletes one', () => {
+    const a = limited({ maxConnections: 100 });
+    const c = limited({ maxConnections: 200 });
+    const up = b.replace([], [], sandboxObjects(a), mark(sandboxObjects(c))) as Cmd[];
+    assert.deepEqual(up.filter((x) => !x.add?.element && !x.delete?.element), (b.add([], [{ ...sandboxObjects(c).find((o) => o.kind === 'tier')!, create: true }]) as Cmd[]).slice(0, 3));
+    assert.ok(up.some((x) => x.add?.rule?.chain === 'conns_200' && JSON.stringify(x).includes('"ct count":{"val":200,"inv":true}')));
+    assert.ok(!up.some((x) => x.delete && !x.delete.element), 'nothing but elements deleted');
+    const known = b.replace([], [], sandboxObjects(a), sandboxObjects(c)) as Cmd[];
+    assert.ok(known.every((x) => x.add?.element || x.delete?.element), 'a known tier: only its map element');
+    const off = b.replace([], [], sandboxObjects(a), sandboxObjects(limited({}))) as Cmd[];
+    assert.ok(off.every((x) => x.add?.element || x.delete?.element), JSON.stringify(off));
+    assert.deepEqual(off.find((x) => x.delete?.element?.name === 'conn_tier'), { delete: { element: { ...t, name: 'conn_tier', elem: [[ip, { jump: { target: 'conns_100' } }]] } } });
+    assert.equal(off.find((x) => x.add?.element?.name === 'conn_tier'), undefined);
+  });
+
+  it('replace keeps the kernel consistent for any change of limits (property)', () => {
+    const rnd = prng(11);
+    const maybe = <T>(xs: T[]): T | undefined => (rnd() < 0.5 ? undefined : xs[Math.floor(rnd() * xs.length)]);
+    const randomLimits = (): PolicyInput['limits'] => ({
+      egressRate: maybe(['10mbit', '20mbit', 125000]), egressBurst: maybe(['1MB']), ingressRate: maybe(['1MB/s', '8mbit']),
+      packetsPerSecond: maybe([100, 1000]), newConnsPerSecond: maybe([10, 20]), newConnsBurst: maybe([40]),
+      maxConnections: maybe([50, 100, 200]), egressBytes: maybe(['1GB', '2GB']), ingressBytes: maybe(['1MB', '5MB']),
+    });
+    const k = new ToyKernel();
+    let cur = limited(randomLimits());
+    const used = new Map([['qe_0aa60009', 777], ['qi_0aa60009', 888]]);
+    let objs = mark(sandboxObjects(cur, used), k);
+    k.apply(b.add(sandboxElements(cur), objs) as Cmd[]);
+    for (let i = 0; i < 200; i++) {
+      const next = limited(randomLimits());
+      const nextObjs = mark(sandboxObjects(next), k);
+      const serials = new Map([...k.objects].map(([id, o]) => [id, o.serial]));
+      const usedBefore = new Map([...k.objects].filter(([id]) => id.startsWith('quota:')).map(([id, o]) => [id, o.data.used]));
+      k.apply(b.replace(sandboxElements(cur), sandboxElements(next), sandboxObjects(cur), nextObjs) as Cmd[]);
+      // The kernel holds exactly the next objects (and every tier made so far), each as specified.
+      const want = nextObjs.filter((o) => o.kind !== 'tier');
+      assert.deepEqual([...k.objects.keys()].sort(), want.map((o) => `${o.kind}:${o.name}`).sort(), `step ${i}`);
+      for (const o of want) {
+        const got = k.objects.get(`${o.kind}:${o.name}`)!;
+        if (o.kind === 'limit') assert.deepEqual([got.data.rate, got.data.burst], [o.rate, o.burst]);
+        if (o.kind === 'quota') {
+          assert.equal(got.data.bytes, o.bytes);
+          if (usedBefore.has(`quota:${o.name}`)) assert.equal(got.data.used, usedBefore.get(`quota:${o.name}`), 'a kept quota keeps what it used');
+        }
+        // Whatever existed before under the same name was kept, not made anew.
+        if (serials.has(`${o.kind}:${o.name}`)) assert.equal(got.serial, serials.get(`${o.kind}:${o.name}`), `${o.name} made anew`);
+      }
+      assert.deepEqual(k.objectMaps(ip), Object.fromEntries(nextObjs.map((o) => [o.map, (objectElement(o).elem as unknown[])[1]])));
+      cur = next;
+      objs = nextObjs;
+    }
+    assert.ok(objs.length >= 3);
+    assert.deepEqual([...k.chains].filter((c) => c.startsWith('conns_')).sort(), ['conns_100', 'conns_200', 'conns_50']);
+  });
+
+  it('resetSandboxes flushes, deletes stale objects, makes the live ones, then adds the elements', () => {
+    const elements = sandboxElements(every);
+    const objects = mark(sandboxObjects(every));
+    const stale = [{ kind: 'counter' as const, name: 'out_0aa600ff' }, { kind: 'limit' as const, name: 'le_0aa600ff_1_1' }, { kind: 'tier' as const, name: 'conns_7' }];
+    const cmds = b.resetSandboxes(elements, objects, stale) as Cmd[];
+    const flushes = b.resetSandboxes([]) as Cmd[];
+    assert.ok(flushes.length > 0 && flushes.every((c) => c.flush));
+    assert.deepEqual(cmds, [
+      ...flushes,
+      { delete: { counter: { ...t, name: 'out_0aa600ff' } } },
+      { delete: { limit: { ...t, name: 'le_0aa600ff_1_1' } } },
+      ...(b.add(elements, objects) as Cmd[]),
+    ]);
+    assert.ok((b.add(elements, objects) as Cmd[]).some((c) => c.add?.chain?.name === 'conns_100'));
   });
 });
 
