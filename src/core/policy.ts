@@ -125,7 +125,15 @@ export interface Limits {
 /** A bandwidth burst that lets TCP reach the rate through a policer: 100 ms of it, at least 64 KiB. */
 export const defaultBurst = (rate: number): number => Math.max(64 * 1024, Math.round(rate / 10));
 
+/** Each rate and the burst that belongs to it. */
+const BURST_OF = { egressRate: 'egressBurst', ingressRate: 'ingressBurst', newConnsPerSecond: 'newConnsBurst', packetsPerSecond: 'packetsBurst' } as const;
+
 function resolveLimits(l: PolicyInput['limits'] = {}): Limits {
+  for (const [rate, burst] of Object.entries(BURST_OF)) {
+    if (l[burst] !== undefined && l[rate as keyof typeof BURST_OF] === undefined) {
+      throw new ToastnetError('invalid_argument', `policy: field "limits.${burst}" needs limits.${rate}`);
+    }
+  }
   const out: Limits = {};
   if (l.egressRate !== undefined) {
     out.egressRate = parseRate(l.egressRate, 'limits.egressRate');
@@ -195,10 +203,19 @@ export function mergePolicy(defaults: PolicyInput, own: PolicyInput): PolicyInpu
     mode: own.mode ?? defaults.mode,
     egress: { ...defaults.egress, ...own.egress },
     dns: { ...defaults.dns, ...own.dns },
-    limits: { ...defaults.limits, ...own.limits },
+    limits: mergeLimits(defaults.limits, own.limits),
     group: own.group ?? defaults.group,
     inbound: { ...defaults.inbound, ...own.inbound },
   };
+}
+
+/** Field-wise, but a rate the sandbox sets comes with its own burst, never the default's. */
+function mergeLimits(defaults: PolicyInput['limits'] = {}, own: PolicyInput['limits'] = {}): PolicyInput['limits'] {
+  const out = { ...defaults, ...own };
+  for (const [rate, burst] of Object.entries(BURST_OF)) {
+    if (own[rate as keyof typeof BURST_OF] !== undefined && own[burst] === undefined) delete out[burst];
+  }
+  return out;
 }
 
 export function resolvePolicy(p: PolicyInput): Policy {

@@ -276,12 +276,17 @@ export class RulesetBuilder {
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
     cmds.push(this.chain('postrouting', { type: 'nat', hook: 'postrouting', prio: 100 }));
-    for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
+    // What reaches a sandbox is counted (and limited) after the filter let it through, by
+    // any path: a packet accepted for its sender (a group peer, an allow entry) never gets
+    // to to_sandbox, but every base chain of the hook sees it.
+    cmds.push(this.chain('forward_delivered', { type: 'filter', hook: 'forward', prio: 10 }));
+    for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
     for (const r of Object.keys(DENY_REASONS) as DenyReason[]) cmds.push(...this.denyChain(r));
 
     // Dispatch: only traffic on this instance's links is judged; everything else passes untouched.
     cmds.push(this.rule('forward', [match(meta('iifname'), all), { jump: { target: 'from_sandbox' } }]));
     cmds.push(this.rule('forward', [match(meta('oifname'), all), { jump: { target: 'to_sandbox' } }]));
+    cmds.push(this.rule('forward_delivered', [match(meta('oifname'), all), { jump: { target: 'sandbox_ingress' } }]));
     cmds.push(this.rule('input', [match(meta('iifname'), all), { jump: { target: 'sandbox_to_host' } }]));
     cmds.push(this.rule('output', [match(meta('oifname'), all), { jump: { target: 'host_to_sandbox' } }]));
 
@@ -328,8 +333,8 @@ export class RulesetBuilder {
 
     // Anywhere -> sandbox (forwarded): only replies. The host's own connections into a
     // sandbox are locally generated (output), so the orchestrator can still reach it.
-    cmds.push(this.rule('to_sandbox', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
-    cmds.push(...this.limitRules('to_sandbox', daddr, 'ingress'));
+    cmds.push(this.rule('sandbox_ingress', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
+    cmds.push(...this.limitRules('sandbox_ingress', daddr, 'ingress'));
     cmds.push(this.rule('to_sandbox', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('to_sandbox', [{ counter: null }, { drop: null }], 'no new connections into sandboxes from elsewhere'));
 
@@ -423,8 +428,10 @@ export class RulesetBuilder {
     const seen = new Set<string>();
     const before: NftCommand[] = [];
     for (const o of add) {
-      if (seen.has(objectKey(o))) continue; // a tier shared by sandboxes created together
-      seen.add(objectKey(o));
+      // A tier shared by sandboxes added together is made once (by whichever asks to create it).
+      const key = `${objectKey(o)}${o.kind === 'tier' && o.create ? ':create' : ''}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
       before.push(...this.objectAdd(o));
     }
     return { before, after: del.flatMap((o) => this.objectDelete(o)) };

@@ -41,12 +41,12 @@ function checkPositive(n: number, where: string, original: unknown): number {
 /** "12.5 Mbit/s" for a rate in bytes per second (for people reading stats). */
 export function formatRate(bytesPerSecond: number): string {
   const bits = bytesPerSecond * 8;
-  for (const [p, f] of [['G', 1e9], ['M', 1e6], ['k', 1e3]] as const) if (bits >= f) return `${(bits / f).toFixed(1)} ${p}bit/s`;
+  for (const [p, f] of [['T', 1e12], ['G', 1e9], ['M', 1e6], ['k', 1e3]] as const) if (bits >= f) return `${(bits / f).toFixed(1)} ${p}bit/s`;
   return `${bits.toFixed(0)} bit/s`;
 }
 
 /** "1.5 MB" for a number of bytes. */
 export function formatBytes(bytes: number): string {
-  for (const [p, f] of [['G', 1e9], ['M', 1e6], ['k', 1e3]] as const) if (bytes >= f) return `${(bytes / f).toFixed(1)} ${p}B`;
+  for (const [p, f] of [['T', 1e12], ['G', 1e9], ['M', 1e6], ['k', 1e3]] as const) if (bytes >= f) return `${(bytes / f).toFixed(1)} ${p}B`;
   return `${bytes} B`;
 }

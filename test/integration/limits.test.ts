@@ -142,6 +142,26 @@ describe('limits and accounting', () => {
     assert.ok(c.sent.bytes >= b.sent.bytes && c.received.bytes >= b.received.bytes, 'a rebuilt table does not lose the counts');
   });
 
+  it('traffic between sandboxes of a group counts for both: sent by one, received by the other', async () => {
+    create('g1', '--group', 'pair');
+    create('g2', '--group', 'pair');
+    const echo = await tb.serveInSandbox(I, 'g2', ['udpecho:0.0.0.0:9000']);
+    try {
+      const ip2 = (JSON.parse(run(['inspect', 'g2']).stdout) as { ip: string }).ip;
+      const [a1, a2] = [stats('g1'), stats('g2')];
+      // The echo server in g2 may miss some under load; what g1 counted back is what came back.
+      const back = Number((await node('g1', UDP, ip2, '9000', '500', '472', '500')).stdout.trim());
+      assert.ok(back > 250, `${back} echoes`);
+      const [b1, b2] = [stats('g1'), stats('g2')];
+      near(b1.sent.packets - a1.sent.packets, 500, 0.02, 'g1 sent');
+      near(b2.received.packets - a2.received.packets, 500, 0.02, 'g2 received (a group peer\'s traffic, accepted for its sender)');
+      near(b2.sent.packets - a2.sent.packets, back, 0.02, 'g2 sent (echoes)');
+      near(b1.received.bytes - a1.received.bytes, back * 500, 0.02, 'g1 received (echoes)');
+    } finally {
+      echo.kill('SIGKILL');
+    }
+  });
+
   it('a bad limit is refused naming the field, and changes nothing', () => {
     const r = run(['create', 'bad', '--limit', 'egressRate=10mbps']);
     assert.notEqual(r.code, 0);

@@ -133,6 +133,12 @@ describe('validatePolicy', () => {
     assert.deepEqual(validatePolicy({ limits: {} }), { limits: {} });
   });
 
+  it('refuses a burst without its rate', () => {
+    for (const [burst, rate] of [['egressBurst', 'egressRate'], ['ingressBurst', 'ingressRate'], ['newConnsBurst', 'newConnsPerSecond'], ['packetsBurst', 'packetsPerSecond']]) {
+      assert.throws(() => resolvePolicy({ limits: { [burst]: 1000 } }), new RegExp(`^ToastnetError: policy: field "limits\\.${burst}" needs limits\\.${rate}$`));
+    }
+  });
+
   it('rejects bad limits, naming the field', () => {
     const cases: [unknown, RegExp][] = [
       [{ limits: { egressRate: 'fast' } }, /^policy: field "limits\.egressRate": "fast" is not a rate like "10mbit", "5MB\/s" or a number of bytes per second$/],
@@ -202,6 +208,14 @@ describe('mergePolicy', () => {
     assert.deepEqual(m.group, defaults.group);
     assert.deepEqual(m.inbound, defaults.inbound);
     assert.deepEqual(m.limits, defaults.limits);
+  });
+
+  it('a rate the sandbox sets comes with its own burst, never the default\'s', () => {
+    const d: PolicyInput = { limits: { egressRate: '1mbit', egressBurst: 2000, newConnsPerSecond: 5, newConnsBurst: 5 } };
+    assert.deepEqual(mergePolicy(d, { limits: { egressRate: '100mbit' } }).limits, { egressRate: '100mbit', newConnsPerSecond: 5, newConnsBurst: 5 });
+    assert.equal(resolvePolicy(mergePolicy(d, { limits: { egressRate: '100mbit' } })).limits.egressBurst, defaultBurst(12_500_000));
+    assert.deepEqual(mergePolicy(d, { limits: { egressRate: '100mbit', egressBurst: '1MB' } }).limits?.egressBurst, '1MB');
+    assert.deepEqual(mergePolicy(d, { limits: { maxConnections: 3 } }).limits?.egressBurst, 2000, 'untouched rates keep their bursts');
   });
 
   it('limits are merged field by field', () => {

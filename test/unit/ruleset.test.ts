@@ -187,6 +187,7 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(prefix, 'tn727b*');
     const targets: Record<string, [string, string][]> = {
       forward: [['iifname', 'from_sandbox'], ['oifname', 'to_sandbox']],
+      forward_delivered: [['oifname', 'sandbox_ingress']],
       input: [['iifname', 'sandbox_to_host']],
       output: [['oifname', 'host_to_sandbox']],
     };
@@ -207,6 +208,8 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(hooks.map((h) => [h.name, h.type, h.hook, h.prio, h.policy]), [
       ['forward', 'filter', 'forward', 0, 'accept'], ['input', 'filter', 'input', 0, 'accept'],
       ['output', 'filter', 'output', 0, 'accept'], ['postrouting', 'nat', 'postrouting', 100, 'accept'],
+      // After the filter (prio 10): what a sandbox received, by whatever rule let it through.
+      ['forward_delivered', 'filter', 'forward', 10, 'accept'],
     ]);
   });
 
@@ -364,7 +367,7 @@ describe('RulesetBuilder.fullTable', () => {
       { counter: { map: { key: INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr, data: '@acct_blocked' } } },
     ]));
     let viaObjects = 0;
-    for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_to_host', 'host_to_sandbox', 'conns_64']) {
+    for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'conns_64']) {
       const rules = chainRules(all, chain);
       assert.ok(rules.length > 0, chain);
       for (const r of rules) {
@@ -425,15 +428,20 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r[2], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'limits.packetsPerSecond'), chain: 'sandbox_to_host' });
   });
 
-  it('lets nothing but replies into sandboxes from elsewhere, after accounting and the ingress limits', () => {
+  it('lets nothing but replies into sandboxes from elsewhere', () => {
     const r = chainRules(cmds, 'to_sandbox');
-    assert.equal(r.length, 5);
+    assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
+      [undefined, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]],
+      ['no new connections into sandboxes from elsewhere', [{ counter: null }, { drop: null }]],
+    ]);
+  });
+
+  it('accounts and limits what a sandbox receives after the filter, whatever let it through', () => {
+    const r = chainRules(cmds, 'sandbox_ingress');
     assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
       ['what the sandbox received', [{ counter: { map: { key: daddr, data: '@acct_in' } } }]],
       ['limits.ingressRate', [{ limit: { map: { key: daddr, data: '@limit_ingress' } } }, jumpTo('bandwidth_in')]],
       ['limits.ingressBytes', [{ quota: { map: { key: daddr, data: '@quota_ingress' } } }, jumpTo('quota_in')]],
-      [undefined, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]],
-      ['no new connections into sandboxes from elsewhere', [{ counter: null }, { drop: null }]],
     ]);
   });
 
@@ -1110,11 +1118,17 @@ describe('per-sandbox objects (limits and accounting)', () => {
   it('replace keeps the kernel consistent for any change of limits (property)', () => {
     const rnd = prng(11);
     const maybe = <T>(xs: T[]): T | undefined => (rnd() < 0.5 ? undefined : xs[Math.floor(rnd() * xs.length)]);
-    const randomLimits = (): PolicyInput['limits'] => ({
-      egressRate: maybe(['10mbit', '20mbit', 125000]), egressBurst: maybe(['1MB']), ingressRate: maybe(['1MB/s', '8mbit']),
-      packetsPerSecond: maybe([100, 1000]), newConnsPerSecond: maybe([10, 20]), newConnsBurst: maybe([40]),
-      maxConnections: maybe([50, 100, 200]), egressBytes: maybe(['1GB', '2GB']), ingressBytes: maybe(['1MB', '5MB']),
-    });
+    const randomLimits = (): PolicyInput['limits'] => {
+      const l: PolicyInput['limits'] = {
+        egressRate: maybe(['10mbit', '20mbit', 125000]), egressBurst: maybe(['1MB']), ingressRate: maybe(['1MB/s', '8mbit']),
+        packetsPerSecond: maybe([100, 1000]), newConnsPerSecond: maybe([10, 20]), newConnsBurst: maybe([40]),
+        maxConnections: maybe([50, 100, 200]), egressBytes: maybe(['1GB', '2GB']), ingressBytes: maybe(['1MB', '5MB']),
+      };
+      // A burst only comes with its rate (a burst alone is refused).
+      if (l.egressRate === undefined) delete l.egressBurst;
+      if (l.newConnsPerSecond === undefined) delete l.newConnsBurst;
+      return l;
+    };
     const k = new ToyKernel();
     let cur = limited(randomLimits());
     const used = new Map([['qe_0aa60009', 777], ['qi_0aa60009', 888]]);
