@@ -25,7 +25,7 @@ export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 
 /** What the router needs from the daemon. */
 export interface ApiBackend {
-  status(): Status;
+  status(): Status | Promise<Status>;
   list(): SandboxInfo[];
   get(name: string): SandboxInfo;
   inspect(name: string): unknown;
@@ -92,7 +92,7 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
     }
     switch (`${req.method} ${m ? `/v1/sandboxes/:name${m[2] ?? ''}` : path}`) {
       case 'GET /v1/status':
-        return { status: 200, body: b.status() };
+        return { status: 200, body: await b.status() };
       case 'GET /v1/sandboxes':
         return { status: 200, body: { sandboxes: b.list() } };
       case 'POST /v1/sandboxes':

@@ -20,6 +20,7 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
   TOASTNET_ALLOW_CIDRS: 'allowCidrs',
   TOASTNET_DENY_CIDRS: 'denyCidrs',
   TOASTNET_STATE_DIR: 'stateDir',
+  TOASTNET_METRICS_LISTEN: 'metricsListen',
   TOASTNET_RUN_DIR: 'runDir',
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
@@ -143,9 +144,21 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     allowMetadata: c.allowMetadata,
     denyAction: c.denyAction,
     logGroup: c.logGroup ?? defaultLogGroup(c.instance),
+    ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
+    metricsMaxSandboxes: c.metricsMaxSandboxes,
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,
     runDir: c.runDir ?? `/run/toastnet/${c.instance}`,
   };
+}
+
+/** "9464" -> loopback:9464; "0.0.0.0:9464" as given. */
+function parseListen(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(':');
+  const host = i < 0 ? '127.0.0.1' : s.slice(0, i);
+  const port = Number(i < 0 ? s : s.slice(i + 1));
+  parseIPv4(host, 'metricsListen');
+  if (port < 1 || port > 65535) throw new ToastnetError('invalid_argument', `config: key "metricsListen": port ${port} is out of range`);
+  return { host, port };
 }
 
 /** NFLOG groups are per network namespace: give each instance its own, 1000-60999. */

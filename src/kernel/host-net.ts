@@ -52,8 +52,8 @@ export function setupHostNet(sock: RtnetlinkSocket, n: InstanceNames, gateway: s
     // proxy_arp + proxy_arp_pvlan on the gateway link: macvlan sandboxes cannot see each other
     // (private mode), so the host answers their ARP for each other's addresses and routes
     // (and filters) between them.
-    [rq.setUp(gw.index, { noIpv6: true, ipv4: { proxy_arp: 1, proxy_arp_pvlan: 1, arp_announce: 2 } }), rq.setUp(parent.index, { noIpv6: true }), rq.addAddr(gw.index, gateway, prefixLength, true)],
-    [`up ${n.gatewayLink}`, `up ${n.macvlanParent}`, `address ${gateway}/${prefixLength}`],
+    [rq.setUp(gw.index, { noIpv6: true, ipv4: { proxy_arp: 1, proxy_arp_pvlan: 1, arp_announce: 2 } }), rq.noProxyDelay(gw.index), rq.setUp(parent.index, { noIpv6: true }), rq.addAddr(gw.index, gateway, prefixLength, true)],
+    [`up ${n.gatewayLink}`, `no proxy delay on ${n.gatewayLink}`, `up ${n.macvlanParent}`, `address ${gateway}/${prefixLength}`],
   );
   return { parentIndex: parent.index, gatewayIndex: gw.index };
 }

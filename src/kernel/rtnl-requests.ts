@@ -76,6 +76,26 @@ export function setUp(index: number, o: { name?: string; noIpv6?: boolean; ipv4?
   return request(RTM_NEWLINK, 0, ifinfomsg({ index, flags: IFF_UP, change: IFF_UP }), attrs);
 }
 
+const RTM_SETNEIGHTBL = 67;
+const NDTA_NAME = 1;
+const NDTA_PARMS = 6;
+const NDTPA_IFINDEX = 1;
+const NDTPA_PROXY_DELAY = 13;
+
+/**
+ * No delay before the host answers ARP on the link's behalf (net.ipv4.neigh.<if>.proxy_delay,
+ * 0.8 s by default, random): with it, a sandbox's first packets to a peer wait in its
+ * neighbour queue, and a burst overflows the queue.
+ */
+export function noProxyDelay(index: number): Request {
+  const ndtmsg = Buffer.from([AF_INET, 0, 0, 0]);
+  const delay = Buffer.alloc(8); // u64, milliseconds
+  return request(RTM_SETNEIGHTBL, 0, ndtmsg, [
+    { type: NDTA_NAME, data: str('arp_cache') },
+    { type: NDTA_PARMS, nested: [{ type: NDTPA_IFINDEX, data: u32(index) }, { type: NDTPA_PROXY_DELAY, data: delay }] },
+  ]);
+}
+
 export function delLink(name: string): Request {
   return request(RTM_DELLINK, 0, ifinfomsg(), [{ type: IFLA_IFNAME, data: str(name) }]);
 }

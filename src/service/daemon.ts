@@ -13,6 +13,7 @@ import { Engine } from './engine.js';
 import { DnsLog, EventLog, LogLimiter } from './events.js';
 import { DnsGate } from '../dns/gate.js';
 import { DnsCache } from '../dns/cache.js';
+import { Metrics, startMetricsServer } from './metrics.js';
 
 export type Log = (msg: string) => void;
 
@@ -27,6 +28,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   const other = new ToastnetClient(socketPath(config));
   const engine = await Engine.open(config, 10_000, () => other.ping());
   let api: http.Server | undefined;
+  let metricsServer: http.Server | undefined;
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
   let dnsLog: DnsLog | undefined;
@@ -39,6 +41,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     stopping = true;
     log(`stopping (${why}); sandboxes are left running`);
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
+    await new Promise<void>((res) => (metricsServer ? metricsServer.close(() => res()) : res()));
     await dns?.stop();
     await events?.stop();
     dnsLog?.flush();
@@ -100,6 +103,20 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     }
     const ev = events;
 
+    const statsWithDns = (name?: string) => engine.stats(name).map((s) => {
+      const d = dnsCountsOf(s.name);
+      return d ? { ...s, dns: { ...d } } : s;
+    });
+    const metrics = new Metrics({
+      stats: () => statsWithDns(),
+      dns: () => (dns ? { ...dns.stats, cacheEntries: dns.cacheEntries } : undefined),
+      denials: () => ev.byReason,
+    }, config.metricsMaxSandboxes);
+    if (config.metrics) {
+      metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);
+      log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
+    }
+
     const backend: ApiBackend = {
       dnsQueries: async (q) => queries.list(q),
       events: async (q) => {
@@ -110,21 +127,22 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         }
         return list;
       },
-      status: () => ({ ...engine.status(process.pid), ...(dns ? { dns: { ...dns.stats, cacheEntries: dns.cacheEntries } } : {}) }),
+      status: async () => ({
+        ...engine.status(process.pid),
+        ...(dns ? { dns: { ...dns.stats, cacheEntries: dns.cacheEntries } } : {}),
+        latency: await metrics.latencies(),
+      }),
       list: () => engine.list(),
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),
-      create: (body) => engine.create(body),
-      remove: (name) => engine.remove(name).then(() => void forgetDnsCounts(name)),
-      stats: (name) => engine.stats(name).map((s) => {
-        const d = dnsCountsOf(s.name);
-        return d ? { ...s, dns: { ...d } } : s;
-      }),
+      create: (body) => metrics.time('create', () => engine.create(body)),
+      remove: (name) => metrics.time('remove', () => engine.remove(name)).then(() => void forgetDnsCounts(name)),
+      stats: (name) => metrics.time('stats', () => statsWithDns(name)),
       policyGet: (name) => engine.policyGet(name),
-      policySet: (name, policy) => engine.policySet(name, policy),
-      gc: () => engine.gc(),
+      policySet: (name, policy) => metrics.time('policy_set', () => engine.policySet(name, policy)),
+      gc: () => metrics.time('gc', () => engine.gc()),
       up: () => {
-        engine.up();
+        metrics.time('up', () => engine.up());
         return engine.status(process.pid);
       },
       down: async () => {

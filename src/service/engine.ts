@@ -98,6 +98,8 @@ export interface Status {
   daemon: { pid: number } | null;
   /** The daemon's resolver counters (absent without a daemon). */
   dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
+  /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
+  latency?: Record<string, { count: number; p50: number; p99: number }>;
 }
 
 export class Engine {

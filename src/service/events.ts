@@ -58,6 +58,8 @@ export class EventLog {
   private readonly waiters = new Set<() => void>();
   private worker?: Worker;
   private inserted = 0;
+  /** Logged denials by reason since this log started (for metrics). */
+  readonly byReason: Record<string, number> = {};
 
   constructor(private readonly db: Database.Database) {
     db.exec(`CREATE TABLE IF NOT EXISTS events (
@@ -99,6 +101,7 @@ export class EventLog {
       const a = attribute(p, reason);
       if (!a) continue;
       this.insert.run(p.time, a.sandbox, reason, a.rule, a.action, p.src, p.dst, PROTO_NAMES[p.proto] ?? String(p.proto), p.dport ?? null);
+      this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
       if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
     }
     for (const w of this.waiters) w();
@@ -108,6 +111,7 @@ export class EventLog {
   /** A refused DNS query as a denial event (the destination is the name asked). */
   recordQuery(e: QueryLogEntry, now = Date.now()): void {
     this.insert.run(now, e.sandbox, 'domain', e.reason ?? 'egress.domains', 'blocked', '', e.name, 'dns', null);
+    this.byReason.domain = (this.byReason.domain ?? 0) + 1;
     for (const w of this.waiters) w();
     this.waiters.clear();
   }

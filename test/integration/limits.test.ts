@@ -4,6 +4,8 @@
 // generator sent.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Testbed, WAN, type Result } from '../testbed/testbed.js';
 
@@ -64,6 +66,14 @@ describe('limits and accounting', () => {
     tb = await Testbed.create({ hostService: false });
     for (const port of [5201, 5202]) tb.background(tb.wanNs, ['iperf3', '-s', '-B', WAN.internet, '-p', String(port)]);
     await tb.serveWan([`udpecho:${WAN.internet}:9000`, `sink:${WAN.internet}:9100`]);
+    // The daemon serves metrics on the host namespace's loopback (opt-in, see the config).
+    const cfg = path.join(tb.dir, 'metrics.json');
+    fs.writeFileSync(cfg, JSON.stringify({ metricsListen: '9464', metricsMaxSandboxes: 3 }));
+    const d = tb.startDaemon(I, ['--config', cfg]);
+    await new Promise<void>((resolve, reject) => {
+      d.stdout!.on('data', (x) => String(x).includes('ready') && resolve());
+      d.on('exit', (c) => reject(new Error(`daemon exited ${c}`)));
+    });
     await sleep(300); // iperf3 servers listening
   });
   after(async () => {
@@ -160,6 +170,28 @@ describe('limits and accounting', () => {
     } finally {
       echo.kill('SIGKILL');
     }
+  });
+
+  it('Prometheus metrics: per-sandbox counters (bounded labels), operation histograms, resolver and denials', () => {
+    const text = tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:9464/metrics']);
+    const series = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`));
+    const sent = series('toastnet_sandbox_sent_bytes_total');
+    // Three busiest by name, the rest summed: four series, whatever the number of sandboxes.
+    assert.equal(sent.length, 4, sent.join('\n'));
+    assert.ok(sent.some((l) => l.startsWith('toastnet_sandbox_sent_bytes_total{sandbox="_other"}')));
+    assert.ok(sent.some((l) => l.startsWith('toastnet_sandbox_sent_bytes_total{sandbox="fast"}')), 'the busiest sandbox has its own series');
+    const total = sent.reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    const all = JSON.parse(run(['stats', '--json']).stdout) as Stats[];
+    assert.ok(total >= all.reduce((n, x) => n + x.sent.bytes, 0) * 0.99, 'the series add up to every sandbox');
+    assert.match(text, /toastnet_operation_duration_seconds_count\{op="create",outcome="ok"\} [1-9]/);
+    assert.match(text, /toastnet_operation_duration_seconds_bucket\{le="0.005",op="create",outcome="ok"\}/);
+    assert.match(text, /toastnet_denials_logged_total\{reason="quota_out"\} [1-9]/);
+    assert.match(text, /toastnet_dns_total\{counter="queries"\}/);
+    assert.match(text, /toastnet_daemon_process_resident_memory_bytes [1-9]/);
+    assert.match(text, new RegExp(`^toastnet_sandboxes ${all.length}$`, 'm'));
+    const status = JSON.parse(run(['status', '--json']).stdout) as { latency: Record<string, { count: number; p50: number }> };
+    assert.ok(status.latency.create.count >= all.length && status.latency.create.p50 > 0, JSON.stringify(status.latency));
+    assert.notEqual(tb.try(tb.wanNs, ['curl', '-sS', '--max-time', '2', `http://${WAN.hostUplink}:9464/metrics`]).code, 0, 'not reachable from elsewhere');
   });
 
   it('a bad limit is refused naming the field, and changes nothing', () => {

@@ -48,6 +48,7 @@ describe('loadConfig precedence', () => {
       allowMetadata: false,
       denyAction: 'reject',
       logGroup: defaultLogGroup('toastnet'),
+      metricsMaxSandboxes: 200,
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',
     });
@@ -160,6 +161,17 @@ describe('policy and denial keys', () => {
     assert.equal(c.allowMetadata, true);
     assert.equal(c.denyAction, 'drop');
     assert.equal(c.logGroup, 4242);
+  });
+
+  it('metrics are off by default; metricsListen is PORT (loopback) or IPV4:PORT', () => {
+    const load = (o: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) => loadConfig({ env, configFile: file(o), resolvConfFiles: [resolvConf] });
+    assert.equal(load({}).metrics, undefined);
+    assert.deepEqual(load({ metricsListen: '9464' }).metrics, { host: '127.0.0.1', port: 9464 });
+    assert.deepEqual(load({ metricsListen: '0.0.0.0:9100' }).metrics, { host: '0.0.0.0', port: 9100 });
+    assert.deepEqual(load({}, { TOASTNET_METRICS_LISTEN: '9465' }).metrics, { host: '127.0.0.1', port: 9465 });
+    for (const bad of ['localhost:9464', '9464x', '99999', '0', '300.1.1.1:80']) {
+      assert.throws(() => load({ metricsListen: bad }), (e: Error) => /metricsListen/.test(e.message), bad);
+    }
   });
 
   it('logGroup defaults to a group derived from the instance name, 1000-60999', () => {

@@ -1,0 +1,178 @@
+// Prometheus metrics for the daemon (opt-in: config `metricsListen`), with prom-client:
+// operation latencies as histograms, the resolver's counters, logged denials by reason,
+// process health, and per-sandbox traffic counters. Per-sandbox series are bounded: the
+// busiest `maxSandboxSeries` sandboxes get their own label, the rest are summed as
+// sandbox="_other", so a host with thousands of sandboxes does not flood the scraper.
+import http from 'node:http';
+import client from 'prom-client';
+import type { SandboxStats } from './accounting.js';
+
+export interface MetricSources {
+  stats(): SandboxStats[];
+  /** The resolver's counters, when it runs. */
+  dns(): Record<string, number> | undefined;
+  /** Logged denials by reason since the daemon started. */
+  denials(): Record<string, number>;
+}
+
+export const OPERATIONS = ['create', 'remove', 'policy_set', 'up', 'gc', 'stats'] as const;
+export type Operation = (typeof OPERATIONS)[number];
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly opDuration: client.Histogram<'op' | 'outcome'>;
+
+  constructor(sources: MetricSources, private readonly maxSandboxSeries = 200) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'toastnet_daemon_' });
+    this.opDuration = new client.Histogram({
+      name: 'toastnet_operation_duration_seconds',
+      help: 'Time the daemon took for an operation (create, remove, policy_set, up, gc, stats)',
+      labelNames: ['op', 'outcome'],
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+
+    // Scrape-time readings: one kernel read per scrape for all sandboxes.
+    let cached: { at: number; stats: SandboxStats[] } | undefined;
+    const stats = (): SandboxStats[] => {
+      // The per-sandbox counters below are collected one after another: read the kernel once.
+      if (!cached || performance.now() - cached.at > 500) cached = { at: performance.now(), stats: sources.stats() };
+      return cached.stats;
+    };
+    new client.Gauge({
+      name: 'toastnet_sandboxes',
+      help: 'Live sandboxes',
+      registers,
+      collect() {
+        this.set(stats().length);
+      },
+    });
+    const perSandbox = (name: string, help: string, pick: (s: SandboxStats) => number) => new client.Counter({
+      name,
+      help,
+      labelNames: ['sandbox'],
+      registers,
+      collect: () => {
+        const c = this.registry.getSingleMetric(name) as client.Counter<'sandbox'>;
+        c.reset();
+        for (const [label, value] of this.bounded(stats(), pick)) c.inc({ sandbox: label }, value);
+      },
+    });
+    perSandbox('toastnet_sandbox_sent_bytes_total', 'Bytes a sandbox sent (IP, before limits and policy)', (s) => s.sent.bytes);
+    perSandbox('toastnet_sandbox_sent_packets_total', 'Packets a sandbox sent', (s) => s.sent.packets);
+    perSandbox('toastnet_sandbox_received_bytes_total', 'Bytes a sandbox received', (s) => s.received.bytes);
+    perSandbox('toastnet_sandbox_received_packets_total', 'Packets a sandbox received', (s) => s.received.packets);
+    perSandbox('toastnet_sandbox_blocked_packets_total', 'Packets of a sandbox blocked by policy or limits', (s) => s.blocked.packets);
+    new client.Counter({
+      name: 'toastnet_dns_total',
+      help: 'Resolver counters: queries, answered, cached (of answered), servfail, dropped, upstreamTimeouts',
+      labelNames: ['counter'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [k, v] of Object.entries(sources.dns() ?? {})) if (k !== 'cacheEntries') this.inc({ counter: k }, v);
+      },
+    });
+    new client.Gauge({
+      name: 'toastnet_dns_cache_entries',
+      help: 'Answers in the resolver cache',
+      registers,
+      collect() {
+        this.set(sources.dns()?.cacheEntries ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'toastnet_denials_logged_total',
+      help: 'Denials the kernel logged, by reason (the kernel logs at most 20/s per reason: a sample)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(sources.denials())) this.inc({ reason }, n);
+      },
+    });
+  }
+
+  /** The busiest sandboxes by name, the others summed as "_other". */
+  private bounded(all: SandboxStats[], pick: (s: SandboxStats) => number): [string, number][] {
+    const busy = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name));
+    const out: [string, number][] = busy.slice(0, this.maxSandboxSeries).map((s) => [s.name, pick(s)]);
+    const rest = busy.slice(this.maxSandboxSeries);
+    if (rest.length > 0) out.push(['_other', rest.reduce((n, s) => n + pick(s), 0)]);
+    return out;
+  }
+
+  /** Runs `fn` and records how long it took (sync or async), with its outcome. */
+  time<T>(op: Operation, fn: () => T): T {
+    const end = this.opDuration.startTimer({ op });
+    try {
+      const r = fn();
+      if (r instanceof Promise) {
+        return r.then((v) => {
+          end({ outcome: 'ok' });
+          return v;
+        }, (err) => {
+          end({ outcome: 'error' });
+          throw err;
+        }) as T;
+      }
+      end({ outcome: 'ok' });
+      return r;
+    } catch (err) {
+      end({ outcome: 'error' });
+      throw err;
+    }
+  }
+
+  /** Latency quantiles per operation (from the histogram buckets), for status. */
+  async latencies(): Promise<Record<string, { count: number; p50: number; p99: number }>> {
+    const m = await this.opDuration.get();
+    const byOp = new Map<string, { le: number; count: number }[]>();
+    const counts = new Map<string, number>();
+    for (const v of m.values) {
+      const op = String(v.labels.op);
+      if (v.metricName?.endsWith('_bucket')) {
+        const list = byOp.get(op) ?? [];
+        const rawLe = (v.labels as Record<string, string | number | undefined>).le;
+        const le = rawLe === '+Inf' ? Infinity : Number(rawLe);
+        const prev = list.find((x) => x.le === le);
+        if (prev) prev.count += v.value;
+        else list.push({ le, count: v.value });
+        byOp.set(op, list);
+      } else if (v.metricName?.endsWith('_count')) counts.set(op, (counts.get(op) ?? 0) + v.value);
+    }
+    const out: Record<string, { count: number; p50: number; p99: number }> = {};
+    for (const [op, buckets] of byOp) {
+      buckets.sort((a, b) => a.le - b.le);
+      const n = counts.get(op) ?? 0;
+      if (n === 0) continue;
+      const q = (p: number) => buckets.find((b) => b.count >= p * n)?.le ?? Infinity;
+      out[op] = { count: n, p50: q(0.5), p99: q(0.99) };
+    }
+    return out;
+  }
+}
+
+/** Serves GET /metrics on `host:port` (loopback unless configured otherwise). */
+export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').replace(/\?.*$/, '') !== '/metrics') {
+      res.writeHead(404).end('not found: GET /metrics\n');
+      return;
+    }
+    metrics.registry.metrics().then((text) => {
+      res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text);
+    }, (err: Error) => {
+      res.writeHead(500).end(`${err.message}\n`);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
