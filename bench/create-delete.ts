@@ -1,6 +1,7 @@
 // `npm run bench`: sandbox network create/delete cost, toastnet side by side with peers,
 // in one run and one throwaway topology (test/testbed):
 //   - toastnet engine in-process (what the daemon does per request),
+//   - toastnet's warm pool: a create that acquires a network made ahead,
 //   - toastnet through the daemon's API on its Unix socket (what an orchestrator gets),
 //   - the reference note's way: one `ip`/`nft` process per step (same resulting state),
 //   - the CNI reference plugins (bridge + host-local + firewall), driven as a runtime does.
@@ -75,6 +76,31 @@ async function benchEngine(dir: string): Promise<Row> {
   try {
     e.up();
     return await measure('toastnet engine (in-process)', (name) => e.create({ name }), (name) => e.remove(name));
+  } finally {
+    await e.down();
+    e.close();
+  }
+}
+
+/** Warm pool: members made ahead (not timed), a create is the acquisition. */
+async function benchPool(dir: string): Promise<Row> {
+  const e = await Engine.open(config('benchp', dir, '10.185.0.0/16'));
+  try {
+    e.up();
+    const acquire = (name: string) => {
+      const s = e.acquire({ name });
+      if (!s) throw new Error('the pool was empty');
+      return s;
+    };
+    const c: number[] = [];
+    for (let i = 0; i < N; i++) {
+      e.createPoolMember();
+      const t = now();
+      acquire(`s${i}`);
+      c.push(now() - t);
+    }
+    for (let i = 0; i < N; i++) await e.remove(`s${i}`);
+    return { name: 'toastnet warm pool: acquire', n: N, create: stats(c), note: 'members made ahead, not timed' };
   } finally {
     await e.down();
     e.close();
@@ -189,6 +215,7 @@ function benchCni(dir: string): Row {
 async function inner(dir: string): Promise<void> {
   const rows: Row[] = [];
   rows.push(await benchEngine(dir));
+  rows.push(await benchPool(dir));
   rows.push(await benchApi(dir));
   rows.push(benchScript());
   rows.push(benchCni(dir));
@@ -198,8 +225,8 @@ async function inner(dir: string): Promise<void> {
 function table(rows: Row[]): string {
   const base = rows[0];
   const f = (x?: number) => (x === undefined ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(0));
-  const ratio = (a?: number, b?: number) => (a && b ? `${(b / a).toFixed(0)}x` : '-');
-  const head = ['', 'n', 'create p50 ms', 'p95', 'delete p50 ms', 'p95', 'cycles/s', 'toastnet faster (create/delete)'];
+  const ratio = (a?: number, b?: number) => (a && b ? `${(b / a).toFixed(b / a < 10 ? 1 : 0)}x` : '-');
+  const head = ['', 'n', 'create p50 ms', 'p95', 'delete p50 ms', 'p95', 'cycles/s', 'time vs the engine (create/delete)'];
   const body = rows.map((r) => [r.name, String(r.n), f(r.create?.p50), f(r.create?.p95), f(r.delete?.p50), f(r.delete?.p95), f(r.cyclesPerSecond),
     r === base ? '' : `${ratio(base.create?.p50, r.create?.p50)} / ${ratio(base.delete?.p50, r.delete?.p50)}${r.note ? `  (${r.note})` : ''}`]);
   const all = [head, ...body];

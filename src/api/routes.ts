@@ -3,6 +3,7 @@
 // Documented in README "API"; keep it stable: orchestrators build on it.
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
+import { isPoolMember } from '../core/names.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
@@ -90,6 +91,8 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
     } catch {
       throw new ToastnetError('invalid_argument', `malformed sandbox name in path ${path}`);
     }
+    // Idle pool members are no sandboxes: not to be read, changed or removed by name.
+    if (name !== undefined && isPoolMember(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     switch (`${req.method} ${m ? `/v1/sandboxes/:name${m[2] ?? ''}` : path}`) {
       case 'GET /v1/status':
         return { status: 200, body: await b.status() };

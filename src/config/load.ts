@@ -21,10 +21,11 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
   TOASTNET_DENY_CIDRS: 'denyCidrs',
   TOASTNET_STATE_DIR: 'stateDir',
   TOASTNET_METRICS_LISTEN: 'metricsListen',
+  TOASTNET_POOL_SIZE: 'poolSize',
   TOASTNET_RUN_DIR: 'runDir',
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
-const NUMBER_KEYS = new Set(['dnsTimeoutMs', 'dnsCacheSize']);
+const NUMBER_KEYS = new Set(['dnsTimeoutMs', 'dnsCacheSize', 'poolSize']);
 /** TOASTNET_* variables that are not config keys but are still ours. */
 const OTHER_ENV = new Set(['TOASTNET_CONFIG']);
 
@@ -146,6 +147,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     logGroup: c.logGroup ?? defaultLogGroup(c.instance),
     ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
     metricsMaxSandboxes: c.metricsMaxSandboxes,
+    pool: { size: c.poolSize, refillBelow: Math.min(c.poolRefillBelow ?? c.poolSize, c.poolSize) },
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,
     runDir: c.runDir ?? `/run/toastnet/${c.instance}`,
   };

@@ -41,6 +41,8 @@ export const ConfigSchema = z.strictObject({
   allowMetadata: z.boolean().default(false).describe('Let a sandbox policy open the cloud metadata address 169.254.169.254 (otherwise it stays closed whatever the policy says)'),
   denyAction: z.enum(['reject', 'drop']).default('reject').describe('reject: TCP reset / ICMP unreachable (rate-limited), so clients fail fast; drop: silently'),
   logGroup: z.number().int().min(1).max(65535).optional().describe('NFLOG group for denial events (default: derived from the instance name)'),
+  poolSize: z.number().int().min(0).max(10_000).default(0).describe('Sandbox networks the daemon keeps ready (warm pool) so a create only acquires one; 0: off'),
+  poolRefillBelow: z.number().int().min(1).max(10_000).optional().describe('Refill the pool when fewer idle networks remain (default: poolSize, always topped up)'),
   metricsListen: z.string().regex(/^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/, 'want PORT or IPV4:PORT').optional()
     .describe('Serve Prometheus metrics on GET /metrics at this address (PORT alone: 127.0.0.1:PORT); off unless set'),
   metricsMaxSandboxes: z.number().int().min(0).max(100_000).default(200).describe('Sandboxes with their own label in per-sandbox metrics (the busiest); the rest are summed as sandbox="_other"'),
@@ -70,6 +72,7 @@ export interface Config {
   /** host and port of the metrics listener, or undefined (off). */
   metrics?: { host: string; port: number };
   metricsMaxSandboxes: number;
+  pool: { size: number; refillBelow: number };
   stateDir: string;
   runDir: string;
 }

@@ -75,3 +75,11 @@ export function sandboxMac(ip: string): string {
 export function autoSandboxName(id: number): string {
   return `sbx-${id}`;
 }
+
+/**
+ * Idle warm-pool members are named ".pool-<id>": never a sandbox name (those start with a
+ * letter or digit), so no user can name, address or remove one.
+ */
+export const POOL_PREFIX = '.pool-';
+export const poolMemberName = (id: number): string => `${POOL_PREFIX}${id}`;
+export const isPoolMember = (name: string): boolean => name.startsWith(POOL_PREFIX);

@@ -241,7 +241,7 @@ export class RulesetBuilder {
     if (!HARD_REASONS.includes(reason)) {
       cmds.push(this.rule(chain, [match(sandboxAddr, '@report_mode'), { counter: null }, { accept: null }], 'report mode: log only'));
     }
-    cmds.push(this.rule(chain, [{ counter: { map: { key: sandboxAddr, data: '@acct_blocked' } } }], 'the sandbox\'s blocked count'));
+    cmds.push(this.rule(chain, [match(sandboxAddr, '@acct_blocked')], 'the sandbox\'s blocked count'));
     if (LIMIT_REASONS.includes(reason)) {
       cmds.push(this.rule(chain, [{ drop: null }]));
     } else if (this.config.denyAction === 'reject') {
@@ -312,7 +312,7 @@ export class RulesetBuilder {
     const daddr = payload('ip', 'daddr');
     cmds.push(this.rule('from_sandbox', [{ jump: { target: 'source_check' } }]));
     // Accounting and limits come before the established shortcut: they apply to every packet.
-    cmds.push(this.rule('from_sandbox', [{ counter: { map: { key: saddr, data: '@acct_out' } } }], 'what the sandbox sent'));
+    cmds.push(this.rule('from_sandbox', [match(saddr, '@acct_out')], 'what the sandbox sent'));
     cmds.push(...this.limitRules('from_sandbox', saddr, 'egress'));
     cmds.push(this.rule('from_sandbox', [ctState(['established', 'related']), { accept: null }]));
     for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, deny('config')], `denyCidrs ${r.text}`));
@@ -333,14 +333,14 @@ export class RulesetBuilder {
 
     // Anywhere -> sandbox (forwarded): only replies. The host's own connections into a
     // sandbox are locally generated (output), so the orchestrator can still reach it.
-    cmds.push(this.rule('sandbox_ingress', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
+    cmds.push(this.rule('sandbox_ingress', [match(daddr, '@acct_in')], 'what the sandbox received'));
     cmds.push(...this.limitRules('sandbox_ingress', daddr, 'ingress'));
     cmds.push(this.rule('to_sandbox', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('to_sandbox', [{ counter: null }, { drop: null }], 'no new connections into sandboxes from elsewhere'));
 
     // Sandbox -> host: DNS on the gateway, replies to the host's own connections, nothing else.
     cmds.push(this.rule('sandbox_to_host', [{ jump: { target: 'source_check' } }]));
-    cmds.push(this.rule('sandbox_to_host', [{ counter: { map: { key: saddr, data: '@acct_out' } } }], 'what the sandbox sent'));
+    cmds.push(this.rule('sandbox_to_host', [match(saddr, '@acct_out')], 'what the sandbox sent'));
     cmds.push(this.rule('sandbox_to_host', [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'));
     cmds.push(this.rule('sandbox_to_host', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('sandbox_to_host', [
@@ -352,7 +352,7 @@ export class RulesetBuilder {
     // redirects: the host routes between macvlan sandboxes on one link (hairpin), and a
     // redirect would tell them to talk directly, which private mode forbids anyway.
     cmds.push(this.rule('host_to_sandbox', [match(payload('icmp', 'type'), 'redirect'), { counter: null }, { drop: null }], 'no ICMP redirects'));
-    cmds.push(this.rule('host_to_sandbox', [{ counter: { map: { key: daddr, data: '@acct_in' } } }], 'what the sandbox received'));
+    cmds.push(this.rule('host_to_sandbox', [match(daddr, '@acct_in')], 'what the sandbox received'));
     cmds.push(this.rule('host_to_sandbox', [ctState(['established', 'related']), { accept: null }]));
     cmds.push(this.rule('host_to_sandbox', [match(payload('ip', 'daddr'), '@inbound_closed'), { counter: null }, deny('inbound')], 'inbound closed'));
     cmds.push(this.rule('host_to_sandbox', [
@@ -394,8 +394,6 @@ export class RulesetBuilder {
   /** Commands creating (or updating, for quotas) one object; connection tiers are idempotent. */
   private objectAdd(o: SandboxObject): NftCommand[] {
     switch (o.kind) {
-      case 'counter':
-        return [{ add: { counter: { ...this.t, name: o.name } } }];
       case 'limit':
         return [{ add: { limit: { ...this.t, name: o.name, rate: o.rate, per: 'second', burst: o.burst, inv: true, ...(o.unit === 'bytes' ? { rate_unit: 'bytes', burst_unit: 'bytes' } : {}) } } }];
       case 'quota':

@@ -6,7 +6,7 @@
 import { formatIPv4 } from './ipv4.js';
 import { Policy, PortRange } from './policy.js';
 import { compileEgress } from './policy-compile.js';
-import { LIMIT_MAPS } from './sandbox-limits.js';
+import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
 
 export type SandboxMode = 'veth' | 'macvlan';
 
@@ -31,6 +31,7 @@ export const SANDBOX_SETS = {
   inbound_only: { type: ['ipv4_addr'], comment: 'sandboxes the host may connect into only on inbound_ports' },
   inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
   domain_mode: { type: ['ipv4_addr'], comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
+  ...ACCOUNTING_SETS,
   ...LIMIT_MAPS,
 } as const;
 
@@ -95,6 +96,8 @@ export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = []): Elem
   out.push(s.mode === 'veth'
     ? { set: 'veth_src', elem: { concat: [s.hostLink, s.mac, s.ip] } }
     : { set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } });
+  // Accounting: every sandbox, its own counter in each set.
+  out.push({ set: 'acct_out', elem: s.ip }, { set: 'acct_in', elem: s.ip }, { set: 'acct_blocked', elem: s.ip });
   const p = s.policy;
   for (const c of compileEgress(p.allow, p.deny)) {
     out.push({

@@ -1,8 +1,12 @@
-// A sandbox's limits and accounting as kernel state: named nftables objects (counters,
-// limits, quotas) reached through maps keyed by the sandbox's address, so the rules stay
-// the same whatever the number of sandboxes (one map lookup per packet and limit).
+// A sandbox's limits and accounting as kernel state, keyed by the sandbox's address, so
+// the rules stay the same whatever the number of sandboxes (one lookup per packet and limit).
 //
-//   counters  out_<ip>, in_<ip>, blk_<ip>   what it sent, received, had blocked (always)
+// Accounting: elements of the sets acct_out, acct_in, acct_blocked, each element with its
+// own counter (the sets' counter template): not named counter objects, since libnftables
+// 1.0.6 reads every named object of the table on each transaction (a cost that grows with
+// the number of sandboxes: 2.7 ms per change at 4,000 counters against 0.18 ms with none).
+//
+// Limits: named objects reached through maps, made only for sandboxes that have limits:
 //   limits    le_/li_/lp_/ln_<ip>_<params>  bytes out / in, packets, new connections per second
 //   quotas    qe_<ip>, qi_<ip>              bytes out / in over its lifetime
 //   tiers     conns_<max>                   concurrent connections: one chain and counting
@@ -17,17 +21,19 @@ import type { SandboxSpec } from './sandbox-elements.js';
 
 /** A named object of one sandbox, reached from `map` by the sandbox's address `ip`. */
 export type SandboxObject = { ip: string } & (
-  | { kind: 'counter'; name: string; map: 'acct_out' | 'acct_in' | 'acct_blocked' }
   | { kind: 'limit'; name: string; map: 'limit_egress' | 'limit_ingress' | 'limit_packets' | 'limit_newconns'; rate: number; burst: number; unit: 'bytes' | 'packets' }
   | { kind: 'quota'; name: string; map: 'quota_egress' | 'quota_ingress'; bytes: number; used?: number }
   /** `create`: the tier is not in the kernel yet (its set must be made with its rule, in one batch). */
   | { kind: 'tier'; name: string; map: 'conn_tier'; max: number; create?: boolean });
 
 /** Maps from a sandbox address to its objects (and the connection tier verdict map). */
+export const ACCOUNTING_SETS = {
+  acct_out: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of what it sent' },
+  acct_in: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of what it received' },
+  acct_blocked: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of its blocked packets' },
+} as const;
+
 export const LIMIT_MAPS = {
-  acct_out: { type: 'ipv4_addr', map: 'counter', comment: 'sandbox -> counter of what it sent' },
-  acct_in: { type: 'ipv4_addr', map: 'counter', comment: 'sandbox -> counter of what it received' },
-  acct_blocked: { type: 'ipv4_addr', map: 'counter', comment: 'sandbox -> counter of its blocked packets' },
   limit_egress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> upload bandwidth limit' },
   limit_ingress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> download bandwidth limit' },
   limit_packets: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> packets per second limit' },
@@ -42,12 +48,6 @@ export type LimitMap = keyof typeof LIMIT_MAPS;
 /** The address as 8 hex digits: object names must be short and unique per sandbox. */
 export function ipHex(ip: string): string {
   return ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join('');
-}
-
-/** Names of a sandbox's accounting counters. */
-export function counterNames(ip: string): { out: string; in: string; blocked: string } {
-  const h = ipHex(ip);
-  return { out: `out_${h}`, in: `in_${h}`, blocked: `blk_${h}` };
 }
 
 export function quotaNames(ip: string): { egress: string; ingress: string } {
@@ -66,12 +66,7 @@ export function sandboxObjects(s: SandboxSpec, used: ReadonlyMap<string, number>
   const ip = s.ip;
   const h = ipHex(ip);
   const l = s.policy.limits;
-  const c = counterNames(ip);
-  const out: SandboxObject[] = [
-    { ip, kind: 'counter', name: c.out, map: 'acct_out' },
-    { ip, kind: 'counter', name: c.in, map: 'acct_in' },
-    { ip, kind: 'counter', name: c.blocked, map: 'acct_blocked' },
-  ];
+  const out: SandboxObject[] = [];
   if (l.egressRate) out.push({ ip, kind: 'limit', name: `le_${h}_${l.egressRate}_${l.egressBurst}`, map: 'limit_egress', rate: l.egressRate, burst: l.egressBurst!, unit: 'bytes' });
   if (l.ingressRate) out.push({ ip, kind: 'limit', name: `li_${h}_${l.ingressRate}_${l.ingressBurst}`, map: 'limit_ingress', rate: l.ingressRate, burst: l.ingressBurst!, unit: 'bytes' });
   if (l.packetsPerSecond) out.push({ ip, kind: 'limit', name: `lp_${h}_${l.packetsPerSecond}_${l.packetsBurst}`, map: 'limit_packets', rate: l.packetsPerSecond, burst: l.packetsBurst!, unit: 'packets' });

@@ -124,6 +124,25 @@ export function deleteNetns(name: string): void {
   }
 }
 
+/**
+ * Renames a named namespace: a bind mount cannot be renamed, so the namespace is mounted
+ * at the new name, then the old mount is dropped. The namespace and everything in it stay.
+ */
+export function renameNetns(from: string, to: string): void {
+  const src = netnsPath(from);
+  const dst = netnsPath(to);
+  const fd = fs.openSync(dst, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
+  fs.closeSync(fd);
+  try {
+    check(lib().mount(src, dst, 'none', MS_BIND, null), `bind-mount ${dst}`);
+  } catch (err) {
+    fs.rmSync(dst, { force: true });
+    throw err;
+  }
+  lib().umount2(src, MNT_DETACH);
+  fs.rmSync(src, { force: true });
+}
+
 /** Names under /run/netns (any owner). */
 export function listNetns(): string[] {
   try {

@@ -93,6 +93,19 @@ export class Nft {
       .filter((o) => o !== undefined && o.table === table && o.family === family);
   }
 
+  /** A set's elements with their counters, by element value (sets with a counter template). */
+  listCounters(family: string, table: string, set: string): Map<string, { packets: number; bytes: number }> {
+    const out = new Map<string, { packets: number; bytes: number }>();
+    const raw = this.runRaw(JSON.stringify({ nftables: [{ list: { set: { family, table, name: set } } }] }), `list set ${set}`);
+    for (const o of (JSON.parse(raw) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables) {
+      for (const e of o.set?.elem ?? []) {
+        const el = (e as { elem?: { val: unknown; counter?: { packets: number; bytes: number } } }).elem;
+        if (el?.counter) out.set(String(el.val), { packets: Number(el.counter.packets), bytes: Number(el.counter.bytes) });
+      }
+    }
+    return out;
+  }
+
   /** Whether a chain exists in the table. */
   hasChain(family: string, table: string, name: string): boolean {
     try {

@@ -1,9 +1,9 @@
-// Per-sandbox accounting: what each sandbox sent, received and had blocked (the kernel's
-// named counters plus what was carried over table rebuilds), its quotas' use, and the
+// Per-sandbox accounting: what each sandbox sent, received and had blocked (the counters of
+// its elements in the acct_* sets plus what was carried over table rebuilds), its quotas' use, and the
 // blocked packets the kernel logged, by reason.
 import type Database from 'better-sqlite3';
 import type { Limits } from '../core/policy.js';
-import { counterNames, quotaNames } from '../core/sandbox-limits.js';
+import { quotaNames } from '../core/sandbox-limits.js';
 import type { Nft } from '../kernel/nft.js';
 import type { Store } from '../store/store.js';
 
@@ -38,24 +38,28 @@ export interface AccountedSandbox {
   limits: Limits;
 }
 
+/** The kernel's per-sandbox counters, by sandbox address. */
+export function readCounters(nft: Nft, table: string): { out: Map<string, Traffic>; in: Map<string, Traffic>; blocked: Map<string, Traffic> } {
+  return { out: nft.listCounters('inet', table, 'acct_out'), in: nft.listCounters('inet', table, 'acct_in'), blocked: nft.listCounters('inet', table, 'acct_blocked') };
+}
+
 /** Reads the kernel's counters and quotas once and builds each sandbox's figures. */
 export function readStats(nft: Nft, table: string, store: Store, sandboxes: AccountedSandbox[]): SandboxStats[] {
-  const counters = new Map<string, Traffic>();
-  for (const c of nft.listObjects('counter', 'inet', table)) counters.set(String(c.name), { packets: Number(c.packets ?? 0), bytes: Number(c.bytes ?? 0) });
+  const counters = readCounters(nft, table);
   const quotas = new Map<string, { bytes: number; used: number }>();
   for (const q of nft.listObjects('quota', 'inet', table)) quotas.set(String(q.name), { bytes: Number(q.bytes ?? 0), used: Number(q.used ?? 0) });
   const logged = loggedByReason(store.db);
   return sandboxes.map((s) => {
-    const n = counterNames(s.ip);
     const carried = store.carriedUsage(s.id);
-    const k = (name: string) => counters.get(name) ?? { packets: 0, bytes: 0 };
+    const zero = { packets: 0, bytes: 0 };
+    const [o, i, b] = [counters.out.get(s.ip) ?? zero, counters.in.get(s.ip) ?? zero, counters.blocked.get(s.ip) ?? zero];
     const q = quotaNames(s.ip);
     return {
       name: s.name,
       ip: s.ip,
-      sent: { packets: carried.outPackets + k(n.out).packets, bytes: carried.outBytes + k(n.out).bytes },
-      received: { packets: carried.inPackets + k(n.in).packets, bytes: carried.inBytes + k(n.in).bytes },
-      blocked: { packets: carried.blockedPackets + k(n.blocked).packets, logged: logged(s.name, s.createdAt) },
+      sent: { packets: carried.outPackets + o.packets, bytes: carried.outBytes + o.bytes },
+      received: { packets: carried.inPackets + i.packets, bytes: carried.inBytes + i.bytes },
+      blocked: { packets: carried.blockedPackets + b.packets, logged: logged(s.name, s.createdAt) },
       quota: {
         ...(quotas.has(q.egress) && s.limits.egressBytes ? { egress: quotas.get(q.egress)! } : {}),
         ...(quotas.has(q.ingress) && s.limits.ingressBytes ? { ingress: quotas.get(q.ingress)! } : {}),

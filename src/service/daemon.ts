@@ -14,6 +14,7 @@ import { DnsLog, EventLog, LogLimiter } from './events.js';
 import { DnsGate } from '../dns/gate.js';
 import { DnsCache } from '../dns/cache.js';
 import { Metrics, startMetricsServer } from './metrics.js';
+import { WarmPool } from './pool.js';
 
 export type Log = (msg: string) => void;
 
@@ -29,6 +30,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   const engine = await Engine.open(config, 10_000, () => other.ping());
   let api: http.Server | undefined;
   let metricsServer: http.Server | undefined;
+  let stopPool = (): void => {};
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
   let dnsLog: DnsLog | undefined;
@@ -42,6 +44,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     log(`stopping (${why}); sandboxes are left running`);
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
     await new Promise<void>((res) => (metricsServer ? metricsServer.close(() => res()) : res()));
+    stopPool();
     await dns?.stop();
     await events?.stop();
     dnsLog?.flush();
@@ -117,6 +120,11 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
     }
 
+    const pool = new WarmPool(engine, config.pool, log);
+    stopPool = () => pool.stop();
+    pool.refill();
+    if (config.pool.size > 0) log(`pool: keeping ${config.pool.size} sandbox networks ready (refill below ${config.pool.refillBelow})`);
+
     const backend: ApiBackend = {
       dnsQueries: async (q) => queries.list(q),
       events: async (q) => {
@@ -135,7 +143,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       list: () => engine.list(),
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),
-      create: (body) => metrics.time('create', () => engine.create(body)),
+      create: (body) => metrics.time('create', () => pool.create(body)),
       remove: (name) => metrics.time('remove', () => engine.remove(name)).then(() => void forgetDnsCounts(name)),
       stats: (name) => metrics.time('stats', () => statsWithDns(name)),
       policyGet: (name) => engine.policyGet(name),
@@ -146,6 +154,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         return engine.status(process.pid);
       },
       down: async () => {
+        stopPool();
         await dns?.stop();
         dns = undefined;
         dnsLog?.flush();

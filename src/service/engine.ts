@@ -11,11 +11,11 @@ import { ToastnetError } from '../errors.js';
 import { Ipam } from '../core/ipam.js';
 import { cidrContains, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import {
-  InstanceNames, autoSandboxName, instanceNames, netnsName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
+  InstanceNames, autoSandboxName, instanceNames, isPoolMember, netnsName, poolMemberName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
 import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { Element, SandboxMode, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
-import { SandboxObject, counterNames, quotaNames, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
+import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
 import { Conntrack } from '../kernel/conntrack.js';
@@ -26,7 +26,7 @@ import { formatBytes, formatRate } from '../core/units.js';
 import type { Limits } from '../core/policy.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
-import { deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
+import { deleteNetns, listNetns, netnsInode, netnsPath, renameNetns } from '../kernel/netns.js';
 import { pidsInNetns, terminate } from '../kernel/procs.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
@@ -37,7 +37,7 @@ import {
 import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { InstanceLock } from './lock.js';
-import { SandboxStats, readStats } from './accounting.js';
+import { SandboxStats, readCounters, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
 
 /** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
@@ -96,6 +96,8 @@ export interface Status {
   stateFile: string;
   socket: string;
   daemon: { pid: number } | null;
+  /** Idle warm-pool members (they hold addresses: counted in addresses.used). */
+  pool: { idle: number };
   /** The daemon's resolver counters (absent without a daemon). */
   dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
@@ -133,7 +135,7 @@ export class Engine {
     this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
     this.judge = new FlowJudge(config);
     for (const r of this.store.list()) {
-      if (r.state !== 'ready') continue;
+      if (r.state !== 'ready' || isPoolMember(r.name)) continue; // pool members have no elements
       try {
         this.setSpec(r.name, this.spec(r, this.effectivePolicy(r.policy)));
       } catch {
@@ -189,27 +191,36 @@ export class Engine {
     const names = new Set(wanted.map((o) => `${o.kind}:${o.name}`));
     const stale: ObjectRef[] = [];
     for (const item of this.nft.listTable('inet', this.names.table) ?? []) {
-      for (const kind of ['counter', 'limit', 'quota'] as const) {
+      for (const kind of ['limit', 'quota'] as const) {
         const o = item[kind] as { name?: string } | undefined;
         if (o?.name !== undefined && !names.has(`${kind}:${o.name}`)) stale.push({ kind, name: o.name });
       }
     }
-    this.nft.apply(this.rules.resetSandboxes(this.liveElements(), wanted.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o)), stale), 'reset sandbox sets');
+    // The reset flushes the accounting sets: carry their counts first.
+    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.liveElements(), wanted.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o)), stale), 'reset sandbox sets'));
     this.noteTiers(wanted);
     this.resolved.clear(); // dns_allowed was flushed
   }
 
   /**
-   * Before the table is rebuilt: what its counters and quotas hold, by sandbox address
-   * (counters) and object name (quota used), so totals survive `up`.
+   * Rebuilds kernel state with `apply`, keeping the totals: what the per-sandbox counters
+   * and quotas held before is read first, then (once the rebuild succeeded) the counts are
+   * added to the store's carried totals, and quotas are made again with what was used.
    */
-  private readKernelUsage(): { counters: Map<string, { packets: number; bytes: number }>; quotaUsed: Map<string, number> } {
-    const counters = new Map<string, { packets: number; bytes: number }>();
+  private rebuildKeepingUsage(apply: (quotaUsed: ReadonlyMap<string, number>) => void): void {
+    const exists = this.nft.listTable('inet', this.names.table) !== undefined;
+    const counters = exists ? readCounters(this.nft, this.names.table) : undefined;
     const quotaUsed = new Map<string, number>();
-    if (!this.nft.listTable('inet', this.names.table)) return { counters, quotaUsed };
-    for (const c of this.nft.listObjects('counter', 'inet', this.names.table)) counters.set(String(c.name), { packets: Number(c.packets ?? 0), bytes: Number(c.bytes ?? 0) });
-    for (const q of this.nft.listObjects('quota', 'inet', this.names.table)) quotaUsed.set(String(q.name), Number(q.used ?? 0));
-    return { counters, quotaUsed };
+    if (exists) for (const q of this.nft.listObjects('quota', 'inet', this.names.table)) quotaUsed.set(String(q.name), Number(q.used ?? 0));
+    apply(quotaUsed);
+    if (!counters) return;
+    const zero = { packets: 0, bytes: 0 };
+    this.store.transaction(() => {
+      for (const r of this.store.list()) {
+        const [o, i, b] = [counters.out.get(r.ip) ?? zero, counters.in.get(r.ip) ?? zero, counters.blocked.get(r.ip) ?? zero];
+        if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
+      }
+    });
   }
 
   /** Every live sandbox's elements, each group pair once. */
@@ -264,16 +275,7 @@ export class Engine {
     this.parentIndex = host.parentIndex;
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
-    const usage = this.readKernelUsage();
-    this.nft.apply(this.rules.fullTable(this.liveElements(), this.liveObjects(usage.quotaUsed)), 'install ruleset');
-    this.store.transaction(() => {
-      for (const r of this.store.list()) {
-        const c = counterNames(r.ip);
-        const get = (n: string) => usage.counters.get(n) ?? { packets: 0, bytes: 0 };
-        const [o, i, b] = [get(c.out), get(c.in), get(c.blocked)];
-        if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
-      }
-    });
+    this.rebuildKeepingUsage((used) => this.nft.apply(this.rules.fullTable(this.liveElements(), this.liveObjects(used)), 'install ruleset'));
     this.knownTiers.clear();
     this.noteTiers(this.liveObjects());
     this.resolved.clear(); // the new table starts with an empty dns_allowed
@@ -332,9 +334,69 @@ export class Engine {
 
   /** Creates a sandbox network; all-or-nothing (no row, lease, link or element survives a failure). */
   create(o: CreateOptions = {}): SandboxInfo {
+    if (o.name !== undefined) validateSandboxName(o.name);
+    return this.createNetwork(o, false);
+  }
+
+  /**
+   * Makes an idle warm-pool member: a veth sandbox network with an address but no set
+   * element at all, so the filter's source check drops everything it might send (it runs
+   * nothing anyway) until it is acquired.
+   */
+  createPoolMember(): void {
+    this.createNetwork({ name: poolMemberName(this.store.peekNextId()) }, true);
+  }
+
+  /** Idle pool members. */
+  poolIdle(): number {
+    return this.store.countPool();
+  }
+
+  /**
+   * Turns an idle pool member into the sandbox `o` asks for, or returns undefined when the
+   * pool is empty (or `o` wants macvlan, which the pool does not hold). The member was never
+   * used: its namespace, link, address, conntrack and neighbour entries are fresh. The
+   * namespace is renamed, resolv.conf written, and the sandbox's elements added in one
+   * transaction; a failure puts the member back as it was.
+   */
+  acquire(o: CreateOptions = {}): SandboxInfo | undefined {
+    if ((o.mode ?? 'veth') !== 'veth') return undefined;
+    if (o.name !== undefined) validateSandboxName(o.name);
+    const own = validatePolicy(o.policy ?? {});
+    const effective = this.effectivePolicy(own);
+    resolvePolicy(effective);
+    const member = this.store.firstPoolMember();
+    if (!member || this.removing.has(member.name)) return undefined;
+    const name = o.name ?? autoSandboxName(member.id);
+    if (this.removing.has(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
+    this.store.renameSandbox(member.id, name, own);
+    const row = { ...member, name, policy: own };
+    const spec = this.spec(row, effective);
+    const elements = sandboxElements(spec, this.peersOf(name, spec));
+    const objects = this.objectsOf(spec);
+    const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
+    let renamed = false;
+    let dirRenamed = false;
+    try {
+      renameNetns(from, to);
+      renamed = true;
+      fs.renameSync(path.join(NETNS_ETC_DIR, from), path.join(NETNS_ETC_DIR, to));
+      dirRenamed = true;
+      this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
+      this.noteTiers(objects);
+      this.setSpec(name, spec);
+    } catch (err) {
+      if (dirRenamed) fs.renameSync(path.join(NETNS_ETC_DIR, to), path.join(NETNS_ETC_DIR, from));
+      if (renamed) renameNetns(to, from);
+      this.store.renameSandbox(member.id, member.name, member.policy);
+      throw err;
+    }
+    return this.info(row);
+  }
+
+  private createNetwork(o: CreateOptions, pooled: boolean): SandboxInfo {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
-    if (o.name !== undefined) validateSandboxName(o.name);
     const own = validatePolicy(o.policy ?? {});
     const effective = this.effectivePolicy(own);
     resolvePolicy(effective); // every field checked before anything changes
@@ -357,8 +419,9 @@ export class Engine {
 
     // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective);
-    const elements = sandboxElements(spec, this.peersOf(row.name, spec));
-    const objects = this.objectsOf(spec);
+    // A pool member gets its elements when it is acquired.
+    const elements = pooled ? [] : sandboxElements(spec, this.peersOf(row.name, spec));
+    const objects = pooled ? [] : this.objectsOf(spec);
     const netns = netnsName(this.names, row.name);
     let elementAdded = false;
     try {
@@ -368,9 +431,10 @@ export class Engine {
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
       elementAdded = true;
+      // Pool members get theirs now too: acquiring one then only renames the directory.
       this.writeResolvConf(netns);
       this.store.markReady(row.id);
-      this.setSpec(row.name, spec);
+      if (!pooled) this.setSpec(row.name, spec);
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
       removeSandboxNet(this.rtnl, { netns, mode, ip });
@@ -403,8 +467,14 @@ export class Engine {
 
   private writeResolvConf(netns: string): void {
     const dir = path.join(NETNS_ETC_DIR, netns);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'resolv.conf'), `# written by toastnet for ${netns}\nnameserver ${this.config.gateway}\noptions edns0\n`);
+    try {
+      fs.mkdirSync(dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') fs.mkdirSync(dir, { recursive: true }); // no /etc/netns yet
+      else if (code !== 'EEXIST') throw err;
+    }
+    fs.writeFileSync(path.join(dir, 'resolv.conf'), `# written by toastnet\nnameserver ${this.config.gateway}\noptions edns0\n`);
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -548,7 +618,7 @@ export class Engine {
 
   /** Accounting for one sandbox, or all (one kernel read either way). */
   stats(name?: string): SandboxStats[] {
-    const rows = this.store.list().filter((r) => r.state === 'ready' && !this.removing.has(r.name) && (name === undefined || r.name === name));
+    const rows = this.store.list().filter((r) => r.state === 'ready' && !this.removing.has(r.name) && !isPoolMember(r.name) && (name === undefined || r.name === name));
     if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return readStats(this.nft, this.names.table, this.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.specs.get(r.name)?.policy.limits ?? {} })));
   }
@@ -560,7 +630,7 @@ export class Engine {
   }
 
   list(): SandboxInfo[] {
-    return this.store.list().filter((r) => !this.removing.has(r.name)).map((r) => this.info(r));
+    return this.store.list().filter((r) => !this.removing.has(r.name) && !isPoolMember(r.name)).map((r) => this.info(r));
   }
 
   inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
@@ -688,6 +758,7 @@ export class Engine {
 
   status(daemonPid?: number): Status {
     const used = this.store.count();
+    const pooled = this.store.countPool();
     return {
       instance: this.config.instance,
       up: this.isUp(),
@@ -696,7 +767,8 @@ export class Engine {
       table: `inet ${this.names.table}`,
       gatewayLink: this.names.gatewayLink,
       forwarding: readForwarding(),
-      sandboxes: used,
+      sandboxes: used - pooled,
+      pool: { idle: pooled },
       addresses: { capacity: this.ipam.capacity, used, free: this.ipam.capacity - used },
       dnsUpstreams: this.config.dnsUpstreams,
       stateFile: this.store.file,

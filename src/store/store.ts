@@ -97,6 +97,10 @@ export class Store {
         ON CONFLICT(sandbox_id) DO UPDATE SET out_packets = out_packets + excluded.out_packets, out_bytes = out_bytes + excluded.out_bytes,
         in_packets = in_packets + excluded.in_packets, in_bytes = in_bytes + excluded.in_bytes, blocked_packets = blocked_packets + excluded.blocked_packets`),
       byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
+      // Pool members (names ".pool-<id>", see core/names.ts), found by a range on the name index.
+      firstPoolMember: this.db.prepare<[], Row>("SELECT * FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.' AND state = 'ready' ORDER BY id LIMIT 1"),
+      countPool: this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.'"),
+      rename: this.db.prepare('UPDATE sandboxes SET name = ?, policy = ? WHERE id = ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM sandboxes ORDER BY id'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM sandboxes'),
       released: this.db.prepare<[], { ip: number }>('SELECT ip FROM released ORDER BY seq'),
@@ -157,6 +161,25 @@ export class Store {
   /** Adds what the kernel counted to the carried totals (before its counters are rebuilt). */
   carryUsage(id: number, u: CarriedUsage): void {
     this.stmts.addUsage.run(id, u.outPackets, u.outBytes, u.inPackets, u.inBytes, u.blockedPackets);
+  }
+
+  firstPoolMember(): SandboxRow | undefined {
+    const r = this.stmts.firstPoolMember.get();
+    return r ? toSandbox(r) : undefined;
+  }
+
+  countPool(): number {
+    return this.stmts.countPool.get()!.n;
+  }
+
+  /** Gives a row a new name and policy (a pool member becoming a sandbox); conflict if the name is taken. */
+  renameSandbox(id: number, name: string, policy: PolicyInput): void {
+    try {
+      this.stmts.rename.run(name, JSON.stringify(policy), id);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
+      throw err;
+    }
   }
 
   getByName(name: string): SandboxRow | undefined {

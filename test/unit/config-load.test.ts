@@ -49,6 +49,7 @@ describe('loadConfig precedence', () => {
       denyAction: 'reject',
       logGroup: defaultLogGroup('toastnet'),
       metricsMaxSandboxes: 200,
+      pool: { size: 0, refillBelow: 0 },
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',
     });
@@ -161,6 +162,16 @@ describe('policy and denial keys', () => {
     assert.equal(c.allowMetadata, true);
     assert.equal(c.denyAction, 'drop');
     assert.equal(c.logGroup, 4242);
+  });
+
+  it('the warm pool is off by default; refillBelow defaults to the size and never exceeds it', () => {
+    const load = (o: Record<string, unknown>) => loadConfig({ env: {}, configFile: file(o), resolvConfFiles: [resolvConf] }).pool;
+    assert.deepEqual(load({}), { size: 0, refillBelow: 0 });
+    assert.deepEqual(load({ poolSize: 8 }), { size: 8, refillBelow: 8 });
+    assert.deepEqual(load({ poolSize: 8, poolRefillBelow: 3 }), { size: 8, refillBelow: 3 });
+    assert.deepEqual(load({ poolSize: 2, poolRefillBelow: 5 }), { size: 2, refillBelow: 2 });
+    assert.equal(loadConfig({ env: { TOASTNET_POOL_SIZE: '4' }, configFile: file({}), resolvConfFiles: [resolvConf] }).pool.size, 4);
+    assert.throws(() => load({ poolSize: -1 }), /poolSize/);
   });
 
   it('metrics are off by default; metricsListen is PORT (loopback) or IPV4:PORT', () => {

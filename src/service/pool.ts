@@ -1,0 +1,61 @@
+// The warm pool: sandbox networks made ahead of demand, so that a create is only the
+// acquisition (rename, resolv.conf, one nftables transaction) instead of the namespace,
+// links and routes. Members are veth networks that carry no policy (no set element: the
+// filter drops whatever they might send) and are never reused: a removed sandbox is
+// destroyed, and the pool refills with new networks.
+import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
+
+export interface PoolOptions {
+  /** Idle members to keep; 0 turns the pool off. */
+  size: number;
+  /** Refill (up to size) when fewer idle members than this remain. */
+  refillBelow: number;
+}
+
+export class WarmPool {
+  private filling = false;
+  private stopped = false;
+  /** Acquisitions served by the pool, and creates that found it empty. */
+  readonly counts = { acquired: 0, missed: 0 };
+
+  constructor(private readonly engine: Engine, private readonly o: PoolOptions, private readonly log: (m: string) => void = () => {}) {}
+
+  /** A sandbox from the pool when it has one, otherwise made now; then refills in the background. */
+  create(req: CreateOptions): SandboxInfo {
+    const got = this.o.size > 0 ? this.engine.acquire(req) : undefined;
+    if (got) this.counts.acquired++;
+    else if (this.o.size > 0 && (req.mode ?? 'veth') === 'veth') this.counts.missed++;
+    const s = got ?? this.engine.create(req);
+    this.refill();
+    return s;
+  }
+
+  /**
+   * Tops the pool up to its size when it is below the refill mark: one member per event
+   * loop turn, so API requests interleave with the refill instead of waiting behind it.
+   */
+  refill(): void {
+    if (this.filling || this.stopped || this.o.size === 0 || this.engine.poolIdle() >= this.o.refillBelow) return;
+    this.filling = true;
+    const step = (): void => {
+      if (this.stopped || this.engine.poolIdle() >= this.o.size) {
+        this.filling = false;
+        return;
+      }
+      try {
+        this.engine.createPoolMember();
+      } catch (err) {
+        // Out of addresses, or the kernel refused: try again on the next create.
+        this.log(`pool: refill stopped: ${(err as Error).message}`);
+        this.filling = false;
+        return;
+      }
+      setImmediate(step);
+    };
+    setImmediate(step);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+}

@@ -1,0 +1,92 @@
+// The warm pool: the daemon keeps sandbox networks ready; members carry no policy and
+// cannot send; a create acquires one (renamed, its policy applied), the pool refills with
+// new networks, and down removes everything.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ToastnetClient } from '../../src/api/client.js';
+import { ToastnetError } from '../../src/errors.js';
+import { Testbed, WAN } from '../testbed/testbed.js';
+
+describe('warm pool', () => {
+  let tb: Testbed;
+  const I = `p${Date.now().toString(36)}`;
+  let cl: ToastnetClient;
+  const members = () => fs.readdirSync('/run/netns').filter((n) => n.startsWith(`${I}-.pool-`)).sort();
+  const idle = async () => (await cl.status()).pool.idle;
+  async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
+    for (let i = 0; i < 250; i++) {
+      if (await ok()) return;
+      await sleep(20);
+    }
+    assert.fail(`timed out waiting for ${what}`);
+  }
+
+  before(async () => {
+    tb = await Testbed.create({ hostService: false });
+    const cfg = path.join(tb.dir, 'pool.json');
+    fs.writeFileSync(cfg, JSON.stringify({ poolSize: 3 }));
+    cl = new ToastnetClient(tb.socketPath(I));
+    tb.startDaemon(I, ['--config', cfg]);
+    await until('the daemon', () => cl.ping());
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('fills to its size; members are hidden, unnamed and cannot send', async () => {
+    await until('3 idle members', async () => (await idle()) === 3);
+    assert.equal(members().length, 3);
+    const st = await cl.status();
+    assert.equal(st.sandboxes, 0, 'members are no sandboxes');
+    assert.equal(st.addresses.used, 3, 'but they hold addresses');
+    assert.deepEqual(await cl.list(), []);
+    const e = await cl.request('GET', `/v1/sandboxes/${encodeURIComponent(members()[0].slice(I.length + 1))}`).catch((x: ToastnetError) => x) as ToastnetError;
+    assert.equal(e.code, 'not_found');
+    // No element admits them: the source check drops what they send.
+    const r = tb.try(tb.hostNs, ['nsenter', `--net=/run/netns/${members()[0]}`, 'curl', '-sS', '--max-time', '2', `http://${WAN.internet}/`]);
+    assert.notEqual(r.code, 0, 'an idle member reached the internet');
+  });
+
+  it('a create acquires a member: same network renamed, policy applied, then the pool refills with a new one', async () => {
+    const before = members();
+    const firstId = Math.min(...before.map((n) => Number(n.split('-').pop())));
+    const s = await cl.create({ name: 'job', policy: { egress: { deny: [`${WAN.internet2}/32`] } } });
+    assert.equal(s.id, firstId, 'the oldest member was taken');
+    assert.equal(s.netns, `/run/netns/${I}-job`);
+    assert.ok(!members().includes(`${I}-.pool-${firstId}`));
+    assert.equal(tb.curl(I, 'job', 'http://example.test/').stdout, 'internet', 'internet and DNS through the acquired network');
+    assert.notEqual(tb.curl(I, 'job', `http://${WAN.internet2}/`).code, 0, 'its policy is enforced');
+    await until('the refill', async () => (await idle()) === 3);
+    const ids = members().map((n) => Number(n.split('-').pop()));
+    assert.ok(ids.every((id) => id !== firstId) && Math.max(...ids) > Math.max(...before.map((n) => Number(n.split('-').pop()))), 'new networks, never the used one');
+    const stats = await cl.stats('job');
+    assert.ok(stats.sent.packets > 0, 'accounting starts at acquisition');
+  });
+
+  it('macvlan sandboxes and creates beyond the pool are made on the spot', async () => {
+    const m = await cl.create({ name: 'mv', mode: 'macvlan' });
+    assert.equal(m.mode, 'macvlan');
+    assert.equal((await idle()), 3, 'the pool was not touched');
+    const made = await Promise.all(['b1', 'b2', 'b3', 'b4', 'b5'].map((name) => cl.create({ name })));
+    assert.deepEqual(made.map((x) => x.name), ['b1', 'b2', 'b3', 'b4', 'b5']);
+    for (const name of ['b1', 'b5']) assert.equal(tb.curl(I, name, 'http://example.test/').stdout, 'internet');
+    await until('the refill', async () => (await idle()) === 3);
+  });
+
+  it('a name already taken is refused and the member stays in the pool', async () => {
+    const n = members().length;
+    const e = await cl.create({ name: 'job' }).catch((x: ToastnetError) => x) as ToastnetError;
+    assert.equal(e.code, 'conflict');
+    assert.equal(members().length, n);
+    assert.equal(await idle(), n);
+  });
+
+  it('down removes the pool with everything else', async () => {
+    await cl.down();
+    for (let i = 0; i < 100 && fs.readdirSync('/run/netns').some((x) => x.startsWith(`${I}-`)); i++) await sleep(20);
+    assert.deepEqual(fs.readdirSync('/run/netns').filter((x) => x.startsWith(`${I}-`)), []);
+  });
+});
