@@ -145,8 +145,8 @@ export class RulesetBuilder {
   /**
    * Replaces one sandbox's elements and objects in one atomic transaction: old elements
    * out, changed objects in, new elements in, objects no longer used out. Unchanged
-   * objects are not touched (counters keep counting), and a quota whose amount changed is
-   * updated in place (it keeps what was used).
+   * elements and objects are not touched (counters keep counting), and a quota whose
+   * amount changed is updated in place (it keeps what was used).
    */
   replace(old: Element[], next: Element[], oldObjects: SandboxObject[] = [], nextObjects: SandboxObject[] = []): NftCommand[] {
     const oldKeys = new Set(oldObjects.map(objectKey));
@@ -155,10 +155,17 @@ export class RulesetBuilder {
       nextObjects.filter((o) => !oldKeys.has(objectKey(o))),
       oldObjects.filter((o) => !nextIds.has(`${o.kind}:${o.name}`)),
     );
+    // Elements in both lists stay as they are: deleting and adding one again would zero its
+    // counter (the accounting sets) and is work for nothing.
+    const key = (e: Element | ReturnType<typeof objectElement>) => `${e.set}\u0000${JSON.stringify(e.elem)}`;
+    const oldEls = [...old, ...oldObjects.map(objectElement)];
+    const nextEls = [...next, ...nextObjects.map(objectElement)];
+    const kept = new Set(oldEls.map(key));
+    const wanted = new Set(nextEls.map(key));
     return [
-      ...this.elementCommands('delete', [...old, ...oldObjects.map(objectElement)]),
+      ...this.elementCommands('delete', oldEls.filter((e) => !wanted.has(key(e)))),
       ...before,
-      ...this.elementCommands('add', [...next, ...nextObjects.map(objectElement)]),
+      ...this.elementCommands('add', nextEls.filter((e) => !kept.has(key(e)))),
       ...after,
     ];
   }

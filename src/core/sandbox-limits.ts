@@ -26,13 +26,14 @@ export type SandboxObject = { ip: string } & (
   /** `create`: the tier is not in the kernel yet (its set must be made with its rule, in one batch). */
   | { kind: 'tier'; name: string; map: 'conn_tier'; max: number; create?: boolean });
 
-/** Maps from a sandbox address to its objects (and the connection tier verdict map). */
+/** Sets of sandbox addresses, each element with its own counter. */
 export const ACCOUNTING_SETS = {
   acct_out: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of what it sent' },
   acct_in: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of what it received' },
   acct_blocked: { type: 'ipv4_addr', stmt: [{ counter: null }], comment: 'sandboxes, each with a counter of its blocked packets' },
 } as const;
 
+/** Maps from a sandbox address to its objects (and the connection tier verdict map). */
 export const LIMIT_MAPS = {
   limit_egress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> upload bandwidth limit' },
   limit_ingress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> download bandwidth limit' },

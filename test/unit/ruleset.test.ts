@@ -8,7 +8,7 @@ import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
-import { LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
+import { ACCOUNTING_SETS, LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
 import { prng } from './prng.js';
 
 // dist/test/unit/ruleset.test.js -> test/unit/golden/ruleset.json (tsc does not copy JSON).
@@ -37,6 +37,9 @@ const saddr = { payload: { protocol: 'ip', field: 'saddr' } };
 const daddr = { payload: { protocol: 'ip', field: 'daddr' } };
 const l4 = { meta: { key: 'l4proto' } };
 const dport = { payload: { protocol: 'th', field: 'dport' } };
+/** An accounting rule: a plain lookup of the sandbox's address in an acct_* set (the element's counter counts). */
+const acctLookup = (addr: unknown, set: 'acct_out' | 'acct_in' | 'acct_blocked') => [{ match: { op: '==', left: addr, right: `@${set}` } }];
+const ACCT = ['acct_out', 'acct_in', 'acct_blocked'];
 
 function config(o: Record<string, unknown> = {}) {
   return resolve(ConfigSchema.parse({ dnsUpstreams: ['192.0.2.53'], ...o }), []);
@@ -46,7 +49,7 @@ function sandbox(id: number, ip: string, mode: 'veth' | 'macvlan', policy: Polic
   return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
 }
 
-/** What the engine installs for live sandboxes' objects (counters, limits, quotas, tiers). */
+/** What the engine installs for live sandboxes' objects (limits, quotas, tiers). */
 const liveObjects = (specs: SandboxSpec[]): SandboxObject[] => specs.flatMap((s) => sandboxObjects(s));
 
 /** What the engine installs for live sandboxes: each one's elements, each group pair once. */
@@ -136,7 +139,7 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(cmds.filter((c) => c.add?.table || c.delete?.table).length, 6, 'no other table command');
   });
 
-  it('declares every per-sandbox set with its type; egress_policy is a verdict map; the limit maps are object maps keyed by address', () => {
+  it('declares every per-sandbox set with its type; egress_policy is a verdict map; the limit maps are object maps keyed by address; the acct sets count per element', () => {
     const t = { family: 'inet', table: 'toastnet' };
     const sets = setsOf(cmds);
     const maps = cmds.filter((c) => c.add?.map).map((c) => c.add.map);
@@ -145,7 +148,6 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
     assert.deepEqual(maps[0].flags, ['interval']);
     const mapKinds: Record<string, string> = {
-      acct_out: 'counter', acct_in: 'counter', acct_blocked: 'counter',
       limit_egress: 'limit', limit_ingress: 'limit', limit_packets: 'limit', limit_newconns: 'limit',
       quota_egress: 'quota', quota_ingress: 'quota', conn_tier: 'verdict',
     };
@@ -173,6 +175,17 @@ describe('RulesetBuilder.fullTable', () => {
       assert.equal(byName.get(name).flags, undefined, name);
     }
     assert.deepEqual(byName.get('domain_mode').type, ['ipv4_addr']);
+    // Accounting: address sets whose every element carries its own counter (no named counter objects).
+    for (const name of ACCT) {
+      assert.deepEqual(byName.get(name), { ...t, name, type: 'ipv4_addr', stmt: [{ counter: null }], comment: ACCOUNTING_SETS[name as keyof typeof ACCOUNTING_SETS].comment }, name);
+      assert.equal(sets.filter((s) => s.name === name).length, 1, name);
+      assert.ok(!mapNames.has(name), `${name} is a set, not a map`);
+      const declared = cmds.findIndex((c) => c.add?.set?.name === name);
+      const used = cmds.findIndex((c) => c.add?.rule && JSON.stringify(c).includes(`"@${name}"`));
+      assert.ok(declared >= 0 && used > declared, `${name}: ${declared} < ${used}`);
+    }
+    assert.deepEqual(sets.filter((s) => s.stmt).map((s) => s.name), ACCT, 'only the acct sets have a statement template');
+    assert.equal(cmds.filter((c) => c.add?.counter).length, 0, 'no named counter object');
     // What DNS answers admitted: sandbox . address, each element with its own timeout.
     assert.deepEqual(byName.get('dns_allowed'), { ...t, name: 'dns_allowed', type: ['ipv4_addr', 'ipv4_addr'], flags: ['timeout'], comment: DNS_ALLOWED_SET.comment });
     assert.equal(sets.filter((s) => s.name === 'dns_allowed').length, 1);
@@ -247,7 +260,7 @@ describe('RulesetBuilder.fullTable', () => {
     const ctNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['new'] } };
     const lookup = (data: string) => ({ map: { key: saddr, data } });
     assert.deepEqual(r.slice(1, 7).map((x) => [x.comment, x.expr]), [
-      ['what the sandbox sent', [{ counter: lookup('@acct_out') }]],
+      ['what the sandbox sent', acctLookup(saddr, 'acct_out')],
       ['limits.packetsPerSecond', [{ limit: lookup('@limit_packets') }, jumpTo('packets')]],
       ['limits.egressRate', [{ limit: lookup('@limit_egress') }, jumpTo('bandwidth_out')]],
       ['limits.egressBytes', [{ quota: lookup('@quota_egress') }, jumpTo('quota_out')]],
@@ -363,9 +376,9 @@ describe('RulesetBuilder.fullTable', () => {
     const specs = [...goldenSandboxes(), sandbox(4, '10.166.0.5', 'veth', { limits: { maxConnections: 64 } })];
     const all = builder.fullTable(liveElements(specs), liveObjects(specs)) as Cmd[];
     /** A deny chain counts what it denies in the sandbox's blocked counter (before dropping or rejecting). */
-    const denyChainCounts = (target: string): boolean => chainRules(all, target).some((x) => JSON.stringify(x.expr) === JSON.stringify([
-      { counter: { map: { key: INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr, data: '@acct_blocked' } } },
-    ]));
+    const denyChainCounts = (target: string): boolean => chainRules(all, target).some((x) => JSON.stringify(x.expr) === JSON.stringify(
+      acctLookup(INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr, 'acct_blocked'),
+    ));
     let viaObjects = 0;
     for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'conns_64']) {
       const rules = chainRules(all, chain);
@@ -421,7 +434,9 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, jumpTo('host')]);
     // What it sends the host is accounted, and its packet rate limited, before any accept.
     assert.deepEqual(r.map((x) => x.comment), [undefined, 'what the sandbox sent', 'limits.packetsPerSecond', undefined, 'DNS on the gateway', 'host services']);
-    assert.deepEqual(r[1].expr, [{ counter: { map: { key: saddr, data: '@acct_out' } } }]);
+    assert.deepEqual(r[1].expr, acctLookup(saddr, 'acct_out'));
+    // The same accounting rule as from_sandbox: one counter for everything the sandbox sends.
+    assert.deepEqual(r[1], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'what the sandbox sent'), chain: 'sandbox_to_host' });
     assert.deepEqual(r[2].expr, [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, jumpTo('packets')]);
     assert.deepEqual(r[3].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
     // The same packet-rate object as from_sandbox: one budget for everything the sandbox sends.
@@ -439,10 +454,25 @@ describe('RulesetBuilder.fullTable', () => {
   it('accounts and limits what a sandbox receives after the filter, whatever let it through', () => {
     const r = chainRules(cmds, 'sandbox_ingress');
     assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
-      ['what the sandbox received', [{ counter: { map: { key: daddr, data: '@acct_in' } } }]],
+      ['what the sandbox received', acctLookup(daddr, 'acct_in')],
       ['limits.ingressRate', [{ limit: { map: { key: daddr, data: '@limit_ingress' } } }, jumpTo('bandwidth_in')]],
       ['limits.ingressBytes', [{ quota: { map: { key: daddr, data: '@quota_ingress' } } }, jumpTo('quota_in')]],
     ]);
+  });
+
+  it('accounts with plain lookups of the sandbox\'s address in the acct sets: sent by source, received by destination, blocked by the denial\'s side', () => {
+    const uses = rulesOf(cmds).filter((r) => JSON.stringify(r.expr).includes('"@acct_'));
+    const inbound = ['inbound', 'bandwidth_in', 'quota_in'];
+    assert.deepEqual(uses.map((r) => [r.chain, r.comment, r.expr]), [
+      ...Object.keys(DENY_REASONS).map((reason) => [`deny_${reason}`, 'the sandbox\'s blocked count', acctLookup(inbound.includes(reason) ? daddr : saddr, 'acct_blocked')]),
+      ['from_sandbox', 'what the sandbox sent', acctLookup(saddr, 'acct_out')],
+      ['sandbox_ingress', 'what the sandbox received', acctLookup(daddr, 'acct_in')],
+      ['sandbox_to_host', 'what the sandbox sent', acctLookup(saddr, 'acct_out')],
+      ['host_to_sandbox', 'what the sandbox received', acctLookup(daddr, 'acct_in')],
+    ]);
+    const text = JSON.stringify(cmds);
+    assert.ok(!text.includes('"counter":{'), 'no counter object reference (counter map lookup) anywhere');
+    assert.equal(rulesOf(cmds, 'arp').filter((r) => JSON.stringify(r).includes('acct_')).length, 0);
   });
 
   it('lets the host into a sandbox unless its inbound policy closes or narrows it; no ICMP redirects', () => {
@@ -455,7 +485,7 @@ describe('RulesetBuilder.fullTable', () => {
     // What the host sends it is accounted (not limited), before the established shortcut.
     assert.deepEqual(r[1], {
       family: 'inet', table: 'toastnet', chain: 'host_to_sandbox', comment: 'what the sandbox received',
-      expr: [{ counter: { map: { key: daddr, data: '@acct_in' } } }],
+      expr: acctLookup(daddr, 'acct_in'),
     });
     assert.deepEqual(r[2].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
     assert.deepEqual(r[3].expr, [{ match: { op: '==', left: daddr, right: '@inbound_closed' } }, { counter: null }, jumpTo('inbound')]);
@@ -496,7 +526,7 @@ describe('RulesetBuilder.fullTable', () => {
       assert.deepEqual(r.map((x) => x.expr), [
         [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: 1234 } }],
         ...(hard ? [] : [[{ match: { op: '==', left: addr, right: '@report_mode' } }, { counter: null }, { accept: null }]]),
-        [{ counter: { map: { key: addr, data: '@acct_blocked' } } }],
+        acctLookup(addr, 'acct_blocked'),
         ...(limit ? [[{ drop: null }]] : [
           [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }],
           [{ match: { op: '==', left: l4, right: 'tcp' } }, { reject: { type: 'tcp reset' } }],
@@ -545,7 +575,7 @@ describe('RulesetBuilder.fullTable', () => {
     const two = b.fullTable(liveElements(many.slice(0, 2)), liveObjects(many.slice(0, 2))) as Cmd[];
     const lots = b.fullTable(liveElements(many), liveObjects(many)) as Cmd[];
     const tierChain = /^conns_\d+$/;
-    /** Commands for the sandboxes' objects: counters, limits, quotas, and each tier's set, chain and rule. */
+    /** Commands for the sandboxes' objects: limits, quotas, and each tier's set, chain and rule (and any named counter, of which there must be none). */
     const isObjectCmd = (x: Cmd): boolean => !!x.add && ('counter' in x.add || 'limit' in x.add || 'quota' in x.add
       || /^connc_\d+$/.test(x.add.set?.name ?? '') || tierChain.test(x.add.chain?.name ?? '') || tierChain.test(x.add.rule?.chain ?? ''));
     const allRules = (c: Cmd[]) => c.filter((x) => x.add?.rule && !tierChain.test(x.add.rule.chain));
@@ -567,11 +597,12 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(lots.length, none.length + objCmds.length + elemCmds.length);
     assert.deepEqual(lots.slice(none.length), [...objCmds, ...elemCmds], 'objects come after the rules that use them, before the elements that point at them');
     assert.equal(none.filter(isObjectCmd).length, 0);
-    // Every sandbox has its three counters, each named once; the other objects as its limits say.
+    // No named counters: accounting is one element per sandbox in each acct set; the objects are as its limits say.
     const named = (kind: string) => objCmds.filter((c) => kind in c.add).map((c) => c.add[kind].name);
-    assert.equal(named('counter').length, 3 * many.length);
-    assert.equal(new Set(named('counter')).size, 3 * many.length);
+    assert.deepEqual(named('counter'), []);
     const objects = liveObjects(many);
+    assert.ok(objects.every((o) => o.kind !== ('counter' as string)));
+    assert.ok(named('limit').length > 50 && named('quota').length > 50, `${named('limit').length} ${named('quota').length}`);
     assert.deepEqual(named('limit'), objects.filter((o) => o.kind === 'limit').map((o) => o.name));
     assert.deepEqual(named('quota'), objects.filter((o) => o.kind === 'quota').map((o) => o.name));
     const inetElems = elemCmds.filter((c) => c.add.element.family === 'inet');
@@ -579,7 +610,7 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(inetElems.length + arpElems.length, elemCmds.length);
     assert.deepEqual(inetElems.map((c) => c.add.element.name).sort(), Object.keys(SANDBOX_SETS).sort(), 'every set and map used, once');
     assert.deepEqual(arpElems.map((c) => c.add.element.name), ['veth_src', 'macvlan_src'], 'the ARP table holds only the admission sets');
-    for (const name of ['acct_out', 'acct_in', 'acct_blocked']) assert.equal(inetElems.find((c) => c.add.element.name === name)!.add.element.elem.length, many.length, name);
+    for (const name of ACCT) assert.deepEqual(inetElems.find((c) => c.add.element.name === name)!.add.element.elem, many.map((s) => s.ip), name);
     assert.equal(inetElems.find((c) => c.add.element.name === 'conn_tier')!.add.element.elem.length, withMax.length);
     for (const name of ['veth_src', 'macvlan_src']) {
       const i = inetElems.find((c) => c.add.element.name === name)!.add.element.elem;
@@ -679,6 +710,8 @@ describe('per-sandbox commands', () => {
   const peer = sandbox(10, '10.166.0.12', 'macvlan', { group: 'g' });
   const vethElem = [{ concat: ['tn727bs7', '02:74:0a:a6:00:09', '10.166.0.9'] }];
   const mvElem = [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }];
+  /** A sandbox's accounting element commands: its address in each acct set (inet only). */
+  const acctCmds = (op: 'add' | 'delete', ip: string | string[]) => ACCT.map((name) => ({ [op]: { element: { ...t, name, elem: Array.isArray(ip) ? ip : [ip] } } }));
 
   /** Only element commands, on sets the tables declare: never a rule, chain or set. */
   function assertOnlyElements(cmds: Cmd[], op: 'add' | 'delete'): void {
@@ -707,14 +740,19 @@ describe('per-sandbox commands', () => {
     assert.equal(ids.filter((x) => x.startsWith('arp ')).length, ids.filter((x) => x === 'inet veth_src' || x === 'inet macvlan_src').length);
   }
 
-  it('add for a default sandbox is exactly its admission element, in the inet and the ARP table; no rule', () => {
-    assert.deepEqual(b.add(sandboxElements(veth)), [
+  it('add for a default sandbox is exactly its admission element, in the inet and the ARP table, and its accounting elements; no rule, no object', () => {
+    assert.deepEqual(sandboxObjects(veth), []);
+    assert.deepEqual(b.add(sandboxElements(veth), sandboxObjects(veth)), [
       { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
       { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...t, name: 'acct_out', elem: ['10.166.0.9'] } } },
+      { add: { element: { ...t, name: 'acct_in', elem: ['10.166.0.9'] } } },
+      { add: { element: { ...t, name: 'acct_blocked', elem: ['10.166.0.9'] } } },
     ]);
     assert.deepEqual(b.add(sandboxElements(mv)), [
       { add: { element: { ...t, name: 'macvlan_src', elem: mvElem } } },
       { add: { element: { ...a, name: 'macvlan_src', elem: mvElem } } },
+      ...acctCmds('add', '10.166.0.10'),
     ]);
     assert.deepEqual(b.add([]), []);
   });
@@ -724,7 +762,7 @@ describe('per-sandbox commands', () => {
     const cmds = b.add(elements) as Cmd[];
     assertOnlyElements(cmds, 'add');
     assert.deepEqual(cmds.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
+      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
     ]);
     const inet = cmds.filter((c) => c.add.element.family === 'inet');
     const flat = inet.flatMap((c) => c.add.element.elem.map((e: unknown) => ({ set: c.add.element.name, elem: e })));
@@ -750,19 +788,22 @@ describe('per-sandbox commands', () => {
     }
   });
 
-  it('replace deletes the old elements, then adds the new ones, in one list', () => {
+  it('replace deletes the elements that go, then adds the ones that come; elements in both stay untouched', () => {
     const before = sandboxElements(veth);
     const afterSpec = sandbox(7, '10.166.0.9', 'veth', { egress: { internet: false } });
     const after = sandboxElements(afterSpec);
     const cmds = b.replace(before, after) as Cmd[];
-    assert.deepEqual(cmds, [...b.remove(before), ...b.add(after)]);
-    assert.deepEqual(cmds, [
-      { delete: { element: { ...t, name: 'veth_src', elem: vethElem } } },
-      { delete: { element: { ...a, name: 'veth_src', elem: vethElem } } },
-      { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
-      { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
-      { add: { element: { ...t, name: 'no_internet', elem: ['10.166.0.9'] } } },
-    ]);
+    // Admission and accounting are the same before and after: only the switch is added, so
+    // the accounting counters keep counting.
+    assert.deepEqual(cmds, [{ add: { element: { ...t, name: 'no_internet', elem: ['10.166.0.9'] } } }]);
+    assert.deepEqual(b.replace(after, before) as Cmd[], [{ delete: { element: { ...t, name: 'no_internet', elem: ['10.166.0.9'] } } }]);
+    // An unchanged sandbox: nothing at all.
+    assert.deepEqual(b.replace(before, sandboxElements(veth), sandboxObjects(veth), sandboxObjects(veth)), []);
+    // A different sandbox: everything of the old out, everything of the new in.
+    const other = sandbox(8, '10.166.0.10', 'veth');
+    const swap = b.replace(before, sandboxElements(other)) as Cmd[];
+    assert.deepEqual(swap, [...b.remove(before), ...b.add(sandboxElements(other))]);
+    assert.ok(swap.some((c) => JSON.stringify(c).includes('acct_out')));
   });
 
   it('per-sandbox changes are element commands only, for any policy (property)', () => {
@@ -796,9 +837,9 @@ describe('per-sandbox commands', () => {
       { flush: { set: { ...t, name: 'inbound_only' } } },
       { flush: { set: { ...t, name: 'inbound_ports' } } },
       { flush: { set: { ...t, name: 'domain_mode' } } },
-      { flush: { map: { ...t, name: 'acct_out' } } },
-      { flush: { map: { ...t, name: 'acct_in' } } },
-      { flush: { map: { ...t, name: 'acct_blocked' } } },
+      { flush: { set: { ...t, name: 'acct_out' } } },
+      { flush: { set: { ...t, name: 'acct_in' } } },
+      { flush: { set: { ...t, name: 'acct_blocked' } } },
       { flush: { map: { ...t, name: 'limit_egress' } } },
       { flush: { map: { ...t, name: 'limit_ingress' } } },
       { flush: { map: { ...t, name: 'limit_packets' } } },
@@ -814,7 +855,15 @@ describe('per-sandbox commands', () => {
     assert.equal(flushes.length, Object.keys(SANDBOX_SETS).length + 3);
     const elements = [...sandboxElements(veth), ...sandboxElements(mv)];
     assert.deepEqual(b.resetSandboxes(elements), [...flushes, ...b.add(elements)]);
-    assert.equal(b.add(elements).length, 4);
+    // Both sandboxes' accounting elements in one command per acct set.
+    assert.deepEqual(b.add(elements), [
+      { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
+      { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
+      ...acctCmds('add', ['10.166.0.9', '10.166.0.10']),
+      { add: { element: { ...t, name: 'macvlan_src', elem: mvElem } } },
+      { add: { element: { ...a, name: 'macvlan_src', elem: mvElem } } },
+    ]);
+    assert.deepEqual(b.resetSandboxes(elements, [...sandboxObjects(veth), ...sandboxObjects(mv)]), b.resetSandboxes(elements), 'default sandboxes: no object commands');
     assert.deepEqual(b.resetSandboxes([]), flushes);
   });
 
@@ -861,8 +910,8 @@ describe('per-sandbox commands', () => {
  * A toy kernel: what nf_tables checks, in order, within one batch, about the sandboxes'
  * objects, object maps and tier chains: an element must point at an object or chain that
  * exists, an object in use cannot be deleted, an element to delete must exist, a set cannot
- * be made twice; a counter or limit added again is left as it is, a quota added again is
- * updated in place (keeping what it used).
+ * be made twice; a limit added again is left as it is, a quota added again is updated in
+ * place (keeping what it used). There are no named counters: a counter command is refused.
  */
 class ToyKernel {
   readonly objects = new Map<string, { serial: number; data: Cmd }>();
@@ -880,7 +929,7 @@ class ToyKernel {
       assert.equal(x.table, 'toastnet');
       if (what === 'element') {
         for (const e of x.elem) (op === 'add' ? this.addElem(x.name, e) : this.delElem(x.name, e));
-      } else if (what === 'counter' || what === 'limit' || what === 'quota') {
+      } else if (what === 'limit' || what === 'quota') {
         const id = `${what}:${x.name}`;
         const have = this.objects.get(id);
         if (op === 'add') {
@@ -934,6 +983,11 @@ class ToyKernel {
     this.elements.get(set)!.delete(key);
   }
 
+  /** Which acct sets hold `ip` (each such element is the sandbox's counter). */
+  accounting(ip: string): string[] {
+    return ACCT.filter((set) => this.elements.get(set)?.has(JSON.stringify(ip)));
+  }
+
   /** What the object maps hold for `ip`, by map. */
   objectMaps(ip: string): Record<string, unknown> {
     const out: Record<string, unknown> = {};
@@ -945,7 +999,7 @@ class ToyKernel {
   }
 }
 
-describe('per-sandbox objects (limits and accounting)', () => {
+describe('per-sandbox objects (limits, quotas, tiers) next to the accounting elements', () => {
   const b = new RulesetBuilder(config());
   const t = { family: 'inet', table: 'toastnet' };
   const ip = '10.166.0.9';
@@ -955,16 +1009,14 @@ describe('per-sandbox objects (limits and accounting)', () => {
   });
   /** Marks connection tiers the kernel does not have yet for creation, as the engine does. */
   const mark = (objects: SandboxObject[], k?: ToyKernel): SandboxObject[] => objects.map((o) => (o.kind === 'tier' && !k?.chains.has(o.name) ? { ...o, create: true } : o));
+  /** An object command ('counter' too, so that a named counter would show up here). */
   const objectCmd = (c: Cmd): boolean => ['counter', 'limit', 'quota'].some((k) => k in (c.add ?? c.delete ?? {}));
   const kindOf = (c: Cmd): string => Object.keys(c)[0] + ' ' + Object.keys(Object.values(c)[0] as Cmd)[0];
 
   it('add makes the objects first, then the elements pointing at them', () => {
     const objects = sandboxObjects(every);
     const cmds = b.add(sandboxElements(every), objects) as Cmd[];
-    assert.deepEqual(cmds.slice(0, 9), [
-      { add: { counter: { ...t, name: 'out_0aa60009' } } },
-      { add: { counter: { ...t, name: 'in_0aa60009' } } },
-      { add: { counter: { ...t, name: 'blk_0aa60009' } } },
+    assert.deepEqual(cmds.slice(0, 6), [
       { add: { limit: { ...t, name: 'le_0aa60009_1000000_100000', rate: 1000000, per: 'second', burst: 100000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
       { add: { limit: { ...t, name: 'li_0aa60009_5000000_500000', rate: 5000000, per: 'second', burst: 500000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
       { add: { limit: { ...t, name: 'lp_0aa60009_2000_200', rate: 2000, per: 'second', burst: 200, inv: true } } },
@@ -972,14 +1024,15 @@ describe('per-sandbox objects (limits and accounting)', () => {
       { add: { quota: { ...t, name: 'qe_0aa60009', bytes: 1000000000, inv: true } } },
       { add: { quota: { ...t, name: 'qi_0aa60009', bytes: 2147483648, inv: true } } },
     ]);
-    const elems = cmds.slice(9);
+    const elems = cmds.slice(6);
     assert.ok(elems.every((c) => c.add?.element), 'then only elements (no tier: not marked for creation)');
     assert.deepEqual(elems.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
+      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
     ]);
     const el = (name: string) => elems.find((c) => c.add.element.family === 'inet' && c.add.element.name === name)!.add.element.elem;
-    assert.deepEqual(el('acct_out'), [[ip, 'out_0aa60009']]);
-    assert.deepEqual(el('acct_blocked'), [[ip, 'blk_0aa60009']]);
+    assert.deepEqual(el('acct_out'), [ip]);
+    assert.deepEqual(el('acct_in'), [ip]);
+    assert.deepEqual(el('acct_blocked'), [ip]);
     assert.deepEqual(el('limit_egress'), [[ip, 'le_0aa60009_1000000_100000']]);
     assert.deepEqual(el('quota_ingress'), [[ip, 'qi_0aa60009']]);
     assert.deepEqual(el('conn_tier'), [[ip, { jump: { target: 'conns_100' } }]]);
@@ -992,8 +1045,9 @@ describe('per-sandbox objects (limits and accounting)', () => {
     // In that order, a kernel takes it (with the tier made too).
     const k = new ToyKernel();
     k.apply(b.add(sandboxElements(every), mark(objects)) as Cmd[]);
-    assert.equal(k.objects.size, 9);
+    assert.equal(k.objects.size, 6);
     assert.deepEqual(k.objectMaps(ip), Object.fromEntries(objects.map((o) => [o.map, (objectElement(o).elem as unknown[])[1]])));
+    assert.deepEqual(k.accounting(ip), ACCT);
   });
 
   it('a quota carries what was used into the kernel', () => {
@@ -1047,10 +1101,13 @@ describe('per-sandbox objects (limits and accounting)', () => {
     // Against the toy kernel: add then remove leaves only the tier.
     const k = new ToyKernel();
     k.apply(b.add(elements, mark(objects, k)) as Cmd[]);
-    assert.equal(k.objects.size, 9);
+    assert.equal(k.objects.size, 6);
+    assert.deepEqual(k.accounting(ip), ACCT);
     k.apply(cmds);
     assert.equal(k.objects.size, 0);
     assert.deepEqual(k.objectMaps(ip), {});
+    assert.deepEqual(k.accounting(ip), [], 'its accounting elements are gone');
+    for (const name of ACCT) assert.deepEqual(cmds.find((c) => c.delete?.element?.name === name), { delete: { element: { ...t, name, elem: [ip] } } }, name);
     assert.ok(k.chains.has('conns_100') && k.sets.has('connc_100'));
   });
 
@@ -1067,7 +1124,9 @@ describe('per-sandbox objects (limits and accounting)', () => {
       { delete: { limit: { ...t, name: 'le_0aa60009_1000000_100000' } } },
       { delete: { quota: { ...t, name: 'qi_0aa60009' } } },
     ]);
-    assert.ok(!JSON.stringify(objCmds).includes('counter'), 'the counters keep counting: no command for them');
+    assert.ok(!JSON.stringify(objCmds).includes('counter'), 'no counter objects: no command for them');
+    // Accounting elements are the same before and after: untouched, their counters keep counting.
+    for (const name of ACCT) assert.deepEqual(cmds.filter((c) => c.delete?.element?.name === name || c.add?.element?.name === name), [], name);
     assert.ok(!JSON.stringify(objCmds).includes('lp_0aa60009'), 'the unchanged packet limit is not touched');
     assert.ok(!objCmds.some((c) => c.delete?.quota?.name === 'qe_0aa60009'), 'the changed quota is not deleted');
     // Order: old elements out, new objects in, new elements in, old objects out.
@@ -1080,24 +1139,20 @@ describe('per-sandbox objects (limits and accounting)', () => {
     assert.deepEqual(cmds.find((c) => c.delete?.element?.name === 'limit_egress'), { delete: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_1000000_100000']] } } });
     assert.deepEqual(cmds.find((c) => c.add?.element?.name === 'limit_egress'), { add: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_2000000_200000']] } } });
     assert.equal(cmds.find((c) => c.add?.element?.name === 'quota_ingress'), undefined);
-    // Nothing changes: only the elements are swapped, no object command at all.
-    const same = b.replace(sandboxElements(before), sandboxElements(before), oldObjects, sandboxObjects(before)) as Cmd[];
-    assert.deepEqual(same.filter(objectCmd), []);
-    assert.deepEqual(same, [
-      ...(b.remove(sandboxElements(before), oldObjects) as Cmd[]).filter((c) => c.delete.element),
-      ...(b.add(sandboxElements(before), oldObjects) as Cmd[]).filter((c) => c.add.element),
-    ]);
-    // And a kernel takes the change: counters and the packet limit are the same objects after it.
+    // Nothing changes: no command at all.
+    assert.deepEqual(b.replace(sandboxElements(before), sandboxElements(before), oldObjects, sandboxObjects(before)), []);
+    // And a kernel takes the change: the packet limit and the quota are the same objects after it.
     const k = new ToyKernel();
     k.apply(b.add(sandboxElements(before), oldObjects) as Cmd[]);
     const serial = (id: string) => k.objects.get(id)?.serial;
-    const ids = ['counter:out_0aa60009', 'counter:in_0aa60009', 'counter:blk_0aa60009', 'limit:lp_0aa60009_2000_200', 'quota:qe_0aa60009'];
+    const ids = ['limit:lp_0aa60009_2000_200', 'quota:qe_0aa60009'];
     const kept = ids.map(serial);
     assert.ok(kept.every((x) => typeof x === 'number'));
     k.apply(cmds);
     assert.deepEqual(ids.map(serial), kept);
     assert.equal(k.objects.get('quota:qe_0aa60009')!.data.bytes, 2000000000);
     assert.ok(!k.objects.has('quota:qi_0aa60009') && !k.objects.has('limit:le_0aa60009_1000000_100000'));
+    assert.deepEqual(k.accounting(ip), ACCT);
   });
 
   it('replace makes a new tier only when marked, and never deletes one', () => {
@@ -1134,6 +1189,7 @@ describe('per-sandbox objects (limits and accounting)', () => {
     const used = new Map([['qe_0aa60009', 777], ['qi_0aa60009', 888]]);
     let objs = mark(sandboxObjects(cur, used), k);
     k.apply(b.add(sandboxElements(cur), objs) as Cmd[]);
+    const sizes = new Set<number>();
     for (let i = 0; i < 200; i++) {
       const next = limited(randomLimits());
       const nextObjs = mark(sandboxObjects(next), k);
@@ -1154,26 +1210,33 @@ describe('per-sandbox objects (limits and accounting)', () => {
         if (serials.has(`${o.kind}:${o.name}`)) assert.equal(got.serial, serials.get(`${o.kind}:${o.name}`), `${o.name} made anew`);
       }
       assert.deepEqual(k.objectMaps(ip), Object.fromEntries(nextObjs.map((o) => [o.map, (objectElement(o).elem as unknown[])[1]])));
+      assert.deepEqual(k.accounting(ip), ACCT, `step ${i}: accounting elements`);
+      sizes.add(nextObjs.length);
       cur = next;
       objs = nextObjs;
     }
-    assert.ok(objs.length >= 3);
+    // The walk went through sandboxes without objects and with many.
+    assert.ok(sizes.has(0) || sizes.has(1), JSON.stringify([...sizes]));
+    assert.ok(Math.max(...sizes) >= 6, JSON.stringify([...sizes]));
     assert.deepEqual([...k.chains].filter((c) => c.startsWith('conns_')).sort(), ['conns_100', 'conns_200', 'conns_50']);
   });
 
   it('resetSandboxes flushes, deletes stale objects, makes the live ones, then adds the elements', () => {
     const elements = sandboxElements(every);
     const objects = mark(sandboxObjects(every));
-    const stale = [{ kind: 'counter' as const, name: 'out_0aa600ff' }, { kind: 'limit' as const, name: 'le_0aa600ff_1_1' }, { kind: 'tier' as const, name: 'conns_7' }];
+    const stale = [{ kind: 'quota' as const, name: 'qe_0aa600ff' }, { kind: 'limit' as const, name: 'le_0aa600ff_1_1' }, { kind: 'tier' as const, name: 'conns_7' }];
     const cmds = b.resetSandboxes(elements, objects, stale) as Cmd[];
     const flushes = b.resetSandboxes([]) as Cmd[];
     assert.ok(flushes.length > 0 && flushes.every((c) => c.flush));
+    for (const name of ACCT) assert.equal(flushes.filter((c) => c.flush.set?.name === name).length, 1, `${name} flushed as a set`);
     assert.deepEqual(cmds, [
       ...flushes,
-      { delete: { counter: { ...t, name: 'out_0aa600ff' } } },
+      { delete: { quota: { ...t, name: 'qe_0aa600ff' } } },
       { delete: { limit: { ...t, name: 'le_0aa600ff_1_1' } } },
       ...(b.add(elements, objects) as Cmd[]),
     ]);
+    // The accounting elements come back with the rest.
+    for (const name of ACCT) assert.deepEqual(cmds.filter((c) => c.add?.element?.name === name), [{ add: { element: { ...t, name, elem: [ip] } } }], name);
     assert.ok((b.add(elements, objects) as Cmd[]).some((c) => c.add?.chain?.name === 'conns_100'));
   });
 });

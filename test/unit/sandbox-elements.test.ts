@@ -18,6 +18,9 @@ function sandbox(id: number, mode: 'veth' | 'macvlan' = 'veth', policy: PolicyIn
 const sets = (els: Element[]) => els.map((e) => e.set);
 const ofSet = (els: Element[], set: string) => els.filter((e) => e.set === set).map((e) => e.elem);
 const key = (e: Element) => JSON.stringify(e);
+/** Every sandbox's accounting: its address in each acct_* set (each element with its own counter). */
+const acct = (ip: string): Element[] => [{ set: 'acct_out', elem: ip }, { set: 'acct_in', elem: ip }, { set: 'acct_blocked', elem: ip }];
+const ACCT = ['acct_out', 'acct_in', 'acct_blocked'];
 
 describe('portRanges', () => {
   const r = (from: number, to: number, proto?: 'tcp' | 'udp'): PortRange => ({ from, to, ...(proto ? { proto } : {}) });
@@ -79,14 +82,41 @@ describe('portRanges', () => {
 });
 
 describe('sandboxElements', () => {
-  it('a veth sandbox on the defaults: only its veth_src element (link . MAC . address)', () => {
+  it('a veth sandbox on the defaults: its veth_src element (link . MAC . address), then its three accounting elements', () => {
     const s = sandbox(2);
-    assert.deepEqual(sandboxElements(s), [{ set: 'veth_src', elem: { concat: ['tn727bs2', '02:74:0a:a6:00:02', '10.166.0.2'] } }]);
+    assert.deepEqual(sandboxElements(s), [
+      { set: 'veth_src', elem: { concat: ['tn727bs2', '02:74:0a:a6:00:02', '10.166.0.2'] } },
+      { set: 'acct_out', elem: '10.166.0.2' }, { set: 'acct_in', elem: '10.166.0.2' }, { set: 'acct_blocked', elem: '10.166.0.2' },
+    ]);
   });
 
-  it('a macvlan sandbox on the defaults: only its macvlan_src element (MAC . address)', () => {
+  it('a macvlan sandbox on the defaults: its macvlan_src element (MAC . address), then its three accounting elements', () => {
     const s = sandbox(3, 'macvlan');
-    assert.deepEqual(sandboxElements(s), [{ set: 'macvlan_src', elem: { concat: ['02:74:0a:a6:00:03', '10.166.0.3'] } }]);
+    assert.deepEqual(sandboxElements(s), [
+      { set: 'macvlan_src', elem: { concat: ['02:74:0a:a6:00:03', '10.166.0.3'] } },
+      { set: 'acct_out', elem: '10.166.0.3' }, { set: 'acct_in', elem: '10.166.0.3' }, { set: 'acct_blocked', elem: '10.166.0.3' },
+    ]);
+  });
+
+  it('accounting: every sandbox, whatever its policy and peers, has exactly its address in each acct_* set, right after admission', () => {
+    const rnd = prng(17);
+    const pick = <T>(xs: T[]): T => xs[intIn(rnd, 0, xs.length - 1)];
+    for (let i = 0; i < 200; i++) {
+      const policy: PolicyInput = {
+        mode: pick(['enforce', 'report', undefined]),
+        egress: { internet: pick([true, false, undefined]), deny: pick([[], ['10.0.0.0/8']]), domains: pick([undefined, ['pypi.org']]) },
+        group: pick([undefined, 'g']),
+        inbound: pick([{}, { enabled: false }, { ports: [22] }]),
+        limits: pick([undefined, { egressRate: '8mbit', maxConnections: 10 }]),
+      };
+      const s = sandbox(2 + i, rnd() < 0.5 ? 'veth' : 'macvlan', policy);
+      const els = sandboxElements(s, [sandbox(900, 'veth', { group: 'g' })]);
+      assert.deepEqual(els.slice(1, 4), acct(s.ip), JSON.stringify(policy));
+      assert.equal(els.filter((e) => ACCT.includes(e.set)).length, 3, 'no other accounting element (not the peer\'s)');
+      assert.equal(els[0].set, s.mode === 'veth' ? 'veth_src' : 'macvlan_src');
+      // Limits are objects (sandbox-limits.ts), never elements of sandboxElements.
+      assert.ok(els.every((e) => !e.set.startsWith('limit_') && !e.set.startsWith('quota_') && e.set !== 'conn_tier'));
+    }
   });
 
   it('every element names a declared set', () => {
@@ -142,7 +172,7 @@ describe('sandboxElements', () => {
     assert.deepEqual(ofSet(both, 'domain_mode'), ['10.166.0.4']);
     // The names themselves and the dns limits are the resolver's business: no element carries them.
     const named = sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'] }, dns: { qps: 1, burst: 1 } }));
-    assert.deepEqual(sets(named), ['veth_src', 'domain_mode']);
+    assert.deepEqual(sets(named), ['veth_src', ...ACCT, 'domain_mode']);
     assert.ok(!JSON.stringify(named).includes('pypi'));
   });
 
@@ -189,7 +219,7 @@ describe('sandboxElements', () => {
 
   it('inbound open on every port (the default): no inbound element', () => {
     const els = sandboxElements(sandbox(2, 'veth', { inbound: { enabled: true } }));
-    assert.deepEqual(sets(els), ['veth_src']);
+    assert.deepEqual(sets(els), ['veth_src', ...ACCT]);
   });
 
   it('group pairs go both ways, each on the destination\'s group ports', () => {
@@ -358,6 +388,9 @@ describe('element ownership over a sandbox lifetime (property)', () => {
       }
       assert.deepEqual(new Set(expected.map(key)), new Set(kernel.keys()), `step ${step}`);
       assert.equal(expected.length, kernel.size, `step ${step}: duplicates`);
+      // Independently of sandboxElements: each accounting set holds exactly the live addresses.
+      const liveIps = [...live.values()].map((s) => s.ip).sort();
+      for (const set of ACCT) assert.deepEqual([...kernel.values()].filter((e) => e.set === set).map((e) => e.elem as string).sort(), liveIps, `step ${step}: ${set}`);
       if (step % 50 === 0) assertNoOverlap([...kernel.values()]);
     }
     // The walk did exercise every operation, with groups of several sandboxes.

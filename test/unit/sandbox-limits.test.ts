@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { SANDBOX_SETS, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import * as limitsModule from '../../src/core/sandbox-limits.js';
 import {
-  LIMIT_MAPS, counterNames, ipHex, objectElement, objectKey, quotaNames, sandboxObjects, tierChain, tierSet, type SandboxObject,
+  ACCOUNTING_SETS, LIMIT_MAPS, ipHex, objectElement, objectKey, quotaNames, sandboxObjects, tierChain, tierSet, type SandboxObject,
 } from '../../src/core/sandbox-limits.js';
 import { intIn, prng } from './prng.js';
 
@@ -13,12 +14,8 @@ function sandbox(ip: string, limits?: PolicyInput['limits'], id = 1): SandboxSpe
   return { ip, mac: sandboxMac(ip), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(limits ? { limits } : {}) };
 }
 const ip = '10.166.0.9';
-const only = (limits: PolicyInput['limits']): SandboxObject[] => sandboxObjects(sandbox(ip, limits)).slice(3);
-const counters: SandboxObject[] = [
-  { ip, kind: 'counter', name: 'out_0aa60009', map: 'acct_out' },
-  { ip, kind: 'counter', name: 'in_0aa60009', map: 'acct_in' },
-  { ip, kind: 'counter', name: 'blk_0aa60009', map: 'acct_blocked' },
-];
+/** All of the sandbox's objects: accounting makes none, so these are exactly what its limits ask for. */
+const only = (limits: PolicyInput['limits']): SandboxObject[] => sandboxObjects(sandbox(ip, limits));
 
 describe('ipHex and object names', () => {
   it('an address is 8 lower-case hex digits', () => {
@@ -41,8 +38,8 @@ describe('ipHex and object names', () => {
     }
   });
 
-  it('counter, quota and tier names', () => {
-    assert.deepEqual(counterNames(ip), { out: 'out_0aa60009', in: 'in_0aa60009', blocked: 'blk_0aa60009' });
+  it('quota and tier names; no counter names (accounting is not named objects)', () => {
+    assert.ok(!('counterNames' in limitsModule), 'counterNames is gone');
     assert.deepEqual(quotaNames(ip), { egress: 'qe_0aa60009', ingress: 'qi_0aa60009' });
     assert.equal(tierChain(100), 'conns_100');
     assert.equal(tierSet(100), 'connc_100');
@@ -50,9 +47,8 @@ describe('ipHex and object names', () => {
 });
 
 describe('LIMIT_MAPS', () => {
-  it('maps a sandbox address to its objects, one map per kind of object and direction', () => {
+  it('maps a sandbox address to its objects, one map per kind of object and direction; no accounting map', () => {
     assert.deepEqual(Object.fromEntries(Object.entries(LIMIT_MAPS).map(([k, v]) => [k, [v.type, v.map]])), {
-      acct_out: ['ipv4_addr', 'counter'], acct_in: ['ipv4_addr', 'counter'], acct_blocked: ['ipv4_addr', 'counter'],
       limit_egress: ['ipv4_addr', 'limit'], limit_ingress: ['ipv4_addr', 'limit'], limit_packets: ['ipv4_addr', 'limit'], limit_newconns: ['ipv4_addr', 'limit'],
       quota_egress: ['ipv4_addr', 'quota'], quota_ingress: ['ipv4_addr', 'quota'],
       conn_tier: ['ipv4_addr', 'verdict'],
@@ -61,14 +57,38 @@ describe('LIMIT_MAPS', () => {
       assert.ok(def.comment.length > 10, name);
       assert.deepEqual(SANDBOX_SETS[name as keyof typeof SANDBOX_SETS], def, `${name} is a per-sandbox map`);
     }
+    assert.ok(Object.keys(LIMIT_MAPS).every((k) => !k.startsWith('acct_')), 'accounting is not in the limit maps');
+  });
+});
+
+describe('ACCOUNTING_SETS', () => {
+  it('three address sets, each element with its own counter (the set\'s counter template), none a map', () => {
+    assert.deepEqual(Object.keys(ACCOUNTING_SETS), ['acct_out', 'acct_in', 'acct_blocked']);
+    for (const [name, def] of Object.entries(ACCOUNTING_SETS)) {
+      assert.deepEqual(def, { type: 'ipv4_addr', stmt: [{ counter: null }], comment: def.comment }, name);
+      assert.ok(typeof def.comment === 'string' && def.comment.length > 10, name);
+      assert.ok(!('map' in def) && !('flags' in def), `${name} is a plain set`);
+      assert.deepEqual(SANDBOX_SETS[name as keyof typeof SANDBOX_SETS], def, `${name} is a per-sandbox set`);
+    }
+    assert.notEqual(ACCOUNTING_SETS.acct_out.comment, ACCOUNTING_SETS.acct_in.comment);
+  });
+
+  it('the per-sandbox sets list the accounting sets after the policy sets and before the limit maps', () => {
+    const keys = Object.keys(SANDBOX_SETS);
+    const at = keys.indexOf('acct_out');
+    assert.deepEqual(keys.slice(at, at + 3), ['acct_out', 'acct_in', 'acct_blocked']);
+    assert.equal(keys[at - 1], 'domain_mode');
+    assert.deepEqual(keys.slice(at + 3), Object.keys(LIMIT_MAPS));
   });
 });
 
 describe('sandboxObjects', () => {
-  it('a default policy: exactly the three counters', () => {
-    assert.deepEqual(sandboxObjects(sandbox(ip)), counters);
-    assert.deepEqual(sandboxObjects(sandbox(ip, {})), counters);
-    assert.deepEqual(sandboxObjects(sandbox('10.166.1.2')).map((o) => o.name), ['out_0aa60102', 'in_0aa60102', 'blk_0aa60102']);
+  it('a default policy: no object at all (accounting is set elements, not objects)', () => {
+    assert.deepEqual(sandboxObjects(sandbox(ip)), []);
+    assert.deepEqual(sandboxObjects(sandbox(ip, {})), []);
+    assert.deepEqual(sandboxObjects(sandbox('10.166.1.2', undefined, 2)), []);
+    // Quotas carried over a rebuild do not make objects for a sandbox without limits.
+    assert.deepEqual(sandboxObjects(sandbox(ip), new Map([['qe_0aa60009', 5]])), []);
   });
 
   it('limits.egressRate: a byte limit in limit_egress, named with its rate and burst', () => {
@@ -114,18 +134,18 @@ describe('sandboxObjects', () => {
     assert.ok(!('create' in only({ maxConnections: 100 })[0]));
   });
 
-  it('every limit: counters, then limits, quotas and the tier, each in its own map', () => {
+  it('every limit: limits, quotas and the tier, each in its own map (and nothing else)', () => {
     const all = sandboxObjects(sandbox(ip, {
       egressRate: '8mbit', ingressRate: '5MB/s', packetsPerSecond: 2000, newConnsPerSecond: 50, maxConnections: 100, egressBytes: '1GB', ingressBytes: '2GiB',
     }));
     assert.deepEqual(all.map((o) => `${o.kind} ${o.map} ${o.name}`), [
-      'counter acct_out out_0aa60009', 'counter acct_in in_0aa60009', 'counter acct_blocked blk_0aa60009',
       'limit limit_egress le_0aa60009_1000000_100000', 'limit limit_ingress li_0aa60009_5000000_500000',
       'limit limit_packets lp_0aa60009_2000_200', 'limit limit_newconns ln_0aa60009_50_50',
       'quota quota_egress qe_0aa60009', 'quota quota_ingress qi_0aa60009',
       'tier conn_tier conns_100',
     ]);
-    assert.deepEqual(new Set(all.map((o) => o.map)), new Set(Object.keys(LIMIT_MAPS)), 'every map once');
+    assert.deepEqual(all.map((o) => o.map), Object.keys(LIMIT_MAPS), 'every map once, in order');
+    assert.deepEqual([...new Set(all.map((o) => o.kind))], ['limit', 'quota', 'tier']);
     assert.ok(all.every((o) => o.ip === ip));
     // nftables object names: at most 256 bytes; ours stay short.
     assert.ok(all.every((o) => /^[a-z]+_[0-9a-f_]+$|^conns_\d+$/.test(o.name) && o.name.length < 64), JSON.stringify(all.map((o) => o.name)));
@@ -145,14 +165,14 @@ describe('sandboxObjects', () => {
     // What identifies kernel state: a quota's amount is in its key, so a change is an update.
     assert.notEqual(key({ egressBytes: '1GB' }, 'quota_egress'), key({ egressBytes: '2GB' }, 'quota_egress'));
     assert.equal(key({ egressBytes: '1GB' }, 'quota_egress'), key({ egressBytes: 1_000_000_000 }, 'quota_egress'));
-    assert.equal(key({ egressRate: '8mbit' }, 'acct_out'), key({}, 'acct_out'), 'counters never change');
     assert.notEqual(key({ maxConnections: 1 }, 'conn_tier'), key({ maxConnections: 2 }, 'conn_tier'));
   });
 
-  it('two sandboxes never share a counter, limit or quota; they share a tier', () => {
+  it('two sandboxes never share a limit or quota; they share a tier', () => {
     const a = sandboxObjects(sandbox('10.166.0.9', { egressRate: '8mbit', egressBytes: '1GB', maxConnections: 10 }));
     const b = sandboxObjects(sandbox('10.166.0.10', { egressRate: '8mbit', egressBytes: '1GB', maxConnections: 10 }, 2));
     const own = (xs: SandboxObject[]) => xs.filter((o) => o.kind !== 'tier').map((o) => o.name);
+    assert.equal(own(a).length, 2);
     assert.equal(own(a).filter((n) => own(b).includes(n)).length, 0);
     assert.equal(a.find((o) => o.kind === 'tier')!.name, b.find((o) => o.kind === 'tier')!.name);
   });
@@ -173,9 +193,7 @@ describe('sandboxObjects', () => {
 });
 
 describe('objectElement', () => {
-  it('a counter, limit or quota: [address, object name] in its map', () => {
-    assert.deepEqual(objectElement(counters[0]), { set: 'acct_out', elem: [ip, 'out_0aa60009'] });
-    assert.deepEqual(objectElement(counters[2]), { set: 'acct_blocked', elem: [ip, 'blk_0aa60009'] });
+  it('a limit or quota: [address, object name] in its map', () => {
     assert.deepEqual(objectElement(only({ egressRate: '8mbit' })[0]), { set: 'limit_egress', elem: [ip, 'le_0aa60009_1000000_100000'] });
     assert.deepEqual(objectElement(only({ ingressBytes: '1MB' })[0]), { set: 'quota_ingress', elem: [ip, 'qi_0aa60009'] });
     assert.deepEqual(objectElement({ ...only({ egressBytes: '1MB' })[0], used: 5 } as SandboxObject), { set: 'quota_egress', elem: [ip, 'qe_0aa60009'] }, 'use is not in the element');
@@ -190,7 +208,7 @@ describe('objectElement', () => {
 
 describe('objectKey', () => {
   it('kind and name; a quota\'s amount too', () => {
-    assert.equal(objectKey(counters[0]), 'counter:out_0aa60009');
+    assert.equal(objectKey(only({ egressRate: '8mbit' })[0]), 'limit:le_0aa60009_1000000_100000');
     assert.equal(objectKey(only({ packetsPerSecond: 10, packetsBurst: 3 })[0]), 'limit:lp_0aa60009_10_3');
     assert.equal(objectKey(only({ egressBytes: 1234 })[0]), 'quota:qe_0aa60009:1234');
     assert.equal(objectKey(only({ maxConnections: 7 })[0]), 'tier:conns_7');
