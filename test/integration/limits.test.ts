@@ -150,6 +150,9 @@ describe('limits and accounting', () => {
     assert.equal(run(['up']).code, 0);
     const c = stats('acct');
     assert.ok(c.sent.bytes >= b.sent.bytes && c.received.bytes >= b.received.bytes, 'a rebuilt table does not lose the counts');
+    assert.equal(run(['policy', 'set', 'acct', '--limit', 'maxConnections=50']).code, 0);
+    const d = stats('acct');
+    assert.ok(d.sent.bytes >= c.sent.bytes && d.received.bytes >= c.received.bytes, 'a policy change does not lose the counts');
   });
 
   it('traffic between sandboxes of a group counts for both: sent by one, received by the other', async () => {
