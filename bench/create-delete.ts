@@ -20,6 +20,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { Testbed } from '../test/testbed/testbed.js';
+import { CniChain, cniAvailable } from './cni.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = path.resolve(path.dirname(SELF), '../src/cli/main.js');
@@ -166,39 +167,23 @@ function benchScript(): Row {
 
 /** CNI reference plugins, chained with prevResult as a runtime (containerd, podman) drives them. */
 function benchCni(dir: string): Row {
-  const bin = '/usr/lib/cni';
-  if (!fs.existsSync(path.join(bin, 'bridge'))) return { name: 'CNI bridge+host-local+firewall', n: 0, note: 'unavailable: apt-get install containernetworking-plugins iptables' };
-  const dataDir = path.join(dir, 'cni');
-  const plugins = [
-    { type: 'bridge', bridge: 'cnibench0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', subnet: '10.183.0.0/16', dataDir } },
+  if (!cniAvailable(['bridge', 'host-local', 'firewall'])) return { name: 'CNI bridge+host-local+firewall', n: 0, note: 'unavailable: apt-get install containernetworking-plugins iptables' };
+  const chain = new CniChain('cnibench', [
+    { type: 'bridge', bridge: 'cnibench0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', subnet: '10.183.0.0/16', dataDir: path.join(dir, 'cni') } },
     { type: 'firewall', backend: 'iptables' },
-  ];
-  const invoke = (cmd: 'ADD' | 'DEL', id: string, ns: string, plugin: Record<string, unknown>, prev?: unknown): unknown => {
-    const conf = { cniVersion: '1.0.0', name: 'cnibench', ...plugin, ...(prev ? { prevResult: prev } : {}) };
-    const r = spawnSync(path.join(bin, plugin.type as string), {
-      input: JSON.stringify(conf),
-      env: { ...process.env, CNI_COMMAND: cmd, CNI_CONTAINERID: id, CNI_NETNS: `/run/netns/${ns}`, CNI_IFNAME: 'eth0', CNI_PATH: bin },
-      encoding: 'utf8',
-    });
-    if (r.status !== 0) throw new Error(`${plugin.type} ${cmd}: ${r.stdout || r.stderr}`);
-    return r.stdout ? JSON.parse(r.stdout) : undefined;
-  };
+  ]);
   const c: number[] = [];
   const d: number[] = [];
-  const results: unknown[] = [];
   try {
     for (let i = 0; i < PEER_N; i++) {
-      const ns = `benchcni-${i}`;
-      execFileSync('ip', ['netns', 'add', ns]); // the runtime makes the namespace; not timed
+      execFileSync('ip', ['netns', 'add', `benchcni-${i}`]); // the runtime makes the namespace; not timed
       const t = now();
-      let prev: unknown;
-      for (const p of plugins) prev = invoke('ADD', `c${i}`, ns, p, prev);
+      chain.add(`c${i}`, `/run/netns/benchcni-${i}`);
       c.push(now() - t);
-      results.push(prev);
     }
     for (let i = PEER_N - 1; i >= 0; i--) {
       const t = now();
-      for (const p of [...plugins].reverse()) invoke('DEL', `c${i}`, `benchcni-${i}`, p, results[i]);
+      chain.del(`c${i}`, `/run/netns/benchcni-${i}`);
       d.push(now() - t);
       spawnSync('ip', ['netns', 'del', `benchcni-${i}`]);
     }

@@ -1,0 +1,258 @@
+// `npm run bench:scale`: how toastnet holds up with thousands of sandboxes, side by side
+// with the CNI reference chain (bridge + host-local + firewall + bandwidth), in one run and
+// one topology of its own namespaces:
+//   - create and delete p50/p95 with 0, 200 and 4,000 sandboxes alive (BENCH_LEVELS),
+//     measured as create+delete cycles at a constant population; warm-pool acquire too;
+//   - forwarding throughput (TCP, UDP with 64-byte payloads) from one sandbox through NAT
+//     and the full policy, with 1 and with 4,000 sandboxes alive;
+//   - the daemon: start (reconcile) time and memory with 4,000 sandboxes, and create+delete
+//     cycles per second through its API with 1, 2 and 8 concurrent callers;
+//   - the CNI chain on the same create/delete work at its own levels (BENCH_CNI_LEVELS,
+//     lower by default: each of its operations takes ~100 ms).
+// Prints a table with the ratio toastnet/CNI where both ran; BENCH_JSON=FILE writes it.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { resolve as resolveConfig } from '../src/config/load.js';
+import { ConfigSchema } from '../src/config/schema.js';
+import { Engine } from '../src/service/engine.js';
+import { ToastnetClient } from '../src/api/client.js';
+import { Testbed, WAN } from '../test/testbed/testbed.js';
+import { CniChain, cniAvailable } from './cni.js';
+
+const SELF = fileURLToPath(import.meta.url);
+const CLI = path.resolve(path.dirname(SELF), '../src/cli/main.js');
+const LEVELS = (process.env.BENCH_LEVELS ?? '0,200,4000').split(',').map(Number);
+const CNI_LEVELS = (process.env.BENCH_CNI_LEVELS ?? '0,200').split(',').map(Number);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 100);
+const CNI_SAMPLES = Number(process.env.BENCH_CNI_SAMPLES ?? 20);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const INSTANCE = 'benchs';
+const SUBNET = '10.186.0.0/16';
+
+interface Lat { p50: number; p95: number }
+interface Level { level: number; create: Lat; delete: Lat; acquire?: Lat }
+interface Fwd { sandboxes: number; tcpGbps: number; udpKpps: number }
+interface Result {
+  toastnet: Level[];
+  cni: Level[];
+  cniNote?: string;
+  forwarding: Fwd[];
+  daemon?: { sandboxes: number; startMs: number; rssMb: number; concurrency: { callers: number; cyclesPerSecond: number }[] };
+}
+
+const now = () => performance.now();
+function lat(xs: number[]): Lat {
+  const s = [...xs].sort((a, b) => a - b);
+  return { p50: s[Math.floor(s.length * 0.5)], p95: s[Math.min(s.length - 1, Math.floor(s.length * 0.95))] };
+}
+
+function flags(dir: string): string[] {
+  return ['--instance', INSTANCE, '--subnet', SUBNET, '--dns', WAN.dns, '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run')];
+}
+
+function iperf(netns: string, args: string[]): Record<string, unknown> {
+  const r = spawnSync('nsenter', [`--net=${netns}`, 'iperf3', '-J', '-c', WAN.internet, '-p', '5201', '-t', String(SECONDS), '-O', '1', ...args], { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 });
+  if (r.status !== 0) throw new Error(`iperf3 ${args.join(' ')}: ${r.stdout.slice(-300)}${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+function forwarding(netns: string, sandboxes: number): Fwd {
+  const tcp = iperf(netns, []) as { end: { sum_received: { bits_per_second: number } } };
+  const udp = iperf(netns, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
+  return { sandboxes, tcpGbps: tcp.end.sum_received.bits_per_second / 1e9, udpKpps: (udp.end.sum.packets - udp.end.sum.lost_packets) / udp.end.sum.seconds / 1000 };
+}
+
+async function toastnet(dir: string, out: Result): Promise<void> {
+  const config = resolveConfig(ConfigSchema.parse({ instance: INSTANCE, subnet: SUBNET, dnsUpstreams: [WAN.dns], stateDir: path.join(dir, 'state'), runDir: path.join(dir, 'run') }), []);
+  const e = await Engine.open(config);
+  let alive = 0;
+  try {
+    e.up();
+    const probe = e.create({ name: 'probe' });
+    alive = 1;
+    out.forwarding.push(forwarding(probe.netns, 1));
+    for (const level of LEVELS) {
+      for (; alive < level; alive++) e.create({ name: `p${alive}` });
+      const c: number[] = [];
+      const d: number[] = [];
+      const a: number[] = [];
+      for (let k = 0; k < SAMPLES; k++) {
+        let t = now();
+        e.create({ name: `x${k}` });
+        c.push(now() - t);
+        t = now();
+        await e.remove(`x${k}`);
+        d.push(now() - t);
+        e.createPoolMember();
+        t = now();
+        e.acquire({ name: `y${k}` });
+        a.push(now() - t);
+        await e.remove(`y${k}`);
+      }
+      out.toastnet.push({ level, create: lat(c), delete: lat(d), acquire: lat(a) });
+      process.stderr.write(`toastnet at ${alive}: create p50 ${lat(c).p50.toFixed(2)} ms, delete ${lat(d).p50.toFixed(2)} ms\n`);
+    }
+    out.forwarding.push(forwarding(probe.netns, alive));
+  } finally {
+    e.close(); // sandboxes stay: the daemon below starts with them
+  }
+
+  // The daemon: reconcile with `alive` sandboxes, memory, concurrent API callers.
+  const t0 = now();
+  const daemon = spawn(process.execPath, [CLI, ...flags(dir), 'daemon'], { stdio: 'ignore' });
+  const cl = new ToastnetClient(path.join(dir, 'run', 'toastnet.sock'));
+  try {
+    for (let i = 0; i < 3000 && !(await cl.ping()); i++) await sleep(10);
+    const startMs = now() - t0;
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const concurrency: { callers: number; cyclesPerSecond: number }[] = [];
+    for (const callers of [1, 2, 8]) {
+      let cycles = 0;
+      const end = now() + 2000;
+      await Promise.all(Array.from({ length: callers }, async (_, w) => {
+        const mine = new ToastnetClient(path.join(dir, 'run', 'toastnet.sock'));
+        for (let k = 0; now() < end; k++) {
+          await mine.create({ name: `c${callers}-${w}-${k}` });
+          await mine.remove(`c${callers}-${w}-${k}`);
+          cycles++;
+        }
+      }));
+      concurrency.push({ callers, cyclesPerSecond: cycles / 2 });
+    }
+    out.daemon = { sandboxes: alive, startMs, rssMb: rss, concurrency };
+  } finally {
+    await cl.down().catch(() => undefined);
+    daemon.kill('SIGKILL');
+  }
+}
+
+function cni(dir: string, out: Result): void {
+  const plugins = ['bridge', 'host-local', 'firewall', 'bandwidth'];
+  if (!cniAvailable(plugins)) {
+    out.cniNote = 'unavailable: apt-get install containernetworking-plugins iptables';
+    return;
+  }
+  const chain = new CniChain('cniscale', [
+    { type: 'bridge', bridge: 'cniscale0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', subnet: '10.187.0.0/16', dataDir: path.join(dir, 'cni') } },
+    { type: 'firewall', backend: 'iptables' },
+    // What toastnet's limits do: a rate each way (bits per second and burst bits for CNI).
+    { type: 'bandwidth', ingressRate: 100_000_000, ingressBurst: 10_000_000, egressRate: 100_000_000, egressBurst: 10_000_000 },
+  ]);
+  const ns = (id: string) => `cniscale-${id}`;
+  const made: string[] = [];
+  const add = (id: string) => {
+    execFileSync('ip', ['netns', 'add', ns(id)]); // the runtime makes the namespace; not timed below
+    made.push(id);
+  };
+  const drop = (id: string) => {
+    spawnSync('ip', ['netns', 'del', ns(id)]);
+    made.splice(made.indexOf(id), 1);
+  };
+  try {
+    let alive = 0;
+    for (const level of CNI_LEVELS) {
+      for (; alive < level; alive++) {
+        add(`p${alive}`);
+        chain.add(`p${alive}`, `/run/netns/${ns(`p${alive}`)}`);
+      }
+      const c: number[] = [];
+      const d: number[] = [];
+      for (let k = 0; k < CNI_SAMPLES; k++) {
+        const id = `x${level}-${k}`;
+        add(id);
+        let t = now();
+        chain.add(id, `/run/netns/${ns(id)}`);
+        c.push(now() - t);
+        t = now();
+        chain.del(id, `/run/netns/${ns(id)}`);
+        d.push(now() - t);
+        drop(id);
+      }
+      out.cni.push({ level, create: lat(c), delete: lat(d) });
+      process.stderr.write(`CNI at ${alive}: ADD p50 ${lat(c).p50.toFixed(1)} ms, DEL ${lat(d).p50.toFixed(1)} ms\n`);
+    }
+    for (const id of [...made]) {
+      try {
+        chain.del(id, `/run/netns/${ns(id)}`);
+      } catch {
+        // best effort
+      }
+    }
+  } catch (err) {
+    out.cniNote = `failed: ${(err as Error).message.slice(0, 200)}`;
+  } finally {
+    for (const id of [...made]) drop(id);
+    spawnSync('ip', ['link', 'del', 'cniscale0']);
+  }
+}
+
+async function inner(dir: string): Promise<void> {
+  const out: Result = { toastnet: [], cni: [], forwarding: [] };
+  await toastnet(dir, out);
+  cni(dir, out);
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
+
+function report(r: Result): string {
+  const f = (x?: number, d = 2) => (x === undefined ? '-' : x.toFixed(d));
+  const lines: string[] = [];
+  const row = (cells: string[]) => lines.push(cells.map((c, i) => (i === 0 ? c.padEnd(34) : c.padStart(14))).join(' '));
+  row(['create / delete (p50 ms)', 'toastnet', 'CNI chain', 'toastnet/CNI']);
+  const levels = [...new Set([...r.toastnet.map((x) => x.level), ...r.cni.map((x) => x.level)])].sort((a, b) => a - b);
+  for (const level of levels) {
+    const t = r.toastnet.find((x) => x.level === level);
+    const c = r.cni.find((x) => x.level === level);
+    const ratio = (a?: number, b?: number) => (a && b ? f(a / b, 3) : '-');
+    row([`create at ${level} alive`, f(t?.create.p50), f(c?.create.p50, 1), ratio(t?.create.p50, c?.create.p50)]);
+    row([`delete at ${level} alive`, f(t?.delete.p50), f(c?.delete.p50, 1), ratio(t?.delete.p50, c?.delete.p50)]);
+    if (t?.acquire) row([`pool acquire at ${level} alive`, f(t.acquire.p50), '-', '-']);
+  }
+  const first = r.toastnet[0];
+  const last = r.toastnet[r.toastnet.length - 1];
+  if (first && last && last !== first) {
+    row([`create p50 at ${last.level} vs ${first.level}`, `${f((100 * last.create.p50) / first.create.p50, 0)} %`, '', '']);
+    row([`delete p50 at ${last.level} vs ${first.level}`, `${f((100 * last.delete.p50) / first.delete.p50, 0)} %`, '', '']);
+  }
+  const cf = r.cni[0];
+  const cl = r.cni[r.cni.length - 1];
+  if (cf && cl && cl !== cf) row([`CNI ADD p50 at ${cl.level} vs ${cf.level}`, '', `${f((100 * cl.create.p50) / cf.create.p50, 0)} %`, '']);
+  if (r.cniNote) lines.push(`CNI: ${r.cniNote}`);
+  lines.push('');
+  for (const x of r.forwarding) row([`forwarding with ${x.sandboxes} alive`, `${f(x.tcpGbps)} Gbit/s`, `${f(x.udpKpps, 0)} kpps`, '']);
+  if (r.forwarding.length === 2) {
+    const [a, b] = r.forwarding;
+    row([`  ratio ${b.sandboxes} vs ${a.sandboxes}`, `TCP ${f((100 * b.tcpGbps) / a.tcpGbps, 0)} %`, `UDP ${f((100 * b.udpKpps) / a.udpKpps, 0)} %`, '']);
+  }
+  if (r.daemon) {
+    lines.push('');
+    row([`daemon start with ${r.daemon.sandboxes}`, `${f(r.daemon.startMs, 0)} ms`, '', '']);
+    row([`daemon memory with ${r.daemon.sandboxes}`, `${f(r.daemon.rssMb, 0)} MB RSS`, '', '']);
+    for (const c of r.daemon.concurrency) row([`API cycles/s, ${c.callers} caller(s)`, f(c.cyclesPerSecond, 0), '', '']);
+  }
+  return lines.join('\n');
+}
+
+async function outer(): Promise<void> {
+  const tb = await Testbed.create({ hostService: false });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-scale-'));
+  try {
+    tb.background(tb.wanNs, ['iperf3', '-s', '-B', WAN.internet, '-p', '5201']);
+    await sleep(300);
+    process.stdout.write(`toastnet scale bench: levels ${LEVELS.join(', ')} (CNI ${CNI_LEVELS.join(', ')}), ${SAMPLES} cycles per level (CNI ${CNI_SAMPLES}), ${os.cpus().length} CPUs, Linux ${os.release()}\n`);
+    const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 3_600_000 });
+    if (r.status !== 0) throw new Error(`inner bench failed (${r.status})`);
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!) as Result;
+    process.stdout.write(`${report(result)}\n`);
+    if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(result, null, 2));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+    await tb.destroy();
+  }
+}
+
+if (process.argv[2] === '--inner') await inner(process.argv[3]);
+else await outer();
