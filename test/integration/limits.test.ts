@@ -197,6 +197,20 @@ describe('limits and accounting', () => {
     assert.notEqual(tb.try(tb.wanNs, ['curl', '-sS', '--max-time', '2', `http://${WAN.hostUplink}:9464/metrics`]).code, 0, 'not reachable from elsewhere');
   });
 
+  it('top shows the busiest sandboxes with rates, stats shows one in words', async () => {
+    // Traffic while top takes two readings 0.5 s apart: the sending sandbox comes first.
+    const load = node('acct', UDP, WAN.internet, '9000', '4000', '1000', '4000');
+    const r = await tb.toastnetAsync(I, ['top', '--interval', '0.5', '--count', '1']);
+    await load;
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.match(lines[0], /^SANDBOX\s+ADDRESS\s+OUT\/s\s+IN\/s\s+BLOCKED\/s/);
+    assert.match(lines[1], /^acct\s+10\.\d+\.\d+\.\d+\s+[\d.]+ Mbit\/s/, r.stdout);
+    const words = run(['stats', 'acct']).stdout;
+    assert.match(words, /^acct \(10\./);
+    assert.match(words, /sent\s+[\d.]+ MB in \d+ packets/);
+  });
+
   it('a bad limit is refused naming the field, and changes nothing', () => {
     const r = run(['create', 'bad', '--limit', 'egressRate=10mbps']);
     assert.notEqual(r.code, 0);
