@@ -36,6 +36,7 @@ interface Libc {
   close(fd: number): number;
   flock(fd: number, op: number): number;
   strerror(errnum: number): string;
+  mallocTrim(pad: number): number;
 }
 
 let libc: Libc | undefined;
@@ -55,6 +56,7 @@ export function lib(): Libc {
     close: l.func('int close(int fd)'),
     flock: l.func('int flock(int fd, int op)'),
     strerror: l.func('const char *strerror(int errnum)'),
+    mallocTrim: l.func('int malloc_trim(size_t pad)'),
   } as Libc;
   return libc;
 }

@@ -4,9 +4,12 @@
 // transaction: the kernel applies all of it or none of it.
 import koffi from 'koffi';
 import { ToastnetError } from '../errors.js';
+import { lib } from './libc.js';
 
 const NFT_CTX_OUTPUT_HANDLE = 1 << 3;
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
+/** Listings without set contents (and libnftables then does not fetch them either). */
+const NFT_CTX_OUTPUT_TERSE = 1 << 11;
 
 interface LibNftables {
   ctxNew(flags: number): unknown;
@@ -47,15 +50,31 @@ function load(): LibNftables {
 export type NftCommand = Record<string, unknown>;
 
 export class Nft {
-  private readonly ctx: unknown;
+  private ctx: unknown;
   private readonly l: LibNftables;
 
   constructor() {
     this.l = load();
-    this.ctx = this.l.ctxNew(0);
-    this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
-    this.l.bufferOutput(this.ctx);
-    this.l.bufferError(this.ctx);
+    this.ctx = this.open();
+  }
+
+  private open(): unknown {
+    const ctx = this.l.ctxNew(0);
+    this.l.setOutputFlags(ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
+    this.l.bufferOutput(ctx);
+    this.l.bufferError(ctx);
+    return ctx;
+  }
+
+  /**
+   * Drops the context's cache and buffers, and gives freed heap back to the system: after a
+   * transaction with every sandbox's elements (a table rebuild), libnftables and the JSON
+   * parser leave tens of MB allocated at 4,000 sandboxes.
+   */
+  compact(): void {
+    this.l.ctxFree(this.ctx);
+    this.ctx = this.open();
+    lib().mallocTrim(0);
   }
 
   /** Frees the context and its netlink socket. */
@@ -69,15 +88,26 @@ export class Nft {
     this.runRaw(JSON.stringify({ nftables: commands }), what);
   }
 
-  /** Lists one table as parsed JSON items, or undefined if it does not exist. */
-  listTable(family: string, name: string): Record<string, unknown>[] | undefined {
+  /**
+   * Lists one table as parsed JSON items, or undefined if it does not exist. `terse`: without
+   * the sets' elements, which with thousands of sandboxes are most of the table.
+   */
+  listTable(family: string, name: string, o: { terse?: boolean } = {}): Record<string, unknown>[] | undefined {
+    if (o.terse) this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE | NFT_CTX_OUTPUT_TERSE);
     try {
       const out = this.runRaw(JSON.stringify({ nftables: [{ list: { table: { family, name } } }] }), 'list table');
       return (JSON.parse(out) as { nftables: Record<string, unknown>[] }).nftables;
     } catch (err) {
       if (err instanceof ToastnetError && /No such file or directory/.test(err.message)) return undefined;
       throw err;
+    } finally {
+      if (o.terse) this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
     }
+  }
+
+  /** Whether a table exists (cheap: no contents listed). */
+  hasTable(family: string, name: string): boolean {
+    return this.listTables().some((t) => t.family === family && t.name === name);
   }
 
   /**

@@ -190,7 +190,7 @@ export class Engine {
     const wanted = this.liveObjects();
     const names = new Set(wanted.map((o) => `${o.kind}:${o.name}`));
     const stale: ObjectRef[] = [];
-    for (const item of this.nft.listTable('inet', this.names.table) ?? []) {
+    for (const item of this.nft.listTable('inet', this.names.table, { terse: true }) ?? []) {
       for (const kind of ['limit', 'quota'] as const) {
         const o = item[kind] as { name?: string } | undefined;
         if (o?.name !== undefined && !names.has(`${kind}:${o.name}`)) stale.push({ kind, name: o.name });
@@ -198,6 +198,7 @@ export class Engine {
     }
     // The reset flushes the accounting sets: carry their counts first.
     this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.liveElements(), wanted.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o)), stale), 'reset sandbox sets'));
+    this.nft.compact();
     this.noteTiers(wanted);
     this.resolved.clear(); // dns_allowed was flushed
   }
@@ -208,7 +209,7 @@ export class Engine {
    * added to the store's carried totals, and quotas are made again with what was used.
    */
   private rebuildKeepingUsage(apply: (quotaUsed: ReadonlyMap<string, number>) => void): void {
-    const exists = this.nft.listTable('inet', this.names.table) !== undefined;
+    const exists = this.nft.hasTable('inet', this.names.table);
     const counters = exists ? readCounters(this.nft, this.names.table) : undefined;
     const quotaUsed = new Map<string, number>();
     if (exists) for (const q of this.nft.listObjects('quota', 'inet', this.names.table)) quotaUsed.set(String(q.name), Number(q.used ?? 0));
@@ -260,7 +261,7 @@ export class Engine {
 
   isUp(): boolean {
     return getLinkOrUndefined(this.rtnl, this.names.gatewayLink) !== undefined
-      && this.nft.listTable('inet', this.names.table) !== undefined;
+      && this.nft.hasTable('inet', this.names.table);
   }
 
   /** Sets up the host side; idempotent. Rebuilds the table with every live sandbox's elements. */
@@ -277,6 +278,7 @@ export class Engine {
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
     this.rebuildKeepingUsage((used) => this.nft.apply(this.rules.fullTable(this.liveElements(), this.liveObjects(used)), 'install ruleset'));
+    this.nft.compact();
     this.knownTiers.clear();
     this.noteTiers(this.liveObjects());
     this.resolved.clear(); // the new table starts with an empty dns_allowed
@@ -716,7 +718,7 @@ export class Engine {
     report.links.push(...g.links);
     report.files.push(...g.files);
     for (const name of [...this.specs.keys()]) if (!this.store.getByName(name)) this.deleteSpec(name);
-    if (this.nft.listTable('inet', this.names.table)) this.resetKernelSandboxes();
+    if (this.nft.hasTable('inet', this.names.table)) this.resetKernelSandboxes();
     return report;
   }
 
