@@ -157,6 +157,7 @@ program.command('rm')
   .description('remove sandboxes (ends processes still inside them)')
   .argument('<names...>')
   .action(async (names: string[], _o: unknown, cmd: Command) => {
+    for (const n of names) validateSandboxName(n); // also keeps idle pool members out of reach
     const c = config(cmd);
     let failed: ToastnetError | undefined;
     await withInstance(c,

@@ -562,7 +562,7 @@ export class Engine {
   }
 
   policyGet(name: string): PolicyView {
-    const r = this.store.getByName(name);
+    const r = isPoolMember(name) ? undefined : this.store.getByName(name);
     if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return { name, policy: r.policy, effective: this.effectivePolicy(r.policy) };
   }
@@ -627,7 +627,7 @@ export class Engine {
   }
 
   get(name: string): SandboxInfo {
-    const r = this.store.getByName(name);
+    const r = isPoolMember(name) ? undefined : this.store.getByName(name);
     if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return this.info(r);
   }
