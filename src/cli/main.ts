@@ -81,10 +81,11 @@ function printStatus(s: Status): void {
     `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
     `nftables    table ${s.table}`,
     `forwarding  ${s.forwarding ? 'on' : 'off'}`,
-    `sandboxes   ${s.sandboxes}`,
+    `sandboxes   ${s.sandboxes}${s.pool.idle ? ` (and ${s.pool.idle} ready in the warm pool)` : ''}`,
     `addresses   ${s.addresses.free} free of ${s.addresses.capacity}`,
     `dns         ${s.dnsUpstreams.join(', ') || '(no upstreams)'}`,
     `daemon      ${s.daemon ? `pid ${s.daemon.pid}, ${s.socket}` : 'not running'}`,
+    ...(s.dns ? [`resolver    ${s.dns.queries} queries, ${s.dns.cached} answered from the cache (${s.dns.cacheEntries} kept), ${s.dns.upstreamTimeouts} upstream timeouts`] : []),
   ].join('\n'));
 }
 
