@@ -73,9 +73,11 @@ export function sandboxObjects(s: SandboxSpec, used: ReadonlyMap<string, number>
   if (l.packetsPerSecond) out.push({ ip, kind: 'limit', name: `lp_${h}_${l.packetsPerSecond}_${l.packetsBurst}`, map: 'limit_packets', rate: l.packetsPerSecond, burst: l.packetsBurst!, unit: 'packets' });
   if (l.newConnsPerSecond) out.push({ ip, kind: 'limit', name: `ln_${h}_${l.newConnsPerSecond}_${l.newConnsBurst}`, map: 'limit_newconns', rate: l.newConnsPerSecond, burst: l.newConnsBurst!, unit: 'packets' });
   const q = quotaNames(ip);
-  const usedOf = (name: string) => (used.has(name) ? { used: used.get(name) } : {});
-  if (l.egressBytes) out.push({ ip, kind: 'quota', name: q.egress, map: 'quota_egress', bytes: l.egressBytes, ...usedOf(q.egress) });
-  if (l.ingressBytes) out.push({ ip, kind: 'quota', name: q.ingress, map: 'quota_ingress', bytes: l.ingressBytes, ...usedOf(q.ingress) });
+  // Never more used than the quota holds: the kernel refuses a quota whose use exceeds it
+  // (a lowered default would otherwise make the whole rebuild fail).
+  const usedOf = (name: string, bytes: number) => (used.has(name) ? { used: Math.min(used.get(name)!, bytes) } : {});
+  if (l.egressBytes) out.push({ ip, kind: 'quota', name: q.egress, map: 'quota_egress', bytes: l.egressBytes, ...usedOf(q.egress, l.egressBytes) });
+  if (l.ingressBytes) out.push({ ip, kind: 'quota', name: q.ingress, map: 'quota_ingress', bytes: l.ingressBytes, ...usedOf(q.ingress, l.ingressBytes) });
   if (l.maxConnections) out.push({ ip, kind: 'tier', name: tierChain(l.maxConnections), map: 'conn_tier', max: l.maxConnections });
   return out;
 }

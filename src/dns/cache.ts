@@ -53,8 +53,17 @@ function skipName(buf: Buffer, off: number): number {
  * own. The key holds what shapes the answer: name (any letter case), type, class, the RD
  * and CD flags, and EDNS presence, UDP size and DO bit.
  */
+/** Name (ASCII lower case), type and class of a message's single question, as in a cache key. */
+function questionKey(msg: Buffer): string {
+  const nameEnd = skipName(msg, 12);
+  if (nameEnd < 0 || nameEnd + 4 > msg.length || msg[nameEnd - 1] !== 0) return '\u0000invalid';
+  const name = Buffer.from(msg.subarray(12, nameEnd));
+  for (let i = 0; i < name.length; i++) if (name[i] >= 0x41 && name[i] <= 0x5a) name[i] |= 0x20;
+  return `${name.toString('latin1')}|${msg.readUInt16BE(nameEnd)}|${msg.readUInt16BE(nameEnd + 2)}`;
+}
+
 export function cacheKey(query: Buffer): string | undefined {
-  if (query.length < 12 || query.readUInt16BE(4) !== 1 || query.readUInt16BE(6) !== 0 || query.readUInt16BE(8) !== 0) return undefined;
+  if (query.length < 12 || (query[2] & 0x78) !== 0 /* not a standard query */ || query.readUInt16BE(4) !== 1 || query.readUInt16BE(6) !== 0 || query.readUInt16BE(8) !== 0) return undefined;
   const nameEnd = skipName(query, 12);
   if (nameEnd < 0 || nameEnd + 4 > query.length || query[nameEnd - 1] !== 0) return undefined;
   const flags = query[2] & 0x01 /* RD */ | (query[3] & 0x10) /* CD */;
@@ -68,9 +77,7 @@ export function cacheKey(query: Buffer): string | undefined {
     edns = `e${query.readUInt16BE(o + 3)}:${query[o + 7] & 0x80}`;
   }
   // Names compare case-insensitively in ASCII only (RFC 4343): other bytes stay as they are.
-  const name = Buffer.from(query.subarray(12, nameEnd));
-  for (let i = 0; i < name.length; i++) if (name[i] >= 0x41 && name[i] <= 0x5a) name[i] |= 0x20;
-  return `${name.toString('latin1')}|${query.readUInt16BE(nameEnd)}|${query.readUInt16BE(nameEnd + 2)}|${flags}|${edns}`;
+  return `${questionKey(query)}|${flags}|${edns}`;
 }
 
 /** TTL field offsets of all records, and the smallest TTL that bounds how long the answer may be kept; undefined if malformed. */
@@ -134,6 +141,9 @@ export class DnsCache {
   /** Stores an upstream's answer to a query with key `key`, when it may be kept. */
   put(key: string, answer: Buffer, now: number): void {
     if (this.o.maxEntries <= 0 || answer.length < 12) return;
+    // Only a standard answer to exactly the question asked: what is kept is served to every
+    // sandbox, so an answer for another name (spoofed or broken) must not get in.
+    if ((answer[2] & 0x78) !== 0 || answer.readUInt16BE(4) !== 1 || !key.startsWith(`${questionKey(answer)}|`)) return;
     const rcode = answer[3] & 0x0f;
     const truncated = (answer[2] & 0x02) !== 0;
     if (truncated || (rcode !== 0 && rcode !== RCODE_NXDOMAIN) || (answer[2] & 0x80) === 0) return;

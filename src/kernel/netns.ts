@@ -139,8 +139,15 @@ export function renameNetns(from: string, to: string): void {
     fs.rmSync(dst, { force: true });
     throw err;
   }
-  lib().umount2(src, MNT_DETACH);
-  fs.rmSync(src, { force: true });
+  try {
+    check(lib().umount2(src, MNT_DETACH), `unmount ${src}`);
+    fs.rmSync(src, { force: true });
+  } catch (err) {
+    // Not renamed after all: drop the new name, keep the old.
+    lib().umount2(dst, MNT_DETACH);
+    fs.rmSync(dst, { force: true });
+    throw err;
+  }
 }
 
 /** Names under /run/netns (any owner). */

@@ -372,8 +372,15 @@ export class Engine {
     if (!member || this.removing.has(member.name)) return undefined;
     const name = o.name ?? autoSandboxName(member.id);
     if (this.removing.has(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
-    this.store.renameSandbox(member.id, name, own);
-    const row = { ...member, name, policy: own };
+    try {
+      this.store.renameSandbox(member.id, name, own);
+    } catch (err) {
+      // The caller's own name is taken: its error. An automatic name someone took by hand:
+      // not the caller's problem, a fresh network gets a fresh name.
+      if (o.name !== undefined) throw err;
+      return undefined;
+    }
+    const row = { ...member, name, policy: own, createdAt: Date.now() };
     const spec = this.spec(row, effective);
     const elements = sandboxElements(spec, this.peersOf(name, spec));
     const objects = this.objectsOf(spec);
@@ -389,10 +396,21 @@ export class Engine {
       this.noteTiers(objects);
       this.setSpec(name, spec);
     } catch (err) {
-      if (dirRenamed) fs.renameSync(path.join(NETNS_ETC_DIR, to), path.join(NETNS_ETC_DIR, from));
-      if (renamed) renameNetns(to, from);
-      this.store.renameSandbox(member.id, member.name, member.policy);
-      throw err;
+      // Each undo step on its own, so that the row is always given back its member name.
+      const attempt = (f: () => void) => {
+        try {
+          f();
+        } catch {
+          // the member is dropped below
+        }
+      };
+      if (dirRenamed) attempt(() => fs.renameSync(path.join(NETNS_ETC_DIR, to), path.join(NETNS_ETC_DIR, from)));
+      if (renamed) attempt(() => renameNetns(to, from));
+      this.store.renameSandbox(member.id, member.name, member.policy, member.createdAt);
+      // A member that cannot be acquired (its namespace gone, say) must not block the pool:
+      // drop it; the caller gets a network made on the spot.
+      void this.remove(member.name).catch(() => undefined);
+      return undefined;
     }
     return this.info(row);
   }

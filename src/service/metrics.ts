@@ -1,8 +1,10 @@
 // Prometheus metrics for the daemon (opt-in: config `metricsListen`), with prom-client:
 // operation latencies as histograms, the resolver's counters, logged denials by reason,
 // process health, and per-sandbox traffic counters. Per-sandbox series are bounded: the
-// busiest `maxSandboxSeries` sandboxes get their own label, the rest are summed as
-// sandbox="_other", so a host with thousands of sandboxes does not flood the scraper.
+// busiest `maxSandboxSeries` sandboxes get their own label; what the others hold is a
+// gauge (toastnet_sandboxes_unlabelled: it goes down as sandboxes leave or join the
+// labelled ones, which a counter must never do), so thousands of sandboxes do not flood
+// the scraper.
 import http from 'node:http';
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
@@ -48,22 +50,47 @@ export class Metrics {
         this.set(stats().length);
       },
     });
-    const perSandbox = (name: string, help: string, pick: (s: SandboxStats) => number) => new client.Counter({
-      name,
-      help,
-      labelNames: ['sandbox'],
+    const picks: Record<string, (s: SandboxStats) => number> = {
+      sent_bytes: (s) => s.sent.bytes,
+      sent_packets: (s) => s.sent.packets,
+      received_bytes: (s) => s.received.bytes,
+      received_packets: (s) => s.received.packets,
+      blocked_packets: (s) => s.blocked.packets,
+    };
+    const helps: Record<string, string> = {
+      sent_bytes: 'Bytes a sandbox sent (IP, before limits and policy)',
+      sent_packets: 'Packets a sandbox sent',
+      received_bytes: 'Bytes a sandbox received',
+      received_packets: 'Packets a sandbox received',
+      blocked_packets: 'Packets of a sandbox blocked by policy or limits',
+    };
+    for (const [what, pick] of Object.entries(picks)) {
+      const name = `toastnet_sandbox_${what}_total`;
+      new client.Counter({
+        name,
+        help: helps[what],
+        labelNames: ['sandbox'],
+        registers,
+        collect: () => {
+          const c = this.registry.getSingleMetric(name) as client.Counter<'sandbox'>;
+          c.reset();
+          for (const s of this.labelled(stats())) c.inc({ sandbox: s.name }, pick(s));
+        },
+      });
+    }
+    new client.Gauge({
+      name: 'toastnet_sandboxes_unlabelled',
+      help: 'Sums over the sandboxes without their own series (beyond metricsMaxSandboxes), by counter',
+      labelNames: ['counter'],
       registers,
       collect: () => {
-        const c = this.registry.getSingleMetric(name) as client.Counter<'sandbox'>;
-        c.reset();
-        for (const [label, value] of this.bounded(stats(), pick)) c.inc({ sandbox: label }, value);
+        const g = this.registry.getSingleMetric('toastnet_sandboxes_unlabelled') as client.Gauge<'counter'>;
+        const all = stats();
+        const labelled = new Set(this.labelled(all).map((s) => s.name));
+        const rest = all.filter((s) => !labelled.has(s.name));
+        for (const [what, pick] of Object.entries(picks)) g.set({ counter: what }, rest.reduce((n, s) => n + pick(s), 0));
       },
     });
-    perSandbox('toastnet_sandbox_sent_bytes_total', 'Bytes a sandbox sent (IP, before limits and policy)', (s) => s.sent.bytes);
-    perSandbox('toastnet_sandbox_sent_packets_total', 'Packets a sandbox sent', (s) => s.sent.packets);
-    perSandbox('toastnet_sandbox_received_bytes_total', 'Bytes a sandbox received', (s) => s.received.bytes);
-    perSandbox('toastnet_sandbox_received_packets_total', 'Packets a sandbox received', (s) => s.received.packets);
-    perSandbox('toastnet_sandbox_blocked_packets_total', 'Packets of a sandbox blocked by policy or limits', (s) => s.blocked.packets);
     new client.Counter({
       name: 'toastnet_dns_total',
       help: 'Resolver counters: queries, answered, cached (of answered), servfail, dropped, upstreamTimeouts',
@@ -94,13 +121,9 @@ export class Metrics {
     });
   }
 
-  /** The busiest sandboxes by name, the others summed as "_other". */
-  private bounded(all: SandboxStats[], pick: (s: SandboxStats) => number): [string, number][] {
-    const busy = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name));
-    const out: [string, number][] = busy.slice(0, this.maxSandboxSeries).map((s) => [s.name, pick(s)]);
-    const rest = busy.slice(this.maxSandboxSeries);
-    if (rest.length > 0) out.push(['_other', rest.reduce((n, s) => n + pick(s), 0)]);
-    return out;
+  /** The busiest `maxSandboxSeries` sandboxes: those with their own series. */
+  private labelled(all: SandboxStats[]): SandboxStats[] {
+    return [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name)).slice(0, this.maxSandboxSeries);
   }
 
   /** Runs `fn` and records how long it took (sync or async), with its outcome. */

@@ -100,7 +100,7 @@ export class Store {
       // Pool members (names ".pool-<id>", see core/names.ts), found by a range on the name index.
       firstPoolMember: this.db.prepare<[], Row>("SELECT * FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.' AND state = 'ready' ORDER BY id LIMIT 1"),
       countPool: this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.'"),
-      rename: this.db.prepare('UPDATE sandboxes SET name = ?, policy = ? WHERE id = ?'),
+      rename: this.db.prepare('UPDATE sandboxes SET name = ?, policy = ?, created_at = ? WHERE id = ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM sandboxes ORDER BY id'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM sandboxes'),
       released: this.db.prepare<[], { ip: number }>('SELECT ip FROM released ORDER BY seq'),
@@ -173,9 +173,13 @@ export class Store {
   }
 
   /** Gives a row a new name and policy (a pool member becoming a sandbox); conflict if the name is taken. */
-  renameSandbox(id: number, name: string, policy: PolicyInput): void {
+  /**
+   * Gives a row a new name, policy and creation time (a pool member becoming a sandbox, or
+   * going back to the pool); conflict if the name is taken.
+   */
+  renameSandbox(id: number, name: string, policy: PolicyInput, createdAt = Date.now()): void {
     try {
-      this.stmts.rename.run(name, JSON.stringify(policy), id);
+      this.stmts.rename.run(name, JSON.stringify(policy), createdAt, id);
     } catch (err) {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
       throw err;

@@ -84,6 +84,24 @@ describe('warm pool', () => {
     assert.equal(await idle(), n);
   });
 
+  it('a member broken from outside (its namespace gone) does not block creates: it is dropped', async () => {
+    await until('a full pool', async () => (await idle()) === 3);
+    const broken = members()[0];
+    tb.sh(tb.hostNs, ['ip', 'netns', 'del', broken]);
+    const s = await cl.create({ name: 'after' });
+    assert.equal(s.name, 'after');
+    assert.equal(tb.curl(I, 'after', 'http://example.test/').stdout, 'internet');
+    await until('the broken member to go and the pool to refill', async () => (await idle()) === 3 && !members().includes(broken));
+  });
+
+  it('an automatic name someone took by hand does not block creates', async () => {
+    const firstId = Math.min(...members().map((n) => Number(n.split('-').pop())));
+    await cl.create({ name: `sbx-${firstId}` });
+    const s = await cl.create({});
+    assert.notEqual(s.name, `sbx-${firstId}`);
+    assert.equal(tb.curl(I, s.name, 'http://example.test/').stdout, 'internet');
+  });
+
   it('down removes the pool with everything else', async () => {
     await cl.down();
     for (let i = 0; i < 100 && fs.readdirSync('/run/netns').some((x) => x.startsWith(`${I}-`)); i++) await sleep(20);

@@ -115,6 +115,18 @@ describe('DnsCache', () => {
     assert.equal(c.size, 0);
   });
 
+  it('keeps an answer only under the question it answers (a spoofed or broken answer for another name stays out)', () => {
+    const c = cache();
+    c.put(key(query({ name: 'example.test' })), answer({ name: 'evil.test' }), T0);
+    c.put(key(query({ name: 'example.test', type: 'AAAA' })), answer({ name: 'example.test' }), T0);
+    assert.equal(c.size, 0);
+    c.put(key(query({ name: 'EXAMPLE.test' })), answer({ name: 'example.TEST' }), T0);
+    assert.equal(c.size, 1, 'letter case does not matter');
+    const update = query();
+    update[2] |= 5 << 3; // opcode UPDATE
+    assert.equal(cacheKey(update), undefined);
+  });
+
   it('does not keep failures, truncated answers, zero TTLs or queries', () => {
     const c = cache();
     c.put(key(query()), answer({ rcode: 2 }), T0);

@@ -177,6 +177,12 @@ describe('sandboxObjects', () => {
     assert.equal(a.find((o) => o.kind === 'tier')!.name, b.find((o) => o.kind === 'tier')!.name);
   });
 
+  it('carried use never exceeds the quota (the kernel refuses that; a lowered quota is simply spent)', () => {
+    const used = new Map([['qe_0aa60009', 5_000_000], ['qi_0aa60009', 10]]);
+    const objs = sandboxObjects(sandbox(ip, { egressBytes: '1MB', ingressBytes: '1MB' }), used);
+    assert.deepEqual(objs.map((o) => (o as { used?: number }).used), [1_000_000, 10]);
+  });
+
   it('quotas carry what was used, by object name', () => {
     const used = new Map([['qe_0aa60009', 4096], ['qi_0aa60009', 0], ['qe_0aa600ff', 1]]);
     const objs = sandboxObjects(sandbox(ip, { egressBytes: '1GB', ingressBytes: '1GB', egressRate: '8mbit' }), used);
