@@ -45,7 +45,7 @@ export const ConfigSchema = z.strictObject({
   poolRefillBelow: z.number().int().min(1).max(10_000).optional().describe('Refill the pool when fewer idle networks remain (default: poolSize, always topped up)'),
   metricsListen: z.string().regex(/^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/, 'want PORT or IPV4:PORT').optional()
     .describe('Serve Prometheus metrics on GET /metrics at this address (PORT alone: 127.0.0.1:PORT); off unless set'),
-  metricsMaxSandboxes: z.number().int().min(0).max(100_000).default(200).describe('Sandboxes with their own label in per-sandbox metrics (the busiest); the rest are summed as sandbox="_other"'),
+  metricsMaxSandboxes: z.number().int().min(0).max(100_000).default(200).describe('Sandboxes with their own label in per-sandbox metrics (the busiest); the rest are summed in the gauge toastnet_sandboxes_unlabelled'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
 });
