@@ -51,6 +51,7 @@ interface Pending {
 }
 
 const MAX_UDP_QUERY = 4096;
+const UPSTREAM_SOCKETS = 8;
 
 /** A SERVFAIL answer to `query` (same ID and question), for when every upstream failed. */
 export function servfail(query: Buffer): Buffer | undefined {
@@ -82,7 +83,13 @@ export class DnsForwarder {
   readonly stats: ForwarderStats = { queries: 0, answered: 0, cached: 0, servfail: 0, dropped: 0, upstreamTimeouts: 0 };
   private udp?: dgram.Socket;
   private tcp?: net.Server;
-  private upstreamSock?: dgram.Socket;
+  /**
+   * Upstream queries leave from several sockets on random ports, one picked at random per
+   * query: a spoofed answer must guess the port as well as the 16-bit ID, and an answer
+   * that got in would be shared through the cache.
+   */
+  private upstreamSocks: dgram.Socket[] = [];
+  /** By socket index * 65536 + message ID. */
   private readonly pending = new Map<number, Pending>();
   private readonly tcpConns = new Set<net.Socket>();
   /** One periodic sweep for timed-out upstream queries, instead of a timer per query. */
@@ -107,10 +114,13 @@ export class DnsForwarder {
 
   async start(): Promise<void> {
     const port = this.o.listenPort ?? 53;
-    this.upstreamSock = dgram.createSocket('udp4');
-    this.upstreamSock.on('message', (msg, rinfo) => this.onUpstreamAnswer(msg, rinfo));
-    this.upstreamSock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
-    await new Promise<void>((res) => this.upstreamSock!.bind(0, res));
+    for (let i = 0; i < UPSTREAM_SOCKETS; i++) {
+      const sock = dgram.createSocket('udp4');
+      sock.on('message', (msg, rinfo) => this.onUpstreamAnswer(i, msg, rinfo));
+      sock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
+      await new Promise<void>((res) => sock.bind(0, res));
+      this.upstreamSocks.push(sock);
+    }
     this.sweeper = setInterval(() => this.sweep(), Math.min(50, this.o.timeoutMs / 2));
     this.sweeper.unref();
 
@@ -140,7 +150,8 @@ export class DnsForwarder {
     this.pending.clear();
     for (const c of this.tcpConns) c.destroy();
     this.udp?.close();
-    this.upstreamSock?.close();
+    for (const sock of this.upstreamSocks) sock.close();
+    this.upstreamSocks = [];
     await new Promise<void>((res) => (this.tcp ? this.tcp.close(() => res()) : res()));
   }
 
@@ -183,16 +194,16 @@ export class DnsForwarder {
     });
   }
 
-  /** Picks a free upstream message ID: IDs are random so answers cannot be guessed. */
-  private freeId(): number {
+  /** Picks a random socket and a free random message ID on it, as one pending key. */
+  private freeKey(): number {
     for (;;) {
-      if (this.idPos + 2 > this.idPool.length) {
-        this.idPool = randomBytes(8192);
+      if (this.idPos + 3 > this.idPool.length) {
+        this.idPool = randomBytes(8190);
         this.idPos = 0;
       }
-      const id = this.idPool.readUInt16BE(this.idPos);
-      this.idPos += 2;
-      if (!this.pending.has(id)) return id;
+      const key = (this.idPool[this.idPos] % UPSTREAM_SOCKETS) * 65536 + this.idPool.readUInt16BE(this.idPos + 1);
+      this.idPos += 3;
+      if (!this.pending.has(key)) return key;
     }
   }
 
@@ -204,11 +215,11 @@ export class DnsForwarder {
       return;
     }
     const upstream = this.o.upstreams[attempt];
-    const id = this.freeId();
+    const key = this.freeKey();
     const out = Buffer.from(query);
-    out.writeUInt16BE(id, 0);
-    this.pending.set(id, { clientId, reply, query, attempt, deadline: performance.now() + this.o.timeoutMs, upstream });
-    this.upstreamSock!.send(out, upstream.port, upstream.host);
+    out.writeUInt16BE(key & 0xffff, 0);
+    this.pending.set(key, { clientId, reply, query, attempt, deadline: performance.now() + this.o.timeoutMs, upstream });
+    this.upstreamSocks[Math.floor(key / 65536)].send(out, upstream.port, upstream.host);
   }
 
   /** Gives up on upstreams past their deadline and tries the next one. */
@@ -224,12 +235,13 @@ export class DnsForwarder {
     }
   }
 
-  private onUpstreamAnswer(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  private onUpstreamAnswer(sock: number, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     if (msg.length < 12) return;
-    const p = this.pending.get(msg.readUInt16BE(0));
+    const key = sock * 65536 + msg.readUInt16BE(0);
+    const p = this.pending.get(key);
     // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored).
     if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port) return;
-    this.pending.delete(msg.readUInt16BE(0));
+    this.pending.delete(key);
     const rcode = msg.length >= 4 ? msg[3] & 0x0f : 0;
     if ((rcode === 2 /* SERVFAIL */ || rcode === 5 /* REFUSED */) && p.attempt + 1 < this.o.upstreams.length) {
       // An upstream that cannot answer is a failed upstream: try the next one (the last one's answer passes through).
