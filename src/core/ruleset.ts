@@ -79,6 +79,8 @@ const prefixValue = (cidr: string): unknown => {
   const c = parseCidr(cidr);
   return c.prefix === 32 ? formatIPv4(c.network) : { prefix: { addr: formatIPv4(c.network), len: c.prefix } };
 };
+/** Jump to the chain that logs, counts and denies for `reason`. */
+const deny = (reason: DenyReason): Expr => ({ jump: { target: `deny_${reason}` } });
 const ctState = (states: string[]): Expr => match({ ct: { key: 'state' } }, states, 'in');
 
 /** Matches for one allow/deny entry: destination prefix, protocol, ports. */
@@ -314,7 +316,6 @@ export class RulesetBuilder {
 
     // Sandbox -> anywhere but the host. Order: hard denials, the sandbox's own policy,
     // its group, instance allows, then the defaults.
-    const deny = (reason: DenyReason) => ({ jump: { target: `deny_${reason}` } });
     const saddr = payload('ip', 'saddr');
     const daddr = payload('ip', 'daddr');
     cmds.push(this.rule('from_sandbox', [{ jump: { target: 'source_check' } }]));
@@ -382,7 +383,6 @@ export class RulesetBuilder {
    * limit object "over" its rate matches, and the packet goes to the limit's deny chain.
    */
   private limitRules(chain: string, addr: unknown, dir: 'egress' | 'ingress'): NftCommand[] {
-    const deny = (reason: DenyReason) => ({ jump: { target: `deny_${reason}` } });
     if (dir === 'ingress') {
       return [
         this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_ingress' } } }, deny('bandwidth_in')], 'limits.ingressRate'),

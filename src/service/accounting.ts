@@ -38,21 +38,39 @@ export interface AccountedSandbox {
   limits: Limits;
 }
 
+export interface KernelCounters {
+  out: Map<string, Traffic>;
+  in: Map<string, Traffic>;
+  blocked: Map<string, Traffic>;
+}
+
 /** The kernel's per-sandbox counters, by sandbox address. */
-export function readCounters(nft: Nft, table: string): { out: Map<string, Traffic>; in: Map<string, Traffic>; blocked: Map<string, Traffic> } {
+export function readCounters(nft: Nft, table: string): KernelCounters {
   return { out: nft.listCounters('inet', table, 'acct_out'), in: nft.listCounters('inet', table, 'acct_in'), blocked: nft.listCounters('inet', table, 'acct_blocked') };
+}
+
+const ZERO: Traffic = { packets: 0, bytes: 0 };
+
+/** One sandbox's kernel counts (zero for a sandbox the sets do not hold). */
+export function countsOf(c: KernelCounters, ip: string): { out: Traffic; in: Traffic; blocked: Traffic } {
+  return { out: c.out.get(ip) ?? ZERO, in: c.in.get(ip) ?? ZERO, blocked: c.blocked.get(ip) ?? ZERO };
+}
+
+/** The table's quotas, by object name: their size and what was used. */
+export function readQuotas(nft: Nft, table: string): Map<string, { bytes: number; used: number }> {
+  const out = new Map<string, { bytes: number; used: number }>();
+  for (const q of nft.listObjects('quota', 'inet', table)) out.set(String(q.name), { bytes: Number(q.bytes ?? 0), used: Number(q.used ?? 0) });
+  return out;
 }
 
 /** Reads the kernel's counters and quotas once and builds each sandbox's figures. */
 export function readStats(nft: Nft, table: string, store: Store, sandboxes: AccountedSandbox[]): SandboxStats[] {
   const counters = readCounters(nft, table);
-  const quotas = new Map<string, { bytes: number; used: number }>();
-  for (const q of nft.listObjects('quota', 'inet', table)) quotas.set(String(q.name), { bytes: Number(q.bytes ?? 0), used: Number(q.used ?? 0) });
+  const quotas = readQuotas(nft, table);
   const logged = loggedByReason(store.db);
   return sandboxes.map((s) => {
     const carried = store.carriedUsage(s.id);
-    const zero = { packets: 0, bytes: 0 };
-    const [o, i, b] = [counters.out.get(s.ip) ?? zero, counters.in.get(s.ip) ?? zero, counters.blocked.get(s.ip) ?? zero];
+    const { out: o, in: i, blocked: b } = countsOf(counters, s.ip);
     const q = quotaNames(s.ip);
     return {
       name: s.name,

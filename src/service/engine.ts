@@ -16,14 +16,13 @@ import {
 import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { Element, SandboxMode, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
-import { PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
+import { Limits, Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset.js';
 import { formatBytes, formatRate } from '../core/units.js';
-import type { Limits } from '../core/policy.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
 import { deleteNetns, listNetns, netnsInode, netnsPath, renameNetns } from '../kernel/netns.js';
@@ -37,7 +36,7 @@ import {
 import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { InstanceLock } from './lock.js';
-import { SandboxStats, readCounters, readStats } from './accounting.js';
+import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
 
 /** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
@@ -160,8 +159,15 @@ export class Engine {
     return mergePolicy(this.config.defaultPolicy, own);
   }
 
-  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput): SandboxSpec {
-    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy: resolvePolicy(effective) };
+  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): SandboxSpec {
+    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+  }
+
+  /** A create's policy: the document as given, with the defaults, and resolved (which checks every field before anything changes). */
+  private checkedPolicy(o: CreateOptions): { own: PolicyInput; effective: PolicyInput; policy: Policy } {
+    const own = validatePolicy(o.policy ?? {});
+    const effective = this.effectivePolicy(own);
+    return { own, effective, policy: resolvePolicy(effective) };
   }
 
   /** Whether a connection tier's chain and set exist (cached: tiers are never removed but with the table). */
@@ -174,7 +180,11 @@ export class Engine {
 
   /** A sandbox's objects, with the connection tiers the kernel does not have yet marked for creation. */
   private objectsOf(s: SandboxSpec, used?: ReadonlyMap<string, number>): SandboxObject[] {
-    return sandboxObjects(s, used).map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o));
+    return this.markNewTiers(sandboxObjects(s, used));
+  }
+
+  private markNewTiers(objects: SandboxObject[]): SandboxObject[] {
+    return objects.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o));
   }
 
   private noteTiers(objects: SandboxObject[]): void {
@@ -197,7 +207,7 @@ export class Engine {
       }
     }
     // The reset flushes the accounting sets: carry their counts first.
-    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.liveElements(), wanted.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o)), stale), 'reset sandbox sets'));
+    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.liveElements(), this.markNewTiers(wanted), stale), 'reset sandbox sets'));
     this.nft.compact();
     this.noteTiers(wanted);
     this.resolved.clear(); // dns_allowed was flushed
@@ -211,14 +221,12 @@ export class Engine {
   private rebuildKeepingUsage(apply: (quotaUsed: ReadonlyMap<string, number>) => void): void {
     const exists = this.nft.hasTable('inet', this.names.table);
     const counters = exists ? readCounters(this.nft, this.names.table) : undefined;
-    const quotaUsed = new Map<string, number>();
-    if (exists) for (const q of this.nft.listObjects('quota', 'inet', this.names.table)) quotaUsed.set(String(q.name), Number(q.used ?? 0));
+    const quotaUsed = new Map([...(exists ? readQuotas(this.nft, this.names.table) : [])].map(([name, q]) => [name, q.used]));
     apply(quotaUsed);
     if (!counters) return;
-    const zero = { packets: 0, bytes: 0 };
     this.store.transaction(() => {
       for (const r of this.store.list()) {
-        const [o, i, b] = [counters.out.get(r.ip) ?? zero, counters.in.get(r.ip) ?? zero, counters.blocked.get(r.ip) ?? zero];
+        const { out: o, in: i, blocked: b } = countsOf(counters, r.ip);
         if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
       }
     });
@@ -365,9 +373,7 @@ export class Engine {
   acquire(o: CreateOptions = {}): SandboxInfo | undefined {
     if ((o.mode ?? 'veth') !== 'veth') return undefined;
     if (o.name !== undefined) validateSandboxName(o.name);
-    const own = validatePolicy(o.policy ?? {});
-    const effective = this.effectivePolicy(own);
-    resolvePolicy(effective);
+    const { own, effective, policy } = this.checkedPolicy(o);
     const member = this.store.firstPoolMember();
     if (!member || this.removing.has(member.name)) return undefined;
     const name = o.name ?? autoSandboxName(member.id);
@@ -381,7 +387,7 @@ export class Engine {
       return undefined;
     }
     const row = { ...member, name, policy: own, createdAt: Date.now() };
-    const spec = this.spec(row, effective);
+    const spec = this.spec(row, effective, policy);
     const elements = sandboxElements(spec, this.peersOf(name, spec));
     const objects = this.objectsOf(spec);
     const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
@@ -418,9 +424,7 @@ export class Engine {
   private createNetwork(o: CreateOptions, pooled: boolean): SandboxInfo {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
-    const own = validatePolicy(o.policy ?? {});
-    const effective = this.effectivePolicy(own);
-    resolvePolicy(effective); // every field checked before anything changes
+    const { own, effective, policy } = this.checkedPolicy(o);
     const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
     if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
 
@@ -439,7 +443,7 @@ export class Engine {
     this.ipam.take(ipNum);
 
     // 2. Kernel, with an explicit undo.
-    const spec = this.spec(row, effective);
+    const spec = this.spec(row, effective, policy);
     // A pool member gets its elements when it is acquired.
     const elements = pooled ? [] : sandboxElements(spec, this.peersOf(row.name, spec));
     const objects = pooled ? [] : this.objectsOf(spec);
