@@ -116,7 +116,7 @@ export class Nft {
    * limits: libnftables 1.0.6 crashes (SIGSEGV) listing limits with a table filter; they
    * come with listTable.
    */
-  listObjects(kind: 'counter' | 'quota', family: string, table: string): Record<string, unknown>[] {
+  listObjects(kind: 'quota', family: string, table: string): Record<string, unknown>[] {
     const out = this.runRaw(JSON.stringify({ nftables: [{ list: { [`${kind}s`]: { family, table } } }] }), `list ${kind}s`);
     return (JSON.parse(out) as { nftables: Record<string, Record<string, unknown>>[] }).nftables
       .map((o) => o[kind])

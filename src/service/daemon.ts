@@ -135,11 +135,15 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         }
         return list;
       },
-      status: async () => ({
-        ...engine.status(process.pid),
-        ...(dns ? { dns: { ...dns.stats, cacheEntries: dns.cacheEntries } } : {}),
-        latency: await metrics.latencies(),
-      }),
+      status: async () => {
+        const st = engine.status(process.pid);
+        return {
+          ...st,
+          pool: { ...st.pool, ...pool.counts },
+          ...(dns ? { dns: { ...dns.stats, cacheEntries: dns.cacheEntries } } : {}),
+          latency: await metrics.latencies(),
+        };
+      },
       list: () => engine.list(),
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),

@@ -96,7 +96,7 @@ export interface Status {
   socket: string;
   daemon: { pid: number } | null;
   /** Idle warm-pool members (they hold addresses: counted in addresses.used). */
-  pool: { idle: number };
+  pool: { idle: number; acquired?: number; missed?: number };
   /** The daemon's resolver counters (absent without a daemon). */
   dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */

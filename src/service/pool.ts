@@ -15,7 +15,7 @@ export interface PoolOptions {
 export class WarmPool {
   private filling = false;
   private stopped = false;
-  /** Acquisitions served by the pool, and creates that found it empty. */
+  /** Acquisitions served by the pool, and veth creates it could not serve (status shows both). */
   readonly counts = { acquired: 0, missed: 0 };
 
   constructor(private readonly engine: Engine, private readonly o: PoolOptions, private readonly log: (m: string) => void = () => {}) {}

@@ -64,6 +64,7 @@ describe('warm pool', () => {
     assert.ok(ids.every((id) => id !== firstId) && Math.max(...ids) > Math.max(...before.map((n) => Number(n.split('-').pop()))), 'new networks, never the used one');
     const stats = await cl.stats('job');
     assert.ok(stats.sent.packets > 0, 'accounting starts at acquisition');
+    assert.equal((await cl.status()).pool.acquired, 1, 'status counts what the pool served');
   });
 
   it('macvlan sandboxes and creates beyond the pool are made on the spot', async () => {
