@@ -24,7 +24,7 @@ export class Metrics {
   readonly registry = new client.Registry();
   private readonly opDuration: client.Histogram<'op' | 'outcome'>;
 
-  constructor(sources: MetricSources, private readonly maxSandboxSeries = 200) {
+  constructor(sources: MetricSources, maxSandboxSeries = 200) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: 'toastnet_daemon_' });
     this.opDuration = new client.Histogram({
@@ -36,12 +36,18 @@ export class Metrics {
     });
 
     // Scrape-time readings: one kernel read per scrape for all sandboxes.
-    let cached: { at: number; stats: SandboxStats[] } | undefined;
-    const stats = (): SandboxStats[] => {
-      // The per-sandbox counters below are collected one after another: read the kernel once.
-      if (!cached || performance.now() - cached.at > 500) cached = { at: performance.now(), stats: sources.stats() };
-      return cached.stats;
+    let cached: { at: number; stats: SandboxStats[]; labelled: SandboxStats[]; rest: SandboxStats[] } | undefined;
+    // The per-sandbox counters below are collected one after another: read the kernel, and
+    // pick the busiest, once per scrape.
+    const reading = () => {
+      if (!cached || performance.now() - cached.at > 500) {
+        const all = sources.stats();
+        const busy = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name));
+        cached = { at: performance.now(), stats: all, labelled: busy.slice(0, maxSandboxSeries), rest: busy.slice(maxSandboxSeries) };
+      }
+      return cached;
     };
+    const stats = () => reading().stats;
     new client.Gauge({
       name: 'toastnet_sandboxes',
       help: 'Live sandboxes',
@@ -74,7 +80,7 @@ export class Metrics {
         collect: () => {
           const c = this.registry.getSingleMetric(name) as client.Counter<'sandbox'>;
           c.reset();
-          for (const s of this.labelled(stats())) c.inc({ sandbox: s.name }, pick(s));
+          for (const s of reading().labelled) c.inc({ sandbox: s.name }, pick(s));
         },
       });
     }
@@ -85,9 +91,7 @@ export class Metrics {
       registers,
       collect: () => {
         const g = this.registry.getSingleMetric('toastnet_sandboxes_unlabelled') as client.Gauge<'counter'>;
-        const all = stats();
-        const labelled = new Set(this.labelled(all).map((s) => s.name));
-        const rest = all.filter((s) => !labelled.has(s.name));
+        const { rest } = reading();
         for (const [what, pick] of Object.entries(picks)) g.set({ counter: what }, rest.reduce((n, s) => n + pick(s), 0));
       },
     });
@@ -121,10 +125,6 @@ export class Metrics {
     });
   }
 
-  /** The busiest `maxSandboxSeries` sandboxes: those with their own series. */
-  private labelled(all: SandboxStats[]): SandboxStats[] {
-    return [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name)).slice(0, this.maxSandboxSeries);
-  }
 
   /** Runs `fn` and records how long it took (sync or async), with its outcome. */
   time<T>(op: Operation, fn: () => T): T {
