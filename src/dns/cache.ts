@@ -48,20 +48,23 @@ function skipName(buf: Buffer, off: number): number {
 }
 
 /**
- * The cache key of a query, or undefined when its answer must not be shared: not exactly
- * one question, or EDNS options (cookies, client subnet) that make the answer the asker's
- * own. The key holds what shapes the answer: name (any letter case), type, class, the RD
- * and CD flags, and EDNS presence, UDP size and DO bit.
+ * Name (ASCII lower case: names compare case-insensitively in ASCII only, RFC 4343), type
+ * and class of a message's single question, as in a cache key; `nameEnd` when the caller
+ * has walked the name already.
  */
-/** Name (ASCII lower case), type and class of a message's single question, as in a cache key. */
-function questionKey(msg: Buffer): string {
-  const nameEnd = skipName(msg, 12);
+function questionKey(msg: Buffer, nameEnd = skipName(msg, 12)): string {
   if (nameEnd < 0 || nameEnd + 4 > msg.length || msg[nameEnd - 1] !== 0) return '\u0000invalid';
   const name = Buffer.from(msg.subarray(12, nameEnd));
   for (let i = 0; i < name.length; i++) if (name[i] >= 0x41 && name[i] <= 0x5a) name[i] |= 0x20;
   return `${name.toString('latin1')}|${msg.readUInt16BE(nameEnd)}|${msg.readUInt16BE(nameEnd + 2)}`;
 }
 
+/**
+ * The cache key of a query, or undefined when its answer must not be shared: not exactly
+ * one question, or EDNS options (cookies, client subnet) that make the answer the asker's
+ * own. The key holds what shapes the answer: name (any letter case), type, class, the RD
+ * and CD flags, and EDNS presence, UDP size and DO bit.
+ */
 export function cacheKey(query: Buffer): string | undefined {
   if (query.length < 12 || (query[2] & 0x78) !== 0 /* not a standard query */ || query.readUInt16BE(4) !== 1 || query.readUInt16BE(6) !== 0 || query.readUInt16BE(8) !== 0) return undefined;
   const nameEnd = skipName(query, 12);
@@ -76,8 +79,7 @@ export function cacheKey(query: Buffer): string | undefined {
     if (o + 11 > query.length || query[o] !== 0 || query.readUInt16BE(o + 1) !== TYPE_OPT || query.readUInt16BE(o + 9) !== 0) return undefined;
     edns = `e${query.readUInt16BE(o + 3)}:${query[o + 7] & 0x80}`;
   }
-  // Names compare case-insensitively in ASCII only (RFC 4343): other bytes stay as they are.
-  return `${questionKey(query)}|${flags}|${edns}`;
+  return `${questionKey(query, nameEnd)}|${flags}|${edns}`;
 }
 
 /** TTL field offsets of all records, and the smallest TTL that bounds how long the answer may be kept; undefined if malformed. */
