@@ -17,6 +17,7 @@ import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limi
 /** Enough of an object to delete it. */
 export type ObjectRef = Pick<SandboxObject, 'kind' | 'name'>;
 import type { NftCommand } from '../kernel/nft.js';
+import { KeyType, SetSchema, SetSchemas, schemaKey } from '../kernel/nft-set-codec.js';
 
 /** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
 export const DENY_REASONS = {
@@ -129,6 +130,23 @@ export class RulesetBuilder {
 
   private get arp() {
     return { family: 'arp', table: this.names.table };
+  }
+
+  /**
+   * The sets whose elements change per sandbox or per DNS answer, with their key types: what
+   * the kernel layer needs to send element changes without libnftables.
+   */
+  elementSets(): SetSchemas {
+    const schema = (def: { type: string | readonly string[]; map?: string; flags?: readonly string[] }): SetSchema => ({
+      key: (typeof def.type === 'string' ? [def.type] : [...def.type]) as KeyType[],
+      data: def.map === undefined ? undefined : def.map === 'verdict' ? 'verdict' : 'objref',
+      interval: def.flags?.includes('interval') ?? false,
+    });
+    const out = new Map<string, SetSchema>();
+    for (const [name, def] of Object.entries(SANDBOX_SETS)) out.set(schemaKey('inet', this.names.table, name), schema(def));
+    for (const name of ARP_SETS) out.set(schemaKey('arp', this.names.table, name), schema(SANDBOX_SETS[name as keyof typeof SANDBOX_SETS]));
+    out.set(schemaKey('inet', this.names.table, DNS_ALLOWED_SET.name), schema(DNS_ALLOWED_SET));
+    return out;
   }
 
   /**

@@ -2,9 +2,17 @@
 // netlink socket) for the life of the process. Spawning `nft` costs ~5 ms per call and up
 // to 16 ms on deletes; a transaction here costs ~0.4 ms. Each call is one atomic
 // transaction: the kernel applies all of it or none of it.
+//
+// Transactions that only add or delete set elements of known sets (a sandbox's create,
+// delete, acquire, a DNS admission) skip libnftables: they go to the kernel as one
+// nfnetlink batch (nft-set-codec.ts), ~0.05 ms instead of ~0.4 ms.
 import koffi from 'koffi';
 import { ToastnetError } from '../errors.js';
 import { lib } from './libc.js';
+import { SetSchemas, encodeElementBatch } from './nft-set-codec.js';
+import { NetlinkSocket } from './rtnetlink.js';
+
+const NETLINK_NETFILTER = 12;
 
 const NFT_CTX_OUTPUT_HANDLE = 1 << 3;
 const NFT_CTX_OUTPUT_JSON = 1 << 4;
@@ -52,10 +60,16 @@ export type NftCommand = Record<string, unknown>;
 export class Nft {
   private ctx: unknown;
   private readonly l: LibNftables;
+  private elementSock: NetlinkSocket | undefined;
+  /** Transactions applied by each path (status, and tests that the fast path is taken). */
+  readonly applied = { elementBatches: 0, libnftables: 0 };
 
-  constructor() {
+  /** `elementSets`: the sets whose element changes may bypass libnftables. */
+  constructor(private readonly elementSets?: SetSchemas) {
     this.l = load();
     this.ctx = this.open();
+    // In the namespace the libnftables context works in: the one this process works in.
+    if (elementSets) this.elementSock = new NetlinkSocket(NETLINK_NETFILTER);
   }
 
   private open(): unknown {
@@ -77,15 +91,25 @@ export class Nft {
     lib().mallocTrim(0);
   }
 
-  /** Frees the context and its netlink socket. */
+  /** Frees the context and its netlink sockets. */
   free(): void {
     this.l.ctxFree(this.ctx);
+    this.elementSock?.close();
+    this.elementSock = undefined;
   }
 
-  /** Runs commands as one atomic transaction; throws with libnftables' message on failure. */
+  /** Runs commands as one atomic transaction; throws with the kernel's or libnftables' message on failure. */
   apply(commands: NftCommand[], what = 'nftables transaction'): void {
     if (commands.length === 0) return;
+    const batch = this.elementSets && encodeElementBatch(commands, this.elementSets);
+    if (batch) {
+      this.elementSock ??= new NetlinkSocket(NETLINK_NETFILTER);
+      this.elementSock.execBatch(batch.begin, batch.messages, batch.end, what);
+      this.applied.elementBatches++;
+      return;
+    }
     this.runRaw(JSON.stringify({ nftables: commands }), what);
+    this.applied.libnftables++;
   }
 
   /**

@@ -74,16 +74,37 @@ export class NetlinkSocket {
    */
   exec(reqs: Request[], what: string[] = []): void {
     if (reqs.length === 0) return;
+    this.sendAndAwaitAcks(undefined, reqs, undefined, what);
+  }
+
+  /**
+   * An nfnetlink transaction: `begin`, the requests, `end` in one write; the kernel applies
+   * all requests or none. Waits for every request's ack (the markers get none) and throws
+   * the first failure.
+   */
+  execBatch(begin: Request, reqs: Request[], end: Request, what: string): void {
+    if (reqs.length === 0) return;
+    this.sendAndAwaitAcks(begin, reqs, end, reqs.map(() => what));
+  }
+
+  private sendAndAwaitAcks(begin: Request | undefined, reqs: Request[], end: Request | undefined, what: string[]): void {
+    const frames: Buffer[] = [];
+    const beginSeq = begin ? ++this.seq : -1;
+    if (begin) frames.push(frame(begin, beginSeq));
     const first = this.seq + 1;
-    const frames = reqs.map((r) => frame({ ...r, flags: r.flags | NLM_F_ACK }, ++this.seq));
-    this.send(Buffer.concat(frames));
+    for (const r of reqs) frames.push(frame({ ...r, flags: r.flags | NLM_F_ACK }, ++this.seq));
+    const last = this.seq;
+    if (end) frames.push(frame(end, ++this.seq));
+    this.send(frames.length === 1 ? frames[0] : Buffer.concat(frames));
     let pending = reqs.length;
     let failure: NetlinkError | undefined;
     while (pending > 0) {
       for (const m of this.recv()) {
         if (m.type !== NLMSG_ERROR) continue;
         const { errno: e, ackedSeq, text } = parseError(m);
-        if (ackedSeq < first || ackedSeq > this.seq) continue;
+        // An error on the batch header: the kernel refused the whole batch, no acks follow.
+        if (ackedSeq === beginSeq && e !== 0) throw new NetlinkError(e, what[0] ?? 'netlink batch', text);
+        if (ackedSeq < first || ackedSeq > last) continue;
         pending--;
         if (e !== 0 && !failure) failure = new NetlinkError(e, what[ackedSeq - first] ?? 'netlink request', text);
       }

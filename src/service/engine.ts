@@ -125,7 +125,7 @@ export class Engine {
     this.names = instanceNames(config.instance);
     this.rules = new RulesetBuilder(config);
     this.store = new Store(path.join(config.stateDir, 'state.db'));
-    this.nft = new Nft();
+    this.nft = new Nft(this.rules.elementSets());
     this.rtnl = new RtnetlinkSocket();
     const subnet = parseCidr(config.subnet);
     this.prefixLength = subnet.prefix;
