@@ -38,6 +38,8 @@ export async function withInstance<T>(
   try {
     return await inProcess(engine);
   } finally {
+    // Removals end the processes left inside and free addresses shortly after they return.
+    await engine.settled();
     engine.close();
   }
 }

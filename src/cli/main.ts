@@ -82,7 +82,7 @@ function printStatus(s: Status): void {
     `nftables    table ${s.table}`,
     `forwarding  ${s.forwarding ? 'on' : 'off'}`,
     `sandboxes   ${s.sandboxes}${s.pool.idle ? ` (and ${s.pool.idle} ready in the warm pool)` : ''}`,
-    `addresses   ${s.addresses.free} free of ${s.addresses.capacity}`,
+    `addresses   ${s.addresses.free} free of ${s.addresses.capacity}${s.addresses.releasing ? ` (${s.addresses.releasing} held until processes left in removed sandboxes end)` : ''}`,
     `dns         ${s.dnsUpstreams.join(', ') || '(no upstreams)'}`,
     `daemon      ${s.daemon ? `pid ${s.daemon.pid}, ${s.socket}` : 'not running'}`,
     ...(s.dns ? [`resolver    ${s.dns.queries} queries, ${s.dns.cached} answered from the cache (${s.dns.cacheEntries} kept), ${s.dns.upstreamTimeouts} upstream timeouts`] : []),
@@ -166,7 +166,14 @@ program.command('rm')
         for (const n of names) await cl.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
       },
       async (e) => {
-        for (const n of names) await e.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+        for (const n of names) {
+          try {
+            e.remove(n);
+          } catch (err) {
+            failed ??= asToastnetError(err);
+            warn(err);
+          }
+        }
       });
     // Each failure was printed as it happened; exit with the first one's code.
     if (failed) process.exit(failed.exitCode);

@@ -125,10 +125,11 @@ export function deleteNetns(name: string): void {
 }
 
 /**
- * Renames a named namespace: a bind mount cannot be renamed, so the namespace is mounted
- * at the new name, then the old mount is dropped. The namespace and everything in it stay.
+ * Gives a named namespace a second name: a bind mount cannot be renamed (nor moved under
+ * the shared /run/netns), so renaming is this, then deleteNetns(from). Either name enters
+ * the same namespace meanwhile.
  */
-export function renameNetns(from: string, to: string): void {
+export function aliasNetns(from: string, to: string): void {
   const src = netnsPath(from);
   const dst = netnsPath(to);
   const fd = fs.openSync(dst, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
@@ -136,15 +137,6 @@ export function renameNetns(from: string, to: string): void {
   try {
     check(lib().mount(src, dst, 'none', MS_BIND, null), `bind-mount ${dst}`);
   } catch (err) {
-    fs.rmSync(dst, { force: true });
-    throw err;
-  }
-  try {
-    check(lib().umount2(src, MNT_DETACH), `unmount ${src}`);
-    fs.rmSync(src, { force: true });
-  } catch (err) {
-    // Not renamed after all: drop the new name, keep the old.
-    lib().umount2(dst, MNT_DETACH);
     fs.rmSync(dst, { force: true });
     throw err;
   }

@@ -1,23 +1,38 @@
 // Processes inside a network namespace. A process left in a removed sandbox's namespace
-// keeps the namespace and its link alive after the address goes to someone else, so
-// `rm` ends them: TERM, then KILL after a grace period.
+// keeps the namespace and its link alive, so `rm` ends them (TERM, then KILL after a grace
+// period) before the address goes to someone else.
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** PIDs whose network namespace is the one with inode `ino` (~7 µs per process on the host). */
-export function pidsInNetns(ino: number): number[] {
-  const want = `net:[${ino}]`;
-  const out: number[] = [];
+/**
+ * PIDs in each of the network namespaces with the given inodes, from one pass over /proc
+ * (~7 µs per process on the host: batch the namespaces of many removals into one call).
+ */
+export function pidsInNetnses(inos: ReadonlySet<number>): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  if (inos.size === 0) return out;
   for (const d of fs.readdirSync('/proc')) {
     const c = d.charCodeAt(0);
     if (c < 48 || c > 57) continue;
+    let link: string;
     try {
-      if (fs.readlinkSync(`/proc/${d}/ns/net`) === want) out.push(Number(d));
+      link = fs.readlinkSync(`/proc/${d}/ns/net`);
     } catch {
-      // exited meanwhile, or a kernel thread
+      continue; // exited meanwhile, or a kernel thread
     }
+    // "net:[<inode>]"
+    const ino = Number(link.slice(5, -1));
+    if (!inos.has(ino)) continue;
+    const list = out.get(ino);
+    if (list) list.push(Number(d));
+    else out.set(ino, [Number(d)]);
   }
   return out;
+}
+
+/** PIDs whose network namespace is the one with inode `ino`. */
+export function pidsInNetns(ino: number): number[] {
+  return pidsInNetnses(new Set([ino])).get(ino) ?? [];
 }
 
 function signal(pids: number[], sig: NodeJS.Signals): number[] {

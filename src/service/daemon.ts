@@ -49,6 +49,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     await events?.stop();
     dnsLog?.flush();
     dnsLog = undefined;
+    await engine.settled(); // processes left in removed sandboxes: ended before we go
     engine.close();
     log('stopped');
   };
@@ -148,7 +149,10 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       get: (name) => engine.get(name),
       inspect: (name) => engine.inspect(name),
       create: (body) => metrics.time('create', () => pool.create(body)),
-      remove: (name) => metrics.time('remove', () => engine.remove(name)).then(() => void forgetDnsCounts(name)),
+      remove: async (name) => {
+        metrics.time('remove', () => engine.remove(name));
+        forgetDnsCounts(name);
+      },
       stats: (name) => metrics.time('stats', () => statsWithDns(name)),
       policyGet: (name) => engine.policyGet(name),
       policySet: (name, policy) => metrics.time('policy_set', () => engine.policySet(name, policy)),

@@ -25,8 +25,9 @@ import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset
 import { formatBytes, formatRate } from '../core/units.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
-import { deleteNetns, listNetns, netnsInode, netnsPath, renameNetns } from '../kernel/netns.js';
-import { pidsInNetns, terminate } from '../kernel/procs.js';
+import { aliasNetns, deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
+import { pidsInNetnses } from '../kernel/procs.js';
+import { Reaper } from './reaper.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
 import * as rq from '../kernel/rtnl-requests.js';
@@ -41,6 +42,8 @@ import { persistFiles, removePersisted } from './persist.js';
 
 /** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
 export const NETNS_ETC_DIR = '/etc/netns';
+/** How long removals gather before one pass over /proc looks for processes left in them. */
+const REAP_DELAY_MS = 50;
 
 export interface SandboxInfo {
   name: string;
@@ -90,7 +93,8 @@ export interface Status {
   gatewayLink: string;
   forwarding: boolean;
   sandboxes: number;
-  addresses: { capacity: number; used: number; free: number };
+  /** `releasing`: held by removed sandboxes until the processes left in them have ended. */
+  addresses: { capacity: number; used: number; free: number; releasing: number };
   dnsUpstreams: string[];
   stateFile: string;
   socket: string;
@@ -112,7 +116,9 @@ export class Engine {
   private readonly ipam: Ipam;
   private readonly prefixLength: number;
   private parentIndex: number | undefined;
-  private readonly removing = new Map<string, Promise<void>>();
+  /** What every sandbox's /etc/netns entry links to. */
+  private readonly etcDir: string;
+  private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
   /** Live sandboxes' kernel-facing description, by name (what their elements derive from). */
   private readonly specs = new Map<string, SandboxSpec>();
   /** Live sandbox name by address (events name the sandbox of a logged packet). */
@@ -125,6 +131,8 @@ export class Engine {
     this.names = instanceNames(config.instance);
     this.rules = new RulesetBuilder(config);
     this.store = new Store(path.join(config.stateDir, 'state.db'));
+    this.etcDir = path.join(config.stateDir, 'netns-etc');
+    this.writeSharedEtc();
     this.nft = new Nft(this.rules.elementSets());
     this.rtnl = new RtnetlinkSocket();
     const subnet = parseCidr(config.subnet);
@@ -297,7 +305,8 @@ export class Engine {
   /** Removes everything the instance made: sandboxes, table, links, files, state. */
   async down(o: { persistRoot?: string } = {}): Promise<{ sandboxes: number }> {
     const rows = this.store.list();
-    await Promise.all(rows.map((r) => this.remove(r.name)));
+    for (const r of rows) this.remove(r.name);
+    await this.settled();
     this.gcKernel(new Set());
     this.nft.apply(this.rules.deleteTable(), 'delete table');
     const others = otherInstancesPresent(this.rtnl, this.names);
@@ -306,6 +315,7 @@ export class Engine {
     removePersisted(this.config, o.persistRoot ?? '/');
     this.store.close();
     for (const f of ['state.db', 'state.db-wal', 'state.db-shm']) fs.rmSync(path.join(this.config.stateDir, f), { force: true });
+    fs.rmSync(this.etcDir, { recursive: true, force: true });
     try {
       fs.rmdirSync(this.config.stateDir); // only if nothing else lives there
     } catch {
@@ -375,9 +385,8 @@ export class Engine {
     if (o.name !== undefined) validateSandboxName(o.name);
     const { own, effective, policy } = this.checkedPolicy(o);
     const member = this.store.firstPoolMember();
-    if (!member || this.removing.has(member.name)) return undefined;
+    if (!member) return undefined;
     const name = o.name ?? autoSandboxName(member.id);
-    if (this.removing.has(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
     try {
       this.store.renameSandbox(member.id, name, own);
     } catch (err) {
@@ -391,13 +400,14 @@ export class Engine {
     const elements = sandboxElements(spec, this.peersOf(name, spec));
     const objects = this.objectsOf(spec);
     const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
-    let renamed = false;
-    let dirRenamed = false;
+    const etc = (ns: string) => path.join(NETNS_ETC_DIR, ns);
+    let aliased = false;
+    let linkRenamed = false;
     try {
-      renameNetns(from, to);
-      renamed = true;
-      fs.renameSync(path.join(NETNS_ETC_DIR, from), path.join(NETNS_ETC_DIR, to));
-      dirRenamed = true;
+      aliasNetns(from, to);
+      aliased = true;
+      fs.renameSync(etc(from), etc(to));
+      linkRenamed = true;
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
       this.setSpec(name, spec);
@@ -410,14 +420,22 @@ export class Engine {
           // the member is dropped below
         }
       };
-      if (dirRenamed) attempt(() => fs.renameSync(path.join(NETNS_ETC_DIR, to), path.join(NETNS_ETC_DIR, from)));
-      if (renamed) attempt(() => renameNetns(to, from));
+      if (linkRenamed) attempt(() => fs.renameSync(etc(to), etc(from)));
+      if (aliased) attempt(() => deleteNetns(to));
       this.store.renameSandbox(member.id, member.name, member.policy, member.createdAt);
       // A member that cannot be acquired (its namespace gone, say) must not block the pool:
       // drop it; the caller gets a network made on the spot.
-      void this.remove(member.name).catch(() => undefined);
+      try {
+        this.remove(member.name);
+      } catch {
+        // gone already
+      }
       return undefined;
     }
+    // The member's name is unmounted with the reaper's next batch, off the caller's time (an
+    // unmount is ~0.1 ms). Nothing looks it up meanwhile: the row has the new name, and gc
+    // runs the deferred work before it looks at namespaces.
+    this.reaper.defer(() => deleteNetns(from));
     return this.info(row);
   }
 
@@ -434,7 +452,7 @@ export class Engine {
     const ip = formatIPv4(ipNum);
     const row = this.store.transaction(() => {
       const name = o.name ?? autoSandboxName(this.store.peekNextId());
-      if (this.removing.has(name) || this.store.getByName(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
+      if (this.store.getByName(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
       const id = this.store.insertSandbox(name, ip, mode, own);
       this.store.takeReleased(ipNum);
       this.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.ipam.freshCursor));
@@ -475,31 +493,48 @@ export class Engine {
     return this.info({ ...row, state: 'ready' });
   }
 
-  /** Removes the sandbox's /etc/netns dir (unlink + rmdir: a recursive rm costs ~0.7 ms here). */
-  private removeResolvConf(netns: string): void {
-    const dir = path.join(NETNS_ETC_DIR, netns);
+  /**
+   * The sandbox's /etc/netns entry, where `ip netns exec` looks for its resolv.conf: a
+   * symlink to the instance's one directory (every sandbox has the same nameserver). One
+   * syscall each way instead of a directory and a file.
+   */
+  private writeResolvConf(netns: string): void {
+    const entry = path.join(NETNS_ETC_DIR, netns);
     try {
-      fs.unlinkSync(path.join(dir, 'resolv.conf'));
-    } catch {
-      // not there
-    }
-    try {
-      fs.rmdirSync(dir);
+      fs.symlinkSync(this.etcDir, entry);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOTEMPTY') fs.rmSync(dir, { recursive: true, force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') fs.mkdirSync(NETNS_ETC_DIR, { recursive: true }); // no /etc/netns yet
+      else if (code === 'EEXIST') this.removeResolvConf(netns); // a leftover of a crash
+      else throw err;
+      fs.symlinkSync(this.etcDir, entry);
     }
   }
 
-  private writeResolvConf(netns: string): void {
-    const dir = path.join(NETNS_ETC_DIR, netns);
+  private removeResolvConf(netns: string): void {
+    const entry = path.join(NETNS_ETC_DIR, netns);
     try {
-      fs.mkdirSync(dir);
+      fs.unlinkSync(entry);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') fs.mkdirSync(dir, { recursive: true }); // no /etc/netns yet
-      else if (code !== 'EEXIST') throw err;
+      // A directory (an earlier toastnet's, or made by hand): remove it whole.
+      if (code === 'EISDIR' || code === 'EPERM') fs.rmSync(entry, { recursive: true, force: true });
+      else if (code !== 'ENOENT') throw err;
     }
-    fs.writeFileSync(path.join(dir, 'resolv.conf'), `# written by toastnet\nnameserver ${this.config.gateway}\noptions edns0\n`);
+  }
+
+  /** The directory every sandbox's /etc/netns entry points at, with the instance's resolv.conf. */
+  private writeSharedEtc(): void {
+    const content = `# written by toastnet\nnameserver ${this.config.gateway}\noptions edns0\n`;
+    const file = path.join(this.etcDir, 'resolv.conf');
+    try {
+      if (fs.readFileSync(file, 'utf8') === content) return;
+    } catch {
+      // not there yet
+    }
+    fs.mkdirSync(this.etcDir, { recursive: true, mode: 0o755 });
+    fs.writeFileSync(`${file}.tmp`, content, { mode: 0o644 });
+    fs.renameSync(`${file}.tmp`, file);
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -585,7 +620,7 @@ export class Engine {
 
   policyGet(name: string): PolicyView {
     const r = isPoolMember(name) ? undefined : this.store.getByName(name);
-    if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return { name, policy: r.policy, effective: this.effectivePolicy(r.policy) };
   }
 
@@ -596,7 +631,7 @@ export class Engine {
   policySet(name: string, doc: unknown): PolicyView {
     const r = this.store.getByName(name);
     const old = this.specs.get(name);
-    if (!r || !old || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    if (!r || !old) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const own = validatePolicy(doc);
     const effective = this.effectivePolicy(own);
     const next = this.spec(r, effective);
@@ -643,19 +678,19 @@ export class Engine {
 
   /** Accounting for one sandbox, or all (one kernel read either way). */
   stats(name?: string): SandboxStats[] {
-    const rows = this.store.list().filter((r) => r.state === 'ready' && !this.removing.has(r.name) && !isPoolMember(r.name) && (name === undefined || r.name === name));
+    const rows = this.store.list().filter((r) => r.state === 'ready' && !isPoolMember(r.name) && (name === undefined || r.name === name));
     if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return readStats(this.nft, this.names.table, this.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.specs.get(r.name)?.policy.limits ?? {} })));
   }
 
   get(name: string): SandboxInfo {
     const r = isPoolMember(name) ? undefined : this.store.getByName(name);
-    if (!r || this.removing.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     return this.info(r);
   }
 
   list(): SandboxInfo[] {
-    return this.store.list().filter((r) => !this.removing.has(r.name) && !isPoolMember(r.name)).map((r) => this.info(r));
+    return this.store.list().filter((r) => !isPoolMember(r.name)).map((r) => this.info(r));
   }
 
   inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
@@ -666,15 +701,14 @@ export class Engine {
   }
 
   /**
-   * Removes a sandbox: admission element first (its traffic stops at once), then host route
-   * and namespace, then any process still inside, then the lease. Concurrent removes of
-   * one sandbox share the same work.
+   * Removes a sandbox: its elements first (its traffic stops at once), then its namespace
+   * and resolv.conf, then its row; the name is free when this returns. Whether processes
+   * still hold the namespace is read shortly after, for many removals at once (reaper.ts);
+   * the address goes back to the pool once none do.
    */
-  remove(name: string, graceMs = 2000): Promise<void> {
-    const pending = this.removing.get(name);
-    if (pending) return pending;
+  remove(name: string): void {
     const r = this.store.getByName(name);
-    if (!r) return Promise.reject(new ToastnetError('not_found', `no sandbox named "${name}"`));
+    if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const netns = netnsName(this.names, name);
     const ino = netnsInode(netns);
     const spec = this.specs.get(name);
@@ -683,31 +717,25 @@ export class Engine {
       this.deleteSpec(name);
       this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec)), sandboxObjects(spec)));
     }
-    // The host route goes with the link when the kernel reaps it; a create that reuses the
-    // address meanwhile replaces it (NLM_F_REPLACE). Only a namespace that processes keep
-    // alive needs the route removed now.
+    // The host route goes with the link when the kernel reaps it; a namespace that
+    // processes keep alive has it removed by the reaper.
     deleteNetns(netns);
     this.removeResolvConf(netns);
-    const pids = ino === undefined ? [] : pidsInNetns(ino);
-    if (pids.length > 0) removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
-    const finish = (): void => {
-      this.store.transaction(() => {
-        this.store.deleteSandbox(r.id);
-        this.store.addReleased(parseIPv4(r.ip));
-      });
-      this.ipam.release(parseIPv4(r.ip));
-      this.removing.delete(name);
-    };
-    if (pids.length === 0) {
-      finish();
-      return Promise.resolve();
-    }
-    const p = terminate(pids, graceMs).then(finish, (err) => {
-      this.removing.delete(name);
-      throw err;
+    const ipNum = parseIPv4(r.ip);
+    this.store.transaction(() => {
+      this.store.deleteSandbox(r.id);
+      this.store.addReleased(ipNum);
     });
-    this.removing.set(name, p);
-    return p;
+    this.reaper.add({
+      ino,
+      held: () => removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip }),
+      release: () => this.ipam.release(ipNum),
+    });
+  }
+
+  /** Resolves once every removal so far has ended the processes left inside and freed its address. */
+  settled(): Promise<void> {
+    return this.reaper.settled();
   }
 
   // ---- gc and status ----------------------------------------------------------------
@@ -718,10 +746,10 @@ export class Engine {
    * elements that do not match the store.
    */
   gc(): GcReport {
+    this.reaper.runDeferred();
     const report: GcReport = { sandboxes: [], namespaces: [], links: [], files: [] };
     const namespaces = new Set(listNetns());
     for (const r of this.store.list()) {
-      if (this.removing.has(r.name)) continue;
       const netns = netnsName(this.names, r.name);
       const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
       if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
@@ -748,14 +776,23 @@ export class Engine {
   private gcKernel(liveNames: Set<string>, liveIds = new Set<number>()): Omit<GcReport, 'sandboxes'> {
     const out = { namespaces: [] as string[], links: [] as string[], files: [] as string[] };
     const p = this.names.netnsPrefix;
+    const unknown = new Set<number>();
+    const live = new Set<number>();
     for (const ns of listNetns()) {
-      if (ns.startsWith(p) && !liveNames.has(ns.slice(p.length)) && !this.removing.has(ns.slice(p.length))) {
-        const ino = netnsInode(ns);
-        deleteNetns(ns);
-        if (ino !== undefined) for (const pid of pidsInNetns(ino)) process.kill(pid, 'SIGKILL');
-        out.namespaces.push(ns);
+      if (!ns.startsWith(p)) continue;
+      const ino = netnsInode(ns);
+      if (liveNames.has(ns.slice(p.length))) {
+        if (ino !== undefined) live.add(ino);
+        continue;
       }
+      deleteNetns(ns);
+      if (ino !== undefined) unknown.add(ino);
+      out.namespaces.push(ns);
     }
+    // A second name of a live sandbox's namespace (a pool member's old name, left by a crash
+    // right after an acquisition) is dropped, but what runs inside belongs to the sandbox.
+    for (const ino of live) unknown.delete(ino);
+    for (const pids of pidsInNetnses(unknown).values()) for (const pid of pids) process.kill(pid, 'SIGKILL');
     for (const l of this.rtnl.dump(rq.dumpLinks()).map(parseLink)) {
       const id = sandboxIdFromLink(this.names, l.name);
       if (id === undefined || liveIds.has(id)) continue;
@@ -773,7 +810,7 @@ export class Engine {
       // no /etc/netns
     }
     for (const d of dirs) {
-      if (d.startsWith(p) && !liveNames.has(d.slice(p.length)) && !this.removing.has(d.slice(p.length))) {
+      if (d.startsWith(p) && !liveNames.has(d.slice(p.length))) {
         fs.rmSync(path.join(NETNS_ETC_DIR, d), { recursive: true, force: true });
         out.files.push(path.join(NETNS_ETC_DIR, d));
       }
@@ -782,8 +819,10 @@ export class Engine {
   }
 
   status(daemonPid?: number): Status {
-    const used = this.store.count();
+    const sandboxes = this.store.count();
     const pooled = this.store.countPool();
+    // Leased: live sandboxes, pool members, and removed sandboxes whose processes are being ended.
+    const used = this.ipam.capacity - this.ipam.free;
     return {
       instance: this.config.instance,
       up: this.isUp(),
@@ -792,9 +831,9 @@ export class Engine {
       table: `inet ${this.names.table}`,
       gatewayLink: this.names.gatewayLink,
       forwarding: readForwarding(),
-      sandboxes: used - pooled,
+      sandboxes: sandboxes - pooled,
       pool: { idle: pooled },
-      addresses: { capacity: this.ipam.capacity, used, free: this.ipam.capacity - used },
+      addresses: { capacity: this.ipam.capacity, used, free: this.ipam.free, releasing: used - sandboxes },
       dnsUpstreams: this.config.dnsUpstreams,
       stateFile: this.store.file,
       socket: path.join(this.config.runDir, 'toastnet.sock'),

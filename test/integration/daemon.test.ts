@@ -2,7 +2,7 @@
 // working and listed, clean SIGTERM, and gc of what a crash leaves behind.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChildProcess } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ToastnetClient } from '../../src/api/client.js';
 import { ToastnetError } from '../../src/errors.js';
@@ -97,6 +97,24 @@ describe('daemon: API, crash, restart, gc', () => {
     const set = tb.sh(tb.hostNs, ['nft', 'list', 'set', 'inet', I, 'veth_src']);
     assert.ok(!set.includes(doomed.ip), 'the vanished sandbox is no longer admitted');
     assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // live ones untouched
+  });
+
+  it('rm returns at once; a process left inside is ended after, and only then is its address free', async () => {
+    await cl.create({ name: 'busy' });
+    // A process that ignores SIGTERM: only the KILL after the grace period (2 s) ends it.
+    const p = spawn('nsenter', [`--net=/run/netns/${I}-busy`, 'python3', '-c', 'import signal,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print("ready", flush=True); time.sleep(60)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const exited = new Promise<string | null>((r) => p.once('exit', (_code, sig) => r(sig)));
+    await new Promise<void>((r) => p.stdout!.once('data', () => r()));
+    const used = (await cl.status()).addresses.used;
+    await cl.remove('busy');
+    assert.equal(p.exitCode, null, 'rm did not wait for the process');
+    assert.equal((await cl.get('busy').catch((e) => e)).code, 'not_found', 'the name is free');
+    const st = await cl.status();
+    assert.equal(st.addresses.used, used, 'the address is held while the process lives');
+    assert.equal(st.addresses.releasing, 1);
+    assert.equal(await exited, 'SIGKILL');
+    for (let i = 0; i < 100 && (await cl.status()).addresses.used !== used - 1; i++) await sleep(20);
+    assert.equal((await cl.status()).addresses.used, used - 1, 'then the address is free');
   });
 
   it('SIGTERM stops the daemon cleanly and leaves sandboxes in place', async () => {

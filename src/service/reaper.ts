@@ -1,0 +1,98 @@
+// What is left of removed sandboxes after `rm` returns: processes still inside their
+// namespaces, and their addresses.
+//
+// `rm` stops a sandbox's traffic (its elements), frees its name (namespace unmounted, row
+// deleted) and returns. Whether any process still holds the namespace can only be learnt by
+// reading every process's /proc/PID/ns/net, ~7 µs per process on the host: 0.4 ms with a
+// few dozen processes, tens of ms on a host running thousands of sandboxed programs. So it
+// is done here, once per batch of removals: one pass over /proc for all of them, shortly
+// after. A namespace nobody holds is already gone; one still held gets its host route
+// removed and its processes ended (TERM, then KILL after the grace period). Only then is the
+// address given back to the pool: until then no new sandbox can get an address that a
+// leftover process might still be using.
+//
+// Other cleanup that need not delay its caller (a pool member's old namespace name) rides
+// along with the same batch.
+import { pidsInNetnses, terminate } from '../kernel/procs.js';
+
+export interface Removed {
+  /** Inode of the sandbox's namespace (undefined: it was already gone). */
+  ino: number | undefined;
+  /** Called once nothing holds the namespace any more, or never did. */
+  release: () => void;
+  /** Called (before the processes are ended) when processes hold the namespace. */
+  held: () => void;
+}
+
+export class Reaper {
+  private pending: Removed[] = [];
+  private deferred: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  /** Batches whose processes are being ended. */
+  private readonly ending = new Set<Promise<void>>();
+  /** Sandboxes whose namespace processes still held when their batch was read. */
+  heldCount = 0;
+
+  constructor(private readonly o: { delayMs: number; graceMs: number }) {}
+
+  add(r: Removed): void {
+    this.pending.push(r);
+    this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
+  }
+
+  /** Runs `job` with the next batch: cleanup that need not delay the caller. */
+  defer(job: () => void): void {
+    this.deferred.push(job);
+    this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
+  }
+
+  /** Runs the deferred jobs now (before anything that must see their result). */
+  runDeferred(): void {
+    const jobs = this.deferred;
+    this.deferred = [];
+    for (const job of jobs) {
+      try {
+        job();
+      } catch {
+        // cleanup of something already gone
+      }
+    }
+  }
+
+  /** Removals not yet released (waiting for their batch, or for their processes to end). */
+  get size(): number {
+    return this.pending.length + this.ending.size;
+  }
+
+  /** Reads the pending batch now, and resolves when every removal so far is released. */
+  async settled(): Promise<void> {
+    this.reap();
+    while (this.ending.size > 0) await Promise.all([...this.ending]);
+  }
+
+  private reap(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.runDeferred();
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    const inos = new Set<number>();
+    for (const r of batch) if (r.ino !== undefined) inos.add(r.ino);
+    const pids = pidsInNetnses(inos);
+    for (const r of batch) {
+      const held = r.ino === undefined ? undefined : pids.get(r.ino);
+      if (!held) {
+        r.release();
+        continue;
+      }
+      this.heldCount++;
+      r.held();
+      const p: Promise<void> = terminate(held, this.o.graceMs).finally(() => {
+        this.ending.delete(p);
+        r.release();
+      });
+      this.ending.add(p);
+    }
+  }
+}
