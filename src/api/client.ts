@@ -8,16 +8,38 @@ import type { SandboxStats } from '../service/accounting.js';
 import type { EventQuery } from './routes.js';
 import type { CreateSandboxBody } from './routes.js';
 
+/** Idle connections are closed by the client before the server would (serveApi: 10 s). */
+const IDLE_MS = 4_000;
+
 export class ToastnetClient {
+  /**
+   * Connections are kept and reused: a new connection per request costs the daemon ~0.2 ms
+   * (accept, a socket object, HTTP parser setup). Free sockets are unref'd, so an idle
+   * client never keeps its process alive.
+   */
+  private readonly agent = new http.Agent({ keepAlive: true, timeout: IDLE_MS });
+
   constructor(readonly socketPath: string, private readonly timeoutMs = 30_000) {}
 
+  /** Closes the kept connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return this.send<T>(method, path, body).catch((err: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
+      // A kept connection the daemon closed (idle, or a restart) as we wrote on it: the
+      // request never reached it, so sending it again on a new connection is safe.
+      if (err.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return this.send<T>(method, path, body);
+      throw err;
+    });
+  }
+
+  private send<T>(method: string, path: string, body?: unknown): Promise<T> {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : JSON.stringify(body);
       const req = http.request(
-        // agent: false: one connection per request. Unix-socket connects cost microseconds, and a
-        // pooled keep-alive socket the daemon already closed would fail the next request (EPIPE).
-        { socketPath: this.socketPath, agent: false, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
+        { socketPath: this.socketPath, agent: this.agent, method, path, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -37,7 +59,10 @@ export class ToastnetClient {
         },
       );
       req.setTimeout(this.timeoutMs, () => req.destroy(new Error(`no answer from ${this.socketPath} in ${this.timeoutMs} ms`)));
-      req.on('error', reject);
+      req.on('error', (err: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
+        err.reusedSocket = req.reusedSocket;
+        reject(err);
+      });
       req.end(data);
     });
   }

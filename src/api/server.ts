@@ -32,6 +32,8 @@ export function serveApi(backend: ApiBackend, socketPath: string): Promise<http.
       send(res, r.status, r.body);
     });
   });
+  // Clients keep connections (client.ts closes idle ones after 4 s): close ours later than they do.
+  server.keepAliveTimeout = 10_000;
   return new Promise((resolve, reject) => {
     fs.rmSync(socketPath, { force: true }); // we hold the instance lock: any old socket is stale
     server.once('error', reject);

@@ -58,7 +58,10 @@ export class NetlinkSocket {
   }
 
   private recv(): Message[] {
-    const n = lib().recv(this.fd, this.buf, this.buf.length, 0);
+    let n = lib().recv(this.fd, this.buf, this.buf.length, 0);
+    // A signal (a profiler's SIGPROF, say) interrupts a receive with a timeout even under
+    // SA_RESTART. The request was sent already; only the reading is retried.
+    while (n < 0 && errno() === 4 /* EINTR */) n = lib().recv(this.fd, this.buf, this.buf.length, 0);
     if (n < 0) {
       const e = errno();
       throw new ToastnetError('kernel', `netlink recv: ${lib().strerror(e)} (errno ${e})`);
