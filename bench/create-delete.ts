@@ -5,7 +5,8 @@
 //   - toastnet through the daemon's API on its Unix socket (what an orchestrator gets),
 //   - the reference note's way: one `ip`/`nft` process per step (same resulting state),
 //   - the CNI reference plugins (bridge + host-local + firewall), driven as a runtime does.
-// Prints p50/p95 per create and delete, and create+delete cycles per second.
+// Prints p50/p95 per create and delete, and create+delete cycles per second. toastnet's
+// rows are measured after BENCH_WARMUP (100) unmeasured cycles, as a long-running daemon is.
 //
 // The outer process builds the testbed and re-runs this file inside its host namespace
 // with nsenter (--inner), so every packet and kernel object stays in the testbed.
@@ -27,6 +28,7 @@ const CLI = path.resolve(path.dirname(SELF), '../src/cli/main.js');
 const N = Number(process.env.BENCH_N ?? 200);
 const PEER_N = Number(process.env.BENCH_PEER_N ?? 40);
 const CYCLE_SECONDS = 2;
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 100);
 
 interface Row {
   name: string;
@@ -57,6 +59,13 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
  * the cycle rate counts it.
  */
 async function measure(name: string, create: (n: string) => unknown, remove: (n: string) => unknown, settle: () => Promise<void> = async () => {}): Promise<Row> {
+  // Warm-up, not measured (JIT, first-touch allocations): toastnet runs as a long-lived daemon.
+  for (let i = 0; i < WARMUP; i++) {
+    await create(`w${i}`);
+    await remove(`w${i}`);
+    await turn();
+  }
+  await settle();
   const c: number[] = [];
   const d: number[] = [];
   for (let i = 0; i < N; i++) {
