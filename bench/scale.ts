@@ -63,6 +63,18 @@ function iperf(netns: string, args: string[]): Record<string, unknown> {
 /** Lets timers run: the engine's reaper reads /proc for batches of removals on a timer. */
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
+/** Waits until the number of links in this namespace stops changing (the kernel's reaping is over). */
+async function linksSettled(): Promise<void> {
+  const count = () => execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n').length;
+  let last = count();
+  for (let i = 0; i < 100; i++) {
+    await sleep(300);
+    const n = count();
+    if (n === last) return;
+    last = n;
+  }
+}
+
 function forwarding(netns: string, sandboxes: number): Fwd {
   const tcp = iperf(netns, []) as { end: { sum_received: { bits_per_second: number } } };
   const udp = iperf(netns, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
@@ -108,6 +120,10 @@ async function toastnet(dir: string, out: Result): Promise<void> {
       out.toastnet.push({ level, create: lat(c), delete: lat(d), acquire: lat(a) });
       process.stderr.write(`toastnet at ${alive}: create p50 ${lat(c).p50.toFixed(2)} ms, delete ${lat(d).p50.toFixed(2)} ms\n`);
     }
+    // Steady state: the kernel destroys removed namespaces (and their veths) in the
+    // background for a while after the last delete; forwarding is measured once it is done.
+    await e.settled();
+    await linksSettled();
     out.forwarding.push(forwarding(probe.netns, alive));
   } finally {
     await e.settled();

@@ -74,6 +74,16 @@ function ensureRunDir(): void {
   runDirReady = true;
 }
 
+/** Creates the mount point of a new name; a name already there is a one-line conflict. */
+function openNew(path: string): number {
+  try {
+    return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    throw new ToastnetError('conflict', `${path} already exists without a sandbox of that name (left by a crash? \`toastnet gc\` removes it)`);
+  }
+}
+
 export function netnsPath(name: string): string {
   return `${NETNS_RUN_DIR}/${name}`;
 }
@@ -87,8 +97,7 @@ export function createNetns<T>(name: string, inside: () => T): T {
   home();
   ensureRunDir();
   const path = netnsPath(name);
-  const fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
-  fs.closeSync(fd);
+  fs.closeSync(openNew(path));
   let mounted = false;
   try {
     try {
@@ -132,8 +141,7 @@ export function deleteNetns(name: string): void {
 export function aliasNetns(from: string, to: string): void {
   const src = netnsPath(from);
   const dst = netnsPath(to);
-  const fd = fs.openSync(dst, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
-  fs.closeSync(fd);
+  fs.closeSync(openNew(dst));
   try {
     check(lib().mount(src, dst, 'none', MS_BIND, null), `bind-mount ${dst}`);
   } catch (err) {

@@ -155,6 +155,19 @@ describe('core: default policy with real packets', () => {
     assert.equal(state(), s0);
   });
 
+  it('a namespace left without its sandbox (a crash) makes create say so in one line, and gc removes it', () => {
+    tb.sh(tb.hostNs, ['ip', 'netns', 'add', `${I}-stale`]);
+    const used = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout).addresses.used;
+    const r = tb.toastnet(I, ['create', 'stale']);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /already exists without a sandbox.*toastnet gc/);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.equal(JSON.parse(tb.toastnet(I, ['status', '--json']).stdout).addresses.used, used, 'no address leaked');
+    assert.equal(tb.toastnet(I, ['gc']).code, 0);
+    assert.equal(tb.toastnet(I, ['create', 'stale']).code, 0);
+    assert.equal(tb.toastnet(I, ['rm', 'stale']).code, 0);
+  });
+
   it('rm ends processes left in the sandbox and frees its address', async () => {
     assert.equal(tb.toastnet(I, ['create', 'busy']).code, 0);
     const p = await tb.serveInSandbox(I, 'busy', ['http:0.0.0.0:9100:busy']);
