@@ -20,6 +20,7 @@ import { resolve as resolveConfig } from '../src/config/load.js';
 import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
+import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -132,7 +133,7 @@ async function benchPool(dir: string): Promise<Row> {
 async function benchApi(dir: string): Promise<Row> {
   const inst = 'bencha';
   const flags = ['--instance', inst, '--subnet', '10.181.0.0/16', '--dns', '203.0.113.53', '--state-dir', path.join(dir, inst, 'state'), '--run-dir', path.join(dir, inst, 'run')];
-  const daemon = spawn(process.execPath, [CLI, ...flags, 'daemon'], { stdio: 'ignore' });
+  const daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags, 'daemon'], { stdio: 'ignore' });
   const cl = new ToastnetClient(path.join(dir, inst, 'run', 'toastnet.sock'));
   try {
     for (let i = 0; i < 500 && !(await cl.ping()); i++) await sleep(20);

@@ -20,6 +20,7 @@ import { resolve as resolveConfig } from '../src/config/load.js';
 import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
+import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
 import { Testbed, WAN } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -132,7 +133,7 @@ async function toastnet(dir: string, out: Result): Promise<void> {
 
   // The daemon: reconcile with `alive` sandboxes, memory, concurrent API callers.
   const t0 = now();
-  const daemon = spawn(process.execPath, [CLI, ...flags(dir), 'daemon'], { stdio: 'ignore' });
+  const daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), 'daemon'], { stdio: 'ignore' });
   const cl = new ToastnetClient(path.join(dir, 'run', 'toastnet.sock'));
   try {
     for (let i = 0; i < 3000 && !(await cl.ping()); i++) await sleep(10);

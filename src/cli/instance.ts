@@ -11,6 +11,7 @@ import { Config } from '../config/schema.js';
 import { ToastnetError } from '../errors.js';
 import { Engine } from '../service/engine.js';
 import { socketPath } from '../service/daemon.js';
+import { DAEMON_NODE_FLAGS } from '../service/daemon-flags.js';
 
 const LOCK_WAIT_MS = 30_000;
 const DAEMON_START_MS = 15_000;
@@ -52,7 +53,7 @@ export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<Toa
   const logFile = path.join(c.runDir, 'daemon.log');
   const out = fs.openSync(logFile, 'a');
   const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
-  const child = spawn(process.execPath, [main, ...globalArgs, 'daemon'], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, main, ...globalArgs, 'daemon'], { detached: true, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   let exited: number | null = null;
   child.on('exit', (code) => {

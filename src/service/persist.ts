@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Config } from '../config/schema.js';
+import { DAEMON_NODE_FLAGS } from './daemon-flags.js';
 
 export function persistPaths(c: Config, root: string) {
   return {
@@ -28,7 +29,7 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=${process.execPath} ${mainScript()} daemon --config ${configFile}
+ExecStart=${process.execPath} ${DAEMON_NODE_FLAGS.join(' ')} ${mainScript()} daemon --config ${configFile}
 Restart=on-failure
 RestartSec=1
 # /run/netns must stay the host's: no private mounts for this unit.

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { DAEMON_NODE_FLAGS } from '../../src/service/daemon-flags.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
@@ -187,7 +188,7 @@ export class Testbed {
 
   /** Starts a toastnet daemon in the host namespace as a child of the test. */
   startDaemon(instance: string, extraFlags: string[] = []): ChildProcess {
-    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, ...DAEMON_NODE_FLAGS, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.procs.push(p);
     return p;
   }
