@@ -66,12 +66,16 @@ const turn = () => new Promise<void>((r) => setImmediate(r));
 
 /** Waits until the number of links in this namespace stops changing (the kernel's reaping is over). */
 async function linksSettled(): Promise<void> {
-  const count = () => execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 }).split('\n').length;
+  // A dump the kernel interrupted (links changing) counts as a change.
+  const count = () => {
+    const r = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    return r.status === 0 && !r.stderr.includes('interrupted') ? r.stdout.split('\n').length : -1;
+  };
   let last = count();
   for (let i = 0; i < 100; i++) {
     await sleep(300);
     const n = count();
-    if (n === last) return;
+    if (n === last && n >= 0) return;
     last = n;
   }
 }
