@@ -80,14 +80,18 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
  * process holds the namespace (deleting a veth explicitly costs 25-35 ms). Idempotent.
  */
 export function removeSandboxNet(host: RtnetlinkSocket, s: Pick<SandboxNetSpec, 'netns' | 'mode' | 'ip'>, routed = true): void {
-  if (s.mode === 'veth' && routed) {
-    try {
-      host.exec([rq.delRoute(s.ip, 32)], ['delete route']);
-    } catch {
-      // already gone with its link
-    }
-  }
+  if (routed) removeHostRoute(host, s);
   deleteNetns(s.netns);
+}
+
+/** Removes a veth sandbox's host route (gone already when the kernel reaped its link). */
+export function removeHostRoute(host: RtnetlinkSocket, s: Pick<SandboxNetSpec, 'mode' | 'ip'>): void {
+  if (s.mode !== 'veth') return;
+  try {
+    host.exec([rq.delRoute(s.ip, 32)], ['delete route']);
+  } catch {
+    // already gone with its link
+  }
 }
 
 export interface SandboxNetView {

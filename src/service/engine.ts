@@ -34,7 +34,7 @@ import * as rq from '../kernel/rtnl-requests.js';
 import {
   checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
 } from '../kernel/host-net.js';
-import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { InstanceLock } from './lock.js';
 import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
@@ -728,7 +728,8 @@ export class Engine {
     });
     this.reaper.add({
       ino,
-      held: () => removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip }),
+      // Only the route: the name may belong to a new sandbox by now.
+      held: () => removeHostRoute(this.rtnl, { mode: r.mode, ip: r.ip }),
       release: () => this.ipam.release(ipNum),
     });
   }

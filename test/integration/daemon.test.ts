@@ -100,7 +100,7 @@ describe('daemon: API, crash, restart, gc', () => {
   });
 
   it('rm returns at once; a process left inside is ended after, and only then is its address free', async () => {
-    await cl.create({ name: 'busy' });
+    const first = await cl.create({ name: 'busy' });
     // A process that ignores SIGTERM: only the KILL after the grace period (2 s) ends it.
     const p = spawn('nsenter', [`--net=/run/netns/${I}-busy`, 'python3', '-c', 'import signal,sys,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print("ready", flush=True); time.sleep(60)'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const exited = new Promise<string | null>((r) => p.once('exit', (_code, sig) => r(sig)));
@@ -112,9 +112,15 @@ describe('daemon: API, crash, restart, gc', () => {
     const st = await cl.status();
     assert.equal(st.addresses.used, used, 'the address is held while the process lives');
     assert.equal(st.addresses.releasing, 1);
+    // The name can be taken again at once; ending the old one's processes must not touch it.
+    const again = await cl.create({ name: 'busy' });
+    assert.notEqual(again.ip, first.ip, 'not on the address still held');
     assert.equal(await exited, 'SIGKILL');
-    for (let i = 0; i < 100 && (await cl.status()).addresses.used !== used - 1; i++) await sleep(20);
-    assert.equal((await cl.status()).addresses.used, used - 1, 'then the address is free');
+    await sleep(100);
+    assert.equal(tb.curl(I, 'busy', 'http://example.test/').stdout, 'internet', 'the new sandbox of that name works after the old one was reaped');
+    await cl.remove('busy');
+    for (let i = 0; i < 100 && (await cl.status()).addresses.releasing !== 0; i++) await sleep(20);
+    assert.equal((await cl.status()).addresses.releasing, 0, 'then the address is free');
   });
 
   it('SIGTERM stops the daemon cleanly and leaves sandboxes in place', async () => {
