@@ -28,6 +28,7 @@ import { portRanges } from '../core/sandbox-elements.js';
 import { aliasNetns, deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
 import { pidsInNetnses } from '../kernel/procs.js';
 import { Reaper } from './reaper.js';
+import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
 import * as rq from '../kernel/rtnl-requests.js';
@@ -40,8 +41,6 @@ import { InstanceLock } from './lock.js';
 import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
 
-/** Per-namespace files `ip netns exec` bind-mounts over /etc (resolv.conf). */
-export const NETNS_ETC_DIR = '/etc/netns';
 /** How long removals gather before one pass over /proc looks for processes left in them. */
 const REAP_DELAY_MS = 50;
 
@@ -116,8 +115,8 @@ export class Engine {
   private readonly ipam: Ipam;
   private readonly prefixLength: number;
   private parentIndex: number | undefined;
-  /** What every sandbox's /etc/netns entry links to. */
-  private readonly etcDir: string;
+  /** Sandboxes' /etc/netns entries (resolv.conf for `ip netns exec`). */
+  private readonly etc: NetnsEtc;
   private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
   /** Live sandboxes' kernel-facing description, by name (what their elements derive from). */
   private readonly specs = new Map<string, SandboxSpec>();
@@ -131,8 +130,8 @@ export class Engine {
     this.names = instanceNames(config.instance);
     this.rules = new RulesetBuilder(config);
     this.store = new Store(path.join(config.stateDir, 'state.db'));
-    this.etcDir = path.join(config.stateDir, 'netns-etc');
-    this.writeSharedEtc();
+    this.etc = new NetnsEtc(path.join(config.stateDir, 'netns-etc'), `# written by toastnet\nnameserver ${config.gateway}\noptions edns0\n`);
+    this.etc.writeShared();
     this.nft = new Nft(this.rules.elementSets());
     this.rtnl = new RtnetlinkSocket();
     const subnet = parseCidr(config.subnet);
@@ -315,7 +314,7 @@ export class Engine {
     removePersisted(this.config, o.persistRoot ?? '/');
     this.store.close();
     for (const f of ['state.db', 'state.db-wal', 'state.db-shm']) fs.rmSync(path.join(this.config.stateDir, f), { force: true });
-    fs.rmSync(this.etcDir, { recursive: true, force: true });
+    this.etc.removeShared();
     try {
       fs.rmdirSync(this.config.stateDir); // only if nothing else lives there
     } catch {
@@ -337,7 +336,7 @@ export class Engine {
       netns: netnsPath(netns),
       mac: sandboxMac(r.ip),
       mode: r.mode,
-      resolvConf: path.join(NETNS_ETC_DIR, netns, 'resolv.conf'),
+      resolvConf: NetnsEtc.resolvConfOf(netns),
       ...(r.mode === 'veth' ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
       createdAt: new Date(r.createdAt).toISOString(),
       state: r.state,
@@ -400,13 +399,12 @@ export class Engine {
     const elements = sandboxElements(spec, this.peersOf(name, spec));
     const objects = this.objectsOf(spec);
     const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
-    const etc = (ns: string) => path.join(NETNS_ETC_DIR, ns);
     let aliased = false;
     let linkRenamed = false;
     try {
       aliasNetns(from, to);
       aliased = true;
-      fs.renameSync(etc(from), etc(to));
+      this.etc.rename(from, to);
       linkRenamed = true;
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
@@ -420,7 +418,7 @@ export class Engine {
           // the member is dropped below
         }
       };
-      if (linkRenamed) attempt(() => fs.renameSync(etc(to), etc(from)));
+      if (linkRenamed) attempt(() => this.etc.rename(to, from));
       if (aliased) attempt(() => deleteNetns(to));
       this.store.renameSandbox(member.id, member.name, member.policy, member.createdAt);
       // A member that cannot be acquired (its namespace gone, say) must not block the pool:
@@ -475,13 +473,13 @@ export class Engine {
       this.noteTiers(objects);
       elementAdded = true;
       // Pool members get theirs now too: acquiring one then only renames the directory.
-      this.writeResolvConf(netns);
+      this.etc.link(netns);
       this.store.markReady(row.id);
       if (!pooled) this.setSpec(row.name, spec);
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
       removeSandboxNet(this.rtnl, { netns, mode, ip });
-      this.removeResolvConf(netns);
+      this.etc.unlink(netns);
       this.store.transaction(() => {
         this.store.deleteSandbox(row.id);
         if (!wasFresh) this.store.addReleasedFirst(ipNum);
@@ -491,50 +489,6 @@ export class Engine {
       throw err;
     }
     return this.info({ ...row, state: 'ready' });
-  }
-
-  /**
-   * The sandbox's /etc/netns entry, where `ip netns exec` looks for its resolv.conf: a
-   * symlink to the instance's one directory (every sandbox has the same nameserver). One
-   * syscall each way instead of a directory and a file.
-   */
-  private writeResolvConf(netns: string): void {
-    const entry = path.join(NETNS_ETC_DIR, netns);
-    try {
-      fs.symlinkSync(this.etcDir, entry);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') fs.mkdirSync(NETNS_ETC_DIR, { recursive: true }); // no /etc/netns yet
-      else if (code === 'EEXIST') this.removeResolvConf(netns); // a leftover of a crash
-      else throw err;
-      fs.symlinkSync(this.etcDir, entry);
-    }
-  }
-
-  private removeResolvConf(netns: string): void {
-    const entry = path.join(NETNS_ETC_DIR, netns);
-    try {
-      fs.unlinkSync(entry);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // A directory (an earlier toastnet's, or made by hand): remove it whole.
-      if (code === 'EISDIR' || code === 'EPERM') fs.rmSync(entry, { recursive: true, force: true });
-      else if (code !== 'ENOENT') throw err;
-    }
-  }
-
-  /** The directory every sandbox's /etc/netns entry points at, with the instance's resolv.conf. */
-  private writeSharedEtc(): void {
-    const content = `# written by toastnet\nnameserver ${this.config.gateway}\noptions edns0\n`;
-    const file = path.join(this.etcDir, 'resolv.conf');
-    try {
-      if (fs.readFileSync(file, 'utf8') === content) return;
-    } catch {
-      // not there yet
-    }
-    fs.mkdirSync(this.etcDir, { recursive: true, mode: 0o755 });
-    fs.writeFileSync(`${file}.tmp`, content, { mode: 0o644 });
-    fs.renameSync(`${file}.tmp`, file);
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -720,7 +674,7 @@ export class Engine {
     // The host route goes with the link when the kernel reaps it; a namespace that
     // processes keep alive has it removed by the reaper.
     deleteNetns(netns);
-    this.removeResolvConf(netns);
+    this.etc.unlink(netns);
     const ipNum = parseIPv4(r.ip);
     this.store.transaction(() => {
       this.store.deleteSandbox(r.id);
@@ -755,7 +709,7 @@ export class Engine {
       const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
       if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
       removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
-      this.removeResolvConf(netns);
+      this.etc.unlink(netns);
       this.store.transaction(() => {
         this.store.deleteSandbox(r.id);
         this.store.addReleased(parseIPv4(r.ip));
@@ -804,15 +758,9 @@ export class Engine {
         // being reaped by the kernel already
       }
     }
-    let dirs: string[] = [];
-    try {
-      dirs = fs.readdirSync(NETNS_ETC_DIR);
-    } catch {
-      // no /etc/netns
-    }
-    for (const d of dirs) {
+    for (const d of NetnsEtc.list()) {
       if (d.startsWith(p) && !liveNames.has(d.slice(p.length))) {
-        fs.rmSync(path.join(NETNS_ETC_DIR, d), { recursive: true, force: true });
+        this.etc.unlink(d);
         out.files.push(path.join(NETNS_ETC_DIR, d));
       }
     }
