@@ -40,7 +40,7 @@ const NFTA_VERDICT_CHAIN = 2;
 const VERDICTS: Record<string, number> = { accept: 1, drop: 0, continue: -1, return: -5 };
 const CHAIN_VERDICTS: Record<string, number> = { jump: -3, goto: -4 };
 
-export const NFPROTO: Record<string, number> = { inet: 1, ipv4: 2, arp: 3, ipv6: 10, bridge: 7, netdev: 5 };
+export const NFPROTO: Record<string, number> = { inet: 1, ip: 2, arp: 3, ip6: 10, bridge: 7, netdev: 5 };
 
 /** Key types this codec encodes, with their length in bytes (before 4-byte padding in a concatenation). */
 const TYPE_LEN = { ipv4_addr: 4, ether_addr: 6, ifname: 16, inet_proto: 1, inet_service: 2 } as const;
@@ -68,9 +68,9 @@ function field(b: Buffer, off: number, type: KeyType, v: unknown): void {
       if (parts.length !== 4) throw new Unsupported();
       for (let i = 0; i < 4; i++) {
         const p = parts[i];
-        const n = Number(p);
-        if (p.length === 0 || p.length > 3 || !Number.isInteger(n) || n < 0 || n > 255 || p.charCodeAt(0) > 57 || p.charCodeAt(0) < 48) throw new Unsupported();
-        b[off + i] = n;
+        // Decimal only, no leading zero (inet_pton's rule: "010" is not 10 to everyone).
+        if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255) throw new Unsupported();
+        b[off + i] = Number(p);
       }
       return;
     }
@@ -119,7 +119,13 @@ function key(schema: SetSchema, val: unknown): { start: Buffer; end?: Buffer } {
     const [lo, hi] = Array.isArray(r) && r.length === 2 ? r : [v, v];
     if (lo !== hi && !end) throw new Unsupported();
     field(start, off, t, lo);
-    if (end) field(end, off, t, hi);
+    if (end) {
+      field(end, off, t, hi);
+      // Fields are big-endian: byte order is value order. An inverted range is the kernel's
+      // error to report, through libnftables.
+      const n = TYPE_LEN[t];
+      if (Buffer.compare(start.subarray(off, off + n), end.subarray(off, off + n)) > 0) throw new Unsupported();
+    }
     off += fieldLen(t, concat);
   }
   return { start, end };
@@ -187,6 +193,7 @@ class AttrWriter {
     const at = this.off;
     this.header(type | NLA_F_NESTED, 0);
     inner();
+    if (this.off - at > 0xffff) throw new Unsupported(); // attribute lengths are 16-bit
     this.buf.writeUInt16LE(this.off - at, at);
   }
 
@@ -198,11 +205,14 @@ class AttrWriter {
 const NLA_F_NESTED = 0x8000;
 
 function verdict(w: AttrWriter, v: unknown): void {
-  const [[name, arg]] = Object.entries((v ?? {}) as Record<string, unknown>);
+  if (typeof v !== 'object' || v === null) throw new Unsupported();
+  const entries = Object.entries(v);
+  if (entries.length !== 1) throw new Unsupported();
+  const [[name, arg]] = entries;
   const target = (arg as { target?: unknown } | null)?.target;
-  if (name in VERDICTS && arg === null) {
+  if (Object.hasOwn(VERDICTS, name) && arg === null) {
     w.nested(NFTA_DATA_VERDICT, () => w.be32(NFTA_VERDICT_CODE, VERDICTS[name]));
-  } else if (name in CHAIN_VERDICTS && typeof target === 'string') {
+  } else if (Object.hasOwn(CHAIN_VERDICTS, name) && typeof target === 'string') {
     w.nested(NFTA_DATA_VERDICT, () => {
       w.be32(NFTA_VERDICT_CODE, CHAIN_VERDICTS[name]);
       w.cstr(NFTA_VERDICT_CHAIN, target);
@@ -228,7 +238,7 @@ function element(w: AttrWriter, schema: SetSchema, e: unknown, op: 'add' | 'dele
     if (Object.keys(wrapped).some((k) => k !== 'val' && k !== 'timeout')) throw new Unsupported();
   }
   const k = key(schema, val);
-  if (op === 'add' && timeout !== undefined && (!Number.isInteger(timeout) || (timeout as number) <= 0)) throw new Unsupported();
+  if (op === 'add' && timeout !== undefined && (!Number.isSafeInteger(timeout) || (timeout as number) <= 0 || (timeout as number) > 2 ** 32)) throw new Unsupported();
   if (op === 'add' && schema.data === 'objref' && typeof data !== 'string') throw new Unsupported();
   w.nested(NFTA_SET_ELEM_KEY, () => w.attr(NFTA_DATA_VALUE, k.start));
   if (k.end) w.nested(NFTA_SET_ELEM_KEY_END, () => w.attr(NFTA_DATA_VALUE, k.end!));
@@ -270,12 +280,14 @@ export function encodeElementBatch(commands: readonly Record<string, unknown>[],
       const keys = Object.keys(c);
       if (keys.length !== 1 || (keys[0] !== 'add' && keys[0] !== 'delete')) return undefined;
       const op = keys[0];
-      const body = (c[op] as { element?: { family?: string; table?: string; name?: string; elem?: unknown } }).element;
-      if (!body || Object.keys(c[op] as object).length !== 1) return undefined;
+      const inner = c[op];
+      if (typeof inner !== 'object' || inner === null || Object.keys(inner).length !== 1) return undefined;
+      const body = (inner as { element?: { family?: string; table?: string; name?: string; elem?: unknown } }).element;
+      if (typeof body !== 'object' || body === null) return undefined;
       const { family, table, name, elem } = body;
       if (typeof family !== 'string' || typeof table !== 'string' || typeof name !== 'string' || !Array.isArray(elem)) return undefined;
       const schema = schemas.get(schemaKey(family, table, name));
-      if (!schema || NFPROTO[family] === undefined) return undefined;
+      if (!schema || !Object.hasOwn(NFPROTO, family)) return undefined;
       if (elem.length === 0) continue;
       const w = new AttrWriter();
       w.raw(nfgenmsg(NFPROTO[family]));
