@@ -28,9 +28,10 @@ export class ToastnetClient {
 
   request<T>(method: string, path: string, body?: unknown): Promise<T> {
     return this.send<T>(method, path, body).catch((err: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
-      // A kept connection the daemon closed (idle, or a restart) as we wrote on it: the
-      // request never reached it, so sending it again on a new connection is safe.
-      if (err.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return this.send<T>(method, path, body);
+      // A kept connection the daemon closed (idle, or a restart) as we wrote on it: sent
+      // again on a new connection. Not a create (POST): a daemon that ran it and died at
+      // that moment would make it twice.
+      if (err.reusedSocket && method !== 'POST' && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return this.send<T>(method, path, body);
       throw err;
     });
   }

@@ -1,15 +1,22 @@
 // The per-namespace files `ip netns exec` bind-mounts over /etc: /etc/netns/<name>/. Every
 // sandbox of an instance has the same resolv.conf (the gateway's resolver), so each
-// sandbox's entry is a symlink to one directory of the instance: one syscall to make or
-// remove (a directory and a file cost three or four).
+// sandbox's entry is a symlink to one directory of the instance, /etc/netns/.toastnet-<instance>
+// (world-readable, as /etc is: runtimes that are not root bind-mount the file too): one
+// syscall to make or remove (a directory and a file cost three or four). No namespace is
+// named like that directory, so `ip netns` never uses it.
 import fs from 'node:fs';
 import path from 'node:path';
 
 export const NETNS_ETC_DIR = '/etc/netns';
 
 export class NetnsEtc {
-  /** `shared`: the instance's directory every entry links to; `resolvConf`: its resolv.conf. */
-  constructor(private readonly shared: string, private readonly resolvConf: string) {}
+  /** The instance's directory every entry links to. */
+  private readonly shared: string;
+
+  /** `resolvConf`: the content of the instance's resolv.conf. */
+  constructor(instance: string, private readonly resolvConf: string) {
+    this.shared = path.join(NETNS_ETC_DIR, `.toastnet-${instance}`);
+  }
 
   /** The resolv.conf path a sandbox's processes see (for runtimes that bind-mount it themselves). */
   static resolvConfOf(netns: string): string {

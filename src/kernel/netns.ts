@@ -159,6 +159,18 @@ export function listNetns(): string[] {
   }
 }
 
+/**
+ * An fd holding the named namespace (undefined if there is none). While it is open the
+ * namespace lives on, so its inode (fstat) cannot go to a namespace made later.
+ */
+export function openNetns(name: string): number | undefined {
+  try {
+    return fs.openSync(netnsPath(name), 'r');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Inode identifying a namespace: what /proc/PID/ns/net of a process inside it links to. */
 export function netnsInode(name: string): number | undefined {
   try {

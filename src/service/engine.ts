@@ -25,7 +25,7 @@ import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset
 import { formatBytes, formatRate } from '../core/units.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
-import { aliasNetns, deleteNetns, listNetns, netnsInode, netnsPath } from '../kernel/netns.js';
+import { aliasNetns, deleteNetns, listNetns, netnsInode, netnsPath, openNetns } from '../kernel/netns.js';
 import { pidsInNetnses } from '../kernel/procs.js';
 import { Reaper } from './reaper.js';
 import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
@@ -130,7 +130,7 @@ export class Engine {
     this.names = instanceNames(config.instance);
     this.rules = new RulesetBuilder(config);
     this.store = new Store(path.join(config.stateDir, 'state.db'));
-    this.etc = new NetnsEtc(path.join(config.stateDir, 'netns-etc'), `# written by toastnet\nnameserver ${config.gateway}\noptions edns0\n`);
+    this.etc = new NetnsEtc(config.instance, `# written by toastnet\nnameserver ${config.gateway}\noptions edns0\n`);
     this.etc.writeShared();
     this.nft = new Nft(this.rules.elementSets());
     this.rtnl = new RtnetlinkSocket();
@@ -267,6 +267,8 @@ export class Engine {
   }
 
   close(): void {
+    this.reaper.stop();
+    this.nft.free();
     this.rtnl.close();
     this.store.close();
     this.lock.release();
@@ -464,11 +466,15 @@ export class Engine {
     const elements = pooled ? [] : sandboxElements(spec, this.peersOf(row.name, spec));
     const objects = pooled ? [] : this.objectsOf(spec);
     const netns = netnsName(this.names, row.name);
+    let netMade = false;
     let elementAdded = false;
     try {
+      // All-or-nothing itself: on failure it removed what it made (and a name that was
+      // there already, a conflict, is not its to remove).
       createSandboxNet(this.rtnl, {
         netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
       });
+      netMade = true;
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
       elementAdded = true;
@@ -478,8 +484,10 @@ export class Engine {
       if (!pooled) this.setSpec(row.name, spec);
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
-      removeSandboxNet(this.rtnl, { netns, mode, ip });
-      this.etc.unlink(netns);
+      if (netMade) {
+        removeSandboxNet(this.rtnl, { netns, mode, ip });
+        this.etc.unlink(netns);
+      }
       this.store.transaction(() => {
         this.store.deleteSandbox(row.id);
         if (!wasFresh) this.store.addReleasedFirst(ipNum);
@@ -664,7 +672,7 @@ export class Engine {
     const r = this.store.getByName(name);
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const netns = netnsName(this.names, name);
-    const ino = netnsInode(netns);
+    const fd = openNetns(netns);
     const spec = this.specs.get(name);
     if (spec) {
       this.forgetAllResolved(spec.ip);
@@ -681,7 +689,7 @@ export class Engine {
       this.store.addReleased(ipNum);
     });
     this.reaper.add({
-      ino,
+      fd,
       // Only the route: the name may belong to a new sandbox by now.
       held: () => removeHostRoute(this.rtnl, { mode: r.mode, ip: r.ip }),
       release: () => this.ipam.release(ipNum),

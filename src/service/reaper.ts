@@ -13,11 +13,17 @@
 //
 // Other cleanup that need not delay its caller (a pool member's old namespace name) rides
 // along with the same batch.
+import fs from 'node:fs';
 import { pidsInNetnses, terminate } from '../kernel/procs.js';
 
 export interface Removed {
-  /** Inode of the sandbox's namespace (undefined: it was already gone). */
-  ino: number | undefined;
+  /**
+   * An fd holding the sandbox's namespace (undefined: it was already gone), taken before its
+   * name was unmounted. It keeps the namespace, and so its inode number, from being freed
+   * and handed to a namespace made meanwhile, whose processes would then look like
+   * leftovers. Closed here once the namespace was looked at.
+   */
+  fd: number | undefined;
   /** Called once nothing holds the namespace any more, or never did. */
   release: () => void;
   /** Called (before the processes are ended) when processes hold the namespace. */
@@ -64,10 +70,21 @@ export class Reaper {
     return this.pending.length + this.ending.size;
   }
 
-  /** Reads the pending batch now, and resolves when every removal so far is released. */
+  /** Reads pending batches now, and resolves when every removal (also those added meanwhile) is released. */
   async settled(): Promise<void> {
+    for (;;) {
+      this.reap();
+      if (this.ending.size === 0) return;
+      await Promise.all([...this.ending]);
+    }
+  }
+
+  /**
+   * For an owner closing without settled(): runs what is pending now, without waiting for
+   * processes to end (their addresses are not released in this process any more).
+   */
+  stop(): void {
     this.reap();
-    while (this.ending.size > 0) await Promise.all([...this.ending]);
   }
 
   private reap(): void {
@@ -77,11 +94,13 @@ export class Reaper {
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;
-    const inos = new Set<number>();
-    for (const r of batch) if (r.ino !== undefined) inos.add(r.ino);
-    const pids = pidsInNetnses(inos);
+    const inoOf = new Map<Removed, number>();
+    for (const r of batch) if (r.fd !== undefined) inoOf.set(r, fs.fstatSync(r.fd).ino);
+    const pids = pidsInNetnses(new Set(inoOf.values()));
     for (const r of batch) {
-      const held = r.ino === undefined ? undefined : pids.get(r.ino);
+      const ino = inoOf.get(r);
+      const held = ino === undefined ? undefined : pids.get(ino);
+      if (r.fd !== undefined) fs.closeSync(r.fd);
       if (!held) {
         r.release();
         continue;

@@ -163,6 +163,7 @@ describe('core: default policy with real packets', () => {
     assert.match(r.stderr, /already exists without a sandbox.*toastnet gc/);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.equal(JSON.parse(tb.toastnet(I, ['status', '--json']).stdout).addresses.used, used, 'no address leaked');
+    assert.ok(tb.sh(tb.hostNs, ['ip', 'netns', 'list']).includes(`${I}-stale`), 'the failed create left the namespace it did not make');
     assert.equal(tb.toastnet(I, ['gc']).code, 0);
     assert.equal(tb.toastnet(I, ['create', 'stale']).code, 0);
     assert.equal(tb.toastnet(I, ['rm', 'stale']).code, 0);

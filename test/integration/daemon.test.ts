@@ -115,8 +115,11 @@ describe('daemon: API, crash, restart, gc', () => {
     // The name can be taken again at once; ending the old one's processes must not touch it.
     const again = await cl.create({ name: 'busy' });
     assert.notEqual(again.ip, first.ip, 'not on the address still held');
+    const newcomer = spawn('nsenter', [`--net=/run/netns/${I}-busy`, 'sleep', '60'], { stdio: 'ignore' });
     assert.equal(await exited, 'SIGKILL');
     await sleep(100);
+    assert.equal(newcomer.exitCode ?? newcomer.signalCode, null, 'a process of the new sandbox of that name was left alone');
+    newcomer.kill('SIGKILL');
     assert.equal(tb.curl(I, 'busy', 'http://example.test/').stdout, 'internet', 'the new sandbox of that name works after the old one was reaped');
     await cl.remove('busy');
     for (let i = 0; i < 100 && (await cl.status()).addresses.releasing !== 0; i++) await sleep(20);

@@ -96,10 +96,12 @@ describe('set elements: nfnetlink batch vs libnftables', () => {
   });
 
   it('admits DNS answers with their timeout', () => {
+    const before = fast.applied.elementBatches;
     inNs(() => {
       slow.apply(A.allowResolved('10.77.0.5', ['203.0.113.9', '203.0.113.10'], 300));
       fast.apply(B.allowResolved('10.77.0.5', ['203.0.113.9', '203.0.113.10'], 300));
     });
+    assert.equal(fast.applied.elementBatches - before, 1, 'the admission took the batch path');
     const [ca, cb] = [contents(A), contents(B)];
     assert.equal(cb.get('inet dns_allowed')!.length, 2);
     assert.match(cb.get('inet dns_allowed')![0], /"timeout":300/);
@@ -108,12 +110,14 @@ describe('set elements: nfnetlink batch vs libnftables', () => {
 
   it('removes the same elements', () => {
     const [a, b] = [allElements(A), allElements(B)];
+    const before = fast.applied.elementBatches;
     inNs(() => {
       for (const i of [1, 3, 4]) slow.apply(A.remove(a[i]));
       for (const i of [1, 3, 4]) fast.apply(B.remove(b[i]));
       slow.apply(A.forgetResolved('10.77.0.5', ['203.0.113.9']));
       fast.apply(B.forgetResolved('10.77.0.5', ['203.0.113.9']));
     });
+    assert.equal(fast.applied.elementBatches - before, 4, 'every removal took the batch path');
     const [ca, cb] = [contents(A), contents(B)];
     assert.equal(ca.get('inet acct_out')!.length, 3);
     assert.deepEqual(cb, ca);

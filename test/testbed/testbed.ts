@@ -264,7 +264,9 @@ export class Testbed {
       spawnSync('ip', ['netns', 'del', ns]);
     }
     for (const d of fs.existsSync('/etc/netns') ? fs.readdirSync('/etc/netns') : []) {
-      if (prefixes.some((p) => d.startsWith(p))) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
+      // Sandboxes' entries, and each instance's shared directory they link to.
+      const shared = d.startsWith('.toastnet-') && this.instances.has(d.slice('.toastnet-'.length));
+      if (shared || prefixes.some((p) => d.startsWith(p))) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
     live.delete(this);

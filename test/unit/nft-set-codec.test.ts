@@ -24,6 +24,10 @@ const schemas = new Map<string, SetSchema>([
   [schemaKey('inet', T, 'policy'), { key: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], data: 'verdict', interval: true }],
   [schemaKey('inet', T, 'quotas'), { key: ['ipv4_addr'], data: 'objref' }],
   [schemaKey('inet', T, 'nets'), { key: ['ipv4_addr'], interval: true }],
+  // A schema under a family name nft does not have (and one inherited by every object):
+  // the family check, not the set lookup, must refuse these.
+  [schemaKey('toString', T, 'ips'), { key: ['ipv4_addr'] }],
+  [schemaKey('ipx', T, 'ips'), { key: ['ipv4_addr'] }],
 ]);
 
 type Cmd = Record<string, unknown>;
@@ -250,7 +254,8 @@ describe('nft-set-codec: returns undefined for what it does not encode', () => {
     ['IPv4 with a space', el('add', 'ips', ['1 .2.3.4'])],
     ['an inverted port range', el('add', 'policy', [[{ concat: ['10.0.0.5', '10.0.0.6', 6, { range: [90, 80] }] }, { accept: null }]])],
     ['an inverted address range', el('add', 'policy', [[{ concat: ['10.0.0.5', { range: ['10.0.0.9', '10.0.0.1'] }, 6, 80] }, { accept: null }]])],
-    ['a family nft does not know', el('add', 'ips', ['10.0.0.5'], 'toString')],
+    ['a family nft does not know', el('add', 'ips', ['10.0.0.5'], 'ipx')],
+    ['a family named like an Object method', el('add', 'ips', ['10.0.0.5'], 'toString')],
     // More than a netlink attribute's 16-bit length holds: libnftables splits it.
     ['a command too large for one netlink attribute', el('add', 'ips', Array.from({ length: 5000 }, (_, i) => `10.${i >> 16 & 255}.${i >> 8 & 255}.${i & 255}`))],
   ];
