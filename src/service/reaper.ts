@@ -30,6 +30,9 @@ export interface Removed {
   held: () => void;
 }
 
+/** Removals read in one pass over /proc at most (each holds its namespace's fd until then). */
+const MAX_BATCH = 256;
+
 export class Reaper {
   private pending: Removed[] = [];
   private deferred: (() => void)[] = [];
@@ -43,7 +46,9 @@ export class Reaper {
 
   add(r: Removed): void {
     this.pending.push(r);
-    this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
+    // A batch holds one fd per removal: a mass removal (down) is read in bounded batches.
+    if (this.pending.length >= MAX_BATCH) this.reap();
+    else this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
   }
 
   /** Runs `job` with the next batch: cleanup that need not delay the caller. */
