@@ -30,11 +30,6 @@ export function pidsInNetnses(inos: ReadonlySet<number>): Map<number, number[]> 
   return out;
 }
 
-/** PIDs whose network namespace is the one with inode `ino`. */
-export function pidsInNetns(ino: number): number[] {
-  return pidsInNetnses(new Set([ino])).get(ino) ?? [];
-}
-
 function signal(pids: number[], sig: NodeJS.Signals): number[] {
   const alive: number[] = [];
   for (const pid of pids) {

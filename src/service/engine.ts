@@ -170,9 +170,9 @@ export class Engine {
     return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
   }
 
-  /** A create's policy: the document as given, with the defaults, and resolved (which checks every field before anything changes). */
-  private checkedPolicy(o: CreateOptions): { own: PolicyInput; effective: PolicyInput; policy: Policy } {
-    const own = validatePolicy(o.policy ?? {});
+  /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
+  private checkedPolicy(doc: unknown): { own: PolicyInput; effective: PolicyInput; policy: Policy } {
+    const own = validatePolicy(doc ?? {});
     const effective = this.effectivePolicy(own);
     return { own, effective, policy: resolvePolicy(effective) };
   }
@@ -384,7 +384,7 @@ export class Engine {
   acquire(o: CreateOptions = {}): SandboxInfo | undefined {
     if ((o.mode ?? 'veth') !== 'veth') return undefined;
     if (o.name !== undefined) validateSandboxName(o.name);
-    const { own, effective, policy } = this.checkedPolicy(o);
+    const { own, effective, policy } = this.checkedPolicy(o.policy);
     const member = this.store.firstPoolMember();
     if (!member) return undefined;
     const name = o.name ?? autoSandboxName(member.id);
@@ -442,7 +442,7 @@ export class Engine {
   private createNetwork(o: CreateOptions, pooled: boolean): SandboxInfo {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
-    const { own, effective, policy } = this.checkedPolicy(o);
+    const { own, effective, policy } = this.checkedPolicy(o.policy);
     const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
     if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
 
@@ -478,7 +478,7 @@ export class Engine {
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
       elementAdded = true;
-      // Pool members get theirs now too: acquiring one then only renames the directory.
+      // Pool members get theirs now too: acquiring one then only renames the entry.
       this.etc.link(netns);
       this.store.markReady(row.id);
       if (!pooled) this.setSpec(row.name, spec);
@@ -594,9 +594,8 @@ export class Engine {
     const r = this.store.getByName(name);
     const old = this.specs.get(name);
     if (!r || !old) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    const own = validatePolicy(doc);
-    const effective = this.effectivePolicy(own);
-    const next = this.spec(r, effective);
+    const { own, effective, policy } = this.checkedPolicy(doc);
+    const next = this.spec(r, effective, policy);
     const before = sandboxElements(old, this.peersOf(name, old));
     const after = sandboxElements(next, this.peersOf(name, next));
     const nextObjects = this.objectsOf(next);
@@ -740,22 +739,24 @@ export class Engine {
     const out = { namespaces: [] as string[], links: [] as string[], files: [] as string[] };
     const p = this.names.netnsPrefix;
     const unknown = new Set<number>();
-    const live = new Set<number>();
-    for (const ns of listNetns()) {
-      if (!ns.startsWith(p)) continue;
+    const mine = listNetns().filter((ns) => ns.startsWith(p));
+    for (const ns of mine) {
+      if (liveNames.has(ns.slice(p.length))) continue;
       const ino = netnsInode(ns);
-      if (liveNames.has(ns.slice(p.length))) {
-        if (ino !== undefined) live.add(ino);
-        continue;
-      }
       deleteNetns(ns);
       if (ino !== undefined) unknown.add(ino);
       out.namespaces.push(ns);
     }
-    // A second name of a live sandbox's namespace (a pool member's old name, left by a crash
-    // right after an acquisition) is dropped, but what runs inside belongs to the sandbox.
-    for (const ino of live) unknown.delete(ino);
-    for (const pids of pidsInNetnses(unknown).values()) for (const pid of pids) process.kill(pid, 'SIGKILL');
+    if (unknown.size > 0) {
+      // A second name of a live sandbox's namespace (a pool member's old name, left by a
+      // crash right after an acquisition) is dropped, but what runs inside belongs to the
+      // sandbox.
+      for (const ns of mine) {
+        const ino = liveNames.has(ns.slice(p.length)) ? netnsInode(ns) : undefined;
+        if (ino !== undefined) unknown.delete(ino);
+      }
+      for (const pids of pidsInNetnses(unknown).values()) for (const pid of pids) process.kill(pid, 'SIGKILL');
+    }
     for (const l of this.rtnl.dump(rq.dumpLinks()).map(parseLink)) {
       const id = sandboxIdFromLink(this.names, l.name);
       if (id === undefined || liveIds.has(id)) continue;

@@ -37,10 +37,8 @@ export class Reaper {
   private pending: Removed[] = [];
   private deferred: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
-  /** Batches whose processes are being ended. */
+  /** Removals whose leftover processes are being ended. */
   private readonly ending = new Set<Promise<void>>();
-  /** Sandboxes whose namespace processes still held when their batch was read. */
-  heldCount = 0;
 
   constructor(private readonly o: { delayMs: number; graceMs: number }) {}
 
@@ -48,12 +46,16 @@ export class Reaper {
     this.pending.push(r);
     // A batch holds one fd per removal: a mass removal (down) is read in bounded batches.
     if (this.pending.length >= MAX_BATCH) this.reap();
-    else this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
+    else this.schedule();
   }
 
   /** Runs `job` with the next batch: cleanup that need not delay the caller. */
   defer(job: () => void): void {
     this.deferred.push(job);
+    this.schedule();
+  }
+
+  private schedule(): void {
     this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
   }
 
@@ -110,7 +112,6 @@ export class Reaper {
         r.release();
         continue;
       }
-      this.heldCount++;
       r.held();
       const p: Promise<void> = terminate(held, this.o.graceMs).finally(() => {
         this.ending.delete(p);
