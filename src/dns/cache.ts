@@ -60,6 +60,27 @@ function questionKey(msg: Buffer, nameEnd = skipName(msg, 12)): string {
 }
 
 /**
+ * Whether `answer` answers the question(s) of `query`: same count, and the same names (ASCII
+ * letter case aside), types and classes. An answer for anything else (spoofed, or an
+ * upstream's mistake) must be neither passed on nor judged by the gate nor kept.
+ */
+export function sameQuestion(query: Buffer, answer: Buffer): boolean {
+  if (query.length < 12 || answer.length < 12 || query.readUInt16BE(4) !== answer.readUInt16BE(4)) return false;
+  let [q, a] = [12, 12];
+  for (let i = query.readUInt16BE(4); i > 0; i--) {
+    const [qEnd, aEnd] = [skipName(query, q), skipName(answer, a)];
+    if (qEnd < 0 || aEnd < 0 || qEnd + 4 > query.length || aEnd + 4 > answer.length || qEnd - q !== aEnd - a) return false;
+    for (let j = 0; j < qEnd + 4 - q; j++) {
+      const [x, y] = [query[q + j], answer[a + j]];
+      const lower = (c: number) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+      if (lower(x) !== lower(y)) return false;
+    }
+    [q, a] = [qEnd + 4, aEnd + 4];
+  }
+  return true;
+}
+
+/**
  * The cache key of a query, or undefined when its answer must not be shared: not exactly
  * one question, or EDNS options (cookies, client subnet) that make the answer the asker's
  * own. The key holds what shapes the answer: name (any letter case), type, class, the RD

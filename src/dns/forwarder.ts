@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate } from './gate.js';
-import { DnsCache, cacheKey } from './cache.js';
+import { DnsCache, cacheKey, sameQuestion } from './cache.js';
 
 export interface Upstream {
   host: string;
@@ -241,6 +241,11 @@ export class DnsForwarder {
     const p = this.pending.get(key);
     // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored).
     if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port) return;
+    // And only to the question asked: a spoofer who guessed port and ID still has to match
+    // it. Anything else is dropped and the real answer still awaited.
+    // (Error answers without a question, as some servers send them, carry nothing to admit.)
+    const bareError = msg.readUInt16BE(4) === 0 && msg.readUInt16BE(6) === 0 && (msg[3] & 0x0f) !== 0;
+    if (!bareError && !sameQuestion(p.query, msg)) return;
     this.pending.delete(key);
     const rcode = msg.length >= 4 ? msg[3] & 0x0f : 0;
     if ((rcode === 2 /* SERVFAIL */ || rcode === 5 /* REFUSED */) && p.attempt + 1 < this.o.upstreams.length) {

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { DnsCache, cacheKey } from '../../src/dns/cache.js';
+import { DnsCache, cacheKey, sameQuestion } from '../../src/dns/cache.js';
 
 type Q = { id?: number; name?: string; type?: dnsPacket.RecordType; rd?: boolean; cd?: boolean; edns?: { size: number; do?: boolean; options?: dnsPacket.PacketOpt[] } };
 function query(o: Q = {}): Buffer {
@@ -165,5 +165,22 @@ describe('DnsCache', () => {
     const c = new DnsCache({ maxEntries: 0, maxTtl: 3600 });
     c.put(key(query()), answer(), T0);
     assert.equal(c.size, 0);
+  });
+});
+
+describe('sameQuestion (what the forwarder accepts from an upstream)', () => {
+  it('the question asked, in any ASCII letter case', () => {
+    assert.equal(sameQuestion(query(), answer()), true);
+    assert.equal(sameQuestion(query({ name: 'ExAmPlE.TeSt' }), answer()), true);
+  });
+
+  it('not another name, type or number of questions, nor a truncated message', () => {
+    assert.equal(sameQuestion(query(), answer({ name: 'evil.test' })), false);
+    assert.equal(sameQuestion(query({ name: 'example.tesu' }), answer()), false);
+    assert.equal(sameQuestion(query({ type: 'AAAA' }), answer()), false);
+    const none = Buffer.from(answer());
+    none.writeUInt16BE(0, 4);
+    assert.equal(sameQuestion(query(), none), false);
+    assert.equal(sameQuestion(query(), answer().subarray(0, 20)), false);
   });
 });
