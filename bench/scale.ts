@@ -79,10 +79,13 @@ function fsEntryCost(): number {
   for (let i = 0; i < 30; i++) {
     const probe = `.toastnet-bench-probe-${process.pid}`;
     const t = now();
-    fs.closeSync(fs.openSync(`/run/netns/${probe}`, 'wx'));
-    fs.symlinkSync('/nonexistent', `/etc/netns/${probe}`);
-    fs.unlinkSync(`/run/netns/${probe}`);
-    fs.unlinkSync(`/etc/netns/${probe}`);
+    try {
+      fs.closeSync(fs.openSync(`/run/netns/${probe}`, 'wx'));
+      fs.symlinkSync('/nonexistent', `/etc/netns/${probe}`);
+    } finally {
+      fs.rmSync(`/run/netns/${probe}`, { force: true });
+      fs.rmSync(`/etc/netns/${probe}`, { force: true });
+    }
     xs.push(now() - t);
   }
   return lat(xs).p50;

@@ -15,6 +15,8 @@ describe('warm pool', () => {
   const I = `p${Date.now().toString(36)}`;
   let cl: ToastnetClient;
   const members = () => fs.readdirSync('/run/netns').filter((n) => n.startsWith(`${I}-.pool-`)).sort();
+  /** Idle members' ids, oldest (the next one acquired) first. */
+  const memberIds = () => members().map((n) => Number(n.split('-').pop())).sort((a, b) => a - b);
   const idle = async () => (await cl.status()).pool.idle;
   async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
     for (let i = 0; i < 250; i++) {
@@ -69,11 +71,16 @@ describe('warm pool', () => {
   });
 
   it('macvlan sandboxes and creates beyond the pool are made on the spot', async () => {
+    const p0 = (await cl.status()).pool;
     const m = await cl.create({ name: 'mv', mode: 'macvlan' });
     assert.equal(m.mode, 'macvlan');
-    assert.equal((await idle()), 3, 'the pool was not touched');
+    const p1 = (await cl.status()).pool;
+    assert.deepEqual([p1.acquired, p1.missed], [p0.acquired, p0.missed], 'the pool was not touched');
     const made = await Promise.all(['b1', 'b2', 'b3', 'b4', 'b5'].map((name) => cl.create({ name })));
     assert.deepEqual(made.map((x) => x.name), ['b1', 'b2', 'b3', 'b4', 'b5']);
+    const p2 = (await cl.status()).pool;
+    assert.ok(p2.acquired! - p1.acquired! >= 3, 'the three idle members were used');
+    assert.equal(p2.acquired! - p1.acquired! + p2.missed! - p1.missed!, 5, 'the rest were made on the spot');
     for (const name of ['b1', 'b5']) assert.equal(tb.curl(I, name, 'http://example.test/').stdout, 'internet');
     await until('the refill', async () => (await idle()) === 3);
   });
@@ -88,19 +95,28 @@ describe('warm pool', () => {
 
   it('a member broken from outside (its namespace gone) does not block creates: it is dropped', async () => {
     await until('a full pool', async () => (await idle()) === 3);
-    const broken = members()[0];
+    const brokenId = memberIds()[0]; // the one the next create takes
+    const broken = `${I}-.pool-${brokenId}`;
     tb.sh(tb.hostNs, ['ip', 'netns', 'del', broken]);
+    const missed = (await cl.status()).pool.missed!;
     const s = await cl.create({ name: 'after' });
     assert.equal(s.name, 'after');
+    assert.notEqual(s.id, brokenId);
+    assert.equal((await cl.status()).pool.missed, missed + 1, 'the broken member was tried, and the create made on the spot');
     assert.equal(tb.curl(I, 'after', 'http://example.test/').stdout, 'internet');
     await until('the broken member to go and the pool to refill', async () => (await idle()) === 3 && !members().includes(broken));
   });
 
   it('an automatic name someone took by hand does not block creates', async () => {
-    const firstId = Math.min(...members().map((n) => Number(n.split('-').pop())));
-    await cl.create({ name: `sbx-${firstId}` });
+    await until('a full pool', async () => (await idle()) === 3);
+    // This create takes the oldest member; the next automatic create would be named after
+    // the second oldest, whose name it takes by hand.
+    const secondId = memberIds()[1];
+    await cl.create({ name: `sbx-${secondId}` });
+    const missed = (await cl.status()).pool.missed!;
     const s = await cl.create({});
-    assert.notEqual(s.name, `sbx-${firstId}`);
+    assert.notEqual(s.name, `sbx-${secondId}`);
+    assert.equal((await cl.status()).pool.missed, missed + 1, 'the member was passed over, the create made on the spot');
     assert.equal(tb.curl(I, s.name, 'http://example.test/').stdout, 'internet');
   });
 

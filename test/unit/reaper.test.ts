@@ -3,15 +3,17 @@
 // closed, deferred jobs run first, and a mass removal is read in bounded batches. Processes
 // actually held in a namespace (ended, then released) are covered by the daemon
 // integration test.
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Reaper } from '../../src/service/reaper.js';
 
-const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'reaper-test-')), 'not-a-netns');
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reaper-test-'));
+const file = path.join(dir, 'not-a-netns');
 fs.writeFileSync(file, '');
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const openFd = () => fs.openSync(file, 'r');
 const isOpen = (fd: number) => {
   try {
