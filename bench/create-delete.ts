@@ -243,6 +243,8 @@ function table(rows: Row[]): string {
 
 async function outer(): Promise<void> {
   const tb = await Testbed.create({ hostService: false });
+  // The testbed removes their namespaces and /etc/netns entries if the run fails midway.
+  for (const i of ['benche', 'benchp', 'bencha']) tb.instances.add(i);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-bench-'));
   try {
     process.stdout.write(`toastnet bench: ${N} sandboxes (peers ${PEER_N}), ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);

@@ -330,6 +330,8 @@ function report(r: Result): string {
 
 async function outer(): Promise<void> {
   const tb = await Testbed.create({ hostService: false });
+  // The testbed removes their namespaces and /etc/netns entries if the run fails midway.
+  for (const i of [INSTANCE]) tb.instances.add(i);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-scale-'));
   try {
     tb.background(tb.wanNs, ['iperf3', '-s', '-B', WAN.internet, '-p', '5201']);

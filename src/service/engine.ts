@@ -383,20 +383,22 @@ export class Engine {
    */
   acquire(o: CreateOptions = {}): SandboxInfo | undefined {
     if ((o.mode ?? 'veth') !== 'veth') return undefined;
-    if (o.name !== undefined) validateSandboxName(o.name);
-    const { own, effective, policy } = this.checkedPolicy(o.policy);
+    // No member: nothing checked here, the create made on the spot checks it all once.
     const member = this.store.firstPoolMember();
     if (!member) return undefined;
+    if (o.name !== undefined) validateSandboxName(o.name);
+    const { own, effective, policy } = this.checkedPolicy(o.policy);
     const name = o.name ?? autoSandboxName(member.id);
+    const createdAt = Date.now();
     try {
-      this.store.renameSandbox(member.id, name, own);
+      this.store.renameSandbox(member.id, name, own, createdAt);
     } catch (err) {
       // The caller's own name is taken: its error. An automatic name someone took by hand:
       // not the caller's problem, a fresh network gets a fresh name.
       if (o.name !== undefined) throw err;
       return undefined;
     }
-    const row = { ...member, name, policy: own, createdAt: Date.now() };
+    const row = { ...member, name, policy: own, createdAt };
     const spec = this.spec(row, effective, policy);
     const elements = sandboxElements(spec, this.peersOf(name, spec));
     const objects = this.objectsOf(spec);

@@ -8,6 +8,10 @@ import Database from 'better-sqlite3';
 import { ToastnetError } from '../errors.js';
 import type { SandboxMode } from '../core/sandbox-elements.js';
 import type { PolicyInput } from '../core/policy.js';
+import { POOL_PREFIX } from '../core/names.js';
+
+/** Bounds of the pool members' names on the name index: [POOL_PREFIX, the prefix with its last character + 1). */
+const POOL_NAMES: [string, string] = [POOL_PREFIX, POOL_PREFIX.slice(0, -1) + String.fromCharCode(POOL_PREFIX.charCodeAt(POOL_PREFIX.length - 1) + 1)];
 
 export type SandboxState = 'creating' | 'ready';
 
@@ -97,9 +101,9 @@ export class Store {
         ON CONFLICT(sandbox_id) DO UPDATE SET out_packets = out_packets + excluded.out_packets, out_bytes = out_bytes + excluded.out_bytes,
         in_packets = in_packets + excluded.in_packets, in_bytes = in_bytes + excluded.in_bytes, blocked_packets = blocked_packets + excluded.blocked_packets`),
       byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
-      // Pool members (names ".pool-<id>", see core/names.ts), found by a range on the name index.
-      firstPoolMember: this.db.prepare<[], Row>("SELECT * FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.' AND state = 'ready' ORDER BY id LIMIT 1"),
-      countPool: this.db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sandboxes WHERE name >= '.pool-' AND name < '.pool.'"),
+      // Pool members (names POOL_PREFIX<id>), found by a range on the name index.
+      firstPoolMember: this.db.prepare<[string, string], Row>("SELECT * FROM sandboxes WHERE name >= ? AND name < ? AND state = 'ready' ORDER BY id LIMIT 1"),
+      countPool: this.db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM sandboxes WHERE name >= ? AND name < ?'),
       rename: this.db.prepare('UPDATE sandboxes SET name = ?, policy = ?, created_at = ? WHERE id = ?'),
       list: this.db.prepare<[], Row>('SELECT * FROM sandboxes ORDER BY id'),
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM sandboxes'),
@@ -164,15 +168,14 @@ export class Store {
   }
 
   firstPoolMember(): SandboxRow | undefined {
-    const r = this.stmts.firstPoolMember.get();
+    const r = this.stmts.firstPoolMember.get(...POOL_NAMES);
     return r ? toSandbox(r) : undefined;
   }
 
   countPool(): number {
-    return this.stmts.countPool.get()!.n;
+    return this.stmts.countPool.get(...POOL_NAMES)!.n;
   }
 
-  /** Gives a row a new name and policy (a pool member becoming a sandbox); conflict if the name is taken. */
   /**
    * Gives a row a new name, policy and creation time (a pool member becoming a sandbox, or
    * going back to the pool); conflict if the name is taken.
