@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { ToastnetError } from '../errors.js';
 import { Cidr, cidrsOverlap, formatCidr, parseIPv4 } from '../core/ipv4.js';
 import { InstanceNames } from '../core/names.js';
+import { disableIpv6 } from './link-sysctl.js';
 import { RtnetlinkSocket } from './rtnetlink.js';
 import { LinkInfo, RT_TABLE_MAIN, parseLink, parseRoute } from './rtnetlink-codec.js';
 import * as rq from './rtnl-requests.js';
@@ -48,6 +49,8 @@ export function setupHostNet(sock: RtnetlinkSocket, n: InstanceNames, gateway: s
   const gw = getLinkOrUndefined(sock, n.gatewayLink)!;
   const parent = getLinkOrUndefined(sock, n.macvlanParent);
   if (!parent) throw new ToastnetError('kernel', `${n.gatewayLink} exists but its peer ${n.macvlanParent} does not: run \`toastnet down\` then \`up\``);
+  disableIpv6(n.gatewayLink);
+  disableIpv6(n.macvlanParent);
   sock.exec(
     // proxy_arp + proxy_arp_pvlan on the gateway link: macvlan sandboxes cannot see each other
     // (private mode), so the host answers their ARP for each other's addresses and routes

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { ToastnetError } from '../errors.js';
 import { createNetns, deleteNetns, netnsPath, withNetns } from './netns.js';
+import { disableIpv6 } from './link-sysctl.js';
 import { RtnetlinkSocket } from './rtnetlink.js';
 import {
   AddrInfo, LinkInfo, RouteInfo, RT_TABLE_MAIN, parseAddr, parseLink, parseRoute,
@@ -49,6 +50,7 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
     if (s.mode === 'veth') {
       const link = parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`));
       routed = true;
+      disableIpv6(s.hostLink);
       host.exec(
         // proxy_arp: the host answers the sandbox's ARP for other subnet addresses, so traffic
         // to them reaches the filter (and a fast reject) instead of dying in ARP.

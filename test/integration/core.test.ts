@@ -95,13 +95,22 @@ describe('core: default policy with real packets', () => {
     assert.notEqual(r.stdout.trim(), '203.0.113.10');
   });
 
-  it('IPv6 from a sandbox is dropped even when both ends configure addresses', () => {
-    tb.sh(tb.hostNs, ['ip', '-6', 'addr', 'add', 'fd00:7::1/64', 'dev', a.hostLink, 'nodad']);
+  it('IPv6 from a sandbox is dropped: IPv6 is off on the host end, and the filter drops it if an operator turns it back on', () => {
+    const sysctl = `/proc/sys/net/ipv6/conf/${a.hostLink}/disable_ipv6`;
+    assert.equal(tb.sh(tb.hostNs, ['cat', sysctl]).trim(), '1');
     tb.inSandbox(I, 'a', ['ip', '-6', 'addr', 'add', 'fd00:7::2/64', 'dev', 'eth0', 'nodad']);
-    const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', 'http://[fd00:7::1]:8081/']);
-    assert.notEqual(r.code, 0, r.stdout);
-    const rules = tb.sh(tb.hostNs, ['nft', 'list', 'chain', 'inet', I, 'source_check']);
-    assert.match(rules, /meta nfproto ipv6 counter packets [1-9]/);
+    const hostAddr = ['ip', '-6', 'addr', 'add', 'fd00:7::1/64', 'dev', a.hostLink, 'nodad'];
+    assert.notEqual(tb.try(tb.hostNs, hostAddr).code, 0, 'the host end takes no IPv6 address');
+    tb.sh(tb.hostNs, ['sh', '-c', `echo 0 > ${sysctl}`]);
+    try {
+      tb.sh(tb.hostNs, hostAddr);
+      const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', 'http://[fd00:7::1]:8081/']);
+      assert.notEqual(r.code, 0, r.stdout);
+      const rules = tb.sh(tb.hostNs, ['nft', 'list', 'chain', 'inet', I, 'source_check']);
+      assert.match(rules, /meta nfproto ipv6 counter packets [1-9]/);
+    } finally {
+      tb.sh(tb.hostNs, ['sh', '-c', `echo 1 > ${sysctl}`]);
+    }
   });
 
   it('a forged source address is dropped', () => {
