@@ -123,6 +123,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
 
     const pool = new WarmPool(engine, config.pool, log);
     stopPool = () => pool.stop();
+    const trimmed = pool.trim();
+    if (trimmed > 0) log(`pool: removed ${trimmed} idle sandbox networks beyond poolSize ${config.pool.size}`);
     pool.refill();
     if (config.pool.size > 0) log(`pool: keeping ${config.pool.size} sandbox networks ready (refill below ${config.pool.refillBelow})`);
 

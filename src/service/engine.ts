@@ -374,6 +374,14 @@ export class Engine {
     return this.store.countPool();
   }
 
+  /** Removes the oldest idle pool member; false when there is none. */
+  dropPoolMember(): boolean {
+    const member = this.store.firstPoolMember();
+    if (!member) return false;
+    this.remove(member.name);
+    return true;
+  }
+
   /**
    * Turns an idle pool member into the sandbox `o` asks for, or returns undefined when the
    * pool is empty (or `o` wants macvlan, which the pool does not hold). The member was never

@@ -55,6 +55,17 @@ export class WarmPool {
     setImmediate(step);
   }
 
+  /**
+   * Removes the idle members beyond the size, as after a restart with a smaller poolSize (or
+   * 0): they would hold addresses, and rows that keep `up` from changing the subnet, for
+   * nothing. Returns how many went.
+   */
+  trim(): number {
+    let n = 0;
+    while (this.engine.poolIdle() > this.o.size && this.engine.dropPoolMember()) n++;
+    return n;
+  }
+
   stop(): void {
     this.stopped = true;
   }

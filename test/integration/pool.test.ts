@@ -4,6 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ToastnetClient } from '../../src/api/client.js';
@@ -14,6 +15,8 @@ describe('warm pool', () => {
   let tb: Testbed;
   const I = `p${Date.now().toString(36)}`;
   let cl: ToastnetClient;
+  let cfg: string;
+  let daemon: ChildProcess;
   const members = () => fs.readdirSync('/run/netns').filter((n) => n.startsWith(`${I}-.pool-`)).sort();
   /** Idle members' ids, oldest (the next one acquired) first. */
   const memberIds = () => members().map((n) => Number(n.split('-').pop())).sort((a, b) => a - b);
@@ -28,10 +31,10 @@ describe('warm pool', () => {
 
   before(async () => {
     tb = await Testbed.create({ hostService: false });
-    const cfg = path.join(tb.dir, 'pool.json');
+    cfg = path.join(tb.dir, 'pool.json');
     fs.writeFileSync(cfg, JSON.stringify({ poolSize: 3 }));
     cl = new ToastnetClient(tb.socketPath(I));
-    tb.startDaemon(I, ['--config', cfg]);
+    daemon = tb.startDaemon(I, ['--config', cfg]);
     await until('the daemon', () => cl.ping());
   });
   after(async () => {
@@ -118,6 +121,25 @@ describe('warm pool', () => {
     assert.notEqual(s.name, `sbx-${secondId}`);
     assert.equal((await cl.status()).pool.missed, missed + 1, 'the member was passed over, the create made on the spot');
     assert.equal(tb.curl(I, s.name, 'http://example.test/').stdout, 'internet');
+  });
+
+  it('a daemon restarted with a smaller pool removes the idle members beyond it and frees their addresses', async () => {
+    await until('3 idle members', async () => (await idle()) === 3);
+    const used = (await cl.status()).addresses.used;
+    const sandboxes = (await cl.list()).length;
+    const exited = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+    fs.writeFileSync(cfg, JSON.stringify({ poolSize: 1 }));
+    daemon = tb.startDaemon(I, ['--config', cfg]);
+    await until('the daemon', () => cl.ping());
+    assert.equal(await idle(), 1);
+    assert.equal(members().length, 1);
+    assert.equal((await cl.list()).length, sandboxes, 'sandboxes are left alone');
+    await until('the addresses back', async () => {
+      const a = (await cl.status()).addresses;
+      return a.releasing === 0 && a.used === used - 2;
+    });
   });
 
   it('down removes the pool with everything else', async () => {
