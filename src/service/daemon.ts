@@ -30,7 +30,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   const engine = await Engine.open(config, 10_000, () => other.ping());
   let api: http.Server | undefined;
   let metricsServer: http.Server | undefined;
-  let stopPool = (): void => {};
+  let stopPool = async (): Promise<void> => {};
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
   let dnsLog: DnsLog | undefined;
@@ -44,7 +44,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     log(`stopping (${why}); sandboxes are left running`);
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
     await new Promise<void>((res) => (metricsServer ? metricsServer.close(() => res()) : res()));
-    stopPool();
+    await stopPool();
     await dns?.stop();
     await events?.stop();
     dnsLog?.flush();
@@ -121,7 +121,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
     }
 
-    const pool = new WarmPool(engine, config.pool, log);
+    const pool = new WarmPool(engine, config.instance, config.pool, log);
     stopPool = () => pool.stop();
     const trimmed = pool.trim();
     if (trimmed > 0) log(`pool: removed ${trimmed} idle sandbox networks beyond poolSize ${config.pool.size}`);
@@ -164,7 +164,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         return engine.status(process.pid);
       },
       down: async () => {
-        stopPool();
+        await stopPool();
         await dns?.stop();
         dns = undefined;
         dnsLog?.flush();

@@ -35,7 +35,7 @@ import * as rq from '../kernel/rtnl-requests.js';
 import {
   checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
 } from '../kernel/host-net.js';
-import { SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
+import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { InstanceLock } from './lock.js';
 import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
@@ -57,6 +57,20 @@ export interface SandboxInfo {
   hostLink?: string;
   createdAt: string;
   state: string;
+}
+
+/** A row and the address it took (see Engine.lease). */
+interface Lease {
+  row: SandboxRow;
+  ip: string;
+  ipNum: number;
+  wasFresh: boolean;
+}
+
+/** A pool member being built off the main thread: its lease, and what the kernel part makes. */
+export interface PoolReservation {
+  lease: Lease;
+  net: SandboxNetSpec;
 }
 
 export interface CreateOptions {
@@ -120,6 +134,8 @@ export class Engine {
   private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
   /** Live sandboxes' kernel-facing description, by name (what their elements derive from). */
   private readonly specs = new Map<string, SandboxSpec>();
+  /** Ids of pool members another thread is building (reservePoolMember). */
+  private readonly building = new Set<number>();
   /** Live sandbox name by address (events name the sandbox of a logged packet). */
   private readonly byIp = new Map<string, string>();
   private readonly judge: FlowJudge;
@@ -457,18 +473,8 @@ export class Engine {
     if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
 
     // 1. Lease and row, in one transaction.
-    const ipNum = this.ipam.peek();
-    const wasFresh = this.ipam.isFresh(ipNum);
-    const ip = formatIPv4(ipNum);
-    const row = this.store.transaction(() => {
-      const name = o.name ?? autoSandboxName(this.store.peekNextId());
-      if (this.store.getByName(name)) throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
-      const id = this.store.insertSandbox(name, ip, mode, own);
-      this.store.takeReleased(ipNum);
-      this.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.ipam.freshCursor));
-      return this.store.getByName(name)!;
-    });
-    this.ipam.take(ipNum);
+    const lease = this.lease(o.name, mode, own);
+    const { row, ip } = lease;
 
     // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective, policy);
@@ -498,15 +504,65 @@ export class Engine {
         removeSandboxNet(this.rtnl, { netns, mode, ip });
         this.etc.unlink(netns);
       }
-      this.store.transaction(() => {
-        this.store.deleteSandbox(row.id);
-        if (!wasFresh) this.store.addReleasedFirst(ipNum);
-        this.store.setMeta('next_fresh', String(wasFresh ? ipNum : this.ipam.freshCursor));
-      });
-      this.ipam.untake(ipNum, wasFresh);
+      this.unlease(lease);
       throw err;
     }
     return this.info({ ...row, state: 'ready' });
+  }
+
+  /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
+  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease {
+    const ipNum = this.ipam.peek();
+    const wasFresh = this.ipam.isFresh(ipNum);
+    const ip = formatIPv4(ipNum);
+    const row = this.store.transaction(() => {
+      const n = name ?? autoSandboxName(this.store.peekNextId());
+      if (this.store.getByName(n)) throw new ToastnetError('conflict', `sandbox "${n}" already exists`);
+      this.store.insertSandbox(n, ip, mode, own);
+      this.store.takeReleased(ipNum);
+      this.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.ipam.freshCursor));
+      return this.store.getByName(n)!;
+    });
+    this.ipam.take(ipNum);
+    return { row, ip, ipNum, wasFresh };
+  }
+
+  /** Undoes a lease: no row, and the address first in line again (or the fresh cursor back). */
+  private unlease(l: Lease): void {
+    this.store.transaction(() => {
+      this.store.deleteSandbox(l.row.id);
+      if (!l.wasFresh) this.store.addReleasedFirst(l.ipNum);
+      this.store.setMeta('next_fresh', String(l.wasFresh ? l.ipNum : this.ipam.freshCursor));
+    });
+    this.ipam.untake(l.ipNum, l.wasFresh);
+  }
+
+  /**
+   * First half of a pool member whose kernel part another thread makes (PoolBuilder): its
+   * row, in state 'creating' until finishPoolMember, and its address. The row keeps the
+   * pool from asking for more meanwhile, acquire does not take it (not ready), and gc
+   * leaves it alone.
+   */
+  reservePoolMember(): PoolReservation {
+    if (this.parentIndex === undefined) this.ensureParent();
+    const { own, effective, policy } = this.checkedPolicy(undefined);
+    const lease = this.lease(poolMemberName(this.store.peekNextId()), 'veth', own);
+    const spec = this.spec(lease.row, effective, policy);
+    this.building.add(lease.row.id);
+    return {
+      lease,
+      net: { netns: netnsName(this.names, lease.row.name), mode: 'veth', ip: lease.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink },
+    };
+  }
+
+  /**
+   * Second half: the member is ready, or (`failed`) its row and address are given back. The
+   * builder undid its own kernel work when it failed.
+   */
+  finishPoolMember(r: PoolReservation, failed?: unknown): void {
+    this.building.delete(r.lease.row.id);
+    if (failed === undefined) this.store.markReady(r.lease.row.id);
+    else this.unlease(r.lease);
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -724,7 +780,7 @@ export class Engine {
     for (const r of this.store.list()) {
       const netns = netnsName(this.names, r.name);
       const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
-      if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
+      if ((r.state === 'ready' && namespaces.has(netns) && linkOk) || this.building.has(r.id)) continue;
       removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
       this.etc.unlink(netns);
       this.store.transaction(() => {

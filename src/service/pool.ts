@@ -4,6 +4,7 @@
 // filter drops whatever they might send) and are never reused: a removed sandbox is
 // destroyed, and the pool refills with new networks.
 import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
+import { PoolBuilder } from './pool-builder.js';
 
 export interface PoolOptions {
   /** Idle members to keep; 0 turns the pool off. */
@@ -15,10 +16,19 @@ export interface PoolOptions {
 export class WarmPool {
   private filling = false;
   private stopped = false;
+  /** The refill under way (stop waits for it). */
+  private fill: Promise<void> = Promise.resolve();
+  /** Started with the first refill: a pool of size 0 runs no thread. */
+  private builder: PoolBuilder | undefined;
   /** Acquisitions served by the pool, and veth creates it could not serve (status shows both). */
   readonly counts = { acquired: 0, missed: 0 };
 
-  constructor(private readonly engine: Engine, private readonly o: PoolOptions, private readonly log: (m: string) => void = () => {}) {}
+  constructor(
+    private readonly engine: Engine,
+    private readonly instance: string,
+    private readonly o: PoolOptions,
+    private readonly log: (m: string) => void = () => {},
+  ) {}
 
   /** A sandbox from the pool when it has one, otherwise made now; then refills in the background. */
   create(req: CreateOptions): SandboxInfo {
@@ -31,28 +41,36 @@ export class WarmPool {
   }
 
   /**
-   * Tops the pool up to its size when it is below the refill mark: one member per event
-   * loop turn, so API requests interleave with the refill instead of waiting behind it.
+   * Tops the pool up to its size when it is below the refill mark. Members are built one at
+   * a time on the builder's thread; this thread only takes each one's row and address
+   * before and marks it ready after, so API requests go on meanwhile.
    */
   refill(): void {
     if (this.filling || this.stopped || this.o.size === 0 || this.engine.poolIdle() >= this.o.refillBelow) return;
     this.filling = true;
-    const step = (): void => {
-      if (this.stopped || this.engine.poolIdle() >= this.o.size) {
-        this.filling = false;
-        return;
-      }
-      try {
-        this.engine.createPoolMember();
-      } catch (err) {
+    this.fill = this.fillUp()
+      .catch((err: Error) => {
         // Out of addresses, or the kernel refused: try again on the next create.
-        this.log(`pool: refill stopped: ${(err as Error).message}`);
+        this.log(`pool: refill stopped: ${err.message}`);
+      })
+      .finally(() => {
         this.filling = false;
-        return;
+      });
+  }
+
+  private async fillUp(): Promise<void> {
+    this.builder ??= new PoolBuilder(this.instance);
+    while (!this.stopped && this.engine.poolIdle() < this.o.size) {
+      const r = this.engine.reservePoolMember();
+      let failed: unknown;
+      try {
+        await this.builder.build(r.net);
+      } catch (err) {
+        failed = err;
       }
-      setImmediate(step);
-    };
-    setImmediate(step);
+      this.engine.finishPoolMember(r, failed);
+      if (failed !== undefined) throw failed;
+    }
   }
 
   /**
@@ -66,7 +84,11 @@ export class WarmPool {
     return n;
   }
 
-  stop(): void {
+  /** Stops refilling; resolves once the member being built (if any) is finished and the builder's thread has ended. */
+  async stop(): Promise<void> {
     this.stopped = true;
+    await this.fill;
+    await this.builder?.close();
+    this.builder = undefined;
   }
 }

@@ -123,6 +123,30 @@ describe('warm pool', () => {
     assert.equal(tb.curl(I, s.name, 'http://example.test/').stdout, 'internet');
   });
 
+  it('a member the kernel refuses is given back (no row, address or namespace left), and the pool refills once it can', async () => {
+    const s = await cl.create({ name: 'linkprobe' });
+    await until('the refill', async () => (await idle()) === 3);
+    const prefix = s.hostLink!.slice(0, -s.id.toString(36).length);
+    const next = Math.max(...memberIds(), s.id) + 1;
+    // The next members' host link names, taken by someone else.
+    const blockers = [0, 1, 2, 3].map((k) => `${prefix}${(next + k).toString(36)}`);
+    for (const b of blockers) tb.sh(tb.hostNs, ['ip', 'link', 'add', b, 'type', 'bridge']);
+    try {
+      const used = (await cl.status()).addresses.used;
+      await cl.create({ name: 'blocked' }); // takes a member; the refill's build fails
+      await sleep(500);
+      const st = await cl.status();
+      assert.equal(st.pool.idle, 2, 'the refused member is not in the pool');
+      assert.equal(st.addresses.used, used, 'its address was given back');
+      assert.ok(!fs.readdirSync('/run/netns').some((n) => n === `${I}-.pool-${next}`), 'its namespace was removed');
+      assert.ok(!fs.readdirSync('/etc/netns').some((n) => n === `${I}-.pool-${next}`), 'its /etc/netns entry was removed');
+    } finally {
+      for (const b of blockers) tb.try(tb.hostNs, ['ip', 'link', 'del', b]);
+    }
+    await cl.create({ name: 'unblocked' });
+    await until('the refill', async () => (await idle()) === 3);
+  });
+
   it('a daemon restarted with a smaller pool removes the idle members beyond it and frees their addresses', async () => {
     await until('3 idle members', async () => (await idle()) === 3);
     const used = (await cl.status()).addresses.used;
