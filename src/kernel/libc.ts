@@ -28,7 +28,10 @@ interface Libc {
   unshare(flags: number): number;
   setns(fd: number, nstype: number): number;
   mount(src: string | null, target: string, fstype: string | null, flags: number, data: null): number;
-  umount2(target: string, flags: number): number;
+  umount2: ((target: string, flags: number) => number) & {
+    /** The same call on a libuv thread; `done` runs on this thread after. */
+    async(target: string, flags: number, done: (err: unknown, ret: number) => void): void;
+  };
   socket(domain: number, type: number, protocol: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number;

@@ -74,8 +74,12 @@ function ensureRunDir(): void {
   runDirReady = true;
 }
 
-/** Creates the mount point of a new name; a name already there is a one-line conflict. */
+/**
+ * Creates the mount point of a new name; a name already there is a one-line conflict. A
+ * name still being released (releaseNetns) is released here first: it is free to reuse.
+ */
 function openNew(path: string): number {
+  finishRelease(path.slice(NETNS_RUN_DIR.length + 1));
   try {
     return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o444);
   } catch (err) {
@@ -123,9 +127,72 @@ export function createNetns<T>(name: string, inside: () => T): T {
 
 /** Unmounts and removes a named namespace; the kernel frees it (and reaps its links) once no process holds it. Idempotent. */
 export function deleteNetns(name: string): void {
+  finishRelease(name);
   const path = netnsPath(name);
   if (!fs.existsSync(path)) return;
   lib().umount2(path, MNT_DETACH); // EINVAL when already unmounted: fine, we remove the file next
+  unlinkName(path);
+}
+
+interface Release {
+  /** The mount's own fd: the unmount goes through it (/proc/self/fd/N), never the name. */
+  fd: number;
+  done: Promise<void>;
+}
+
+/** Names being given up by releaseNetns, in this thread. */
+const releasing = new Map<string, Release>();
+
+/**
+ * Gives up a namespace's name like deleteNetns, but unmounts on a libuv thread: an unmount
+ * waits for an RCU grace period (0.2-0.5 ms here), which would otherwise stall the daemon's
+ * main thread on every delete. The name counts as free at once: creating it again (or
+ * deleteNetns) finishes the release synchronously first. The unmount goes through an fd of
+ * this mount, so it cannot reach a namespace mounted under the same name later.
+ */
+export function releaseNetns(name: string): void {
+  finishRelease(name);
+  const path = netnsPath(name);
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch {
+    return; // no such name
+  }
+  const release: Release = { fd, done: Promise.resolve() };
+  release.done = new Promise((resolve) => {
+    lib().umount2.async(`/proc/self/fd/${fd}`, MNT_DETACH, () => {
+      if (releasing.get(name) === release) {
+        releasing.delete(name);
+        unlinkName(path);
+      }
+      fs.closeSync(fd);
+      resolve();
+    });
+  });
+  releasing.set(name, release);
+}
+
+/** Finishes a pending release of `name` on this thread (EINVAL from the unmount: the libuv thread did it first). */
+function finishRelease(name: string): void {
+  const r = releasing.get(name);
+  if (!r) return;
+  releasing.delete(name);
+  lib().umount2(`/proc/self/fd/${r.fd}`, MNT_DETACH);
+  unlinkName(netnsPath(name));
+}
+
+/** Finishes every pending release now, before /run/netns is read (gc). */
+export function finishReleases(): void {
+  for (const name of [...releasing.keys()]) finishRelease(name);
+}
+
+/** Resolves once the releases started so far are over. */
+export async function releasesSettled(): Promise<void> {
+  await Promise.all([...releasing.values()].map((r) => r.done));
+}
+
+function unlinkName(path: string): void {
   try {
     fs.unlinkSync(path);
   } catch (err) {

@@ -25,7 +25,7 @@ import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset
 import { formatBytes, formatRate } from '../core/units.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
-import { aliasNetns, deleteNetns, listNetns, netnsInode, netnsPath, openNetns } from '../kernel/netns.js';
+import { aliasNetns, deleteNetns, finishReleases, listNetns, netnsInode, netnsPath, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
 import { pidsInNetnses } from '../kernel/procs.js';
 import { Reaper } from './reaper.js';
 import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
@@ -458,10 +458,8 @@ export class Engine {
       }
       return undefined;
     }
-    // The member's name is unmounted with the reaper's next batch, off the caller's time (an
-    // unmount is ~0.1 ms). Nothing looks it up meanwhile: the row has the new name, and gc
-    // runs the deferred work before it looks at namespaces.
-    this.reaper.defer(() => deleteNetns(from));
+    // The member's old name is unmounted on a libuv thread, off the caller's time.
+    releaseNetns(from);
     return this.info(row);
   }
 
@@ -745,8 +743,9 @@ export class Engine {
       this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec)), sandboxObjects(spec)));
     }
     // The host route goes with the link when the kernel reaps it; a namespace that
-    // processes keep alive has it removed by the reaper.
-    deleteNetns(netns);
+    // processes keep alive has it removed by the reaper. The name is free from here on (a
+    // create of it finishes the release), the unmount itself runs on a libuv thread.
+    releaseNetns(netns);
     this.etc.unlink(netns);
     const ipNum = parseIPv4(r.ip);
     this.store.transaction(() => {
@@ -762,8 +761,9 @@ export class Engine {
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
-  settled(): Promise<void> {
-    return this.reaper.settled();
+  async settled(): Promise<void> {
+    await this.reaper.settled();
+    await releasesSettled();
   }
 
   // ---- gc and status ----------------------------------------------------------------
@@ -774,7 +774,7 @@ export class Engine {
    * elements that do not match the store.
    */
   gc(): GcReport {
-    this.reaper.runDeferred();
+    finishReleases();
     const report: GcReport = { sandboxes: [], namespaces: [], links: [], files: [] };
     const namespaces = new Set(listNetns());
     for (const r of this.store.list()) {

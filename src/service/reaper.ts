@@ -1,7 +1,7 @@
 // What is left of removed sandboxes after `rm` returns: processes still inside their
 // namespaces, and their addresses.
 //
-// `rm` stops a sandbox's traffic (its elements), frees its name (namespace unmounted, row
+// `rm` stops a sandbox's traffic (its elements), frees its name (namespace released, row
 // deleted) and returns. Whether any process still holds the namespace can only be learnt by
 // reading every process's /proc/PID/ns/net, ~7 µs per process on the host: 0.4 ms with a
 // few dozen processes, tens of ms on a host running thousands of sandboxed programs. So it
@@ -10,9 +10,6 @@
 // removed and its processes ended (TERM, then KILL after the grace period). Only then is the
 // address given back to the pool: until then no new sandbox can get an address that a
 // leftover process might still be using.
-//
-// Other cleanup that need not delay its caller (a pool member's old namespace name) rides
-// along with the same batch.
 import fs from 'node:fs';
 import { pidsInNetnses, terminate } from '../kernel/procs.js';
 
@@ -35,7 +32,6 @@ const MAX_BATCH = 256;
 
 export class Reaper {
   private pending: Removed[] = [];
-  private deferred: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   /** Removals whose leftover processes are being ended. */
   private readonly ending = new Set<Promise<void>>();
@@ -49,27 +45,8 @@ export class Reaper {
     else this.schedule();
   }
 
-  /** Runs `job` with the next batch: cleanup that need not delay the caller. */
-  defer(job: () => void): void {
-    this.deferred.push(job);
-    this.schedule();
-  }
-
   private schedule(): void {
     this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
-  }
-
-  /** Runs the deferred jobs now (before anything that must see their result). */
-  runDeferred(): void {
-    const jobs = this.deferred;
-    this.deferred = [];
-    for (const job of jobs) {
-      try {
-        job();
-      } catch {
-        // cleanup of something already gone
-      }
-    }
   }
 
   /** Removals not yet released (waiting for their batch, or for their processes to end). */
@@ -97,7 +74,6 @@ export class Reaper {
   private reap(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.runDeferred();
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;

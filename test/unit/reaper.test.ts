@@ -1,6 +1,6 @@
 // The reaper's bookkeeping, without root: removals whose "namespace" fd is a plain file
 // (no process has it as its network namespace) are released at the next batch, the fd is
-// closed, deferred jobs run first, and a mass removal is read in bounded batches. Processes
+// closed, and a mass removal is read in bounded batches. Processes
 // actually held in a namespace (ended, then released) are covered by the daemon
 // integration test.
 import { after, describe, it } from 'node:test';
@@ -37,28 +37,6 @@ describe('Reaper', () => {
     assert.deepEqual(released, ['a', 'b']);
     assert.equal(isOpen(fd), false, 'the namespace fd is closed after the batch');
     assert.equal(r.size, 0);
-  });
-
-  it('runs deferred jobs with the batch, first, and a failing job does not stop the others', async () => {
-    const r = new Reaper({ delayMs: 10, graceMs: 0 });
-    const order: string[] = [];
-    r.add({ fd: undefined, held: () => {}, release: () => order.push('release') });
-    r.defer(() => {
-      throw new Error('gone already');
-    });
-    r.defer(() => order.push('job'));
-    await r.settled();
-    assert.deepEqual(order, ['job', 'release']);
-  });
-
-  it('runDeferred runs jobs at once (gc), and only once', () => {
-    const r = new Reaper({ delayMs: 10_000, graceMs: 0 });
-    let n = 0;
-    r.defer(() => n++);
-    r.runDeferred();
-    r.runDeferred();
-    assert.equal(n, 1);
-    r.stop();
   });
 
   it('a mass removal is read in batches of at most 256 (each holds an fd until read)', () => {

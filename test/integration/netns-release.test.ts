@@ -1,0 +1,57 @@
+// releaseNetns: a removed sandbox's name is unmounted on a libuv thread, through an fd of
+// its own mount. The name is free at once, and a namespace mounted under it meanwhile
+// survives the old release.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+import { createNetns, deleteNetns, finishReleases, netnsPath, releaseNetns, releasesSettled } from '../../src/kernel/netns.js';
+
+const mounted = (name: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === netnsPath(name));
+
+describe('netns release off the main thread', () => {
+  const run = `zrel${process.pid.toString(36)}${Date.now().toString(36)}`;
+  const names = [`${run}-a`, `${run}-b`, `${run}-c`];
+  after(() => {
+    finishReleases();
+    for (const n of names) deleteNetns(n);
+  });
+
+  it('unmounts and removes the name', async () => {
+    const [a] = names;
+    createNetns(a, () => undefined);
+    assert.ok(mounted(a));
+    releaseNetns(a);
+    await releasesSettled();
+    assert.equal(mounted(a), false);
+    assert.equal(fs.existsSync(netnsPath(a)), false);
+  });
+
+  it('a namespace created under the name at once survives the old release', async () => {
+    const [, b] = names;
+    createNetns(b, () => undefined);
+    const oldIno = fs.statSync(netnsPath(b)).ino;
+    // Keep libuv's threads (4) busy, so that the old release's unmount runs only after the
+    // new namespace is mounted under the same name: the worst order.
+    const busy = Array.from({ length: 4 }, () => promisify(crypto.pbkdf2)('x', 'y', 200_000, 32, 'sha256'));
+    releaseNetns(b);
+    createNetns(b, () => undefined);
+    const newIno = fs.statSync(netnsPath(b)).ino;
+    assert.notEqual(newIno, oldIno, 'a new namespace');
+    await Promise.all(busy);
+    await releasesSettled();
+    await new Promise((r) => setTimeout(r, 50)); // the old release's callback has run
+    assert.ok(mounted(b), 'the new namespace is still mounted');
+    assert.equal(fs.statSync(netnsPath(b)).ino, newIno);
+  });
+
+  it('deleteNetns and finishReleases complete a pending release on the spot', () => {
+    const [, , c] = names;
+    createNetns(c, () => undefined);
+    releaseNetns(c);
+    finishReleases();
+    assert.equal(mounted(c), false);
+    assert.equal(fs.existsSync(netnsPath(c)), false);
+  });
+});
