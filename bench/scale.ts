@@ -6,7 +6,8 @@
 //   - forwarding throughput (TCP, UDP with 64-byte payloads) from one sandbox through NAT
 //     and the full policy, with 1 and with 4,000 sandboxes alive;
 //   - the daemon: start (reconcile) time and memory with 4,000 sandboxes, and create+delete
-//     cycles per second through its API with 1, 2 and 8 concurrent callers;
+//     cycles per second through its API with 1, 2 and 8 concurrent callers, without and
+//     with a warm pool;
 //   - the CNI chain on the same create/delete work at its own levels (BENCH_CNI_LEVELS,
 //     lower by default: each of its operations takes ~100 ms).
 // Prints a table with the ratio toastnet/CNI where both ran; BENCH_JSON=FILE writes it.
@@ -37,6 +38,9 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const INSTANCE = 'benchs';
 const TMPFS = process.env.BENCH_TMPFS === '1';
 const SUBNET = '10.186.0.0/16';
+/** Warm pool of the second daemon run, and how long each API figure runs. */
+const POOL_SIZE = 32;
+const API_SECONDS = Number(process.env.BENCH_API_SECONDS ?? 4);
 
 interface Lat { p50: number; p95: number }
 /** `fsEntry`: making and removing one entry in /run/netns and one in /etc/netns, as each create and delete does (ms). */
@@ -47,7 +51,14 @@ interface Result {
   cni: Level[];
   cniNote?: string;
   forwarding: Fwd[];
-  daemon?: { sandboxes: number; startMs: number; rssMb: number; concurrency: { callers: number; cyclesPerSecond: number }[] };
+  daemon?: {
+    sandboxes: number;
+    startMs: number;
+    rssMb: number;
+    concurrency: { callers: number; cyclesPerSecond: number }[];
+    /** The same with a warm pool of POOL_SIZE, refilled by its builder thread: how many creates it served. */
+    pooled?: { callers: number; cyclesPerSecond: number; acquired: number; missed: number }[];
+  };
 }
 
 const now = () => performance.now();
@@ -189,39 +200,67 @@ async function toastnet(dir: string, out: Result): Promise<void> {
     e.close(); // sandboxes stay: the daemon below starts with them
   }
 
-  // The daemon: reconcile with `alive` sandboxes, memory, concurrent API callers.
+  // The daemon: reconcile with `alive` sandboxes, memory, concurrent API callers; then
+  // restarted with a warm pool, the same callers again.
+  const sock = path.join(dir, 'run', 'toastnet.sock');
   const t0 = now();
-  const daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), 'daemon'], { stdio: 'ignore' });
-  const cl = new ToastnetClient(path.join(dir, 'run', 'toastnet.sock'));
+  let daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), 'daemon'], { stdio: 'ignore' });
+  const cl = new ToastnetClient(sock);
   try {
     for (let i = 0; i < 3000 && !(await cl.ping()); i++) await sleep(10);
     const startMs = now() - t0;
     const rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
-    const concurrency: { callers: number; cyclesPerSecond: number }[] = [];
     // Warm-up (JIT of the daemon's request path), not measured: a daemon serves for days.
     for (let k = 0; k < 300; k++) {
       await cl.create({ name: `warm${k}` });
       await cl.remove(`warm${k}`);
     }
-    for (const callers of [1, 2, 8]) {
-      let cycles = 0;
-      const end = now() + 2000;
-      await Promise.all(Array.from({ length: callers }, async (_, w) => {
-        const mine = new ToastnetClient(path.join(dir, 'run', 'toastnet.sock'));
-        for (let k = 0; now() < end; k++) {
-          await mine.create({ name: `c${callers}-${w}-${k}` });
-          await mine.remove(`c${callers}-${w}-${k}`);
-          cycles++;
-        }
-        mine.close();
-      }));
-      concurrency.push({ callers, cyclesPerSecond: cycles / 2 });
-    }
+    const concurrency = [];
+    for (const callers of [1, 2, 8]) concurrency.push({ callers, cyclesPerSecond: await apiCycles(sock, callers, `c${callers}`) });
     out.daemon = { sandboxes: alive, startMs, rssMb: rss, concurrency };
+
+    const exited = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+    const config = path.join(dir, 'pool.json');
+    fs.writeFileSync(config, JSON.stringify({ poolSize: POOL_SIZE }));
+    daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), '--config', config, 'daemon'], { stdio: 'ignore' });
+    for (let i = 0; i < 3000 && !(await cl.ping()); i++) await sleep(10);
+    for (let k = 0; k < 300; k++) {
+      await cl.create({ name: `pwarm${k}` });
+      await cl.remove(`pwarm${k}`);
+    }
+    out.daemon.pooled = [];
+    for (const callers of [1, 2, 8]) {
+      for (let i = 0; i < 500 && (await cl.status()).pool.idle < POOL_SIZE; i++) await sleep(10); // full again
+      const before = (await cl.status()).pool;
+      const cyclesPerSecond = await apiCycles(sock, callers, `pc${callers}`);
+      const after = (await cl.status()).pool;
+      out.daemon.pooled.push({ callers, cyclesPerSecond, acquired: after.acquired! - before.acquired!, missed: after.missed! - before.missed! });
+    }
   } finally {
     await cl.down().catch(() => undefined);
     daemon.kill('SIGKILL');
   }
+}
+
+/**
+ * Create+delete cycles per second through the API over API_SECONDS, `callers` at once. Long
+ * enough that a full warm pool at the start (POOL_SIZE networks made before) is a small part.
+ */
+async function apiCycles(sock: string, callers: number, prefix: string): Promise<number> {
+  let cycles = 0;
+  const end = now() + API_SECONDS * 1000;
+  await Promise.all(Array.from({ length: callers }, async (_, w) => {
+    const mine = new ToastnetClient(sock);
+    for (let k = 0; now() < end; k++) {
+      await mine.create({ name: `${prefix}-${w}-${k}` });
+      await mine.remove(`${prefix}-${w}-${k}`);
+      cycles++;
+    }
+    mine.close();
+  }));
+  return cycles / API_SECONDS;
 }
 
 function cni(dir: string, out: Result): void {
@@ -328,6 +367,10 @@ function report(r: Result): string {
     row([`daemon start with ${r.daemon.sandboxes}`, `${f(r.daemon.startMs, 0)} ms`, '', '']);
     row([`daemon memory with ${r.daemon.sandboxes}`, `${f(r.daemon.rssMb, 0)} MB RSS`, '', '']);
     for (const c of r.daemon.concurrency) row([`API cycles/s, ${c.callers} caller(s)`, f(c.cyclesPerSecond, 0), '', '']);
+    for (const c of r.daemon.pooled ?? []) {
+      const share = c.acquired + c.missed > 0 ? (100 * c.acquired) / (c.acquired + c.missed) : 0;
+      row([`  with a warm pool (${POOL_SIZE}), ${c.callers}`, f(c.cyclesPerSecond, 0), `${f(share, 0)} % pooled`, '']);
+    }
   }
   return lines.join('\n');
 }
