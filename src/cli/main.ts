@@ -356,7 +356,7 @@ program.command('doctor')
   .action(async (o: { json?: boolean }) => {
     const checks = await runDoctor();
     if (o.json) printJson(checks);
-    else for (const ch of checks) print(`${ch.ok ? 'ok  ' : 'FAIL'}  ${ch.name}${ch.ok ? '' : `: ${ch.detail}${ch.fix ? `\n      fix: ${ch.fix}` : ''}`}`);
+    else for (const ch of checks) print(`${ch.ok ? 'ok  ' : 'FAIL'}  ${ch.name}${ch.ok ? '' : `: ${ch.detail}${ch.fix ? `\n      fix: ${ch.fix}` : ''}`}${ch.advice ? `\n      note: ${ch.advice}` : ''}`);
     if (checks.some((ch) => !ch.ok)) process.exitCode = 7;
   });
 

@@ -2,6 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,6 +26,11 @@ describe('cli', () => {
     assert.ok(checks.length >= 9);
     assert.ok(checks.every((c) => c.ok), JSON.stringify(checks.filter((c) => !c.ok)));
     assert.ok(checks.some((c) => c.name === 'macvlan'));
+    // A /run/netns that is not tmpfs works, with a note on what it costs.
+    const runDir = checks.find((c) => c.name.startsWith('/run/netns filesystem')) as { advice?: string } | undefined;
+    assert.ok(runDir);
+    const tmpfs = execFileSync('stat', ['-f', '-c', '%T', '/run/netns'], { encoding: 'utf8' }).trim() === 'tmpfs';
+    assert.equal(runDir.advice === undefined, tmpfs, JSON.stringify(runDir));
     assert.equal(fs.readdirSync('/run/netns').length, before);
   });
 
