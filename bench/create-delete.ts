@@ -243,9 +243,10 @@ function table(rows: Row[]): string {
 
 async function outer(): Promise<void> {
   const tb = await Testbed.create({ hostService: false });
-  // The testbed removes their namespaces and /etc/netns entries if the run fails midway.
+  // The testbed removes their namespaces and /etc/netns entries if the run fails midway, and
+  // kills the API row's daemon: its state lives in the testbed's directory (<dir>/<instance>/run/lock.pid).
   for (const i of ['benche', 'benchp', 'bencha']) tb.instances.add(i);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-bench-'));
+  const dir = tb.dir;
   try {
     process.stdout.write(`toastnet bench: ${N} sandboxes (peers ${PEER_N}), ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
     const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
@@ -255,7 +256,6 @@ async function outer(): Promise<void> {
     const out = process.env.BENCH_JSON;
     if (out) fs.writeFileSync(out, JSON.stringify({ n: N, peerN: PEER_N, rows }, null, 2));
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
     await tb.destroy();
   }
 }

@@ -379,7 +379,10 @@ async function outer(): Promise<void> {
   const tb = await Testbed.create({ hostService: false });
   // The testbed removes their namespaces and /etc/netns entries if the run fails midway.
   for (const i of [INSTANCE]) tb.instances.add(i);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-scale-'));
+  // In the testbed's directory, as <dir>/<instance>: the testbed then also kills the daemon
+  // (its lock.pid is there) if the run fails midway.
+  const dir = path.join(tb.dir, INSTANCE);
+  fs.mkdirSync(dir, { recursive: true });
   try {
     tb.background(tb.wanNs, ['iperf3', '-s', '-B', WAN.internet, '-p', '5201']);
     await sleep(300);
@@ -395,8 +398,7 @@ async function outer(): Promise<void> {
     process.stdout.write(`${report(result)}\n`);
     if (process.env.BENCH_JSON) fs.writeFileSync(process.env.BENCH_JSON, JSON.stringify(result, null, 2));
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-    await tb.destroy();
+    await tb.destroy(); // its directory with ours
   }
 }
 
