@@ -140,6 +140,10 @@ interface Release {
   done: Promise<void>;
 }
 
+/** Unmounts running on libuv threads at most (koffi's own limit is 64 asynchronous calls). */
+const MAX_RELEASES_IN_FLIGHT = 32;
+let unmountsInFlight = 0;
+
 /** Names being given up by releaseNetns, in this thread. */
 const releasing = new Map<string, Release>();
 
@@ -152,6 +156,9 @@ const releasing = new Map<string, Release>();
  */
 export function releaseNetns(name: string): void {
   finishRelease(name);
+  // koffi runs a bounded number of asynchronous calls at once (it throws beyond that): a mass
+  // removal (`down` of thousands) unmounts the rest here, synchronously.
+  if (unmountsInFlight >= MAX_RELEASES_IN_FLIGHT) return deleteNetns(name);
   const path = netnsPath(name);
   let fd: number;
   try {
@@ -160,8 +167,10 @@ export function releaseNetns(name: string): void {
     return; // no such name
   }
   const release: Release = { fd, done: Promise.resolve() };
+  unmountsInFlight++;
   release.done = new Promise((resolve) => {
     lib().umount2.async(`/proc/self/fd/${fd}`, MNT_DETACH, () => {
+      unmountsInFlight--;
       if (releasing.get(name) === release) {
         releasing.delete(name);
         unlinkName(path);

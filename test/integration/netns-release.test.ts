@@ -13,9 +13,10 @@ const mounted = (name: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8'
 describe('netns release off the main thread', () => {
   const run = `zrel${process.pid.toString(36)}${Date.now().toString(36)}`;
   const names = [`${run}-a`, `${run}-b`, `${run}-c`];
+  const burst = Array.from({ length: 400 }, (_, i) => `${run}-m${i}`);
   after(() => {
     finishReleases();
-    for (const n of names) deleteNetns(n);
+    for (const n of [...names, ...burst]) deleteNetns(n);
   });
 
   it('unmounts and removes the name', async () => {
@@ -53,5 +54,13 @@ describe('netns release off the main thread', () => {
     finishReleases();
     assert.equal(mounted(c), false);
     assert.equal(fs.existsSync(netnsPath(c)), false);
+  });
+
+  it('a burst of releases beyond what koffi runs at once (a mass removal) all complete', async () => {
+    for (const n of burst) createNetns(n, () => undefined);
+    for (const n of burst) releaseNetns(n);
+    await releasesSettled();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(burst.filter((n) => fs.existsSync(netnsPath(n)) || mounted(n)), []);
   });
 });
