@@ -135,17 +135,22 @@ export function deleteNetns(name: string): void {
 }
 
 interface Release {
-  /** The mount's own fd: the unmount goes through it (/proc/self/fd/N), never the name. */
-  fd: number;
+  /** The mount's own fd, once its unmount has started: the unmount goes through it, never the name. */
+  fd?: number;
   done: Promise<void>;
+  resolve: () => void;
 }
 
-/** Unmounts running on libuv threads at most (koffi's own limit is 64 asynchronous calls). */
-const MAX_RELEASES_IN_FLIGHT = 32;
+/**
+ * Unmounts running on libuv threads at most: koffi throws past its own limit of
+ * asynchronous calls, which a burst of removals reaches. The rest wait in `queued`.
+ */
+const MAX_UNMOUNTS_IN_FLIGHT = 16;
 let unmountsInFlight = 0;
 
-/** Names being given up by releaseNetns, in this thread. */
+/** Names being given up by releaseNetns, in this thread (started or queued). */
 const releasing = new Map<string, Release>();
+const queued: { name: string; release: Release }[] = [];
 
 /**
  * Gives up a namespace's name like deleteNetns, but unmounts on a libuv thread: an unmount
@@ -156,19 +161,32 @@ const releasing = new Map<string, Release>();
  */
 export function releaseNetns(name: string): void {
   finishRelease(name);
-  // koffi runs a bounded number of asynchronous calls at once (it throws beyond that): a mass
-  // removal (`down` of thousands) unmounts the rest here, synchronously.
-  if (unmountsInFlight >= MAX_RELEASES_IN_FLIGHT) return deleteNetns(name);
-  const path = netnsPath(name);
-  let fd: number;
-  try {
-    fd = fs.openSync(path, 'r');
-  } catch {
-    return; // no such name
-  }
-  const release: Release = { fd, done: Promise.resolve() };
-  unmountsInFlight++;
-  release.done = new Promise((resolve) => {
+  if (!fs.existsSync(netnsPath(name))) return;
+  let resolve = (): void => {};
+  const done = new Promise<void>((r) => (resolve = r));
+  const release: Release = { done, resolve };
+  releasing.set(name, release);
+  queued.push({ name, release });
+  startQueued();
+}
+
+function startQueued(): void {
+  while (unmountsInFlight < MAX_UNMOUNTS_IN_FLIGHT && queued.length > 0) {
+    const { name, release } = queued.shift()!;
+    // Finished meanwhile (its name wanted again, or gc)? Nothing to start. Otherwise the name
+    // is still the old mount's: making it again goes through finishRelease.
+    if (releasing.get(name) !== release) continue;
+    const path = netnsPath(name);
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch {
+      releasing.delete(name); // gone by other means
+      release.resolve();
+      continue;
+    }
+    release.fd = fd;
+    unmountsInFlight++;
     lib().umount2.async(`/proc/self/fd/${fd}`, MNT_DETACH, () => {
       unmountsInFlight--;
       if (releasing.get(name) === release) {
@@ -176,19 +194,25 @@ export function releaseNetns(name: string): void {
         unlinkName(path);
       }
       fs.closeSync(fd);
-      resolve();
+      release.resolve();
+      startQueued();
     });
-  });
-  releasing.set(name, release);
+  }
 }
 
-/** Finishes a pending release of `name` on this thread (EINVAL from the unmount: the libuv thread did it first). */
+/**
+ * Finishes a pending release of `name` on this thread. Started: through its fd (EINVAL when
+ * the libuv thread did it first; that thread's callback closes the fd). Still queued: by
+ * name, which is still the old mount's.
+ */
 function finishRelease(name: string): void {
   const r = releasing.get(name);
   if (!r) return;
   releasing.delete(name);
-  lib().umount2(`/proc/self/fd/${r.fd}`, MNT_DETACH);
-  unlinkName(netnsPath(name));
+  const path = netnsPath(name);
+  lib().umount2(r.fd === undefined ? path : `/proc/self/fd/${r.fd}`, MNT_DETACH);
+  unlinkName(path);
+  if (r.fd === undefined) r.resolve();
 }
 
 /** Finishes every pending release now, before /run/netns is read (gc). */

@@ -56,7 +56,7 @@ describe('netns release off the main thread', () => {
     assert.equal(fs.existsSync(netnsPath(c)), false);
   });
 
-  it('a burst of releases beyond what koffi runs at once (a mass removal) all complete', async () => {
+  it('a burst of releases beyond what koffi runs at once (a mass removal) waits its turn and all complete', async () => {
     for (const n of burst) createNetns(n, () => undefined);
     for (const n of burst) releaseNetns(n);
     await releasesSettled();
