@@ -35,6 +35,7 @@ const CNI_LEVELS = (process.env.BENCH_CNI_LEVELS ?? '0,200').split(',').filter(B
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 100);
 const CNI_SAMPLES = Number(process.env.BENCH_CNI_SAMPLES ?? 20);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const FWD_RUNS = Number(process.env.BENCH_FWD_RUNS ?? 3);
 const INSTANCE = 'benchs';
 const TMPFS = process.env.BENCH_TMPFS === '1';
 const SUBNET = '10.186.0.0/16';
@@ -136,10 +137,21 @@ async function linksSettled(): Promise<void> {
   }
 }
 
+/**
+ * TCP and small-packet UDP throughput from a sandbox, each the median of FWD_RUNS runs:
+ * iperf3's UDP is CPU-bound on two CPUs, and single runs were seen 40 % apart.
+ */
 function forwarding(netns: string, sandboxes: number): Fwd {
-  const tcp = iperf(netns, []) as { end: { sum_received: { bits_per_second: number } } };
-  const udp = iperf(netns, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
-  return { sandboxes, tcpGbps: tcp.end.sum_received.bits_per_second / 1e9, udpKpps: (udp.end.sum.packets - udp.end.sum.lost_packets) / udp.end.sum.seconds / 1000 };
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const tcp: number[] = [];
+  const udp: number[] = [];
+  for (let i = 0; i < FWD_RUNS; i++) {
+    const t = iperf(netns, []) as { end: { sum_received: { bits_per_second: number } } };
+    tcp.push(t.end.sum_received.bits_per_second / 1e9);
+    const u = iperf(netns, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
+    udp.push((u.end.sum.packets - u.end.sum.lost_packets) / u.end.sum.seconds / 1000);
+  }
+  return { sandboxes, tcpGbps: median(tcp), udpKpps: median(udp) };
 }
 
 async function toastnet(dir: string, out: Result): Promise<void> {
