@@ -135,8 +135,13 @@ export function deleteNetns(name: string): void {
 }
 
 interface Release {
-  /** The mount's own fd, once its unmount has started: the unmount goes through it, never the name. */
+  /**
+   * The mount's own fd, once its unmount runs on a libuv thread: the unmount goes through
+   * it, never the name, and that thread's callback closes it.
+   */
   fd?: number;
+  /** Runs once the name is gone. */
+  gone: () => void;
   done: Promise<void>;
   resolve: () => void;
 }
@@ -157,14 +162,18 @@ const queued: { name: string; release: Release }[] = [];
  * waits for an RCU grace period (0.2-0.5 ms here), which would otherwise stall the daemon's
  * main thread on every delete. The name counts as free at once: creating it again (or
  * deleteNetns) finishes the release synchronously first. The unmount goes through an fd of
- * this mount, so it cannot reach a namespace mounted under the same name later.
+ * this mount, so it cannot reach a namespace mounted under the same name later. `gone` runs
+ * once the name is really gone (until then `ip netns exec` can still enter it).
  */
-export function releaseNetns(name: string): void {
+export function releaseNetns(name: string, gone: () => void = () => {}): void {
   finishRelease(name);
-  if (!fs.existsSync(netnsPath(name))) return;
+  if (!fs.existsSync(netnsPath(name))) {
+    gone();
+    return;
+  }
   let resolve = (): void => {};
   const done = new Promise<void>((r) => (resolve = r));
-  const release: Release = { done, resolve };
+  const release: Release = { gone, done, resolve };
   releasing.set(name, release);
   queued.push({ name, release });
   startQueued();
@@ -176,43 +185,57 @@ function startQueued(): void {
     // Finished meanwhile (its name wanted again, or gc)? Nothing to start. Otherwise the name
     // is still the old mount's: making it again goes through finishRelease.
     if (releasing.get(name) !== release) continue;
-    const path = netnsPath(name);
     let fd: number;
     try {
-      fd = fs.openSync(path, 'r');
+      fd = fs.openSync(netnsPath(name), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') settle(name, release); // gone by other means
+      else finishRelease(name); // no fd to spare (EMFILE): by name, here
+      continue;
+    }
+    try {
+      lib().umount2.async(`/proc/self/fd/${fd}`, MNT_DETACH, () => {
+        unmountsInFlight--;
+        try {
+          if (releasing.get(name) === release) settle(name, release);
+        } finally {
+          fs.closeSync(fd);
+          release.resolve();
+          startQueued();
+        }
+      });
     } catch {
-      releasing.delete(name); // gone by other means
-      release.resolve();
+      fs.closeSync(fd); // koffi refused the call: unmount here instead
+      finishRelease(name);
       continue;
     }
     release.fd = fd;
     unmountsInFlight++;
-    lib().umount2.async(`/proc/self/fd/${fd}`, MNT_DETACH, () => {
-      unmountsInFlight--;
-      if (releasing.get(name) === release) {
-        releasing.delete(name);
-        unlinkName(path);
-      }
-      fs.closeSync(fd);
-      release.resolve();
-      startQueued();
-    });
   }
 }
 
+/** The unmount is over (or was never needed): the name goes; a failed unmount leaves it for gc (EBUSY). */
+function settle(name: string, r: Release): void {
+  releasing.delete(name);
+  try {
+    unlinkName(netnsPath(name));
+  } catch {
+    // still mounted: gc removes it
+  }
+  r.gone();
+  if (r.fd === undefined) r.resolve(); // otherwise the libuv thread's callback does
+}
+
 /**
- * Finishes a pending release of `name` on this thread. Started: through its fd (EINVAL when
- * the libuv thread did it first; that thread's callback closes the fd). Still queued: by
- * name, which is still the old mount's.
+ * Finishes a pending release of `name` on this thread: through its fd when its unmount runs
+ * on a libuv thread (EINVAL when that thread did it first), by name while it is still
+ * queued (the name is still the old mount's).
  */
 function finishRelease(name: string): void {
   const r = releasing.get(name);
   if (!r) return;
-  releasing.delete(name);
-  const path = netnsPath(name);
-  lib().umount2(r.fd === undefined ? path : `/proc/self/fd/${r.fd}`, MNT_DETACH);
-  unlinkName(path);
-  if (r.fd === undefined) r.resolve();
+  lib().umount2(r.fd === undefined ? netnsPath(name) : `/proc/self/fd/${r.fd}`, MNT_DETACH);
+  settle(name, r);
 }
 
 /** Finishes every pending release now, before /run/netns is read (gc). */

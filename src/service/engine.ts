@@ -545,7 +545,13 @@ export class Engine {
     if (this.parentIndex === undefined) this.ensureParent();
     const { own, effective, policy } = this.checkedPolicy(undefined);
     const lease = this.lease(poolMemberName(this.store.peekNextId()), 'veth', own);
-    const spec = this.spec(lease.row, effective, policy);
+    let spec: SandboxSpec;
+    try {
+      spec = this.spec(lease.row, effective, policy);
+    } catch (err) {
+      this.unlease(lease);
+      throw err;
+    }
     this.building.add(lease.row.id);
     return {
       lease,
@@ -553,14 +559,18 @@ export class Engine {
     };
   }
 
-  /**
-   * Second half: the member is ready, or (`failed`) its row and address are given back. The
-   * builder undid its own kernel work when it failed.
-   */
+  /** Second half: the member is ready, or (`failed`) what it had is removed and its row and address given back. */
   finishPoolMember(r: PoolReservation, failed?: unknown): void {
     this.building.delete(r.lease.row.id);
-    if (failed === undefined) this.store.markReady(r.lease.row.id);
-    else this.unlease(r.lease);
+    if (failed === undefined) {
+      this.store.markReady(r.lease.row.id);
+      return;
+    }
+    // The builder undoes its own work when the kernel refuses; a builder thread that died
+    // midway did not: whatever it made goes before the address can be handed out again.
+    removeSandboxNet(this.rtnl, r.net);
+    this.etc.unlink(r.net.netns);
+    this.unlease(r.lease);
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -742,28 +752,29 @@ export class Engine {
       this.deleteSpec(name);
       this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec)), sandboxObjects(spec)));
     }
+    const ipNum = parseIPv4(r.ip);
     // The host route goes with the link when the kernel reaps it; a namespace that
     // processes keep alive has it removed by the reaper. The name is free from here on (a
-    // create of it finishes the release), the unmount itself runs on a libuv thread.
-    releaseNetns(netns);
-    this.etc.unlink(netns);
-    const ipNum = parseIPv4(r.ip);
-    this.store.transaction(() => {
-      this.store.deleteSandbox(r.id);
-      this.store.addReleased(ipNum);
-    });
-    this.reaper.add({
+    // create of it finishes the release); the unmount itself runs on a libuv thread, and the
+    // reaper looks for processes inside only once the name is gone, so that none can enter
+    // after its look.
+    releaseNetns(netns, () => this.reaper.add({
       fd,
       // Only the route: the name may belong to a new sandbox by now.
       held: () => removeHostRoute(this.rtnl, { mode: r.mode, ip: r.ip }),
       release: () => this.ipam.release(ipNum),
+    }));
+    this.etc.unlink(netns);
+    this.store.transaction(() => {
+      this.store.deleteSandbox(r.id);
+      this.store.addReleased(ipNum);
     });
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
   async settled(): Promise<void> {
+    await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
-    await releasesSettled();
   }
 
   // ---- gc and status ----------------------------------------------------------------

@@ -10,6 +10,7 @@ import { SandboxNetSpec, createSandboxNet, removeSandboxNet } from '../kernel/sa
 import type { BuildReply, BuildRequest } from './pool-builder.js';
 
 const { instance } = workerData as { instance: string };
+// Only link() is used here: the shared resolv.conf is the main thread's to write.
 const etc = new NetnsEtc(instance, '');
 const host = new RtnetlinkSocket();
 

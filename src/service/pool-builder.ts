@@ -41,6 +41,11 @@ export class PoolBuilder {
     this.worker.on('exit', (code) => fail(new Error(`exited (${code})`)));
   }
 
+  /** The thread died (or failed to start): a new builder is needed. */
+  get dead(): boolean {
+    return this.failed !== undefined;
+  }
+
   /** Makes one member's namespace, links, routes and /etc/netns entry; all or nothing. */
   build(net: SandboxNetSpec): Promise<void> {
     if (this.failed) return Promise.reject(this.failed);

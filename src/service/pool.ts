@@ -69,7 +69,13 @@ export class WarmPool {
         failed = err;
       }
       this.engine.finishPoolMember(r, failed);
-      if (failed !== undefined) throw failed;
+      if (failed === undefined) continue;
+      if (this.builder.dead) {
+        // The next refill starts a new thread.
+        await this.builder.close();
+        this.builder = undefined;
+      }
+      throw failed;
     }
   }
 

@@ -12,7 +12,7 @@ const mounted = (name: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8'
 
 describe('netns release off the main thread', () => {
   const run = `zrel${process.pid.toString(36)}${Date.now().toString(36)}`;
-  const names = [`${run}-a`, `${run}-b`, `${run}-c`];
+  const names = [`${run}-a`, `${run}-b`, `${run}-c`, `${run}-d`];
   const burst = Array.from({ length: 400 }, (_, i) => `${run}-m${i}`);
   after(() => {
     finishReleases();
@@ -47,13 +47,30 @@ describe('netns release off the main thread', () => {
     assert.equal(fs.statSync(netnsPath(b)).ino, newIno);
   });
 
-  it('deleteNetns and finishReleases complete a pending release on the spot', () => {
-    const [, , c] = names;
+  it('deleteNetns and finishReleases complete a pending release on the spot, then `gone` runs', () => {
+    const [, , c, d] = names;
+    const gone: string[] = [];
+    const onGone = (n: string) => () => {
+      assert.equal(fs.existsSync(netnsPath(n)), false, 'gone runs once the name is gone');
+      gone.push(n);
+    };
     createNetns(c, () => undefined);
-    releaseNetns(c);
+    createNetns(d, () => undefined);
+    releaseNetns(c, onGone(c));
     finishReleases();
-    assert.equal(mounted(c), false);
-    assert.equal(fs.existsSync(netnsPath(c)), false);
+    releaseNetns(d, onGone(d));
+    deleteNetns(d);
+    assert.deepEqual(gone.sort(), [c, d].sort());
+    for (const n of [c, d]) {
+      assert.equal(mounted(n), false);
+      assert.equal(fs.existsSync(netnsPath(n)), false);
+    }
+  });
+
+  it('a release of a name that is not there only runs `gone`', () => {
+    let gone = 0;
+    releaseNetns(`${run}-none`, () => gone++);
+    assert.equal(gone, 1);
   });
 
   it('a burst of releases beyond what koffi runs at once (a mass removal) waits its turn and all complete', async () => {
