@@ -15,6 +15,7 @@ import { DnsGate } from '../dns/gate.js';
 import { DnsCache } from '../dns/cache.js';
 import { Metrics, startMetricsServer } from './metrics.js';
 import { WarmPool } from './pool.js';
+import { PoolBuilder } from './pool-builder.js';
 
 export type Log = (msg: string) => void;
 
@@ -121,7 +122,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
     }
 
-    const pool = new WarmPool(engine, config.instance, config.pool, log);
+    const pool = new WarmPool(engine, config.pool, log, () => new PoolBuilder(config.instance));
     stopPool = () => pool.stop();
     const trimmed = pool.trim();
     if (trimmed > 0) log(`pool: removed ${trimmed} idle sandbox networks beyond poolSize ${config.pool.size}`);

@@ -4,7 +4,18 @@
 // filter drops whatever they might send) and are never reused: a removed sandbox is
 // destroyed, and the pool refills with new networks.
 import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
-import { PoolBuilder } from './pool-builder.js';
+import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
+
+/** What the pool needs of the engine. */
+export type PoolEngine = Pick<Engine, 'acquire' | 'create' | 'poolIdle' | 'reservePoolMember' | 'finishPoolMember' | 'dropPoolMember'>;
+
+/** What builds members' kernel part (PoolBuilder: a worker thread). */
+export interface MemberBuilder {
+  build(net: SandboxNetSpec): Promise<void>;
+  /** Unusable from now on: the pool starts another. */
+  readonly dead: boolean;
+  close(): Promise<void>;
+}
 
 export interface PoolOptions {
   /** Idle members to keep; 0 turns the pool off. */
@@ -19,15 +30,15 @@ export class WarmPool {
   /** The refill under way (stop waits for it). */
   private fill: Promise<void> = Promise.resolve();
   /** Started with the first refill: a pool of size 0 runs no thread. */
-  private builder: PoolBuilder | undefined;
+  private builder: MemberBuilder | undefined;
   /** Acquisitions served by the pool, and veth creates it could not serve (status shows both). */
   readonly counts = { acquired: 0, missed: 0 };
 
   constructor(
-    private readonly engine: Engine,
-    private readonly instance: string,
+    private readonly engine: PoolEngine,
     private readonly o: PoolOptions,
-    private readonly log: (m: string) => void = () => {},
+    private readonly log: (m: string) => void,
+    private readonly makeBuilder: () => MemberBuilder,
   ) {}
 
   /** A sandbox from the pool when it has one, otherwise made now; then refills in the background. */
@@ -59,7 +70,7 @@ export class WarmPool {
   }
 
   private async fillUp(): Promise<void> {
-    this.builder ??= new PoolBuilder(this.instance);
+    this.builder ??= this.makeBuilder();
     while (!this.stopped && this.engine.poolIdle() < this.o.size) {
       const r = this.engine.reservePoolMember();
       let failed: unknown;

@@ -1,0 +1,143 @@
+// The warm pool's bookkeeping, with a stub engine and builder (no kernel): refills one
+// member at a time up to the size, gives a refused member back, replaces a builder whose
+// thread died, trims what is beyond the size, and stop waits for the build under way.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { setImmediate as turn } from 'node:timers/promises';
+import { MemberBuilder, PoolEngine, WarmPool } from '../../src/service/pool.js';
+import type { PoolReservation, SandboxInfo } from '../../src/service/engine.js';
+
+class StubEngine {
+  idle = 0;
+  building = 0;
+  nextId = 1;
+  finished: { id: number; failed: boolean }[] = [];
+  acquire(): SandboxInfo | undefined {
+    if (this.idle === 0) return undefined;
+    this.idle--;
+    return { name: 'acquired' } as SandboxInfo;
+  }
+  create(): SandboxInfo {
+    return { name: 'made' } as SandboxInfo;
+  }
+  poolIdle(): number {
+    return this.idle + this.building;
+  }
+  reservePoolMember(): PoolReservation {
+    this.building++;
+    return { lease: { row: { id: this.nextId++ } }, net: { netns: 'ns' } } as unknown as PoolReservation;
+  }
+  finishPoolMember(r: PoolReservation, failed?: unknown): void {
+    this.building--;
+    if (failed === undefined) this.idle++;
+    this.finished.push({ id: r.lease.row.id, failed: failed !== undefined });
+  }
+  dropPoolMember(): boolean {
+    if (this.idle === 0) return false;
+    this.idle--;
+    return true;
+  }
+}
+
+class StubBuilder implements MemberBuilder {
+  dead = false;
+  closed = false;
+  built = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+  constructor(private readonly fail?: 'refuse' | 'die') {}
+  async build(): Promise<void> {
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    await turn();
+    this.inFlight--;
+    if (this.fail === 'die') {
+      this.dead = true;
+      throw new Error('builder thread: exited (1)');
+    }
+    if (this.fail === 'refuse') throw new Error('create veth: File exists (EEXIST)');
+    this.built++;
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 50; i++) await turn();
+}
+
+describe('warm pool bookkeeping', () => {
+  it('fills up to its size, one member at a time; stop waits and ends the builder', async () => {
+    const e = new StubEngine();
+    const builders: StubBuilder[] = [];
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 4, refillBelow: 4 }, () => {}, () => {
+      builders.push(new StubBuilder());
+      return builders[builders.length - 1];
+    });
+    pool.refill();
+    pool.refill(); // a second call while filling starts nothing more
+    await settle();
+    assert.equal(e.idle, 4);
+    assert.equal(builders.length, 1);
+    assert.equal(builders[0].maxInFlight, 1);
+    const got = pool.create({});
+    assert.equal(got.name, 'acquired');
+    await pool.stop();
+    assert.equal(e.building, 0, 'the member under way was finished before stop returned');
+    assert.equal(builders[0].closed, true);
+  });
+
+  it('a refused member is given back and the refill stops until the next create', async () => {
+    const e = new StubEngine();
+    const logs: string[] = [];
+    let fail: 'refuse' | undefined = 'refuse';
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 2, refillBelow: 2 }, (m) => logs.push(m), () => new StubBuilder(fail));
+    pool.refill();
+    await settle();
+    assert.deepEqual(e.finished, [{ id: 1, failed: true }]);
+    assert.equal(e.poolIdle(), 0);
+    assert.match(logs.join('\n'), /refill stopped: create veth/);
+    fail = undefined; // a new builder would not fail, but this one is kept: it did not die
+    pool.create({});
+    await settle();
+    assert.equal(e.idle, 0, 'the same builder refuses again');
+    await pool.stop();
+  });
+
+  it('a builder whose thread died is closed and replaced at the next refill', async () => {
+    const e = new StubEngine();
+    const builders: StubBuilder[] = [];
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 2, refillBelow: 2 }, () => {}, () => {
+      builders.push(new StubBuilder(builders.length === 0 ? 'die' : undefined));
+      return builders[builders.length - 1];
+    });
+    pool.refill();
+    await settle();
+    assert.equal(builders.length, 1);
+    assert.equal(builders[0].closed, true);
+    assert.equal(e.finished[0].failed, true);
+    pool.create({}); // a create made on the spot, then a refill with a new builder
+    await settle();
+    assert.equal(builders.length, 2);
+    assert.equal(e.idle, 2);
+    await pool.stop();
+  });
+
+  it('trim removes idle members beyond the size; a pool of size 0 starts no builder', async () => {
+    const e = new StubEngine();
+    e.idle = 5;
+    let made = 0;
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 0, refillBelow: 0 }, () => {}, () => {
+      made++;
+      return new StubBuilder();
+    });
+    assert.equal(pool.trim(), 5);
+    assert.equal(e.idle, 0);
+    assert.equal(pool.create({}).name, 'made');
+    await settle();
+    assert.equal(made, 0);
+    assert.deepEqual(pool.counts, { acquired: 0, missed: 0 });
+    await pool.stop();
+  });
+});
