@@ -258,8 +258,8 @@ function unlinkName(path: string): void {
 
 /**
  * Gives a named namespace a second name: a bind mount cannot be renamed (nor moved under
- * the shared /run/netns), so renaming is this, then deleteNetns(from). Either name enters
- * the same namespace meanwhile.
+ * the shared /run/netns), so renaming is this, then releasing the old name. Either name
+ * enters the same namespace meanwhile.
  */
 export function aliasNetns(from: string, to: string): void {
   const src = netnsPath(from);

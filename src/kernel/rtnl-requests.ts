@@ -11,8 +11,9 @@ import {
 
 /**
  * No IPv6 link-local address on toastnet's links: sandboxes get no IPv6 side door, and no
- * DAD delay. (Host-side links also get IPv6 switched off entirely: link-sysctl.ts.) The kernel accepts this only on an existing link (not at creation), so links
- * are created down and brought up by setUp after this is set.
+ * DAD delay. The kernel accepts this only on an existing link (not at creation), so links
+ * are created down and brought up by setUp after this is set. (Host-side links also get
+ * IPv6 switched off entirely: link-sysctl.ts.)
  */
 const noIpv6: Attr = { type: IFLA_AF_SPEC, nested: [{ type: AF_INET6, nested: [{ type: IFLA_INET6_ADDR_GEN_MODE, data: u8(IN6_ADDR_GEN_MODE_NONE) }] }] };
 

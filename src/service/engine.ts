@@ -37,6 +37,7 @@ import {
 } from '../kernel/host-net.js';
 import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
+import { buildMember } from './pool-builder.js';
 import { InstanceLock } from './lock.js';
 import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
@@ -373,16 +374,25 @@ export class Engine {
   /** Creates a sandbox network; all-or-nothing (no row, lease, link or element survives a failure). */
   create(o: CreateOptions = {}): SandboxInfo {
     if (o.name !== undefined) validateSandboxName(o.name);
-    return this.createNetwork(o, false);
+    return this.createNetwork(o);
   }
 
   /**
-   * Makes an idle warm-pool member: a veth sandbox network with an address but no set
-   * element at all, so the filter's source check drops everything it might send (it runs
-   * nothing anyway) until it is acquired.
+   * Makes an idle warm-pool member on this thread (the daemon's pool builds them on a worker
+   * thread: reservePoolMember): a veth sandbox network with an address but no set element
+   * at all, so the filter's source check drops everything it might send (it runs nothing
+   * anyway) until it is acquired.
    */
   createPoolMember(): void {
-    this.createNetwork({ name: poolMemberName(this.store.peekNextId()) }, true);
+    const r = this.reservePoolMember();
+    let failed: unknown;
+    try {
+      buildMember(this.rtnl, this.etc, r.net);
+    } catch (err) {
+      failed = err;
+    }
+    this.finishPoolMember(r, failed);
+    if (failed !== undefined) throw failed;
   }
 
   /** Idle pool members. */
@@ -463,7 +473,7 @@ export class Engine {
     return this.info(row);
   }
 
-  private createNetwork(o: CreateOptions, pooled: boolean): SandboxInfo {
+  private createNetwork(o: CreateOptions): SandboxInfo {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
     const { own, effective, policy } = this.checkedPolicy(o.policy);
@@ -472,34 +482,31 @@ export class Engine {
 
     // 1. Lease and row, in one transaction.
     const lease = this.lease(o.name, mode, own);
-    const { row, ip } = lease;
+    const { row } = lease;
 
     // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective, policy);
-    // A pool member gets its elements when it is acquired.
-    const elements = pooled ? [] : sandboxElements(spec, this.peersOf(row.name, spec));
-    const objects = pooled ? [] : this.objectsOf(spec);
-    const netns = netnsName(this.names, row.name);
+    const elements = sandboxElements(spec, this.peersOf(row.name, spec));
+    const objects = this.objectsOf(spec);
+    const net = this.netSpec(row, spec, parentIndex);
+    const { netns } = net;
     let netMade = false;
     let elementAdded = false;
     try {
       // All-or-nothing itself: on failure it removed what it made (and a name that was
       // there already, a conflict, is not its to remove).
-      createSandboxNet(this.rtnl, {
-        netns, mode, ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
-      });
+      createSandboxNet(this.rtnl, net);
       netMade = true;
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
       elementAdded = true;
-      // Pool members get theirs now too: acquiring one then only renames the entry.
       this.etc.link(netns);
       this.store.markReady(row.id);
-      if (!pooled) this.setSpec(row.name, spec);
+      this.setSpec(row.name, spec);
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
       if (netMade) {
-        removeSandboxNet(this.rtnl, { netns, mode, ip });
+        removeSandboxNet(this.rtnl, net);
         this.etc.unlink(netns);
       }
       this.unlease(lease);
@@ -553,9 +560,13 @@ export class Engine {
       throw err;
     }
     this.building.add(lease.row.id);
+    return { lease, net: this.netSpec(lease.row, spec) };
+  }
+
+  /** What the kernel layer makes for a sandbox (createSandboxNet). */
+  private netSpec(row: SandboxRow, spec: SandboxSpec, parentIndex?: number): SandboxNetSpec {
     return {
-      lease,
-      net: { netns: netnsName(this.names, lease.row.name), mode: 'veth', ip: lease.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink },
+      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
     };
   }
 
@@ -789,9 +800,10 @@ export class Engine {
     const report: GcReport = { sandboxes: [], namespaces: [], links: [], files: [] };
     const namespaces = new Set(listNetns());
     for (const r of this.store.list()) {
+      if (this.building.has(r.id)) continue;
       const netns = netnsName(this.names, r.name);
       const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
-      if ((r.state === 'ready' && namespaces.has(netns) && linkOk) || this.building.has(r.id)) continue;
+      if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
       removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
       this.etc.unlink(netns);
       this.store.transaction(() => {

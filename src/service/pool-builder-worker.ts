@@ -6,28 +6,17 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { asToastnetError } from '../errors.js';
 import { NetnsEtc } from '../kernel/netns-etc.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
-import { SandboxNetSpec, createSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
-import type { BuildReply, BuildRequest } from './pool-builder.js';
+import { BuildReply, BuildRequest, buildMember } from './pool-builder.js';
 
 const { instance } = workerData as { instance: string };
 // Only link() is used here: the shared resolv.conf is the main thread's to write.
 const etc = new NetnsEtc(instance, '');
 const host = new RtnetlinkSocket();
 
-function build(net: SandboxNetSpec): void {
-  createSandboxNet(host, net);
-  try {
-    etc.link(net.netns);
-  } catch (err) {
-    removeSandboxNet(host, net);
-    throw err;
-  }
-}
-
 parentPort!.on('message', (m: BuildRequest) => {
   let reply: BuildReply;
   try {
-    build(m.net);
+    buildMember(host, etc, m.net);
     reply = { id: m.id };
   } catch (err) {
     const e = asToastnetError(err);

@@ -5,7 +5,23 @@
 // / finishPoolMember); the worker only touches the kernel, one member at a time.
 import { Worker } from 'node:worker_threads';
 import { ToastnetError, isCode } from '../errors.js';
-import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
+import type { NetnsEtc } from '../kernel/netns-etc.js';
+import type { RtnetlinkSocket } from '../kernel/rtnetlink.js';
+import { SandboxNetSpec, createSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+
+/**
+ * A member's kernel part: its network and /etc/netns entry, all or nothing. What the worker
+ * runs for each request, and Engine.createPoolMember on the calling thread.
+ */
+export function buildMember(host: RtnetlinkSocket, etc: NetnsEtc, net: SandboxNetSpec): void {
+  createSandboxNet(host, net);
+  try {
+    etc.link(net.netns);
+  } catch (err) {
+    removeSandboxNet(host, net);
+    throw err;
+  }
+}
 
 export interface BuildRequest {
   id: number;
