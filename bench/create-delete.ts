@@ -21,6 +21,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
+import { turn } from './lib.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -51,8 +52,6 @@ function config(instance: string, dir: string, subnet: string) {
   return resolveConfig(ConfigSchema.parse({ instance, subnet, dnsUpstreams: ['203.0.113.53'], stateDir: path.join(dir, instance, 'state'), runDir: path.join(dir, instance, 'run') }), []);
 }
 
-/** Lets timers run: the engine's reaper reads /proc for batches of removals on a timer. */
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
 /**
  * N creates, then N deletes (the live count grows to N and back), then cycles for

@@ -16,6 +16,7 @@ import { resolve as resolveConfig } from '../src/config/load.js';
 import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { netnsPath } from '../src/kernel/netns.js';
+import { iperf } from './lib.js';
 import { Testbed, WAN } from '../test/testbed/testbed.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -31,15 +32,10 @@ interface Reading {
 
 const PROBE_LIMITS = { egressRate: '40gbit', ingressRate: '40gbit', packetsPerSecond: 50_000_000, newConnsPerSecond: 100_000, maxConnections: 100_000, egressBytes: '1TB' };
 
-function iperf(netns: string, args: string[]): Record<string, unknown> {
-  const r = spawnSync('nsenter', [`--net=${netns}`, 'iperf3', '-J', '-c', WAN.internet, '-t', String(SECONDS), '-O', '1', ...args], { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 });
-  if (r.status !== 0) throw new Error(`iperf3 ${args.join(' ')}: ${r.stdout.slice(-300)}${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
 
 function measure(netns: string, sandboxes: number, createMs: number): Reading {
-  const tcp = iperf(netns, ['-p', '5201']) as { end: { sum_received: { bits_per_second: number } } };
-  const udp = iperf(netns, ['-p', '5201', '-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
+  const tcp = iperf(netns, SECONDS, ['-p', '5201']) as { end: { sum_received: { bits_per_second: number } } };
+  const udp = iperf(netns, SECONDS, ['-p', '5201', '-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
   const got = udp.end.sum.packets - udp.end.sum.lost_packets;
   return { sandboxes, tcpGbps: tcp.end.sum_received.bits_per_second / 1e9, udpKpps: got / udp.end.sum.seconds / 1000, createMs };
 }

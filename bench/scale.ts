@@ -25,6 +25,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
+import { iperf, turn } from './lib.js';
 import { Testbed, WAN } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -72,14 +73,7 @@ function flags(dir: string): string[] {
   return ['--instance', INSTANCE, '--subnet', SUBNET, '--dns', WAN.dns, '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run')];
 }
 
-function iperf(netns: string, args: string[]): Record<string, unknown> {
-  const r = spawnSync('nsenter', [`--net=${netns}`, 'iperf3', '-J', '-c', WAN.internet, '-p', '5201', '-t', String(SECONDS), '-O', '1', ...args], { encoding: 'utf8', timeout: (SECONDS + 20) * 1000 });
-  if (r.status !== 0) throw new Error(`iperf3 ${args.join(' ')}: ${r.stdout.slice(-300)}${r.stderr}`);
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
 
-/** Lets timers run: the engine's reaper reads /proc for batches of removals on a timer. */
-const turn = () => new Promise<void>((r) => setImmediate(r));
 
 /**
  * What the filesystem charges a create and a delete for the two directory entries they
@@ -146,9 +140,9 @@ function forwarding(netns: string, sandboxes: number): Fwd {
   const tcp: number[] = [];
   const udp: number[] = [];
   for (let i = 0; i < FWD_RUNS; i++) {
-    const t = iperf(netns, []) as { end: { sum_received: { bits_per_second: number } } };
+    const t = iperf(netns, SECONDS, []) as { end: { sum_received: { bits_per_second: number } } };
     tcp.push(t.end.sum_received.bits_per_second / 1e9);
-    const u = iperf(netns, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
+    const u = iperf(netns, SECONDS, ['-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
     udp.push((u.end.sum.packets - u.end.sum.lost_packets) / u.end.sum.seconds / 1000);
   }
   return { sandboxes, tcpGbps: median(tcp), udpKpps: median(udp) };

@@ -1,0 +1,13 @@
+// Helpers the benches share.
+import { spawnSync } from 'node:child_process';
+import { WAN } from '../test/testbed/testbed.js';
+
+/** One iperf3 client run from a namespace to the testbed's internet host, as parsed JSON. */
+export function iperf(netns: string, seconds: number, args: string[]): Record<string, unknown> {
+  const r = spawnSync('nsenter', [`--net=${netns}`, 'iperf3', '-J', '-c', WAN.internet, '-t', String(seconds), '-O', '1', ...args], { encoding: 'utf8', timeout: (seconds + 20) * 1000 });
+  if (r.status !== 0) throw new Error(`iperf3 ${args.join(' ')}: ${r.stdout.slice(-300)}${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, unknown>;
+}
+
+/** Lets timers run: the engine's reaper reads /proc for batches of removals on a timer. */
+export const turn = (): Promise<void> => new Promise<void>((r) => setImmediate(r));
