@@ -167,10 +167,7 @@ const queued: { name: string; release: Release }[] = [];
  */
 export function releaseNetns(name: string, gone: () => void = () => {}): void {
   finishRelease(name);
-  if (!fs.existsSync(netnsPath(name))) {
-    gone();
-    return;
-  }
+  // A name that is not there settles when its turn comes (its open finds nothing).
   let resolve = (): void => {};
   const done = new Promise<void>((r) => (resolve = r));
   const release: Release = { gone, done, resolve };
@@ -289,8 +286,9 @@ export function listNetns(): string[] {
 export function openNetns(name: string): number | undefined {
   try {
     return fs.openSync(netnsPath(name), 'r');
-  } catch {
-    return undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err; // EMFILE, say: not "no namespace", or its processes would go unchecked
   }
 }
 
