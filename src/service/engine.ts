@@ -395,7 +395,7 @@ export class Engine {
     if (failed !== undefined) throw failed;
   }
 
-  /** Idle pool members. */
+  /** Idle pool members, with those being built (the refill counts them as made). */
   poolIdle(): number {
     return this.store.countPool();
   }
@@ -879,7 +879,7 @@ export class Engine {
       gatewayLink: this.names.gatewayLink,
       forwarding: readForwarding(),
       sandboxes: sandboxes - pooled,
-      pool: { idle: pooled },
+      pool: { idle: pooled - this.building.size }, // ready to be acquired, not the one being built
       addresses: { capacity: this.ipam.capacity, used, free: this.ipam.free, releasing: used - sandboxes },
       dnsUpstreams: this.config.dnsUpstreams,
       stateFile: this.store.file,
