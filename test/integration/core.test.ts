@@ -90,6 +90,12 @@ describe('core: default policy with real packets', () => {
     assert.match(nx.stdout, /status: NXDOMAIN/);
   });
 
+  it('both veth ends are created with one queue each (no shrink under RTNL)', () => {
+    const queues = (json: string) => JSON.parse(json).map((l: { num_tx_queues: number; num_rx_queues: number }) => [l.num_tx_queues, l.num_rx_queues]);
+    assert.deepEqual(queues(tb.sh(tb.hostNs, ['ip', '-d', '-j', 'link', 'show', a.hostLink])), [[1, 1]]);
+    assert.deepEqual(queues(tb.inSandbox(I, 'a', ['ip', '-d', '-j', 'link', 'show', 'eth0']).stdout), [[1, 1]]);
+  });
+
   it('DNS to any other host port is blocked', () => {
     const r = tb.inSandbox(I, 'a', ['dig', '+short', '+time=1', '+tries=1', '-p', '8080', '@10.166.0.1', 'example.test']);
     assert.notEqual(r.stdout.trim(), '203.0.113.10');

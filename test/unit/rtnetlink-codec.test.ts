@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import {
-  AF_INET, IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_NET_NS_FD,
+  AF_INET, IFA_ADDRESS, IFA_LOCAL, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_NUM_RX_QUEUES, IFLA_NUM_TX_QUEUES,
   NLMSGERR_ATTR_MSG, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
   RTA_DST, RTA_GATEWAY, RTA_OIF, RTM_DELLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTNH_F_ONLINK, RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE, VETH_INFO_PEER, encodeAttrs, frame, ifinfomsg, parseAddr, parseAttrs, parseError, parseLink,
@@ -142,11 +142,12 @@ describe('request builders', () => {
     assert.equal(req.flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL);
     assert.equal(req.body.readInt32LE(4), 0, 'host end: kernel picks the ifindex');
     const top = rawAttrs(req.body.subarray(16));
-    assert.deepEqual(top.map((a) => a.type), [IFLA_IFNAME, IFLA_LINKINFO | NLA_F_NESTED]);
+    assert.deepEqual(top.map((a) => a.type), [IFLA_IFNAME, IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES, IFLA_LINKINFO | NLA_F_NESTED]);
+    assert.deepEqual([top[1].data.readUInt32LE(0), top[2].data.readUInt32LE(0)], [1, 1], 'one tx and one rx queue, so the kernel need not shrink them');
     assert.equal(top[0].data.toString(), 'tn727bs1\0');
     assert.ok(!top.some((a) => (a.type & ~NLA_F_NESTED) === IFLA_NET_NS_FD), 'the host end stays in the socket\'s namespace');
 
-    const info = parseAttrs(top[1].data);
+    const info = parseAttrs(top[3].data);
     assert.equal(info.get(IFLA_INFO_KIND)!.toString(), 'veth\0');
     const data = parseAttrs(info.get(IFLA_INFO_DATA)!);
     const peer = data.get(VETH_INFO_PEER)!;
@@ -159,6 +160,7 @@ describe('request builders', () => {
     assert.equal(pa.get(IFLA_NET_NS_FD)!.readUInt32LE(0), 42);
     assert.deepEqual([...pa.get(1)!], [0x02, 0x74, 0x0a, 0xa6, 0x00, 0x02], 'IFLA_ADDRESS');
     assert.equal(pa.get(4)!.readUInt32LE(0), 1500, 'IFLA_MTU');
+    assert.deepEqual([pa.get(IFLA_NUM_TX_QUEUES)!.readUInt32LE(0), pa.get(IFLA_NUM_RX_QUEUES)!.readUInt32LE(0)], [1, 1], 'the peer too');
 
     const link = parseLink({ type: req.type, flags: req.flags, seq: 0, body: req.body });
     assert.equal(link.name, 'tn727bs1');
