@@ -100,6 +100,19 @@ describe('dns', () => {
     assert.notEqual(curl('cold', `http://${WAN.internet}/`).code, 0, 'and nothing else opened');
   });
 
+  it('an answer to another question from the upstream\'s address, port and ID is dropped, and the real one still passes', () => {
+    // The testbed's DNS server sends a forged answer (evil.test -> 203.0.113.66) 30 ms before the real one.
+    assert.equal(dig('plain', 'spoofed.test', '+short').stdout.trim(), '203.0.113.20');
+    create('spoofpin', '--domain', 'spoofed.test');
+    assert.equal(dig('spoofpin', 'spoofed.test', '+short').stdout.trim(), '203.0.113.20');
+    assert.equal(dig('spoofpin', 'spoofed.test', '+short').stdout.trim(), '203.0.113.20', 'and the cache kept the real one');
+  });
+
+  it('an error answer without a question section is passed on, not awaited until the timeout', () => {
+    const r = dig('plain', 'bare-refused.test');
+    assert.match(r.stdout, /status: REFUSED/, r.stdout);
+  });
+
   it('answers pointing into private space are stripped unless the policy opens them', () => {
     assert.equal(dig('plain', 'rebind.test', '+short').stdout.trim(), '');
     assert.equal(dig('plain', 'metadata.test', '+short').stdout.trim(), '');

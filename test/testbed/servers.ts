@@ -18,6 +18,7 @@ export const ZONE: Record<string, string[]> = {
   'private.test': ['172.16.5.5'],
   'rebind.test': ['10.99.0.5'],
   'edge.cdn-provider.test': ['203.0.113.20'],
+  'spoofed.test': ['203.0.113.20'],
 };
 
 /** CNAMEs: the asked name decides, the chain's end has the addresses (the CDN case). */
@@ -55,6 +56,35 @@ function answer(query: Buffer, overUdp: boolean): Buffer {
   return full;
 }
 
+/**
+ * Answers that test the resolver's check of what comes back (UDP only):
+ * - spoofed.test: first an answer for another question (evil.test, pointing at an address
+ *   the real answer does not have), then the real one: a spoofer who guessed port and ID;
+ * - bare-refused.test: REFUSED with no question section, as some servers send errors.
+ * (Not exported: importing this file starts its servers. test/integration/dns.test.ts repeats the names.)
+ */
+const SPOOFED = { name: 'spoofed.test', forged: '203.0.113.66', real: '203.0.113.20' };
+const BARE_REFUSED = 'bare-refused.test';
+
+function trickAnswer(query: Buffer): { wire: Buffer; thenReal: boolean } | undefined {
+  const q = dnsPacket.decode(query);
+  const name = q.questions?.[0]?.name?.toLowerCase();
+  if (name === SPOOFED.name) {
+    const evil = { type: 'A' as const, name: 'evil.test', class: 'IN' as const };
+    return {
+      wire: dnsPacket.encode({ id: q.id, type: 'response', flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: [evil], answers: [{ ...evil, ttl: 60, data: SPOOFED.forged }] }),
+      thenReal: true,
+    };
+  }
+  if (name === BARE_REFUSED) {
+    const wire = Buffer.alloc(12);
+    wire.writeUInt16BE(q.id ?? 0, 0);
+    wire.writeUInt16BE(0x8000 | 5 /* QR, REFUSED */, 2);
+    return { wire, thenReal: false };
+  }
+  return undefined;
+}
+
 async function main(): Promise<void> {
   const waits: Promise<void>[] = [];
   for (const spec of process.argv.slice(2)) {
@@ -80,6 +110,15 @@ async function main(): Promise<void> {
       const u = dgram.createSocket('udp4');
       u.on('message', (m, r) => {
         try {
+          const early = trickAnswer(m);
+          if (early) {
+            // From the right address, port and ID, ahead of the real answer: only the
+            // question (or, for a bare error, the lack of one) tells them apart.
+            u.send(early.wire, r.port, r.address);
+            if (!early.thenReal) return;
+            setTimeout(() => u.send(answer(m, true), r.port, r.address), 30);
+            return;
+          }
           u.send(answer(m, true), r.port, r.address);
         } catch {
           // malformed query
