@@ -14,15 +14,14 @@ import {
   InstanceNames, autoSandboxName, instanceNames, isPoolMember, netnsName, poolMemberName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
 import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
-import { Element, SandboxMode, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
+import { SandboxMode, SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
-import { Limits, Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
+import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
-import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset.js';
-import { formatBytes, formatRate } from '../core/units.js';
+import type { DenyReason } from '../core/ruleset.js';
 import type { Attribution } from './events.js';
 import { portRanges } from '../core/sandbox-elements.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, netnsInode, netnsPath, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
@@ -38,6 +37,9 @@ import {
 import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { buildMember } from './pool-builder.js';
+import { LiveSandboxes } from './live-sandboxes.js';
+import { DnsAdmissions } from './dns-admissions.js';
+import { attributeDenial } from './denial-attribution.js';
 import { InstanceLock } from './lock.js';
 import { SandboxStats, countsOf, readCounters, readQuotas, readStats } from './accounting.js';
 import { persistFiles, removePersisted } from './persist.js';
@@ -133,13 +135,13 @@ export class Engine {
   /** Sandboxes' /etc/netns entries (resolv.conf for `ip netns exec`). */
   private readonly etc: NetnsEtc;
   private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
-  /** Live sandboxes' kernel-facing description, by name (what their elements derive from). */
-  private readonly specs = new Map<string, SandboxSpec>();
+  /** Live sandboxes' kernel-facing description (what their elements derive from). */
+  private readonly live = new LiveSandboxes();
   /** Ids of pool members another thread is building (reservePoolMember). */
   private readonly building = new Set<number>();
-  /** Live sandbox name by address (events name the sandbox of a logged packet). */
-  private readonly byIp = new Map<string, string>();
   private readonly judge: FlowJudge;
+  /** What DNS answers opened for each sandbox. */
+  private readonly admissions: DnsAdmissions;
   /** maxConnections values whose tier (chain and counting set) exists in the kernel. */
   private readonly knownTiers = new Set<number>();
 
@@ -150,6 +152,7 @@ export class Engine {
     this.etc = new NetnsEtc(config.instance, `# written by toastnet\nnameserver ${config.gateway}\noptions edns0\n`);
     this.etc.writeShared();
     this.nft = new Nft(this.rules.elementSets());
+    this.admissions = new DnsAdmissions(this.nft, this.rules);
     this.rtnl = new RtnetlinkSocket();
     const subnet = parseCidr(config.subnet);
     this.prefixLength = subnet.prefix;
@@ -160,23 +163,12 @@ export class Engine {
     for (const r of this.store.list()) {
       if (r.state !== 'ready' || isPoolMember(r.name)) continue; // pool members have no elements
       try {
-        this.setSpec(r.name, this.spec(r, this.effectivePolicy(r.policy)));
+        this.live.set(r.name, this.spec(r, this.effectivePolicy(r.policy)));
       } catch {
         // A stored policy the current defaults make invalid: enforce the defaults alone.
-        this.setSpec(r.name, this.spec(r, this.effectivePolicy({})));
+        this.live.set(r.name, this.spec(r, this.effectivePolicy({})));
       }
     }
-  }
-
-  private setSpec(name: string, s: SandboxSpec): void {
-    this.specs.set(name, s);
-    this.byIp.set(s.ip, name);
-  }
-
-  private deleteSpec(name: string): void {
-    const s = this.specs.get(name);
-    if (s && this.byIp.get(s.ip) === name) this.byIp.delete(s.ip);
-    this.specs.delete(name);
   }
 
   private effectivePolicy(own: PolicyInput): PolicyInput {
@@ -215,13 +207,9 @@ export class Engine {
     for (const o of objects) if (o.kind === 'tier') this.knownTiers.add(o.max);
   }
 
-  private liveObjects(used?: ReadonlyMap<string, number>): SandboxObject[] {
-    return [...this.specs.values()].flatMap((s) => sandboxObjects(s, used));
-  }
-
   /** Makes the per-sandbox sets, maps and objects exactly what the live sandboxes own. */
   private resetKernelSandboxes(): void {
-    const wanted = this.liveObjects();
+    const wanted = this.live.objects();
     const names = new Set(wanted.map((o) => `${o.kind}:${o.name}`));
     const stale: ObjectRef[] = [];
     for (const item of this.nft.listTable('inet', this.names.table, { terse: true }) ?? []) {
@@ -231,10 +219,10 @@ export class Engine {
       }
     }
     // The reset flushes the accounting sets: carry their counts first.
-    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.liveElements(), this.markNewTiers(wanted), stale), 'reset sandbox sets'));
+    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.live.elements(), this.markNewTiers(wanted), stale), 'reset sandbox sets'));
     this.nft.compact();
     this.noteTiers(wanted);
-    this.resolved.clear(); // dns_allowed was flushed
+    this.admissions.clear(); // dns_allowed was flushed
   }
 
   /**
@@ -254,22 +242,6 @@ export class Engine {
         if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
       }
     });
-  }
-
-  /** Every live sandbox's elements, each group pair once. */
-  private liveElements(): Element[] {
-    const out: Element[] = [];
-    const seen: SandboxSpec[] = [];
-    for (const s of this.specs.values()) {
-      out.push(...sandboxElements(s, groupPeers(s, seen)));
-      seen.push(s);
-    }
-    return out;
-  }
-
-  private peersOf(name: string, s: SandboxSpec): SandboxSpec[] {
-    if (!s.policy.group) return []; // the common case: no scan of every sandbox
-    return groupPeers(s, [...this.specs].filter(([n]) => n !== name).map(([, p]) => p));
   }
 
   /** Opens the instance, waiting up to `waitMs` for another holder of the lock (see InstanceLock.acquire). */
@@ -311,11 +283,11 @@ export class Engine {
     this.parentIndex = host.parentIndex;
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
-    this.rebuildKeepingUsage((used) => this.nft.apply(this.rules.fullTable(this.liveElements(), this.liveObjects(used)), 'install ruleset'));
+    this.rebuildKeepingUsage((used) => this.nft.apply(this.rules.fullTable(this.live.elements(), this.live.objects(used)), 'install ruleset'));
     this.nft.compact();
     this.knownTiers.clear();
-    this.noteTiers(this.liveObjects());
-    this.resolved.clear(); // the new table starts with an empty dns_allowed
+    this.noteTiers(this.live.objects());
+    this.admissions.clear(); // the new table starts with an empty dns_allowed
     this.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
   }
@@ -434,7 +406,7 @@ export class Engine {
     }
     const row = { ...member, name, policy: own, createdAt };
     const spec = this.spec(row, effective, policy);
-    const elements = sandboxElements(spec, this.peersOf(name, spec));
+    const elements = this.live.elementsOf(name, spec);
     const objects = this.objectsOf(spec);
     const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
     let aliased = false;
@@ -446,7 +418,7 @@ export class Engine {
       linkRenamed = true;
       this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
       this.noteTiers(objects);
-      this.setSpec(name, spec);
+      this.live.set(name, spec);
     } catch (err) {
       // Each undo step on its own, so that the row is always given back its member name.
       const attempt = (f: () => void) => {
@@ -486,7 +458,7 @@ export class Engine {
 
     // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective, policy);
-    const elements = sandboxElements(spec, this.peersOf(row.name, spec));
+    const elements = this.live.elementsOf(row.name, spec);
     const objects = this.objectsOf(spec);
     const net = this.netSpec(row, spec, parentIndex);
     const { netns } = net;
@@ -502,7 +474,7 @@ export class Engine {
       elementAdded = true;
       this.etc.link(netns);
       this.store.markReady(row.id);
-      this.setSpec(row.name, spec);
+      this.live.set(row.name, spec);
     } catch (err) {
       if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
       if (netMade) {
@@ -598,71 +570,20 @@ export class Engine {
 
   /** The sandbox at `ip`, for the DNS gate. */
   sandboxByIp(ip: string): { name: string; ip: string; policy: SandboxSpec['policy'] } | undefined {
-    const name = this.byIp.get(ip);
-    const s = name === undefined ? undefined : this.specs.get(name);
-    return s && name !== undefined ? { name, ip, policy: s.policy } : undefined;
+    const found = this.live.at(ip);
+    return found ? { name: found.name, ip, policy: found.spec.policy } : undefined;
   }
 
-  /** Addresses each sandbox's DNS answers admitted, with their expiry (ms). */
-  private readonly resolved = new Map<string, Map<string, number>>();
-
-  /**
-   * Admits a sandbox to addresses of an allowed name for `ttl` seconds. An element that is
-   * still there is replaced (delete + add in one transaction) to refresh its timeout.
-   */
+  /** Admits a sandbox to addresses of an allowed name for `ttl` seconds (DnsAdmissions.admit). */
   admitResolved(ip: string, allAddresses: string[], ttl: number, now = Date.now()): void {
     // The sandbox may have gone while its query was upstream: admit nothing for a dead address.
-    if (!this.byIp.has(ip)) return;
-    let mine = this.resolved.get(ip);
-    if (!mine) this.resolved.set(ip, (mine = new Map()));
-    // An element with more than half its time left is not touched: repeated answers (the
-    // common case) then cost no kernel call, and an address stays open at least ttl/2.
-    const addresses = allAddresses.filter((a) => (mine!.get(a) ?? 0) - now < (ttl * 1000) / 2);
-    if (addresses.length === 0) return;
-    const live = addresses.filter((a) => (mine!.get(a) ?? 0) > now);
-    try {
-      this.nft.apply([...this.rules.forgetResolved(ip, live), ...this.rules.allowResolved(ip, addresses, ttl)], 'admit resolved addresses');
-    } catch {
-      // Our view was stale (an element expired just now): add what is missing one by one.
-      for (const a of addresses) {
-        try {
-          this.nft.apply(this.rules.allowResolved(ip, [a], ttl));
-        } catch {
-          // present: keeps its older timeout
-        }
-      }
-    }
-    for (const a of addresses) mine.set(a, now + ttl * 1000);
-  }
-
-  /** Removes what DNS answers admitted for a sandbox (its removal or a policy change). */
-  private forgetAllResolved(ip: string, now = Date.now()): void {
-    const mine = this.resolved.get(ip);
-    this.resolved.delete(ip);
-    if (!mine) return;
-    for (const [a, exp] of mine) if (exp > now) this.tryNftQuiet(this.rules.forgetResolved(ip, [a]));
-  }
-
-  private tryNftQuiet(cmds: ReturnType<RulesetBuilder['remove']>): void {
-    try {
-      this.nft.apply(cmds);
-    } catch {
-      // expired meanwhile
-    }
+    if (!this.live.at(ip)) return;
+    this.admissions.admit(ip, allAddresses, ttl, now);
   }
 
   /** Which sandbox a logged denial belongs to, and the rule that decided (events). */
   attribute(p: LoggedPacket, reason: DenyReason): Attribution | undefined {
-    const ip = INBOUND_REASONS.includes(reason) ? p.dst : p.src;
-    const name = this.byIp.get(ip);
-    const spec = name === undefined ? undefined : this.specs.get(name);
-    if (name === undefined || !spec) return undefined;
-    let rule: string;
-    if (reason === 'host') rule = 'host services (only DNS on the gateway is open)';
-    else if (reason === 'inbound') rule = spec.policy.inbound.enabled ? 'inbound port not listed' : 'inbound closed';
-    else if (LIMIT_REASONS.includes(reason)) rule = limitRule(reason, spec.policy.limits);
-    else rule = this.judge.decide(spec, this.peersOf(name, spec), { daddr: p.dst, proto: p.proto, dport: p.dport ?? 0 }).by;
-    return { sandbox: name, rule, action: spec.policy.mode === 'report' ? 'reported' : 'blocked' };
+    return attributeDenial(this.live, this.judge, p, reason);
   }
 
   policyGet(name: string): PolicyView {
@@ -677,20 +598,20 @@ export class Engine {
    */
   policySet(name: string, doc: unknown): PolicyView {
     const r = this.store.getByName(name);
-    const old = this.specs.get(name);
+    const old = this.live.get(name);
     if (!r || !old) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const { own, effective, policy } = this.checkedPolicy(doc);
     const next = this.spec(r, effective, policy);
-    const before = sandboxElements(old, this.peersOf(name, old));
-    const after = sandboxElements(next, this.peersOf(name, next));
+    const before = this.live.elementsOf(name, old);
+    const after = this.live.elementsOf(name, next);
     const nextObjects = this.objectsOf(next);
     this.nft.apply(this.rules.replace(before, after, sandboxObjects(old), nextObjects), 'replace policy');
     this.noteTiers(nextObjects);
     // Addresses admitted for names the new list still allows stay open; any other change
     // (a name dropped, the list removed) forgets them, since dns_allowed bypasses no_internet.
     const kept = next.policy.domains;
-    if (old.policy.domains && !(kept && old.policy.domains.every((d) => kept.includes(d)))) this.forgetAllResolved(next.ip);
-    this.setSpec(name, next);
+    if (old.policy.domains && !(kept && old.policy.domains.every((d) => kept.includes(d)))) this.admissions.forgetAll(next.ip);
+    this.live.set(name, next);
     this.store.setPolicy(r.id, own);
     return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next) };
   }
@@ -705,11 +626,10 @@ export class Engine {
     const ct = new Conntrack();
     try {
       const judge = this.judge;
-      const peers = this.peersOf(name, s);
+      const peers = this.live.peersOf(name, s);
       const { from, to } = ct.flowsOf(s.ip);
       const now = Date.now();
-      const mine = this.resolved.get(s.ip);
-      const admitted = (daddr: string) => (mine?.get(daddr) ?? 0) > now;
+      const admitted = (daddr: string) => this.admissions.isOpen(s.ip, daddr, now);
       const out = from.filter((f) => f.dst !== this.config.gateway && judge.decide(s, peers, { daddr: f.dst, proto: f.proto, dport: f.dport }, admitted).verdict === 'deny');
       const inbound = s.policy.inbound;
       const subnet = parseCidr(this.config.subnet);
@@ -726,7 +646,7 @@ export class Engine {
   stats(name?: string): SandboxStats[] {
     const rows = this.store.list().filter((r) => r.state === 'ready' && !isPoolMember(r.name) && (name === undefined || r.name === name));
     if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    return readStats(this.nft, this.names.table, this.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.specs.get(r.name)?.policy.limits ?? {} })));
+    return readStats(this.nft, this.names.table, this.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.live.get(r.name)?.policy.limits ?? {} })));
   }
 
   get(name: string): SandboxInfo {
@@ -757,11 +677,12 @@ export class Engine {
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const netns = netnsName(this.names, name);
     const fd = openNetns(netns);
-    const spec = this.specs.get(name);
+    const spec = this.live.get(name);
     if (spec) {
-      this.forgetAllResolved(spec.ip);
-      this.deleteSpec(name);
-      this.tryNft(this.rules.remove(sandboxElements(spec, this.peersOf(name, spec)), sandboxObjects(spec)));
+      this.admissions.forgetAll(spec.ip);
+      const elements = this.live.elementsOf(name, spec);
+      this.live.delete(name);
+      this.tryNft(this.rules.remove(elements, sandboxObjects(spec)));
     }
     const ipNum = parseIPv4(r.ip);
     // The host route goes with the link when the kernel reaps it; a namespace that
@@ -818,7 +739,7 @@ export class Engine {
     report.namespaces.push(...g.namespaces);
     report.links.push(...g.links);
     report.files.push(...g.files);
-    for (const name of [...this.specs.keys()]) if (!this.store.getByName(name)) this.deleteSpec(name);
+    for (const name of this.live.names()) if (!this.store.getByName(name)) this.live.delete(name);
     if (this.nft.hasTable('inet', this.names.table)) this.resetKernelSandboxes();
     return report;
   }
@@ -886,19 +807,5 @@ export class Engine {
       socket: path.join(this.config.runDir, 'toastnet.sock'),
       daemon: daemonPid ? { pid: daemonPid } : null,
     };
-  }
-}
-
-/** The limit behind a limit denial, with its setting, for events. */
-function limitRule(reason: DenyReason, l: Limits): string {
-  switch (reason) {
-    case 'bandwidth_out': return `limits.egressRate ${l.egressRate ? formatRate(l.egressRate) : '?'}`;
-    case 'bandwidth_in': return `limits.ingressRate ${l.ingressRate ? formatRate(l.ingressRate) : '?'}`;
-    case 'packets': return `limits.packetsPerSecond ${l.packetsPerSecond ?? '?'}`;
-    case 'connrate': return `limits.newConnsPerSecond ${l.newConnsPerSecond ?? '?'}`;
-    case 'connections': return `limits.maxConnections ${l.maxConnections ?? '?'}`;
-    case 'quota_out': return `limits.egressBytes ${l.egressBytes ? formatBytes(l.egressBytes) : '?'} spent`;
-    case 'quota_in': return `limits.ingressBytes ${l.ingressBytes ? formatBytes(l.ingressBytes) : '?'} spent`;
-    default: return reason;
   }
 }

@@ -1,0 +1,67 @@
+// The live sandboxes in the kernel's terms: each one's spec (address, link, resolved
+// policy), by name and by address, and what the ruleset derives from all of them (set
+// elements, named objects, group peers). Pure bookkeeping: the engine applies what this
+// computes.
+import { Element, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
+import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
+
+export class LiveSandboxes {
+  private readonly byName = new Map<string, SandboxSpec>();
+  /** Name by address (DNS answers and logged packets come with an address). */
+  private readonly nameByIp = new Map<string, string>();
+
+  set(name: string, s: SandboxSpec): void {
+    const old = this.byName.get(name);
+    if (old && this.nameByIp.get(old.ip) === name) this.nameByIp.delete(old.ip);
+    this.byName.set(name, s);
+    this.nameByIp.set(s.ip, name);
+  }
+
+  delete(name: string): void {
+    const s = this.byName.get(name);
+    if (s && this.nameByIp.get(s.ip) === name) this.nameByIp.delete(s.ip);
+    this.byName.delete(name);
+  }
+
+  get(name: string): SandboxSpec | undefined {
+    return this.byName.get(name);
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+
+  /** The sandbox at `ip`, if one lives there. */
+  at(ip: string): { name: string; spec: SandboxSpec } | undefined {
+    const name = this.nameByIp.get(ip);
+    const spec = name === undefined ? undefined : this.byName.get(name);
+    return name !== undefined && spec ? { name, spec } : undefined;
+  }
+
+  /** The sandboxes of `s`'s group other than `name` itself. */
+  peersOf(name: string, s: SandboxSpec): SandboxSpec[] {
+    if (!s.policy.group) return []; // the common case: no scan of every sandbox
+    return groupPeers(s, [...this.byName].filter(([n]) => n !== name).map(([, p]) => p));
+  }
+
+  /** A sandbox's own elements, with its group's pairs. */
+  elementsOf(name: string, s: SandboxSpec): Element[] {
+    return sandboxElements(s, this.peersOf(name, s));
+  }
+
+  /** Every live sandbox's elements, each group pair once. */
+  elements(): Element[] {
+    const out: Element[] = [];
+    const seen: SandboxSpec[] = [];
+    for (const s of this.byName.values()) {
+      out.push(...sandboxElements(s, groupPeers(s, seen)));
+      seen.push(s);
+    }
+    return out;
+  }
+
+  /** Every live sandbox's named objects (limits, quotas, connection tiers). */
+  objects(used?: ReadonlyMap<string, number>): SandboxObject[] {
+    return [...this.byName.values()].flatMap((s) => sandboxObjects(s, used));
+  }
+}

@@ -1,0 +1,72 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
+import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
+import { groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
+import { LiveSandboxes } from '../../src/service/live-sandboxes.js';
+
+const names = instanceNames('toastnet');
+function spec(id: number, policy: PolicyInput = {}): SandboxSpec {
+  const ip = `10.166.0.${id}`;
+  return { ip, mac: sandboxMac(ip), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
+}
+const key = (e: Element) => JSON.stringify(e);
+
+describe('LiveSandboxes', () => {
+  it('finds a sandbox by name and by address, and forgets both on delete', () => {
+    const live = new LiveSandboxes();
+    live.set('a', spec(2));
+    assert.equal(live.get('a')?.ip, '10.166.0.2');
+    assert.equal(live.at('10.166.0.2')?.name, 'a');
+    live.delete('a');
+    assert.equal(live.get('a'), undefined);
+    assert.equal(live.at('10.166.0.2'), undefined);
+    assert.deepEqual(live.names(), []);
+  });
+
+  it('a new spec for a name replaces the old one, address included', () => {
+    const live = new LiveSandboxes();
+    live.set('a', spec(2));
+    live.set('a', spec(3));
+    assert.equal(live.at('10.166.0.2'), undefined, 'the old address no longer names it');
+    assert.equal(live.at('10.166.0.3')?.name, 'a');
+  });
+
+  it('deleting a name leaves another sandbox that now has its address alone', () => {
+    const live = new LiveSandboxes();
+    live.set('a', spec(2));
+    live.set('b', spec(2)); // the address went to b (a is on its way out)
+    live.delete('a');
+    assert.equal(live.at('10.166.0.2')?.name, 'b');
+  });
+
+  it('peers are the other members of the group; a sandbox without a group scans nobody', () => {
+    const live = new LiveSandboxes();
+    const [a, b, c] = [spec(2, { group: 'g' }), spec(3, { group: 'g' }), spec(4)];
+    live.set('a', a);
+    live.set('b', b);
+    live.set('c', c);
+    assert.deepEqual(live.peersOf('a', a).map((s) => s.ip), ['10.166.0.3']);
+    assert.deepEqual(live.peersOf('c', c), []);
+    assert.deepEqual(live.elementsOf('a', a).map(key), sandboxElements(a, [b]).map(key));
+  });
+
+  it('all elements hold each sandbox\'s own once and each group pair once', () => {
+    const live = new LiveSandboxes();
+    const specs = [spec(2, { group: 'g' }), spec(3, { group: 'g' }), spec(4, { group: 'g' }), spec(5)];
+    specs.forEach((s, i) => live.set(`s${i}`, s));
+    const all = live.elements().map(key);
+    assert.equal(new Set(all).size, all.length, 'no element twice');
+    const expected = new Set(specs.flatMap((s) => sandboxElements(s, groupPeers(s, specs))).map(key));
+    assert.deepEqual(new Set(all), expected);
+  });
+
+  it('objects are every live sandbox\'s named objects', () => {
+    const live = new LiveSandboxes();
+    live.set('a', spec(2, { limits: { egressRate: '1mbit' } }));
+    live.set('b', spec(3));
+    assert.ok(live.objects().length > 0);
+    live.delete('a');
+    assert.deepEqual(live.objects(), []);
+  });
+});
