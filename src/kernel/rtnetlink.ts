@@ -8,7 +8,7 @@ import {
   SOL_SOCKET, SO_RCVTIMEO, check, errno, lib,
 } from './libc.js';
 import {
-  Message, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, Request, frame, parseError, parseMessages,
+  Message, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_ECHO, NLM_F_MULTI, Request, frame, parseError, parseMessages,
 } from './rtnetlink-codec.js';
 
 const RECV_BUF = 256 * 1024;
@@ -78,6 +78,29 @@ export class NetlinkSocket {
   exec(reqs: Request[], what: string[] = []): void {
     if (reqs.length === 0) return;
     this.sendAndAwaitAcks(undefined, reqs, undefined, what);
+  }
+
+  /**
+   * One request with NLM_F_ECHO: the kernel sends the requester the message it multicasts
+   * about what it made (built once for both), before the ack. Returns those messages: []
+   * from a kernel that does not echo this kind of request.
+   */
+  execEcho(req: Request, what: string): Message[] {
+    const seq = ++this.seq;
+    this.send(frame({ ...req, flags: req.flags | NLM_F_ACK | NLM_F_ECHO }, seq));
+    const out: Message[] = [];
+    for (;;) {
+      for (const m of this.recv()) {
+        if (m.seq !== seq) continue;
+        if (m.type !== NLMSG_ERROR) {
+          out.push(m);
+          continue;
+        }
+        const { errno: e, text } = parseError(m);
+        if (e !== 0) throw new NetlinkError(e, what, text);
+        return out;
+      }
+    }
   }
 
   /**

@@ -36,10 +36,15 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
   let routed = false;
   try {
     const nsFd = fs.openSync(netnsPath(s.netns), 'r');
+    let hostIndex: number | undefined;
     try {
       const eth0 = { name: 'eth0', index: SANDBOX_IFINDEX, nsFd, mac: s.mac };
       if (s.mode === 'veth') {
-        host.exec([rq.newVeth({ name: s.hostLink }, eth0)], [`create veth ${s.hostLink}`]);
+        // The echo carries the host end's ifindex. A lookup afterwards would cost as much
+        // again: every message about the host end finds the peer namespace's id by walking
+        // the host's ids (75 us against 14 at 4,000 sandboxes).
+        const echoed = host.execEcho(rq.newVeth({ name: s.hostLink }, eth0), `create veth ${s.hostLink}`);
+        hostIndex = echoed.map(parseLink).find((l) => l.name === s.hostLink)?.index;
       } else {
         if (s.parentIndex === undefined) throw new ToastnetError('not_ready', 'macvlan parent link missing: run `toastnet up`');
         host.exec([rq.newMacvlan(s.parentIndex, eth0)], ['create macvlan']);
@@ -48,7 +53,7 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
       fs.closeSync(nsFd);
     }
     if (s.mode === 'veth') {
-      const link = parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`));
+      const link = { index: hostIndex ?? parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`)).index };
       routed = true;
       disableIpv6(s.hostLink);
       host.exec(
