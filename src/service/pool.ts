@@ -3,7 +3,7 @@
 // links and routes. Members are veth networks that carry no policy (no set element: the
 // filter drops whatever they might send) and are never reused: a removed sandbox is
 // destroyed, and the pool refills with new networks.
-import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
+import type { CreateOptions, Engine, PoolReservation, SandboxInfo } from './engine.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
 
 /** What the pool needs of the engine. */
@@ -23,6 +23,9 @@ export interface PoolOptions {
   /** Refill (up to size) when fewer idle members than this remain. */
   refillBelow: number;
 }
+
+/** Members queued on the builder at once (each holds a row and an address meanwhile). */
+const QUEUED = 4;
 
 export class WarmPool {
   private filling = false;
@@ -52,9 +55,9 @@ export class WarmPool {
   }
 
   /**
-   * Tops the pool up to its size when it is below the refill mark. Members are built one at
-   * a time on the builder's thread; this thread only takes each one's row and address
-   * before and marks it ready after, so API requests go on meanwhile.
+   * Tops the pool up to its size when it is below the refill mark. Members are built on the
+   * builder's thread; this thread only takes each one's row and address before and marks it
+   * ready after, so API requests go on meanwhile.
    */
   refill(): void {
     if (this.filling || this.stopped || this.o.size === 0 || this.engine.poolIdle() >= this.o.refillBelow) return;
@@ -69,25 +72,43 @@ export class WarmPool {
       });
   }
 
+  /**
+   * Keeps up to QUEUED members on the builder at once. With one at a time, the builder sat
+   * idle from each reply until this thread got to it between API requests: under eight
+   * callers it made ~50 members a second and served 20 % of creates.
+   */
   private async fillUp(): Promise<void> {
-    this.builder ??= this.makeBuilder();
-    while (!this.stopped && this.engine.poolIdle() < this.o.size) {
-      const r = this.engine.reservePoolMember();
-      let failed: unknown;
-      try {
-        await this.builder.build(r.net);
-      } catch (err) {
-        failed = err;
+    const builder = (this.builder ??= this.makeBuilder());
+    const queued = new Set<Promise<void>>();
+    let failure: { err: unknown } | undefined;
+    while (!this.stopped && !failure) {
+      while (queued.size < QUEUED && !this.stopped && !failure && this.engine.poolIdle() < this.o.size) {
+        let r: PoolReservation;
+        try {
+          r = this.engine.reservePoolMember();
+        } catch (err) {
+          failure = { err }; // no address left, say: what is queued still finishes
+          break;
+        }
+        const done: Promise<void> = builder.build(r.net).then(() => undefined, (err: unknown) => err ?? new Error('build failed'))
+          .then((err) => {
+            queued.delete(done);
+            this.engine.finishPoolMember(r, err);
+            if (err !== undefined) failure ??= { err };
+          });
+        queued.add(done);
       }
-      this.engine.finishPoolMember(r, failed);
-      if (failed === undefined) continue;
-      if (this.builder.dead) {
-        // The next refill starts a new thread.
-        await this.builder.close();
-        this.builder = undefined;
-      }
-      throw failed;
+      if (queued.size === 0) break;
+      await Promise.race(queued);
     }
+    await Promise.all(queued);
+    if (!failure) return;
+    if (builder.dead && this.builder === builder) {
+      // The next refill starts a new thread.
+      this.builder = undefined;
+      await builder.close();
+    }
+    throw failure.err;
   }
 
   /**

@@ -1,5 +1,5 @@
-// The warm pool's bookkeeping, with a stub engine and builder (no kernel): refills one
-// member at a time up to the size, gives a refused member back, replaces a builder whose
+// The warm pool's bookkeeping, with a stub engine and builder (no kernel): refills up to
+// the size with a few members queued on the builder at once, gives a refused member back, replaces a builder whose
 // thread died, trims what is beyond the size, and stop waits for the build under way.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +11,8 @@ class StubEngine {
   idle = 0;
   building = 0;
   nextId = 1;
+  /** Reservations left before the addresses run out. */
+  addresses = Infinity;
   finished: { id: number; failed: boolean }[] = [];
   acquire(): SandboxInfo | undefined {
     if (this.idle === 0) return undefined;
@@ -24,6 +26,7 @@ class StubEngine {
     return this.idle + this.building;
   }
   reservePoolMember(): PoolReservation {
+    if (this.addresses-- <= 0) throw new Error('no free address in 10.166.0.0/16');
     this.building++;
     return { lease: { row: { id: this.nextId++ } }, net: { netns: 'ns' } } as unknown as PoolReservation;
   }
@@ -68,19 +71,19 @@ async function settle(): Promise<void> {
 }
 
 describe('warm pool bookkeeping', () => {
-  it('fills up to its size, one member at a time; stop waits and ends the builder', async () => {
+  it('fills up to its size with four members queued on the builder at most; stop waits and ends the builder', async () => {
     const e = new StubEngine();
     const builders: StubBuilder[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 4, refillBelow: 4 }, () => {}, () => {
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, () => {}, () => {
       builders.push(new StubBuilder());
       return builders[builders.length - 1];
     });
     pool.refill();
     pool.refill(); // a second call while filling starts nothing more
     await settle();
-    assert.equal(e.idle, 4);
+    assert.equal(e.idle, 6);
     assert.equal(builders.length, 1);
-    assert.equal(builders[0].maxInFlight, 1);
+    assert.equal(builders[0].maxInFlight, 4);
     const got = pool.create({});
     assert.equal(got.name, 'acquired');
     await pool.stop();
@@ -95,8 +98,9 @@ describe('warm pool bookkeeping', () => {
     const pool = new WarmPool(e as unknown as PoolEngine, { size: 2, refillBelow: 2 }, (m) => logs.push(m), () => new StubBuilder(fail));
     pool.refill();
     await settle();
-    assert.deepEqual(e.finished, [{ id: 1, failed: true }]);
+    assert.deepEqual(e.finished, [{ id: 1, failed: true }, { id: 2, failed: true }], 'both queued members given back');
     assert.equal(e.poolIdle(), 0);
+    assert.equal(e.nextId, 3, 'nothing reserved after the failure');
     assert.match(logs.join('\n'), /refill stopped: create veth/);
     fail = undefined; // a new builder would not fail, but this one is kept: it did not die
     pool.create({});
@@ -121,6 +125,19 @@ describe('warm pool bookkeeping', () => {
     await settle();
     assert.equal(builders.length, 2);
     assert.equal(e.idle, 2);
+    await pool.stop();
+  });
+
+  it('running out of addresses stops the refill once the queued members are finished', async () => {
+    const e = new StubEngine();
+    e.addresses = 3;
+    const logs: string[] = [];
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, (m) => logs.push(m), () => new StubBuilder());
+    pool.refill();
+    await settle();
+    assert.equal(e.idle, 3);
+    assert.equal(e.building, 0);
+    assert.match(logs.join('\n'), /refill stopped: no free address/);
     await pool.stop();
   });
 
