@@ -2,7 +2,8 @@
 // in one run and one throwaway topology (test/testbed):
 //   - toastnet engine in-process (what the daemon does per request),
 //   - toastnet's warm pool: a create that acquires a network made ahead,
-//   - toastnet through the daemon's API on its Unix socket (what an orchestrator gets),
+//   - toastnet through the daemon's API on its Unix socket (what an orchestrator gets): one
+//     caller, then eight at once, without and with a warm pool,
 //   - the reference note's way: one `ip`/`nft` process per step (same resulting state),
 //   - the CNI reference plugins (bridge + host-local + firewall), driven as a runtime does.
 // Prints p50/p95 per create and delete, and create+delete cycles per second. toastnet's
@@ -21,7 +22,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
-import { turn } from './lib.js';
+import { apiCycles, turn } from './lib.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -30,6 +31,10 @@ const CLI = path.resolve(path.dirname(SELF), '../src/cli/main.js');
 const N = Number(process.env.BENCH_N ?? 200);
 const PEER_N = Number(process.env.BENCH_PEER_N ?? 40);
 const CYCLE_SECONDS = 2;
+/** Concurrent API callers, how long they run, and the warm pool of the second daemon. */
+const API_CALLERS = 8;
+const API_SECONDS = 3;
+const API_POOL = 32;
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 100);
 
 interface Row {
@@ -129,14 +134,45 @@ async function benchPool(dir: string): Promise<Row> {
   }
 }
 
-async function benchApi(dir: string): Promise<Row> {
+/**
+ * The daemon's API: one caller (latencies, cycles), then API_CALLERS at once for
+ * API_SECONDS, and the same again from a daemon with a warm pool of API_POOL.
+ */
+async function benchApi(dir: string): Promise<Row[]> {
   const inst = 'bencha';
   const flags = ['--instance', inst, '--subnet', '10.181.0.0/16', '--dns', '203.0.113.53', '--state-dir', path.join(dir, inst, 'state'), '--run-dir', path.join(dir, inst, 'run')];
-  const daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags, 'daemon'], { stdio: 'ignore' });
-  const cl = new ToastnetClient(path.join(dir, inst, 'run', 'toastnet.sock'));
-  try {
+  const sock = path.join(dir, inst, 'run', 'toastnet.sock');
+  const start = (extra: string[]) => spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags, ...extra, 'daemon'], { stdio: 'ignore' });
+  let daemon = start([]);
+  const cl = new ToastnetClient(sock);
+  const ready = async () => {
     for (let i = 0; i < 500 && !(await cl.ping()); i++) await sleep(20);
-    return await measure('toastnet daemon API (Unix socket)', (name) => cl.create({ name }), (name) => cl.remove(name));
+  };
+  const rows: Row[] = [];
+  try {
+    await ready();
+    rows.push(await measure('toastnet daemon API (Unix socket)', (name) => cl.create({ name }), (name) => cl.remove(name)));
+    rows.push({ name: `toastnet daemon API, ${API_CALLERS} callers`, n: 0, cyclesPerSecond: await apiCycles(sock, API_CALLERS, API_SECONDS, 'm') });
+
+    const exited = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+    const pool = path.join(dir, inst, 'pool.json');
+    fs.writeFileSync(pool, JSON.stringify({ poolSize: API_POOL }));
+    daemon = start(['--config', pool]);
+    await ready();
+    for (let i = 0; i < WARMUP; i++) {
+      await cl.create({ name: `w${i}` });
+      await cl.remove(`w${i}`);
+    }
+    for (let i = 0; i < 500 && (await cl.status()).pool.idle < API_POOL; i++) await sleep(10); // full again
+    const before = (await cl.status()).pool;
+    const cyclesPerSecond = await apiCycles(sock, API_CALLERS, API_SECONDS, 'pm');
+    const after = (await cl.status()).pool;
+    const acquired = after.acquired! - before.acquired!;
+    const share = (100 * acquired) / (acquired + after.missed! - before.missed!);
+    rows.push({ name: `  with a warm pool of ${API_POOL}`, n: 0, cyclesPerSecond, note: `${share.toFixed(0)} % of creates from the pool` });
+    return rows;
   } finally {
     await cl.down().catch(() => undefined);
     daemon.kill('SIGKILL');
@@ -222,7 +258,7 @@ async function inner(dir: string): Promise<void> {
   const rows: Row[] = [];
   rows.push(await benchEngine(dir));
   rows.push(await benchPool(dir));
-  rows.push(await benchApi(dir));
+  rows.push(...(await benchApi(dir)));
   rows.push(benchScript());
   rows.push(benchCni(dir));
   process.stdout.write(`${JSON.stringify(rows)}\n`);
@@ -233,7 +269,7 @@ function table(rows: Row[]): string {
   const f = (x?: number) => (x === undefined ? '-' : x < 10 ? x.toFixed(2) : x.toFixed(0));
   const ratio = (a?: number, b?: number) => (a && b ? `${(b / a).toFixed(b / a < 10 ? 1 : 0)}x` : '-');
   const head = ['', 'n', 'create p50 ms', 'p95', 'delete p50 ms', 'p95', 'cycles/s', 'time vs the engine (create/delete)'];
-  const body = rows.map((r) => [r.name, String(r.n), f(r.create?.p50), f(r.create?.p95), f(r.delete?.p50), f(r.delete?.p95), f(r.cyclesPerSecond),
+  const body = rows.map((r) => [r.name, r.n ? String(r.n) : '-', f(r.create?.p50), f(r.create?.p95), f(r.delete?.p50), f(r.delete?.p95), f(r.cyclesPerSecond),
     r === base ? '' : `${ratio(base.create?.p50, r.create?.p50)} / ${ratio(base.delete?.p50, r.delete?.p50)}${r.note ? `  (${r.note})` : ''}`]);
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));

@@ -1,5 +1,6 @@
 // Helpers the benches share.
 import { spawnSync } from 'node:child_process';
+import { ToastnetClient } from '../src/api/client.js';
 import { WAN } from '../test/testbed/testbed.js';
 
 /** One iperf3 client run from a namespace to the testbed's internet host, as parsed JSON. */
@@ -11,3 +12,25 @@ export function iperf(netns: string, seconds: number, args: string[]): Record<st
 
 /** Lets timers run: the engine's reaper reads /proc for batches of removals on a timer. */
 export const turn = (): Promise<void> => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * Create+delete cycles per second through a daemon's API over `seconds`, `callers` at once,
+ * each on its own kept connection. Names start with `prefix`.
+ */
+export async function apiCycles(sock: string, callers: number, seconds: number, prefix: string): Promise<number> {
+  let cycles = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(Array.from({ length: callers }, async (_, w) => {
+    const mine = new ToastnetClient(sock);
+    try {
+      for (let k = 0; performance.now() < end; k++) {
+        await mine.create({ name: `${prefix}-${w}-${k}` });
+        await mine.remove(`${prefix}-${w}-${k}`);
+        cycles++;
+      }
+    } finally {
+      mine.close();
+    }
+  }));
+  return cycles / seconds;
+}

@@ -25,7 +25,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
-import { iperf, turn } from './lib.js';
+import { apiCycles, iperf, turn } from './lib.js';
 import { Testbed, WAN } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -40,7 +40,10 @@ const FWD_RUNS = Number(process.env.BENCH_FWD_RUNS ?? 3);
 const INSTANCE = 'benchs';
 const TMPFS = process.env.BENCH_TMPFS === '1';
 const SUBNET = '10.186.0.0/16';
-/** Warm pool of the second daemon run, and how long each API figure runs. */
+/**
+ * Warm pool of the second daemon run, and how long each API figure runs: long enough that a
+ * full pool at the start (POOL_SIZE networks made before) is a small part.
+ */
 const POOL_SIZE = 32;
 const API_SECONDS = Number(process.env.BENCH_API_SECONDS ?? 4);
 
@@ -222,7 +225,7 @@ async function toastnet(dir: string, out: Result): Promise<void> {
       await cl.remove(`warm${k}`);
     }
     const concurrency = [];
-    for (const callers of [1, 2, 8]) concurrency.push({ callers, cyclesPerSecond: await apiCycles(sock, callers, `c${callers}`) });
+    for (const callers of [1, 2, 8]) concurrency.push({ callers, cyclesPerSecond: await apiCycles(sock, callers, API_SECONDS, `c${callers}`) });
     out.daemon = { sandboxes: alive, startMs, rssMb: rss, concurrency };
 
     const exited = new Promise((r) => daemon.once('exit', r));
@@ -240,7 +243,7 @@ async function toastnet(dir: string, out: Result): Promise<void> {
     for (const callers of [1, 2, 8]) {
       for (let i = 0; i < 500 && (await cl.status()).pool.idle < POOL_SIZE; i++) await sleep(10); // full again
       const before = (await cl.status()).pool;
-      const cyclesPerSecond = await apiCycles(sock, callers, `pc${callers}`);
+      const cyclesPerSecond = await apiCycles(sock, callers, API_SECONDS, `pc${callers}`);
       const after = (await cl.status()).pool;
       out.daemon.pooled.push({ callers, cyclesPerSecond, acquired: after.acquired! - before.acquired!, missed: after.missed! - before.missed! });
     }
@@ -248,25 +251,6 @@ async function toastnet(dir: string, out: Result): Promise<void> {
     await cl.down().catch(() => undefined);
     daemon.kill('SIGKILL');
   }
-}
-
-/**
- * Create+delete cycles per second through the API over API_SECONDS, `callers` at once. Long
- * enough that a full warm pool at the start (POOL_SIZE networks made before) is a small part.
- */
-async function apiCycles(sock: string, callers: number, prefix: string): Promise<number> {
-  let cycles = 0;
-  const end = now() + API_SECONDS * 1000;
-  await Promise.all(Array.from({ length: callers }, async (_, w) => {
-    const mine = new ToastnetClient(sock);
-    for (let k = 0; now() < end; k++) {
-      await mine.create({ name: `${prefix}-${w}-${k}` });
-      await mine.remove(`${prefix}-${w}-${k}`);
-      cycles++;
-    }
-    mine.close();
-  }));
-  return cycles / API_SECONDS;
 }
 
 function cni(dir: string, out: Result): void {
