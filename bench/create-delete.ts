@@ -33,7 +33,7 @@ const PEER_N = Number(process.env.BENCH_PEER_N ?? 40);
 const CYCLE_SECONDS = 2;
 /** Concurrent API callers, how long they run, and the warm pool of the second daemon. */
 const API_CALLERS = 8;
-const API_SECONDS = 3;
+const API_SECONDS = 4;
 const API_POOL = 32;
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 100);
 
@@ -154,9 +154,11 @@ async function benchApi(dir: string): Promise<Row[]> {
     rows.push(await measure('toastnet daemon API (Unix socket)', (name) => cl.create({ name }), (name) => cl.remove(name)));
     rows.push({ name: `toastnet daemon API, ${API_CALLERS} callers`, n: 0, cyclesPerSecond: await apiCycles(sock, API_CALLERS, API_SECONDS, 'm') });
 
-    const exited = new Promise((r) => daemon.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
+    if (daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon.once('exit', r));
+      daemon.kill('SIGTERM');
+      await exited;
+    }
     const pool = path.join(dir, inst, 'pool.json');
     fs.writeFileSync(pool, JSON.stringify({ poolSize: API_POOL }));
     daemon = start(['--config', pool]);
@@ -170,8 +172,8 @@ async function benchApi(dir: string): Promise<Row[]> {
     const cyclesPerSecond = await apiCycles(sock, API_CALLERS, API_SECONDS, 'pm');
     const after = (await cl.status()).pool;
     const acquired = after.acquired! - before.acquired!;
-    const share = (100 * acquired) / (acquired + after.missed! - before.missed!);
-    rows.push({ name: `  with a warm pool of ${API_POOL}`, n: 0, cyclesPerSecond, note: `${share.toFixed(0)} % of creates from the pool` });
+    const creates = acquired + after.missed! - before.missed!;
+    rows.push({ name: `  with a warm pool of ${API_POOL}`, n: 0, cyclesPerSecond, note: `${creates > 0 ? ((100 * acquired) / creates).toFixed(0) : '-'} % of creates from the pool` });
     return rows;
   } finally {
     await cl.down().catch(() => undefined);

@@ -228,9 +228,11 @@ async function toastnet(dir: string, out: Result): Promise<void> {
     for (const callers of [1, 2, 8]) concurrency.push({ callers, cyclesPerSecond: await apiCycles(sock, callers, API_SECONDS, `c${callers}`) });
     out.daemon = { sandboxes: alive, startMs, rssMb: rss, concurrency };
 
-    const exited = new Promise((r) => daemon.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
+    if (daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon.once('exit', r));
+      daemon.kill('SIGTERM');
+      await exited;
+    }
     const config = path.join(dir, 'pool.json');
     fs.writeFileSync(config, JSON.stringify({ poolSize: POOL_SIZE }));
     daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), '--config', config, 'daemon'], { stdio: 'ignore' });

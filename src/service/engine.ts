@@ -506,10 +506,13 @@ export class Engine {
 
   /** Undoes a lease: no row, and the address first in line again (or the fresh cursor back). */
   private unlease(l: Lease): void {
+    // Leases given back out of order (the pool's queued members failing in turn) must leave
+    // the lowest of them as the stored cursor, as untake does in memory.
+    const cursor = l.wasFresh ? Math.min(l.ipNum, this.ipam.freshCursor) : this.ipam.freshCursor;
     this.store.transaction(() => {
       this.store.deleteSandbox(l.row.id);
       if (!l.wasFresh) this.store.addReleasedFirst(l.ipNum);
-      this.store.setMeta('next_fresh', String(l.wasFresh ? l.ipNum : this.ipam.freshCursor));
+      this.store.setMeta('next_fresh', String(cursor));
     });
     this.ipam.untake(l.ipNum, l.wasFresh);
   }
@@ -800,7 +803,7 @@ export class Engine {
       gatewayLink: this.names.gatewayLink,
       forwarding: readForwarding(),
       sandboxes: sandboxes - pooled,
-      pool: { idle: pooled - this.building.size }, // ready to be acquired, not the one being built
+      pool: { idle: pooled - this.building.size }, // ready to be acquired, not those being built
       addresses: { capacity: this.ipam.capacity, used, free: this.ipam.free, releasing: used - sandboxes },
       dnsUpstreams: this.config.dnsUpstreams,
       stateFile: this.store.file,

@@ -75,40 +75,50 @@ export class WarmPool {
   /**
    * Keeps up to QUEUED members on the builder at once. With one at a time, the builder sat
    * idle from each reply until this thread got to it between API requests: under eight
-   * callers it made ~50 members a second and served 20 % of creates.
+   * callers it made ~50 members a second and served 20 % of creates. Returns only once every
+   * queued member is finished, whatever fails.
    */
   private async fillUp(): Promise<void> {
+    if (this.builder?.dead) await this.dropBuilder(this.builder);
     const builder = (this.builder ??= this.makeBuilder());
     const queued = new Set<Promise<void>>();
     let failure: { err: unknown } | undefined;
-    while (!this.stopped && !failure) {
-      while (queued.size < QUEUED && !this.stopped && !failure && this.engine.poolIdle() < this.o.size) {
-        let r: PoolReservation;
-        try {
-          r = this.engine.reservePoolMember();
-        } catch (err) {
-          failure = { err }; // no address left, say: what is queued still finishes
-          break;
+    const fail = (err: unknown) => {
+      failure ??= { err };
+    };
+    try {
+      while (!this.stopped && !failure) {
+        while (queued.size < QUEUED && !this.stopped && !failure && !builder.dead && this.engine.poolIdle() < this.o.size) {
+          const r = this.engine.reservePoolMember(); // throws when no address is left: what is queued still finishes
+          const done: Promise<void> = Promise.resolve()
+            .then(() => builder.build(r.net))
+            .then(() => undefined, (err: unknown) => err ?? new Error('build failed'))
+            .then((err) => {
+              queued.delete(done);
+              try {
+                this.engine.finishPoolMember(r, err);
+              } catch (finishErr) {
+                fail(finishErr);
+              }
+              if (err !== undefined) fail(err);
+            });
+          queued.add(done);
         }
-        const done: Promise<void> = builder.build(r.net).then(() => undefined, (err: unknown) => err ?? new Error('build failed'))
-          .then((err) => {
-            queued.delete(done);
-            this.engine.finishPoolMember(r, err);
-            if (err !== undefined) failure ??= { err };
-          });
-        queued.add(done);
+        if (queued.size === 0) break;
+        await Promise.race(queued);
       }
-      if (queued.size === 0) break;
-      await Promise.race(queued);
+    } catch (err) {
+      fail(err);
+    } finally {
+      await Promise.all(queued); // never rejects: each one catches its own failure
     }
-    await Promise.all(queued);
-    if (!failure) return;
-    if (builder.dead && this.builder === builder) {
-      // The next refill starts a new thread.
-      this.builder = undefined;
-      await builder.close();
-    }
-    throw failure.err;
+    if (builder.dead) await this.dropBuilder(builder); // the next refill starts a new thread
+    if (failure) throw failure.err;
+  }
+
+  private async dropBuilder(b: MemberBuilder): Promise<void> {
+    if (this.builder === b) this.builder = undefined;
+    await b.close();
   }
 
   /**
@@ -122,7 +132,7 @@ export class WarmPool {
     return n;
   }
 
-  /** Stops refilling; resolves once the member being built (if any) is finished and the builder's thread has ended. */
+  /** Stops refilling; resolves once the members queued on the builder are finished and its thread has ended. */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.fill;

@@ -19,6 +19,7 @@ describe('pool member halves on the engine', () => {
     built: { row: string; netns: boolean; hostLink: boolean; etc: boolean; gc: unknown };
     finished: { row: string; netns: boolean; idle: number };
     died: { before: Record<string, unknown>; after: Record<string, unknown>; ip: string; nextIp: string; idle: number };
+    outOfOrder: { lowest: string; storedCursor: string };
     downError?: string;
   };
 
@@ -46,8 +47,14 @@ describe('pool member halves on the engine', () => {
     assert.equal(seen.died.idle, 1, 'the finished member is still the only idle one');
   });
 
+  it('leases given back in the order they were taken leave the lowest address as the stored cursor', () => {
+    const asNumber = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+    assert.equal(Number(seen.outOfOrder.storedCursor), asNumber(seen.outOfOrder.lowest));
+  });
+
   it('down afterwards removes everything', () => {
     assert.equal(seen.downError, undefined);
     assert.equal(fs.readdirSync('/run/netns').filter((n) => n.startsWith(`${I}-`)).length, 0);
+    assert.equal(fs.readdirSync('/etc/netns').filter((n) => n.includes(I)).length, 0);
   });
 });

@@ -19,6 +19,7 @@ export const ZONE: Record<string, string[]> = {
   'rebind.test': ['10.99.0.5'],
   'edge.cdn-provider.test': ['203.0.113.20'],
   'spoofed.test': ['203.0.113.20'],
+  'spoofed2.test': ['203.0.113.20'],
 };
 
 /** CNAMEs: the asked name decides, the chain's end has the addresses (the CDN case). */
@@ -58,18 +59,18 @@ function answer(query: Buffer, overUdp: boolean): Buffer {
 
 /**
  * Answers that test the resolver's check of what comes back (UDP only):
- * - spoofed.test: first an answer for another question (evil.test, pointing at an address
+ * - spoofed.test, spoofed2.test: first an answer for another question (evil.test, pointing at an address
  *   the real answer does not have), then the real one: a spoofer who guessed port and ID;
  * - bare-refused.test: REFUSED with no question section, as some servers send errors.
  * (Not exported: importing this file starts its servers. test/integration/dns.test.ts repeats the names.)
  */
-const SPOOFED = { name: 'spoofed.test', forged: '203.0.113.66', real: '203.0.113.20' };
+const SPOOFED = { names: ['spoofed.test', 'spoofed2.test'], forged: '203.0.113.66' };
 const BARE_REFUSED = 'bare-refused.test';
 
 function trickAnswer(query: Buffer): { wire: Buffer; thenReal: boolean } | undefined {
   const q = dnsPacket.decode(query);
   const name = q.questions?.[0]?.name?.toLowerCase();
-  if (name === SPOOFED.name) {
+  if (SPOOFED.names.includes(name ?? '')) {
     const evil = { type: 'A' as const, name: 'evil.test', class: 'IN' as const };
     return {
       wire: dnsPacket.encode({ id: q.id, type: 'response', flags: dnsPacket.AUTHORITATIVE_ANSWER, questions: [evil], answers: [{ ...evil, ttl: 60, data: SPOOFED.forged }] }),

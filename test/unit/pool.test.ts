@@ -1,6 +1,6 @@
 // The warm pool's bookkeeping, with a stub engine and builder (no kernel): refills up to
 // the size with a few members queued on the builder at once, gives a refused member back, replaces a builder whose
-// thread died, trims what is beyond the size, and stop waits for the build under way.
+// thread died, trims what is beyond the size, and stop waits for the builds queued.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { setImmediate as turn } from 'node:timers/promises';
@@ -13,6 +13,8 @@ class StubEngine {
   nextId = 1;
   /** Reservations left before the addresses run out. */
   addresses = Infinity;
+  /** Ids whose finish throws (after its bookkeeping), as a failing SQLite write would. */
+  finishThrows = new Set<number>();
   finished: { id: number; failed: boolean }[] = [];
   acquire(): SandboxInfo | undefined {
     if (this.idle === 0) return undefined;
@@ -34,6 +36,7 @@ class StubEngine {
     this.building--;
     if (failed === undefined) this.idle++;
     this.finished.push({ id: r.lease.row.id, failed: failed !== undefined });
+    if (this.finishThrows.has(r.lease.row.id)) throw new Error('database is locked');
   }
   dropPoolMember(): boolean {
     if (this.idle === 0) return false;
@@ -132,13 +135,45 @@ describe('warm pool bookkeeping', () => {
     const e = new StubEngine();
     e.addresses = 3;
     const logs: string[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, (m) => logs.push(m), () => new StubBuilder());
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, (m) => logs.push(`${m} (after ${e.finished.length} finished)`), () => new StubBuilder());
     pool.refill();
     await settle();
     assert.equal(e.idle, 3);
     assert.equal(e.building, 0);
-    assert.match(logs.join('\n'), /refill stopped: no free address/);
+    assert.deepEqual(logs, ['pool: refill stopped: no free address in 10.166.0.0/16 (after 3 finished)'], 'the refill ends only after the queued members');
     await pool.stop();
+  });
+
+  it('a finish that throws still lets every queued member finish, and the next refill runs', async () => {
+    const e = new StubEngine();
+    e.finishThrows.add(1);
+    const logs: string[] = [];
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 3, refillBelow: 3 }, (m) => logs.push(`${m} (after ${e.finished.length} finished)`), () => new StubBuilder());
+    pool.refill();
+    await settle();
+    assert.deepEqual(logs, ['pool: refill stopped: database is locked (after 3 finished)']);
+    assert.equal(e.building, 0);
+    e.idle = 0;
+    pool.refill(); // not stuck in "filling"
+    await settle();
+    assert.equal(e.idle, 3);
+    await pool.stop();
+  });
+
+  it('stop waits for every member queued on the builder', async () => {
+    const e = new StubEngine();
+    const builders: StubBuilder[] = [];
+    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, () => {}, () => {
+      builders.push(new StubBuilder());
+      return builders[builders.length - 1];
+    });
+    pool.refill();
+    await turn(); // four queued, none finished
+    assert.equal(builders[0].inFlight, 4);
+    await pool.stop();
+    assert.equal(e.building, 0);
+    assert.equal(e.finished.length, 4, 'no member reserved after stop');
+    assert.equal(builders[0].closed, true);
   });
 
   it('trim removes idle members beyond the size; a pool of size 0 starts no builder', async () => {

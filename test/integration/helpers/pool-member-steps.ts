@@ -51,7 +51,13 @@ try {
   for (let i = 0; i < 250 && traces(b).hostLink; i++) await new Promise((r) => setTimeout(r, 20));
   const c = engine.reservePoolMember(); // the address goes out again first
   out.died = { before, after: traces(b), ip: b.lease.row.ip, nextIp: c.lease.row.ip, idle: engine.status().pool.idle };
-  engine.finishPoolMember(c, new Error('not needed'));
+
+  // 3. Queued members failing in the order they were queued (fresh addresses given back
+  // lowest first): the stored cursor must stay at the lowest, as after a restart it is all there is.
+  const d = engine.reservePoolMember();
+  engine.finishPoolMember(c, new Error('refused'));
+  engine.finishPoolMember(d, new Error('refused'));
+  out.outOfOrder = { lowest: c.lease.row.ip, storedCursor: engine.store.getMeta('next_fresh') };
 } finally {
   await engine.down().catch((err) => { out.downError = String(err); });
   rtnl.close();
