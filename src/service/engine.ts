@@ -137,8 +137,6 @@ export class Engine {
   private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
   /** Live sandboxes' kernel-facing description (what their elements derive from). */
   private readonly live = new LiveSandboxes();
-  /** Old names of acquired pool members, released on the next turn (releaseSoon). */
-  private readonly soonReleases: string[] = [];
   /** Ids of pool members another thread is building (reservePoolMember). */
   private readonly building = new Set<number>();
   private readonly judge: FlowJudge;
@@ -258,7 +256,6 @@ export class Engine {
   }
 
   close(): void {
-    this.startSoonReleases();
     this.reaper.stop();
     this.nft.free();
     this.rtnl.close();
@@ -443,10 +440,8 @@ export class Engine {
       }
       return undefined;
     }
-    // The member's old name is unmounted on a libuv thread. Even handing that over (an open,
-    // a queued call: ~0.07 ms of a ~0.45 ms acquisition) waits until the caller has its
-    // answer: the name is the pool's own, which nobody asks for again.
-    this.releaseSoon(from);
+    // The member's old name is unmounted on a libuv thread, off the caller's time.
+    releaseNetns(from);
     return this.info(row);
   }
 
@@ -712,17 +707,7 @@ export class Engine {
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
-  /** Releases the name on the next turn of the event loop (see acquire). */
-  private releaseSoon(name: string): void {
-    if (this.soonReleases.push(name) === 1) setImmediate(() => this.startSoonReleases());
-  }
-
-  private startSoonReleases(): void {
-    for (const name of this.soonReleases.splice(0)) releaseNetns(name);
-  }
-
   async settled(): Promise<void> {
-    this.startSoonReleases();
     await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
   }
@@ -735,7 +720,6 @@ export class Engine {
    * elements that do not match the store.
    */
   gc(): GcReport {
-    this.startSoonReleases();
     finishReleases();
     const report: GcReport = { sandboxes: [], namespaces: [], links: [], files: [] };
     const namespaces = new Set(listNetns());
