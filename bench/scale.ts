@@ -36,7 +36,7 @@ const CNI_LEVELS = (process.env.BENCH_CNI_LEVELS ?? '0,200').split(',').filter(B
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 100);
 const CNI_SAMPLES = Number(process.env.BENCH_CNI_SAMPLES ?? 20);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-const FWD_RUNS = Number(process.env.BENCH_FWD_RUNS ?? 3);
+const FWD_RUNS = Number(process.env.BENCH_FWD_RUNS ?? 5);
 const INSTANCE = 'benchs';
 const TMPFS = process.env.BENCH_TMPFS === '1';
 const SUBNET = '10.186.0.0/16';
