@@ -65,7 +65,6 @@ export interface SandboxInfo {
 /** A row and the address it took (see Engine.lease). */
 interface Lease {
   row: SandboxRow;
-  ip: string;
   ipNum: number;
   wasFresh: boolean;
 }
@@ -460,7 +459,7 @@ export class Engine {
     const spec = this.spec(row, effective, policy);
     const elements = this.live.elementsOf(row.name, spec);
     const objects = this.objectsOf(spec);
-    const net = this.netSpec(row, spec, parentIndex);
+    const net = this.netSpec(row, parentIndex);
     const { netns } = net;
     let netMade = false;
     let elementAdded = false;
@@ -501,7 +500,7 @@ export class Engine {
       return this.store.getByName(n)!;
     });
     this.ipam.take(ipNum);
-    return { row, ip, ipNum, wasFresh };
+    return { row, ipNum, wasFresh };
   }
 
   /** Undoes a lease: no row, and the address first in line again (or the fresh cursor back). */
@@ -525,23 +524,16 @@ export class Engine {
    */
   reservePoolMember(): PoolReservation {
     if (this.parentIndex === undefined) this.ensureParent();
-    const { own, effective, policy } = this.checkedPolicy(undefined);
-    const lease = this.lease(poolMemberName(this.store.peekNextId()), 'veth', own);
-    let spec: SandboxSpec;
-    try {
-      spec = this.spec(lease.row, effective, policy);
-    } catch (err) {
-      this.unlease(lease);
-      throw err;
-    }
+    // No policy to check: a member carries none until it is acquired (with the acquirer's).
+    const lease = this.lease(poolMemberName(this.store.peekNextId()), 'veth', {});
     this.building.add(lease.row.id);
-    return { lease, net: this.netSpec(lease.row, spec) };
+    return { lease, net: this.netSpec(lease.row) };
   }
 
-  /** What the kernel layer makes for a sandbox (createSandboxNet). */
-  private netSpec(row: SandboxRow, spec: SandboxSpec, parentIndex?: number): SandboxNetSpec {
+  /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
+  private netSpec(row: SandboxRow, parentIndex?: number): SandboxNetSpec {
     return {
-      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: spec.mac, hostLink: spec.hostLink, parentIndex,
+      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(row.ip), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
     };
   }
 
