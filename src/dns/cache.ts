@@ -47,6 +47,9 @@ function skipName(buf: Buffer, off: number): number {
   }
 }
 
+/** A byte in ASCII lower case (names compare case-insensitively in ASCII only, RFC 4343). */
+const asciiLower = (c: number): number => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
+
 /**
  * Name (ASCII lower case: names compare case-insensitively in ASCII only, RFC 4343), type
  * and class of a message's single question, as in a cache key; `nameEnd` when the caller
@@ -55,7 +58,7 @@ function skipName(buf: Buffer, off: number): number {
 function questionKey(msg: Buffer, nameEnd = skipName(msg, 12)): string {
   if (nameEnd < 0 || nameEnd + 4 > msg.length || msg[nameEnd - 1] !== 0) return '\u0000invalid';
   const name = Buffer.from(msg.subarray(12, nameEnd));
-  for (let i = 0; i < name.length; i++) if (name[i] >= 0x41 && name[i] <= 0x5a) name[i] |= 0x20;
+  for (let i = 0; i < name.length; i++) name[i] = asciiLower(name[i]);
   return `${name.toString('latin1')}|${msg.readUInt16BE(nameEnd)}|${msg.readUInt16BE(nameEnd + 2)}`;
 }
 
@@ -70,11 +73,7 @@ export function sameQuestion(query: Buffer, answer: Buffer): boolean {
   for (let i = query.readUInt16BE(4); i > 0; i--) {
     const [qEnd, aEnd] = [skipName(query, q), skipName(answer, a)];
     if (qEnd < 0 || aEnd < 0 || qEnd + 4 > query.length || aEnd + 4 > answer.length || qEnd - q !== aEnd - a) return false;
-    for (let j = 0; j < qEnd + 4 - q; j++) {
-      const [x, y] = [query[q + j], answer[a + j]];
-      const lower = (c: number) => (c >= 0x41 && c <= 0x5a ? c | 0x20 : c);
-      if (lower(x) !== lower(y)) return false;
-    }
+    for (let j = 0; j < qEnd + 4 - q; j++) if (asciiLower(query[q + j]) !== asciiLower(answer[a + j])) return false;
     [q, a] = [qEnd + 4, aEnd + 4];
   }
   return true;

@@ -156,6 +156,8 @@ let unmountsInFlight = 0;
 /** Names being given up by releaseNetns, in this thread (started or queued). */
 const releasing = new Map<string, Release>();
 const queued: { name: string; release: Release }[] = [];
+/** A start of the queue is set for the next turn of the event loop (releaseNetns). */
+let startScheduled = false;
 
 /**
  * Gives up a namespace's name like deleteNetns, but unmounts on a libuv thread: an unmount
@@ -185,7 +187,6 @@ export function releaseNetns(name: string, gone: () => void = () => {}): void {
   }
 }
 
-let startScheduled = false;
 
 function startQueued(): void {
   while (unmountsInFlight < MAX_UNMOUNTS_IN_FLIGHT && queued.length > 0) {

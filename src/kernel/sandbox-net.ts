@@ -53,7 +53,7 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
       fs.closeSync(nsFd);
     }
     if (s.mode === 'veth') {
-      const link = { index: hostIndex ?? parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`)).index };
+      const index = hostIndex ?? parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`)).index;
       routed = true;
       disableIpv6(s.hostLink);
       host.exec(
@@ -61,7 +61,7 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
         // to them reaches the filter (and a fast reject) instead of dying in ARP.
         // arp_announce 2: the host's own ARP requests here carry the gateway address, never
         // one of its other addresses.
-        [rq.setUp(link.index, { noIpv6: true, ipv4: { proxy_arp: 1, arp_announce: 2 } }), rq.noProxyDelay(link.index), rq.addRoute({ dst: s.ip, dstLen: 32, oif: link.index, prefsrc: s.gateway })],
+        [rq.setUp(index, { noIpv6: true, ipv4: { proxy_arp: 1, arp_announce: 2 } }), rq.noProxyDelay(index), rq.addRoute({ dst: s.ip, dstLen: 32, oif: index, prefsrc: s.gateway })],
         [`up ${s.hostLink}`, `no proxy delay on ${s.hostLink}`, `route ${s.ip}/32`],
       );
     }

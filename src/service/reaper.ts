@@ -42,11 +42,7 @@ export class Reaper {
     this.pending.push(r);
     // A batch holds one fd per removal: a mass removal (down) is read in bounded batches.
     if (this.pending.length >= MAX_BATCH) this.reap();
-    else this.schedule();
-  }
-
-  private schedule(): void {
-    this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
+    else this.timer ??= setTimeout(() => this.reap(), this.o.delayMs);
   }
 
   /** Removals not yet released (waiting for their batch, or for their processes to end). */
