@@ -22,7 +22,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
-import { apiCycles, turn } from './lib.js';
+import { apiCycles, pooledApiCycles, stopDaemon, turn } from './lib.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -56,7 +56,6 @@ const now = () => performance.now();
 function config(instance: string, dir: string, subnet: string) {
   return resolveConfig(ConfigSchema.parse({ instance, subnet, dnsUpstreams: ['203.0.113.53'], stateDir: path.join(dir, instance, 'state'), runDir: path.join(dir, instance, 'run') }), []);
 }
-
 
 /**
  * N creates, then N deletes (the live count grows to N and back), then cycles for
@@ -154,11 +153,7 @@ async function benchApi(dir: string): Promise<Row[]> {
     rows.push(await measure('toastnet daemon API (Unix socket)', (name) => cl.create({ name }), (name) => cl.remove(name)));
     rows.push({ name: `toastnet daemon API, ${API_CALLERS} callers`, n: 0, cyclesPerSecond: await apiCycles(sock, API_CALLERS, API_SECONDS, 'm') });
 
-    if (daemon.exitCode === null) {
-      const exited = new Promise((r) => daemon.once('exit', r));
-      daemon.kill('SIGTERM');
-      await exited;
-    }
+    await stopDaemon(daemon);
     const pool = path.join(dir, inst, 'pool.json');
     fs.writeFileSync(pool, JSON.stringify({ poolSize: API_POOL }));
     daemon = start(['--config', pool]);
@@ -167,13 +162,8 @@ async function benchApi(dir: string): Promise<Row[]> {
       await cl.create({ name: `w${i}` });
       await cl.remove(`w${i}`);
     }
-    for (let i = 0; i < 500 && (await cl.status()).pool.idle < API_POOL; i++) await sleep(10); // full again
-    const before = (await cl.status()).pool;
-    const cyclesPerSecond = await apiCycles(sock, API_CALLERS, API_SECONDS, 'pm');
-    const after = (await cl.status()).pool;
-    const acquired = after.acquired! - before.acquired!;
-    const creates = acquired + after.missed! - before.missed!;
-    rows.push({ name: `  with a warm pool of ${API_POOL}`, n: 0, cyclesPerSecond, note: `${creates > 0 ? ((100 * acquired) / creates).toFixed(0) : '-'} % of creates from the pool` });
+    const { cyclesPerSecond, acquired, missed } = await pooledApiCycles(cl, sock, API_POOL, API_CALLERS, API_SECONDS, 'pm');
+    rows.push({ name: `  with a warm pool of ${API_POOL}`, n: 0, cyclesPerSecond, note: `${acquired + missed > 0 ? ((100 * acquired) / (acquired + missed)).toFixed(0) : '-'} % of creates from the pool` });
     return rows;
   } finally {
     await cl.down().catch(() => undefined);

@@ -32,7 +32,6 @@ interface Reading {
 
 const PROBE_LIMITS = { egressRate: '40gbit', ingressRate: '40gbit', packetsPerSecond: 50_000_000, newConnsPerSecond: 100_000, maxConnections: 100_000, egressBytes: '1TB' };
 
-
 function measure(netns: string, sandboxes: number, createMs: number): Reading {
   const tcp = iperf(netns, SECONDS, ['-p', '5201']) as { end: { sum_received: { bits_per_second: number } } };
   const udp = iperf(netns, SECONDS, ['-p', '5201', '-u', '-l', '64', '-b', '0']) as { end: { sum: { packets: number; lost_packets: number; seconds: number } } };
@@ -67,7 +66,7 @@ async function inner(dir: string): Promise<void> {
 async function outer(): Promise<void> {
   const tb = await Testbed.create({ hostService: false });
   // The testbed removes their namespaces and /etc/netns entries if the run fails midway.
-  for (const i of ['benchf']) tb.instances.add(i);
+  tb.instances.add('benchf');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-fwd-'));
   try {
     tb.background(tb.wanNs, ['iperf3', '-s', '-B', WAN.internet, '-p', '5201']);

@@ -1,5 +1,6 @@
 // Helpers the benches share.
-import { spawnSync } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ToastnetClient } from '../src/api/client.js';
 import { WAN } from '../test/testbed/testbed.js';
 
@@ -37,4 +38,24 @@ export async function apiCycles(sock: string, callers: number, seconds: number, 
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
   return cycles / ((performance.now() - start) / 1000);
+}
+
+/**
+ * apiCycles starting from a full warm pool of `poolSize` (the refill of the previous run is
+ * waited for), with how many of the creates the pool served and how many it missed.
+ */
+export async function pooledApiCycles(cl: ToastnetClient, sock: string, poolSize: number, callers: number, seconds: number, prefix: string): Promise<{ cyclesPerSecond: number; acquired: number; missed: number }> {
+  for (let i = 0; i < 500 && (await cl.status()).pool.idle < poolSize; i++) await sleep(10);
+  const before = (await cl.status()).pool;
+  const cyclesPerSecond = await apiCycles(sock, callers, seconds, prefix);
+  const after = (await cl.status()).pool;
+  return { cyclesPerSecond, acquired: after.acquired! - before.acquired!, missed: after.missed! - before.missed! };
+}
+
+/** Stops a bench's daemon (SIGTERM) and waits until it has exited. */
+export async function stopDaemon(daemon: ChildProcess): Promise<void> {
+  if (daemon.exitCode !== null || daemon.signalCode !== null) return;
+  const exited = new Promise((r) => daemon.once('exit', r));
+  daemon.kill('SIGTERM');
+  await exited;
 }

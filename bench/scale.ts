@@ -25,7 +25,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
 import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
-import { apiCycles, iperf, turn } from './lib.js';
+import { apiCycles, iperf, pooledApiCycles, stopDaemon, turn } from './lib.js';
 import { Testbed, WAN } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';
 
@@ -75,8 +75,6 @@ function lat(xs: number[]): Lat {
 function flags(dir: string): string[] {
   return ['--instance', INSTANCE, '--subnet', SUBNET, '--dns', WAN.dns, '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run')];
 }
-
-
 
 /**
  * What the filesystem charges a create and a delete for the two directory entries they
@@ -228,11 +226,7 @@ async function toastnet(dir: string, out: Result): Promise<void> {
     for (const callers of [1, 2, 8]) concurrency.push({ callers, cyclesPerSecond: await apiCycles(sock, callers, API_SECONDS, `c${callers}`) });
     out.daemon = { sandboxes: alive, startMs, rssMb: rss, concurrency };
 
-    if (daemon.exitCode === null) {
-      const exited = new Promise((r) => daemon.once('exit', r));
-      daemon.kill('SIGTERM');
-      await exited;
-    }
+    await stopDaemon(daemon);
     const config = path.join(dir, 'pool.json');
     fs.writeFileSync(config, JSON.stringify({ poolSize: POOL_SIZE }));
     daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags(dir), '--config', config, 'daemon'], { stdio: 'ignore' });
@@ -242,13 +236,7 @@ async function toastnet(dir: string, out: Result): Promise<void> {
       await cl.remove(`pwarm${k}`);
     }
     out.daemon.pooled = [];
-    for (const callers of [1, 2, 8]) {
-      for (let i = 0; i < 500 && (await cl.status()).pool.idle < POOL_SIZE; i++) await sleep(10); // full again
-      const before = (await cl.status()).pool;
-      const cyclesPerSecond = await apiCycles(sock, callers, API_SECONDS, `pc${callers}`);
-      const after = (await cl.status()).pool;
-      out.daemon.pooled.push({ callers, cyclesPerSecond, acquired: after.acquired! - before.acquired!, missed: after.missed! - before.missed! });
-    }
+    for (const callers of [1, 2, 8]) out.daemon.pooled.push({ callers, ...(await pooledApiCycles(cl, sock, POOL_SIZE, callers, API_SECONDS, `pc${callers}`)) });
   } finally {
     await cl.down().catch(() => undefined);
     daemon.kill('SIGKILL');
