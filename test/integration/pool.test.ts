@@ -133,8 +133,9 @@ describe('warm pool', () => {
     for (const b of blockers) tb.sh(tb.hostNs, ['ip', 'link', 'add', b, 'type', 'bridge']);
     try {
       const used = (await cl.status()).addresses.used;
-      await cl.create({ name: 'blocked' }); // takes a member; the refill's build fails
-      await sleep(500);
+      await cl.create({ name: 'blocked' }); // takes a member; the refill's builds fail
+      // Until then the refill's reservations hold addresses.
+      await until('the refused members given back', async () => (await cl.status()).addresses.used === used);
       const st = await cl.status();
       assert.equal(st.pool.idle, 2, 'the refused member is not in the pool');
       assert.equal(st.addresses.used, used, 'its address was given back');

@@ -69,6 +69,20 @@ class StubBuilder implements MemberBuilder {
   }
 }
 
+/** A pool over `e` whose builders (one per thread the pool starts) are kept for inspection; `fail(n)`: how the n-th one fails. */
+function poolWith(e: StubEngine, size: number, o: { log?: (m: string) => void; fail?: (n: number) => 'refuse' | 'die' | undefined } = {}): { pool: WarmPool; builders: StubBuilder[] } {
+  const builders: StubBuilder[] = [];
+  const pool = new WarmPool(e as unknown as PoolEngine, { size, refillBelow: size }, o.log ?? (() => {}), () => {
+    const b = new StubBuilder(o.fail?.(builders.length));
+    builders.push(b);
+    return b;
+  });
+  return { pool, builders };
+}
+
+/** A log line with how many members were finished when it was written. */
+const progressLog = (e: StubEngine, logs: string[]) => (m: string) => logs.push(`${m} (after ${e.finished.length} finished)`);
+
 async function settle(): Promise<void> {
   for (let i = 0; i < 50; i++) await turn();
 }
@@ -76,11 +90,7 @@ async function settle(): Promise<void> {
 describe('warm pool bookkeeping', () => {
   it('fills up to its size with four members queued on the builder at most; stop waits and ends the builder', async () => {
     const e = new StubEngine();
-    const builders: StubBuilder[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, () => {}, () => {
-      builders.push(new StubBuilder());
-      return builders[builders.length - 1];
-    });
+    const { pool, builders } = poolWith(e, 6);
     pool.refill();
     pool.refill(); // a second call while filling starts nothing more
     await settle();
@@ -90,7 +100,7 @@ describe('warm pool bookkeeping', () => {
     const got = pool.create({});
     assert.equal(got.name, 'acquired');
     await pool.stop();
-    assert.equal(e.building, 0, 'the member under way was finished before stop returned');
+    assert.equal(e.building, 0, 'the members under way were finished before stop returned');
     assert.equal(builders[0].closed, true);
   });
 
@@ -98,7 +108,7 @@ describe('warm pool bookkeeping', () => {
     const e = new StubEngine();
     const logs: string[] = [];
     let fail: 'refuse' | undefined = 'refuse';
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 2, refillBelow: 2 }, (m) => logs.push(m), () => new StubBuilder(fail));
+    const { pool } = poolWith(e, 2, { log: (m) => logs.push(m), fail: () => fail });
     pool.refill();
     await settle();
     assert.deepEqual(e.finished, [{ id: 1, failed: true }, { id: 2, failed: true }], 'both queued members given back');
@@ -114,11 +124,7 @@ describe('warm pool bookkeeping', () => {
 
   it('a builder whose thread died is closed and replaced at the next refill', async () => {
     const e = new StubEngine();
-    const builders: StubBuilder[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 2, refillBelow: 2 }, () => {}, () => {
-      builders.push(new StubBuilder(builders.length === 0 ? 'die' : undefined));
-      return builders[builders.length - 1];
-    });
+    const { pool, builders } = poolWith(e, 2, { fail: (n) => (n === 0 ? 'die' : undefined) });
     pool.refill();
     await settle();
     assert.equal(builders.length, 1);
@@ -135,7 +141,7 @@ describe('warm pool bookkeeping', () => {
     const e = new StubEngine();
     e.addresses = 3;
     const logs: string[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, (m) => logs.push(`${m} (after ${e.finished.length} finished)`), () => new StubBuilder());
+    const { pool } = poolWith(e, 6, { log: progressLog(e, logs) });
     pool.refill();
     await settle();
     assert.equal(e.idle, 3);
@@ -148,7 +154,7 @@ describe('warm pool bookkeeping', () => {
     const e = new StubEngine();
     e.finishThrows.add(1);
     const logs: string[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 3, refillBelow: 3 }, (m) => logs.push(`${m} (after ${e.finished.length} finished)`), () => new StubBuilder());
+    const { pool } = poolWith(e, 3, { log: progressLog(e, logs) });
     pool.refill();
     await settle();
     assert.deepEqual(logs, ['pool: refill stopped: database is locked (after 3 finished)']);
@@ -162,11 +168,7 @@ describe('warm pool bookkeeping', () => {
 
   it('stop waits for every member queued on the builder', async () => {
     const e = new StubEngine();
-    const builders: StubBuilder[] = [];
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 6, refillBelow: 6 }, () => {}, () => {
-      builders.push(new StubBuilder());
-      return builders[builders.length - 1];
-    });
+    const { pool, builders } = poolWith(e, 6);
     pool.refill();
     await turn(); // four queued, none finished
     assert.equal(builders[0].inFlight, 4);
@@ -179,16 +181,12 @@ describe('warm pool bookkeeping', () => {
   it('trim removes idle members beyond the size; a pool of size 0 starts no builder', async () => {
     const e = new StubEngine();
     e.idle = 5;
-    let made = 0;
-    const pool = new WarmPool(e as unknown as PoolEngine, { size: 0, refillBelow: 0 }, () => {}, () => {
-      made++;
-      return new StubBuilder();
-    });
+    const { pool, builders } = poolWith(e, 0);
     assert.equal(pool.trim(), 5);
     assert.equal(e.idle, 0);
     assert.equal(pool.create({}).name, 'made');
     await settle();
-    assert.equal(made, 0);
+    assert.equal(builders.length, 0);
     assert.deepEqual(pool.counts, { acquired: 0, missed: 0 });
     await pool.stop();
   });
