@@ -11,16 +11,20 @@ export class LiveSandboxes {
   private readonly nameByIp = new Map<string, string>();
 
   set(name: string, s: SandboxSpec): void {
-    const old = this.byName.get(name);
-    if (old && this.nameByIp.get(old.ip) === name) this.nameByIp.delete(old.ip);
+    this.forgetAddress(name);
     this.byName.set(name, s);
     this.nameByIp.set(s.ip, name);
   }
 
   delete(name: string): void {
+    this.forgetAddress(name);
+    this.byName.delete(name);
+  }
+
+  /** Drops `name`'s address entry, unless the address names another sandbox by now. */
+  private forgetAddress(name: string): void {
     const s = this.byName.get(name);
     if (s && this.nameByIp.get(s.ip) === name) this.nameByIp.delete(s.ip);
-    this.byName.delete(name);
   }
 
   get(name: string): SandboxSpec | undefined {

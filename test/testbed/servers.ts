@@ -116,8 +116,7 @@ async function main(): Promise<void> {
             // From the right address, port and ID, ahead of the real answer: only the
             // question (or, for a bare error, the lack of one) tells them apart.
             u.send(early.wire, r.port, r.address);
-            if (!early.thenReal) return;
-            setTimeout(() => u.send(answer(m, true), r.port, r.address), 30);
+            if (early.thenReal) setTimeout(() => u.send(answer(m, true), r.port, r.address), 30);
             return;
           }
           u.send(answer(m, true), r.port, r.address);
