@@ -3,8 +3,8 @@
 // forbids, and to name the rule behind a decision.
 import { Config } from '../config/schema.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
-import { cidrContains, parseCidr, parseIPv4 } from './ipv4.js';
-import { decideEgress } from './policy-compile.js';
+import { cidrContains, cidrLast, parseCidr, parseIPv4 } from './ipv4.js';
+import { Closed, decideEgress } from './policy-compile.js';
 import { DENIED_RANGES, DenyReason, METADATA_ADDRESS } from './ruleset.js';
 import { SandboxSpec, portRanges } from './sandbox-elements.js';
 
@@ -32,12 +32,14 @@ export class FlowJudge {
   private readonly deny: EgressRule[];
   private readonly denied = DENIED_RANGES.map((c) => parseCidr(c));
   private readonly subnet;
+  private readonly closed: Closed;
   private readonly metadata = parseIPv4(METADATA_ADDRESS);
 
   constructor(private readonly config: Config) {
     this.allow = config.allowCidrs.map((s) => parseEgressRule(s));
     this.deny = config.denyCidrs.map((s) => parseEgressRule(s));
     this.subnet = parseCidr(config.subnet);
+    this.closed = [this.subnet.network, cidrLast(this.subnet)];
   }
 
   /**
@@ -50,14 +52,14 @@ export class FlowJudge {
     for (const r of this.deny) if (ruleMatches(r, f, d)) return { verdict: 'deny', reason: 'config', by: `denyCidrs ${r.text}` };
     if (!this.config.allowMetadata && d === this.metadata) return { verdict: 'deny', reason: 'metadata', by: 'cloud metadata' };
     if ((f.proto === 6 || f.proto === 17) && (f.dport === 53 || f.dport === 853)) return { verdict: 'deny', reason: 'dns', by: 'DNS elsewhere than the gateway' };
-    const p = decideEgress(s.policy.allow, s.policy.deny, d, f.proto, f.dport);
+    const p = decideEgress(s.policy.allow, s.policy.deny, d, f.proto, f.dport, this.closed);
     if (p) return p.verdict === 'allow' ? { verdict: 'allow', by: `egress.allow ${p.rule}` } : { verdict: 'deny', reason: 'policy', by: `egress.deny ${p.rule}` };
     const peer = peers.find((x) => x.ip === f.daddr);
     if (peer && portRanges(peer.policy.group?.ports).some((r) => (r.proto < 0 || r.proto === f.proto) && f.dport >= r.from && f.dport <= r.to)) {
       return { verdict: 'allow', by: `group ${peer.policy.group?.name}` };
     }
-    for (const r of this.allow) if (ruleMatches(r, f, d)) return { verdict: 'allow', by: `allowCidrs ${r.text}` };
     if (cidrContains(this.subnet, d)) return { verdict: 'deny', reason: 'sandbox', by: 'other sandboxes' };
+    for (const r of this.allow) if (ruleMatches(r, f, d)) return { verdict: 'allow', by: `allowCidrs ${r.text}` };
     if (this.denied.some((c) => cidrContains(c, d))) return { verdict: 'deny', reason: 'private', by: 'private, metadata, multicast, reserved' };
     if (s.policy.domains) {
       return resolved(f.daddr) ? { verdict: 'allow', by: 'answered for an allowed name' } : { verdict: 'deny', reason: 'domain', by: 'egress.domains' };

@@ -1,6 +1,6 @@
 // Derivable names for every kernel object toastnet makes, so that ownership is decided by
 // name (never by parsing rule text) and gc can tell ours from everyone else's.
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { ToastnetError } from '../errors.js';
 
 export const SANDBOX_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
@@ -67,9 +67,18 @@ export function netnsName(n: InstanceNames, sandbox: string): string {
   return `${n.netnsPrefix}${sandbox}`;
 }
 
-/** Locally administered MAC derived from the IPv4 address: unique among live sandboxes. */
-export function sandboxMac(ip: string): string {
-  return ['02', '74', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+/**
+ * A sandbox's MAC: a locally administered unicast address keyed by the instance's secret
+ * `key` and the sandbox id (never reused), so 46 bits nobody outside the host can compute.
+ * macvlan sandboxes share one host link, where the MAC . address pair is what tells them
+ * apart: a MAC derived from the address (as before) let one sandbox compute another's pair
+ * and send as it. Private mode keeps a sandbox from seeing another's frames, so it cannot
+ * learn the MAC either.
+ */
+export function sandboxMac(key: string, id: number): string {
+  const h = createHmac('sha256', key).update(`mac:${id}`).digest();
+  h[0] = (h[0] & 0xfc) | 0x02;
+  return [...h.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
 
 export function autoSandboxName(id: number): string {

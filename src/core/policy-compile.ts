@@ -6,6 +6,11 @@
 // Precedence: the most specific entry that covers a packet decides: longer prefix first,
 // then an entry with ports over one without, then one naming a protocol over one without;
 // at equal specificity deny wins over allow.
+//
+// Allows never open a `closed` range (the instance's own subnet: only groups open other
+// sandboxes, so an operator's `--allow 10.0.0.0/8` for a VPC does not open them too).
+// Where an allow would decide inside it, nothing decides and the ruleset's later rules
+// (group pairs, then "other sandboxes") do; denies inside it still narrow what groups open.
 import { EgressRule } from './egress-rule.js';
 import { cidrLast } from './ipv4.js';
 
@@ -72,7 +77,25 @@ function cuts(ranges: [number, number][]): [number, number][] {
 
 const covers = (r: [number, number], x: [number, number]) => r[0] <= x[0] && r[1] >= x[1];
 
-export function compileEgress(allow: EgressRule[], deny: EgressRule[]): Cell[] {
+/** An address range (inclusive numbers) that allows never open. */
+export type Closed = [number, number];
+
+/** `r` without `closed`: none, one or two ranges. */
+function outside(r: [number, number], closed: Closed): [number, number][] {
+  if (closed[1] < r[0] || closed[0] > r[1]) return [r];
+  const out: [number, number][] = [];
+  if (r[0] < closed[0]) out.push([r[0], closed[0] - 1]);
+  if (r[1] > closed[1]) out.push([closed[1] + 1, r[1]]);
+  return out;
+}
+
+export function compileEgress(allow: EgressRule[], deny: EgressRule[], closed?: Closed): Cell[] {
+  const cells = compileAll(allow, deny);
+  if (!closed) return cells;
+  return cells.flatMap((c) => (c.verdict === 'deny' ? [c] : outside(c.dst, closed).map((dst) => ({ ...c, dst }))));
+}
+
+function compileAll(allow: EgressRule[], deny: EgressRule[]): Cell[] {
   const all = entries(allow, deny);
   const out: Cell[] = [];
   let prev: { dst: [number, number]; sig: string; cells: Cell[] } | undefined;
@@ -116,8 +139,9 @@ export function compileEgress(allow: EgressRule[], deny: EgressRule[]): Cell[] {
 }
 
 /** The decision for one packet, by the same precedence (reference for tests and logs). */
-export function decideEgress(allow: EgressRule[], deny: EgressRule[], daddr: number, proto: number, port: number): { verdict: Verdict; rule: string } | undefined {
+export function decideEgress(allow: EgressRule[], deny: EgressRule[], daddr: number, proto: number, port: number, closed?: Closed): { verdict: Verdict; rule: string } | undefined {
   const w = winner(entries(allow, deny).filter((e) => covers(e.dst, [daddr, daddr]) && covers(e.proto, [proto, proto]) && covers(e.port, [port, port])));
-  return w ? { verdict: w.verdict, rule: w.rule.text } : undefined;
+  if (!w || (w.verdict === 'allow' && closed && covers(closed, [daddr, daddr]))) return undefined;
+  return { verdict: w.verdict, rule: w.rule.text };
 }
 

@@ -52,6 +52,14 @@ export const INBOUND_REASONS: DenyReason[] = ['inbound', 'bandwidth_in', 'quota_
 
 export const METADATA_ADDRESS = '169.254.169.254';
 
+/**
+ * SO_MARK of the resolver's listening sockets: sandbox DNS to the gateway is accepted only
+ * when it would reach a socket carrying it, so that with the daemon down no other host
+ * service bound to *:53 answers sandboxes outside their allow-lists. (A socket mark only
+ * marks what that socket sends; it matters to routing only where fwmark rules use this value.)
+ */
+export const RESOLVER_SOCKET_MARK = 0x746e0035;
+
 /** Denials report mode does not lift. */
 export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns', ...LIMIT_REASONS];
 
@@ -83,6 +91,8 @@ const prefixValue = (cidr: string): unknown => {
 /** Jump to the chain that logs, counts and denies for `reason`. */
 const deny = (reason: DenyReason): Expr => ({ jump: { target: `deny_${reason}` } });
 const ctState = (states: string[]): Expr => match({ ct: { key: 'state' } }, states, 'in');
+/** An address of the packet's flow as conntrack recorded it (for a related packet: of the flow it relates to). */
+const ctAddr = (dir: 'original' | 'reply', field: 'saddr' | 'daddr'): Expr => ({ ct: { key: `ip ${field}`, dir } });
 
 /** Matches for one allow/deny entry: destination prefix, protocol, ports. */
 export function egressRuleMatch(r: EgressRule): Expr[] {
@@ -310,6 +320,12 @@ export class RulesetBuilder {
     for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
     for (const r of Object.keys(DENY_REASONS) as DenyReason[]) cmds.push(...this.denyChain(r));
 
+    // Sandbox addresses come only from sandbox links (and the host's own loopback): a packet
+    // from the uplink carrying one would reach the resolver or a sandbox as if a sandbox sent
+    // it, whatever the host's rp_filter says.
+    for (const chain of ['forward', 'input']) {
+      cmds.push(this.rule(chain, [match(meta('iifname'), 'lo', '!='), match(meta('iifname'), all, '!='), match(payload('ip', 'saddr'), subnet), { counter: null }, { drop: null }], 'sandbox address from elsewhere'));
+    }
     // Dispatch: only traffic on this instance's links is judged; everything else passes untouched.
     cmds.push(this.rule('forward', [match(meta('iifname'), all), { jump: { target: 'from_sandbox' } }]));
     cmds.push(this.rule('forward', [match(meta('oifname'), all), { jump: { target: 'to_sandbox' } }]));
@@ -330,6 +346,10 @@ export class RulesetBuilder {
       match({ concat: [payload('ether', 'saddr'), payload('ip', 'saddr')] }, '@macvlan_src', '!='),
       { counter: null }, { drop: null },
     ], 'spoofed source (macvlan)'));
+    // IP options: a source route would carry an established flow's packet to another
+    // destination on a host that honours it (accept_source_route), after the filter let it
+    // through as that flow. No sandbox needs options; none depends on the host's sysctls.
+    cmds.push(this.rule('source_check', [match(payload('ip', 'hdrlength'), 5, '!='), { counter: null }, { drop: null }], 'IP options'));
     cmds.push(this.rule('source_check', [ctState(['invalid']), { counter: null }, { drop: null }], 'invalid conntrack state'));
 
     // Sandbox -> anywhere but the host. Order: hard denials, the sandbox's own policy,
@@ -340,7 +360,7 @@ export class RulesetBuilder {
     // Accounting and limits come before the established shortcut: they apply to every packet.
     cmds.push(this.rule('from_sandbox', [match(saddr, '@acct_out')], 'what the sandbox sent'));
     cmds.push(...this.limitRules('from_sandbox', saddr, 'egress'));
-    cmds.push(this.rule('from_sandbox', [ctState(['established', 'related']), { accept: null }]));
+    cmds.push(...this.ownFlowRules('from_sandbox'));
     for (const r of this.deny) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, deny('config')], `denyCidrs ${r.text}`));
     if (!this.config.allowMetadata) cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), METADATA_ADDRESS), { counter: null }, deny('metadata')], 'cloud metadata'));
     // The gateway's resolver is the only one: DNS and DNS-over-TLS elsewhere would bypass it.
@@ -349,8 +369,10 @@ export class RulesetBuilder {
       vmap: { key: { concat: [payload('ip', 'saddr'), payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, data: '@egress_policy' },
     }], 'per-sandbox egress policy'));
     cmds.push(this.rule('from_sandbox', [match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport')] }, '@group_pairs'), { counter: null }, { accept: null }], 'same group'));
-    for (const r of this.allow) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { accept: null }], `allowCidrs ${r.text}`));
+    // Only groups open other sandboxes: neither a sandbox's allows (compiled without the
+    // subnet) nor the instance's allowCidrs, which come after this.
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), subnet), { counter: null }, deny('sandbox')], 'other sandboxes'));
+    for (const r of this.allow) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { accept: null }], `allowCidrs ${r.text}`));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), { set: DENIED_RANGES.map(prefixValue) }), { counter: null }, deny('private')], 'private, metadata, multicast, reserved'));
     cmds.push(this.rule('from_sandbox', [match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr')] }, '@dns_allowed'), { counter: null }, { accept: null }], 'answered for an allowed name'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@domain_mode'), { counter: null }, deny('domain')], 'domain allow-list'));
@@ -368,10 +390,11 @@ export class RulesetBuilder {
     cmds.push(this.rule('sandbox_to_host', [{ jump: { target: 'source_check' } }]));
     cmds.push(this.rule('sandbox_to_host', [match(saddr, '@acct_out')], 'what the sandbox sent'));
     cmds.push(this.rule('sandbox_to_host', [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'));
-    cmds.push(this.rule('sandbox_to_host', [ctState(['established', 'related']), { accept: null }]));
+    cmds.push(...this.ownFlowRules('sandbox_to_host'));
     cmds.push(this.rule('sandbox_to_host', [
-      match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53), { accept: null },
-    ], 'DNS on the gateway'));
+      match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53),
+      match({ socket: { key: 'mark' } }, RESOLVER_SOCKET_MARK), { accept: null },
+    ], 'DNS on the gateway, to toastnet\'s resolver'));
     cmds.push(this.rule('sandbox_to_host', [{ counter: null }, deny('host')], 'host services'));
 
     // Host -> sandbox: allowed unless the sandbox's policy closes or narrows it. No ICMP
@@ -394,6 +417,25 @@ export class RulesetBuilder {
 
     // A new table has no tiers yet: every one is made.
     return cmds.concat(this.add(elements, objects.map((o) => (o.kind === 'tier' ? { ...o, create: true } : o))));
+  }
+
+  /**
+   * What a packet from a sandbox may ride without being judged as a new flow: flows that
+   * sandbox is an endpoint of. An established packet is one (the source check proved its
+   * address, and conntrack matched it as that flow's sender). A related one need not be:
+   * conntrack relates an ICMP error to whatever flow its quoted header names, whoever sent
+   * it, so a sandbox could deliver data to another sandbox, or past its own policy to an
+   * internet host, by quoting their flows. It passes only if the sandbox opened that flow
+   * or the flow was opened towards it.
+   */
+  private ownFlowRules(chain: string): NftCommand[] {
+    const saddr = payload('ip', 'saddr');
+    return [
+      this.rule(chain, [ctState(['established']), { accept: null }]),
+      this.rule(chain, [ctState(['related']), match({ concat: [saddr, ctAddr('original', 'saddr')] }, '@sandbox_self'), { accept: null }], 'related to a flow it opened'),
+      this.rule(chain, [ctState(['related']), match({ concat: [saddr, ctAddr('reply', 'saddr')] }, '@sandbox_self'), { accept: null }], 'related to a flow opened towards it'),
+      this.rule(chain, [ctState(['related']), { counter: null }, { drop: null }], 'related to a flow of others'),
+    ];
   }
 
   /**

@@ -5,7 +5,7 @@
 // the new one" in one transaction, and removal deletes exactly what creation added.
 import { formatIPv4 } from './ipv4.js';
 import { Policy, PortRange } from './policy.js';
-import { compileEgress } from './policy-compile.js';
+import { Closed, compileEgress } from './policy-compile.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
 
 export type SandboxMode = 'veth' | 'macvlan';
@@ -23,6 +23,7 @@ export interface SandboxSpec {
 export const SANDBOX_SETS = {
   veth_src: { type: ['ifname', 'ether_addr', 'ipv4_addr'], comment: 'host link . MAC . address of each veth sandbox' },
   macvlan_src: { type: ['ether_addr', 'ipv4_addr'], comment: 'MAC . address of each macvlan sandbox' },
+  sandbox_self: { type: ['ipv4_addr', 'ipv4_addr'], comment: 'address . address of each sandbox: is it an endpoint of the flow a related packet belongs to' },
   egress_policy: { type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], map: 'verdict', flags: ['interval'], comment: 'sandbox . destination . protocol . port: per-sandbox allow/deny' },
   group_pairs: { type: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'source . destination . protocol . port open between sandboxes of one group' },
   no_internet: { type: ['ipv4_addr'], comment: 'sandboxes without public internet' },
@@ -89,17 +90,19 @@ export function groupPeers(s: SandboxSpec, all: Iterable<SandboxSpec>): SandboxS
 
 /**
  * The elements owned by `s`: its own, plus group pairs in both directions with `peers`
- * (pairs belong to both ends; the caller passes peers that already exist).
+ * (pairs belong to both ends; the caller passes peers that already exist). `instanceSubnet`
+ * is the range its allows never open (see policy-compile.ts).
  */
-export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = []): Element[] {
+export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = [], instanceSubnet?: Closed): Element[] {
   const out: Element[] = [];
   out.push(s.mode === 'veth'
     ? { set: 'veth_src', elem: { concat: [s.hostLink, s.mac, s.ip] } }
     : { set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } });
   // Accounting: every sandbox, its own counter in each set.
   out.push({ set: 'acct_out', elem: s.ip }, { set: 'acct_in', elem: s.ip }, { set: 'acct_blocked', elem: s.ip });
+  out.push({ set: 'sandbox_self', elem: { concat: [s.ip, s.ip] } });
   const p = s.policy;
-  for (const c of compileEgress(p.allow, p.deny)) {
+  for (const c of compileEgress(p.allow, p.deny, instanceSubnet)) {
     out.push({
       set: 'egress_policy',
       elem: [{ concat: [s.ip, addrRange(c.dst[0], c.dst[1]), range(c.proto[0], c.proto[1]), range(c.port[0], c.port[1])] }, c.verdict === 'allow' ? { accept: null } : { jump: { target: 'deny_policy' } }],

@@ -10,6 +10,7 @@ import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate } from './gate.js';
 import { DnsCache, cacheKey, sameQuestion } from './cache.js';
+import { markSocket } from '../kernel/socket-mark.js';
 
 export interface Upstream {
   host: string;
@@ -25,6 +26,8 @@ export interface ForwarderOptions {
   clients: Cidr;
   /** Per-sandbox policy (limits, domain allow-list, rebinding); none = plain forwarding. */
   gate?: DnsGate;
+  /** SO_MARK for the listening sockets: how the filter knows sandbox DNS reaches this resolver. */
+  socketMark?: number;
   /** Answers shared across sandboxes (UDP); the gate still judges every answer served. */
   cache?: DnsCache;
   log?: (msg: string) => void;
@@ -143,6 +146,7 @@ export class DnsForwarder {
         res();
       });
     });
+    if (this.o.socketMark !== undefined) for (const s of [this.udp, this.tcp]) markSocket(s, this.o.socketMark);
   }
 
   async stop(): Promise<void> {

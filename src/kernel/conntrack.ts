@@ -1,6 +1,11 @@
 // Connection tracking entries through ctnetlink (NETLINK_NETFILTER): list the flows a
 // sandbox opened and delete those its new policy forbids, so tightening a policy cuts
-// running connections instead of only new ones.
+// running connections instead of only new ones; and delete every flow of a removed
+// sandbox's address before the address can be leased again, so that its next owner never
+// inherits a flow (the entries outlive the namespace that made them).
+//
+// A dump walks every bucket of the host's conntrack table whatever it holds (~11 ms for
+// 262,144 buckets on these VMs): callers batch.
 import { NetlinkSocket } from './rtnetlink.js';
 import { Attr, Message, parseAttrs, request } from './rtnetlink-codec.js';
 
@@ -9,6 +14,7 @@ const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
 const CTA_TUPLE_ORIG = 1;
+const CTA_TUPLE_REPLY = 2;
 const CTA_TUPLE_IP = 1;
 const CTA_TUPLE_PROTO = 2;
 const CTA_IP_V4_SRC = 1;
@@ -24,22 +30,30 @@ const ip = (b: Buffer | undefined) => (b && b.length === 4 ? [...b].join('.') : 
 export interface ConntrackFlow {
   src: string;
   dst: string;
+  /** The reply direction's addresses (after NAT: the masquerading address, a DNAT target). */
+  replySrc: string;
+  replyDst: string;
   proto: number;
   dport: number;
   /** The original-direction tuple as the kernel encoded it: echoed back to delete exactly this entry. */
   tuple: Buffer;
 }
 
+const tupleIps = (tuple: Buffer | undefined) => parseAttrs(parseAttrs(tuple ?? Buffer.alloc(0)).get(CTA_TUPLE_IP) ?? Buffer.alloc(0));
+
 export function parseFlow(m: Message): ConntrackFlow | undefined {
   const attrs = parseAttrs(m.body.subarray(4));
   const orig = attrs.get(CTA_TUPLE_ORIG);
   if (!orig) return undefined;
   const t = parseAttrs(orig);
-  const ips = parseAttrs(t.get(CTA_TUPLE_IP) ?? Buffer.alloc(0));
+  const ips = tupleIps(orig);
+  const reply = tupleIps(attrs.get(CTA_TUPLE_REPLY));
   const proto = parseAttrs(t.get(CTA_TUPLE_PROTO) ?? Buffer.alloc(0));
   return {
     src: ip(ips.get(CTA_IP_V4_SRC)),
     dst: ip(ips.get(CTA_IP_V4_DST)),
+    replySrc: ip(reply.get(CTA_IP_V4_SRC)),
+    replyDst: ip(reply.get(CTA_IP_V4_DST)),
     proto: proto.get(CTA_PROTO_NUM)?.readUInt8(0) ?? 0,
     dport: proto.get(CTA_PROTO_DST_PORT)?.readUInt16BE(0) ?? 0,
     tuple: Buffer.from(orig),
@@ -53,11 +67,21 @@ export class Conntrack {
     this.sock.close();
   }
 
+  /** Every IPv4 flow the host tracks (one dump). */
+  flows(): ConntrackFlow[] {
+    const msgs = this.sock.dump(request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, 0, nfgenmsg(AF_INET)));
+    return msgs.map(parseFlow).filter((f): f is ConntrackFlow => f !== undefined);
+  }
+
   /** IPv4 flows that `ip` opened (original source) or that were opened towards it (original destination). */
   flowsOf(ip: string): { from: ConntrackFlow[]; to: ConntrackFlow[] } {
-    const msgs = this.sock.dump(request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, 0, nfgenmsg(AF_INET)));
-    const flows = msgs.map(parseFlow).filter((f): f is ConntrackFlow => f !== undefined);
+    const flows = this.flows();
     return { from: flows.filter((f) => f.src === ip), to: flows.filter((f) => f.dst === ip) };
+  }
+
+  /** Deletes every flow with an address (either direction, before or after NAT) for which `gone` holds; returns how many. */
+  deleteFlowsOf(gone: (address: string) => boolean): number {
+    return this.delete(this.flows().filter((f) => gone(f.src) || gone(f.dst) || gone(f.replySrc) || gone(f.replyDst)));
   }
 
   /** Deletes the given flows; ones already gone are fine. Returns how many were deleted. */

@@ -3,7 +3,7 @@ import {
   AF_INET, AF_INET6, AF_UNSPEC, Attr, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_ADDRESS, IFLA_AF_SPEC, IFLA_IFNAME,
   IFLA_INET6_ADDR_GEN_MODE, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINK, IFLA_LINKINFO, IFLA_MACVLAN_MODE,
   IFLA_MTU, IFLA_NET_NS_FD, IFLA_NUM_RX_QUEUES, IFLA_NUM_TX_QUEUES, IN6_ADDR_GEN_MODE_NONE, MACVLAN_MODE_PRIVATE, NLM_F_CREATE, NLM_F_EXCL,
-  NLM_F_REPLACE, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PREFSRC, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR,
+  NDA_DST, NLM_F_REPLACE, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_PREFSRC, RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTM_GETADDR,
   RTM_GETLINK, RTM_GETROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTNH_F_ONLINK, RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE, Request, VETH_INFO_PEER, encodeAttrs, ifaddrmsg, ifinfomsg, ipv4, mac, request, rtmsg, str,
   u32, u8,
@@ -159,6 +159,17 @@ export function delRoute(dst: string, dstLen: number): Request {
 
 export function dumpRoutes(): Request {
   return request(RTM_GETROUTE, 0, rtmsg({ family: AF_INET, dstLen: 0, table: 0, protocol: 0, scope: 0, type: 0 }));
+}
+
+/**
+ * Forgets the neighbour entry of `ip` on link `index` (ndmsg: family, pad, ifindex, state,
+ * flags, type): a removed macvlan sandbox's address must not keep pointing at its MAC.
+ */
+export function delNeigh(index: number, ip: string): Request {
+  const ndmsg = Buffer.alloc(12);
+  ndmsg.writeUInt8(AF_INET, 0);
+  ndmsg.writeInt32LE(index, 4);
+  return request(RTM_DELNEIGH, 0, ndmsg, [{ type: NDA_DST, data: ipv4(ip) }]);
 }
 
 export { AF_UNSPEC };

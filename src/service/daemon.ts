@@ -12,6 +12,7 @@ import { ToastnetClient } from '../api/client.js';
 import { Engine } from './engine.js';
 import { DnsLog, EventLog, LogLimiter } from './events.js';
 import { DnsGate } from '../dns/gate.js';
+import { RESOLVER_SOCKET_MARK } from '../core/ruleset.js';
 import { DnsCache } from '../dns/cache.js';
 import { Metrics, startMetricsServer } from './metrics.js';
 import { WarmPool } from './pool.js';
@@ -92,6 +93,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       upstreams: config.dnsUpstreams.map(parseUpstream),
       timeoutMs: config.dnsTimeoutMs,
       clients: parseCidr(config.subnet),
+      socketMark: RESOLVER_SOCKET_MARK,
       gate,
       cache: config.dnsCacheSize > 0 ? new DnsCache({ maxEntries: config.dnsCacheSize, maxTtl: config.dnsMaxTtl }) : undefined,
       log,

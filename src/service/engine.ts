@@ -4,12 +4,13 @@
 // operation runs synchronously (no await between the state check and the kernel change),
 // so the daemon can serve concurrent callers on one thread without interleaving them.
 import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Config } from '../config/schema.js';
 import { kernelConfigHash } from '../config/load.js';
 import { ToastnetError } from '../errors.js';
 import { Ipam } from '../core/ipam.js';
-import { cidrContains, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { cidrContains, cidrLast, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import {
   InstanceNames, autoSandboxName, instanceNames, isPoolMember, netnsName, poolMemberName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
@@ -18,7 +19,7 @@ import { SandboxMode, SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
-import { Conntrack } from '../kernel/conntrack.js';
+import { Conntrack, ConntrackFlow } from '../kernel/conntrack.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { DenyReason } from '../core/ruleset.js';
@@ -46,6 +47,22 @@ import { persistFiles, removePersisted } from './persist.js';
 
 /** How long removals gather before one pass over /proc looks for processes left in them. */
 const REAP_DELAY_MS = 50;
+/**
+ * How long released addresses gather before one conntrack dump deletes their flows (a dump
+ * walks the whole table, ~11 ms here); they go back to the pool only after it. Fresh
+ * addresses come first, so the wait costs a create nothing.
+ */
+const FORGET_DELAY_MS = 200;
+
+/** Deletes every tracked flow with an address `gone` holds for (one conntrack dump). */
+function deleteFlows(gone: (address: string) => boolean): number {
+  const ct = new Conntrack();
+  try {
+    return ct.deleteFlowsOf(gone);
+  } finally {
+    ct.close();
+  }
+}
 
 export interface SandboxInfo {
   name: string;
@@ -135,7 +152,7 @@ export class Engine {
   private readonly etc: NetnsEtc;
   private readonly reaper = new Reaper({ delayMs: REAP_DELAY_MS, graceMs: 2000 });
   /** Live sandboxes' kernel-facing description (what their elements derive from). */
-  private readonly live = new LiveSandboxes();
+  private readonly live: LiveSandboxes;
   /** Ids of pool members another thread is building (reservePoolMember). */
   private readonly building = new Set<number>();
   private readonly judge: FlowJudge;
@@ -143,6 +160,11 @@ export class Engine {
   private readonly admissions: DnsAdmissions;
   /** maxConnections values whose tier (chain and counting set) exists in the kernel. */
   private readonly knownTiers = new Set<number>();
+  /** Addresses of removed sandboxes whose traffic state (flows, neighbour entry) is still to be deleted. */
+  private readonly forgetting = new Set<number>();
+  private forgetTimer: NodeJS.Timeout | undefined;
+  /** The instance's secret for sandbox MACs (sandboxMac): made once, kept with the state. */
+  private readonly macKey: string;
 
   private constructor(readonly config: Config, private readonly lock: InstanceLock) {
     this.names = instanceNames(config.instance);
@@ -155,6 +177,8 @@ export class Engine {
     this.rtnl = new RtnetlinkSocket();
     const subnet = parseCidr(config.subnet);
     this.prefixLength = subnet.prefix;
+    this.live = new LiveSandboxes([subnet.network, cidrLast(subnet)]);
+    this.macKey = this.store.getMeta('mac_key') ?? this.newMacKey();
     const leased = this.store.list().map((s) => parseIPv4(s.ip));
     const nextFresh = Number(this.store.getMeta('next_fresh') ?? subnet.network + 1);
     this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
@@ -170,12 +194,18 @@ export class Engine {
     }
   }
 
+  private newMacKey(): string {
+    const key = randomBytes(32).toString('hex');
+    this.store.setMeta('mac_key', key);
+    return key;
+  }
+
   private effectivePolicy(own: PolicyInput): PolicyInput {
     return mergePolicy(this.config.defaultPolicy, own);
   }
 
   private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): SandboxSpec {
-    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+    return { ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
   }
 
   /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
@@ -256,6 +286,7 @@ export class Engine {
 
   close(): void {
     this.reaper.stop();
+    this.forgetReleased();
     this.nft.free();
     this.rtnl.close();
     this.store.close();
@@ -287,6 +318,7 @@ export class Engine {
     this.knownTiers.clear();
     this.noteTiers(this.live.objects());
     this.admissions.clear(); // the new table starts with an empty dns_allowed
+    this.forgetStrayFlows();
     this.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.config, o.persistRoot ?? '/');
   }
@@ -324,7 +356,7 @@ export class Engine {
       gateway: this.config.gateway,
       prefixLength: this.prefixLength,
       netns: netnsPath(netns),
-      mac: sandboxMac(r.ip),
+      mac: sandboxMac(this.macKey, r.id),
       mode: r.mode,
       resolvConf: NetnsEtc.resolvConfOf(netns),
       ...(r.mode === 'veth' ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
@@ -533,7 +565,7 @@ export class Engine {
   /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
   private netSpec(row: SandboxRow, parentIndex?: number): SandboxNetSpec {
     return {
-      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(row.ip), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
+      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(this.macKey, row.id), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
     };
   }
 
@@ -612,26 +644,40 @@ export class Engine {
   }
 
   /**
-   * Established connections skip the rules, so a tightened policy must also end the flows
-   * it now forbids: evaluate each tracked flow of the sandbox against the new policy (in
-   * the ruleset's order) and delete the forbidden ones from conntrack.
+   * Established connections skip the rules, so a narrowed policy must also end the flows it
+   * now forbids, in both directions and whoever opened them: each tracked flow of the
+   * sandbox is judged again (in the ruleset's order) from the side of the one that opened
+   * it, with the policies and groups now in force, and the forbidden ones are deleted from
+   * conntrack. Call it once the new spec is live.
    */
   private cutForbiddenFlows(name: string, s: SandboxSpec): number {
-    if (s.policy.mode === 'report') return 0;
     const ct = new Conntrack();
     try {
-      const judge = this.judge;
-      const peers = this.live.peersOf(name, s);
-      const { from, to } = ct.flowsOf(s.ip);
       const now = Date.now();
-      const admitted = (daddr: string) => this.admissions.isOpen(s.ip, daddr, now);
-      const out = from.filter((f) => f.dst !== this.config.gateway && judge.decide(s, peers, { daddr: f.dst, proto: f.proto, dport: f.dport }, admitted).verdict === 'deny');
-      const inbound = s.policy.inbound;
       const subnet = parseCidr(this.config.subnet);
-      // Inbound is about the host's connections: flows from other sandboxes follow group rules.
-      const into = to.filter((f) => !cidrContains(subnet, parseIPv4(f.src))).filter((f) => !inbound.enabled
-        || (inbound.ports !== undefined && !portRanges(inbound.ports).some((p) => p.proto === f.proto && f.dport >= p.from && f.dport <= p.to)));
-      return ct.delete([...out, ...into]);
+      const forbidden = (f: ConntrackFlow): boolean => {
+        const flow = { daddr: f.dst, proto: f.proto, dport: f.dport };
+        if (f.src === s.ip) {
+          // Its DNS and other traffic to the host are not forwarded flows.
+          if (f.dst === this.config.gateway || s.policy.mode === 'report') return false;
+          const peers = this.live.peersOf(name, s);
+          return this.judge.decide(s, peers, flow, (d) => this.admissions.isOpen(s.ip, d, now)).verdict === 'deny';
+        }
+        if (f.dst !== s.ip) return false;
+        if (f.src === this.config.gateway || !cidrContains(subnet, parseIPv4(f.src))) {
+          // The host's own connection into it: its inbound policy.
+          const inbound = s.policy.inbound;
+          if (s.policy.mode === 'report') return false;
+          return !inbound.enabled || (inbound.ports !== undefined && !portRanges(inbound.ports).some((p) => p.proto === f.proto && f.dport >= p.from && f.dport <= p.to));
+        }
+        // Another sandbox's connection into it: that sandbox's egress, with its groups as they are now.
+        const opener = this.live.at(f.src);
+        if (!opener) return true;
+        if (opener.spec.policy.mode === 'report') return false;
+        const peers = this.live.peersOf(opener.name, opener.spec);
+        return this.judge.decide(opener.spec, peers, flow, (d) => this.admissions.isOpen(f.src, d, now)).verdict === 'deny';
+      };
+      return ct.delete(ct.flows().filter(forbidden));
     } finally {
       ct.close();
     }
@@ -689,7 +735,7 @@ export class Engine {
       fd,
       // Only the route: the name may belong to a new sandbox by now.
       held: () => removeHostRoute(this.rtnl, { mode: r.mode, ip: r.ip }),
-      release: () => this.ipam.release(ipNum),
+      release: () => this.releaseAddress(ipNum),
     }));
     this.etc.unlink(netns);
     this.store.transaction(() => {
@@ -702,6 +748,62 @@ export class Engine {
   async settled(): Promise<void> {
     await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
+    this.forgetReleased();
+  }
+
+  /**
+   * Gives a removed sandbox's address back to the pool once nothing of its traffic state is
+   * left: conntrack entries outlive the namespace that made them, and the address's next
+   * owner would otherwise inherit its flows (replies on them are accepted as established).
+   */
+  private releaseAddress(ipNum: number): void {
+    this.forgetting.add(ipNum);
+    this.forgetTimer ??= setTimeout(() => this.forgetReleased(), FORGET_DELAY_MS);
+  }
+
+  private forgetReleased(): void {
+    clearTimeout(this.forgetTimer);
+    this.forgetTimer = undefined;
+    if (this.forgetting.size === 0) return;
+    const gone = new Set([...this.forgetting].map(formatIPv4));
+    try {
+      this.forgetTrafficState(gone);
+    } catch {
+      // ctnetlink refused (a transient error): the addresses stay held and are tried again.
+      this.forgetTimer = setTimeout(() => this.forgetReleased(), FORGET_DELAY_MS * 5);
+      return;
+    }
+    for (const a of gone) {
+      this.forgetting.delete(parseIPv4(a));
+      this.ipam.release(parseIPv4(a));
+    }
+  }
+
+  /**
+   * Deletes the flows of `addresses` and the host's neighbour entries of them on the gateway
+   * link (where macvlan sandboxes live: a reused address comes with another MAC).
+   */
+  private forgetTrafficState(addresses: Set<string>): void {
+    deleteFlows((a) => addresses.has(a));
+    const gw = getLinkOrUndefined(this.rtnl, this.names.gatewayLink);
+    if (!gw) return;
+    for (const a of addresses) {
+      try {
+        this.rtnl.exec([rq.delNeigh(gw.index, a)], [`forget neighbour ${a}`]);
+      } catch {
+        // none: the host never talked to it
+      }
+    }
+  }
+
+  /**
+   * Deletes flows of subnet addresses no live sandbox holds: what a process that died before
+   * forgetReleased left (its released addresses are in the store's queue, ready to lease).
+   */
+  private forgetStrayFlows(): void {
+    const subnet = parseCidr(this.config.subnet);
+    const held = new Set([this.config.gateway, ...this.store.list().map((r) => r.ip)]);
+    deleteFlows((a) => a !== '' && cidrContains(subnet, parseIPv4(a)) && !held.has(a));
   }
 
   // ---- gc and status ----------------------------------------------------------------
@@ -726,7 +828,7 @@ export class Engine {
         this.store.deleteSandbox(r.id);
         this.store.addReleased(parseIPv4(r.ip));
       });
-      this.ipam.release(parseIPv4(r.ip));
+      this.releaseAddress(parseIPv4(r.ip));
       report.sandboxes.push(r.name);
     }
     const live = this.store.list();

@@ -4,8 +4,12 @@
 // computes.
 import { Element, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
+import type { Closed } from '../core/policy-compile.js';
 
 export class LiveSandboxes {
+  /** @param instanceSubnet the instance's subnet, which sandbox allows never open (groups do). */
+  constructor(private readonly instanceSubnet: Closed) {}
+
   private readonly byName = new Map<string, SandboxSpec>();
   /** Name by address (DNS answers and logged packets come with an address). */
   private readonly nameByIp = new Map<string, string>();
@@ -50,7 +54,7 @@ export class LiveSandboxes {
 
   /** A sandbox's own elements, with its group's pairs. */
   elementsOf(name: string, s: SandboxSpec): Element[] {
-    return sandboxElements(s, this.peersOf(name, s));
+    return sandboxElements(s, this.peersOf(name, s), this.instanceSubnet);
   }
 
   /** Every live sandbox's elements, each group pair once. */
@@ -58,7 +62,7 @@ export class LiveSandboxes {
     const out: Element[] = [];
     const seen: SandboxSpec[] = [];
     for (const s of this.byName.values()) {
-      out.push(...sandboxElements(s, groupPeers(s, seen)));
+      out.push(...sandboxElements(s, groupPeers(s, seen), this.instanceSubnet));
       seen.push(s);
     }
     return out;

@@ -30,7 +30,7 @@ describe('set elements: nfnetlink batch vs libnftables', () => {
 
   function spec(b: RulesetBuilder, id: number, policy: PolicyInput): SandboxSpec {
     const ip = `10.77.0.${id}`;
-    return { ip, mac: sandboxMac(ip), mode: id % 5 === 0 ? 'macvlan' : 'veth', hostLink: sandboxLinkName(b.names, id), policy: resolvePolicy(policy) };
+    return { ip, mac: sandboxMac('test', id), mode: id % 5 === 0 ? 'macvlan' : 'veth', hostLink: sandboxLinkName(b.names, id), policy: resolvePolicy(policy) };
   }
   const policies: PolicyInput[] = [
     {},

@@ -16,7 +16,7 @@ const judge = new FlowJudge(config);
 
 function sandbox(id: number, policy: PolicyInput = {}): SandboxSpec {
   const ip = `10.166.0.${id}`;
-  return { ip, mac: sandboxMac(ip), mode: 'veth', hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
+  return { ip, mac: sandboxMac('test', id), mode: 'veth', hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
 }
 const tcp = (daddr: string, dport = 443) => ({ daddr, proto: 6, dport });
 

@@ -8,13 +8,15 @@ import { LiveSandboxes } from '../../src/service/live-sandboxes.js';
 const names = instanceNames('toastnet');
 function spec(id: number, policy: PolicyInput = {}): SandboxSpec {
   const ip = `10.166.0.${id}`;
-  return { ip, mac: sandboxMac(ip), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
+  return { ip, mac: sandboxMac('test', id), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
 }
 const key = (e: Element) => JSON.stringify(e);
+/** 10.166.0.0/16 as numbers: what the engine passes for its subnet. */
+const SUBNET: [number, number] = [(10 << 24 | 166 << 16) >>> 0, (10 << 24 | 166 << 16 | 0xffff) >>> 0];
 
 describe('LiveSandboxes', () => {
   it('finds a sandbox by name and by address, and forgets both on delete', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
     assert.equal(live.get('a')?.ip, '10.166.0.2');
     assert.equal(live.at('10.166.0.2')?.name, 'a');
@@ -25,7 +27,7 @@ describe('LiveSandboxes', () => {
   });
 
   it('a new spec for a name replaces the old one, address included', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
     live.set('a', spec(3));
     assert.equal(live.at('10.166.0.2'), undefined, 'the old address no longer names it');
@@ -33,7 +35,7 @@ describe('LiveSandboxes', () => {
   });
 
   it('deleting a name leaves another sandbox that now has its address alone', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
     live.set('b', spec(2)); // the address went to b (a is on its way out)
     live.delete('a');
@@ -41,28 +43,28 @@ describe('LiveSandboxes', () => {
   });
 
   it('peers are the other members of the group; a sandbox without a group scans nobody', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     const [a, b, c] = [spec(2, { group: 'g' }), spec(3, { group: 'g' }), spec(4)];
     live.set('a', a);
     live.set('b', b);
     live.set('c', c);
     assert.deepEqual(live.peersOf('a', a).map((s) => s.ip), ['10.166.0.3']);
     assert.deepEqual(live.peersOf('c', c), []);
-    assert.deepEqual(live.elementsOf('a', a).map(key), sandboxElements(a, [b]).map(key));
+    assert.deepEqual(live.elementsOf('a', a).map(key), sandboxElements(a, [b], SUBNET).map(key));
   });
 
   it('all elements hold each sandbox\'s own once and each group pair once', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     const specs = [spec(2, { group: 'g' }), spec(3, { group: 'g' }), spec(4, { group: 'g' }), spec(5)];
     specs.forEach((s, i) => live.set(`s${i}`, s));
     const all = live.elements().map(key);
     assert.equal(new Set(all).size, all.length, 'no element twice');
-    const expected = new Set(specs.flatMap((s) => sandboxElements(s, groupPeers(s, specs))).map(key));
+    const expected = new Set(specs.flatMap((s) => sandboxElements(s, groupPeers(s, specs), SUBNET)).map(key));
     assert.deepEqual(new Set(all), expected);
   });
 
   it('objects are every live sandbox\'s named objects', () => {
-    const live = new LiveSandboxes();
+    const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2, { limits: { egressRate: '1mbit' } }));
     live.set('b', spec(3));
     assert.ok(live.objects().length > 0);

@@ -96,12 +96,25 @@ describe('validateSandboxName', () => {
 });
 
 describe('sandboxMac', () => {
-  it('is a locally administered unicast MAC derived from the address', () => {
-    assert.equal(sandboxMac('10.166.0.2'), '02:74:0a:a6:00:02');
-    assert.equal(sandboxMac('255.0.16.1'), '02:74:ff:00:10:01');
-    const first = parseInt(sandboxMac('192.0.2.1').slice(0, 2), 16);
-    assert.equal(first & 0x02, 0x02, 'locally administered bit');
-    assert.equal(first & 0x01, 0, 'unicast');
-    assert.notEqual(sandboxMac('10.166.0.2'), sandboxMac('10.166.0.3'));
+  it('is a locally administered unicast MAC, the same for the same key and id', () => {
+    for (let id = 1; id < 200; id++) {
+      const mac = sandboxMac('k1', id);
+      assert.match(mac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+      const first = parseInt(mac.slice(0, 2), 16);
+      assert.equal(first & 0x02, 0x02, 'locally administered bit');
+      assert.equal(first & 0x01, 0, 'unicast');
+      assert.equal(sandboxMac('k1', id), mac);
+    }
+  });
+
+  it('cannot be computed from the address or id alone: another key gives another MAC, ids do not collide', () => {
+    const macs = new Set<string>();
+    for (let id = 1; id <= 5000; id++) {
+      assert.notEqual(sandboxMac('k1', id), sandboxMac('k2', id));
+      macs.add(sandboxMac('k1', id));
+    }
+    assert.equal(macs.size, 5000);
+    // Neither the old address-derived prefix nor a counter: consecutive ids share no structure.
+    assert.ok([...macs].filter((m) => m.startsWith('02:74:')).length < 10);
   });
 });

@@ -6,7 +6,7 @@ import { ConfigSchema } from '../../src/config/schema.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, METADATA_ADDRESS, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
+import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, METADATA_ADDRESS, RESOLVER_SOCKET_MARK, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
 import { prng } from './prng.js';
@@ -37,6 +37,17 @@ const saddr = { payload: { protocol: 'ip', field: 'saddr' } };
 const daddr = { payload: { protocol: 'ip', field: 'daddr' } };
 const l4 = { meta: { key: 'l4proto' } };
 const dport = { payload: { protocol: 'th', field: 'dport' } };
+const ctState = (states: string[]) => ({ match: { op: 'in', left: { ct: { key: 'state' } }, right: states } });
+/**
+ * What a sandbox's packet may ride unjudged: established flows, and related packets only of
+ * a flow whose original (it opened it) or reply (opened towards it) source is its address.
+ */
+const ownFlowExprs = [
+  [ctState(['established']), { accept: null }],
+  [ctState(['related']), { match: { op: '==', left: { concat: [saddr, { ct: { key: 'ip saddr', dir: 'original' } }] }, right: '@sandbox_self' } }, { accept: null }],
+  [ctState(['related']), { match: { op: '==', left: { concat: [saddr, { ct: { key: 'ip saddr', dir: 'reply' } }] }, right: '@sandbox_self' } }, { accept: null }],
+  [ctState(['related']), { counter: null }, { drop: null }],
+];
 /** An accounting rule: a plain lookup of the sandbox's address in an acct_* set (the element's counter counts). */
 const acctLookup = (addr: unknown, set: 'acct_out' | 'acct_in' | 'acct_blocked') => [{ match: { op: '==', left: addr, right: `@${set}` } }];
 const ACCT = ['acct_out', 'acct_in', 'acct_blocked'];
@@ -46,18 +57,19 @@ function config(o: Record<string, unknown> = {}) {
 }
 
 function sandbox(id: number, ip: string, mode: 'veth' | 'macvlan', policy: PolicyInput = {}): SandboxSpec {
-  return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
+  return { ip, mac: sandboxMac('test', id), mode, hostLink: sandboxLinkName(instanceNames('toastnet'), id), policy: resolvePolicy(policy) };
 }
 
 /** What the engine installs for live sandboxes' objects (limits, quotas, tiers). */
 const liveObjects = (specs: SandboxSpec[]): SandboxObject[] => specs.flatMap((s) => sandboxObjects(s));
 
-/** What the engine installs for live sandboxes: each one's elements, each group pair once. */
+/** What the engine installs for live sandboxes: each one's elements, each group pair once, allows clipped to the subnet 10.166.0.0/16. */
 function liveElements(specs: SandboxSpec[]): Element[] {
   const out: Element[] = [];
   const seen: SandboxSpec[] = [];
+  const subnet: [number, number] = [0x0aa60000, 0x0aa6ffff];
   for (const s of specs) {
-    out.push(...sandboxElements(s, groupPeers(s, seen)));
+    out.push(...sandboxElements(s, groupPeers(s, seen), subnet));
     seen.push(s);
   }
   return out;
@@ -205,7 +217,7 @@ describe('RulesetBuilder.fullTable', () => {
       output: [['oifname', 'host_to_sandbox']],
     };
     for (const [chain, want] of Object.entries(targets)) {
-      const rules = chainRules(cmds, chain);
+      const rules = chainRules(cmds, chain).filter((r) => r.comment !== 'sandbox address from elsewhere');
       assert.equal(rules.length, want.length, chain);
       rules.forEach((r, i) => {
         assert.equal(r.expr.length, 2, JSON.stringify(r));
@@ -224,6 +236,19 @@ describe('RulesetBuilder.fullTable', () => {
       // After the filter (prio 10): what a sandbox received, by whatever rule let it through.
       ['forward_delivered', 'filter', 'forward', 10, 'accept'],
     ]);
+  });
+
+  it('drops, first in the forward and input hooks, a sandbox address arriving on any link but the instance\'s (or the host\'s loopback)', () => {
+    for (const chain of ['forward', 'input']) {
+      const first = chainRules(cmds, chain)[0];
+      assert.equal(first.comment, 'sandbox address from elsewhere', chain);
+      assert.deepEqual(first.expr, [
+        { match: { op: '!=', left: { meta: { key: 'iifname' } }, right: 'lo' } },
+        { match: { op: '!=', left: { meta: { key: 'iifname' } }, right: 'tn727b*' } },
+        { match: { op: '==', left: saddr, right: { prefix: { addr: '10.166.0.0', len: 16 } } } },
+        { counter: null }, { drop: null },
+      ]);
+    }
   });
 
   it('every jump (in rules, egress_policy and conn_tier elements) goes to a declared chain; every deny chain is jumped to', () => {
@@ -267,7 +292,7 @@ describe('RulesetBuilder.fullTable', () => {
       ['limits.newConnsPerSecond', [ctNew, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
       ['limits.maxConnections', [ctNew, { vmap: { key: saddr, data: '@conn_tier' } }]],
     ]);
-    assert.deepEqual(r[7].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
+    assert.deepEqual(r.slice(7, 11).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
     const order: [string, unknown][] = [
       ['denyCidrs 172.16.5.66', jumpTo('config')],
       ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
@@ -275,10 +300,10 @@ describe('RulesetBuilder.fullTable', () => {
       ['DNS elsewhere than the gateway', jumpTo('dns')],
       ['per-sandbox egress policy', undefined],
       ['same group', { accept: null }],
+      ['other sandboxes', jumpTo('sandbox')],
       ['allowCidrs 172.16.5.0/24:5432/tcp', { accept: null }],
       ['allowCidrs 10.20.0.0/16:8000-8999', { accept: null }],
       ['allowCidrs 192.168.1.1/icmp', { accept: null }],
-      ['other sandboxes', jumpTo('sandbox')],
       ['private, metadata', jumpTo('private')],
       ['answered for an allowed name', { accept: null }],
       ['domain allow-list', jumpTo('domain')],
@@ -286,8 +311,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['internet', { accept: null }],
     ];
     const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
-    assert.deepEqual(idx, order.map((_, i) => i + 8), `out of order or missing: ${JSON.stringify(idx)}`);
-    assert.equal(r.length, order.length + 8, 'nothing else in the chain');
+    assert.deepEqual(idx, order.map((_, i) => i + 11), `out of order or missing: ${JSON.stringify(idx)}`);
+    assert.equal(r.length, order.length + 11, 'nothing else in the chain');
     for (const [c, verdict] of order) {
       if (verdict !== undefined) assert.deepEqual(r[idx[order.findIndex(([x]) => x === c)]].expr.at(-1), verdict, c);
     }
@@ -416,6 +441,10 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(mv.expr.at(-1), { drop: null });
     assert.ok(r.some((x) => x.comment === 'no IPv6 from sandboxes'));
     assert.ok(r.some((x) => x.comment === 'invalid conntrack state'));
+    // No IP options at all (source routes among them), before anything could accept the packet.
+    assert.deepEqual(ruleWithComment(r, 'IP options').expr, [
+      { match: { op: '!=', left: { payload: { protocol: 'ip', field: 'hdrlength' } }, right: 5 } }, { counter: null }, { drop: null },
+    ]);
     assert.ok(r.every((x) => JSON.stringify(x.expr.at(-1)) === '{"drop":null}'), 'source_check only drops (or returns)');
     // Both sandbox-facing chains start with it.
     for (const chain of ['from_sandbox', 'sandbox_to_host']) {
@@ -426,19 +455,25 @@ describe('RulesetBuilder.fullTable', () => {
   it('lets sandboxes reach the host only for DNS on the gateway', () => {
     const r = chainRules(cmds, 'sandbox_to_host');
     const accepts = r.filter((x) => JSON.stringify(x.expr.at(-1)) === '{"accept":null}');
-    assert.equal(accepts.length, 2, 'established replies and DNS');
+    assert.equal(accepts.length, 4, 'established, related to its own flows (twice), and DNS');
     const dns = ruleWithComment(r, 'DNS on the gateway');
     assert.equal(dns.expr[0].match.right, '10.166.0.1');
     assert.deepEqual(dns.expr[1].match.right, { set: ['udp', 'tcp'] });
     assert.equal(dns.expr[2].match.right, 53);
+    // Only to a socket carrying the resolver's mark: with the daemon down, no other *:53 service answers.
+    assert.deepEqual(dns.expr[3].match, { op: '==', left: { socket: { key: 'mark' } }, right: RESOLVER_SOCKET_MARK });
     assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, jumpTo('host')]);
     // What it sends the host is accounted, and its packet rate limited, before any accept.
-    assert.deepEqual(r.map((x) => x.comment), [undefined, 'what the sandbox sent', 'limits.packetsPerSecond', undefined, 'DNS on the gateway', 'host services']);
+    assert.deepEqual(r.map((x) => x.comment), [
+      undefined, 'what the sandbox sent', 'limits.packetsPerSecond',
+      undefined, 'related to a flow it opened', 'related to a flow opened towards it', 'related to a flow of others',
+      'DNS on the gateway, to toastnet\'s resolver', 'host services',
+    ]);
     assert.deepEqual(r[1].expr, acctLookup(saddr, 'acct_out'));
     // The same accounting rule as from_sandbox: one counter for everything the sandbox sends.
     assert.deepEqual(r[1], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'what the sandbox sent'), chain: 'sandbox_to_host' });
     assert.deepEqual(r[2].expr, [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, jumpTo('packets')]);
-    assert.deepEqual(r[3].expr, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]);
+    assert.deepEqual(r.slice(3, 7).map((x) => x.expr), ownFlowExprs);
     // The same packet-rate object as from_sandbox: one budget for everything the sandbox sends.
     assert.deepEqual(r[2], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'limits.packetsPerSecond'), chain: 'sandbox_to_host' });
   });
@@ -631,7 +666,9 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(c[3], { add: { table: { family: 'arp', name: 'other' } } });
     assert.deepEqual(ruleWithComment(chainRules(c, 'from_sandbox', 'arp'), 'asks only for subnet addresses').expr[1].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
     assert.ok(!text.includes('"toastnet"'), 'no trace of the default table');
-    assert.equal(chainRules(c, 'forward')[0].expr[0].match.right, 'tnd929*');
+    assert.equal(chainRules(c, 'forward')[0].expr[1].match.right, 'tnd929*');
+    assert.deepEqual(chainRules(c, 'forward')[0].expr[2].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
+    assert.equal(chainRules(c, 'forward')[1].expr[0].match.right, 'tnd929*');
     assert.equal(ruleWithComment(chainRules(c, 'sandbox_to_host'), 'DNS on the gateway').expr[0].match.right, '10.99.0.254');
     const fromSandbox = chainRules(c, 'from_sandbox');
     assert.deepEqual(ruleWithComment(fromSandbox, 'other sandboxes').expr[0].match.right, { prefix: { addr: '10.99.0.0', len: 24 } });
@@ -691,9 +728,9 @@ describe('RulesetBuilder.fullTable: the ARP table', () => {
     assert.deepEqual(el('arp', 'veth_src'), el('inet', 'veth_src'));
     assert.deepEqual(el('arp', 'macvlan_src'), el('inet', 'macvlan_src'));
     assert.deepEqual(el('arp', 'veth_src'), [[
-      { concat: ['tn727bs1', '02:74:0a:a6:00:02', '10.166.0.2'] }, { concat: ['tn727bs3', '02:74:0a:a6:00:04', '10.166.0.4'] },
+      { concat: ['tn727bs1', sandboxMac('test', 1), '10.166.0.2'] }, { concat: ['tn727bs3', sandboxMac('test', 3), '10.166.0.4'] },
     ]]);
-    assert.deepEqual(el('arp', 'macvlan_src'), [[{ concat: ['02:74:0a:a6:00:03', '10.166.0.3'] }]]);
+    assert.deepEqual(el('arp', 'macvlan_src'), [[{ concat: [sandboxMac('test', 2), '10.166.0.3'] }]]);
     assert.deepEqual(cmds.filter((c) => c.add?.element?.family === 'arp').map((c) => c.add.element.name), ['veth_src', 'macvlan_src']);
   });
 });
@@ -708,8 +745,9 @@ describe('per-sandbox commands', () => {
     mode: 'report', egress: { internet: false, deny: ['198.51.100.7'], domains: ['pypi.org'] }, group: 'g', inbound: { ports: ['22/tcp'] },
   });
   const peer = sandbox(10, '10.166.0.12', 'macvlan', { group: 'g' });
-  const vethElem = [{ concat: ['tn727bs7', '02:74:0a:a6:00:09', '10.166.0.9'] }];
-  const mvElem = [{ concat: ['02:74:0a:a6:00:0a', '10.166.0.10'] }];
+  const vethElem = [{ concat: ['tn727bs7', sandboxMac('test', 7), '10.166.0.9'] }];
+  const mvElem = [{ concat: [sandboxMac('test', 8), '10.166.0.10'] }];
+  const selfCmd = (op: 'add' | 'delete', ip: string) => ({ [op]: { element: { ...t, name: 'sandbox_self', elem: [{ concat: [ip, ip] }] } } });
   /** A sandbox's accounting element commands: its address in each acct set (inet only). */
   const acctCmds = (op: 'add' | 'delete', ip: string | string[]) => ACCT.map((name) => ({ [op]: { element: { ...t, name, elem: Array.isArray(ip) ? ip : [ip] } } }));
 
@@ -748,11 +786,13 @@ describe('per-sandbox commands', () => {
       { add: { element: { ...t, name: 'acct_out', elem: ['10.166.0.9'] } } },
       { add: { element: { ...t, name: 'acct_in', elem: ['10.166.0.9'] } } },
       { add: { element: { ...t, name: 'acct_blocked', elem: ['10.166.0.9'] } } },
+      selfCmd('add', '10.166.0.9'),
     ]);
     assert.deepEqual(b.add(sandboxElements(mv)), [
       { add: { element: { ...t, name: 'macvlan_src', elem: mvElem } } },
       { add: { element: { ...a, name: 'macvlan_src', elem: mvElem } } },
       ...acctCmds('add', '10.166.0.10'),
+      selfCmd('add', '10.166.0.10'),
     ]);
     assert.deepEqual(b.add([]), []);
   });
@@ -762,7 +802,7 @@ describe('per-sandbox commands', () => {
     const cmds = b.add(elements) as Cmd[];
     assertOnlyElements(cmds, 'add');
     assert.deepEqual(cmds.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
+      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet sandbox_self', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
     ]);
     const inet = cmds.filter((c) => c.add.element.family === 'inet');
     const flat = inet.flatMap((c) => c.add.element.elem.map((e: unknown) => ({ set: c.add.element.name, elem: e })));
@@ -829,6 +869,7 @@ describe('per-sandbox commands', () => {
     const flushes = [
       { flush: { set: { ...t, name: 'veth_src' } } },
       { flush: { set: { ...t, name: 'macvlan_src' } } },
+      { flush: { set: { ...t, name: 'sandbox_self' } } },
       { flush: { map: { ...t, name: 'egress_policy' } } },
       { flush: { set: { ...t, name: 'group_pairs' } } },
       { flush: { set: { ...t, name: 'no_internet' } } },
@@ -860,6 +901,7 @@ describe('per-sandbox commands', () => {
       { add: { element: { ...t, name: 'veth_src', elem: vethElem } } },
       { add: { element: { ...a, name: 'veth_src', elem: vethElem } } },
       ...acctCmds('add', ['10.166.0.9', '10.166.0.10']),
+      { add: { element: { ...t, name: 'sandbox_self', elem: [{ concat: ['10.166.0.9', '10.166.0.9'] }, { concat: ['10.166.0.10', '10.166.0.10'] }] } } },
       { add: { element: { ...t, name: 'macvlan_src', elem: mvElem } } },
       { add: { element: { ...a, name: 'macvlan_src', elem: mvElem } } },
     ]);
@@ -1027,7 +1069,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     const elems = cmds.slice(6);
     assert.ok(elems.every((c) => c.add?.element), 'then only elements (no tier: not marked for creation)');
     assert.deepEqual(elems.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
+      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet sandbox_self', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
     ]);
     const el = (name: string) => elems.find((c) => c.add.element.family === 'inet' && c.add.element.name === name)!.add.element.elem;
     assert.deepEqual(el('acct_out'), [ip]);

@@ -13,7 +13,7 @@ import { intIn, prng } from './prng.js';
 const names = instanceNames('toastnet');
 function sandbox(id: number, mode: 'veth' | 'macvlan' = 'veth', policy: PolicyInput = {}): SandboxSpec {
   const ip = `10.166.${id >> 8}.${id & 255}`;
-  return { ip, mac: sandboxMac(ip), mode, hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
+  return { ip, mac: sandboxMac('test', id), mode, hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
 }
 const sets = (els: Element[]) => els.map((e) => e.set);
 const ofSet = (els: Element[], set: string) => els.filter((e) => e.set === set).map((e) => e.elem);
@@ -82,20 +82,36 @@ describe('portRanges', () => {
 });
 
 describe('sandboxElements', () => {
-  it('a veth sandbox on the defaults: its veth_src element (link . MAC . address), then its three accounting elements', () => {
+  it('a veth sandbox on the defaults: its veth_src element (link . MAC . address), its three accounting elements, its self pair', () => {
     const s = sandbox(2);
     assert.deepEqual(sandboxElements(s), [
-      { set: 'veth_src', elem: { concat: ['tn727bs2', '02:74:0a:a6:00:02', '10.166.0.2'] } },
+      { set: 'veth_src', elem: { concat: ['tn727bs2', s.mac, '10.166.0.2'] } },
       { set: 'acct_out', elem: '10.166.0.2' }, { set: 'acct_in', elem: '10.166.0.2' }, { set: 'acct_blocked', elem: '10.166.0.2' },
+      { set: 'sandbox_self', elem: { concat: ['10.166.0.2', '10.166.0.2'] } },
     ]);
   });
 
-  it('a macvlan sandbox on the defaults: its macvlan_src element (MAC . address), then its three accounting elements', () => {
+  it('a macvlan sandbox on the defaults: its macvlan_src element (MAC . address), its three accounting elements, its self pair', () => {
     const s = sandbox(3, 'macvlan');
     assert.deepEqual(sandboxElements(s), [
-      { set: 'macvlan_src', elem: { concat: ['02:74:0a:a6:00:03', '10.166.0.3'] } },
+      { set: 'macvlan_src', elem: { concat: [s.mac, '10.166.0.3'] } },
       { set: 'acct_out', elem: '10.166.0.3' }, { set: 'acct_in', elem: '10.166.0.3' }, { set: 'acct_blocked', elem: '10.166.0.3' },
+      { set: 'sandbox_self', elem: { concat: ['10.166.0.3', '10.166.0.3'] } },
     ]);
+  });
+
+  it('allows never open the instance subnet given (groups do); denies inside it stay', () => {
+    const subnet: [number, number] = [parseIPv4('10.166.0.0'), parseIPv4('10.166.255.255')];
+    const s = sandbox(2, 'veth', { egress: { allow: ['10.0.0.0/8', '10.166.7.0/24:22/tcp'], deny: ['10.166.9.9'] } });
+    const cells = ofSet(sandboxElements(s, [], subnet), 'egress_policy') as [{ concat: unknown[] }, unknown][];
+    const ranges = cells.map(([k, v]) => [k.concat[1], JSON.stringify(v)]);
+    assert.deepEqual(ranges, [
+      [{ range: ['10.0.0.0', '10.165.255.255'] }, '{"accept":null}'],
+      ['10.166.9.9', '{"jump":{"target":"deny_policy"}}'],
+      [{ range: ['10.167.0.0', '10.255.255.255'] }, '{"accept":null}'],
+    ]);
+    // Without a subnet (the default) the allow covers it: what an instance without the rule would install.
+    assert.ok(ofSet(sandboxElements(s), 'egress_policy').some((e) => JSON.stringify(e).includes('10.166.7.0')));
   });
 
   it('accounting: every sandbox, whatever its policy and peers, has exactly its address in each acct_* set, right after admission', () => {
@@ -172,7 +188,7 @@ describe('sandboxElements', () => {
     assert.deepEqual(ofSet(both, 'domain_mode'), ['10.166.0.4']);
     // The names themselves and the dns limits are the resolver's business: no element carries them.
     const named = sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'] }, dns: { qps: 1, burst: 1 } }));
-    assert.deepEqual(sets(named), ['veth_src', ...ACCT, 'domain_mode']);
+    assert.deepEqual(sets(named), ['veth_src', ...ACCT, 'sandbox_self', 'domain_mode']);
     assert.ok(!JSON.stringify(named).includes('pypi'));
   });
 
@@ -219,7 +235,7 @@ describe('sandboxElements', () => {
 
   it('inbound open on every port (the default): no inbound element', () => {
     const els = sandboxElements(sandbox(2, 'veth', { inbound: { enabled: true } }));
-    assert.deepEqual(sets(els), ['veth_src', ...ACCT]);
+    assert.deepEqual(sets(els), ['veth_src', ...ACCT, 'sandbox_self']);
   });
 
   it('group pairs go both ways, each on the destination\'s group ports', () => {

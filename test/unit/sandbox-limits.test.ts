@@ -11,7 +11,7 @@ import { intIn, prng } from './prng.js';
 
 const names = instanceNames('toastnet');
 function sandbox(ip: string, limits?: PolicyInput['limits'], id = 1): SandboxSpec {
-  return { ip, mac: sandboxMac(ip), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(limits ? { limits } : {}) };
+  return { ip, mac: sandboxMac('test', id), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(limits ? { limits } : {}) };
 }
 const ip = '10.166.0.9';
 /** All of the sandbox's objects: accounting makes none, so these are exactly what its limits ask for. */

@@ -1,0 +1,25 @@
+// SO_MARK on a listening socket Node made: the filter accepts sandbox DNS only towards a
+// socket carrying the resolver's mark (ruleset.ts, RESOLVER_SOCKET_MARK). Node exposes
+// neither SO_MARK nor, for UDP, the descriptor; the handle's fd getter (libuv's, on Unix)
+// is the one way to it, and a Node without it fails here at start, loudly.
+import type dgram from 'node:dgram';
+import type net from 'node:net';
+import { SOL_SOCKET, check, lib } from './libc.js';
+
+const SO_MARK = 36;
+
+function fdOf(s: dgram.Socket | net.Server): number {
+  const internals = s as unknown as Record<string | symbol, { handle?: { fd?: number } } | { fd?: number } | undefined>;
+  const state = Object.getOwnPropertySymbols(s).find((k) => k.description === 'state symbol');
+  const handle = state ? (internals[state] as { handle?: { fd?: number } } | undefined)?.handle : (internals._handle as { fd?: number } | undefined);
+  const fd = handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('cannot reach the descriptor of a listening socket (Node internals changed?)');
+  return fd;
+}
+
+/** Sets SO_MARK (needs CAP_NET_ADMIN) on a bound UDP socket or a listening TCP server. */
+export function markSocket(s: dgram.Socket | net.Server, mark: number): void {
+  const val = Buffer.alloc(4);
+  val.writeUInt32LE(mark);
+  check(lib().setsockopt(fdOf(s), SOL_SOCKET, SO_MARK, val, 4), 'setsockopt SO_MARK');
+}
