@@ -13,6 +13,7 @@ import type { SandboxInfo, Status } from '../service/engine.js';
 import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
 import { DnsLog, EventLog, DenialEvent } from '../service/events.js';
+import { printable } from './terminal-text.js';
 import { client, ensureDaemon, withInstance } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
@@ -293,12 +294,12 @@ program.command('events')
     if (o.queries) {
       const lim = Number(o.limit);
       const qs = await withInstance(c, (cl) => cl.dnsQueries({ sandbox: o.sandbox, limit: lim }), (e) => new DnsLog(e.store.db).list({ sandbox: o.sandbox, limit: lim }));
-      for (const q of qs) print(o.json ? JSON.stringify(q) : `${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}`);
+      for (const q of qs) print(o.json ? JSON.stringify(q) : printable(`${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}`));
       return;
     }
     const show = (list: DenialEvent[]) => {
       for (const e of list) {
-        print(o.json ? JSON.stringify(e) : `${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}`);
+        print(o.json ? JSON.stringify(e) : printable(`${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}`));
       }
     };
     const limit = Number(o.limit);
