@@ -146,6 +146,20 @@ async function main(): Promise<void> {
       const u = dgram.createSocket('udp4');
       u.on('message', (m, r) => u.send(m, r.port, r.address));
       waits.push(new Promise((r) => u.bind(port, ip, () => r())));
+    } else if (kind === 'udptick') {
+      // Answers a datagram by sending BODY to its sender every 100 ms for 20 s: a UDP flow
+      // that keeps delivering to that address and port, whoever holds them now.
+      const u = dgram.createSocket('udp4');
+      const seen = new Set<string>();
+      u.on('message', (_m, r) => {
+        const key = `${r.address}:${r.port}`;
+        if (seen.has(key)) return;
+        seen.add(key);
+        const t = setInterval(() => u.send(body, r.port, r.address), 100);
+        setTimeout(() => clearInterval(t), 20_000).unref();
+        t.unref();
+      });
+      waits.push(new Promise((r) => u.bind(port, ip, () => r())));
     } else if (kind === 'sink') {
       // Swallows TCP on PORT; GET on PORT+1 answers how many bytes arrived in all.
       let total = 0;

@@ -19,7 +19,7 @@ import { DAEMON_NODE_FLAGS } from '../../src/service/daemon-flags.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
-const SERVERS = path.resolve(here, 'servers.js');
+export const SERVERS = path.resolve(here, 'servers.js');
 
 export const WAN = {
   internet: '203.0.113.10',
