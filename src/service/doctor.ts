@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { Nft } from '../kernel/nft.js';
+import { Conntrack } from '../kernel/conntrack.js';
 import { NETNS_RUN_DIR, createNetns, deleteNetns, netnsPath, withNetns } from '../kernel/netns.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
@@ -85,7 +86,7 @@ export async function runDoctor(): Promise<Check[]> {
         const parent = parseLink(sock.get(rq.getLink('dv1'), 'get dv1'));
         sock.exec([rq.newMacvlan(parent.index, { name: 'dm0' })], ['create macvlan']);
       }));
-      checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade, reject', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_reject_inet, nf_conntrack (modprobe them)', () => {
+      checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade, reject, socket', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_reject_inet, nft_socket, nf_conntrack (modprobe them)', () => {
         withNetns(netnsPath(ns), () => {
           const nft = new Nft();
           try {
@@ -98,9 +99,24 @@ export async function runDoctor(): Promise<Check[]> {
               { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established'] } }, { accept: null }] } } },
               { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: '!=', left: { concat: [{ meta: { key: 'iifname' } }, { payload: { protocol: 'ip', field: 'saddr' } }] }, right: '@s' } }, { reject: { type: 'icmpx', expr: 'admin-prohibited' } }] } } },
               { add: { rule: { ...t, chain: 'n', expr: [{ masquerade: null }] } } },
+              // What isolation rests on: related packets checked against the flow's own addresses, DNS only to the resolver's socket.
+              { add: { set: { ...t, name: 'p', type: ['ipv4_addr', 'ipv4_addr'] } } },
+              { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { ct: { key: 'ip saddr', dir: 'original' } }] }, right: '@p' } }, { accept: null }] } } },
+              { add: { chain: { ...t, name: 'i', type: 'filter', hook: 'input', prio: 0, policy: 'accept' } } },
+              { add: { rule: { ...t, chain: 'i', expr: [{ match: { op: '==', left: { socket: { key: 'mark' } }, right: 1 } }, { accept: null }] } } },
             ]);
           } finally {
             nft.free();
+          }
+        });
+      }));
+      checks.push(probe('ctnetlink (conntrack over netlink: cutting flows, forgetting removed sandboxes\' flows)', 'enable nf_conntrack_netlink (modprobe nf_conntrack_netlink)', () => {
+        withNetns(netnsPath(ns), () => {
+          const ct = new Conntrack();
+          try {
+            ct.flows();
+          } finally {
+            ct.close();
           }
         });
       }));
