@@ -37,7 +37,7 @@ import {
 import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { buildMember } from './pool-builder.js';
-import { LiveSandboxes } from './live-sandboxes.js';
+import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import { DnsAdmissions } from './dns-admissions.js';
 import { attributeDenial } from './denial-attribution.js';
 import { InstanceLock } from './lock.js';
@@ -174,8 +174,8 @@ export class Engine {
     return mergePolicy(this.config.defaultPolicy, own);
   }
 
-  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): SandboxSpec {
-    return { ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): LiveSpec {
+    return { id: r.id, ip: r.ip, mac: sandboxMac(r.ip), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
   }
 
   /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
