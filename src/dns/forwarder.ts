@@ -162,7 +162,8 @@ export class DnsForwarder {
       return;
     }
     this.stats.queries++;
-    const send = (answer: Buffer) => this.udp?.send(answer, rinfo.port, rinfo.address);
+    // Nothing (undefined) for a sandbox gone while its query was upstream.
+    const send = (answer: Buffer | undefined) => answer && this.udp?.send(answer, rinfo.port, rinfo.address);
     const gate = this.o.gate;
     const d = gate?.onQuery(rinfo.address, msg);
     if (d && !d.forward) {
@@ -283,8 +284,8 @@ export class DnsForwarder {
           return;
         }
         this.stats.queries++;
-        const send = (answer: Buffer) => {
-          if (c.destroyed) return;
+        const send = (answer: Buffer | undefined) => {
+          if (!answer || c.destroyed) return;
           const hdr = Buffer.alloc(2);
           hdr.writeUInt16BE(answer.length);
           c.write(Buffer.concat([hdr, answer]));

@@ -2,13 +2,17 @@
 // limits, the domain allow-list (a query for a name not on it is refused; the addresses an
 // allowed name resolves to are admitted in the kernel, for the answer's TTL, before the
 // sandbox sees the answer), and rebinding protection (answers pointing into denied space
-// are stripped unless the sandbox's policy opens that destination).
+// are stripped unless the sandbox's policy opens that destination). An answer is judged
+// with the sandbox's facts when it arrives, not when it was asked: the sandbox may have
+// gone (its address given to another) or changed its policy in between.
 import dnsPacket from 'dns-packet';
 import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
 import { DENIED_RANGES } from '../core/ruleset.js';
 
 export interface GateSandbox {
+  /** Its identity: the row id, never reused (names and addresses are). */
+  id: number;
   name: string;
   ip: string;
   policy: Policy;
@@ -26,6 +30,8 @@ export interface QueryLogEntry {
 export interface GateHooks {
   /** The sandbox at this source address, or undefined (then the query is dropped). */
   sandbox(ip: string): GateSandbox | undefined;
+  /** The sandbox with this id as it is now (its current policy), or undefined once it is gone. */
+  sandboxById(id: number): GateSandbox | undefined;
   /** Admits `sandbox` to `addresses` in the kernel for `ttl` seconds; synchronous. */
   admit(sandbox: GateSandbox, addresses: string[], ttl: number): void;
   log(entry: QueryLogEntry): void;
@@ -58,7 +64,7 @@ export class DnsGate {
     this.denied = [...DENIED_RANGES, o.subnet].map((c) => parseCidr(c));
   }
 
-  private refusal(q: dnsPacket.Packet, rcode: number): Buffer {
+  private refusal(q: Pick<dnsPacket.Packet, 'id' | 'flags' | 'questions'>, rcode: number): Buffer {
     return dnsPacket.encode({ id: q.id, type: 'response', flags: ((q.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | dnsPacket.RECURSION_AVAILABLE | rcode, questions: q.questions });
   }
 
@@ -126,11 +132,16 @@ export class DnsGate {
   }
 
   /**
-   * Filters an answer for `s` and admits its addresses; returns what to send. A cached
-   * answer comes with its decoded form (TTLs as stored) and its age in seconds, so it is
-   * not decoded again and admissions last only what is left of the TTL.
+   * Filters an answer to a query `asker` made and admits its addresses; returns what to
+   * send, or undefined when the sandbox is gone (its address may be another's by now). A
+   * cached answer comes with its decoded form (TTLs as stored) and its age in seconds, so it
+   * is not decoded again and admissions last only what is left of the TTL.
    */
-  onAnswer(s: GateSandbox, answer: Buffer, now = performance.now(), cached?: { packet: dnsPacket.Packet; age: number }): Buffer {
+  onAnswer(asker: GateSandbox, answer: Buffer, now = performance.now(), cached?: { packet: dnsPacket.Packet; age: number }): Buffer | undefined {
+    // Judged with the sandbox as it is now: the query may have waited upstream for seconds.
+    // Nothing is logged for a sandbox that is gone: its name may be another's by now too.
+    const s = this.hooks.sandboxById(asker.id);
+    if (!s) return undefined;
     let a: dnsPacket.Packet;
     const age = cached?.age ?? 0;
     try {
@@ -140,6 +151,15 @@ export class DnsGate {
     }
     const qname = (a.questions?.[0]?.name ?? '').toLowerCase();
     const type = String(a.questions?.[0]?.type ?? '');
+    // The engine hands out one policy object until the policy changes: asked under this
+    // very policy, the name passed onQuery's allow-list check already.
+    if (s.policy !== asker.policy && s.policy.domains && !domainAllowed(s.policy.domains, qname)) {
+      this.failed(s, now);
+      this.hooks.log({ sandbox: s.name, name: qname, type, verdict: 'refused', answer: [], reason: 'not in egress.domains (changed while the query was upstream)' });
+      // The asker's ID and question are in `answer` (a cached packet holds the first asker's).
+      const asked = cached ? dnsPacket.decode(answer) : a;
+      return this.refusal({ id: answer.readUInt16BE(0), flags: asked.flags, questions: asked.questions }, this.o.refuseWith === 'nxdomain' ? RCODE_NXDOMAIN : RCODE_REFUSED);
+    }
     const rcode = (a.flags ?? 0) & 0x0f;
     if (rcode === RCODE_NXDOMAIN || rcode === RCODE_REFUSED) this.failed(s, now);
     // The name asked decides; follow its CNAME chain (in any record order) to the addresses at its end.
