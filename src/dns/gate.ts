@@ -34,7 +34,7 @@ export interface GateHooks {
   sandboxById(id: number): GateSandbox | undefined;
   /** Admits `sandbox` to `addresses` in the kernel for `ttl` seconds; synchronous. */
   admit(sandbox: GateSandbox, addresses: string[], ttl: number): void;
-  log(entry: QueryLogEntry): void;
+  log(entry: QueryLogEntry, sandbox: GateSandbox): void;
 }
 
 export interface GateOptions {
@@ -57,7 +57,8 @@ const RCODE_NXDOMAIN = 3;
 export type QueryDecision = { forward: true; sandbox: GateSandbox } | { forward: false; reply?: Buffer };
 
 export class DnsGate {
-  private readonly buckets = new Map<string, Bucket>();
+  /** By sandbox id: an address's next owner starts afresh. */
+  private readonly buckets = new Map<number, Bucket>();
   private readonly denied;
 
   constructor(private readonly hooks: GateHooks, private readonly o: GateOptions) {
@@ -70,8 +71,8 @@ export class DnsGate {
 
   /** Token bucket per sandbox; also refuses while too many queries failed in the last minute. */
   private allowQuery(s: GateSandbox, now: number): 'ok' | 'rate' | 'failures' {
-    let b = this.buckets.get(s.ip);
-    if (!b) this.buckets.set(s.ip, (b = { tokens: s.policy.dns.burst, at: now, failures: [] }));
+    let b = this.buckets.get(s.id);
+    if (!b) this.buckets.set(s.id, (b = { tokens: s.policy.dns.burst, at: now, failures: [] }));
     b.tokens = Math.min(s.policy.dns.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * s.policy.dns.qps);
     b.at = now;
     while (b.failures.length > 0 && b.failures[0] < now - 60_000) b.failures.shift();
@@ -82,12 +83,17 @@ export class DnsGate {
   }
 
   private failed(s: GateSandbox, now: number): void {
-    this.buckets.get(s.ip)?.failures.push(now);
+    this.buckets.get(s.id)?.failures.push(now);
   }
 
-  /** Forgets a sandbox's limiter state (removal; an address reused later starts fresh). */
-  forget(ip: string): void {
-    this.buckets.delete(ip);
+  /** Forgets a removed sandbox's limiter state (ids are never reused: this only frees memory). */
+  forget(id: number): void {
+    this.buckets.delete(id);
+  }
+
+  /** Forgets the limiter state of every sandbox that is gone (after removals the caller did not see one by one). */
+  forgetGone(): void {
+    for (const id of this.buckets.keys()) if (!this.hooks.sandboxById(id)) this.buckets.delete(id);
   }
 
   onQuery(clientIp: string, query: Buffer, now = performance.now()): QueryDecision {
@@ -107,7 +113,7 @@ export class DnsGate {
     if (limit === 'ok' && q.questions.length !== 1) {
       // Resolvers send one question; more would smuggle names past the allow-list.
       this.failed(s, now);
-      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'more than one question' });
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'more than one question' }, s);
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
     const { maxNameLength, maxLabelLength } = s.policy.dns;
@@ -116,16 +122,16 @@ export class DnsGate {
       // Long names and labels are how data is smuggled out through DNS; measured in bytes
       // on the wire (a decoded name hides dots inside labels and multi-byte characters).
       this.failed(s, now);
-      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: `over dns.maxNameLength ${maxNameLength} or dns.maxLabelLength ${maxLabelLength}` });
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: `over dns.maxNameLength ${maxNameLength} or dns.maxLabelLength ${maxLabelLength}` }, s);
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
     if (limit !== 'ok') {
-      this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` });
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` }, s);
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
     if (s.policy.domains && !domainAllowed(s.policy.domains, name)) {
       this.failed(s, now);
-      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'not in egress.domains' });
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'not in egress.domains' }, s);
       return { forward: false, reply: this.refusal(q, this.o.refuseWith === 'nxdomain' ? RCODE_NXDOMAIN : RCODE_REFUSED) };
     }
     return { forward: true, sandbox: s };
@@ -155,7 +161,7 @@ export class DnsGate {
     // very policy, the name passed onQuery's allow-list check already.
     if (s.policy !== asker.policy && s.policy.domains && !domainAllowed(s.policy.domains, qname)) {
       this.failed(s, now);
-      this.hooks.log({ sandbox: s.name, name: qname, type, verdict: 'refused', answer: [], reason: 'not in egress.domains (changed while the query was upstream)' });
+      this.hooks.log({ sandbox: s.name, name: qname, type, verdict: 'refused', answer: [], reason: 'not in egress.domains (changed while the query was upstream)' }, s);
       // The asker's ID and question are in `answer` (a cached packet holds the first asker's).
       const asked = cached ? dnsPacket.decode(answer) : a;
       return this.refusal({ id: answer.readUInt16BE(0), flags: asked.flags, questions: asked.questions }, this.o.refuseWith === 'nxdomain' ? RCODE_NXDOMAIN : RCODE_REFUSED);
@@ -197,7 +203,7 @@ export class DnsGate {
       const ttl = Math.max(this.o.minTtl, Math.min(this.o.maxTtl, Number.isFinite(minTtl) ? minTtl : this.o.minTtl));
       this.hooks.admit(s, admitted, ttl);
     }
-    this.hooks.log({ sandbox: s.name, name: qname, type, verdict: stripped.length ? 'stripped' : 'answered', answer: admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) });
+    this.hooks.log({ sandbox: s.name, name: qname, type, verdict: stripped.length ? 'stripped' : 'answered', answer: admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) }, s);
     if (stripped.length === 0) return answer;
     const aged = (rs: dnsPacket.Answer[] | undefined) => rs?.map((r) => (r.type === 'OPT' ? r : { ...r, ttl: Math.max(0, (r.ttl ?? 0) - age) }) as dnsPacket.Answer);
     if (!cached) return dnsPacket.encode({ ...a, answers: keep });

@@ -21,6 +21,8 @@ interface Harness {
   gate: DnsGate;
   admits: Admit[];
   logs: QueryLogEntry[];
+  /** The sandbox id each log entry was given with. */
+  loggedIds: number[];
   asked: string[];
   sandboxes: Map<string, GateSandbox>;
   /** A new sandbox (a new id) the fake engine knows, by address. */
@@ -35,6 +37,7 @@ function harness(o: Partial<GateOptions> = {}): Harness {
   const sandboxes = new Map<string, GateSandbox>();
   const admits: Admit[] = [];
   const logs: QueryLogEntry[] = [];
+  const loggedIds: number[] = [];
   const asked: string[] = [];
   let nextId = 1;
   const gate = new DnsGate({
@@ -44,10 +47,13 @@ function harness(o: Partial<GateOptions> = {}): Harness {
     },
     sandboxById: (id) => [...sandboxes.values()].find((s) => s.id === id),
     admit: (s, addresses, ttl) => admits.push({ sandbox: s.name, addresses: [...addresses], ttl }),
-    log: (e) => logs.push(structuredClone(e)),
+    log: (e, s) => {
+      logs.push(structuredClone(e));
+      loggedIds.push(s.id);
+    },
   }, { minTtl: 5, maxTtl: 3600, refuseWith: 'refused', subnet: '10.166.0.0/16', ...o });
   return {
-    gate, admits, logs, asked, sandboxes,
+    gate, admits, logs, loggedIds, asked, sandboxes,
     add(name, ip, policy = {}) {
       const s = { id: nextId++, name, ip, policy: resolvePolicy(policy) };
       sandboxes.set(ip, s);
@@ -221,12 +227,12 @@ describe('DnsGate.onQuery: rate limit (token bucket per sandbox)', () => {
 
   it('each sandbox has its own bucket; forget() starts a sandbox afresh', () => {
     const h = harness();
-    h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    const a = h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
     h.add('b', '10.166.0.3', { dns: { qps: 1, burst: 1 } });
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), false);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), true, 'b is not limited by a');
-    h.gate.forget('10.166.0.2');
+    h.gate.forget(a.id);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true, 'a fresh bucket holds burst tokens');
     assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), false, 'forget touched only a');
   });
@@ -679,6 +685,52 @@ describe('DnsGate.onAnswer: judged with the sandbox as it is when the answer arr
     assert.equal(mine.sandbox.id, heir.id);
     sent(h.gate, mine.sandbox, pypi(), T0);
     assert.equal(h.admits.length, 1);
+    assert.deepEqual(h.loggedIds, [heir.id]);
+  });
+});
+
+describe('DnsGate: per-sandbox state belongs to the sandbox, not its address', () => {
+  const tight: PolicyInput = { dns: { maxFailuresPerMinute: 2, qps: 1, burst: 2 } };
+  const nx = (h: Harness, ip: string, name: string, t: number) => {
+    const d = h.gate.onQuery(ip, query(name), t);
+    if (d.forward) h.gate.onAnswer(d.sandbox, answer(name, [], { rcode: RCODE.NXDOMAIN }), t);
+    return d.forward;
+  };
+
+  it('an address\'s next owner starts with a full failure budget and a full bucket', () => {
+    const h = harness();
+    const a = h.add('a', '10.166.0.2', tight);
+    assert.deepEqual([nx(h, a.ip, 'x.example', T0), nx(h, a.ip, 'y.example', T0)], [true, true]);
+    assert.equal(h.gate.onQuery(a.ip, query('fine.example'), T0).forward, false, 'control: a has spent its failure budget');
+    h.remove(a);
+    const b = h.add('b', '10.166.0.2', tight);
+    assert.equal(h.gate.onQuery(b.ip, query('fine.example'), T0).forward, true, 'b does not inherit a\'s failures');
+    assert.equal(h.gate.onQuery(b.ip, query('fine.example'), T0).forward, true, 'nor its empty bucket');
+  });
+
+  it('log entries come with the identity of the sandbox they belong to', () => {
+    const h = harness();
+    const a = h.add('web', '10.166.0.2', { egress: { domains: [] } });
+    h.gate.onQuery(a.ip, query('x.example'), T0);
+    h.remove(a);
+    const b = h.add('web', '10.166.0.2', { egress: { domains: [] } });
+    h.gate.onQuery(b.ip, query('x.example'), T0);
+    assert.deepEqual(h.logs.map((e) => e.sandbox), ['web', 'web']);
+    assert.deepEqual(h.loggedIds, [a.id, b.id]);
+  });
+
+  it('forgetGone() drops the state of sandboxes that are gone and keeps the rest', () => {
+    const h = harness();
+    const a = h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    const b = h.add('b', '10.166.0.3', { dns: { qps: 1, burst: 1 } });
+    h.gate.onQuery(a.ip, query('x.example'), T0);
+    h.gate.onQuery(b.ip, query('x.example'), T0);
+    h.remove(a);
+    h.gate.forgetGone();
+    assert.equal(h.gate.onQuery(b.ip, query('x.example'), T0).forward, false, 'b\'s bucket is kept');
+    // Only a test can bring an id back (the engine never reuses one): a's bucket went.
+    h.sandboxes.set(a.ip, a);
+    assert.equal(h.gate.onQuery(a.ip, query('x.example'), T0).forward, true);
   });
 });
 
