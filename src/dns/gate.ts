@@ -2,13 +2,15 @@
 // limits, the domain allow-list (a query for a name not on it is refused; the addresses an
 // allowed name resolves to are admitted in the kernel, for the answer's TTL, before the
 // sandbox sees the answer), and rebinding protection (answers pointing into denied space
-// are stripped unless the sandbox's policy opens that destination). An answer is judged
-// with the sandbox's facts when it arrives, not when it was asked: the sandbox may have
-// gone (its address given to another) or changed its policy in between.
+// are stripped unless the sandbox's policy opens that destination). What goes upstream is
+// rebuilt from the query, never the sandbox's own bytes (upstream-query.ts). An answer is
+// judged with the sandbox's facts when it arrives, not when it was asked: the sandbox may
+// have gone (its address given to another) or changed its policy in between.
 import dnsPacket from 'dns-packet';
 import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
 import { DENIED_RANGES } from '../core/ruleset.js';
+import { upstreamQuery, wireName } from './upstream-query.js';
 
 export interface GateSandbox {
   /** Its identity: the row id, never reused (names and addresses are). */
@@ -54,7 +56,8 @@ interface Bucket {
 const RCODE_REFUSED = 5;
 const RCODE_NXDOMAIN = 3;
 
-export type QueryDecision = { forward: true; sandbox: GateSandbox } | { forward: false; reply?: Buffer };
+/** Forward `query` (rebuilt: what goes upstream) for `sandbox`, or answer with `reply` (or nothing). */
+export type QueryDecision = { forward: true; sandbox: GateSandbox; query: Buffer } | { forward: false; reply?: Buffer };
 
 export class DnsGate {
   /** By sandbox id: an address's next owner starts afresh. */
@@ -110,23 +113,30 @@ export class DnsGate {
     const name = (question?.name ?? '').toLowerCase();
     const type = String(question?.type ?? '');
     const limit = this.allowQuery(s, now);
-    if (limit === 'ok' && q.questions.length !== 1) {
+    if (limit !== 'ok') {
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` }, s);
+      return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
+    }
+    if (q.questions.length !== 1) {
       // Resolvers send one question; more would smuggle names past the allow-list.
       this.failed(s, now);
       this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'more than one question' }, s);
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
-    const { maxNameLength, maxLabelLength } = s.policy.dns;
     const wire = wireName(query);
-    if (limit === 'ok' && (!wire || wire.length > maxNameLength || wire.labels.some((l) => l > maxLabelLength))) {
+    const upstream = upstreamQuery(query, wire);
+    if ('rcode' in upstream) {
+      // What a stub resolver never sends (UPDATE, records in a query) is refused, not cleaned.
+      this.failed(s, now);
+      this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: upstream.reason }, s);
+      return { forward: false, reply: this.refusal(q, upstream.rcode) };
+    }
+    const { maxNameLength, maxLabelLength } = s.policy.dns;
+    if (!wire || wire.length > maxNameLength || wire.labels.some((l) => l > maxLabelLength)) {
       // Long names and labels are how data is smuggled out through DNS; measured in bytes
       // on the wire (a decoded name hides dots inside labels and multi-byte characters).
       this.failed(s, now);
       this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: `over dns.maxNameLength ${maxNameLength} or dns.maxLabelLength ${maxLabelLength}` }, s);
-      return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
-    }
-    if (limit !== 'ok') {
-      this.hooks.log({ sandbox: s.name, name, type, verdict: 'limited', answer: [], reason: limit === 'rate' ? `over dns.qps ${s.policy.dns.qps}` : `over dns.maxFailuresPerMinute ${s.policy.dns.maxFailuresPerMinute}` }, s);
       return { forward: false, reply: this.refusal(q, RCODE_REFUSED) };
     }
     if (s.policy.domains && !domainAllowed(s.policy.domains, name)) {
@@ -134,7 +144,7 @@ export class DnsGate {
       this.hooks.log({ sandbox: s.name, name, type, verdict: 'refused', answer: [], reason: 'not in egress.domains' }, s);
       return { forward: false, reply: this.refusal(q, this.o.refuseWith === 'nxdomain' ? RCODE_NXDOMAIN : RCODE_REFUSED) };
     }
-    return { forward: true, sandbox: s };
+    return { forward: true, sandbox: s, query: upstream.wire };
   }
 
   /**
@@ -223,20 +233,4 @@ export class DnsGate {
     // Explicitly opened: an allow entry of the sandbox's policy covers the address.
     return !s.policy.allow.some((r) => cidrContains(r.cidr, n));
   }
-}
-
-/** The question name's length and label lengths in wire bytes (offset 12), or undefined if malformed. */
-export function wireName(query: Buffer): { length: number; labels: number[] } | undefined {
-  const labels: number[] = [];
-  let off = 12;
-  for (;;) {
-    if (off >= query.length) return undefined;
-    const len = query[off];
-    if (len === 0) break;
-    if (len > 63) return undefined; // compression pointers and reserved types have no place in a question
-    labels.push(len);
-    off += 1 + len;
-  }
-  // Presentation length: labels plus the dots between them.
-  return { length: labels.reduce((a, b) => a + b, 0) + Math.max(0, labels.length - 1), labels };
 }

@@ -734,3 +734,45 @@ describe('DnsGate: per-sandbox state belongs to the sandbox, not its address', (
   });
 });
 
+describe('DnsGate.onQuery: only what a stub resolver sends is forwarded, rebuilt', () => {
+  const raw = (o: { opcode?: number; answers?: dnsPacket.Answer[]; authorities?: dnsPacket.Answer[]; additionals?: dnsPacket.Answer[] }) => {
+    const q = dnsPacket.encode({ type: 'query', id: 5, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'pypi.org' }], answers: o.answers ?? [], authorities: o.authorities ?? [], additionals: o.additionals ?? [] });
+    if (o.opcode !== undefined) q[2] = (q[2] & 0x87) | (o.opcode << 3);
+    return q;
+  };
+  const TXT = (name: string, data: string): dnsPacket.Answer => ({ type: 'TXT', name, ttl: 0, data });
+
+  it('UPDATE and every opcode but QUERY are refused and count as failures', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] }, dns: { maxFailuresPerMinute: 3 } });
+    for (const opcode of [5 /* UPDATE */, 4 /* NOTIFY */, 2 /* STATUS */]) {
+      const d = h.gate.onQuery('10.166.0.2', raw({ opcode }), T0);
+      assert.equal(replyOf(d).rcode, 'REFUSED', `opcode ${opcode}`);
+    }
+    assert.deepEqual(h.logs.map((e) => [e.verdict, e.reason]), [['refused', 'opcode 5: only QUERY is forwarded'], ['refused', 'opcode 4: only QUERY is forwarded'], ['refused', 'opcode 2: only QUERY is forwarded']]);
+    assert.equal(h.logs.length, 3);
+    assert.equal(h.gate.onQuery('10.166.0.2', raw({}), T0).forward, false, 'three failures: limited');
+    assert.equal(h.logs.at(-1)!.verdict, 'limited');
+  });
+
+  it('records in the answer or authority section are refused with FORMERR', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] } });
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', raw({ answers: [TXT('pypi.org', 'secret')] }), T0)).rcode, 'FORMERR');
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', raw({ authorities: [TXT('pypi.org', 'secret')] }), T0)).rcode, 'FORMERR');
+    assert.deepEqual(h.logs.map((e) => e.reason), ['records in the answer or authority section', 'records in the answer or authority section']);
+  });
+
+  it('a forwarded query carries the rebuilt query: no EDNS options, no other additional records', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] } });
+    const opt = { type: 'OPT', name: '.', udpPayloadSize: 4096, flags: 0, options: [{ code: 65001, data: Buffer.from('secret-payload') }] } as unknown as dnsPacket.Answer;
+    const q = raw({ additionals: [TXT('x.pypi.org', 'more-secret'), opt] });
+    const d = h.gate.onQuery('10.166.0.2', q, T0);
+    assert.ok(d.forward);
+    assert.ok(!d.query.includes('secret'), 'no payload goes upstream');
+    const p = dnsPacket.decode(d.query);
+    assert.deepEqual(p.questions, [{ name: 'pypi.org', type: 'A', class: 'IN' }]);
+    assert.deepEqual(p.additionals!.map((r) => [r.type, (r as { udpPayloadSize?: number }).udpPayloadSize, (r as { options?: unknown[] }).options]), [['OPT', 1232, []]]);
+  });
+});
