@@ -36,7 +36,7 @@ export interface CacheHit {
 }
 
 /** Offset just past a name at `off` (labels, ending in a zero or a compression pointer), or -1. */
-function skipName(buf: Buffer, off: number): number {
+export function skipName(buf: Buffer, off: number): number {
   for (;;) {
     if (off >= buf.length) return -1;
     const len = buf[off];

@@ -2,15 +2,17 @@
 // each query to the configured upstreams, trying the next one when one times out or
 // fails, and passing the upstream's answer back unchanged but for the message ID.
 // Queries are parsed with dns-packet (malformed ones are dropped); only sandbox addresses
-// are answered, so the forwarder is never an open resolver.
+// are answered, so the forwarder is never an open resolver. What goes upstream is a query
+// rebuilt from the sandbox's (upstream-query.ts), under the forwarder's own message ID.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
-import type { DnsGate } from './gate.js';
+import type { DnsGate, GateSandbox } from './gate.js';
 import { DnsCache, cacheKey, sameQuestion } from './cache.js';
 import { markSocket } from '../kernel/socket-mark.js';
+import { upstreamQuery } from './upstream-query.js';
 
 export interface Upstream {
   host: string;
@@ -53,22 +55,41 @@ interface Pending {
   upstream: Upstream;
 }
 
-const MAX_UDP_QUERY = 4096;
+/** Largest query taken, over UDP or TCP: a stub's query is a few hundred bytes, more is data. */
+const MAX_QUERY = 4096;
 const UPSTREAM_SOCKETS = 8;
+const RCODE_SERVFAIL = 2;
 
-/** A SERVFAIL answer to `query` (same ID and question), for when every upstream failed. */
-export function servfail(query: Buffer): Buffer | undefined {
+/** What to do with a query: forward `query` (the rebuilt one; for `sandbox`, with a gate), or answer `reply` (or nothing). */
+type Decision = { forward: true; sandbox?: GateSandbox; query: Buffer } | { forward: false; reply?: Buffer };
+
+/** An error answer to `query` (same ID and question) with `rcode`. */
+export function errorAnswer(query: Buffer, rcode: number): Buffer | undefined {
   try {
     const q = dnsPacket.decode(query);
     return dnsPacket.encode({
       id: q.id,
       type: 'response',
-      flags: (q.flags ?? 0) & dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 2 /* rcode SERVFAIL */,
+      flags: (q.flags ?? 0) & dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | rcode,
       questions: q.questions,
     });
   } catch {
     return undefined;
   }
+}
+
+/** A SERVFAIL answer to `query`, for when every upstream failed. */
+export const servfail = (query: Buffer): Buffer | undefined => errorAnswer(query, RCODE_SERVFAIL);
+
+/**
+ * Whether `answer` may be the answer to `query` sent upstream: the same question (a
+ * spoofer who guessed port and ID still has to match it), or an error without a question
+ * section, as some servers send them (it carries nothing to admit).
+ */
+function answersQuery(query: Buffer, answer: Buffer): boolean {
+  if (answer.length < 12) return false;
+  const bareError = answer.readUInt16BE(4) === 0 && answer.readUInt16BE(6) === 0 && (answer[3] & 0x0f) !== 0;
+  return bareError || sameQuestion(query, answer);
 }
 
 /** Whether `buf` is a well-formed query (QR=0, one question or more). */
@@ -97,7 +118,7 @@ export class DnsForwarder {
   private readonly tcpConns = new Set<net.Socket>();
   /** One periodic sweep for timed-out upstream queries, instead of a timer per query. */
   private sweeper?: NodeJS.Timeout;
-  /** Random message IDs drawn from a CSPRNG in bulk (crypto per query is slow). */
+  /** Random bytes for socket picks and message IDs, drawn from a CSPRNG in bulk (crypto per query is slow). */
   private idPool = Buffer.alloc(0);
   private idPos = 0;
 
@@ -159,54 +180,75 @@ export class DnsForwarder {
     await new Promise<void>((res) => (this.tcp ? this.tcp.close(() => res()) : res()));
   }
 
+  /** The gate's decision on a query; without a gate, the rebuilt query (or the refusal of one that cannot be rebuilt). */
+  private decide(client: string, query: Buffer): Decision {
+    if (this.o.gate) return this.o.gate.onQuery(client, query);
+    const u = upstreamQuery(query);
+    return 'rcode' in u ? { forward: false, reply: errorAnswer(query, u.rcode) } : { forward: true, query: u.wire };
+  }
+
+  /** What to send for an answer to `d`: as the gate judges it for the sandbox now (undefined: nothing). */
+  private judged(d: { sandbox?: GateSandbox }, answer: Buffer, cached?: { packet: dnsPacket.Packet; age: number }): Buffer | undefined {
+    const out = d.sandbox && this.o.gate ? this.o.gate.onAnswer(d.sandbox, answer, undefined, cached) : answer;
+    if (!out) this.stats.dropped++;
+    return out;
+  }
+
   private onUdpQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     // With a gate, it parses (and validates) the query itself: parse once.
-    if (!this.allowed(rinfo.address) || msg.length > MAX_UDP_QUERY || (!this.o.gate && !isQuery(msg))) {
+    if (!this.allowed(rinfo.address) || msg.length > MAX_QUERY || (!this.o.gate && !isQuery(msg))) {
       this.stats.dropped++;
       return;
     }
     this.stats.queries++;
-    const send = (answer: Buffer) => this.udp?.send(answer, rinfo.port, rinfo.address);
-    const gate = this.o.gate;
-    const d = gate?.onQuery(rinfo.address, msg);
-    if (d && !d.forward) {
+    const send = (answer: Buffer | undefined) => answer && this.udp?.send(answer, rinfo.port, rinfo.address);
+    const d = this.decide(rinfo.address, msg);
+    if (!d.forward) {
       if (d.reply) send(d.reply);
       else this.stats.dropped++;
       return;
     }
     // The gate has judged the query for this sandbox; only then may a shared answer serve it.
+    // Keyed by the rebuilt query: what was asked upstream is what the answer answers.
     const cache = this.o.cache;
-    const key = cache ? cacheKey(msg) : undefined;
+    const key = cache ? cacheKey(d.query) : undefined;
     if (key !== undefined) {
-      const hit = cache!.get(key, msg, performance.now());
+      const hit = cache!.get(key, d.query, performance.now());
       let packet: dnsPacket.Packet | undefined;
       try {
-        packet = hit && d?.forward ? hit.packet() : undefined;
+        packet = hit && d.sandbox ? hit.packet() : undefined;
       } catch {
         cache!.delete(key); // stored but not decodable: ask upstream instead
       }
-      if (hit && (packet || !d)) {
+      if (hit && (packet || !d.sandbox)) {
         this.stats.answered++;
         this.stats.cached++;
-        send(d?.forward && gate ? gate.onAnswer(d.sandbox, hit.wire, undefined, { packet: packet!, age: hit.age }) : hit.wire);
+        send(this.judged(d, hit.wire, packet && { packet, age: hit.age }));
         return;
       }
     }
-    this.forwardUdp(msg, (answer) => {
+    this.forwardUdp(d.query, (answer) => {
       if (key !== undefined) cache!.put(key, answer, performance.now());
-      send(d?.forward && gate ? gate.onAnswer(d.sandbox, answer) : answer);
+      send(this.judged(d, answer));
     });
+  }
+
+  /** 24 random bits. */
+  private random24(): number {
+    if (this.idPos + 3 > this.idPool.length) {
+      this.idPool = randomBytes(8190);
+      this.idPos = 0;
+    }
+    const r = this.idPool.readUIntBE(this.idPos, 3);
+    this.idPos += 3;
+    return r;
   }
 
   /** Picks a random socket and a free random message ID on it, as one pending key. */
   private freeKey(): number {
     for (;;) {
-      if (this.idPos + 3 > this.idPool.length) {
-        this.idPool = randomBytes(8190);
-        this.idPos = 0;
-      }
-      const key = (this.idPool[this.idPos] % UPSTREAM_SOCKETS) * 65536 + this.idPool.readUInt16BE(this.idPos + 1);
-      this.idPos += 3;
+      const r = this.random24();
+      const key = ((r >>> 16) % UPSTREAM_SOCKETS) * 65536 + (r & 0xffff);
       if (!this.pending.has(key)) return key;
     }
   }
@@ -243,13 +285,9 @@ export class DnsForwarder {
     if (msg.length < 12) return;
     const key = sock * 65536 + msg.readUInt16BE(0);
     const p = this.pending.get(key);
-    // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored).
-    if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port) return;
-    // And only to the question asked: a spoofer who guessed port and ID still has to match
-    // it. Anything else is dropped and the real answer still awaited.
-    // (Error answers without a question, as some servers send them, carry nothing to admit.)
-    const bareError = msg.readUInt16BE(4) === 0 && msg.readUInt16BE(6) === 0 && (msg[3] & 0x0f) !== 0;
-    if (!bareError && !sameQuestion(p.query, msg)) return;
+    // Only the upstream we asked may answer (a spoofed answer from elsewhere is ignored),
+    // and only to the question asked: anything else is dropped and the real answer still awaited.
+    if (!p || p.upstream.host !== rinfo.address || p.upstream.port !== rinfo.port || !answersQuery(p.query, msg)) return;
     this.pending.delete(key);
     const rcode = msg.length >= 4 ? msg[3] & 0x0f : 0;
     if ((rcode === 2 /* SERVFAIL */ || rcode === 5 /* REFUSED */) && p.attempt + 1 < this.o.upstreams.length) {
@@ -277,8 +315,15 @@ export class DnsForwarder {
     let buf = Buffer.alloc(0);
     c.on('data', (chunk) => {
       buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      while (buf.length >= 2) {
         const len = buf.readUInt16BE(0);
+        if (len > MAX_QUERY) {
+          // Not read, not forwarded: over TCP a query may be 64 KiB of anything.
+          this.stats.dropped++;
+          c.destroy();
+          return;
+        }
+        if (buf.length < 2 + len) break;
         const query = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
         if (!isQuery(query)) {
@@ -287,19 +332,18 @@ export class DnsForwarder {
           return;
         }
         this.stats.queries++;
-        const send = (answer: Buffer) => {
-          if (c.destroyed) return;
+        const send = (answer: Buffer | undefined) => {
+          if (!answer || c.destroyed) return;
           const hdr = Buffer.alloc(2);
           hdr.writeUInt16BE(answer.length);
           c.write(Buffer.concat([hdr, answer]));
         };
-        const gate = this.o.gate;
-        const d = gate ? gate.onQuery(c.remoteAddress?.replace(/^::ffff:/, '') ?? '', Buffer.from(query)) : undefined;
-        if (d && !d.forward) {
+        const d = this.decide(c.remoteAddress?.replace(/^::ffff:/, '') ?? '', Buffer.from(query));
+        if (!d.forward) {
           if (d.reply) send(d.reply);
           continue;
         }
-        this.forwardTcp(Buffer.from(query), 0).then((answer) => send(d && d.forward && gate ? gate.onAnswer(d.sandbox, answer) : answer));
+        this.forwardTcp(d.query, 0).then((answer) => send(this.judged(d, answer)));
       }
     });
   }
@@ -311,11 +355,16 @@ export class DnsForwarder {
       return servfail(query) ?? Buffer.alloc(0);
     }
     const u = this.o.upstreams[attempt];
+    // The forwarder's own ID, as over UDP: the sandbox's would be one more field it chose.
+    const out = Buffer.from(query);
+    out.writeUInt16BE(this.random24() & 0xffff, 0);
     try {
-      const answer = await tcpExchange(u, query, this.o.timeoutMs);
-      const rcode = answer.length >= 4 ? answer[3] & 0x0f : 0;
+      const answer = await tcpExchange(u, out, this.o.timeoutMs);
+      if (answer.length < 12 || answer.readUInt16BE(0) !== out.readUInt16BE(0) || !answersQuery(out, answer)) throw new Error('an answer to another query');
+      const rcode = answer[3] & 0x0f;
       if ((rcode === 2 || rcode === 5) && attempt + 1 < this.o.upstreams.length) return this.forwardTcp(query, attempt + 1);
       this.stats.answered++;
+      answer.writeUInt16BE(query.readUInt16BE(0), 0);
       return answer;
     } catch {
       this.stats.upstreamTimeouts++;

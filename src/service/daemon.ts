@@ -36,8 +36,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   let dns: DnsForwarder | undefined;
   let events: EventLog | undefined;
   let dnsLog: DnsLog | undefined;
-  let dnsCountsOf: (name: string) => { queries: number; refused: number; limited: number; stripped: number } | undefined = () => undefined;
-  let forgetDnsCounts: (name: string) => void = () => {};
+  let dnsCountsOf: (id: number) => { queries: number; refused: number; limited: number; stripped: number } | undefined = () => undefined;
   let stopping = false;
 
   const stop = async (why: string): Promise<void> => {
@@ -65,29 +64,40 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
 
     if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
     const queries = new DnsLog(engine.store.db);
-    const refusalLog = new LogLimiter();
+    // Per-sandbox state is keyed by sandbox id: names and addresses are reused, ids never.
+    const refusalLog = new LogLimiter<number>();
     // Per-sandbox resolver counts for stats (every query, not only the logged ones).
-    const dnsCounts = new Map<string, { queries: number; refused: number; limited: number; stripped: number }>();
-    dnsCountsOf = (name) => dnsCounts.get(name);
-    forgetDnsCounts = (name) => dnsCounts.delete(name);
+    const dnsCounts = new Map<number, { queries: number; refused: number; limited: number; stripped: number }>();
+    dnsCountsOf = (id) => dnsCounts.get(id);
     dnsLog = queries;
     const gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
-      admit: (s, addresses, ttl) => engine.admitResolved(s.ip, addresses, ttl),
-      log: (e) => {
-        let c = dnsCounts.get(e.sandbox);
-        if (!c) dnsCounts.set(e.sandbox, (c = { queries: 0, refused: 0, limited: 0, stripped: 0 }));
+      sandboxById: (id) => engine.sandboxById(id),
+      admit: (s, addresses, ttl) => engine.admitResolved(s, addresses, ttl),
+      log: (e, s) => {
+        let c = dnsCounts.get(s.id);
+        if (!c) dnsCounts.set(s.id, (c = { queries: 0, refused: 0, limited: 0, stripped: 0 }));
         c.queries++;
         if (e.verdict !== 'answered') c[e.verdict]++;
         // Answered queries are logged (in batches); refusals only at a limited rate per
         // sandbox, like the kernel's denial log, so a flood cannot fill the disk.
         if (e.verdict === 'answered' || e.verdict === 'stripped') queries.record(e);
-        else if (refusalLog.allow(e.sandbox)) {
+        else if (refusalLog.allow(s.id)) {
           queries.record(e);
           events?.recordQuery(e);
         }
       },
     }, { minTtl: config.dnsMinTtl, maxTtl: config.dnsMaxTtl, refuseWith: config.dnsRefuseWith, subnet: config.subnet });
+    // A removed sandbox's resolver state goes with it (ids are never reused: only memory is at stake).
+    const forgetDnsOf = (id: number) => {
+      gate.forget(id);
+      dnsCounts.delete(id);
+      refusalLog.forget(id);
+    };
+    const forgetDnsOfGone = () => {
+      gate.forgetGone();
+      for (const id of [...dnsCounts.keys()]) if (!engine.sandboxById(id)) forgetDnsOf(id);
+    };
     dns = new DnsForwarder({
       listenHost: config.gateway,
       upstreams: config.dnsUpstreams.map(parseUpstream),
@@ -110,10 +120,14 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     }
     const ev = events;
 
-    const statsWithDns = (name?: string) => engine.stats(name).map((s) => {
-      const d = dnsCountsOf(s.name);
-      return d ? { ...s, dns: { ...d } } : s;
-    });
+    const statsWithDns = (name?: string) => {
+      const idOf = new Map(engine.list().map((s) => [s.name, s.id]));
+      return engine.stats(name).map((s) => {
+        const id = idOf.get(s.name);
+        const d = id === undefined ? undefined : dnsCountsOf(id);
+        return d ? { ...s, dns: { ...d } } : s;
+      });
+    };
     const metrics = new Metrics({
       stats: () => statsWithDns(),
       dns: () => (dns ? { ...dns.stats, cacheEntries: dns.cacheEntries } : undefined),
@@ -155,13 +169,21 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       inspect: (name) => engine.inspect(name),
       create: (body) => metrics.time('create', () => pool.create(body)),
       remove: async (name) => {
-        metrics.time('remove', () => engine.remove(name));
-        forgetDnsCounts(name);
+        const id = metrics.time('remove', () => {
+          const { id: removed } = engine.get(name);
+          engine.remove(name);
+          return removed;
+        });
+        forgetDnsOf(id);
       },
       stats: (name) => metrics.time('stats', () => statsWithDns(name)),
       policyGet: (name) => engine.policyGet(name),
       policySet: (name, policy) => metrics.time('policy_set', () => engine.policySet(name, policy)),
-      gc: () => metrics.time('gc', () => engine.gc()),
+      gc: () => {
+        const report = metrics.time('gc', () => engine.gc());
+        forgetDnsOfGone(); // the sandboxes gc removed
+        return report;
+      },
       up: () => {
         metrics.time('up', () => engine.up());
         return engine.status(process.pid);

@@ -38,7 +38,8 @@ import {
 import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { buildMember } from './pool-builder.js';
-import { LiveSandboxes } from './live-sandboxes.js';
+import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
+import type { GateSandbox } from '../dns/gate.js';
 import { DnsAdmissions } from './dns-admissions.js';
 import { attributeDenial } from './denial-attribution.js';
 import { InstanceLock } from './lock.js';
@@ -204,8 +205,8 @@ export class Engine {
     return mergePolicy(this.config.defaultPolicy, own);
   }
 
-  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): SandboxSpec {
-    return { ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+  private spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): LiveSpec {
+    return { id: r.id, ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
   }
 
   /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
@@ -596,16 +597,23 @@ export class Engine {
   // ---- policy -------------------------------------------------------------------------
 
   /** The sandbox at `ip`, for the DNS gate. */
-  sandboxByIp(ip: string): { name: string; ip: string; policy: SandboxSpec['policy'] } | undefined {
+  sandboxByIp(ip: string): GateSandbox | undefined {
     const found = this.live.at(ip);
-    return found ? { name: found.name, ip, policy: found.spec.policy } : undefined;
+    return found ? { id: found.spec.id, name: found.name, ip, policy: found.spec.policy } : undefined;
   }
 
-  /** Admits a sandbox to addresses of an allowed name for `ttl` seconds (DnsAdmissions.admit). */
-  admitResolved(ip: string, allAddresses: string[], ttl: number, now = Date.now()): void {
-    // The sandbox may have gone while its query was upstream: admit nothing for a dead address.
-    if (!this.live.at(ip)) return;
-    this.admissions.admit(ip, allAddresses, ttl, now);
+  /** The sandbox with row id `id` as it is now, or undefined once removed (ids are never reused), for the DNS gate. */
+  sandboxById(id: number): GateSandbox | undefined {
+    const found = this.live.byId(id);
+    return found ? { id, name: found.name, ip: found.spec.ip, policy: found.spec.policy } : undefined;
+  }
+
+  /** Admits sandbox `s` to addresses of an allowed name for `ttl` seconds (DnsAdmissions.admit). */
+  admitResolved(s: Pick<GateSandbox, 'id' | 'ip'>, allAddresses: string[], ttl: number, now = Date.now()): void {
+    // The sandbox may have gone while its query was upstream, and its address gone to
+    // another: admit only for the very sandbox that asked.
+    if (this.live.at(s.ip)?.spec.id !== s.id) return;
+    this.admissions.admit(s.ip, allAddresses, ttl, now);
   }
 
   /** Which sandbox a logged denial belongs to, and the rule that decided (events). */

@@ -31,12 +31,12 @@ const KEEP = 100_000;
  * At most `rate` per second (bursts of `burst`) per key: what keeps a sandbox flooding the
  * resolver from turning every refused query into a database write.
  */
-export class LogLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+export class LogLimiter<K = string> {
+  private readonly buckets = new Map<K, { tokens: number; at: number }>();
 
   constructor(private readonly rate = 20, private readonly burst = 50) {}
 
-  allow(key: string, now = performance.now()): boolean {
+  allow(key: K, now = performance.now()): boolean {
     let b = this.buckets.get(key);
     if (!b) this.buckets.set(key, (b = { tokens: this.burst, at: now }));
     b.tokens = Math.min(this.burst, b.tokens + (Math.max(0, now - b.at) / 1000) * this.rate);
@@ -44,6 +44,10 @@ export class LogLimiter {
     if (b.tokens < 1) return false;
     b.tokens -= 1;
     return true;
+  }
+
+  forget(key: K): void {
+    this.buckets.delete(key);
   }
 }
 

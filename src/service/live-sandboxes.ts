@@ -1,37 +1,46 @@
 // The live sandboxes in the kernel's terms: each one's spec (address, link, resolved
-// policy), by name and by address, and what the ruleset derives from all of them (set
-// elements, named objects, group peers). Pure bookkeeping: the engine applies what this
-// computes.
+// policy), by name, by address and by id, and what the ruleset derives from all of them
+// (set elements, named objects, group peers). Pure bookkeeping: the engine applies what
+// this computes.
 import { Element, SandboxSpec, groupPeers, sandboxElements } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import type { Closed } from '../core/policy-compile.js';
+
+/** A live sandbox's spec with its identity. */
+export interface LiveSpec extends SandboxSpec {
+  /** The row id: never reused, unlike names and addresses (what outlives a sandbox, such as a DNS query upstream, holds this). */
+  id: number;
+}
 
 export class LiveSandboxes {
   /** @param instanceSubnet the instance's subnet, which sandbox allows never open (groups do). */
   constructor(private readonly instanceSubnet: Closed) {}
 
-  private readonly byName = new Map<string, SandboxSpec>();
+  private readonly byName = new Map<string, LiveSpec>();
   /** Name by address (DNS answers and logged packets come with an address). */
   private readonly nameByIp = new Map<string, string>();
+  private readonly nameById = new Map<number, string>();
 
-  set(name: string, s: SandboxSpec): void {
-    this.forgetAddress(name);
+  set(name: string, s: LiveSpec): void {
+    this.forgetKeys(name);
     this.byName.set(name, s);
     this.nameByIp.set(s.ip, name);
+    this.nameById.set(s.id, name);
   }
 
   delete(name: string): void {
-    this.forgetAddress(name);
+    this.forgetKeys(name);
     this.byName.delete(name);
   }
 
-  /** Drops `name`'s address entry, unless the address names another sandbox by now. */
-  private forgetAddress(name: string): void {
+  /** Drops `name`'s address and id entries, unless they name another sandbox by now. */
+  private forgetKeys(name: string): void {
     const s = this.byName.get(name);
     if (s && this.nameByIp.get(s.ip) === name) this.nameByIp.delete(s.ip);
+    if (s && this.nameById.get(s.id) === name) this.nameById.delete(s.id);
   }
 
-  get(name: string): SandboxSpec | undefined {
+  get(name: string): LiveSpec | undefined {
     return this.byName.get(name);
   }
 
@@ -40,8 +49,16 @@ export class LiveSandboxes {
   }
 
   /** The sandbox at `ip`, if one lives there. */
-  at(ip: string): { name: string; spec: SandboxSpec } | undefined {
-    const name = this.nameByIp.get(ip);
+  at(ip: string): { name: string; spec: LiveSpec } | undefined {
+    return this.named(this.nameByIp.get(ip));
+  }
+
+  /** The sandbox with row id `id`, if it still lives. */
+  byId(id: number): { name: string; spec: LiveSpec } | undefined {
+    return this.named(this.nameById.get(id));
+  }
+
+  private named(name: string | undefined): { name: string; spec: LiveSpec } | undefined {
     const spec = name === undefined ? undefined : this.byName.get(name);
     return name !== undefined && spec ? { name, spec } : undefined;
   }

@@ -1,8 +1,11 @@
 // Servers of the testbed, started inside a test namespace with nsenter:
-//   node servers.js http:IP:PORT:BODY (IP any6 = every v4 and v6 address) ... tcp:IP:PORT:BODY ... dns:IP:PORT
+//   node servers.js http:IP:PORT:BODY (IP any6 = every v4 and v6 address) ... tcp:IP:PORT:BODY ... dns:IP:PORT[:FILE]
 // HTTP servers answer BODY; TCP servers write BODY and close; hold servers keep writing BODY; the DNS server answers the
-// fixed zone below; udpecho (datagrams sent back) and sink (swallows TCP, reports the
-// byte count over HTTP on the next port). Prints "ready" once every listener is bound.
+// fixed zone below (and, given FILE, appends every query it receives to it, one line
+// each: "udp" or "tcp" and the message in hex, before answering); udpecho (datagrams sent
+// back) and sink (swallows TCP, reports the byte count over HTTP on the next port). Prints
+// "ready" once every listener is bound.
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -30,21 +33,40 @@ const CNAMES: Record<string, string> = {
 
 const TTL: Record<string, number> = { 'short.test': 2 };
 
-function bigAnswer(name: string): string[] {
+/**
+ * Every name under slow.test exists (203.0.113.20) and is answered this late: the answer
+ * arrives after what a test does meanwhile (remove the sandbox that asked, change its policy).
+ */
+const SLOW = { suffix: '.slow.test', ms: 4000 };
+
+/** A name's addresses, or undefined if there is no such name. */
+function addressesOf(name: string): string[] | undefined {
+  if (name in ZONE) return ZONE[name];
   // 60 A records: over 512 bytes, so UDP answers are truncated and clients retry over TCP.
-  return name === 'big.test' ? Array.from({ length: 60 }, (_, i) => `203.0.113.${100 + i}`) : [];
+  if (name === 'big.test') return Array.from({ length: 60 }, (_, i) => `203.0.113.${100 + i}`);
+  // Every name under load.test exists (the DNS bench asks unique names to miss caches).
+  if (name.endsWith('.load.test')) return ['203.0.113.10'];
+  if (name.endsWith(SLOW.suffix)) return ['203.0.113.20'];
+  return undefined;
 }
 
-function answer(query: Buffer, overUdp: boolean): Buffer {
+/** Sends `reply` now, or after `ms` (a timer, even of 0 ms, would add a millisecond to every answer the DNS bench times). */
+function later(ms: number, reply: () => void): void {
+  if (ms > 0) setTimeout(reply, ms);
+  else reply();
+}
+
+/** The answer to `query`, and how long to hold it (ms). */
+function answer(query: Buffer, overUdp: boolean): { wire: Buffer; delayMs: number } {
   const q = dnsPacket.decode(query);
   const question = q.questions?.[0];
   const name = question?.name?.toLowerCase() ?? '';
+  const delayMs = name.endsWith(SLOW.suffix) ? SLOW.ms : 0;
   const target = CNAMES[name];
   const final = target ?? name;
-  // Every name under load.test exists (the DNS bench asks unique names to miss caches).
-  const loadName = final.endsWith('.load.test');
-  const ips = question?.type === 'A' ? (ZONE[final] ?? (loadName ? ['203.0.113.10'] : bigAnswer(final))) : [];
-  const known = final in ZONE || final === 'big.test' || loadName;
+  const addresses = addressesOf(final);
+  const known = addresses !== undefined;
+  const ips = question?.type === 'A' ? (addresses ?? []) : [];
   let answers: dnsPacket.Answer[] = ips.map((ip) => ({ type: 'A' as const, name: final, ttl: TTL[final] ?? 60, class: 'IN' as const, data: ip }));
   if (target) answers = [{ type: 'CNAME', name, ttl: 60, class: 'IN', data: target }, ...answers];
   let flags = dnsPacket.AUTHORITATIVE_ANSWER | (known ? 0 : 3 /* NXDOMAIN */);
@@ -52,9 +74,9 @@ function answer(query: Buffer, overUdp: boolean): Buffer {
   if (overUdp && full.length > 512) {
     answers = [];
     flags |= dnsPacket.TRUNCATED_RESPONSE;
-    return dnsPacket.encode({ id: q.id, type: 'response', flags, questions: q.questions, answers });
+    return { wire: dnsPacket.encode({ id: q.id, type: 'response', flags, questions: q.questions, answers }), delayMs };
   }
-  return full;
+  return { wire: full, delayMs };
 }
 
 /**
@@ -108,18 +130,22 @@ async function main(): Promise<void> {
       });
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'dns') {
+      // Written synchronously, before the answer: once a client has its answer, the file has the query.
+      const record = (transport: 'udp' | 'tcp', m: Buffer) => body && fs.appendFileSync(body, `${transport} ${m.toString('hex')}\n`);
       const u = dgram.createSocket('udp4');
       u.on('message', (m, r) => {
+        record('udp', m);
         try {
           const early = trickAnswer(m);
           if (early) {
             // From the right address, port and ID, ahead of the real answer: only the
             // question (or, for a bare error, the lack of one) tells them apart.
             u.send(early.wire, r.port, r.address);
-            if (early.thenReal) setTimeout(() => u.send(answer(m, true), r.port, r.address), 30);
+            if (early.thenReal) setTimeout(() => u.send(answer(m, true).wire, r.port, r.address), 30);
             return;
           }
-          u.send(answer(m, true), r.port, r.address);
+          const a = answer(m, true);
+          later(a.delayMs, () => u.send(a.wire, r.port, r.address));
         } catch {
           // malformed query
         }
@@ -132,10 +158,16 @@ async function main(): Promise<void> {
           while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
             const q = buf.subarray(2, 2 + buf.readUInt16BE(0));
             buf = buf.subarray(2 + q.length);
-            const a = answer(q, false);
+            record('tcp', q);
+            let a: ReturnType<typeof answer>;
+            try {
+              a = answer(q, false);
+            } catch {
+              continue; // malformed query
+            }
             const h = Buffer.alloc(2);
-            h.writeUInt16BE(a.length);
-            c.write(Buffer.concat([h, a]));
+            h.writeUInt16BE(a.wire.length);
+            later(a.delayMs, () => c.write(Buffer.concat([h, a.wire])));
           }
         });
         c.on('error', () => c.destroy());

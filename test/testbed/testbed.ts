@@ -20,6 +20,8 @@ import { DAEMON_NODE_FLAGS } from '../../src/service/daemon-flags.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../src/cli/main.js');
 export const SERVERS = path.resolve(here, 'servers.js');
+/** A DNS client that sends a message byte for byte (see dns-exchange.ts). */
+export const DNS_EXCHANGE = path.resolve(here, 'dns-exchange.js');
 
 export const WAN = {
   internet: '203.0.113.10',
@@ -39,6 +41,15 @@ export interface Result {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/** Resolves once `cond` holds, checking every `everyMs`; throws after `timeoutMs`. */
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000, everyMs = 100): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
 }
 
 const live = new Set<Testbed>();

@@ -4,8 +4,9 @@ import dnsPacket from 'dns-packet';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { DnsGate, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
 
-// The gate is pure: fake hooks stand in for the engine (who is at this address, admission in
-// the kernel, the query log), and every packet is built with dns-packet. No socket anywhere.
+// The gate is pure: fake hooks stand in for the engine (who is at this address, who has this
+// id now, admission in the kernel, the query log), and every packet is built with
+// dns-packet. No socket anywhere.
 
 const T0 = 1_700_000_000_000;
 const RCODE = { NOERROR: 0, SERVFAIL: 2, NXDOMAIN: 3, REFUSED: 5 } as const;
@@ -20,31 +21,51 @@ interface Harness {
   gate: DnsGate;
   admits: Admit[];
   logs: QueryLogEntry[];
+  /** The sandbox id each log entry was given with. */
+  loggedIds: number[];
   asked: string[];
   sandboxes: Map<string, GateSandbox>;
-  /** A sandbox the fake engine knows, by address. */
+  /** A new sandbox (a new id) the fake engine knows, by address. */
   add(name: string, ip: string, policy?: PolicyInput): GateSandbox;
+  /** `policy set`: same sandbox (id, name, address), a new policy object. */
+  setPolicy(s: GateSandbox, policy: PolicyInput): GateSandbox;
+  /** The sandbox is removed: neither its address nor its id finds it. */
+  remove(s: GateSandbox): void;
 }
 
 function harness(o: Partial<GateOptions> = {}): Harness {
   const sandboxes = new Map<string, GateSandbox>();
   const admits: Admit[] = [];
   const logs: QueryLogEntry[] = [];
+  const loggedIds: number[] = [];
   const asked: string[] = [];
+  let nextId = 1;
   const gate = new DnsGate({
     sandbox: (ip) => {
       asked.push(ip);
       return sandboxes.get(ip);
     },
+    sandboxById: (id) => [...sandboxes.values()].find((s) => s.id === id),
     admit: (s, addresses, ttl) => admits.push({ sandbox: s.name, addresses: [...addresses], ttl }),
-    log: (e) => logs.push(structuredClone(e)),
+    log: (e, s) => {
+      logs.push(structuredClone(e));
+      loggedIds.push(s.id);
+    },
   }, { minTtl: 5, maxTtl: 3600, refuseWith: 'refused', subnet: '10.166.0.0/16', ...o });
   return {
-    gate, admits, logs, asked, sandboxes,
+    gate, admits, logs, loggedIds, asked, sandboxes,
     add(name, ip, policy = {}) {
-      const s = { name, ip, policy: resolvePolicy(policy) };
+      const s = { id: nextId++, name, ip, policy: resolvePolicy(policy) };
       sandboxes.set(ip, s);
       return s;
+    },
+    setPolicy(s, policy) {
+      const next = { ...s, policy: resolvePolicy(policy) };
+      sandboxes.set(s.ip, next);
+      return next;
+    },
+    remove(s) {
+      if (sandboxes.get(s.ip)?.id === s.id) sandboxes.delete(s.ip);
     },
   };
 }
@@ -74,6 +95,13 @@ function replyOf(d: QueryDecision): dnsPacket.DecodedPacket & { rcode?: string }
   assert.equal(d.forward, false, 'expected the gate to answer itself');
   assert.ok(!d.forward && d.reply, 'expected a reply');
   return dnsPacket.decode(d.reply) as dnsPacket.DecodedPacket & { rcode?: string };
+}
+
+/** What the gate sends for an answer to a sandbox that is still there: always something. */
+function sent(gate: DnsGate, s: GateSandbox, buf: Buffer, t: number, cached?: { packet: dnsPacket.Packet; age: number }): Buffer {
+  const out = gate.onAnswer(s, buf, t, cached);
+  assert.ok(out, 'an answer for a live sandbox is sent');
+  return out;
 }
 
 const rcodeOf = (buf: Buffer): number => buf.readUInt16BE(2) & 0x0f;
@@ -199,12 +227,12 @@ describe('DnsGate.onQuery: rate limit (token bucket per sandbox)', () => {
 
   it('each sandbox has its own bucket; forget() starts a sandbox afresh', () => {
     const h = harness();
-    h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    const a = h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
     h.add('b', '10.166.0.3', { dns: { qps: 1, burst: 1 } });
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), false);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), true, 'b is not limited by a');
-    h.gate.forget('10.166.0.2');
+    h.gate.forget(a.id);
     assert.equal(forwarded(h.gate.onQuery('10.166.0.2', query('x.example'), T0)), true, 'a fresh bucket holds burst tokens');
     assert.equal(forwarded(h.gate.onQuery('10.166.0.3', query('x.example'), T0)), false, 'forget touched only a');
   });
@@ -341,7 +369,7 @@ describe('DnsGate.onAnswer: admission', () => {
       A('EDGE.fastly.net', '151.101.64.223', 60),
       A('unrelated.example.org', '203.0.113.9', 1), // not on the chain
     ]);
-    const out = h.gate.onAnswer(s, buf, T0);
+    const out = sent(h.gate, s, buf, T0);
     // Synchronously: by the time the answer is handed back, the kernel has been told.
     assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['151.101.0.223', '151.101.64.223'], ttl: 60 }]);
     assert.ok(out.equals(buf), 'nothing stripped: the answer is passed on as it came');
@@ -384,7 +412,7 @@ describe('DnsGate.onAnswer: admission', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2');
     const buf = answer('pypi.org', [A('pypi.org', '151.101.0.223'), A('pypi.org', '151.101.64.223')]);
-    const out = h.gate.onAnswer(s, buf, T0);
+    const out = sent(h.gate, s, buf, T0);
     assert.deepEqual(h.admits, []);
     assert.ok(out.equals(buf));
     assert.equal(h.logs.length, 1);
@@ -396,7 +424,7 @@ describe('DnsGate.onAnswer: admission', () => {
     const s = h.add('web', '10.166.0.2', policy);
     // Trailing bytes survive only if the original buffer is what comes back.
     const buf = Buffer.concat([answer('cdn.example.com', [A('cdn.example.com', '93.184.216.34')]), Buffer.from([0xde, 0xad])]);
-    assert.ok(h.gate.onAnswer(s, buf, T0).equals(buf));
+    assert.ok(sent(h.gate, s, buf, T0).equals(buf));
     assert.equal(h.admits.length, 1);
   });
 
@@ -404,7 +432,7 @@ describe('DnsGate.onAnswer: admission', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2', policy);
     const junk = Buffer.from([0, 1, 0x81, 0x80, 0, 1]);
-    assert.ok(h.gate.onAnswer(s, junk, T0).equals(junk));
+    assert.ok(sent(h.gate, s, junk, T0).equals(junk));
     assert.deepEqual(h.admits, []);
   });
 });
@@ -416,7 +444,7 @@ describe('DnsGate.onAnswer: answers from the shared cache', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2', policy);
     const stored = answer('pypi.org', [A('pypi.org', '151.101.0.223', 300)]);
-    const out = h.gate.onAnswer(s, stored, T0, { packet: dnsPacket.decode(stored), age: 100 });
+    const out = sent(h.gate, s, stored, T0, { packet: dnsPacket.decode(stored), age: 100 });
     assert.ok(out.equals(stored), 'nothing stripped: the wire the cache built goes out as is');
     assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['151.101.0.223'], ttl: 200 }]);
     // Older than its TTL (the cache serves it only until then): the floor applies.
@@ -429,7 +457,7 @@ describe('DnsGate.onAnswer: answers from the shared cache', () => {
     const s = h.add('web', '10.166.0.2', policy);
     const stored = answer('pypi.org', [A('pypi.org', '10.99.0.5', 300), A('pypi.org', '151.101.0.223', 300)], { id: 1 });
     const asked = answer('PyPI.org', [A('pypi.org', '10.99.0.5', 290), A('pypi.org', '151.101.0.223', 290)], { id: 777 });
-    const out = dnsPacket.decode(h.gate.onAnswer(s, asked, T0, { packet: dnsPacket.decode(stored), age: 10 }));
+    const out = dnsPacket.decode(sent(h.gate, s, asked, T0, { packet: dnsPacket.decode(stored), age: 10 }));
     assert.equal(out.id, 777);
     assert.equal(out.questions![0].name, 'PyPI.org');
     assert.deepEqual(out.answers!.map((r) => [(r as { data: string }).data, (r as { ttl: number }).ttl]), [['151.101.0.223', 290]]);
@@ -455,7 +483,7 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
       A('b.example.com', '10.166.0.3'),
       A('b.example.com', '93.184.216.35', 200),
     ], { id: 55, authorities: [{ type: 'NS', name: 'example.com', ttl: 60, data: 'ns.example.com' }] });
-    const out = h.gate.onAnswer(s, buf, T0);
+    const out = sent(h.gate, s, buf, T0);
     const p = dnsPacket.decode(out) as dnsPacket.DecodedPacket & { rcode?: string };
     assert.deepEqual(aRecords(out), ['93.184.216.34', '93.184.216.35']);
     // Everything else of the answer is kept.
@@ -480,12 +508,12 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
     const buf = answer('x.example.com', [A('x.example.com', '198.51.100.7')]);
     const mine = harness({ subnet: '198.51.100.0/24' });
     const s = mine.add('web', '198.51.100.2', { egress: { domains: ['*.example.com'] } });
-    assert.deepEqual(aRecords(mine.gate.onAnswer(s, buf, T0)), []);
+    assert.deepEqual(aRecords(sent(mine.gate, s, buf, T0)), []);
     assert.equal(mine.logs[0].verdict, 'stripped');
     assert.deepEqual(mine.admits, [], 'nothing left to admit');
     const other = harness({ subnet: '10.166.0.0/16' });
     const t = other.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] } });
-    assert.ok(other.gate.onAnswer(t, buf, T0).equals(buf));
+    assert.ok(sent(other.gate, t, buf, T0).equals(buf));
     assert.deepEqual(other.admits, [{ sandbox: 'web', addresses: ['198.51.100.7'], ttl: 300 }]);
   });
 
@@ -493,7 +521,7 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2', { egress: { domains: ['db.example.com'], allow: ['10.1.0.0/16:5432/tcp', '192.168.7.7'] } });
     const buf = answer('db.example.com', [A('db.example.com', '10.1.2.3'), A('db.example.com', '192.168.7.7'), A('db.example.com', '10.2.0.1')]);
-    const out = h.gate.onAnswer(s, buf, T0);
+    const out = sent(h.gate, s, buf, T0);
     assert.deepEqual(aRecords(out), ['10.1.2.3', '192.168.7.7']);
     assert.equal(h.logs[0].verdict, 'stripped');
     assert.equal(h.logs[0].reason, 'rebinding: 10.2.0.1');
@@ -502,20 +530,20 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
     const h2 = harness();
     const s2 = h2.add('web', '10.166.0.2', { egress: { allow: ['10.0.0.0/8'] } });
     const all = answer('db.example.com', [A('db.example.com', '10.1.2.3'), A('db.example.com', '10.2.0.1')]);
-    assert.ok(h2.gate.onAnswer(s2, all, T0).equals(all));
+    assert.ok(sent(h2.gate, s2, all, T0).equals(all));
     assert.equal(h2.logs[0].verdict, 'answered');
     // Another sandbox's allow entries do not count.
     const h3 = harness();
     h3.add('db', '10.166.0.3', { egress: { allow: ['10.0.0.0/8'] } });
     const s3 = h3.add('web', '10.166.0.2');
-    assert.deepEqual(aRecords(h3.gate.onAnswer(s3, all, T0)), []);
+    assert.deepEqual(aRecords(sent(h3.gate, s3, all, T0)), []);
   });
 
   it('protects sandboxes without domains too (stripping, but no admission)', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2');
     const buf = answer('intranet.example', [A('intranet.example', '192.168.0.10'), A('intranet.example', '203.0.113.10')]);
-    const out = h.gate.onAnswer(s, buf, T0);
+    const out = sent(h.gate, s, buf, T0);
     assert.deepEqual(aRecords(out), ['203.0.113.10']);
     assert.equal(h.logs[0].verdict, 'stripped');
     assert.deepEqual(h.admits, []);
@@ -524,7 +552,7 @@ describe('DnsGate.onAnswer: rebinding protection', () => {
   it('an answer whose only addresses are stripped admits nothing and still answers (without them)', () => {
     const h = harness();
     const s = h.add('web', '10.166.0.2', { egress: { domains: ['*.example.com'] } });
-    const out = h.gate.onAnswer(s, answer('x.example.com', [A('x.example.com', '10.0.0.1'), A('x.example.com', '127.0.0.2')], { id: 8 }), T0);
+    const out = sent(h.gate, s, answer('x.example.com', [A('x.example.com', '10.0.0.1'), A('x.example.com', '127.0.0.2')], { id: 8 }), T0);
     const p = dnsPacket.decode(out);
     assert.equal(p.id, 8);
     assert.deepEqual(p.answers, []);
@@ -573,8 +601,188 @@ describe('DnsGate: smuggling and ordering', () => {
     const h = harness();
     const s = h.add('s', '10.166.0.2', { egress: { domains: ['a.example.com'] } });
     const ans = answer('a.example.com', [CNAME('b.example.net', 'c.example.net'), CNAME('a.example.com', 'b.example.net'), A('c.example.net', '198.51.100.7'), A('unrelated.example', '10.0.0.1')]);
-    const out = dnsPacket.decode(h.gate.onAnswer(s, ans, T0));
+    const out = dnsPacket.decode(sent(h.gate, s, ans, T0));
     assert.deepEqual(h.admits.map((x) => x.addresses), [['198.51.100.7']]);
     assert.ok(!(out.answers ?? []).some((r) => r.type === 'A' && r.data === '10.0.0.1'), 'the private record outside the chain is stripped');
+  });
+});
+
+describe('DnsGate.onAnswer: judged with the sandbox as it is when the answer arrives', () => {
+  const broad: PolicyInput = { egress: { domains: ['pypi.org', '*.example.com'] } };
+  const narrow: PolicyInput = { egress: { domains: ['*.example.com'] } };
+  const pypi = () => answer('pypi.org', [A('pypi.org', '151.101.0.223')], { id: 4242 });
+
+  it('control: under the policy it was asked with, the answer is admitted', () => {
+    const h = harness();
+    h.add('web', '10.166.0.2', broad);
+    const d = h.gate.onQuery('10.166.0.2', query('pypi.org'), T0);
+    assert.ok(d.forward);
+    assert.deepEqual(aRecords(sent(h.gate, d.sandbox, pypi(), T0)), ['151.101.0.223']);
+    assert.deepEqual(h.admits, [{ sandbox: 'web', addresses: ['151.101.0.223'], ttl: 300 }]);
+  });
+
+  it('a name the policy dropped while the query was upstream gets the refusal and no admission, and counts as a failure', () => {
+    const h = harness();
+    const s = h.add('web', '10.166.0.2', { ...broad, dns: { maxFailuresPerMinute: 1 } });
+    const d = h.gate.onQuery('10.166.0.2', query('PyPI.org', { id: 4242 }), T0);
+    assert.ok(d.forward);
+    h.setPolicy(s, { ...narrow, dns: { maxFailuresPerMinute: 1 } });
+    const out = sent(h.gate, d.sandbox, answer('PyPI.org', [A('pypi.org', '151.101.0.223')], { id: 4242 }), T0);
+    const r = dnsPacket.decode(out) as dnsPacket.DecodedPacket & { rcode?: string };
+    assert.equal(r.rcode, 'REFUSED');
+    assert.equal(r.id, 4242);
+    assert.deepEqual(r.questions, [{ name: 'PyPI.org', type: 'A', class: 'IN' }]);
+    assert.deepEqual(r.answers, []);
+    assert.deepEqual(h.admits, []);
+    assert.deepEqual(h.logs, [{ sandbox: 'web', name: 'pypi.org', type: 'A', verdict: 'refused', answer: [], reason: 'not in egress.domains (changed while the query was upstream)' }]);
+    assert.equal(h.gate.onQuery('10.166.0.2', query('a.example.com'), T0 + 1).forward, false, 'the failure budget of 1 is spent');
+  });
+
+  it('refuses with NXDOMAIN under refuseWith "nxdomain", and for a cached answer with the asker\'s ID and question', () => {
+    const h = harness({ refuseWith: 'nxdomain' });
+    const s = h.add('web', '10.166.0.2', broad);
+    const d = h.gate.onQuery('10.166.0.2', query('PYPI.org', { id: 77 }), T0);
+    assert.ok(d.forward);
+    h.setPolicy(s, narrow);
+    const stored = answer('pypi.org', [A('pypi.org', '151.101.0.223', 300)], { id: 1 });
+    const asked = answer('PYPI.org', [A('pypi.org', '151.101.0.223', 290)], { id: 77 });
+    const r = dnsPacket.decode(sent(h.gate, d.sandbox, asked, T0, { packet: dnsPacket.decode(stored), age: 10 })) as dnsPacket.DecodedPacket & { rcode?: string };
+    assert.equal(r.rcode, 'NXDOMAIN');
+    assert.equal(r.id, 77);
+    assert.equal(r.questions![0].name, 'PYPI.org');
+    assert.deepEqual(h.admits, []);
+  });
+
+  it('a policy change that keeps the name admits with the current policy: rebinding follows the current allow entries', () => {
+    const h = harness();
+    const s = h.add('db', '10.166.0.2', { egress: { domains: ['db.example.com'], allow: ['10.1.0.0/16'] } });
+    const d = h.gate.onQuery('10.166.0.2', query('db.example.com'), T0);
+    assert.ok(d.forward);
+    h.setPolicy(s, { egress: { domains: ['db.example.com'] } }); // the private range is closed again
+    const out = sent(h.gate, d.sandbox, answer('db.example.com', [A('db.example.com', '10.1.2.3'), A('db.example.com', '198.51.100.7')]), T0);
+    assert.deepEqual(aRecords(out), ['198.51.100.7']);
+    assert.deepEqual(h.admits, [{ sandbox: 'db', addresses: ['198.51.100.7'], ttl: 300 }]);
+    assert.equal(h.logs[0].reason, 'rebinding: 10.1.2.3');
+  });
+
+  it('an allow entry covering the instance subnet does not let answers point at other sandboxes (only groups open them)', () => {
+    const h = harness();
+    h.add('vpc', '10.166.0.2', { egress: { allow: ['10.0.0.0/8'] } });
+    const d = h.gate.onQuery('10.166.0.2', query('mixed.example.com'), T0);
+    assert.ok(d.forward);
+    const out = sent(h.gate, d.sandbox, answer('mixed.example.com', [A('mixed.example.com', '10.1.2.3'), A('mixed.example.com', '10.166.0.9')]), T0);
+    assert.deepEqual(aRecords(out), ['10.1.2.3'], 'the VPC address the allow opens stays; the sandbox address goes');
+    assert.equal(h.logs[0].reason, 'rebinding: 10.166.0.9');
+  });
+
+  it('an answer for a sandbox removed meanwhile is dropped (nothing sent, admitted or logged), though another sandbox has its address now', () => {
+    const h = harness();
+    const old = h.add('web', '10.166.0.2', broad);
+    const d = h.gate.onQuery('10.166.0.2', query('pypi.org'), T0);
+    assert.ok(d.forward);
+    h.remove(old);
+    const heir = h.add('web', '10.166.0.2', broad); // same name, same address, same policy: another sandbox
+    assert.notEqual(heir.id, old.id);
+    assert.equal(h.gate.onAnswer(d.sandbox, pypi(), T0), undefined, 'a fresh answer');
+    const stored = pypi();
+    assert.equal(h.gate.onAnswer(d.sandbox, stored, T0, { packet: dnsPacket.decode(stored), age: 0 }), undefined, 'a cached one');
+    assert.equal(h.gate.onAnswer(d.sandbox, Buffer.from([0, 1, 0x81, 0x80, 0, 1]), T0), undefined, 'one it cannot parse');
+    assert.deepEqual(h.admits, []);
+    assert.deepEqual(h.logs, []);
+    // The heir's own query is answered and admitted for it.
+    const mine = h.gate.onQuery('10.166.0.2', query('pypi.org'), T0);
+    assert.ok(mine.forward);
+    assert.equal(mine.sandbox.id, heir.id);
+    sent(h.gate, mine.sandbox, pypi(), T0);
+    assert.equal(h.admits.length, 1);
+    assert.deepEqual(h.loggedIds, [heir.id]);
+  });
+});
+
+describe('DnsGate: per-sandbox state belongs to the sandbox, not its address', () => {
+  const tight: PolicyInput = { dns: { maxFailuresPerMinute: 2, qps: 1, burst: 2 } };
+  const nx = (h: Harness, ip: string, name: string, t: number) => {
+    const d = h.gate.onQuery(ip, query(name), t);
+    if (d.forward) h.gate.onAnswer(d.sandbox, answer(name, [], { rcode: RCODE.NXDOMAIN }), t);
+    return d.forward;
+  };
+
+  it('an address\'s next owner starts with a full failure budget and a full bucket', () => {
+    const h = harness();
+    const a = h.add('a', '10.166.0.2', tight);
+    assert.deepEqual([nx(h, a.ip, 'x.example', T0), nx(h, a.ip, 'y.example', T0)], [true, true]);
+    assert.equal(h.gate.onQuery(a.ip, query('fine.example'), T0).forward, false, 'control: a has spent its failure budget');
+    h.remove(a);
+    const b = h.add('b', '10.166.0.2', tight);
+    assert.equal(h.gate.onQuery(b.ip, query('fine.example'), T0).forward, true, 'b does not inherit a\'s failures');
+    assert.equal(h.gate.onQuery(b.ip, query('fine.example'), T0).forward, true, 'nor its empty bucket');
+  });
+
+  it('log entries come with the identity of the sandbox they belong to', () => {
+    const h = harness();
+    const a = h.add('web', '10.166.0.2', { egress: { domains: [] } });
+    h.gate.onQuery(a.ip, query('x.example'), T0);
+    h.remove(a);
+    const b = h.add('web', '10.166.0.2', { egress: { domains: [] } });
+    h.gate.onQuery(b.ip, query('x.example'), T0);
+    assert.deepEqual(h.logs.map((e) => e.sandbox), ['web', 'web']);
+    assert.deepEqual(h.loggedIds, [a.id, b.id]);
+  });
+
+  it('forgetGone() drops the state of sandboxes that are gone and keeps the rest', () => {
+    const h = harness();
+    const a = h.add('a', '10.166.0.2', { dns: { qps: 1, burst: 1 } });
+    const b = h.add('b', '10.166.0.3', { dns: { qps: 1, burst: 1 } });
+    h.gate.onQuery(a.ip, query('x.example'), T0);
+    h.gate.onQuery(b.ip, query('x.example'), T0);
+    h.remove(a);
+    h.gate.forgetGone();
+    assert.equal(h.gate.onQuery(b.ip, query('x.example'), T0).forward, false, 'b\'s bucket is kept');
+    // Only a test can bring an id back (the engine never reuses one): a's bucket went.
+    h.sandboxes.set(a.ip, a);
+    assert.equal(h.gate.onQuery(a.ip, query('x.example'), T0).forward, true);
+  });
+});
+
+describe('DnsGate.onQuery: only what a stub resolver sends is forwarded, rebuilt', () => {
+  const raw = (o: { opcode?: number; answers?: dnsPacket.Answer[]; authorities?: dnsPacket.Answer[]; additionals?: dnsPacket.Answer[] }) => {
+    const q = dnsPacket.encode({ type: 'query', id: 5, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'pypi.org' }], answers: o.answers ?? [], authorities: o.authorities ?? [], additionals: o.additionals ?? [] });
+    if (o.opcode !== undefined) q[2] = (q[2] & 0x87) | (o.opcode << 3);
+    return q;
+  };
+  const TXT = (name: string, data: string): dnsPacket.Answer => ({ type: 'TXT', name, ttl: 0, data });
+
+  it('UPDATE and every opcode but QUERY are refused and count as failures', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] }, dns: { maxFailuresPerMinute: 3 } });
+    for (const opcode of [5 /* UPDATE */, 4 /* NOTIFY */, 2 /* STATUS */]) {
+      const d = h.gate.onQuery('10.166.0.2', raw({ opcode }), T0);
+      assert.equal(replyOf(d).rcode, 'REFUSED', `opcode ${opcode}`);
+    }
+    assert.deepEqual(h.logs.map((e) => [e.verdict, e.reason]), [['refused', 'opcode 5: only QUERY is forwarded'], ['refused', 'opcode 4: only QUERY is forwarded'], ['refused', 'opcode 2: only QUERY is forwarded']]);
+    assert.equal(h.logs.length, 3);
+    assert.equal(h.gate.onQuery('10.166.0.2', raw({}), T0).forward, false, 'three failures: limited');
+    assert.equal(h.logs.at(-1)!.verdict, 'limited');
+  });
+
+  it('records in the answer or authority section are refused with FORMERR', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] } });
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', raw({ answers: [TXT('pypi.org', 'secret')] }), T0)).rcode, 'FORMERR');
+    assert.equal(replyOf(h.gate.onQuery('10.166.0.2', raw({ authorities: [TXT('pypi.org', 'secret')] }), T0)).rcode, 'FORMERR');
+    assert.deepEqual(h.logs.map((e) => e.reason), ['records in the answer or authority section', 'records in the answer or authority section']);
+  });
+
+  it('a forwarded query carries the rebuilt query: no EDNS options, no other additional records', () => {
+    const h = harness();
+    h.add('s', '10.166.0.2', { egress: { domains: ['pypi.org'] } });
+    const opt = { type: 'OPT', name: '.', udpPayloadSize: 4096, flags: 0, options: [{ code: 65001, data: Buffer.from('secret-payload') }] } as unknown as dnsPacket.Answer;
+    const q = raw({ additionals: [TXT('x.pypi.org', 'more-secret'), opt] });
+    const d = h.gate.onQuery('10.166.0.2', q, T0);
+    assert.ok(d.forward);
+    assert.ok(!d.query.includes('secret'), 'no payload goes upstream');
+    const p = dnsPacket.decode(d.query);
+    assert.deepEqual(p.questions, [{ name: 'pypi.org', type: 'A', class: 'IN' }]);
+    assert.deepEqual(p.additionals!.map((r) => [r.type, (r as { udpPayloadSize?: number }).udpPayloadSize, (r as { options?: unknown[] }).options]), [['OPT', 1232, []]]);
   });
 });

@@ -2,27 +2,30 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
-import { LiveSandboxes } from '../../src/service/live-sandboxes.js';
+import { groupPeers, sandboxElements, type Element } from '../../src/core/sandbox-elements.js';
+import { LiveSandboxes, type LiveSpec } from '../../src/service/live-sandboxes.js';
 
 const names = instanceNames('toastnet');
-function spec(id: number, policy: PolicyInput = {}): SandboxSpec {
-  const ip = `10.166.0.${id}`;
-  return { ip, mac: sandboxMac('test', id), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
+/** Sandbox `id` at 10.166.0.<host> (by default its id: another host number is an address reused). */
+function spec(id: number, policy: PolicyInput = {}, host = id): LiveSpec {
+  const ip = `10.166.0.${host}`;
+  return { id, ip, mac: sandboxMac('test', id), mode: 'veth', hostLink: sandboxLinkName(names, id), policy: resolvePolicy(policy) };
 }
 const key = (e: Element) => JSON.stringify(e);
 /** 10.166.0.0/16 as numbers: what the engine passes for its subnet. */
 const SUBNET: [number, number] = [(10 << 24 | 166 << 16) >>> 0, (10 << 24 | 166 << 16 | 0xffff) >>> 0];
 
 describe('LiveSandboxes', () => {
-  it('finds a sandbox by name and by address, and forgets both on delete', () => {
+  it('finds a sandbox by name, by address and by id, and forgets all three on delete', () => {
     const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
     assert.equal(live.get('a')?.ip, '10.166.0.2');
     assert.equal(live.at('10.166.0.2')?.name, 'a');
+    assert.equal(live.byId(2)?.name, 'a');
     live.delete('a');
     assert.equal(live.get('a'), undefined);
     assert.equal(live.at('10.166.0.2'), undefined);
+    assert.equal(live.byId(2), undefined);
     assert.deepEqual(live.names(), []);
   });
 
@@ -37,9 +40,20 @@ describe('LiveSandboxes', () => {
   it('deleting a name leaves another sandbox that now has its address alone', () => {
     const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
-    live.set('b', spec(2)); // the address went to b (a is on its way out)
+    live.set('b', spec(7, {}, 2)); // the address went to b (a is on its way out)
     live.delete('a');
     assert.equal(live.at('10.166.0.2')?.name, 'b');
+    assert.equal(live.byId(7)?.name, 'b');
+  });
+
+  it('an id finds only its own sandbox: not a later one with the same name or address', () => {
+    const live = new LiveSandboxes(SUBNET);
+    live.set('a', spec(2));
+    live.delete('a');
+    live.set('a', spec(9, {}, 2)); // name and address reused by a new sandbox
+    assert.equal(live.byId(2), undefined, 'the removed sandbox stays gone');
+    assert.equal(live.byId(9)?.spec.ip, '10.166.0.2');
+    assert.equal(live.at('10.166.0.2')?.spec.id, 9);
   });
 
   it('peers are the other members of the group; a sandbox without a group scans nobody', () => {
