@@ -6,7 +6,7 @@ import { ToastnetError } from '../errors.js';
 import { Cidr, cidrsOverlap, formatCidr, parseIPv4 } from '../core/ipv4.js';
 import { InstanceNames } from '../core/names.js';
 import { disableIpv6 } from './link-sysctl.js';
-import { RtnetlinkSocket } from './rtnetlink.js';
+import { RtnetlinkSocket, isNoSuchLink } from './rtnetlink.js';
 import { LinkInfo, RT_TABLE_MAIN, parseLink, parseRoute } from './rtnetlink-codec.js';
 import * as rq from './rtnl-requests.js';
 
@@ -16,7 +16,7 @@ export function getLinkOrUndefined(sock: RtnetlinkSocket, name: string): LinkInf
   try {
     return parseLink(sock.get(rq.getLink(name), `get ${name}`));
   } catch (err) {
-    if ((err as { errno?: number }).errno === 19 /* ENODEV */) return undefined;
+    if (isNoSuchLink(err)) return undefined;
     throw err;
   }
 }

@@ -122,7 +122,7 @@ export class Nft {
       const out = this.runRaw(JSON.stringify({ nftables: [{ list: { table: { family, name } } }] }), 'list table');
       return (JSON.parse(out) as { nftables: Record<string, unknown>[] }).nftables;
     } catch (err) {
-      if (err instanceof ToastnetError && /No such file or directory/.test(err.message)) return undefined;
+      if (isNoSuchObject(err)) return undefined;
       throw err;
     } finally {
       if (o.terse) this.l.setOutputFlags(this.ctx, NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE);
@@ -166,7 +166,7 @@ export class Nft {
       this.runRaw(JSON.stringify({ nftables: [{ list: { chain: { family, table, name } } }] }), 'list chain');
       return true;
     } catch (err) {
-      if (err instanceof ToastnetError && /No such file or directory/.test(err.message)) return false;
+      if (isNoSuchObject(err)) return false;
       throw err;
     }
   }
@@ -185,8 +185,24 @@ export class Nft {
     const err = this.l.error(this.ctx) ?? '';
     if (rc !== 0) {
       const first = err.split('\n').find((line) => line.trim() !== '') ?? `rc ${rc}`;
-      throw new ToastnetError('kernel', `${what}: ${first.trim()}`);
+      throw new NftError(`${what}: ${first.trim()}`, /No such file or directory/.test(err));
     }
     return out;
   }
+}
+
+/**
+ * A command libnftables refused. It reports errors only as text: whether the object named
+ * was missing (the kernel's ENOENT, as libnftables words it) is read from that text here,
+ * once, and nowhere else.
+ */
+export class NftError extends ToastnetError {
+  constructor(message: string, readonly missing: boolean) {
+    super('kernel', message);
+  }
+}
+
+/** The table, chain, set or element a command named does not exist. */
+export function isNoSuchObject(err: unknown): boolean {
+  return err instanceof NftError && err.missing;
 }

@@ -26,6 +26,11 @@ export class NetlinkError extends ToastnetError {
   }
 }
 
+/** The kernel has no such link (ENODEV): CNI's ErrLinkNotFound. */
+export function isNoSuchLink(err: unknown): boolean {
+  return err instanceof NetlinkError && err.errno === 19;
+}
+
 /** A synchronous netlink socket of any netlink family (rtnetlink, ctnetlink, ...). */
 export class NetlinkSocket {
   private fd: number;

@@ -9,13 +9,14 @@ import path from 'node:path';
 import { Config } from '../config/schema.js';
 import { kernelConfigHash } from '../config/load.js';
 import { ToastnetError } from '../errors.js';
+import { Undo, faultPoint, withUndo } from '../undo.js';
 import { Ipam } from '../core/ipam.js';
 import { cidrContains, cidrLast, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import {
   InstanceNames, autoSandboxName, instanceNames, isPoolMember, netnsName, poolMemberName, sandboxIdFromLink, sandboxLinkName, sandboxMac, validateSandboxName,
 } from '../core/names.js';
 import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
-import { SandboxMode, SandboxSpec } from '../core/sandbox-elements.js';
+import { Element, SandboxMode, SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { Nft } from '../kernel/nft.js';
@@ -441,28 +442,20 @@ export class Engine {
     const elements = this.live.elementsOf(name, spec);
     const objects = this.objectsOf(spec);
     const [from, to] = [netnsName(this.names, member.name), netnsName(this.names, name)];
-    let aliased = false;
-    let linkRenamed = false;
     try {
-      aliasNetns(from, to);
-      aliased = true;
-      this.etc.rename(from, to);
-      linkRenamed = true;
-      this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
-      this.noteTiers(objects);
-      this.live.set(name, spec);
-    } catch (err) {
-      // Each undo step on its own, so that the row is always given back its member name.
-      const attempt = (f: () => void) => {
-        try {
-          f();
-        } catch {
-          // the member is dropped below
-        }
-      };
-      if (linkRenamed) attempt(() => this.etc.rename(to, from));
-      if (aliased) attempt(() => deleteNetns(to));
-      this.store.renameSandbox(member.id, member.name, member.policy, member.createdAt);
+      withUndo((undo) => {
+        undo.push('give the member its name back', () => this.store.renameSandbox(member.id, member.name, member.policy, member.createdAt));
+        faultPoint('acquire:renamed');
+        aliasNetns(from, to);
+        undo.push('drop the new namespace name', () => deleteNetns(to));
+        faultPoint('acquire:aliased');
+        this.etc.rename(from, to);
+        undo.push('rename the resolv.conf entry back', () => this.etc.rename(to, from));
+        faultPoint('acquire:etc');
+        this.admit(name, spec, elements, objects, undo);
+        faultPoint('acquire:admitted');
+      });
+    } catch {
       // A member that cannot be acquired (its namespace gone, say) must not block the pool:
       // drop it; the caller gets a network made on the spot.
       try {
@@ -477,6 +470,15 @@ export class Engine {
     return this.info(row);
   }
 
+  /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
+  private admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
+    this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
+    this.noteTiers(objects);
+    undo.push('remove the elements', () => this.tryNft(this.rules.remove(elements, objects)));
+    this.live.set(name, spec);
+    undo.push('forget the live sandbox', () => this.live.delete(name));
+  }
+
   private createNetwork(o: CreateOptions): SandboxInfo {
     const mode = o.mode ?? 'veth';
     if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
@@ -484,38 +486,27 @@ export class Engine {
     const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
     if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
 
-    // 1. Lease and row, in one transaction.
     const lease = this.lease(o.name, mode, own);
     const { row } = lease;
-
-    // 2. Kernel, with an explicit undo.
     const spec = this.spec(row, effective, policy);
     const elements = this.live.elementsOf(row.name, spec);
     const objects = this.objectsOf(spec);
     const net = this.netSpec(row, parentIndex);
-    const { netns } = net;
-    let netMade = false;
-    let elementAdded = false;
-    try {
-      // All-or-nothing itself: on failure it removed what it made (and a name that was
-      // there already, a conflict, is not its to remove).
+    withUndo((undo) => {
+      undo.push('give the address back', () => this.unlease(lease));
+      faultPoint('create:leased');
+      // All-or-nothing itself: on failure it removed what it made (and a name that was there
+      // already, a conflict, is not its to remove).
       createSandboxNet(this.rtnl, net);
-      netMade = true;
-      this.nft.apply(this.rules.add(elements, objects), 'admit sandbox');
-      this.noteTiers(objects);
-      elementAdded = true;
-      this.etc.link(netns);
+      undo.push('remove the network', () => removeSandboxNet(this.rtnl, net));
+      faultPoint('create:network');
+      this.etc.link(net.netns);
+      undo.push('remove the resolv.conf entry', () => this.etc.unlink(net.netns));
+      faultPoint('create:etc');
+      this.admit(row.name, spec, elements, objects, undo);
+      faultPoint('create:admitted');
       this.store.markReady(row.id);
-      this.live.set(row.name, spec);
-    } catch (err) {
-      if (elementAdded) this.tryNft(this.rules.remove(elements, objects));
-      if (netMade) {
-        removeSandboxNet(this.rtnl, net);
-        this.etc.unlink(netns);
-      }
-      this.unlease(lease);
-      throw err;
-    }
+    });
     return this.info({ ...row, state: 'ready' });
   }
 
@@ -579,9 +570,16 @@ export class Engine {
     }
     // The builder undoes its own work when the kernel refuses; a builder thread that died
     // midway did not: whatever it made goes before the address can be handed out again.
-    removeSandboxNet(this.rtnl, r.net);
-    this.etc.unlink(r.net.netns);
-    this.unlease(r.lease);
+    // Each step guarded: the address goes back even if the network will not go away.
+    const undo = new Undo();
+    undo.push('give the address back', () => this.unlease(r.lease));
+    undo.push('remove the resolv.conf entry', () => this.etc.unlink(r.net.netns));
+    undo.push('remove the network', () => removeSandboxNet(this.rtnl, r.net));
+    try {
+      undo.rollback(failed);
+    } catch {
+      // the builder's own error was reported by whoever called
+    }
   }
 
   private tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
@@ -725,13 +723,26 @@ export class Engine {
     const r = this.store.getByName(name);
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     const netns = netnsName(this.names, name);
-    const fd = openNetns(netns);
+    // Nothing has changed until the elements go: a failure before leaves the sandbox whole.
+    // After that every step is idempotent, so a failed rm is finished by another rm (or gc).
+    const fd = withUndo((undo) => {
+      const opened = openNetns(netns);
+      if (opened !== undefined) undo.push('close the namespace fd', () => fs.closeSync(opened));
+      faultPoint('remove:opened');
+      return opened;
+    });
     const spec = this.live.get(name);
     if (spec) {
       this.admissions.forgetAll(spec.ip);
       const elements = this.live.elementsOf(name, spec);
       this.live.delete(name);
       this.tryNft(this.rules.remove(elements, sandboxObjects(spec)));
+    }
+    try {
+      faultPoint('remove:elements');
+    } catch (err) {
+      if (fd !== undefined) fs.closeSync(fd);
+      throw err;
     }
     const ipNum = parseIPv4(r.ip);
     // The host route goes with the link when the kernel reaps it; a namespace that
