@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
+import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
@@ -19,7 +20,7 @@ export interface EventQuery {
 
 export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
-  mode: z.enum(['veth', 'macvlan']).optional().describe('veth (default) or macvlan'),
+  mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth (default) or macvlan'),
   policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
 });
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;

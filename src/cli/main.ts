@@ -14,6 +14,7 @@ import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
 import { DnsLog, EventLog, DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
+import { LINK_MODES } from '../core/link-modes.js';
 import { client, ensureDaemon, withInstance } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
@@ -143,7 +144,7 @@ program.command('daemon')
 addPolicyOptions(program.command('create')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
-  .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
+  .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
   .option('--json', 'JSON output'))
   .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean } & PolicyFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
@@ -248,7 +249,7 @@ program.command('exec')
 addPolicyOptions(program.command('run')
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
-  .addOption(new Option('--mode <mode>', 'link type').choices(['veth', 'macvlan']).default('veth'))
+  .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
   .option('--name <name>', 'sandbox name')
   .option('--keep', 'keep the sandbox after CMD exits'))
   .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags, cmd: Command) => {

@@ -8,7 +8,9 @@ import { Policy, PortRange } from './policy.js';
 import { Closed, compileEgress } from './policy-compile.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
 
-export type SandboxMode = 'veth' | 'macvlan';
+import { LINK_MODES, SandboxMode } from './link-modes.js';
+
+export type { SandboxMode };
 
 export interface SandboxSpec {
   ip: string;
@@ -95,9 +97,7 @@ export function groupPeers(s: SandboxSpec, all: Iterable<SandboxSpec>): SandboxS
  */
 export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = [], instanceSubnet?: Closed): Element[] {
   const out: Element[] = [];
-  out.push(s.mode === 'veth'
-    ? { set: 'veth_src', elem: { concat: [s.hostLink, s.mac, s.ip] } }
-    : { set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } });
+  out.push(LINK_MODES[s.mode].admission(s));
   // Accounting: every sandbox, its own counter in each set.
   out.push({ set: 'acct_out', elem: s.ip }, { set: 'acct_in', elem: s.ip }, { set: 'acct_blocked', elem: s.ip });
   out.push({ set: 'sandbox_self', elem: { concat: [s.ip, s.ip] } });

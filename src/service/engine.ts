@@ -36,7 +36,9 @@ import * as rq from '../kernel/rtnl-requests.js';
 import {
   checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
 } from '../kernel/host-net.js';
-import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeHostRoute, removeSandboxNet } from '../kernel/sandbox-net.js';
+import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+import { linkDriver } from '../kernel/links/index.js';
+import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
 import { SandboxRow, Store } from '../store/store.js';
 import { buildMember } from './pool-builder.js';
 import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
@@ -361,7 +363,7 @@ export class Engine {
       mac: sandboxMac(this.macKey, r.id),
       mode: r.mode,
       resolvConf: NetnsEtc.resolvConfOf(netns),
-      ...(r.mode === 'veth' ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
+      ...(LINK_MODES[r.mode].hostLink ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
       createdAt: new Date(r.createdAt).toISOString(),
       state: r.state,
     };
@@ -481,10 +483,9 @@ export class Engine {
 
   private createNetwork(o: CreateOptions): SandboxInfo {
     const mode = o.mode ?? 'veth';
-    if (mode !== 'veth' && mode !== 'macvlan') throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use veth or macvlan`);
+    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(' or ')}`);
     const { own, effective, policy } = this.checkedPolicy(o.policy);
-    const parentIndex = mode === 'macvlan' ? this.ensureParent() : undefined;
-    if (mode === 'veth' && this.parentIndex === undefined) this.ensureParent();
+    const parentIndex = this.ensureParent(); // also: the host side is up
 
     const lease = this.lease(o.name, mode, own);
     const { row } = lease;
@@ -753,7 +754,7 @@ export class Engine {
     releaseNetns(netns, () => this.reaper.add({
       fd,
       // Only the route: the name may belong to a new sandbox by now.
-      held: () => removeHostRoute(this.rtnl, { mode: r.mode, ip: r.ip }),
+      held: () => linkDriver(r.mode).removeHostSide(this.rtnl, { ip: r.ip, hostLink: sandboxLinkName(this.names, r.id) }),
       release: () => this.releaseAddress(ipNum),
     }));
     this.etc.unlink(netns);
@@ -839,9 +840,9 @@ export class Engine {
     for (const r of this.store.list()) {
       if (this.building.has(r.id)) continue;
       const netns = netnsName(this.names, r.name);
-      const linkOk = r.mode !== 'veth' || getLinkOrUndefined(this.rtnl, sandboxLinkName(this.names, r.id)) !== undefined;
-      if (r.state === 'ready' && namespaces.has(netns) && linkOk) continue;
-      removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip });
+      const hostLink = sandboxLinkName(this.names, r.id);
+      if (r.state === 'ready' && namespaces.has(netns) && linkDriver(r.mode).present(this.rtnl, { hostLink })) continue;
+      removeSandboxNet(this.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink });
       this.etc.unlink(netns);
       this.store.transaction(() => {
         this.store.deleteSandbox(r.id);
