@@ -1,0 +1,66 @@
+// The API's request and response types: what the daemon's routes, the client and the
+// in-process CLI exchange. Plain data; the engine produces them, nothing here depends on it.
+import type { SandboxMode } from '../core/link-modes.js';
+import type { PolicyInput } from '../core/policy.js';
+
+export interface SandboxInfo {
+  name: string;
+  id: number;
+  ip: string;
+  gateway: string;
+  prefixLength: number;
+  netns: string;
+  mac: string;
+  mode: SandboxMode;
+  resolvConf: string;
+  hostLink?: string;
+  createdAt: string;
+  state: string;
+}
+
+export interface CreateOptions {
+  name?: string;
+  mode?: SandboxMode;
+  /** The sandbox's own policy document; instance defaults fill what it leaves out. */
+  policy?: unknown;
+}
+
+export interface PolicyView {
+  name: string;
+  /** As given for this sandbox. */
+  policy: PolicyInput;
+  /** With the instance's defaults merged in: what is enforced. */
+  effective: PolicyInput;
+  /** Connections cut because the new policy forbids them (policy set only). */
+  cut?: number;
+}
+
+export interface GcReport {
+  sandboxes: string[];
+  namespaces: string[];
+  links: string[];
+  files: string[];
+}
+
+export interface Status {
+  instance: string;
+  up: boolean;
+  subnet: string;
+  gateway: string;
+  table: string;
+  gatewayLink: string;
+  forwarding: boolean;
+  sandboxes: number;
+  /** `releasing`: held by removed sandboxes until the processes left in them have ended. */
+  addresses: { capacity: number; used: number; free: number; releasing: number };
+  dnsUpstreams: string[];
+  stateFile: string;
+  socket: string;
+  daemon: { pid: number } | null;
+  /** Idle warm-pool members (they hold addresses: counted in addresses.used). */
+  pool: { idle: number; acquired?: number; missed?: number };
+  /** The daemon's resolver counters (absent without a daemon). */
+  dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
+  /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
+  latency?: Record<string, { count: number; p50: number; p99: number }>;
+}

@@ -1,0 +1,138 @@
+// The instance's host network: the gateway link and macvlan parent, forwarding, the
+// nftables table (built whole, with every live sandbox's elements), and what gc removes
+// from the kernel that no live sandbox owns. Its sandboxes are the lifecycle's business.
+import fs from 'node:fs';
+import path from 'node:path';
+import { kernelConfigHash } from '../config/load.js';
+import { ToastnetError } from '../errors.js';
+import { parseCidr } from '../core/ipv4.js';
+import { sandboxIdFromLink } from '../core/names.js';
+import { deleteNetns, listNetns, netnsInode } from '../kernel/netns.js';
+import { pidsInNetnses } from '../kernel/procs.js';
+import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
+import { parseLink } from '../kernel/rtnetlink-codec.js';
+import * as rq from '../kernel/rtnl-requests.js';
+import {
+  checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
+} from '../kernel/host-net.js';
+import type { GcReport, Status } from '../api/types.js';
+import type { InstanceState } from './instance-state.js';
+import { persistFiles, removePersisted } from './persist.js';
+
+export class HostNetwork {
+  constructor(private readonly s: InstanceState) {}
+
+  isUp(): boolean {
+    return getLinkOrUndefined(this.s.rtnl, this.s.names.gatewayLink) !== undefined
+      && this.s.nft.hasTable('inet', this.s.names.table);
+  }
+
+  /** Sets up the host side; idempotent. Rebuilds the table with every live sandbox's elements. */
+  up(o: { persist?: boolean; persistRoot?: string } = {}): void {
+    const hash = kernelConfigHash(this.s.config);
+    const previous = this.s.store.getMeta('config_hash');
+    if (previous && previous !== hash && this.s.store.count() > 0) {
+      throw new ToastnetError('invalid_argument', 'subnet or gateway changed while sandboxes exist: remove them (or `toastnet down`) first');
+    }
+    checkSubnetFree(this.s.rtnl, this.s.names, parseCidr(this.s.config.subnet));
+    if (this.s.store.getMeta('forwarding_before') === undefined) this.s.store.setMeta('forwarding_before', readForwarding() ? '1' : '0');
+    const host = setupHostNet(this.s.rtnl, this.s.names, this.s.config.gateway, this.s.prefixLength);
+    this.s.parentIndex = host.parentIndex;
+    writeForwarding(true);
+    // Counters and quotas start again in a rebuilt table: carry what they hold.
+    this.s.rebuildKeepingUsage((used) => this.s.nft.apply(this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset'));
+    this.s.nft.compact();
+    this.s.knownTiers.clear();
+    this.s.noteTiers(this.s.live.objects());
+    this.s.admissions.clear(); // the new table starts with an empty dns_allowed
+    this.s.store.setMeta('config_hash', hash);
+    if (o.persist) persistFiles(this.s.config, o.persistRoot ?? '/');
+  }
+
+  /**
+   * Removes the host side and the instance's files and state, once its sandboxes are gone
+   * (the engine's down removes them first): table, links, forwarding as it was, persisted
+   * files, the state database and directory.
+   */
+  tearDown(o: { persistRoot?: string } = {}): void {
+    this.gcKernel(new Set());
+    this.s.nft.apply(this.s.rules.deleteTable(), 'delete table');
+    const others = otherInstancesPresent(this.s.rtnl, this.s.names);
+    teardownHostNet(this.s.rtnl, this.s.names);
+    if (this.s.store.getMeta('forwarding_before') === '0' && !others) writeForwarding(false);
+    removePersisted(this.s.config, o.persistRoot ?? '/');
+    this.s.store.close();
+    for (const f of ['state.db', 'state.db-wal', 'state.db-shm']) fs.rmSync(path.join(this.s.config.stateDir, f), { force: true });
+    this.s.etc.removeShared();
+    try {
+      fs.rmdirSync(this.s.config.stateDir); // only if nothing else lives there
+    } catch {
+      // not empty, or already gone
+    }
+  }
+
+  /** Removes the instance's namespaces, links and files not owned by the given sandboxes. */
+  gcKernel(liveNames: Set<string>, liveIds = new Set<number>()): Omit<GcReport, 'sandboxes'> {
+    const out = { namespaces: [] as string[], links: [] as string[], files: [] as string[] };
+    const p = this.s.names.netnsPrefix;
+    const unknown = new Set<number>();
+    const mine = listNetns().filter((ns) => ns.startsWith(p));
+    for (const ns of mine) {
+      if (liveNames.has(ns.slice(p.length))) continue;
+      const ino = netnsInode(ns);
+      deleteNetns(ns);
+      if (ino !== undefined) unknown.add(ino);
+      out.namespaces.push(ns);
+    }
+    if (unknown.size > 0) {
+      // A second name of a live sandbox's namespace (a pool member's old name, left by a
+      // crash right after an acquisition) is dropped, but what runs inside belongs to the
+      // sandbox.
+      for (const ns of mine) {
+        const ino = liveNames.has(ns.slice(p.length)) ? netnsInode(ns) : undefined;
+        if (ino !== undefined) unknown.delete(ino);
+      }
+      for (const pids of pidsInNetnses(unknown).values()) for (const pid of pids) process.kill(pid, 'SIGKILL');
+    }
+    for (const l of this.s.rtnl.dump(rq.dumpLinks()).map(parseLink)) {
+      const id = sandboxIdFromLink(this.s.names, l.name);
+      if (id === undefined || liveIds.has(id)) continue;
+      try {
+        this.s.rtnl.exec([rq.delLink(l.name)], [`delete ${l.name}`]);
+        out.links.push(l.name);
+      } catch {
+        // being reaped by the kernel already
+      }
+    }
+    for (const d of NetnsEtc.list()) {
+      if (d.startsWith(p) && !liveNames.has(d.slice(p.length))) {
+        this.s.etc.unlink(d);
+        out.files.push(path.join(NETNS_ETC_DIR, d));
+      }
+    }
+    return out;
+  }
+
+  status(building: number, daemonPid?: number): Status {
+    const sandboxes = this.s.store.count();
+    const pooled = this.s.store.countPool();
+    // Leased: live sandboxes, pool members, and removed sandboxes whose processes are being ended.
+    const used = this.s.ipam.capacity - this.s.ipam.free;
+    return {
+      instance: this.s.config.instance,
+      up: this.isUp(),
+      subnet: this.s.config.subnet,
+      gateway: this.s.config.gateway,
+      table: `inet ${this.s.names.table}`,
+      gatewayLink: this.s.names.gatewayLink,
+      forwarding: readForwarding(),
+      sandboxes: sandboxes - pooled,
+      pool: { idle: pooled - building }, // ready to be acquired, not those being built
+      addresses: { capacity: this.s.ipam.capacity, used, free: this.s.ipam.free, releasing: used - sandboxes },
+      dnsUpstreams: this.s.config.dnsUpstreams,
+      stateFile: this.s.store.file,
+      socket: path.join(this.s.config.runDir, 'toastnet.sock'),
+      daemon: daemonPid ? { pid: daemonPid } : null,
+    };
+  }
+}

@@ -1,0 +1,210 @@
+// What every part of an instance's engine shares: its config and names, the state store,
+// one rtnetlink socket and one libnftables context, the address pool, the live sandboxes in
+// the kernel's terms, and the derivations all parts use (a sandbox's spec, its kernel
+// description and API view, its objects with connection tiers, the per-sandbox sets made
+// exactly what the live sandboxes own). The parts (host-network.ts, sandbox-lifecycle.ts,
+// policy-accounting.ts) hold it; engine.ts opens and closes it.
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Config } from '../config/schema.js';
+import { ToastnetError } from '../errors.js';
+import { Ipam } from '../core/ipam.js';
+import { cidrLast, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { InstanceNames, instanceNames, isPoolMember, netnsName, sandboxLinkName, sandboxMac } from '../core/names.js';
+import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
+import { SandboxSpec } from '../core/sandbox-elements.js';
+import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
+import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
+import { LINK_MODES } from '../core/link-modes.js';
+import { FlowJudge } from '../core/flow-decision.js';
+import { Nft } from '../kernel/nft.js';
+import { netnsPath } from '../kernel/netns.js';
+import { NetnsEtc } from '../kernel/netns-etc.js';
+import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
+import { getLinkOrUndefined } from '../kernel/host-net.js';
+import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
+import { SandboxRow, Store } from '../store/store.js';
+import type { SandboxInfo } from '../api/types.js';
+import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
+import { DnsAdmissions } from './dns-admissions.js';
+import { countsOf, readCounters, readQuotas } from './accounting.js';
+
+export class InstanceState {
+  readonly names: InstanceNames;
+  readonly rules: RulesetBuilder;
+  readonly store: Store;
+  readonly rtnl: RtnetlinkSocket;
+  readonly nft: Nft;
+  readonly ipam: Ipam;
+  readonly prefixLength: number;
+  /** ifindex of the macvlan parent, once the host side is known to be up. */
+  parentIndex: number | undefined;
+  /** Sandboxes' /etc/netns entries (resolv.conf for `ip netns exec`). */
+  readonly etc: NetnsEtc;
+  /** Live sandboxes' kernel-facing description (what their elements derive from). */
+  readonly live: LiveSandboxes;
+  readonly judge: FlowJudge;
+  /** What DNS answers opened for each sandbox. */
+  readonly admissions: DnsAdmissions;
+  /** maxConnections values whose tier (chain and counting set) exists in the kernel. */
+  readonly knownTiers = new Set<number>();
+  /** The instance's secret for sandbox MACs (sandboxMac): made once, kept with the state. */
+  private readonly macKey: string;
+
+  constructor(readonly config: Config) {
+    this.names = instanceNames(config.instance);
+    this.rules = new RulesetBuilder(config);
+    this.store = new Store(path.join(config.stateDir, 'state.db'));
+    this.etc = new NetnsEtc(config.instance, `# written by toastnet\nnameserver ${config.gateway}\noptions edns0\n`);
+    this.etc.writeShared();
+    this.nft = new Nft(this.rules.elementSets());
+    this.admissions = new DnsAdmissions(this.nft, this.rules);
+    this.rtnl = new RtnetlinkSocket();
+    const subnet = parseCidr(config.subnet);
+    this.prefixLength = subnet.prefix;
+    this.live = new LiveSandboxes([subnet.network, cidrLast(subnet)]);
+    this.macKey = this.store.getMeta('mac_key') ?? this.newMacKey();
+    const leased = this.store.list().map((s) => parseIPv4(s.ip));
+    const nextFresh = Number(this.store.getMeta('next_fresh') ?? subnet.network + 1);
+    this.ipam = new Ipam(subnet, new Set([parseIPv4(config.gateway)]), { nextFresh, released: this.store.releasedInOrder(), leased });
+    this.judge = new FlowJudge(config);
+    for (const r of this.store.list()) {
+      if (r.state !== 'ready' || isPoolMember(r.name)) continue; // pool members have no elements
+      try {
+        this.live.set(r.name, this.spec(r, this.effectivePolicy(r.policy)));
+      } catch {
+        // A stored policy the current defaults make invalid: enforce the defaults alone.
+        this.live.set(r.name, this.spec(r, this.effectivePolicy({})));
+      }
+    }
+  }
+
+  close(): void {
+    this.nft.free();
+    this.rtnl.close();
+    this.store.close();
+  }
+
+  private newMacKey(): string {
+    const key = randomBytes(32).toString('hex');
+    this.store.setMeta('mac_key', key);
+    return key;
+  }
+
+  effectivePolicy(own: PolicyInput): PolicyInput {
+    return mergePolicy(this.config.defaultPolicy, own);
+  }
+
+  spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): LiveSpec {
+    return { id: r.id, ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+  }
+
+  /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
+  checkedPolicy(doc: unknown): { own: PolicyInput; effective: PolicyInput; policy: Policy } {
+    const own = validatePolicy(doc ?? {});
+    const effective = this.effectivePolicy(own);
+    return { own, effective, policy: resolvePolicy(effective) };
+  }
+
+  info(r: SandboxRow): SandboxInfo {
+    const netns = netnsName(this.names, r.name);
+    return {
+      name: r.name,
+      id: r.id,
+      ip: r.ip,
+      gateway: this.config.gateway,
+      prefixLength: this.prefixLength,
+      netns: netnsPath(netns),
+      mac: sandboxMac(this.macKey, r.id),
+      mode: r.mode,
+      resolvConf: NetnsEtc.resolvConfOf(netns),
+      ...(LINK_MODES[r.mode].hostLink ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
+      createdAt: new Date(r.createdAt).toISOString(),
+      state: r.state,
+    };
+  }
+
+  /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
+  netSpec(row: SandboxRow, parentIndex?: number): SandboxNetSpec {
+    return {
+      netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(this.macKey, row.id), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
+    };
+  }
+
+  ensureParent(): number {
+    if (this.parentIndex === undefined) {
+      const p = getLinkOrUndefined(this.rtnl, this.names.macvlanParent);
+      if (!p) throw new ToastnetError('not_ready', 'host network is not set up: run `toastnet up`');
+      this.parentIndex = p.index;
+    }
+    return this.parentIndex;
+  }
+
+  /** Whether a connection tier's chain and set exist (cached: tiers are never removed but with the table). */
+  tierKnown(max: number): boolean {
+    if (this.knownTiers.has(max)) return true;
+    if (!this.nft.hasChain('inet', this.names.table, tierChain(max))) return false;
+    this.knownTiers.add(max);
+    return true;
+  }
+
+  /** A sandbox's objects, with the connection tiers the kernel does not have yet marked for creation. */
+  objectsOf(s: SandboxSpec, used?: ReadonlyMap<string, number>): SandboxObject[] {
+    return this.markNewTiers(sandboxObjects(s, used));
+  }
+
+  markNewTiers(objects: SandboxObject[]): SandboxObject[] {
+    return objects.map((o) => (o.kind === 'tier' && !this.tierKnown(o.max) ? { ...o, create: true } : o));
+  }
+
+  noteTiers(objects: SandboxObject[]): void {
+    for (const o of objects) if (o.kind === 'tier') this.knownTiers.add(o.max);
+  }
+
+  tryNft(cmds: ReturnType<RulesetBuilder['remove']>): void {
+    try {
+      this.nft.apply(cmds);
+    } catch {
+      // Some element was not there (state and kernel disagreed): make the sets exactly
+      // what the live sandboxes own.
+      this.resetKernelSandboxes();
+    }
+  }
+
+  /** Makes the per-sandbox sets, maps and objects exactly what the live sandboxes own. */
+  resetKernelSandboxes(): void {
+    const wanted = this.live.objects();
+    const names = new Set(wanted.map((o) => `${o.kind}:${o.name}`));
+    const stale: ObjectRef[] = [];
+    for (const item of this.nft.listTable('inet', this.names.table, { terse: true }) ?? []) {
+      for (const kind of ['limit', 'quota'] as const) {
+        const o = item[kind] as { name?: string } | undefined;
+        if (o?.name !== undefined && !names.has(`${kind}:${o.name}`)) stale.push({ kind, name: o.name });
+      }
+    }
+    // The reset flushes the accounting sets: carry their counts first.
+    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.live.elements(), this.markNewTiers(wanted), stale), 'reset sandbox sets'));
+    this.nft.compact();
+    this.noteTiers(wanted);
+    this.admissions.clear(); // dns_allowed was flushed
+  }
+
+  /**
+   * Rebuilds kernel state with `apply`, keeping the totals: what the per-sandbox counters
+   * and quotas held before is read first, then (once the rebuild succeeded) the counts are
+   * added to the store's carried totals, and quotas are made again with what was used.
+   */
+  rebuildKeepingUsage(apply: (quotaUsed: ReadonlyMap<string, number>) => void): void {
+    const exists = this.nft.hasTable('inet', this.names.table);
+    const counters = exists ? readCounters(this.nft, this.names.table) : undefined;
+    const quotaUsed = new Map([...(exists ? readQuotas(this.nft, this.names.table) : [])].map(([name, q]) => [name, q.used]));
+    apply(quotaUsed);
+    if (!counters) return;
+    this.store.transaction(() => {
+      for (const r of this.store.list()) {
+        const { out: o, in: i, blocked: b } = countsOf(counters, r.ip);
+        if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
+      }
+    });
+  }
+}
