@@ -2,7 +2,7 @@
 // ToastnetError with the daemon's code and message.
 import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
-import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
+import type { GcReport, PolicyView, SandboxInfo, Status } from './types.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { EventQuery } from './routes.js';

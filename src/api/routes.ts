@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import type { GcReport, PolicyView, SandboxInfo, Status } from '../service/engine.js';
+import type { GcReport, PolicyView, SandboxInfo, Status } from './types.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 

@@ -9,7 +9,7 @@ import { Config, ConfigInput } from '../config/schema.js';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { instanceNames, netnsName, validateSandboxName } from '../core/names.js';
 import { netnsPath } from '../kernel/netns.js';
-import type { SandboxInfo, Status } from '../service/engine.js';
+import type { SandboxInfo, Status } from '../api/types.js';
 import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
 import { DnsLog, EventLog, DenialEvent } from '../service/events.js';

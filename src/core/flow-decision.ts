@@ -1,7 +1,7 @@
 // What the instance's from_sandbox chain decides for one new flow, computed in userspace
 // with the same order (ruleset.ts): used to cut existing connections that a new policy
 // forbids, and to name the rule behind a decision.
-import { Config } from '../config/schema.js';
+import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { cidrContains, cidrLast, parseCidr, parseIPv4 } from './ipv4.js';
 import { Closed, decideEgress } from './policy-compile.js';
@@ -35,7 +35,7 @@ export class FlowJudge {
   private readonly closed: Closed;
   private readonly metadata = parseIPv4(METADATA_ADDRESS);
 
-  constructor(private readonly config: Config) {
+  constructor(private readonly config: FilterConfig) {
     this.allow = config.allowCidrs.map((s) => parseEgressRule(s));
     this.deny = config.denyCidrs.map((s) => parseEgressRule(s));
     this.subnet = parseCidr(config.subnet);

@@ -1,13 +1,15 @@
 // The pure half of each way a sandbox can be attached (its kernel half is a link driver,
 // kernel/links/): the admission element the filter checks its packets against, and whether
 // it has a host end of its own. Adding a mode is one entry here and one driver there.
-import type { Element, SandboxSpec } from './sandbox-elements.js';
+import type { SandboxMode, SandboxSpec } from './sandbox-spec.js';
+
+export type { SandboxMode };
 
 interface LinkMode {
   /** Whether the sandbox has a host-side link of its own (named by sandboxLinkName). */
   hostLink: boolean;
   /** What identifies its packets at the host: the set element the source check looks up. */
-  admission(s: SandboxSpec): Element;
+  admission(s: SandboxSpec): { set: 'veth_src' | 'macvlan_src'; elem: unknown };
 }
 
 export const LINK_MODES = {
@@ -15,9 +17,7 @@ export const LINK_MODES = {
   veth: { hostLink: true, admission: (s) => ({ set: 'veth_src', elem: { concat: [s.hostLink, s.mac, s.ip] } }) },
   // One shared host link: its (unguessable) MAC and address.
   macvlan: { hostLink: false, admission: (s) => ({ set: 'macvlan_src', elem: { concat: [s.mac, s.ip] } }) },
-} satisfies Record<string, LinkMode>;
-
-export type SandboxMode = keyof typeof LINK_MODES;
+} satisfies Record<SandboxMode, LinkMode>;
 
 export function isSandboxMode(m: unknown): m is SandboxMode {
   return typeof m === 'string' && Object.prototype.hasOwnProperty.call(LINK_MODES, m);

@@ -7,7 +7,7 @@
 // Every denial goes through a chain named for its reason (deny_private, deny_host, ...),
 // which logs it to NFLOG (rate-limited) with the reason as prefix, lets it pass for
 // sandboxes in report mode, and otherwise rejects (rate-limited) or drops it.
-import { Config } from '../config/schema.js';
+import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { formatIPv4, parseCidr } from './ipv4.js';
 import { InstanceNames, instanceNames } from './names.js';
@@ -16,8 +16,7 @@ import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limi
 
 /** Enough of an object to delete it. */
 export type ObjectRef = Pick<SandboxObject, 'kind' | 'name'>;
-import type { NftCommand } from '../kernel/nft.js';
-import { KeyType, SetSchema, SetSchemas, schemaKey } from '../kernel/nft-set-codec.js';
+import { KeyType, NftCommand, SetSchema, SetSchemas, schemaKey } from './nft-schema.js';
 
 /** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
 export const DENY_REASONS = {
@@ -110,7 +109,7 @@ export class RulesetBuilder {
   private readonly allow: EgressRule[];
   private readonly deny: EgressRule[];
 
-  constructor(private readonly config: Config) {
+  constructor(private readonly config: FilterConfig) {
     this.names = instanceNames(config.instance);
     this.allow = config.allowCidrs.map((s) => parseEgressRule(s, 'allowCidrs'));
     this.deny = config.denyCidrs.map((s) => parseEgressRule(s, 'denyCidrs'));

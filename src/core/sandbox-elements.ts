@@ -9,17 +9,11 @@ import { Closed, compileEgress } from './policy-compile.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
 
 import { LINK_MODES, SandboxMode } from './link-modes.js';
+import type { SandboxSpec } from './sandbox-spec.js';
 
 export type { SandboxMode };
 
-export interface SandboxSpec {
-  ip: string;
-  mac: string;
-  mode: SandboxMode;
-  /** Host end of the veth (veth mode). */
-  hostLink: string;
-  policy: Policy;
-}
+export type { SandboxSpec };
 
 /** Sets and maps of the instance table that hold per-sandbox elements, with their types. */
 export const SANDBOX_SETS = {

@@ -17,7 +17,7 @@
 // Limit objects carry their parameters in their name: the kernel does not update a limit in
 // place, so a change is a new object. Quotas keep their name: the kernel updates them in
 // place and keeps what was used.
-import type { SandboxSpec } from './sandbox-elements.js';
+import type { SandboxSpec } from './sandbox-spec.js';
 
 /** A named object of one sandbox, reached from `map` by the sandbox's address `ip`. */
 export type SandboxObject = { ip: string } & (

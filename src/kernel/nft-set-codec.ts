@@ -12,6 +12,7 @@
 // both paths are fed by one ruleset builder and can be checked against each other. What
 // this codec does not know (an unknown set, a value form it does not encode, a
 // non-concatenated interval set) makes it return undefined, and the caller uses libnftables.
+import { KeyType, SetSchema, SetSchemas, schemaKey } from '../core/nft-schema.js';
 import type { Request } from './rtnetlink-codec.js';
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -43,19 +44,10 @@ const CHAIN_VERDICTS: Record<string, number> = { jump: -3, goto: -4 };
 export const NFPROTO: Record<string, number> = { inet: 1, ip: 2, arp: 3, ip6: 10, bridge: 7, netdev: 5 };
 
 /** Key types this codec encodes, with their length in bytes (before 4-byte padding in a concatenation). */
-const TYPE_LEN = { ipv4_addr: 4, ether_addr: 6, ifname: 16, inet_proto: 1, inet_service: 2 } as const;
-export type KeyType = keyof typeof TYPE_LEN;
+const TYPE_LEN: Record<KeyType, number> = { ipv4_addr: 4, ether_addr: 6, ifname: 16, inet_proto: 1, inet_service: 2 };
 
-/** What the codec needs to know of a set: its key fields, what a map maps to, whether it holds ranges. */
-export interface SetSchema {
-  key: KeyType[];
-  data?: 'verdict' | 'objref';
-  interval?: boolean;
-}
-
-/** Schemas by `${family} ${table} ${set}`. */
-export type SetSchemas = ReadonlyMap<string, SetSchema>;
-export const schemaKey = (family: string, table: string, set: string): string => `${family} ${table} ${set}`;
+export type { KeyType, SetSchema, SetSchemas };
+export { schemaKey };
 
 class Unsupported extends Error {}
 

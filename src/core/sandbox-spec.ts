@@ -1,0 +1,15 @@
+// One sandbox in the kernel's terms: what its set elements, objects and flow decisions are
+// derived from (sandbox-elements.ts, sandbox-limits.ts, flow-decision.ts).
+import type { Policy } from './policy.js';
+
+/** How a sandbox is attached to the host: each has an entry in link-modes.ts and a kernel driver (kernel/links/). */
+export type SandboxMode = 'veth' | 'macvlan';
+
+export interface SandboxSpec {
+  ip: string;
+  mac: string;
+  mode: SandboxMode;
+  /** Host end of its link, for modes that have one (veth). */
+  hostLink: string;
+  policy: Policy;
+}
