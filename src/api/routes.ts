@@ -5,18 +5,11 @@ import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import type { GcReport, PolicyView, SandboxInfo, Status } from './types.js';
+import type { EventQuery, GcReport, PolicyView, SandboxInfo, Status } from './types.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 
-export interface EventQuery {
-  sandbox?: string;
-  /** Only events with a larger id. */
-  since?: number;
-  limit?: number;
-  /** Wait up to this many ms for new events when there are none (long polling). */
-  waitMs?: number;
-}
+export type { EventQuery };
 
 export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),

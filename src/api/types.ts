@@ -2,6 +2,8 @@
 // in-process CLI exchange. Plain data; the engine produces them, nothing here depends on it.
 import type { SandboxMode } from '../core/link-modes.js';
 import type { PolicyInput } from '../core/policy.js';
+import type { SandboxStats } from '../service/accounting.js';
+import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
 
 export interface SandboxInfo {
   name: string;
@@ -63,4 +65,36 @@ export interface Status {
   dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
   latency?: Record<string, { count: number; p50: number; p99: number }>;
+}
+
+/**
+ * What an instance offers its CLI, whoever serves it: the daemon over its socket
+ * (cli/instance.ts adapts ToastnetClient) or the engine in-process when no daemon runs
+ * (service/local-backend.ts). Each command is written once against this.
+ */
+export interface InstanceBackend {
+  status(): Promise<Status>;
+  list(): Promise<SandboxInfo[]>;
+  get(name: string): Promise<SandboxInfo>;
+  inspect(name: string): Promise<unknown>;
+  remove(name: string): Promise<void>;
+  policyGet(name: string): Promise<PolicyView>;
+  policySet(name: string, policy: unknown): Promise<PolicyView>;
+  /** One sandbox's accounting, or every sandbox's. */
+  stats(name?: string): Promise<SandboxStats[]>;
+  gc(): Promise<GcReport>;
+  events(q: EventQuery): Promise<DenialEvent[]>;
+  dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
+  /** `persist` writes boot files, which only a process that is not the daemon may do. */
+  up(o?: { persist?: boolean; persistRoot?: string }): Promise<Status>;
+  down(o?: { persistRoot?: string }): Promise<{ sandboxes: number }>;
+}
+
+export interface EventQuery {
+  sandbox?: string;
+  /** Only events with a larger id. */
+  since?: number;
+  limit?: number;
+  /** Wait up to this many ms for new events when there are none (long polling). */
+  waitMs?: number;
 }

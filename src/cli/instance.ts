@@ -1,5 +1,6 @@
-// How the CLI reaches an instance: through the daemon's API when one runs, otherwise by
-// opening the engine in-process under the instance lock. `create`/`run` start a daemon in
+// How the CLI reaches an instance: one backend interface (api/types.ts, InstanceBackend),
+// served by the daemon's API when one runs, otherwise by the engine opened in-process under
+// the instance lock. `create`/`run` start a daemon in
 // the background first, since sandboxes need its DNS forwarder.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,6 +11,8 @@ import { ToastnetClient } from '../api/client.js';
 import { Config } from '../config/schema.js';
 import { ToastnetError } from '../errors.js';
 import { Engine } from '../service/engine.js';
+import { localBackend } from '../service/local-backend.js';
+import type { InstanceBackend } from '../api/types.js';
 import { socketPath } from '../service/daemon.js';
 import { DAEMON_NODE_FLAGS } from '../service/daemon-flags.js';
 
@@ -20,24 +23,45 @@ export function client(c: Config): ToastnetClient {
   return new ToastnetClient(socketPath(c));
 }
 
-/** Runs `viaApi` if a daemon answers, else `inProcess` with the engine open under the lock. */
-export async function withInstance<T>(
-  c: Config,
-  viaApi: (cl: ToastnetClient) => Promise<T>,
-  inProcess: (e: Engine) => T | Promise<T>,
-): Promise<T> {
+/** The daemon's API as the CLI's backend. */
+export function daemonBackend(cl: ToastnetClient): InstanceBackend {
+  return {
+    status: () => cl.status(),
+    list: () => cl.list(),
+    get: (name) => cl.get(name),
+    inspect: (name) => cl.inspect(name),
+    remove: (name) => cl.remove(name),
+    policyGet: (name) => cl.policyGet(name),
+    policySet: (name, policy) => cl.policySet(name, policy),
+    stats: (name) => (name === undefined ? cl.statsAll() : cl.stats(name).then((s) => [s])),
+    gc: () => cl.gc(),
+    events: (q) => cl.events(q),
+    dnsQueries: (q) => cl.dnsQueries(q),
+    up: async (o = {}) => {
+      if (o.persist) throw new ToastnetError('busy', 'a daemon runs this instance; stop it before `up --persist`, or run `up --persist` under systemd');
+      return cl.up();
+    },
+    down: () => cl.down(),
+  };
+}
+
+/**
+ * Runs `command` against the instance: through the daemon's API if one answers, else
+ * in-process with the engine open under the instance lock. Either way the same interface.
+ */
+export async function withBackend<T>(c: Config, command: (b: InstanceBackend) => Promise<T>): Promise<T> {
   const cl = client(c);
-  if (fs.existsSync(cl.socketPath) && (await cl.ping())) return viaApi(cl);
+  if (fs.existsSync(cl.socketPath) && (await cl.ping())) return command(daemonBackend(cl));
   let engine: Engine;
   try {
     engine = await Engine.open(c, LOCK_WAIT_MS);
   } catch (err) {
     // A daemon may have taken the lock meanwhile: ask it.
-    if (err instanceof ToastnetError && err.code === 'busy' && (await cl.ping())) return viaApi(cl);
+    if (err instanceof ToastnetError && err.code === 'busy' && (await cl.ping())) return command(daemonBackend(cl));
     throw err;
   }
   try {
-    return await inProcess(engine);
+    return await command(localBackend(engine));
   } finally {
     // Removals end the processes left inside and free addresses shortly after they return.
     await engine.settled();

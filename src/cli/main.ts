@@ -12,10 +12,10 @@ import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../api/types.js';
 import { runDaemon } from '../service/daemon.js';
 import { runDoctor } from '../service/doctor.js';
-import { DnsLog, EventLog, DenialEvent } from '../service/events.js';
+import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { LINK_MODES } from '../core/link-modes.js';
-import { client, ensureDaemon, withInstance } from './instance.js';
+import { client, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
 
@@ -104,15 +104,7 @@ program.command('up')
   .option('--json', 'print status as JSON')
   .action(async (o: { persist?: boolean; root: string; json?: boolean }, cmd: Command) => {
     const c = config(cmd);
-    const s = await withInstance(c,
-      async (cl) => {
-        if (o.persist) throw new ToastnetError('busy', 'a daemon runs this instance; stop it before `up --persist`, or run `up --persist` under systemd');
-        return cl.up();
-      },
-      (e) => {
-        e.up({ persist: o.persist, persistRoot: o.root });
-        return e.status();
-      });
+    const s = await withBackend(c, (b) => b.up({ persist: o.persist, persistRoot: o.root }));
     if (o.json) printJson(s);
     else printStatus(s);
   });
@@ -122,7 +114,7 @@ program.command('down')
   .option('--root <dir>', 'where --persist files were written', '/')
   .action(async (o: { root: string }, cmd: Command) => {
     const c = config(cmd);
-    const r = await withInstance(c, (cl) => cl.down(), (e) => e.down({ persistRoot: o.root }));
+    const r = await withBackend(c, (b) => b.down({ persistRoot: o.root }));
     print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
   });
 
@@ -130,7 +122,7 @@ program.command('status')
   .description('what is set up, sandboxes, free addresses, DNS upstreams, daemon')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
-    const s = await withInstance(config(cmd), (cl) => cl.status(), (e) => e.status());
+    const s = await withBackend(config(cmd), (b) => b.status());
     if (o.json) printJson(s);
     else printStatus(s);
   });
@@ -163,20 +155,9 @@ program.command('rm')
     for (const n of names) validateSandboxName(n); // also keeps idle pool members out of reach
     const c = config(cmd);
     let failed: ToastnetError | undefined;
-    await withInstance(c,
-      async (cl) => {
-        for (const n of names) await cl.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
-      },
-      async (e) => {
-        for (const n of names) {
-          try {
-            e.remove(n);
-          } catch (err) {
-            failed ??= asToastnetError(err);
-            warn(err);
-          }
-        }
-      });
+    await withBackend(c, async (b) => {
+      for (const n of names) await b.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+    });
     // Each failure was printed as it happened; exit with the first one's code.
     if (failed) process.exit(failed.exitCode);
   });
@@ -189,7 +170,7 @@ program.command('ls')
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
-    const list = await withInstance(config(cmd), (cl) => cl.list(), (e) => e.list());
+    const list = await withBackend(config(cmd), (b) => b.list());
     if (o.json) printJson(list);
     else printSandboxes(list);
   });
@@ -199,7 +180,7 @@ program.command('inspect')
   .argument('<name>')
   .option('--json', 'JSON output')
   .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
-    const r = await withInstance(config(cmd), (cl) => cl.inspect(name), (e) => e.inspect(name));
+    const r = await withBackend(config(cmd), (b) => b.inspect(name));
     printJson(r);
     void o;
   });
@@ -208,7 +189,7 @@ program.command('gc')
   .description('remove what no live sandbox owns (after a crash)')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
-    const r = await withInstance(config(cmd), (cl) => cl.gc(), (e) => e.gc());
+    const r = await withBackend(config(cmd), (b) => b.gc());
     if (o.json) printJson(r);
     else print(`gc: removed ${r.sandboxes.length} dead sandbox(es), ${r.namespaces.length} namespace(s), ${r.links.length} link(s), ${r.files.length} file(s)`);
   });
@@ -271,7 +252,7 @@ policyCmd.command('get')
   .argument('<name>')
   .option('--effective', 'with the instance defaults merged in')
   .action(async (name: string, o: { effective?: boolean }, cmd: Command) => {
-    const v = await withInstance(config(cmd), (cl) => cl.policyGet(name), (e) => e.policyGet(name));
+    const v = await withBackend(config(cmd), (b) => b.policyGet(name));
     printJson(o.effective ? v.effective : v.policy);
   });
 addPolicyOptions(policyCmd.command('set')
@@ -279,7 +260,7 @@ addPolicyOptions(policyCmd.command('set')
   .argument('<name>'))
   .action(async (name: string, o: PolicyFlags, cmd: Command) => {
     const doc = policyFromFlags(o) ?? {};
-    const v = await withInstance(config(cmd), (cl) => cl.policySet(name, doc), (e) => e.policySet(name, doc));
+    const v = await withBackend(config(cmd), (b) => b.policySet(name, doc));
     printJson({ policy: v.policy, cut: v.cut ?? 0 });
   });
 
@@ -294,7 +275,7 @@ program.command('events')
     const c = config(cmd);
     if (o.queries) {
       const lim = Number(o.limit);
-      const qs = await withInstance(c, (cl) => cl.dnsQueries({ sandbox: o.sandbox, limit: lim }), (e) => new DnsLog(e.store.db).list({ sandbox: o.sandbox, limit: lim }));
+      const qs = await withBackend(c, (b) => b.dnsQueries({ sandbox: o.sandbox, limit: lim }));
       for (const q of qs) print(o.json ? JSON.stringify(q) : printable(`${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}`));
       return;
     }
@@ -305,7 +286,7 @@ program.command('events')
     };
     const limit = Number(o.limit);
     if (!Number.isInteger(limit) || limit < 1) throw new ToastnetError('invalid_argument', `--limit ${o.limit}: want a positive whole number`);
-    const first = await withInstance(c, (cl) => cl.events({ sandbox: o.sandbox, limit }), (e) => new EventLog(e.store.db).list({ sandbox: o.sandbox, limit }));
+    const first = await withBackend(c, (b) => b.events({ sandbox: o.sandbox, limit }));
     show(first);
     if (!o.follow) return;
     const cl = client(c);
@@ -322,7 +303,7 @@ program.command('stats')
   .argument('[name]', 'one sandbox (default: all)')
   .option('--json', 'JSON output')
   .action(async (name: string | undefined, o: { json?: boolean }, cmd: Command) => {
-    const list = await withInstance(config(cmd), (cl) => (name === undefined ? cl.statsAll() : cl.stats(name).then((s) => [s])), (e) => e.stats(name));
+    const list = await withBackend(config(cmd), (b) => b.stats(name));
     if (o.json) printJson(name === undefined ? list : list[0]);
     else print(list.map(formatStats).join('\n'));
   });
@@ -337,7 +318,7 @@ program.command('top')
     if (!(interval > 0 && interval <= 3600)) throw new ToastnetError('invalid_argument', `--interval ${o.interval}: want seconds, more than 0`);
     if (!(count >= 1)) throw new ToastnetError('invalid_argument', `--count ${o.count}: want a positive whole number`);
     const c = config(cmd);
-    const read = () => withInstance(c, (cl) => cl.statsAll(), (e) => e.stats());
+    const read = () => withBackend(c, (b) => b.stats());
     let before = await read();
     let t0 = performance.now();
     for (let i = 0; i < count; i++) {
