@@ -21,7 +21,7 @@ import { resolve as resolveConfig } from '../src/config/load.js';
 import { ConfigSchema } from '../src/config/schema.js';
 import { Engine } from '../src/service/engine.js';
 import { ToastnetClient } from '../src/api/client.js';
-import { DAEMON_NODE_FLAGS } from '../src/service/daemon-flags.js';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.js';
 import { apiCycles, pooledApiCycles, stopDaemon, turn } from './lib.js';
 import { Testbed } from '../test/testbed/testbed.js';
 import { CniChain, cniAvailable } from './cni.js';

@@ -5,9 +5,7 @@ import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import type { EventQuery, GcReport, PolicyView, SandboxInfo, Status } from './types.js';
-import type { SandboxStats } from '../service/accounting.js';
-import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
+import type { EventQuery, InstanceBackend, SandboxInfo } from './types.js';
 
 export type { EventQuery };
 
@@ -18,25 +16,11 @@ export const CreateSandboxBody = z.strictObject({
 });
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 
-/** What the router needs from the daemon. */
-export interface ApiBackend {
-  status(): Status | Promise<Status>;
-  list(): SandboxInfo[];
-  get(name: string): SandboxInfo;
-  inspect(name: string): unknown;
-  create(body: CreateSandboxBody): SandboxInfo;
-  remove(name: string): Promise<void>;
-  policyGet(name: string): PolicyView;
-  policySet(name: string, policy: unknown): PolicyView;
-  /** Accounting of one sandbox, or of all. */
-  stats(name?: string): SandboxStats[];
-  gc(): GcReport;
-  events(q: EventQuery): Promise<DenialEvent[]>;
-  dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
-  up(): Status;
-  /** Tears everything down; the daemon exits after answering. */
-  down(): Promise<{ sandboxes: number }>;
-}
+/** A backend whose answers may come synchronously (the daemon's engine calls) or not. */
+type MaybeAsync<T> = { [K in keyof T]: T[K] extends (...a: infer A) => Promise<infer R> ? (...a: A) => R | Promise<R> : T[K] };
+
+/** What the router serves: the instance backend the CLI uses too, plus creating sandboxes. */
+export type ApiBackend = MaybeAsync<InstanceBackend & { create(body: CreateSandboxBody): Promise<SandboxInfo> }>;
 
 export interface ApiRequest {
   method: string;
@@ -91,21 +75,21 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
       case 'GET /v1/status':
         return { status: 200, body: await b.status() };
       case 'GET /v1/sandboxes':
-        return { status: 200, body: { sandboxes: b.list() } };
+        return { status: 200, body: { sandboxes: await b.list() } };
       case 'POST /v1/sandboxes':
-        return { status: 201, body: b.create(parseBody(CreateSandboxBody, req.body)) };
+        return { status: 201, body: await b.create(parseBody(CreateSandboxBody, req.body)) };
       case 'GET /v1/sandboxes/:name':
-        return { status: 200, body: b.get(name!) };
+        return { status: 200, body: await b.get(name!) };
       case 'GET /v1/sandboxes/:name/inspect':
-        return { status: 200, body: b.inspect(name!) };
+        return { status: 200, body: await b.inspect(name!) };
       case 'GET /v1/sandboxes/:name/policy':
-        return { status: 200, body: b.policyGet(name!) };
+        return { status: 200, body: await b.policyGet(name!) };
       case 'PUT /v1/sandboxes/:name/policy':
-        return { status: 200, body: b.policySet(name!, req.body ?? {}) };
+        return { status: 200, body: await b.policySet(name!, req.body ?? {}) };
       case 'GET /v1/sandboxes/:name/stats':
-        return { status: 200, body: b.stats(name!)[0] };
+        return { status: 200, body: (await b.stats(name!))[0] };
       case 'GET /v1/stats':
-        return { status: 200, body: { sandboxes: b.stats() } };
+        return { status: 200, body: { sandboxes: await b.stats() } };
       case 'DELETE /v1/sandboxes/:name':
         await b.remove(name!);
         return { status: 204 };
@@ -114,9 +98,9 @@ export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse
       case 'GET /v1/dns-queries':
         return { status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } };
       case 'POST /v1/gc':
-        return { status: 200, body: b.gc() };
+        return { status: 200, body: await b.gc() };
       case 'POST /v1/up':
-        return { status: 200, body: b.up() };
+        return { status: 200, body: await b.up() };
       case 'POST /v1/down':
         return { status: 200, body: await b.down() };
       default:

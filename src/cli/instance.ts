@@ -13,8 +13,8 @@ import { ToastnetError } from '../errors.js';
 import { Engine } from '../service/engine.js';
 import { localBackend } from '../service/local-backend.js';
 import type { InstanceBackend } from '../api/types.js';
-import { socketPath } from '../service/daemon.js';
-import { DAEMON_NODE_FLAGS } from '../service/daemon-flags.js';
+import { socketPath } from '../daemon/run.js';
+import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
 
 const LOCK_WAIT_MS = 30_000;
 const DAEMON_START_MS = 15_000;

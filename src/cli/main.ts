@@ -10,7 +10,7 @@ import { ToastnetError, asToastnetError } from '../errors.js';
 import { instanceNames, netnsName, validateSandboxName } from '../core/names.js';
 import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../api/types.js';
-import { runDaemon } from '../service/daemon.js';
+import { runDaemon } from '../daemon/run.js';
 import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';

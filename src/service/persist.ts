@@ -6,7 +6,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Config } from '../config/schema.js';
-import { DAEMON_NODE_FLAGS } from './daemon-flags.js';
+import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
 
 export function persistPaths(c: Config, root: string) {
   return {

@@ -1,0 +1,81 @@
+// What the daemon serves on its API: the engine's operations, with the warm pool in front
+// of creates, the resolver's figures and per-sandbox counts added, each operation timed for
+// metrics, and a removed sandbox's resolver state dropped with it.
+import type { ApiBackend } from '../api/routes.js';
+import type { Engine } from '../service/engine.js';
+import type { EventLog } from '../service/events.js';
+import type { Metrics } from '../service/metrics.js';
+import type { WarmPool } from '../service/pool.js';
+import type { SandboxResolver } from './resolver.js';
+
+export interface DaemonParts {
+  engine: Engine;
+  pool: WarmPool;
+  metrics: Metrics;
+  events: EventLog;
+  /** undefined once `down` stopped it. */
+  resolver: () => SandboxResolver | undefined;
+  /** Stops the pool and the resolver before `down` removes everything; the daemon exits after answering. */
+  beforeDown: () => Promise<void>;
+  afterDown: () => void;
+}
+
+/** Accounting with each sandbox's resolver counts. */
+export function statsWithDns(engine: Engine, resolver: SandboxResolver | undefined, name?: string) {
+  const idOf = new Map(engine.list().map((s) => [s.name, s.id]));
+  return engine.stats(name).map((s) => {
+    const id = idOf.get(s.name);
+    const d = id === undefined ? undefined : resolver?.countsOf(id);
+    return d ? { ...s, dns: { ...d } } : s;
+  });
+}
+
+export function daemonBackend(p: DaemonParts): ApiBackend {
+  const { engine, pool, metrics, events } = p;
+  return {
+    dnsQueries: async (q) => p.resolver()?.queries.list(q) ?? [],
+    events: async (q) => {
+      let list = events.list(q);
+      if (list.length === 0 && q.waitMs) {
+        await events.wait(q.waitMs);
+        list = events.list(q);
+      }
+      return list;
+    },
+    status: async () => {
+      const st = engine.status(process.pid);
+      const resolver = p.resolver();
+      return { ...st, pool: { ...st.pool, ...pool.counts }, ...(resolver ? { dns: resolver.stats } : {}), latency: await metrics.latencies() };
+    },
+    list: () => engine.list(),
+    get: (name) => engine.get(name),
+    inspect: (name) => engine.inspect(name),
+    create: (body) => metrics.time('create', () => pool.create(body)),
+    remove: async (name) => {
+      const id = metrics.time('remove', () => {
+        const { id: removed } = engine.get(name);
+        engine.remove(name);
+        return removed;
+      });
+      p.resolver()?.forget(id);
+    },
+    stats: (name) => metrics.time('stats', () => statsWithDns(engine, p.resolver(), name)),
+    policyGet: (name) => engine.policyGet(name),
+    policySet: (name, policy) => metrics.time('policy_set', () => engine.policySet(name, policy)),
+    gc: () => {
+      const report = metrics.time('gc', () => engine.gc());
+      p.resolver()?.forgetGone(); // the sandboxes gc removed
+      return report;
+    },
+    up: () => {
+      metrics.time('up', () => engine.up());
+      return engine.status(process.pid);
+    },
+    down: async () => {
+      await p.beforeDown();
+      const r = await engine.down();
+      p.afterDown();
+      return r;
+    },
+  };
+}
