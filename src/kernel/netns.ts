@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import { CLONE_NEWNET, MNT_DETACH, MS_BIND, MS_REC, MS_SHARED, check, errno, lib } from './libc.js';
 import { ToastnetError } from '../errors.js';
+import { withUndo } from '../undo.js';
 
 export const NETNS_RUN_DIR = '/run/netns';
 const SELF_NS = '/proc/thread-self/ns/net';
@@ -101,28 +102,21 @@ export function createNetns<T>(name: string, inside: () => T): T {
   home();
   ensureRunDir();
   const path = netnsPath(name);
-  fs.closeSync(openNew(path));
-  let mounted = false;
-  try {
+  return withUndo((undo) => {
+    fs.closeSync(openNew(path));
+    undo.push('remove the mount point', () => fs.rmSync(path, { force: true }));
+    check(lib().unshare(CLONE_NEWNET), 'unshare(CLONE_NEWNET)');
     try {
-      check(lib().unshare(CLONE_NEWNET), 'unshare(CLONE_NEWNET)');
-      try {
-        check(lib().mount(SELF_NS, path, 'none', MS_BIND, null), `bind-mount ${path}`);
-        mounted = true;
-        const r = inside();
-        assertSync(r);
-        return r;
-      } finally {
-        restoreHome();
-      }
-    } catch (err) {
-      if (mounted) lib().umount2(path, MNT_DETACH);
-      throw err;
+      check(lib().mount(SELF_NS, path, 'none', MS_BIND, null), `bind-mount ${path}`);
+      undo.push('unmount the namespace', () => lib().umount2(path, MNT_DETACH));
+      const r = inside();
+      assertSync(r);
+      return r;
+    } finally {
+      // Back home whatever happened: the undos and the caller run there.
+      restoreHome();
     }
-  } catch (err) {
-    fs.rmSync(path, { force: true });
-    throw err;
-  }
+  });
 }
 
 /** Unmounts and removes a named namespace; the kernel frees it (and reaps its links) once no process holds it. Idempotent. */

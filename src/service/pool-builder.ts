@@ -5,6 +5,7 @@
 // / finishPoolMember); the worker only touches the kernel, one member at a time.
 import { Worker } from 'node:worker_threads';
 import { ToastnetError, isCode } from '../errors.js';
+import { withUndo } from '../undo.js';
 import type { NetnsEtc } from '../kernel/netns-etc.js';
 import type { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { SandboxNetSpec, createSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
@@ -14,13 +15,11 @@ import { SandboxNetSpec, createSandboxNet, removeSandboxNet } from '../kernel/sa
  * runs for each request, and Engine.createPoolMember on the calling thread.
  */
 export function buildMember(host: RtnetlinkSocket, etc: NetnsEtc, net: SandboxNetSpec): void {
-  createSandboxNet(host, net);
-  try {
+  withUndo((undo) => {
+    createSandboxNet(host, net);
+    undo.push('remove the network', () => removeSandboxNet(host, net));
     etc.link(net.netns);
-  } catch (err) {
-    removeSandboxNet(host, net);
-    throw err;
-  }
+  });
 }
 
 export interface BuildRequest {
