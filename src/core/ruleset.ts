@@ -349,6 +349,11 @@ export class RulesetBuilder {
     // destination on a host that honours it (accept_source_route), after the filter let it
     // through as that flow. No sandbox needs options; none depends on the host's sysctls.
     cmds.push(this.rule('source_check', [match(payload('ip', 'hdrlength'), 5, '!='), { counter: null }, { drop: null }], 'IP options'));
+    // Fewer than 4 bytes after the (20-byte) header: `th dport`, a key of the egress_policy and
+    // group_pairs lookups, cannot be loaded, and a rule whose load fails does not match. A
+    // bare IP header of a protocol conntrack does not parse (253, say) skipped the sandbox's
+    // own deny entries (egress matrix test). TCP, UDP and ICMP that short are invalid already.
+    cmds.push(this.rule('source_check', [match(payload('ip', 'length'), 24, '<'), { counter: null }, { drop: null }], 'no room for ports'));
     cmds.push(this.rule('source_check', [ctState(['invalid']), { counter: null }, { drop: null }], 'invalid conntrack state'));
 
     // Sandbox -> anywhere but the host. Order: hard denials, the sandbox's own policy,

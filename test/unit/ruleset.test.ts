@@ -445,6 +445,11 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(ruleWithComment(r, 'IP options').expr, [
       { match: { op: '!=', left: { payload: { protocol: 'ip', field: 'hdrlength' } }, right: 5 } }, { counter: null }, { drop: null },
     ]);
+    // Nothing shorter than the 4 bytes `th dport` reads: the egress lookups would skip it.
+    assert.deepEqual(ruleWithComment(r, 'no room for ports').expr, [
+      { match: { op: '<', left: { payload: { protocol: 'ip', field: 'length' } }, right: 24 } }, { counter: null }, { drop: null },
+    ]);
+    assert.ok(r.indexOf(ruleWithComment(r, 'IP options')) < r.indexOf(ruleWithComment(r, 'no room for ports')), 'after IP options: the header is 20 bytes');
     assert.ok(r.every((x) => JSON.stringify(x.expr.at(-1)) === '{"drop":null}'), 'source_check only drops (or returns)');
     // Both sandbox-facing chains start with it.
     for (const chain of ['from_sandbox', 'sandbox_to_host']) {
