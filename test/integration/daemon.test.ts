@@ -66,12 +66,18 @@ describe('daemon: API, crash, restart, gc', () => {
   });
 
   it('after SIGKILL, sandboxes keep working; a restarted daemon lists them and serves DNS again', async () => {
+    // One sandbox in every single-address set: the restart rebuilds the table with their
+    // elements (a set declared as a one-field concatenation refused them: the daemon did not start).
+    await cl.create({ name: 'single', policy: { mode: 'report', egress: { internet: false, domains: ['example.test'] }, inbound: { ports: ['22/tcp'] } } });
+    await cl.create({ name: 'closed', policy: { inbound: { enabled: false } } });
     daemon.kill('SIGKILL');
     await new Promise((r) => daemon.once('exit', r));
     assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // forwarding needs no daemon
     daemon = tb.startDaemon(I);
     await waitReady(cl, daemon);
-    assert.deepEqual((await cl.list()).map((x) => x.name).sort(), ['api1', 'cli1']);
+    assert.deepEqual((await cl.list()).map((x) => x.name).sort(), ['api1', 'cli1', 'closed', 'single']);
+    await cl.remove('single');
+    await cl.remove('closed');
     assert.equal(tb.curl(I, 'cli1', 'http://example.test/').stdout, 'internet');
     const again = await cl.create({ name: 'after' });
     const ips = (await cl.list()).map((x) => x.ip);

@@ -198,7 +198,7 @@ describe('sandboxElements', () => {
     });
     assert.ok(typeof DNS_ALLOWED_SET.comment === 'string' && DNS_ALLOWED_SET.comment.length > 0);
     assert.ok(!('dns_allowed' in SANDBOX_SETS));
-    assert.deepEqual(SANDBOX_SETS.domain_mode.type, ['ipv4_addr']);
+    assert.equal(SANDBOX_SETS.domain_mode.type, 'ipv4_addr');
     assert.ok(!('flags' in SANDBOX_SETS.domain_mode));
     // No policy ever yields a dns_allowed element.
     const s = sandbox(6, 'veth', { mode: 'report', egress: { internet: false, domains: ['*.example.com'], allow: ['10.0.0.0/8'] }, group: 'g', inbound: { ports: [22] } });
