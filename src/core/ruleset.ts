@@ -1,5 +1,7 @@
 // The instance's nftables table as data (libnftables JSON), built from config and the list
-// of live sandboxes. Pure: no kernel access, golden-tested.
+// of live sandboxes. Pure: no kernel access, golden-tested. One file of ~500 lines on
+// purpose: the table is one artifact, read top to bottom in the order the kernel evaluates
+// it, and splitting its chains apart would hide that order.
 //
 // Per-sandbox state lives only in set and map elements (sandbox-elements.ts), never in
 // rules, so the rule count and the per-packet cost stay flat however many sandboxes exist.
