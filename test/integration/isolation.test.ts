@@ -5,7 +5,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SERVERS, Testbed, WAN } from '../testbed/testbed.js';
-import { PY_PACKETS, capture, sleep, waitFor } from './helpers/raw-packets.js';
+import { PY_PACKETS, capture } from './helpers/raw-packets.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 describe('isolation: attacks by root in a sandbox', () => {
   let tb: Testbed;
