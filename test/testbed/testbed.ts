@@ -139,6 +139,11 @@ export class Testbed {
     await this.startServers(this.wanNs, specs);
   }
 
+  /** Starts more test servers (see servers.ts) in the host namespace: services sandboxes must not reach. */
+  async serveHost(specs: string[]): Promise<void> {
+    await this.startServers(this.hostNs, specs);
+  }
+
   /** A toastnet command run asynchronously (for load in several sandboxes at once). */
   toastnetAsync(instance: string, args: string[], timeoutMs = 60_000): Promise<Result> {
     return new Promise((resolve) => {
