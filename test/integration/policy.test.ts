@@ -124,7 +124,7 @@ describe('policy', () => {
     assert.ok(report.some((e) => e.reason === 'private' && e.action === 'reported'), JSON.stringify(report));
   });
 
-  it('policy set loosens and tightens a running sandbox atomically', () => {
+  it('policy set loosens and tightens a running sandbox; set with no flags restores the defaults', () => {
     create('live', '--no-internet');
     blocked('live', `http://${WAN.internet}/`);
     let r = tb.toastnet(I, ['policy', 'set', 'live', '--allow', `${WAN.internet}:80/tcp`, '--no-internet']);
