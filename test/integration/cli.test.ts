@@ -4,8 +4,20 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, Testbed } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** Whether a process named `comm` runs in the network namespace /run/netns/`ns`. */
+function runsIn(ns: string, comm: string): boolean {
+  const ino = fs.statSync(`/run/netns/${ns}`).ino;
+  return fs.readdirSync('/proc').some((pid) => {
+    try {
+      return /^\d+$/.test(pid) && fs.readlinkSync(`/proc/${pid}/ns/net`) === `net:[${ino}]` && fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
+    } catch {
+      return false; // exited meanwhile
+    }
+  });
+}
 
 describe('cli', () => {
   let tb: Testbed;
@@ -66,9 +78,7 @@ describe('cli', () => {
   it('run removes its sandbox when interrupted (SIGINT) and exits with the command\'s code', async () => {
     const p = spawn('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...tb.flags(I), 'run', '--name', 'interrupted', '--', 'sleep', '30'], { stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
-    for (let i = 0; i < 200 && !fs.existsSync(`/run/netns/${I}-interrupted`); i++) await sleep(25);
-    assert.ok(fs.existsSync(`/run/netns/${I}-interrupted`), 'sandbox was created');
-    await sleep(200); // let exec start sleep
+    await waitFor(() => fs.existsSync(`/run/netns/${I}-interrupted`) && runsIn(`${I}-interrupted`, 'sleep'), 'the sandbox made and the command running in it');
     p.kill('SIGINT');
     assert.equal(await exited, 130);
     assert.equal(fs.existsSync(`/run/netns/${I}-interrupted`), false);

@@ -4,12 +4,19 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('core: default policy with real packets', () => {
   let tb: Testbed;
   const I = `c${Date.now().toString(36)}`;
-  let a: { ip: string; hostLink: string };
+  let a: { ip: string; hostLink: string; gateway: string; prefixLength: number; netns: string };
   let b: { ip: string };
+  /** A sandbox of its own for a test that changes it (routes, addresses). */
+  const mk = (name: string, ...flags: string[]): { ip: string; hostLink: string } => {
+    const r = tb.toastnet(I, ['create', name, '--json', ...flags]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
 
   before(async () => {
     tb = await Testbed.create();
@@ -27,10 +34,15 @@ describe('core: default policy with real packets', () => {
   });
 
   it('create --json prints the documented fields', () => {
+    for (const k of ['name', 'ip', 'gateway', 'prefixLength', 'netns', 'mac', 'mode', 'resolvConf']) assert.ok(k in a, `missing ${k}`);
+    assert.equal(a.gateway, '10.166.0.1');
+    assert.equal(a.prefixLength, 16);
+    assert.equal(a.netns, `/run/netns/${I}-a`);
+  });
+
+  it('inspect --json adds the kernel\'s view: the host link and the sandbox\'s address', () => {
     const r = JSON.parse(tb.toastnet(I, ['inspect', 'a', '--json']).stdout);
-    for (const k of ['name', 'ip', 'gateway', 'prefixLength', 'netns', 'mac', 'mode', 'resolvConf']) assert.ok(k in r, `missing ${k}`);
-    assert.equal(r.gateway, '10.166.0.1');
-    assert.equal(r.prefixLength, 16);
+    for (const k of ['name', 'ip', 'gateway', 'prefixLength', 'netns', 'mac', 'mode', 'resolvConf']) assert.equal(r[k], (a as Record<string, unknown>)[k], k);
     assert.equal(r.kernel.host.name, a.hostLink);
     assert.ok(r.kernel.sandbox.addresses.some((x: { address: string }) => x.address === a.ip));
   });
@@ -67,16 +79,18 @@ describe('core: default policy with real packets', () => {
   });
 
   it('sandboxes cannot reach each other, in either direction and either mode', async () => {
-    await tb.serveInSandbox(I, 'a', ['http:0.0.0.0:9000:in-a']);
-    await tb.serveInSandbox(I, 'b', ['http:0.0.0.0:9000:in-b']);
-    assert.notEqual(tb.curl(I, 'b', `http://${a.ip}:9000/`).code, 0);
-    assert.notEqual(tb.curl(I, 'a', `http://${b.ip}:9000/`).code, 0);
+    const v = mk('peer-veth');
+    const m = mk('peer-macvlan', '--mode', 'macvlan');
+    await tb.serveInSandbox(I, 'peer-veth', ['http:0.0.0.0:9000:in-veth']);
+    await tb.serveInSandbox(I, 'peer-macvlan', ['http:0.0.0.0:9000:in-macvlan']);
+    assert.notEqual(tb.curl(I, 'peer-macvlan', `http://${v.ip}:9000/`).code, 0);
+    assert.notEqual(tb.curl(I, 'peer-veth', `http://${m.ip}:9000/`).code, 0);
     // Even with an explicit route via the gateway (root in the sandbox can add one).
-    tb.inSandbox(I, 'a', ['ip', 'route', 'add', `${b.ip}/32`, 'via', '10.166.0.1', 'dev', 'eth0', 'onlink']);
-    assert.notEqual(tb.curl(I, 'a', `http://${b.ip}:9000/`).code, 0);
+    tb.inSandbox(I, 'peer-veth', ['ip', 'route', 'add', `${m.ip}/32`, 'via', '10.166.0.1', 'dev', 'eth0', 'onlink']);
+    assert.notEqual(tb.curl(I, 'peer-veth', `http://${m.ip}:9000/`).code, 0);
     // The host (an orchestrator) may still connect into both.
-    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${a.ip}:9000/`]), 'in-a');
-    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${b.ip}:9000/`]), 'in-b');
+    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${v.ip}:9000/`]), 'in-veth');
+    assert.equal(tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '3', `http://${m.ip}:9000/`]), 'in-macvlan');
   });
 
   it('DNS works over UDP and TCP, including answers too large for UDP', () => {
@@ -96,21 +110,32 @@ describe('core: default policy with real packets', () => {
     assert.deepEqual(queues(tb.inSandbox(I, 'a', ['ip', '-d', '-j', 'link', 'show', 'eth0']).stdout), [[1, 1]]);
   });
 
-  it('DNS to any other host port is blocked', () => {
-    const r = tb.inSandbox(I, 'a', ['dig', '+short', '+time=1', '+tries=1', '-p', '8080', '@10.166.0.1', 'example.test']);
-    assert.notEqual(r.stdout.trim(), '203.0.113.10');
+  it('DNS to another port of the host is refused by the filter, UDP and TCP (control: a server there answers the host)', async () => {
+    await tb.serveHost(['dns:0.0.0.0:5353']);
+    const dig = (run: (cmd: string[]) => { stdout: string; stderr: string }, ...extra: string[]) => run(['dig', '+time=2', '+tries=1', ...extra, '-p', '5353', '@10.166.0.1', 'example.test']);
+    const fromHost = (cmd: string[]) => tb.try(tb.hostNs, cmd);
+    const fromSandbox = (cmd: string[]) => tb.inSandbox(I, 'a', cmd);
+    assert.match(dig(fromHost, '+short').stdout, /^203\.0\.113\.10$/m, 'control: the server answers on the gateway address over UDP');
+    assert.match(dig(fromHost, '+short', '+tcp').stdout, /^203\.0\.113\.10$/m, 'control: and over TCP');
+    // The filter's ICMP admin-prohibited (dig: "host unreachable"; a closed port would be "connection refused").
+    const udp = dig(fromSandbox);
+    assert.match(udp.stdout + udp.stderr, /communications error to 10\.166\.0\.1#5353: host unreachable/, udp.stdout);
+    // And its TCP reset, where the server listens.
+    const tcp = dig(fromSandbox, '+tcp');
+    assert.match(tcp.stdout + tcp.stderr, /Connection to 10\.166\.0\.1#5353.*failed: connection refused/, tcp.stdout);
   });
 
   it('IPv6 from a sandbox is dropped: IPv6 is off on the host end, and the filter drops it if an operator turns it back on', () => {
-    const sysctl = `/proc/sys/net/ipv6/conf/${a.hostLink}/disable_ipv6`;
+    const v6 = mk('v6');
+    const sysctl = `/proc/sys/net/ipv6/conf/${v6.hostLink}/disable_ipv6`;
     assert.equal(tb.sh(tb.hostNs, ['cat', sysctl]).trim(), '1');
-    tb.inSandbox(I, 'a', ['ip', '-6', 'addr', 'add', 'fd00:7::2/64', 'dev', 'eth0', 'nodad']);
-    const hostAddr = ['ip', '-6', 'addr', 'add', 'fd00:7::1/64', 'dev', a.hostLink, 'nodad'];
+    tb.inSandbox(I, 'v6', ['ip', '-6', 'addr', 'add', 'fd00:7::2/64', 'dev', 'eth0', 'nodad']);
+    const hostAddr = ['ip', '-6', 'addr', 'add', 'fd00:7::1/64', 'dev', v6.hostLink, 'nodad'];
     assert.notEqual(tb.try(tb.hostNs, hostAddr).code, 0, 'the host end takes no IPv6 address');
     tb.sh(tb.hostNs, ['sh', '-c', `echo 0 > ${sysctl}`]);
     try {
       tb.sh(tb.hostNs, hostAddr);
-      const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', 'http://[fd00:7::1]:8081/']);
+      const r = tb.inSandbox(I, 'v6', ['curl', '-sS', '--max-time', '2', 'http://[fd00:7::1]:8081/']);
       assert.notEqual(r.code, 0, r.stdout);
       const rules = tb.sh(tb.hostNs, ['nft', 'list', 'chain', 'inet', I, 'source_check']);
       assert.match(rules, /meta nfproto ipv6 counter packets [1-9]/);
@@ -119,11 +144,15 @@ describe('core: default policy with real packets', () => {
     }
   });
 
-  it('a forged source address is dropped', () => {
-    tb.inSandbox(I, 'a', ['ip', 'addr', 'add', '10.166.0.200/16', 'dev', 'eth0']);
-    const r = tb.inSandbox(I, 'a', ['curl', '-sS', '--max-time', '2', '--interface', '10.166.0.200', `http://${WAN.internet}/`]);
+  it('a forged source address is dropped; the sandbox\'s own address keeps working', () => {
+    mk('forger');
+    // Control, first: its own address gets through (and the gateway's MAC is learnt: a first
+    // packet from the forged address would have it asked for as that address, in vain).
+    assert.equal(tb.curl(I, 'forger', `http://${WAN.internet}/`).stdout, 'internet');
+    tb.inSandbox(I, 'forger', ['ip', 'addr', 'add', '10.166.0.200/16', 'dev', 'eth0']);
+    const r = tb.inSandbox(I, 'forger', ['curl', '-sS', '--max-time', '2', '--interface', '10.166.0.200', `http://${WAN.internet}/`]);
     assert.notEqual(r.code, 0, r.stdout);
-    assert.equal(tb.curl(I, 'a', `http://${WAN.internet}/`).stdout, 'internet'); // its own address still works
+    assert.equal(tb.curl(I, 'forger', `http://${WAN.internet}/`).stdout, 'internet'); // its own address still works
   });
 
   it('exec passes the exit code through; run creates, runs and removes', () => {
@@ -185,13 +214,18 @@ describe('core: default policy with real packets', () => {
   });
 
   it('rm ends processes left in the sandbox and frees its address', async () => {
+    const used = () => JSON.parse(tb.toastnet(I, ['status', '--json']).stdout).addresses.used as number;
+    const before = used();
     assert.equal(tb.toastnet(I, ['create', 'busy']).code, 0);
+    assert.equal(used(), before + 1);
     const p = await tb.serveInSandbox(I, 'busy', ['http:0.0.0.0:9100:busy']);
     const exited = new Promise((r) => p.on('exit', r));
     const r = tb.toastnet(I, ['rm', 'busy']);
     assert.equal(r.code, 0, r.stderr);
     await exited;
     assert.equal(tb.toastnet(I, ['inspect', 'busy']).code, 3);
+    // The address is given back once the daemon has reaped the removal.
+    await waitFor(() => used() === before, 'the address to be freed');
   });
 
   it('down removes everything the instance made and nothing else', () => {

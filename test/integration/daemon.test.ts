@@ -2,23 +2,31 @@
 // working and listed, clean SIGTERM, and gc of what a crash leaves behind.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { ChildProcess } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ToastnetClient } from '../../src/api/client.js';
 import { ToastnetError } from '../../src/errors.js';
 import { linkPrefix } from '../../src/core/names.js';
 import { Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 async function waitReady(cl: ToastnetClient, p: ChildProcess): Promise<void> {
   let out = '';
   p.stdout?.on('data', (d) => (out += d));
   p.stderr?.on('data', (d) => (out += d));
-  for (let i = 0; i < 300; i++) {
-    if (await cl.ping()) return;
+  await waitFor(async () => {
     if (p.exitCode !== null) throw new Error(`daemon exited ${p.exitCode}: ${out}`);
-    await sleep(20);
+    return cl.ping();
+  }, () => `the daemon to answer: ${out}`);
+}
+
+/** Whether process `pid` lives (not gone, not a zombie waiting to be reaped). */
+function alive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
   }
-  throw new Error(`daemon not ready: ${out}`);
 }
 
 describe('daemon: API, crash, restart, gc', () => {
@@ -57,12 +65,14 @@ describe('daemon: API, crash, restart, gc', () => {
     assert.equal(tb.curl(I, 'api1', 'http://example.test/').stdout, 'internet');
   });
 
-  it('the CLI uses the running daemon', () => {
+  it('the CLI uses the running daemon', async () => {
+    const before = (await cl.status()).sandboxes;
     const r = tb.toastnet(I, ['create', 'cli1', '--json']);
     assert.equal(r.code, 0, r.stderr);
+    assert.equal((await cl.get('cli1')).ip, JSON.parse(r.stdout).ip, 'the daemon made it');
     const st = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout);
-    assert.equal(st.sandboxes, 2);
-    assert.ok(st.daemon && st.daemon.pid > 0);
+    assert.equal(st.sandboxes, before + 1);
+    assert.equal(st.daemon?.pid, daemon.pid, 'the CLI reports the daemon this test started');
   });
 
   it('after SIGKILL, sandboxes keep working; a restarted daemon lists them and serves DNS again', async () => {
@@ -70,15 +80,17 @@ describe('daemon: API, crash, restart, gc', () => {
     // elements (a set declared as a one-field concatenation refused them: the daemon did not start).
     await cl.create({ name: 'single', policy: { mode: 'report', egress: { internet: false, domains: ['example.test'] }, inbound: { ports: ['22/tcp'] } } });
     await cl.create({ name: 'closed', policy: { inbound: { enabled: false } } });
+    await cl.create({ name: 'pre-crash' });
+    const names = (await cl.list()).map((x) => x.name).sort();
     daemon.kill('SIGKILL');
     await new Promise((r) => daemon.once('exit', r));
-    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // forwarding needs no daemon
+    assert.equal(tb.curl(I, 'pre-crash', `http://${WAN.internet}/`).stdout, 'internet'); // forwarding needs no daemon
     daemon = tb.startDaemon(I);
     await waitReady(cl, daemon);
-    assert.deepEqual((await cl.list()).map((x) => x.name).sort(), ['api1', 'cli1', 'closed', 'single']);
+    assert.deepEqual((await cl.list()).map((x) => x.name).sort(), names);
+    assert.equal(tb.curl(I, 'pre-crash', 'http://example.test/').stdout, 'internet');
     await cl.remove('single');
     await cl.remove('closed');
-    assert.equal(tb.curl(I, 'cli1', 'http://example.test/').stdout, 'internet');
     const again = await cl.create({ name: 'after' });
     const ips = (await cl.list()).map((x) => x.ip);
     assert.equal(new Set(ips).size, ips.length, 'addresses are unique after restart');
@@ -90,6 +102,7 @@ describe('daemon: API, crash, restart, gc', () => {
     tb.sh(tb.hostNs, ['ip', 'netns', 'add', `${I}-ghost`]);
     const orphanLink = `${linkPrefix(I)}szz`;
     tb.sh(tb.hostNs, ['ip', 'link', 'add', orphanLink, 'type', 'veth', 'peer', 'name', `${tb.run}o`]);
+    const bystander = await cl.create({ name: 'bystander' });
     // A sandbox whose namespace disappeared behind toastnet's back (as after a reboot).
     const doomed = await cl.create({ name: 'doomed' });
     tb.sh(tb.hostNs, ['ip', 'netns', 'del', `${I}-doomed`]);
@@ -102,7 +115,8 @@ describe('daemon: API, crash, restart, gc', () => {
     assert.equal((await cl.get('doomed').catch((e) => e)).code, 'not_found');
     const set = tb.sh(tb.hostNs, ['nft', 'list', 'set', 'inet', I, 'veth_src']);
     assert.ok(!set.includes(doomed.ip), 'the vanished sandbox is no longer admitted');
-    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet'); // live ones untouched
+    assert.ok(set.includes(bystander.ip), 'a live one still is');
+    assert.equal(tb.curl(I, 'bystander', `http://${WAN.internet}/`).stdout, 'internet'); // live ones untouched
   });
 
   it('rm returns at once; a process left inside is ended after, and only then is its address free', async () => {
@@ -125,28 +139,33 @@ describe('daemon: API, crash, restart, gc', () => {
     // The name can be taken again at once; ending the old one's processes must not touch it.
     await cl.create({ name: 'busy' });
     const newcomer = tb.background(`${I}-busy`, ['sleep', '60']);
+    await waitFor(() => fs.readFileSync(`/proc/${newcomer.pid}/comm`, 'utf8').trim() === 'sleep', 'the new sandbox\'s process to run');
     assert.equal(await exited, 'SIGKILL');
-    await sleep(100);
-    assert.equal(newcomer.exitCode ?? newcomer.signalCode, null, 'a process of the new sandbox of that name was left alone');
+    // The reaper is done with the old sandbox once its address is released.
+    await waitFor(async () => (await cl.status()).addresses.releasing === 0, 'the old sandbox\'s address to be released');
+    assert.ok(alive(newcomer.pid!), 'a process of the new sandbox of that name was left alone');
     newcomer.kill('SIGKILL');
     assert.equal(tb.curl(I, 'busy', 'http://example.test/').stdout, 'internet', 'the new sandbox of that name works after the old one was reaped');
     await cl.remove('busy');
-    for (let i = 0; i < 100 && (await cl.status()).addresses.releasing !== 0; i++) await sleep(20);
-    assert.equal((await cl.status()).addresses.releasing, 0, 'then the address is free');
+    await waitFor(async () => (await cl.status()).addresses.releasing === 0, 'then the address to be free');
   });
 
   it('SIGTERM stops the daemon cleanly and leaves sandboxes in place', async () => {
+    await cl.create({ name: 'survivor' });
+    const names = (await cl.list()).map((x) => x.name).sort();
     daemon.kill('SIGTERM');
     const code = await new Promise((r) => daemon.once('exit', (c) => r(c)));
     assert.equal(code, 0);
-    assert.equal(tb.curl(I, 'api1', `http://${WAN.internet}/`).stdout, 'internet');
+    assert.equal(tb.curl(I, 'survivor', `http://${WAN.internet}/`).stdout, 'internet');
     const ls = JSON.parse(tb.toastnet(I, ['ls', '--json']).stdout); // in-process: no daemon now
-    assert.deepEqual(ls.map((x: { name: string }) => x.name).sort(), ['api1', 'cli1']);
+    assert.deepEqual(ls.map((x: { name: string }) => x.name).sort(), names);
   });
 
   it('a second daemon for the same instance refuses to start', async () => {
-    daemon = tb.startDaemon(I);
-    await waitReady(cl, daemon);
+    if (!(await cl.ping())) {
+      daemon = tb.startDaemon(I);
+      await waitReady(cl, daemon);
+    }
     const r = tb.toastnet(I, ['daemon'], { timeoutMs: 30_000 });
     assert.equal(r.code, 6, r.stderr);
     assert.match(r.stderr, /in use by another toastnet process/);

@@ -17,7 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import dnsPacket from 'dns-packet';
-import { DNS_EXCHANGE, Result, Testbed, WAN, waitFor } from '../testbed/testbed.js';
+import { DNS_EXCHANGE, Result, Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Names under slow.test are answered 4 s late (servers.ts), all with this address. */
 const SLOW_ADDRESS = WAN.internet2;
@@ -75,10 +76,10 @@ describe('dns isolation', () => {
   /** Creates a sandbox and returns its address; in J, waits for the address a removal gives back (J is full until then). */
   async function create(inst: string, name: string, ...f: string[]): Promise<string> {
     let r: Result | undefined;
-    await waitFor(`an address for ${name}`, () => {
+    await waitFor(() => {
       r = run(inst, ['create', name, '--json', ...f]);
       return !/exhausted/.test(r.stderr);
-    });
+    }, `an address for ${name}`);
     assert.equal(r!.code, 0, r!.stderr);
     return JSON.parse(r!.stdout).ip as string;
   }
@@ -113,7 +114,7 @@ describe('dns isolation', () => {
       const ip = await create(I, 'narrowed', '--domain', '*.slow.test', '--domain', 'example.test');
       const name = `atk-${unique()}.slow.test`;
       const asked = tb.toastnetAsync(I, ['exec', 'narrowed', '--', 'dig', '+tries=1', '+time=8', name]);
-      await waitFor('the query to reach the upstream', () => recorded(upstreamLog).some((q) => questionName(q.wire) === name));
+      await waitFor(() => recorded(upstreamLog).some((q) => questionName(q.wire) === name), 'the query to reach the upstream');
       const set = run(I, ['policy', 'set', 'narrowed', '--domain', 'example.test']);
       assert.equal(set.code, 0, set.stderr);
       const r = await asked;
@@ -131,7 +132,7 @@ describe('dns isolation', () => {
       await thenRemove(J, 'asker', async () => {
         const base = dnsCounters(J).answered;
         dig(J, 'asker', `ctl-${unique()}.slow.test`, '+time=1'); // gives up after 1 s; the answer comes at 4 s
-        await waitFor('the slow answer', () => dnsCounters(J).answered > base);
+        await waitFor(() => dnsCounters(J).answered > base, 'the slow answer');
         assert.ok(admitted(J, ip, SLOW_ADDRESS), dnsAllowed(J));
         assert.equal(curl(J, 'asker', `http://${SLOW_ADDRESS}/`).stdout, 'internet2');
       });
@@ -146,7 +147,7 @@ describe('dns isolation', () => {
       await thenRemove(J, 'leaver', async () => {
         assert.equal(heir, ip, 'the address was passed on');
         assert.equal(dnsCounters(J).answered, base, 'the new sandbox was there before the answer');
-        await waitFor('the slow answer', () => dnsCounters(J).answered > base);
+        await waitFor(() => dnsCounters(J).answered > base, 'the slow answer');
         assert.ok(!admitted(J, ip, SLOW_ADDRESS), dnsAllowed(J));
         assert.notEqual(curl(J, 'leaver', `http://${SLOW_ADDRESS}/`).code, 0, 'the new sandbox cannot reach the answered address');
       });

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { CLI, Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('instances and configuration', () => {
   let tb: Testbed;
@@ -113,8 +114,8 @@ describe('instances and configuration', () => {
     assert.equal(new Set(ips).size, 8);
     // Daemons that lost the race see the winner answer and exit.
     const daemons = () => tb.sh(tb.hostNs, ['ps', '-eo', 'args']).split('\n').filter((l) => l.includes(CLI) && l.includes(`--instance ${I}`) && l.trim().endsWith(' daemon'));
-    for (let i = 0; i < 100 && daemons().length > 1; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(daemons().length, 1, daemons().join('\n'));
+    await waitFor(() => daemons().length <= 1, () => `the losing daemons to exit: ${daemons().join('\n')}`, 5000);
+    assert.equal(daemons().length, 1, 'one daemon won');
     assert.equal(tb.toastnet(I, ['down'], { extraFlags: ['--subnet', '10.171.0.0/16'] }).code, 0);
   });
 

@@ -2,10 +2,16 @@
 // comes with a control showing that the same packets do get through when the protection
 // is absent (a rule restoring the old behaviour, a MAC the attacker could not know), so a
 // pass means the protection held, not that the attack was broken.
+//
+// A packet that must not arrive is checked after a fence: a packet sent after it, by a path
+// it would share from the host on, that does arrive. Once the capture has the fence, it
+// would have had the attack's packets too.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { SERVERS, Testbed, WAN } from '../testbed/testbed.js';
-import { PY_PACKETS, capture, sleep, waitFor } from './helpers/raw-packets.js';
+import { spawn } from 'node:child_process';
+import { CLI, SERVERS, Testbed, WAN } from '../testbed/testbed.js';
+import { PY_PACKETS, capture } from './helpers/raw-packets.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('isolation: attacks by root in a sandbox', () => {
   let tb: Testbed;
@@ -64,9 +70,11 @@ describe('isolation: attacks by root in a sandbox', () => {
     }
     const cap = await capture(tb, tb.wanNs, 1, 'ATKMARK');
     py('rel-b', forge('ATKMARK'));
-    await sleep(500);
+    // Fence: an echo request a sends to the internet host afterwards.
+    py('rel-a', `send(ip('${a.ip}', '${WAN.internet}', 1, icmp(8, 0, b'ATKMARKFENCE')), '${WAN.internet}')`);
+    await waitFor(() => cap.seen().some((l) => l.endsWith('FENCE')), 'the fence');
     cap.stop();
-    assert.deepEqual(cap.seen(), [], 'a forged ICMP error rode another sandbox\'s flow to the internet');
+    assert.deepEqual(cap.seen().filter((l) => !l.endsWith('FENCE')), [], 'a forged ICMP error rode another sandbox\'s flow to the internet');
     // Its own flows' errors still pass: a's port-unreachable for a datagram to a closed port.
     assert.match(nft('list', 'chain', 'inet', I, 'from_sandbox'), /related to a flow of others/);
   });
@@ -83,9 +91,11 @@ describe('isolation: attacks by root in a sandbox', () => {
     const run = async (marker: string) => {
       const cap = await capture(tb, `${I}-rel-c`, 1, marker);
       py('rel-d', forge(marker));
-      await sleep(400);
+      // Fence: an echo request the host sends c afterwards.
+      tb.sh(tb.hostNs, ['python3', '-c', `${PY_PACKETS}\nsend(ip('${GW}', '${a.ip}', 1, icmp(8, 0, b'${marker}FENCE')), '${a.ip}')`]);
+      await waitFor(() => cap.seen().some((l) => l.includes('FENCE')), 'the fence');
       cap.stop();
-      return cap.seen();
+      return cap.seen().filter((l) => !l.includes('FENCE'));
     };
     const undo = insertRule('from_sandbox', 'ct state related accept');
     let control: string[];
@@ -121,12 +131,13 @@ describe('isolation: attacks by root in a sandbox', () => {
     const live = listen('old', 40002, 1, true);
     assert.ok(Number(live.stdout) >= 5, `control: the flow delivers ticks to its owner (${live.stdout} ${live.stderr})`);
     run(['rm', 'old']);
+    // Its address is given back once the daemon has reaped the removal.
+    await waitFor(() => JSON.parse(run(['status', '--json'])).addresses.releasing === 0, 'the old sandbox\'s address to be released');
     // Fresh addresses first: take the rest of the /29, then the old one comes back.
     let heir: { ip: string; name: string } | undefined;
-    for (let i = 0; i < 6 && !heir; i++) {
+    for (let i = 0; i < 5 && !heir; i++) {
       const made = JSON.parse(run(['create', `n${i}`, '--json', '--no-internet']));
       if (made.ip === first.ip) heir = made;
-      else await sleep(300);
     }
     assert.ok(heir, `no sandbox got ${first.ip} back`);
     const got = listen(heir.name, 40002, 1.5, false);
@@ -139,7 +150,7 @@ describe('isolation: attacks by root in a sandbox', () => {
     const leaver = mk('g-leave', '--group', 'g1');
     await tb.serveInSandbox(I, 'g-leave', ['hold:0.0.0.0:7100:peer']);
     // g-stay opens the flow into g-leave and prints the time of every chunk it receives.
-    const client = tb.toastnetAsync(I, ['exec', 'g-stay', '--', 'python3', '-c', [
+    const client = spawn('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...tb.flags(I), 'exec', 'g-stay', '--', 'python3', '-c', [
       'import socket,time',
       `c=socket.create_connection(('${leaver.ip}',7100),timeout=2);c.settimeout(0.2)`,
       'end=time.time()+4',
@@ -150,38 +161,49 @@ describe('isolation: attacks by root in a sandbox', () => {
       '    print("%.3f"%time.time(),flush=True)',
       '  except socket.timeout: pass',
       '  except OSError: break',
-    ].join('\n')]);
-    await sleep(2000);
-    const cutAt = Date.now() / 1000;
-    // policy set replaces the whole policy: no flags, no group.
-    const r = tb.toastnet(I, ['policy', 'set', 'g-leave']);
-    assert.equal(r.code, 0, r.stderr);
-    const cutDone = Date.now() / 1000;
-    assert.ok(JSON.parse(r.stdout).cut >= 1, `the flow was counted as cut: ${r.stdout}`);
-    const out = await client;
-    const times = out.stdout.split('\n').filter(Boolean).map(Number);
-    assert.ok(times.filter((t) => t < cutAt).length >= 5, `control: the peer's flow delivered before (${out.stdout} ${out.stderr})`);
-    assert.deepEqual(times.filter((t) => t > cutDone + 0.2), [], `the former peer's flow still delivered after leaving the group (cut ${cutAt}-${cutDone})`);
+    ].join('\n')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    client.stdout!.on('data', (d) => (out += d));
+    client.stderr!.on('data', (d) => (err += d));
+    const exited = new Promise((r) => client.once('exit', r));
+    const times = () => out.split('\n').filter(Boolean).map(Number);
+    try {
+      await waitFor(() => times().length >= 5 || client.exitCode !== null, 'the peer\'s flow to deliver', 5000);
+      const cutAt = Date.now() / 1000;
+      // policy set replaces the whole policy: no flags, no group.
+      const r = tb.toastnet(I, ['policy', 'set', 'g-leave']);
+      assert.equal(r.code, 0, r.stderr);
+      const cutDone = Date.now() / 1000;
+      assert.ok(JSON.parse(r.stdout).cut >= 1, `the flow was counted as cut: ${r.stdout}`);
+      await exited; // 4 s after it connected, or when the connection ends
+      assert.ok(times().filter((t) => t < cutAt).length >= 5, `control: the peer's flow delivered before (${out} ${err})`);
+      assert.deepEqual(times().filter((t) => t > cutDone + 0.2), [], `the former peer's flow still delivered after leaving the group (cut ${cutAt}-${cutDone})`);
+    } finally {
+      client.kill('SIGKILL');
+    }
   });
 
   it('macvlan: a sandbox cannot send as another by computing its MAC from its address (control: with the real MAC, which it cannot learn, it could)', async () => {
     const victim = mk('mv-victim', '--mode', 'macvlan', '--allow', `${WAN.private10}/udp`);
-    mk('mv-attacker', '--mode', 'macvlan');
+    const attacker = mk('mv-attacker', '--mode', 'macvlan');
     const oldStyle = ['02', '74', ...victim.ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
     assert.notEqual(victim.mac, oldStyle, 'the MAC is no longer derived from the address');
     const gwLink = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout).gatewayLink as string;
     // The gateway's MAC: what the attacker learns from ARP.
     const gwMac = JSON.parse(tb.sh(tb.hostNs, ['ip', '-j', 'link', 'show', gwLink]))[0].address as string;
-    const frame = (src: string, marker: string) => `send_frame('eth0', mac('${gwMac}') + mac('${src}') + b'\\x08\\x00' + ip('${victim.ip}', '${WAN.private10}', 17, udp('${victim.ip}', '${WAN.private10}', 5555, 5555, b'${marker}')))`;
+    const frame = (src: string, marker: string, from = victim.ip, to = WAN.private10) => `send_frame('eth0', mac('${gwMac}') + mac('${src}') + b'\\x08\\x00' + ip('${from}', '${to}', 17, udp('${from}', '${to}', 5555, 5555, b'${marker}')))`;
     const ctl = await capture(tb, tb.wanNs, 17, 'MVCTL');
     py('mv-attacker', frame(victim.mac, 'MVCTL'));
     await waitFor(() => ctl.seen().length > 0, 'control: a frame with the victim\'s real MAC and address gets through');
     ctl.stop();
     const cap = await capture(tb, tb.wanNs, 17, 'MVATK');
     py('mv-attacker', frame(oldStyle, 'MVATK'));
-    await sleep(500);
+    // Fence: a frame the attacker sends as itself to the internet host afterwards.
+    py('mv-attacker', frame(attacker.mac, 'MVATKFENCE', attacker.ip, WAN.internet));
+    await waitFor(() => cap.seen().some((l) => l.endsWith('FENCE')), 'the fence');
     cap.stop();
-    assert.deepEqual(cap.seen(), [], 'frames as the victim with its computable MAC got through');
+    assert.deepEqual(cap.seen().filter((l) => !l.endsWith('FENCE')), [], 'frames as the victim with its computable MAC got through');
   });
 
   it('a sandbox allowed 10.0.0.0/8 reaches the VPC but not other sandboxes (control: the host reaches the target)', async () => {
@@ -197,12 +219,12 @@ describe('isolation: attacks by root in a sandbox', () => {
     const s = mk('opts');
     const cap = await capture(tb, tb.wanNs, 17, 'OPT');
     const send = (opts: string, marker: string) => py('opts', `send(ip('${s.ip}', '${WAN.internet}', 17, udp('${s.ip}', '${WAN.internet}', 5556, 5556, b'${marker}'), ${opts}), '${WAN.internet}')`);
-    send("b''", 'OPTCTL');
     // Loose source route via the metadata address; and plain no-op options.
     send(`b'\\x83\\x07\\x04' + socket.inet_aton('${WAN.metadata}') + b'\\x00'`, 'OPTLSRR');
     send("b'\\x01\\x01\\x01\\x00'", 'OPTNOP');
-    await waitFor(() => cap.seen().length > 0, 'the control packet');
-    await sleep(300);
+    // The control, sent last, is the fence too.
+    send("b''", 'OPTCTL');
+    await waitFor(() => cap.seen().some((l) => l.endsWith('OPTCTL')), 'the control packet');
     cap.stop();
     const tags = new Set(cap.seen().map((x) => x.split(' ')[1]));
     assert.deepEqual([...tags], ['OPTCTL'], 'only the packet without options arrived');
@@ -224,7 +246,8 @@ describe('isolation: attacks by root in a sandbox', () => {
     assert.equal(own('dns-victim'), WAN.internet, 'the spoofed queries exhausted the sandbox\'s failure budget');
     // Control: the same number of refused queries sent by the sandbox itself does exhaust it.
     tb.inSandbox(I, 'dns-control', ['python3', '-c', `import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nimport time\nfor i in range(150): s.sendto(${query('nope.test')},('${GW}',53)); time.sleep(0.025)`]);
-    await sleep(300);
+    const judged = () => (JSON.parse(tb.toastnet(I, ['stats', 'dns-control', '--json']).stdout) as { dns?: { queries: number } }).dns?.queries ?? 0;
+    await waitFor(() => judged() >= 150, () => `the resolver to judge the 150 queries (${judged()} so far)`);
     assert.notEqual(own('dns-control'), WAN.internet, 'control: 150 refused queries of its own exhaust the budget');
   });
 

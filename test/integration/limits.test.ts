@@ -6,8 +6,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { ToastnetClient } from '../../src/api/client.js';
 import { Testbed, WAN, type Result } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
+import { waitForEvents } from '../helpers/events.js';
 
 interface Stats {
   sent: { packets: number; bytes: number };
@@ -21,20 +23,24 @@ function near(got: number, want: number, tolerance: number, what: string): void 
   assert.ok(Math.abs(got - want) <= want * tolerance, `${what}: ${got.toFixed(0)}, want ${want} ±${tolerance * 100}%`);
 }
 
-// Opens N TCP connections at once to HOST:PORT, waits, prints how many got established.
+// Opens N TCP connections at once to HOST:PORT, waits WAIT ms, prints how many got established
+// (the wait is the measurement: shorter than a SYN's retransmission, 1 s, so a dropped SYN counts as refused).
 const CONNECT = `const [h,p,n,wait]=process.argv.slice(1);let ok=0;const ss=[];
 for(let i=0;i<+n;i++){const s=require('net').connect({host:h,port:+p});ss.push(s);s.on('connect',()=>ok++);s.on('error',()=>{});}
 setTimeout(()=>{console.log(ok);for(const s of ss)s.destroy();process.exit(0)},+wait);`;
 
-// Opens a connection every 100 ms for MS milliseconds; prints how many got established.
+// Opens a connection every 100 ms for MS milliseconds; prints how many got established within
+// 0.5 s of the last attempt (as above: a dropped SYN's retransmission would come after 1 s).
 const CONNECT_PACED = `const [h,p,ms]=process.argv.slice(1);let ok=0;const ss=[];const t=setInterval(()=>{const s=require('net').connect({host:h,port:+p});
 ss.push(s);s.on('connect',()=>ok++);s.on('error',()=>{})},100);setTimeout(()=>{clearInterval(t);setTimeout(()=>{console.log(ok);for(const s of ss)s.destroy();process.exit(0)},500)},+ms);`;
 
-// Sends N datagrams of SIZE bytes at RATE per second to HOST:PORT; prints how many came back.
-const UDP = `const [h,p,n,size,rate]=process.argv.slice(1);const u=require('dgram').createSocket('udp4');let back=0,sent=0;
-u.on('message',()=>back++);const buf=Buffer.alloc(+size,120);
+// Sends N datagrams of SIZE bytes at RATE per second to HOST:PORT; prints how many came back,
+// once all have, or once none has for 0.5 s (those a limit dropped never will).
+const UDP = `const [h,p,n,size,rate]=process.argv.slice(1);const u=require('dgram').createSocket('udp4');let back=0,sent=0,last=0;
+const done=()=>{console.log(back);process.exit(0)};
+u.on('message',()=>{back++;last=Date.now();if(back>=+n)done()});const buf=Buffer.alloc(+size,120);
 u.bind(0,()=>{const t0=Date.now();const tick=()=>{const due=Math.min(+n,Math.floor((Date.now()-t0)*(+rate)/1000));
-while(sent<due){u.send(buf,+p,h);sent++}if(sent<+n)setTimeout(tick,1);else setTimeout(()=>{console.log(back);process.exit(0)},500)};tick()});`;
+while(sent<due){u.send(buf,+p,h);sent++}if(sent<+n)return setTimeout(tick,1);last=Date.now();const quiet=()=>Date.now()-last>=500?done():setTimeout(quiet,50);quiet()};tick()});`;
 
 // Writes TOTAL bytes to HOST:PORT as fast as it can, for at most MS milliseconds.
 const UPLOAD = `const [h,p,total,ms]=process.argv.slice(1);const s=require('net').connect({host:h,port:+p});let left=+total;
@@ -74,7 +80,8 @@ describe('limits and accounting', () => {
       d.stdout!.on('data', (x) => String(x).includes('ready') && resolve());
       d.on('exit', (c) => reject(new Error(`daemon exited ${c}`)));
     });
-    await sleep(300); // iperf3 servers listening
+    const listening = (port: number) => tb.sh(tb.wanNs, ['ss', '-Hltn', `sport = :${port}`]).trim() !== '';
+    await waitFor(() => listening(5201) && listening(5202), 'the iperf3 servers to listen');
   });
   after(async () => {
     await tb?.destroy();
@@ -175,22 +182,35 @@ describe('limits and accounting', () => {
     }
   });
 
-  it('Prometheus metrics: per-sandbox counters (bounded labels), operation histograms, resolver and denials', () => {
+  it('Prometheus metrics: per-sandbox counters (bounded labels), operation histograms, resolver and denials', async () => {
+    // More sandboxes than get a series of their own, each with traffic; one denied.
+    for (const name of ['m1', 'm2', 'm3', 'm4']) {
+      create(name);
+      assert.equal(run(['exec', name, '--', 'curl', '-sS', '--max-time', '3', 'http://example.test/']).stdout, 'internet');
+    }
+    assert.notEqual(run(['exec', 'm1', '--', 'curl', '-sS', '--max-time', '3', `http://${WAN.metadata}/`]).code, 0);
+    const cl = new ToastnetClient(tb.socketPath(I));
+    try {
+      await waitForEvents(cl, 'm1', (e) => e.some((x) => x.reason === 'metadata'), 'the metadata denial');
+    } finally {
+      cl.close();
+    }
     const text = tb.sh(tb.hostNs, ['curl', '-sS', '--max-time', '5', 'http://127.0.0.1:9464/metrics']);
     const series = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`));
     const sent = series('toastnet_sandbox_sent_bytes_total');
     // The three busiest by name; the rest as a gauge: bounded, whatever the number of sandboxes.
     assert.equal(sent.length, 3, sent.join('\n'));
-    assert.ok(sent.some((l) => l.startsWith('toastnet_sandbox_sent_bytes_total{sandbox="fast"}')), 'the busiest sandbox has its own series');
+    const all = JSON.parse(run(['stats', '--json']).stdout) as (Stats & { name: string })[];
+    const busiest = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name))[0].name;
+    assert.ok(sent.some((l) => l.startsWith(`toastnet_sandbox_sent_bytes_total{sandbox="${busiest}"}`)), `the busiest sandbox (${busiest}) has its own series`);
     const rest = /^toastnet_sandboxes_unlabelled\{counter="sent_bytes"\} (\d+)$/m.exec(text);
     assert.ok(rest, 'the others are summed in a gauge');
     const total = sent.reduce((n, l) => n + Number(l.split(' ').pop()), 0) + Number(rest[1]);
-    const all = JSON.parse(run(['stats', '--json']).stdout) as Stats[];
     assert.ok(total >= all.reduce((n, x) => n + x.sent.bytes, 0) * 0.99, 'series and gauge add up to every sandbox');
     assert.match(text, /toastnet_operation_duration_seconds_count\{op="create",outcome="ok"\} [1-9]/);
     assert.match(text, /toastnet_operation_duration_seconds_bucket\{le="0.005",op="create",outcome="ok"\}/);
-    assert.match(text, /toastnet_denials_logged_total\{reason="quota_out"\} [1-9]/);
-    assert.match(text, /toastnet_dns_total\{counter="queries"\}/);
+    assert.match(text, /toastnet_denials_logged_total\{reason="metadata"\} [1-9]/);
+    assert.match(text, /toastnet_dns_total\{counter="queries"\} [1-9]/);
     assert.match(text, /toastnet_daemon_process_resident_memory_bytes [1-9]/);
     assert.match(text, new RegExp(`^toastnet_sandboxes ${all.length}$`, 'm'));
     const status = JSON.parse(run(['status', '--json']).stdout) as { latency: Record<string, { count: number; p50: number }> };
@@ -199,16 +219,25 @@ describe('limits and accounting', () => {
   });
 
   it('top shows the busiest sandboxes with rates, stats shows one in words', async () => {
-    // Traffic while top takes two readings 0.5 s apart: the sending sandbox comes first.
-    const load = node('acct', UDP, WAN.internet, '9000', '4000', '1000', '4000');
-    const r = await tb.toastnetAsync(I, ['top', '--interval', '0.5', '--count', '1']);
-    await load;
+    create('busy');
+    // Traffic (5 s of it) while top takes two readings 0.5 s apart: the sending sandbox comes first.
+    const cl = new ToastnetClient(tb.socketPath(I));
+    const load = node('busy', UDP, WAN.internet, '9000', '20000', '1000', '4000');
+    let r: Result;
+    try {
+      const idle = (await cl.stats('busy')).sent.packets;
+      await waitFor(async () => (await cl.stats('busy')).sent.packets > idle + 100, 'the load to flow');
+      r = await tb.toastnetAsync(I, ['top', '--interval', '0.5', '--count', '1']);
+    } finally {
+      cl.close();
+      await load;
+    }
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.match(lines[0], /^SANDBOX\s+ADDRESS\s+OUT\/s\s+IN\/s\s+BLOCKED\/s/);
-    assert.match(lines[1], /^acct\s+10\.\d+\.\d+\.\d+\s+[\d.]+ Mbit\/s/, r.stdout);
-    const words = run(['stats', 'acct']).stdout;
-    assert.match(words, /^acct \(10\./);
+    assert.match(lines[1], /^busy\s+10\.\d+\.\d+\.\d+\s+[\d.]+ Mbit\/s/, r.stdout);
+    const words = run(['stats', 'busy']).stdout;
+    assert.match(words, /^busy \(10\./);
     assert.match(words, /sent\s+[\d.]+ MB in \d+ packets/);
   });
 

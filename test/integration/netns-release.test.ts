@@ -6,8 +6,18 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
+import { waitFor } from '../helpers/wait.js';
 import { createNetns, deleteNetns, finishReleases, netnsPath, releaseNetns, releasesSettled } from '../../src/kernel/netns.js';
 
+/** This process's fds on the namespace that `ns` (a stat of it) is. */
+const fdsOn = (ns: fs.Stats) => fs.readdirSync('/proc/self/fd').filter((fd) => {
+  try {
+    const s = fs.statSync(`/proc/self/fd/${fd}`);
+    return s.ino === ns.ino && s.dev === ns.dev;
+  } catch {
+    return false; // closed meanwhile
+  }
+});
 const mounted = (name: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === netnsPath(name));
 
 describe('netns release off the main thread', () => {
@@ -32,18 +42,22 @@ describe('netns release off the main thread', () => {
   it('a namespace created under the name at once survives the old release', async () => {
     const [, b] = names;
     createNetns(b, () => undefined);
-    const oldIno = fs.statSync(netnsPath(b)).ino;
+    const old = fs.statSync(netnsPath(b));
+    const oldIno = old.ino;
     // Keep libuv's threads (4) busy, so that the old release's unmount runs only after the
     // new namespace is mounted under the same name: the worst order.
     const busy = Array.from({ length: 4 }, () => promisify(crypto.pbkdf2)('x', 'y', 200_000, 32, 'sha256'));
     releaseNetns(b);
     await new Promise((r) => setImmediate(r)); // its unmount is handed to a (busy) libuv thread
+    assert.equal(fdsOn(old).length, 1, 'the pending release holds an fd of the old namespace');
     createNetns(b, () => undefined);
     const newIno = fs.statSync(netnsPath(b)).ino;
     assert.notEqual(newIno, oldIno, 'a new namespace');
     await Promise.all(busy);
     await releasesSettled();
-    await new Promise((r) => setTimeout(r, 50)); // the old release's callback has run
+    // releasesSettled does not wait for it (the new create finished the old release): the
+    // old release's callback has run once it closed its fd of the old namespace.
+    await waitFor(() => fdsOn(old).length === 0, 'the old release\'s callback to close its fd', 5000, 5);
     assert.ok(mounted(b), 'the new namespace is still mounted');
     assert.equal(fs.statSync(netnsPath(b)).ino, newIno);
   });
@@ -80,7 +94,6 @@ describe('netns release off the main thread', () => {
     for (const n of burst) createNetns(n, () => undefined);
     for (const n of burst) releaseNetns(n);
     await releasesSettled();
-    await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(burst.filter((n) => fs.existsSync(netnsPath(n)) || mounted(n)), []);
   });
 });

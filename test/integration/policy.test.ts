@@ -5,8 +5,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { ToastnetClient } from '../../src/api/client.js';
 import { CLI, Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
+import { waitForEvents } from '../helpers/events.js';
 
 describe('policy', () => {
   let tb: Testbed;
@@ -29,6 +31,8 @@ describe('policy', () => {
   after(async () => {
     await tb?.destroy();
   });
+  /** The daemon (started by the first create) over its socket. */
+  const api = () => new ToastnetClient(tb.socketPath(I));
 
   it('egress.internet false closes the internet; allow entries still open destinations', () => {
     create('offline', '--no-internet', '--allow', `${WAN.internet}:80/tcp`);
@@ -97,20 +101,30 @@ describe('policy', () => {
   });
 
   it('events record what was blocked (and reported) with the sandbox, reason and rule', async () => {
-    blocked('narrow', `http://${WAN.internet2}/`);
-    blocked('other', `http://${WAN.metadata}/`);
-    await sleep(300); // NFLOG delivery to the daemon
+    create('ev-policy', '--deny', '203.0.113.0/24', '--allow', `${WAN.internet}:80/tcp`);
+    create('ev-metadata');
+    create('ev-report', '--report-only', '--no-internet');
+    blocked('ev-policy', `http://${WAN.internet2}/`);
+    blocked('ev-metadata', `http://${WAN.metadata}/`);
+    ok('ev-report', `http://${WAN.vpc}/`, 'private-web');
+    // NFLOG delivery to the daemon is asynchronous: wait until each sandbox has its event.
+    const cl = api();
+    try {
+      for (const s of ['ev-policy', 'ev-metadata', 'ev-report']) await waitForEvents(cl, s, (e) => e.length > 0, `an event of ${s}`);
+    } finally {
+      cl.close();
+    }
     const ev = (args: string[]) => tb.toastnet(I, ['events', '--json', ...args]).stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    const narrow = ev(['--sandbox', 'narrow']);
-    assert.ok(narrow.some((e) => e.reason === 'policy' && e.rule === 'egress.deny 203.0.113.0/24' && e.dst === WAN.internet2 && e.dport === 80 && e.proto === 'tcp' && e.action === 'blocked'), JSON.stringify(narrow));
-    const other = ev(['--sandbox', 'other']);
-    assert.ok(other.some((e) => e.reason === 'metadata' && e.dst === WAN.metadata), JSON.stringify(other));
-    assert.ok(other.every((e) => e.sandbox === 'other'));
-    const learner = ev(['--sandbox', 'learner']);
-    assert.ok(learner.some((e) => e.reason === 'private' && e.action === 'reported'), JSON.stringify(learner));
+    const policy = ev(['--sandbox', 'ev-policy']);
+    assert.ok(policy.some((e) => e.reason === 'policy' && e.rule === 'egress.deny 203.0.113.0/24' && e.dst === WAN.internet2 && e.dport === 80 && e.proto === 'tcp' && e.action === 'blocked'), JSON.stringify(policy));
+    const metadata = ev(['--sandbox', 'ev-metadata']);
+    assert.ok(metadata.some((e) => e.reason === 'metadata' && e.dst === WAN.metadata), JSON.stringify(metadata));
+    assert.ok(metadata.every((e) => e.sandbox === 'ev-metadata'));
+    const report = ev(['--sandbox', 'ev-report']);
+    assert.ok(report.some((e) => e.reason === 'private' && e.action === 'reported'), JSON.stringify(report));
   });
 
-  it('policy set loosens and tightens a running sandbox atomically', () => {
+  it('policy set loosens and tightens a running sandbox; set with no flags restores the defaults', () => {
     create('live', '--no-internet');
     blocked('live', `http://${WAN.internet}/`);
     let r = tb.toastnet(I, ['policy', 'set', 'live', '--allow', `${WAN.internet}:80/tcp`, '--no-internet']);
@@ -131,26 +145,30 @@ describe('policy', () => {
     const p = spawn('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...tb.flags(I), 'exec', 'streamer', '--', process.execPath, '-e', client], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout!.on('data', (d) => (out += d));
-    const exited = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
-    for (let i = 0; i < 100 && !out.includes('tick'); i++) await sleep(50);
-    assert.match(out, /tick/, 'the connection is up');
-    // Loosening (an allow that changes nothing for this flow) keeps it.
-    let r = tb.toastnet(I, ['policy', 'set', 'streamer', '--allow', `${WAN.vpc}:5432/tcp`]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(JSON.parse(r.stdout).cut ?? 0, 0);
-    const mark = out.length;
-    await sleep(400);
-    assert.ok(out.length > mark, 'still receiving after loosening');
-    r = tb.toastnet(I, ['policy', 'set', 'streamer', '--deny', `${WAN.internet2}/32`]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(JSON.parse(r.stdout).cut, 1);
-    // Its next packet is a new flow for the filter, which rejects it: the client sees a reset.
-    const code = await Promise.race([exited, sleep(5000).then(() => 'still running')]);
-    assert.equal(code, 1, 'the forbidden connection was cut');
-    p.kill('SIGKILL');
+    const ended = () => p.exitCode !== null || p.signalCode !== null;
+    try {
+      await waitFor(() => out.includes('tick') || ended(), 'the connection to deliver', 5000);
+      assert.match(out, /tick/, 'the connection is up');
+      // Loosening (an allow that changes nothing for this flow) keeps it.
+      let r = tb.toastnet(I, ['policy', 'set', 'streamer', '--allow', `${WAN.vpc}:5432/tcp`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).cut ?? 0, 0);
+      const mark = out.length;
+      await waitFor(() => out.length > mark || ended(), 'more data after loosening', 5000);
+      assert.equal(p.exitCode, null, 'the connection lives on after loosening');
+      r = tb.toastnet(I, ['policy', 'set', 'streamer', '--deny', `${WAN.internet2}/32`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).cut, 1);
+      // Its next packet is a new flow for the filter, which rejects it: the client sees a reset.
+      await waitFor(ended, 'the client to exit', 5000);
+      assert.equal(p.exitCode, 1, 'the forbidden connection was cut');
+    } finally {
+      p.kill('SIGKILL');
+    }
   });
 
   it('a bad policy is refused naming the field, and changes nothing', () => {
+    create('kept');
     const state = () => tb.toastnet(I, ['ls', '--json']).stdout + tb.sh(tb.hostNs, ['nft', 'list', 'map', 'inet', I, 'egress_policy']);
     const s0 = state();
     const p = path.join(tb.dir, 'bad.json');
@@ -164,7 +182,7 @@ describe('policy', () => {
       const r = tb.toastnet(I, ['create', 'bad', '--policy', p]);
       assert.equal(r.code, 2, r.stderr);
       assert.match(r.stderr, msg);
-      const u = tb.toastnet(I, ['policy', 'set', 'live', '--policy', p]);
+      const u = tb.toastnet(I, ['policy', 'set', 'kept', '--policy', p]);
       assert.equal(u.code, 2, u.stderr);
     }
     assert.equal(state(), s0);

@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ToastnetClient } from '../../src/api/client.js';
 import { ToastnetError } from '../../src/errors.js';
 import { Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('warm pool', () => {
   let tb: Testbed;
@@ -21,13 +21,7 @@ describe('warm pool', () => {
   /** Idle members' ids, oldest (the next one acquired) first. */
   const memberIds = () => members().map((n) => Number(n.split('-').pop())).sort((a, b) => a - b);
   const idle = async () => (await cl.status()).pool.idle;
-  async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
-    for (let i = 0; i < 250; i++) {
-      if (await ok()) return;
-      await sleep(20);
-    }
-    assert.fail(`timed out waiting for ${what}`);
-  }
+  const until = (what: string, ok: () => Promise<boolean>) => waitFor(ok, what, 5000, 20);
 
   before(async () => {
     tb = await Testbed.create({ hostService: false });
@@ -89,8 +83,10 @@ describe('warm pool', () => {
   });
 
   it('a name already taken is refused and the member stays in the pool', async () => {
+    await cl.create({ name: 'taken' });
+    await until('the refill', async () => (await idle()) === 3);
     const n = members().length;
-    const e = await cl.create({ name: 'job' }).catch((x: ToastnetError) => x) as ToastnetError;
+    const e = await cl.create({ name: 'taken' }).catch((x: ToastnetError) => x) as ToastnetError;
     assert.equal(e.code, 'conflict');
     assert.equal(members().length, n);
     assert.equal(await idle(), n);
@@ -169,7 +165,7 @@ describe('warm pool', () => {
 
   it('down removes the pool with everything else', async () => {
     await cl.down();
-    for (let i = 0; i < 100 && fs.readdirSync('/run/netns').some((x) => x.startsWith(`${I}-`)); i++) await sleep(20);
-    assert.deepEqual(fs.readdirSync('/run/netns').filter((x) => x.startsWith(`${I}-`)), []);
+    const left = () => fs.readdirSync('/run/netns').filter((x) => x.startsWith(`${I}-`));
+    await waitFor(() => left().length === 0, () => `the namespaces to go: ${left().join(' ')}`, 2000, 20);
   });
 });

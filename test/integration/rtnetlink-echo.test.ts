@@ -1,6 +1,6 @@
 // NLM_F_ECHO on link creation: the kernel hands back the new link's message, so a sandbox's
 // create learns the host end's ifindex without a lookup (sandbox-net.ts).
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createNetns, deleteNetns } from '../../src/kernel/netns.js';
 import { RtnetlinkSocket } from '../../src/kernel/rtnetlink.js';
@@ -10,15 +10,18 @@ import { getLink, newVeth } from '../../src/kernel/rtnl-requests.js';
 describe('rtnetlink echo', () => {
   const ns = `zecho${process.pid.toString(36)}${Date.now().toString(36)}`;
   let sock: RtnetlinkSocket | undefined;
+  before(() => {
+    // A socket opened in a namespace of its own stays bound to it.
+    createNetns(ns, () => {
+      sock = new RtnetlinkSocket();
+    });
+  });
   after(() => {
     sock?.close();
     deleteNetns(ns);
   });
 
   it('a veth created with NLM_F_ECHO comes back with its name and ifindex', () => {
-    createNetns(ns, () => {
-      sock = new RtnetlinkSocket();
-    });
     const echoed = sock!.execEcho(newVeth({ name: 'a0' }, { name: 'b0' }), 'create veth').map(parseLink);
     const a0 = echoed.find((l) => l.name === 'a0');
     assert.ok(a0, `echoed: ${JSON.stringify(echoed.map((l) => l.name))}`);
@@ -26,7 +29,8 @@ describe('rtnetlink echo', () => {
   });
 
   it('a refused request throws its error and leaves the socket usable', () => {
-    assert.throws(() => sock!.execEcho(newVeth({ name: 'a0' }, { name: 'b1' }), 'create veth again'), /create veth again: .*EEXIST/);
-    assert.equal(parseLink(sock!.get(getLink('b0'), 'get b0')).name, 'b0');
+    sock!.execEcho(newVeth({ name: 'c0' }, { name: 'd0' }), 'create veth');
+    assert.throws(() => sock!.execEcho(newVeth({ name: 'c0' }, { name: 'd1' }), 'create veth again'), /create veth again: .*EEXIST/);
+    assert.equal(parseLink(sock!.get(getLink('d0'), 'get d0')).name, 'd0');
   });
 });

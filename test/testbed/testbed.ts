@@ -43,15 +43,6 @@ export interface Result {
   stderr: string;
 }
 
-/** Resolves once `cond` holds, checking every `everyMs`; throws after `timeoutMs`. */
-export async function waitFor(what: string, cond: () => boolean, timeoutMs = 10_000, everyMs = 100): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 const live = new Set<Testbed>();
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
@@ -146,6 +137,11 @@ export class Testbed {
   /** Starts more test servers (see servers.ts) in the wan namespace. */
   async serveWan(specs: string[]): Promise<void> {
     await this.startServers(this.wanNs, specs);
+  }
+
+  /** Starts more test servers (see servers.ts) in the host namespace: services sandboxes must not reach. */
+  async serveHost(specs: string[]): Promise<void> {
+    await this.startServers(this.hostNs, specs);
   }
 
   /** A toastnet command run asynchronously (for load in several sandboxes at once). */

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Reaper } from '../../src/service/reaper.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reaper-test-'));
 const file = path.join(dir, 'not-a-netns');
@@ -33,8 +34,8 @@ describe('Reaper', () => {
     r.add({ fd: undefined, held: () => released.push('held'), release: () => released.push('b') });
     assert.deepEqual(released, [], 'nothing before the batch');
     assert.equal(r.size, 2);
-    await new Promise((res) => setTimeout(res, 60));
-    assert.deepEqual(released, ['a', 'b']);
+    await waitFor(() => released.length > 0, 'the batch', 2000, 5);
+    assert.deepEqual(released, ['a', 'b'], 'both in one batch');
     assert.equal(isOpen(fd), false, 'the namespace fd is closed after the batch');
     assert.equal(r.size, 0);
   });

@@ -75,14 +75,3 @@ export async function capture(tb: Testbed, ns: string, proto: number, marker: st
     stop: () => p.kill('SIGKILL'),
   };
 }
-
-/** Resolves once `cond` holds, or rejects after `timeoutMs` with `what`. */
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000, everyMs = 50): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
