@@ -15,7 +15,7 @@ import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { LINK_MODES } from '../core/link-modes.js';
-import { client, ensureDaemon, withBackend } from './instance.js';
+import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
 
@@ -224,7 +224,10 @@ program.command('exec')
   .argument('<name>')
   .argument('<cmd...>')
   .action(async (name: string, argv: string[], _o: unknown, cmd: Command) => {
-    process.exitCode = await execIn(config(cmd), name, argv);
+    const c = config(cmd);
+    // The sandbox's DNS is the daemon's: a dead one (crashed, killed) is brought back first.
+    await ensureDaemon(c, globalArgs(cmd));
+    process.exitCode = await execIn(c, name, argv);
   });
 
 addPolicyOptions(program.command('run')
@@ -260,7 +263,9 @@ addPolicyOptions(policyCmd.command('set')
   .argument('<name>'))
   .action(async (name: string, o: PolicyFlags, cmd: Command) => {
     const doc = policyFromFlags(o) ?? {};
-    const v = await withBackend(config(cmd), (b) => b.policySet(name, doc));
+    // A policy's domain list is enforced by the resolver: the daemon must run to apply it.
+    const c = config(cmd);
+    const v = await daemonBackend(await ensureDaemon(c, globalArgs(cmd))).policySet(name, doc);
     printJson({ policy: v.policy, cut: v.cut ?? 0 });
   });
 

@@ -113,9 +113,10 @@ export function loadConfig(o: LoadOptions = {}): Config {
   const file = fromFile(explicit ?? DEFAULT_CONFIG_FILE, explicit !== undefined);
   const envPart = fromEnv(env);
   const flags = validatePartial('flags', Object.fromEntries(Object.entries(o.flags ?? {}).filter(([, v]) => v !== undefined)));
-  const merged = ConfigSchema.safeParse({ ...file, ...envPart, ...flags });
+  const given = { ...file, ...envPart, ...flags };
+  const merged = ConfigSchema.safeParse(given);
   if (!merged.success) throw describeIssues('config', merged.error);
-  return resolve(merged.data, o.resolvConfFiles);
+  return { ...resolve(merged.data, o.resolvConfFiles), given };
 }
 
 /** Fills derived defaults and checks relations between keys. */

@@ -75,6 +75,12 @@ export interface Config {
   pool: { size: number; refillBelow: number };
   stateDir: string;
   runDir: string;
+  /**
+   * What was configured (file, environment and flags merged, before defaults): what `up
+   * --persist` writes, so that the unit resolves defaults (the host's DNS servers, say) at
+   * each start instead of freezing them. Absent for configs built in code.
+   */
+  given?: Partial<ConfigInput>;
 }
 
 export function parseUpstream(s: string): { host: string; port: number } {

@@ -12,6 +12,7 @@ import { EventLog } from '../service/events.js';
 import { Metrics, startMetricsServer } from '../service/metrics.js';
 import { WarmPool } from '../service/pool.js';
 import { PoolBuilder } from '../service/pool-builder.js';
+import { sdNotify } from '../kernel/sd-notify.js';
 import { Log, SandboxResolver } from './resolver.js';
 import { daemonBackend, statsWithDns } from './backend.js';
 
@@ -109,6 +110,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       afterDown: () => setImmediate(() => void stop('down').then(() => process.exit(0))),
     }), socketPath(config));
     log(`api: ${socketPath(config)}; ready (pid ${process.pid})`);
+    // Under systemd (Type=notify): started means serving.
+    if (sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=serving ${config.instance}`)) log('told systemd: ready');
   } catch (err) {
     await stop('startup failed');
     throw err;

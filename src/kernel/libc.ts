@@ -33,6 +33,7 @@ interface Libc {
     async(target: string, flags: number, done: (err: unknown, ret: number) => void): void;
   };
   socket(domain: number, type: number, protocol: number): number;
+  connect(fd: number, addr: Buffer, len: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
   send(fd: number, buf: Buffer, len: number, flags: number): number;
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
@@ -53,6 +54,7 @@ export function lib(): Libc {
     mount: l.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)'),
     umount2: l.func('int umount2(const char *target, int flags)'),
     socket: l.func('int socket(int domain, int type, int protocol)'),
+    connect: l.func('int connect(int fd, const void *addr, uint32_t len)'),
     setsockopt: l.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
     send: l.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
     recv: l.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),

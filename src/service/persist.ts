@@ -1,6 +1,8 @@
 // `up --persist`: what brings the setup back after a reboot (the note's iptables-save and
 // sysctl.conf): a systemd unit running the daemon (which runs `up` and reconciles), a
-// sysctl drop-in for forwarding, and the effective config the unit starts with.
+// sysctl drop-in for forwarding, and the config the unit starts with: what the operator
+// configured, not the resolved config (defaults such as the host's DNS servers are
+// resolved again at each start, and the file passes the strict schema it is read with).
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -28,12 +30,22 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+# Started means serving: the daemon sends READY=1 once its API answers (sd-notify.ts).
+Type=notify
+NotifyAccess=main
 ExecStart=${process.execPath} ${DAEMON_NODE_FLAGS.join(' ')} ${mainScript()} daemon --config ${configFile}
-Restart=on-failure
+# The daemon is the sandboxes' resolver: bring it back whatever ended it.
+Restart=always
 RestartSec=1
-# /run/netns must stay the host's: no private mounts for this unit.
+TimeoutStartSec=60
+# /run/netns and /etc/netns must stay the host's: no directive that gives the unit its own
+# mount namespace (PrivateMounts, PrivateTmp, ProtectSystem, ProtectHome, ReadOnlyPaths...),
+# or namespaces it makes would be invisible to everyone else. What is left:
 PrivateMounts=no
+NoNewPrivileges=yes
+LockPersonality=yes
+RestrictRealtime=yes
+SystemCallArchitectures=native
 
 [Install]
 WantedBy=multi-user.target
@@ -43,8 +55,8 @@ WantedBy=multi-user.target
 export function persistFiles(c: Config, root: string): void {
   const p = persistPaths(c, root);
   for (const f of Object.values(p)) fs.mkdirSync(path.dirname(f), { recursive: true });
-  const { stateDir, runDir, ...rest } = c;
-  fs.writeFileSync(p.config, JSON.stringify({ ...rest, stateDir, runDir }, null, 2) + '\n');
+  // The instance is always named: the unit must start this one whatever its default.
+  fs.writeFileSync(p.config, JSON.stringify({ ...(c.given ?? {}), instance: c.instance }, null, 2) + '\n');
   fs.writeFileSync(p.unit, unitText(c, path.join('/', path.relative(root, p.config))));
   fs.writeFileSync(p.sysctl, '# written by toastnet up --persist\nnet.ipv4.ip_forward = 1\n');
   if (path.resolve(root) === '/' && hasSystemd()) {

@@ -52,7 +52,14 @@ describe('loadConfig precedence', () => {
       pool: { size: 0, refillBelow: 0 },
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',
+      given: {},
     });
+  });
+
+  it('keeps what was given, file, environment and flags merged, apart from the defaults it resolved', () => {
+    const c = loadConfig({ env: { TOASTNET_POOL_SIZE: '4' }, configFile: cfg, flags: { subnet: '10.51.0.0/16' }, resolvConfFiles: [resolvConf] });
+    assert.deepEqual(c.given, { instance: 'fromfile', subnet: '10.51.0.0/16', dnsTimeoutMs: 700, allowCidrs: ['172.16.0.1'], stateDir: '/tmp/file-state', poolSize: 4 });
+    assert.equal(c.gateway, '10.51.0.1', 'resolved, but not in what was given');
   });
 
   it('file overrides defaults', () => {
