@@ -18,6 +18,7 @@ import { LINK_MODES } from '../core/link-modes.js';
 import { client, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
+import { toastnetVersion } from '../version.js';
 
 interface GlobalOpts {
   config?: string;
@@ -31,6 +32,7 @@ interface GlobalOpts {
 
 const program = new Command('toastnet')
   .description('Safe-by-default networks for sandboxes that run untrusted code')
+  .version(toastnetVersion(), '-V, --version', 'print the version and exit')
   .option('--config <file>', 'config file (default /etc/toastnet/config.json if present)')
   .option('--instance <name>', 'instance name (default toastnet)')
   .option('--subnet <cidr>', 'sandbox subnet (default 10.166.0.0/16)')
@@ -78,7 +80,10 @@ const print = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
 
 function printStatus(s: Status): void {
+  // The daemon answers with its own version: after an upgrade it runs the old one until restarted.
+  const mine = toastnetVersion();
   print([
+    `version     ${s.version}${s.version === mine ? '' : ` (this command is ${mine}: restart the daemon to run it)`}`,
     `instance    ${s.instance} (${s.up ? 'up' : 'down'})`,
     `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
     `nftables    table ${s.table}`,

@@ -7,6 +7,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import { CLI, Testbed } from '../testbed/testbed.js';
 import { waitFor } from '../helpers/wait.js';
 
+// dist/test/integration/cli.test.js -> the repository's package.json.
+const VERSION = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 /** Whether a process named `comm` runs in the network namespace /run/netns/`ns`. */
 function runsIn(ns: string, comm: string): boolean {
   const ino = fs.statSync(`/run/netns/${ns}`).ino;
@@ -45,8 +48,18 @@ describe('cli', () => {
     assert.equal(fs.readdirSync('/run/netns').length, before);
   });
 
-  it('status before up says down and counts nothing; ls is empty', () => {
+  it('--version and -V print the package version and exit 0', () => {
+    for (const flag of ['--version', '-V']) {
+      const r = tb.toastnet(I, [flag]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${VERSION}\n`);
+    }
+  });
+
+  it('status before up says down, counts nothing and names the version; ls is empty', () => {
     const s = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout);
+    assert.equal(s.version, VERSION);
+    assert.match(tb.toastnet(I, ['status']).stdout, new RegExp(`^version +${VERSION.replace(/\./g, '\\.')}$`, 'm'));
     assert.equal(s.up, false);
     assert.equal(s.sandboxes, 0);
     assert.equal(s.daemon, null);

@@ -23,7 +23,7 @@ class FakeBackend implements ApiBackend {
   status(): Status {
     this.check('status');
     return {
-      instance: 'toastnet', up: true, subnet: '10.166.0.0/16', gateway: '10.166.0.1', table: 'toastnet', gatewayLink: 'tn727bg',
+      version: '1.2.3', instance: 'toastnet', up: true, subnet: '10.166.0.0/16', gateway: '10.166.0.1', table: 'toastnet', gatewayLink: 'tn727bg',
       forwarding: true, sandboxes: this.sandboxes.size, addresses: { capacity: 65533, used: this.sandboxes.size, free: 65533 - this.sandboxes.size, releasing: 0 },
       dnsUpstreams: ['192.0.2.53'], stateFile: '/tmp/state.db', socket: '/tmp/toastnet.sock', daemon: { pid: 1 }, pool: { idle: 0 },
     };
@@ -184,6 +184,7 @@ describe('route', () => {
     const s = await route(b, { method: 'GET', path: '/v1/status' });
     assert.equal(s.status, 200);
     assert.equal((s.body as Status).instance, 'toastnet');
+    assert.equal((s.body as Status).version, '1.2.3');
     const gc = await route(b, { method: 'POST', path: '/v1/gc' });
     assert.deepEqual(gc, { status: 200, body: { sandboxes: [], namespaces: ['toastnet-stale'], links: [], files: [] } });
     assert.equal((await route(b, { method: 'POST', path: '/v1/up' })).status, 200);
