@@ -19,6 +19,7 @@ import { client, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
 import { toastnetVersion } from '../version.js';
+import { sandboxFilter } from './list-filter.js';
 
 interface GlobalOpts {
   config?: string;
@@ -43,6 +44,9 @@ const program = new Command('toastnet')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride();
+
+/** Collects a repeatable option's values. */
+const collect = (value: string, previous: string[]) => [...previous, value];
 
 function globals(cmd: Command): GlobalOpts {
   return cmd.optsWithGlobals() as GlobalOpts;
@@ -117,10 +121,12 @@ program.command('up')
 program.command('down')
   .description('remove everything this instance made: sandboxes, links, table, state, persisted files')
   .option('--root <dir>', 'where --persist files were written', '/')
-  .action(async (o: { root: string }, cmd: Command) => {
+  .option('--json', 'print what was removed: {"instance","sandboxes"}')
+  .action(async (o: { root: string; json?: boolean }, cmd: Command) => {
     const c = config(cmd);
     const r = await withBackend(c, (b) => b.down({ persistRoot: o.root }));
-    print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
+    if (o.json) printJson({ instance: c.instance, sandboxes: r.sandboxes });
+    else print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
   });
 
 program.command('status')
@@ -156,13 +162,31 @@ addPolicyOptions(program.command('create')
 program.command('rm')
   .description('remove sandboxes (ends processes still inside them)')
   .argument('<names...>')
-  .action(async (names: string[], _o: unknown, cmd: Command) => {
+  .option('-f, --force', 'a sandbox that does not exist is no error (exit 0), for scripts')
+  .option('--json', 'print what was removed: {"removed":[names],"missing":[names]}')
+  .action(async (names: string[], o: { force?: boolean; json?: boolean }, cmd: Command) => {
     for (const n of names) validateSandboxName(n); // also keeps idle pool members out of reach
     const c = config(cmd);
+    const removed: string[] = [];
+    const missing: string[] = [];
     let failed: ToastnetError | undefined;
     await withBackend(c, async (b) => {
-      for (const n of names) await b.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+      for (const n of names) {
+        try {
+          await b.remove(n);
+          removed.push(n);
+        } catch (err) {
+          const e = asToastnetError(err);
+          if (e.code === 'not_found') {
+            missing.push(n);
+            if (o.force) continue;
+          }
+          failed ??= e;
+          warn(e);
+        }
+      }
     });
+    if (o.json) printJson({ removed, missing });
     // Each failure was printed as it happened; exit with the first one's code.
     if (failed) process.exit(failed.exitCode);
   });
@@ -174,9 +198,13 @@ function warn(err: unknown): void {
 program.command('ls')
   .description('list sandboxes')
   .option('--json', 'JSON output')
-  .action(async (o: { json?: boolean }, cmd: Command) => {
-    const list = await withBackend(config(cmd), (b) => b.list());
+  .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?); repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
+    const keep = sandboxFilter(o.filter);
+    const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);
     if (o.json) printJson(list);
+    else if (o.quiet) process.stdout.write(list.map((s) => `${s.name}\n`).join(''));
     else printSandboxes(list);
   });
 

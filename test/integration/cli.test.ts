@@ -1,4 +1,5 @@
-// CLI surface that needs no traffic: doctor, status before up, help, config errors.
+// CLI surface that needs no traffic: doctor, version, status before up, help, config
+// errors, ls/rm/down for scripts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -97,5 +98,48 @@ describe('cli', () => {
     assert.equal(fs.existsSync(`/run/netns/${I}-interrupted`), false);
     assert.equal(tb.toastnet(I, ['inspect', 'interrupted']).code, 3);
     assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+
+  it('ls -q and --filter; rm -f and --json; down --json: output for scripts', () => {
+    for (const [name, mode] of [['a', 'veth'], ['b', 'macvlan'], ['job-1', 'veth']]) {
+      const r = tb.toastnet(I, ['create', name, '--mode', mode]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const quiet = (...filters: string[]) => {
+      const r = tb.toastnet(I, ['ls', '-q', ...filters.flatMap((f) => ['--filter', f])]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    assert.deepEqual(quiet().split('\n').sort(), ['', 'a', 'b', 'job-1']);
+    assert.equal(quiet('mode=macvlan'), 'b\n');
+    assert.equal(quiet('name=job-*'), 'job-1\n');
+    assert.equal(quiet('mode=veth', 'name=?'), 'a\n');
+    assert.equal(quiet('name=nothing*'), '');
+    const veth = JSON.parse(tb.toastnet(I, ['ls', '--json', '--filter', 'mode=veth']).stdout) as { name: string }[];
+    assert.deepEqual(veth.map((s) => s.name).sort(), ['a', 'job-1']);
+    const table = tb.toastnet(I, ['ls', '--filter', 'mode=macvlan']).stdout.trim().split('\n');
+    assert.equal(table.length, 2);
+    assert.match(table[1], /^b +10\.166\.\S+ +macvlan /);
+    for (const bad of [['ls', '--filter', 'colour=red'], ['ls', '--filter', 'mode=bridge'], ['ls', '-q', '--json']]) {
+      const r = tb.toastnet(I, bad);
+      assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+
+    // Without --force a missing sandbox is an error (exit 3), after the others are removed.
+    let r = tb.toastnet(I, ['rm', '--json', 'a', 'nosuch']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { removed: ['a'], missing: ['nosuch'] });
+    assert.match(r.stderr, /^toastnet: no sandbox named "nosuch"\n$/);
+    r = tb.toastnet(I, ['rm', '-f', 'nosuch']);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [0, '', '']);
+    r = tb.toastnet(I, ['rm', '--force', '--json', 'b', 'a']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { removed: ['b'], missing: ['a'] });
+    assert.equal(quiet(), 'job-1\n');
+
+    r = tb.toastnet(I, ['down', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { instance: I, sandboxes: 1 });
   });
 });
