@@ -45,8 +45,15 @@ const program = new Command('toastnet')
   .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride();
 
+/** `--help` ends with this example of the command. */
+function example(cmd: Command, line: string): Command {
+  return cmd.addHelpText('after', `\nExample:\n  $ ${line}`);
+}
+
 /** Collects a repeatable option's values. */
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+example(program, 'toastnet run -- curl -s https://example.com/');
 
 function globals(cmd: Command): GlobalOpts {
   return cmd.optsWithGlobals() as GlobalOpts;
@@ -106,7 +113,7 @@ function printSandboxes(list: SandboxInfo[]): void {
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
 }
 
-program.command('up')
+example(program.command('up'), 'toastnet up --persist')
   .description('set up the host side (gateway link, forwarding, nftables table); idempotent')
   .option('--persist', 'also write a systemd unit and sysctl file so the setup survives reboots')
   .option('--root <dir>', 'write --persist files under this directory instead of /', '/')
@@ -118,7 +125,7 @@ program.command('up')
     else printStatus(s);
   });
 
-program.command('down')
+example(program.command('down'), 'toastnet --instance ci-42 down --json')
   .description('remove everything this instance made: sandboxes, links, table, state, persisted files')
   .option('--root <dir>', 'where --persist files were written', '/')
   .option('--json', 'print what was removed: {"instance","sandboxes"}')
@@ -129,7 +136,7 @@ program.command('down')
     else print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
   });
 
-program.command('status')
+example(program.command('status'), 'toastnet status --json')
   .description('what is set up, sandboxes, free addresses, DNS upstreams, daemon')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
@@ -138,13 +145,13 @@ program.command('status')
     else printStatus(s);
   });
 
-program.command('daemon')
+example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json daemon')
   .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket')
   .action(async (_o: unknown, cmd: Command) => {
     await runDaemon(config(cmd));
   });
 
-addPolicyOptions(program.command('create')
+addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
@@ -159,7 +166,7 @@ addPolicyOptions(program.command('create')
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
 
-program.command('rm')
+example(program.command('rm'), 'toastnet rm -f web job-1')
   .description('remove sandboxes (ends processes still inside them)')
   .argument('<names...>')
   .option('-f, --force', 'a sandbox that does not exist is no error (exit 0), for scripts')
@@ -195,7 +202,7 @@ function warn(err: unknown): void {
   process.stderr.write(`toastnet: ${asToastnetError(err).message}\n`);
 }
 
-program.command('ls')
+example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*'")
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
@@ -208,7 +215,7 @@ program.command('ls')
     else printSandboxes(list);
   });
 
-program.command('inspect')
+example(program.command('inspect'), 'toastnet inspect web')
   .description('a sandbox with both ends of its link as the kernel sees them')
   .argument('<name>')
   .option('--json', 'JSON output')
@@ -218,7 +225,7 @@ program.command('inspect')
     void o;
   });
 
-program.command('gc')
+example(program.command('gc'), 'toastnet gc --json')
   .description('remove what no live sandbox owns (after a crash)')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
@@ -252,7 +259,7 @@ function osSignal(s: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[s] ?? 1;
 }
 
-program.command('exec')
+example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://pypi.org/ >/dev/null\'')
   .description('run CMD inside a sandbox\'s network namespace; exits with CMD\'s code')
   .argument('<name>')
   .argument('<cmd...>')
@@ -260,7 +267,7 @@ program.command('exec')
     process.exitCode = await execIn(config(cmd), name, argv);
   });
 
-addPolicyOptions(program.command('run')
+addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5')
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
@@ -280,15 +287,15 @@ addPolicyOptions(program.command('run')
     process.exitCode = code;
   });
 
-const policyCmd = program.command('policy').description('show or change a sandbox\'s policy');
-policyCmd.command('get')
+const policyCmd = example(program.command('policy'), 'toastnet policy get web --effective').description('show or change a sandbox\'s policy');
+example(policyCmd.command('get'), 'toastnet policy get web --effective')
   .argument('<name>')
   .option('--effective', 'with the instance defaults merged in')
   .action(async (name: string, o: { effective?: boolean }, cmd: Command) => {
     const v = await withBackend(config(cmd), (b) => b.policyGet(name));
     printJson(o.effective ? v.effective : v.policy);
   });
-addPolicyOptions(policyCmd.command('set')
+addPolicyOptions(example(policyCmd.command('set'), 'toastnet policy set web --deny 203.0.113.0/24 --domain pypi.org')
   .description('replace a running sandbox\'s policy atomically')
   .argument('<name>'))
   .action(async (name: string, o: PolicyFlags, cmd: Command) => {
@@ -297,7 +304,7 @@ addPolicyOptions(policyCmd.command('set')
     printJson({ policy: v.policy, cut: v.cut ?? 0 });
   });
 
-program.command('events')
+example(program.command('events'), 'toastnet events --sandbox web --follow')
   .description('denied (or, in report mode, would-be-denied) connection attempts, with the reason')
   .option('--sandbox <name>', 'only this sandbox')
   .option('--limit <n>', 'at most this many (newest)', '100')
@@ -331,7 +338,7 @@ program.command('events')
     }
   });
 
-program.command('stats')
+example(program.command('stats'), 'toastnet stats web --json')
   .description('what a sandbox (or each) sent, received and had blocked, quota use, limits, DNS queries')
   .argument('[name]', 'one sandbox (default: all)')
   .option('--json', 'JSON output')
@@ -341,7 +348,7 @@ program.command('stats')
     else print(list.map(formatStats).join('\n'));
   });
 
-program.command('top')
+example(program.command('top'), 'toastnet top --interval 2')
   .description('live view of sandboxes by traffic: rates out and in, blocked packets (Ctrl-C ends it)')
   .option('--interval <seconds>', 'time between readings', '1')
   .option('--count <n>', 'stop after this many screens (default: run until stopped)')
@@ -366,7 +373,7 @@ program.command('top')
     }
   });
 
-program.command('doctor')
+example(program.command('doctor'), 'toastnet doctor')
   .description('check the kernel features and tools toastnet needs')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }) => {

@@ -1,5 +1,5 @@
-// CLI surface that needs no traffic: doctor, version, status before up, help, config
-// errors, ls/rm/down for scripts.
+// CLI surface that needs no traffic: doctor, version, status before up, help and its
+// examples, config errors, ls/rm/down for scripts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -98,6 +98,20 @@ describe('cli', () => {
     assert.equal(fs.existsSync(`/run/netns/${I}-interrupted`), false);
     assert.equal(tb.toastnet(I, ['inspect', 'interrupted']).code, 3);
     assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+
+  it('every command\'s --help ends with an example; ls and rm document their flags', () => {
+    const commands = ['up', 'down', 'status', 'daemon', 'create', 'rm', 'ls', 'inspect', 'gc', 'exec', 'run', 'policy', 'policy get', 'policy set', 'events', 'stats', 'top', 'doctor'];
+    const help = new Map<string, string>();
+    for (const c of commands) {
+      const r = tb.toastnet(I, [...c.split(' '), '--help']);
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, /\nExample:\n {2}\$ toastnet .+\n/, `${c} --help has no example`);
+      help.set(c, r.stdout);
+    }
+    assert.match(help.get('ls')!, /-q, --quiet +names only/);
+    assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan or name=GLOB/);
+    assert.match(help.get('rm')!, /-f, --force/);
   });
 
   it('ls -q and --filter; rm -f and --json; down --json: output for scripts', () => {
