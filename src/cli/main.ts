@@ -20,6 +20,7 @@ import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.j
 import { formatStats, formatTop, topRows } from './stats-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
+import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
 
 interface GlobalOpts {
   config?: string;
@@ -46,13 +47,22 @@ const program = new Command('toastnet')
   .exitOverride();
 
 /** `--help` ends with this example of the command. */
-function example(cmd: Command, line: string): Command {
-  return cmd.addHelpText('after', `\nExample:\n  $ ${line}`);
+function example(cmd: Command, line: string, more = ''): Command {
+  return cmd.addHelpText('after', `\nExample:\n  $ ${line}${more ? `\n\n${more}` : ''}`);
 }
 
 /** Collects a repeatable option's values. */
 const collect = (value: string, previous: string[]) => [...previous, value];
 
+/**
+ * Set when `run` or `exec` is the command: they exit with their command's own code, so their
+ * own failures exit 125 (see command-lookup.ts) instead of the catalogue's codes. Set
+ * before the subcommand's flags are parsed, so a bad flag counts too.
+ */
+let runsACommand = false;
+program.hook('preSubcommand', (_program, sub) => {
+  runsACommand = sub.name() === 'run' || sub.name() === 'exec';
+});
 example(program, 'toastnet run -- curl -s https://example.com/');
 
 function globals(cmd: Command): GlobalOpts {
@@ -240,6 +250,7 @@ function execIn(c: Config, name: string, argv: string[]): Promise<number> {
   const ns = netnsName(instanceNames(c.instance), name);
   if (!fs.existsSync(netnsPath(ns))) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
   if (argv.length === 0) throw new ToastnetError('invalid_argument', 'no command given (toastnet exec NAME -- CMD...)');
+  findCommand(argv[0]); // 126 or 127 now, rather than an exit code of ip's that CMD could give too
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: 'inherit' });
     // Signals to toastnet go on to CMD (a terminal's Ctrl-C reaches both; CMD sees it twice
@@ -259,7 +270,10 @@ function osSignal(s: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[s] ?? 1;
 }
 
-example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://pypi.org/ >/dev/null\'')
+const EXIT_STATUS_HELP = `Exit status: CMD's own; ${EXEC_EXIT.toastnetFailed} if toastnet itself failed (a bad flag, no such sandbox...),
+${EXEC_EXIT.cannotExecute} if CMD cannot be executed, ${EXEC_EXIT.notFound} if CMD was not found (as docker run).`;
+
+example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://pypi.org/ >/dev/null\'', EXIT_STATUS_HELP)
   .description('run CMD inside a sandbox\'s network namespace; exits with CMD\'s code')
   .argument('<name>')
   .argument('<cmd...>')
@@ -267,7 +281,7 @@ example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://p
     process.exitCode = await execIn(config(cmd), name, argv);
   });
 
-addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5')
+addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5', EXIT_STATUS_HELP)
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
@@ -276,6 +290,7 @@ addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --a
   .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
     const c = config(cmd);
+    findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
     const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}) });
     let code = 1;
@@ -390,11 +405,16 @@ async function main(): Promise<void> {
     const e = err as { code?: string; exitCode?: number };
     if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
       // commander already printed its one-line message
-      process.exit(e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2);
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
+      process.exit(runsACommand ? EXEC_EXIT.toastnetFailed : 2);
+    }
+    if (err instanceof CommandNotRunnable) {
+      process.stderr.write(`toastnet: ${err.message}\n`);
+      process.exit(err.exitCode);
     }
     const te = asToastnetError(err);
     process.stderr.write(`toastnet: ${te.message}\n`);
-    process.exit(te.exitCode);
+    process.exit(runsACommand ? EXEC_EXIT.toastnetFailed : te.exitCode);
   }
 }
 

@@ -1,5 +1,5 @@
 // CLI surface that needs no traffic: doctor, version, status before up, help and its
-// examples, config errors, ls/rm/down for scripts.
+// examples, config errors, exit codes of run and exec, ls/rm/down for scripts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -100,7 +100,7 @@ describe('cli', () => {
     assert.equal(tb.toastnet(I, ['down']).code, 0);
   });
 
-  it('every command\'s --help ends with an example; ls and rm document their flags', () => {
+  it('every command\'s --help ends with an example; ls, run and exec document their flags and exit codes', () => {
     const commands = ['up', 'down', 'status', 'daemon', 'create', 'rm', 'ls', 'inspect', 'gc', 'exec', 'run', 'policy', 'policy get', 'policy set', 'events', 'stats', 'top', 'doctor'];
     const help = new Map<string, string>();
     for (const c of commands) {
@@ -112,6 +112,37 @@ describe('cli', () => {
     assert.match(help.get('ls')!, /-q, --quiet +names only/);
     assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan or name=GLOB/);
     assert.match(help.get('rm')!, /-f, --force/);
+    for (const c of ['run', 'exec']) assert.match(help.get(c)!.replace(/\s+/g, ' '), /125 if toastnet itself failed .*126 if CMD cannot be executed, 127 if CMD was not found/);
+  });
+
+  it('run and exec exit with the command\'s code, 125 when toastnet fails, 126 when the command cannot be executed, 127 when it is not found', () => {
+    const notExecutable = path.join(tb.dir, 'not-executable');
+    fs.writeFileSync(notExecutable, 'echo never\n', { mode: 0o644 });
+    const expect = (args: string[], code: number, stderr?: RegExp) => {
+      const r = tb.toastnet(I, args);
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      if (stderr) {
+        assert.match(r.stderr, stderr);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      }
+    };
+    // toastnet's own failures: a bad flag (2 elsewhere), no such sandbox (3 elsewhere).
+    expect(['run', '--colour', 'red', '--', 'true'], 125, /unknown option '--colour'/);
+    expect(['exec', 'nosuch', '--', 'true'], 125, /no sandbox named "nosuch"/);
+    // Checked before a sandbox is made: none is left either way.
+    expect(['run', '--', 'no-such-command-tn'], 127, /^toastnet: no-such-command-tn: command not found\n$/);
+    expect(['run', '--', notExecutable], 126, /not an executable file/);
+    expect(['run', '--', tb.dir], 126, /not an executable file/);
+    assert.equal(tb.toastnet(I, ['ls', '-q']).stdout, '');
+    // The command's own code, through run (daemon started, sandbox made and removed) and exec.
+    expect(['run', '--name', 'codes', '--', 'sh', '-c', 'exit 3'], 3);
+    assert.equal(tb.toastnet(I, ['inspect', 'codes']).code, 3);
+    assert.equal(tb.toastnet(I, ['create', 'kept']).code, 0);
+    expect(['exec', 'kept', '--', 'sh', '-c', 'exit 42'], 42);
+    expect(['exec', 'kept', '--', 'no-such-command-tn'], 127, /command not found/);
+    expect(['exec', 'kept', '--', notExecutable], 126, /not an executable file/);
+    expect(['run', '--name', 'kept', '--', 'true'], 125, /"kept"/); // the name is taken
+    assert.equal(tb.toastnet(I, ['down']).code, 0);
   });
 
   it('ls -q and --filter; rm -f and --json; down --json: output for scripts', () => {
