@@ -9,6 +9,10 @@ export const ERROR_CODES = {
   busy: { http: 409, exit: 6, summary: 'another toastnet process holds this instance' },
   not_ready: { http: 503, exit: 7, summary: 'host not set up, or a kernel feature or tool is missing' },
   kernel: { http: 500, exit: 8, summary: 'the kernel refused an operation' },
+  // The API's own refusals of a malformed request; the CLI meets them only when it talks to
+  // a daemon of another version.
+  method_not_allowed: { http: 405, exit: 9, summary: 'the API path does not take that method' },
+  too_large: { http: 413, exit: 10, summary: 'the API request body is over its size limit' },
   internal: { http: 500, exit: 1, summary: 'a bug in toastnet' },
 } as const;
 

@@ -31,6 +31,8 @@ export interface ApiRequest {
 export interface ApiResponse {
   status: number;
   body?: unknown;
+  /** Extra response headers (`allow` on a 405). */
+  headers?: Record<string, string>;
 }
 
 const errorResponse = (err: unknown): ApiResponse => {
@@ -59,53 +61,87 @@ function eventQuery(fullPath: string): EventQuery {
   return { sandbox: q.get('sandbox') ?? undefined, since: num('since', Number.MAX_SAFE_INTEGER), limit: num('limit', 10_000), waitMs: num('wait', 60_000) };
 }
 
+type Handler = (b: ApiBackend, req: ApiRequest, name: string) => Promise<ApiResponse>;
+
+/**
+ * Every route, by path pattern and then method. One table serves both the dispatch and the
+ * `Allow` header of a 405, so the two cannot disagree. `:name` is a sandbox name.
+ */
+const ROUTES: Record<string, Record<string, Handler>> = {
+  '/v1/status': {
+    GET: async (b) => ({ status: 200, body: await b.status() }),
+  },
+  '/v1/sandboxes': {
+    GET: async (b) => ({ status: 200, body: { sandboxes: await b.list() } }),
+    POST: async (b, req) => ({ status: 201, body: await b.create(parseBody(CreateSandboxBody, req.body)) }),
+  },
+  '/v1/sandboxes/:name': {
+    GET: async (b, _req, name) => ({ status: 200, body: await b.get(name) }),
+    DELETE: async (b, _req, name) => {
+      await b.remove(name);
+      return { status: 204 };
+    },
+  },
+  '/v1/sandboxes/:name/inspect': {
+    GET: async (b, _req, name) => ({ status: 200, body: await b.inspect(name) }),
+  },
+  '/v1/sandboxes/:name/policy': {
+    GET: async (b, _req, name) => ({ status: 200, body: await b.policyGet(name) }),
+    PUT: async (b, req, name) => ({ status: 200, body: await b.policySet(name, req.body ?? {}) }),
+  },
+  '/v1/sandboxes/:name/stats': {
+    GET: async (b, _req, name) => ({ status: 200, body: (await b.stats(name))[0] }),
+  },
+  '/v1/stats': {
+    GET: async (b) => ({ status: 200, body: { sandboxes: await b.stats() } }),
+  },
+  '/v1/events': {
+    GET: async (b, req) => ({ status: 200, body: { events: await b.events(eventQuery(req.path)) } }),
+  },
+  '/v1/dns-queries': {
+    GET: async (b, req) => ({ status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } }),
+  },
+  '/v1/gc': {
+    POST: async (b) => ({ status: 200, body: await b.gc() }),
+  },
+  '/v1/up': {
+    POST: async (b) => ({ status: 200, body: await b.up() }),
+  },
+  '/v1/down': {
+    POST: async (b) => ({ status: 200, body: await b.down() }),
+  },
+};
+
+/** A path's route pattern, and the raw (still encoded) sandbox name in it if any. */
+function patternOf(path: string): { pattern: string; rawName?: string } {
+  const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect|\/policy|\/stats)?$/.exec(path);
+  return m ? { pattern: `/v1/sandboxes/:name${m[2] ?? ''}`, rawName: m[1] } : { pattern: path };
+}
+
 export async function route(b: ApiBackend, req: ApiRequest): Promise<ApiResponse> {
   try {
     const path = req.path.replace(/\?.*$/, '').replace(/\/+$/, '');
-    const m = /^\/v1\/sandboxes\/([^/]+)(\/inspect|\/policy|\/stats)?$/.exec(path);
-    let name: string | undefined;
-    try {
-      name = m ? decodeURIComponent(m[1]) : undefined;
-    } catch {
-      throw new ToastnetError('invalid_argument', `malformed sandbox name in path ${path}`);
+    const { pattern, rawName } = patternOf(path);
+    const methods = Object.hasOwn(ROUTES, pattern) ? ROUTES[pattern] : undefined;
+    if (!methods) return { status: 404, body: { error: { code: 'not_found', message: `no route ${req.method} ${path}` } } };
+    const handler = Object.hasOwn(methods, req.method) ? methods[req.method] : undefined;
+    if (!handler) {
+      // The path exists: say so, and which methods it takes (RFC 9110 requires the Allow header).
+      const allow = Object.keys(methods).join(', ');
+      const err = new ToastnetError('method_not_allowed', `${req.method} ${path}: method not allowed (allowed: ${allow})`);
+      return { ...errorResponse(err), headers: { allow } };
     }
-    // Idle pool members are no sandboxes: not to be read, changed or removed by name.
-    if (name !== undefined && isPoolMember(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    switch (`${req.method} ${m ? `/v1/sandboxes/:name${m[2] ?? ''}` : path}`) {
-      case 'GET /v1/status':
-        return { status: 200, body: await b.status() };
-      case 'GET /v1/sandboxes':
-        return { status: 200, body: { sandboxes: await b.list() } };
-      case 'POST /v1/sandboxes':
-        return { status: 201, body: await b.create(parseBody(CreateSandboxBody, req.body)) };
-      case 'GET /v1/sandboxes/:name':
-        return { status: 200, body: await b.get(name!) };
-      case 'GET /v1/sandboxes/:name/inspect':
-        return { status: 200, body: await b.inspect(name!) };
-      case 'GET /v1/sandboxes/:name/policy':
-        return { status: 200, body: await b.policyGet(name!) };
-      case 'PUT /v1/sandboxes/:name/policy':
-        return { status: 200, body: await b.policySet(name!, req.body ?? {}) };
-      case 'GET /v1/sandboxes/:name/stats':
-        return { status: 200, body: (await b.stats(name!))[0] };
-      case 'GET /v1/stats':
-        return { status: 200, body: { sandboxes: await b.stats() } };
-      case 'DELETE /v1/sandboxes/:name':
-        await b.remove(name!);
-        return { status: 204 };
-      case 'GET /v1/events':
-        return { status: 200, body: { events: await b.events(eventQuery(req.path)) } };
-      case 'GET /v1/dns-queries':
-        return { status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } };
-      case 'POST /v1/gc':
-        return { status: 200, body: await b.gc() };
-      case 'POST /v1/up':
-        return { status: 200, body: await b.up() };
-      case 'POST /v1/down':
-        return { status: 200, body: await b.down() };
-      default:
-        return { status: 404, body: { error: { code: 'not_found', message: `no route ${req.method} ${path}` } } };
+    let name = '';
+    if (rawName !== undefined) {
+      try {
+        name = decodeURIComponent(rawName);
+      } catch {
+        throw new ToastnetError('invalid_argument', `malformed sandbox name in path ${path}`);
+      }
+      // Idle pool members are no sandboxes: not to be read, changed or removed by name.
+      if (isPoolMember(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     }
+    return await handler(b, req, name);
   } catch (err) {
     return errorResponse(err);
   }

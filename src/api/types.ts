@@ -45,6 +45,8 @@ export interface GcReport {
 }
 
 export interface Status {
+  /** The version of toastnet that answered: the daemon's when one runs. */
+  version: string;
   instance: string;
   up: boolean;
   subnet: string;

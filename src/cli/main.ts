@@ -18,6 +18,9 @@ import { LINK_MODES } from '../core/link-modes.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
+import { toastnetVersion } from '../version.js';
+import { sandboxFilter } from './list-filter.js';
+import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
 
 interface GlobalOpts {
   config?: string;
@@ -31,6 +34,7 @@ interface GlobalOpts {
 
 const program = new Command('toastnet')
   .description('Safe-by-default networks for sandboxes that run untrusted code')
+  .version(toastnetVersion(), '-V, --version', 'print the version and exit')
   .option('--config <file>', 'config file (default /etc/toastnet/config.json if present)')
   .option('--instance <name>', 'instance name (default toastnet)')
   .option('--subnet <cidr>', 'sandbox subnet (default 10.166.0.0/16)')
@@ -41,6 +45,25 @@ const program = new Command('toastnet')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride();
+
+/** `--help` ends with this example of the command. */
+function example(cmd: Command, line: string, more = ''): Command {
+  return cmd.addHelpText('after', `\nExample:\n  $ ${line}${more ? `\n\n${more}` : ''}`);
+}
+
+/** Collects a repeatable option's values. */
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/**
+ * Set when `run` or `exec` is the command: they exit with their command's own code, so their
+ * own failures exit 125 (see command-lookup.ts) instead of the catalogue's codes. Set
+ * before the subcommand's flags are parsed, so a bad flag counts too.
+ */
+let runsACommand = false;
+program.hook('preSubcommand', (_program, sub) => {
+  runsACommand = sub.name() === 'run' || sub.name() === 'exec';
+});
+example(program, 'toastnet run -- curl -s https://example.com/');
 
 function globals(cmd: Command): GlobalOpts {
   return cmd.optsWithGlobals() as GlobalOpts;
@@ -78,7 +101,10 @@ const print = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
 
 function printStatus(s: Status): void {
+  // The daemon answers with its own version: after an upgrade it runs the old one until restarted.
+  const mine = toastnetVersion();
   print([
+    `version     ${s.version}${s.version === mine ? '' : ` (this command is ${mine}: restart the daemon to run it)`}`,
     `instance    ${s.instance} (${s.up ? 'up' : 'down'})`,
     `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
     `nftables    table ${s.table}`,
@@ -97,7 +123,7 @@ function printSandboxes(list: SandboxInfo[]): void {
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
 }
 
-program.command('up')
+example(program.command('up'), 'toastnet up --persist')
   .description('set up the host side (gateway link, forwarding, nftables table); idempotent')
   .option('--persist', 'also write a systemd unit and sysctl file so the setup survives reboots')
   .option('--root <dir>', 'write --persist files under this directory instead of /', '/')
@@ -109,16 +135,18 @@ program.command('up')
     else printStatus(s);
   });
 
-program.command('down')
+example(program.command('down'), 'toastnet --instance ci-42 down --json')
   .description('remove everything this instance made: sandboxes, links, table, state, persisted files')
   .option('--root <dir>', 'where --persist files were written', '/')
-  .action(async (o: { root: string }, cmd: Command) => {
+  .option('--json', 'print what was removed: {"instance","sandboxes"}')
+  .action(async (o: { root: string; json?: boolean }, cmd: Command) => {
     const c = config(cmd);
     const r = await withBackend(c, (b) => b.down({ persistRoot: o.root }));
-    print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
+    if (o.json) printJson({ instance: c.instance, sandboxes: r.sandboxes });
+    else print(`down: removed instance ${c.instance} and ${r.sandboxes} sandbox(es)`);
   });
 
-program.command('status')
+example(program.command('status'), 'toastnet status --json')
   .description('what is set up, sandboxes, free addresses, DNS upstreams, daemon')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
@@ -127,13 +155,13 @@ program.command('status')
     else printStatus(s);
   });
 
-program.command('daemon')
+example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json daemon')
   .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket')
   .action(async (_o: unknown, cmd: Command) => {
     await runDaemon(config(cmd));
   });
 
-addPolicyOptions(program.command('create')
+addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
@@ -148,16 +176,34 @@ addPolicyOptions(program.command('create')
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
 
-program.command('rm')
+example(program.command('rm'), 'toastnet rm -f web job-1')
   .description('remove sandboxes (ends processes still inside them)')
   .argument('<names...>')
-  .action(async (names: string[], _o: unknown, cmd: Command) => {
+  .option('-f, --force', 'a sandbox that does not exist is no error (exit 0), for scripts')
+  .option('--json', 'print what was removed: {"removed":[names],"missing":[names]}')
+  .action(async (names: string[], o: { force?: boolean; json?: boolean }, cmd: Command) => {
     for (const n of names) validateSandboxName(n); // also keeps idle pool members out of reach
     const c = config(cmd);
+    const removed: string[] = [];
+    const missing: string[] = [];
     let failed: ToastnetError | undefined;
     await withBackend(c, async (b) => {
-      for (const n of names) await b.remove(n).catch((err) => (failed ??= asToastnetError(err), warn(err)));
+      for (const n of names) {
+        try {
+          await b.remove(n);
+          removed.push(n);
+        } catch (err) {
+          const e = asToastnetError(err);
+          if (e.code === 'not_found') {
+            missing.push(n);
+            if (o.force) continue;
+          }
+          failed ??= e;
+          warn(e);
+        }
+      }
     });
+    if (o.json) printJson({ removed, missing });
     // Each failure was printed as it happened; exit with the first one's code.
     if (failed) process.exit(failed.exitCode);
   });
@@ -166,16 +212,20 @@ function warn(err: unknown): void {
   process.stderr.write(`toastnet: ${asToastnetError(err).message}\n`);
 }
 
-program.command('ls')
+example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*'")
   .description('list sandboxes')
   .option('--json', 'JSON output')
-  .action(async (o: { json?: boolean }, cmd: Command) => {
-    const list = await withBackend(config(cmd), (b) => b.list());
+  .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?); repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
+    const keep = sandboxFilter(o.filter);
+    const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);
     if (o.json) printJson(list);
+    else if (o.quiet) process.stdout.write(list.map((s) => `${s.name}\n`).join(''));
     else printSandboxes(list);
   });
 
-program.command('inspect')
+example(program.command('inspect'), 'toastnet inspect web')
   .description('a sandbox with both ends of its link as the kernel sees them')
   .argument('<name>')
   .option('--json', 'JSON output')
@@ -185,7 +235,7 @@ program.command('inspect')
     void o;
   });
 
-program.command('gc')
+example(program.command('gc'), 'toastnet gc --json')
   .description('remove what no live sandbox owns (after a crash)')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }, cmd: Command) => {
@@ -200,6 +250,7 @@ function execIn(c: Config, name: string, argv: string[]): Promise<number> {
   const ns = netnsName(instanceNames(c.instance), name);
   if (!fs.existsSync(netnsPath(ns))) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
   if (argv.length === 0) throw new ToastnetError('invalid_argument', 'no command given (toastnet exec NAME -- CMD...)');
+  findCommand(argv[0]); // 126 or 127 now, rather than an exit code of ip's that CMD could give too
   return new Promise((resolve, reject) => {
     const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: 'inherit' });
     // Signals to toastnet go on to CMD (a terminal's Ctrl-C reaches both; CMD sees it twice
@@ -219,7 +270,10 @@ function osSignal(s: NodeJS.Signals): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[s] ?? 1;
 }
 
-program.command('exec')
+const EXIT_STATUS_HELP = `Exit status: CMD's own; ${EXEC_EXIT.toastnetFailed} if toastnet itself failed (a bad flag, no such sandbox...),
+${EXEC_EXIT.cannotExecute} if CMD cannot be executed, ${EXEC_EXIT.notFound} if CMD was not found (as docker run).`;
+
+example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://pypi.org/ >/dev/null\'', EXIT_STATUS_HELP)
   .description('run CMD inside a sandbox\'s network namespace; exits with CMD\'s code')
   .argument('<name>')
   .argument('<cmd...>')
@@ -230,7 +284,7 @@ program.command('exec')
     process.exitCode = await execIn(c, name, argv);
   });
 
-addPolicyOptions(program.command('run')
+addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5', EXIT_STATUS_HELP)
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
@@ -239,6 +293,7 @@ addPolicyOptions(program.command('run')
   .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
     const c = config(cmd);
+    findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
     const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}) });
     let code = 1;
@@ -250,15 +305,15 @@ addPolicyOptions(program.command('run')
     process.exitCode = code;
   });
 
-const policyCmd = program.command('policy').description('show or change a sandbox\'s policy');
-policyCmd.command('get')
+const policyCmd = example(program.command('policy'), 'toastnet policy get web --effective').description('show or change a sandbox\'s policy');
+example(policyCmd.command('get'), 'toastnet policy get web --effective')
   .argument('<name>')
   .option('--effective', 'with the instance defaults merged in')
   .action(async (name: string, o: { effective?: boolean }, cmd: Command) => {
     const v = await withBackend(config(cmd), (b) => b.policyGet(name));
     printJson(o.effective ? v.effective : v.policy);
   });
-addPolicyOptions(policyCmd.command('set')
+addPolicyOptions(example(policyCmd.command('set'), 'toastnet policy set web --deny 203.0.113.0/24 --domain pypi.org')
   .description('replace a running sandbox\'s policy atomically')
   .argument('<name>'))
   .action(async (name: string, o: PolicyFlags, cmd: Command) => {
@@ -269,7 +324,7 @@ addPolicyOptions(policyCmd.command('set')
     printJson({ policy: v.policy, cut: v.cut ?? 0 });
   });
 
-program.command('events')
+example(program.command('events'), 'toastnet events --sandbox web --follow')
   .description('denied (or, in report mode, would-be-denied) connection attempts, with the reason')
   .option('--sandbox <name>', 'only this sandbox')
   .option('--limit <n>', 'at most this many (newest)', '100')
@@ -303,7 +358,7 @@ program.command('events')
     }
   });
 
-program.command('stats')
+example(program.command('stats'), 'toastnet stats web --json')
   .description('what a sandbox (or each) sent, received and had blocked, quota use, limits, DNS queries')
   .argument('[name]', 'one sandbox (default: all)')
   .option('--json', 'JSON output')
@@ -313,7 +368,7 @@ program.command('stats')
     else print(list.map(formatStats).join('\n'));
   });
 
-program.command('top')
+example(program.command('top'), 'toastnet top --interval 2')
   .description('live view of sandboxes by traffic: rates out and in, blocked packets (Ctrl-C ends it)')
   .option('--interval <seconds>', 'time between readings', '1')
   .option('--count <n>', 'stop after this many screens (default: run until stopped)')
@@ -338,7 +393,7 @@ program.command('top')
     }
   });
 
-program.command('doctor')
+example(program.command('doctor'), 'toastnet doctor')
   .description('check the kernel features and tools toastnet needs')
   .option('--json', 'JSON output')
   .action(async (o: { json?: boolean }) => {
@@ -355,11 +410,16 @@ async function main(): Promise<void> {
     const e = err as { code?: string; exitCode?: number };
     if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
       // commander already printed its one-line message
-      process.exit(e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2);
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') process.exit(0);
+      process.exit(runsACommand ? EXEC_EXIT.toastnetFailed : 2);
+    }
+    if (err instanceof CommandNotRunnable) {
+      process.stderr.write(`toastnet: ${err.message}\n`);
+      process.exit(err.exitCode);
     }
     const te = asToastnetError(err);
     process.stderr.write(`toastnet: ${te.message}\n`);
-    process.exit(te.exitCode);
+    process.exit(runsACommand ? EXEC_EXIT.toastnetFailed : te.exitCode);
   }
 }
 

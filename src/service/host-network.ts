@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { kernelConfigHash } from '../config/load.js';
 import { ToastnetError } from '../errors.js';
+import { toastnetVersion } from '../version.js';
 import { parseCidr } from '../core/ipv4.js';
 import { sandboxIdFromLink } from '../core/names.js';
 import { deleteNetns, listNetns, netnsInode } from '../kernel/netns.js';
@@ -119,6 +120,7 @@ export class HostNetwork {
     // Leased: live sandboxes, pool members, and removed sandboxes whose processes are being ended.
     const used = this.s.ipam.capacity - this.s.ipam.free;
     return {
+      version: toastnetVersion(),
       instance: this.s.config.instance,
       up: this.isUp(),
       subnet: this.s.config.subnet,

@@ -1,5 +1,5 @@
 // Prometheus metrics for the daemon (opt-in: config `metricsListen`), with prom-client:
-// operation latencies as histograms, the resolver's counters, logged denials by reason,
+// the build (version, Node), operation latencies as histograms, the resolver's counters, logged denials by reason,
 // process health, and per-sandbox traffic counters. Per-sandbox series are bounded: the
 // busiest `maxSandboxSeries` sandboxes get their own label; what the others hold is a
 // gauge (toastnet_sandboxes_unlabelled: it goes down as sandboxes leave or join the
@@ -8,6 +8,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
+import { toastnetVersion } from '../version.js';
 
 export interface MetricSources {
   stats(): SandboxStats[];
@@ -34,6 +35,15 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
+
+    // The usual Prometheus "info" gauge: constant 1, the facts in its labels, so a
+    // dashboard can join on it and see when a host runs another version.
+    new client.Gauge({
+      name: 'toastnet_build_info',
+      help: 'The toastnet version and Node version of this daemon (always 1)',
+      labelNames: ['version', 'node'],
+      registers,
+    }).set({ version: toastnetVersion(), node: process.versions.node }, 1);
 
     // Scrape-time readings: one kernel read per scrape for all sandboxes.
     let cached: { at: number; stats: SandboxStats[]; labelled: SandboxStats[]; rest: SandboxStats[] } | undefined;

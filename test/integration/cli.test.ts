@@ -1,4 +1,5 @@
-// CLI surface that needs no traffic: doctor, status before up, help, config errors.
+// CLI surface that needs no traffic: doctor, version, status before up, help and its
+// examples, config errors, exit codes of run and exec, ls/rm/down for scripts.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -6,6 +7,9 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import { CLI, Testbed } from '../testbed/testbed.js';
 import { waitFor } from '../helpers/wait.js';
+
+// dist/test/integration/cli.test.js -> the repository's package.json.
+const VERSION = (JSON.parse(fs.readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Whether a process named `comm` runs in the network namespace /run/netns/`ns`. */
 function runsIn(ns: string, comm: string): boolean {
@@ -45,8 +49,18 @@ describe('cli', () => {
     assert.equal(fs.readdirSync('/run/netns').length, before);
   });
 
-  it('status before up says down and counts nothing; ls is empty', () => {
+  it('--version and -V print the package version and exit 0', () => {
+    for (const flag of ['--version', '-V']) {
+      const r = tb.toastnet(I, [flag]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `${VERSION}\n`);
+    }
+  });
+
+  it('status before up says down, counts nothing and names the version; ls is empty', () => {
     const s = JSON.parse(tb.toastnet(I, ['status', '--json']).stdout);
+    assert.equal(s.version, VERSION);
+    assert.match(tb.toastnet(I, ['status']).stdout, new RegExp(`^version +${VERSION.replace(/\./g, '\\.')}$`, 'm'));
     assert.equal(s.up, false);
     assert.equal(s.sandboxes, 0);
     assert.equal(s.daemon, null);
@@ -84,5 +98,93 @@ describe('cli', () => {
     assert.equal(fs.existsSync(`/run/netns/${I}-interrupted`), false);
     assert.equal(tb.toastnet(I, ['inspect', 'interrupted']).code, 3);
     assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+
+  it('every command\'s --help ends with an example; ls, run and exec document their flags and exit codes', () => {
+    const commands = ['up', 'down', 'status', 'daemon', 'create', 'rm', 'ls', 'inspect', 'gc', 'exec', 'run', 'policy', 'policy get', 'policy set', 'events', 'stats', 'top', 'doctor'];
+    const help = new Map<string, string>();
+    for (const c of commands) {
+      const r = tb.toastnet(I, [...c.split(' '), '--help']);
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, /\nExample:\n {2}\$ toastnet .+\n/, `${c} --help has no example`);
+      help.set(c, r.stdout);
+    }
+    assert.match(help.get('ls')!, /-q, --quiet +names only/);
+    assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan or name=GLOB/);
+    assert.match(help.get('rm')!, /-f, --force/);
+    for (const c of ['run', 'exec']) assert.match(help.get(c)!.replace(/\s+/g, ' '), /125 if toastnet itself failed .*126 if CMD cannot be executed, 127 if CMD was not found/);
+  });
+
+  it('run and exec exit with the command\'s code, 125 when toastnet fails, 126 when the command cannot be executed, 127 when it is not found', () => {
+    const notExecutable = path.join(tb.dir, 'not-executable');
+    fs.writeFileSync(notExecutable, 'echo never\n', { mode: 0o644 });
+    const expect = (args: string[], code: number, stderr?: RegExp) => {
+      const r = tb.toastnet(I, args);
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      if (stderr) {
+        assert.match(r.stderr, stderr);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      }
+    };
+    // toastnet's own failures: a bad flag (2 elsewhere), no such sandbox (3 elsewhere).
+    expect(['run', '--colour', 'red', '--', 'true'], 125, /unknown option '--colour'/);
+    expect(['exec', 'nosuch', '--', 'true'], 125, /no sandbox named "nosuch"/);
+    // Checked before a sandbox is made: none is left either way.
+    expect(['run', '--', 'no-such-command-tn'], 127, /^toastnet: no-such-command-tn: command not found\n$/);
+    expect(['run', '--', notExecutable], 126, /not an executable file/);
+    expect(['run', '--', tb.dir], 126, /not an executable file/);
+    assert.equal(tb.toastnet(I, ['ls', '-q']).stdout, '');
+    // The command's own code, through run (daemon started, sandbox made and removed) and exec.
+    expect(['run', '--name', 'codes', '--', 'sh', '-c', 'exit 3'], 3);
+    assert.equal(tb.toastnet(I, ['inspect', 'codes']).code, 3);
+    assert.equal(tb.toastnet(I, ['create', 'kept']).code, 0);
+    expect(['exec', 'kept', '--', 'sh', '-c', 'exit 42'], 42);
+    expect(['exec', 'kept', '--', 'no-such-command-tn'], 127, /command not found/);
+    expect(['exec', 'kept', '--', notExecutable], 126, /not an executable file/);
+    expect(['run', '--name', 'kept', '--', 'true'], 125, /"kept"/); // the name is taken
+    assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+
+  it('ls -q and --filter; rm -f and --json; down --json: output for scripts', () => {
+    for (const [name, mode] of [['a', 'veth'], ['b', 'macvlan'], ['job-1', 'veth']]) {
+      const r = tb.toastnet(I, ['create', name, '--mode', mode]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const quiet = (...filters: string[]) => {
+      const r = tb.toastnet(I, ['ls', '-q', ...filters.flatMap((f) => ['--filter', f])]);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    assert.deepEqual(quiet().split('\n').sort(), ['', 'a', 'b', 'job-1']);
+    assert.equal(quiet('mode=macvlan'), 'b\n');
+    assert.equal(quiet('name=job-*'), 'job-1\n');
+    assert.equal(quiet('mode=veth', 'name=?'), 'a\n');
+    assert.equal(quiet('name=nothing*'), '');
+    const veth = JSON.parse(tb.toastnet(I, ['ls', '--json', '--filter', 'mode=veth']).stdout) as { name: string }[];
+    assert.deepEqual(veth.map((s) => s.name).sort(), ['a', 'job-1']);
+    const table = tb.toastnet(I, ['ls', '--filter', 'mode=macvlan']).stdout.trim().split('\n');
+    assert.equal(table.length, 2);
+    assert.match(table[1], /^b +10\.166\.\S+ +macvlan /);
+    for (const bad of [['ls', '--filter', 'colour=red'], ['ls', '--filter', 'mode=bridge'], ['ls', '-q', '--json']]) {
+      const r = tb.toastnet(I, bad);
+      assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+
+    // Without --force a missing sandbox is an error (exit 3), after the others are removed.
+    let r = tb.toastnet(I, ['rm', '--json', 'a', 'nosuch']);
+    assert.equal(r.code, 3, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { removed: ['a'], missing: ['nosuch'] });
+    assert.match(r.stderr, /^toastnet: no sandbox named "nosuch"\n$/);
+    r = tb.toastnet(I, ['rm', '-f', 'nosuch']);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [0, '', '']);
+    r = tb.toastnet(I, ['rm', '--force', '--json', 'b', 'a']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { removed: ['b'], missing: ['a'] });
+    assert.equal(quiet(), 'job-1\n');
+
+    r = tb.toastnet(I, ['down', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { instance: I, sandboxes: 1 });
   });
 });

@@ -1,109 +1,10 @@
 import { beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
-import { route, type ApiBackend, type CreateSandboxBody, type EventQuery } from '../../src/api/routes.js';
-import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
+import { route } from '../../src/api/routes.js';
+import type { SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
-import type { SandboxStats } from '../../src/service/accounting.js';
-
-/** An in-memory backend: no kernel, no socket. Records the calls it receives. */
-class FakeBackend implements ApiBackend {
-  sandboxes = new Map<string, SandboxInfo>();
-  /** Each sandbox's own policy document, as the backend received it. */
-  policies = new Map<string, unknown>();
-  calls: string[] = [];
-  nextId = 1;
-  /** When set, every method throws it. */
-  fail: unknown;
-
-  private check(call: string): void {
-    this.calls.push(call);
-    if (this.fail !== undefined) throw this.fail;
-  }
-  status(): Status {
-    this.check('status');
-    return {
-      instance: 'toastnet', up: true, subnet: '10.166.0.0/16', gateway: '10.166.0.1', table: 'toastnet', gatewayLink: 'tn727bg',
-      forwarding: true, sandboxes: this.sandboxes.size, addresses: { capacity: 65533, used: this.sandboxes.size, free: 65533 - this.sandboxes.size, releasing: 0 },
-      dnsUpstreams: ['192.0.2.53'], stateFile: '/tmp/state.db', socket: '/tmp/toastnet.sock', daemon: { pid: 1 }, pool: { idle: 0 },
-    };
-  }
-  stats(name?: string): SandboxStats[] {
-    this.check(name === undefined ? 'stats' : `stats ${name}`);
-    const names = name === undefined ? [...this.sandboxes.keys()] : [this.get(name).name];
-    return names.map((n) => ({ name: n, ip: this.sandboxes.get(n)!.ip, sent: { packets: 1, bytes: 100 }, received: { packets: 2, bytes: 200 }, blocked: { packets: 0, logged: {} }, quota: {}, limits: {} }));
-  }
-  list(): SandboxInfo[] {
-    this.check('list');
-    return [...this.sandboxes.values()];
-  }
-  get(name: string): SandboxInfo {
-    this.check(`get ${name}`);
-    const s = this.sandboxes.get(name);
-    if (!s) throw new ToastnetError('not_found', `no sandbox "${name}"`);
-    return s;
-  }
-  inspect(name: string): unknown {
-    this.check(`inspect ${name}`);
-    return { ...this.get(name), kernel: { links: [] } };
-  }
-  create(body: CreateSandboxBody): SandboxInfo {
-    this.check(`create ${JSON.stringify(body)}`);
-    const id = this.nextId++;
-    const name = body.name ?? `sbx-${id}`;
-    if (this.sandboxes.has(name)) throw new ToastnetError('conflict', `sandbox "${name}" exists`);
-    const ip = `10.166.0.${id + 1}`;
-    const s: SandboxInfo = {
-      name, id, ip, gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:74:0a:a6:00:02',
-      mode: body.mode ?? 'veth', resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
-    };
-    this.sandboxes.set(name, s);
-    this.policies.set(name, body.policy ?? {});
-    return s;
-  }
-  async remove(name: string): Promise<void> {
-    this.check(`remove ${name}`);
-    if (!this.sandboxes.delete(name)) throw new ToastnetError('not_found', `no sandbox "${name}"`);
-  }
-  policyGet(name: string): PolicyView {
-    this.check(`policyGet ${name}`);
-    if (!this.sandboxes.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    return this.view(name);
-  }
-  policySet(name: string, policy: unknown): PolicyView {
-    this.check(`policySet ${name} ${JSON.stringify(policy)}`);
-    if (!this.sandboxes.has(name)) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    this.policies.set(name, policy);
-    return this.view(name);
-  }
-  /** Effective = own over a fixed default, so a test can tell the two apart. */
-  private view(name: string): PolicyView {
-    const policy = this.policies.get(name) as PolicyView['policy'];
-    return { name, policy, effective: { mode: 'enforce', ...policy } };
-  }
-  async events(q: EventQuery): Promise<DenialEvent[]> {
-    this.check(`events ${JSON.stringify(q)}`);
-    return [{ id: 1, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', reason: 'private', rule: 'private', action: 'blocked', src: '10.166.0.2', dst: '10.0.0.1', proto: 'tcp', dport: 22 }];
-  }
-  async dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]> {
-    this.check(`dnsQueries ${JSON.stringify(q)}`);
-    return [{ id: 7, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', name: 'example.test', type: 'A', verdict: 'refused', answer: [], reason: 'not in egress.domains' }];
-  }
-  gc(): GcReport {
-    this.check('gc');
-    return { sandboxes: [], namespaces: ['toastnet-stale'], links: [], files: [] };
-  }
-  up(): Status {
-    this.check('up');
-    return this.status();
-  }
-  async down(): Promise<{ sandboxes: number }> {
-    this.check('down');
-    const n = this.sandboxes.size;
-    this.sandboxes.clear();
-    return { sandboxes: n };
-  }
-}
+import { FakeBackend } from '../helpers/fake-backend.js';
 
 function assertError(res: { status: number; body?: unknown }, status: number, code: string, message?: RegExp): void {
   assert.equal(res.status, status);
@@ -184,6 +85,7 @@ describe('route', () => {
     const s = await route(b, { method: 'GET', path: '/v1/status' });
     assert.equal(s.status, 200);
     assert.equal((s.body as Status).instance, 'toastnet');
+    assert.equal((s.body as Status).version, '1.2.3');
     const gc = await route(b, { method: 'POST', path: '/v1/gc' });
     assert.deepEqual(gc, { status: 200, body: { sandboxes: [], namespaces: ['toastnet-stale'], links: [], files: [] } });
     assert.equal((await route(b, { method: 'POST', path: '/v1/up' })).status, 200);
@@ -257,16 +159,33 @@ describe('route', () => {
     assert.deepEqual(b.calls, []);
   });
 
-  it('404 for an unknown route or method, without calling the backend', async () => {
+  it('404 for an unknown path, whatever the method, without calling the backend', async () => {
     const cases: [string, string][] = [
-      ['GET', '/v1/nothing'], ['GET', '/'], ['PUT', '/v1/sandboxes'], ['DELETE', '/v1/sandboxes'], ['POST', '/v1/sandboxes/x'],
-      ['GET', '/v2/sandboxes'], ['GET', '/v1/sandboxes/a/b'], ['POST', '/v1/status'], ['GET', '/v1/sandboxes/x/inspect/more'],
-      ['POST', '/v1/sandboxes/x/policy'], ['DELETE', '/v1/sandboxes/x/policy'], ['PUT', '/v1/sandboxes/x'],
-      ['GET', '/v1/sandboxes/x/policy/more'], ['PUT', '/v1/sandboxes/x/inspect'], ['GET', '/v1/sandboxes/policy/x'],
+      ['GET', '/v1/nothing'], ['GET', '/'], ['POST', '/'], ['GET', '/v2/sandboxes'], ['GET', '/v1/sandboxes/a/b'],
+      ['GET', '/v1/sandboxes/x/inspect/more'], ['GET', '/v1/sandboxes/x/policy/more'], ['DELETE', '/v1/sandboxes/x/policy/more'],
+      ['GET', '/v1/sandboxes/policy/x'], ['GET', 'constructor'], ['GET', '/__proto__'],
     ];
     for (const [method, path] of cases) {
       const res = await route(b, { method, path });
       assertError(res, 404, 'not_found', new RegExp(`no route ${method}`));
+      assert.equal(res.headers, undefined);
+    }
+    assert.deepEqual(b.calls, []);
+  });
+
+  it('405 with an Allow header of the path\'s methods for a known path and a wrong method, without calling the backend', async () => {
+    const cases: [string, string, string][] = [
+      ['PUT', '/v1/sandboxes', 'GET, POST'], ['DELETE', '/v1/sandboxes/', 'GET, POST'], ['POST', '/v1/sandboxes/x', 'GET, DELETE'],
+      ['PUT', '/v1/sandboxes/x', 'GET, DELETE'], ['POST', '/v1/status', 'GET'], ['POST', '/v1/sandboxes/x/policy', 'GET, PUT'],
+      ['DELETE', '/v1/sandboxes/x/policy', 'GET, PUT'], ['PUT', '/v1/sandboxes/x/inspect', 'GET'], ['GET', '/v1/gc?x=1', 'POST'],
+      ['GET', '/v1/down', 'POST'], ['HEAD', '/v1/events', 'GET'], ['post', '/v1/sandboxes', 'GET, POST'],
+      // The path decides, not whether the name could exist.
+      ['POST', '/v1/sandboxes/.pool-1', 'GET, DELETE'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const res = await route(b, { method, path });
+      assertError(res, 405, 'method_not_allowed', new RegExp(`^${method} .*method not allowed \\(allowed: ${allow}\\)$`));
+      assert.deepEqual(res.headers, { allow }, `${method} ${path}`);
     }
     assert.deepEqual(b.calls, []);
   });

@@ -6,7 +6,7 @@ const codes = Object.keys(ERROR_CODES) as ErrorCode[];
 
 describe('error catalogue', () => {
   it('lists the documented codes', () => {
-    assert.deepEqual([...codes].sort(), ['busy', 'conflict', 'exhausted', 'internal', 'invalid_argument', 'kernel', 'not_found', 'not_ready']);
+    assert.deepEqual([...codes].sort(), ['busy', 'conflict', 'exhausted', 'internal', 'invalid_argument', 'kernel', 'method_not_allowed', 'not_found', 'not_ready', 'too_large']);
   });
 
   it('gives every code a distinct exit code', () => {
@@ -32,6 +32,8 @@ describe('error catalogue', () => {
     assert.equal(ERROR_CODES.invalid_argument.http, 400);
     assert.equal(ERROR_CODES.not_found.http, 404);
     assert.equal(ERROR_CODES.conflict.http, 409);
+    assert.equal(ERROR_CODES.method_not_allowed.http, 405);
+    assert.equal(ERROR_CODES.too_large.http, 413);
     assert.equal(ERROR_CODES.internal.http, 500);
     assert.equal(ERROR_CODES.internal.exit, 1);
   });

@@ -1,0 +1,38 @@
+// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan) and name (a
+// glob: `*` any run of characters, `?` one character, nothing else special, matched against
+// the whole name). Values of the same key are alternatives; different keys must all match.
+import { ToastnetError } from '../errors.js';
+import { LINK_MODES } from '../core/link-modes.js';
+import type { SandboxInfo } from '../api/types.js';
+
+const FILTER_KEYS = ['mode', 'name'] as const;
+type FilterKey = (typeof FILTER_KEYS)[number];
+
+/** A glob as an anchored regular expression; every other character stands for itself. */
+export function globToRegExp(glob: string): RegExp {
+  const body = [...glob].map((ch) => (ch === '*' ? '.*' : ch === '?' ? '.' : ch.replace(/[\\^$.|+()[\]{}]/g, '\\$&'))).join('');
+  return new RegExp(`^${body}$`, 's');
+}
+
+/** Parses the `--filter` values into one predicate; a malformed one is invalid_argument. */
+export function sandboxFilter(specs: string[]): (s: SandboxInfo) => boolean {
+  const tests = new Map<FilterKey, ((s: SandboxInfo) => boolean)[]>();
+  for (const spec of specs) {
+    const eq = spec.indexOf('=');
+    const key = spec.slice(0, eq);
+    const value = spec.slice(eq + 1);
+    if (eq < 0 || !(FILTER_KEYS as readonly string[]).includes(key) || value === '') {
+      throw new ToastnetError('invalid_argument', `--filter ${spec}: want mode=${Object.keys(LINK_MODES).join('|')} or name=GLOB`);
+    }
+    let test: (s: SandboxInfo) => boolean;
+    if (key === 'mode') {
+      if (!Object.hasOwn(LINK_MODES, value)) throw new ToastnetError('invalid_argument', `--filter ${spec}: mode is one of ${Object.keys(LINK_MODES).join(', ')}`);
+      test = (s) => s.mode === value;
+    } else {
+      const re = globToRegExp(value);
+      test = (s) => re.test(s.name);
+    }
+    tests.set(key as FilterKey, [...(tests.get(key as FilterKey) ?? []), test]);
+  }
+  return (s) => [...tests.values()].every((alternatives) => alternatives.some((t) => t(s)));
+}

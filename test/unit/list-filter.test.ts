@@ -1,0 +1,43 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { ToastnetError } from '../../src/errors.js';
+import { globToRegExp, sandboxFilter } from '../../src/cli/list-filter.js';
+import type { SandboxInfo } from '../../src/api/types.js';
+
+const sbx = (name: string, mode: 'veth' | 'macvlan'): SandboxInfo => ({
+  name, mode, id: 1, ip: '10.166.0.2', gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:00:00:00:00:01',
+  resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
+});
+const ALL = [sbx('web-1', 'veth'), sbx('web-2', 'macvlan'), sbx('db', 'macvlan'), sbx('web.10', 'veth')];
+const names = (specs: string[]) => ALL.filter(sandboxFilter(specs)).map((s) => s.name);
+
+describe('ls --filter', () => {
+  it('no filter keeps every sandbox', () => {
+    assert.deepEqual(names([]), ['web-1', 'web-2', 'db', 'web.10']);
+  });
+
+  it('mode=veth|macvlan keeps that mode only', () => {
+    assert.deepEqual(names(['mode=veth']), ['web-1', 'web.10']);
+    assert.deepEqual(names(['mode=macvlan']), ['web-2', 'db']);
+  });
+
+  it('name=GLOB matches the whole name, with * and ? and nothing else special', () => {
+    assert.deepEqual(names(['name=web-*']), ['web-1', 'web-2']);
+    assert.deepEqual(names(['name=web?1']), ['web-1']);
+    assert.deepEqual(names(['name=web.*']), ['web.10']); // "." is a dot, not any character
+    assert.deepEqual(names(['name=web']), []);
+    assert.deepEqual(names(['name=*']), ['web-1', 'web-2', 'db', 'web.10']);
+    assert.equal(globToRegExp('a+b(c)[d]').test('a+b(c)[d]'), true);
+  });
+
+  it('the same key twice: either; different keys: both', () => {
+    assert.deepEqual(names(['name=db', 'name=web-1']), ['web-1', 'db']);
+    assert.deepEqual(names(['mode=macvlan', 'name=web*']), ['web-2']);
+  });
+
+  it('refuses an unknown key, a missing value or an unknown mode with invalid_argument naming the filter', () => {
+    for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan or name=GLOB/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan/]] as const) {
+      assert.throws(() => sandboxFilter([spec]), (e: unknown) => e instanceof ToastnetError && e.code === 'invalid_argument' && msg.test(e.message));
+    }
+  });
+});
