@@ -4,6 +4,7 @@ import type { SandboxMode } from '../core/link-modes.js';
 import type { PolicyInput } from '../core/policy.js';
 import type { SandboxStats } from '../service/accounting.js';
 import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
+import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
 
 export interface SandboxInfo {
   name: string;
@@ -64,9 +65,22 @@ export interface Status {
   /** Idle warm-pool members (they hold addresses: counted in addresses.used). */
   pool: { idle: number; acquired?: number; missed?: number };
   /** The daemon's resolver counters (absent without a daemon). */
-  dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
+  dns?: ResolverCounters;
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
   latency?: Record<string, { count: number; p50: number; p99: number }>;
+}
+
+/**
+ * The resolver's counters. Each query is counted once, under what became of it (the
+ * outcomes, see dns/query-outcomes.ts), when that is known; `queries` is their sum, so a
+ * query still upstream is in none. Upstream timeouts are attempts, not queries: one query
+ * may have several (one per upstream tried), or none.
+ */
+export interface ResolverCounters extends QueryOutcomeCounts {
+  queries: number;
+  upstreamTimeouts: number;
+  /** Answers held in the shared cache now. */
+  cacheEntries: number;
 }
 
 /**

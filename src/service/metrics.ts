@@ -8,12 +8,13 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
+import type { ResolverCounters } from '../api/types.js';
 import { toastnetVersion } from '../version.js';
 
 export interface MetricSources {
   stats(): SandboxStats[];
   /** The resolver's counters, when it runs. */
-  dns(): Record<string, number> | undefined;
+  dns(): ResolverCounters | undefined;
   /** Logged denials by reason since the daemon started. */
   denials(): Record<string, number>;
 }
