@@ -1,22 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { Metrics, PROCESS_METRICS_PREFIX, type MetricSources } from '../../src/service/metrics.js';
+import { Metrics, PROCESS_METRICS_PREFIX } from '../../src/service/metrics.js';
+import { stubSources } from './metric-sources.js';
 import type { SandboxStats } from '../../src/service/accounting.js';
 import type { ResolverCounters } from '../../src/api/types.js';
 import { toastnetVersion } from '../../src/version.js';
-
-/** Sources with nothing in them; a test overrides what it looks at. */
-export function stubSources(over: Partial<MetricSources> = {}): MetricSources {
-  return {
-    stats: () => [],
-    sandboxes: () => [],
-    capacity: () => ({ addresses: { capacity: 0, used: 0, free: 0, releasing: 0 }, pool: { idle: 0 } }),
-    dns: () => undefined,
-    denials: () => ({}),
-    ...over,
-  };
-}
 
 function traffic(name: string, bytes: number): SandboxStats {
   return {
