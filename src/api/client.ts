@@ -2,11 +2,10 @@
 // ToastnetError with the daemon's code and message.
 import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
-import type { GcReport, PolicyView, SandboxInfo, Status } from './types.js';
-import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
-import type { SandboxStats } from '../service/accounting.js';
-import type { EventQuery } from './routes.js';
-import type { CreateSandboxBody } from './routes.js';
+import type { PolicyInput } from '../core/policy.js';
+import type {
+  CreateSandboxBody, DenialEvent, DnsQueryRecord, DownReport, EventQuery, GcReport, PolicyView, SandboxInfo, SandboxInspection, SandboxStats, Status,
+} from './types.js';
 
 /** Idle connections are closed by the client before the server would (serveApi: 10 s). */
 const IDLE_MS = 4_000;
@@ -87,7 +86,7 @@ export class ToastnetClient {
   get(name: string): Promise<SandboxInfo> {
     return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}`);
   }
-  inspect(name: string): Promise<unknown> {
+  inspect(name: string): Promise<SandboxInspection> {
     return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}/inspect`);
   }
   create(body: CreateSandboxBody = {}): Promise<SandboxInfo> {
@@ -99,7 +98,8 @@ export class ToastnetClient {
   policyGet(name: string): Promise<PolicyView> {
     return this.request('GET', `/v1/sandboxes/${encodeURIComponent(name)}/policy`);
   }
-  policySet(name: string, policy: unknown): Promise<PolicyView> {
+  /** Replaces the sandbox's policy (the daemon checks it too, and answers invalid_argument naming the field). */
+  policySet(name: string, policy: PolicyInput): Promise<PolicyView> {
     return this.request('PUT', `/v1/sandboxes/${encodeURIComponent(name)}/policy`, policy);
   }
   stats(name: string): Promise<SandboxStats> {
@@ -120,7 +120,7 @@ export class ToastnetClient {
   up(): Promise<Status> {
     return this.request('POST', '/v1/up');
   }
-  down(): Promise<{ sandboxes: number }> {
+  down(): Promise<DownReport> {
     return this.request('POST', '/v1/down');
   }
 }

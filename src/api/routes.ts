@@ -5,10 +5,12 @@ import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import type { EventQuery, InstanceBackend, SandboxInfo } from './types.js';
+import type { EventQuery, InstanceBackend, PolicyView, SandboxInfo } from './types.js';
 
 export type { EventQuery };
 
+// What the route accepts: the policy is checked by the engine (which names the field at
+// fault), so here it is any JSON. Clients send api/types' CreateSandboxBody, typed.
 export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
   mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth (default) or macvlan'),
@@ -19,8 +21,14 @@ export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 /** A backend whose answers may come synchronously (the daemon's engine calls) or not. */
 type MaybeAsync<T> = { [K in keyof T]: T[K] extends (...a: infer A) => Promise<infer R> ? (...a: A) => R | Promise<R> : T[K] };
 
-/** What the router serves: the instance backend the CLI uses too, plus creating sandboxes. */
-export type ApiBackend = MaybeAsync<InstanceBackend & { create(body: CreateSandboxBody): Promise<SandboxInfo> }>;
+/**
+ * What the router serves: the instance backend the CLI uses too, plus creating sandboxes.
+ * A policy arrives as any JSON, for the engine to check.
+ */
+export type ApiBackend = MaybeAsync<Omit<InstanceBackend, 'policySet'> & {
+  policySet(name: string, policy: unknown): Promise<PolicyView>;
+  create(body: CreateSandboxBody): Promise<SandboxInfo>;
+}>;
 
 export interface ApiRequest {
   method: string;

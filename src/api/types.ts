@@ -1,9 +1,12 @@
 // The API's request and response types: what the daemon's routes, the client and the
 // in-process CLI exchange. Plain data; the engine produces them, nothing here depends on it.
+// The client package (src/client.ts) exports them, so this module imports only types, and
+// only from pure modules: a consumer compiles against them without toastnet's native
+// dependencies or their type packages.
 import type { SandboxMode } from '../core/link-modes.js';
-import type { PolicyInput } from '../core/policy.js';
-import type { SandboxStats } from '../service/accounting.js';
-import type { DenialEvent, DnsQueryRecord } from '../service/events.js';
+import type { Limits, PolicyInput } from '../core/policy.js';
+import type { DenyReason } from '../core/ruleset.js';
+import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
 
 export interface SandboxInfo {
   name: string;
@@ -18,6 +21,78 @@ export interface SandboxInfo {
   hostLink?: string;
   createdAt: string;
   state: string;
+}
+
+/** Body of POST /v1/sandboxes (ToastnetClient.create). */
+export interface CreateSandboxBody {
+  /** Default sbx-<id>. */
+  name?: string;
+  /** How the sandbox is attached: veth (default) or macvlan. */
+  mode?: SandboxMode;
+  /** The sandbox's own policy document; instance defaults fill what it leaves out. */
+  policy?: PolicyInput;
+}
+
+/** GET /v1/sandboxes/{name}/inspect: the sandbox and its network as the kernel reports it now. */
+export interface SandboxInspection extends SandboxInfo {
+  /** Both ends of its link, addresses, routes: for diagnosis; the shape follows the kernel layer and is not kept stable. */
+  kernel: unknown;
+}
+
+export interface Traffic {
+  packets: number;
+  bytes: number;
+}
+
+/** One sandbox's accounting (GET /v1/sandboxes/{name}/stats, GET /v1/stats). */
+export interface SandboxStats {
+  name: string;
+  ip: string;
+  /** Everything the sandbox sent (before limits and policy judged it) and received. */
+  sent: Traffic;
+  received: Traffic;
+  blocked: {
+    /** Packets dropped or rejected by policy or limits (kernel counter: exact). */
+    packets: number;
+    /** Logged denials by reason (the kernel logs at most 20/s per reason: a sample). */
+    logged: Record<string, number>;
+  };
+  quota: { egress?: { bytes: number; used: number }; ingress?: { bytes: number; used: number } };
+  limits: Limits;
+  /** The resolver's per-sandbox counts (daemon only). */
+  dns?: { queries: number; refused: number; limited: number; stripped: number };
+}
+
+/** A denial the kernel logged, attributed to its sandbox and rule (GET /v1/events). */
+export interface DenialEvent {
+  id: number;
+  time: string;
+  sandbox: string;
+  reason: DenyReason;
+  /** The rule that decided, e.g. "egress.deny 203.0.113.0/24" or "private, metadata, ...". */
+  rule: string;
+  /** blocked, or reported (report mode: logged, let through). */
+  action: 'blocked' | 'reported';
+  src: string;
+  dst: string;
+  proto: string;
+  dport?: number;
+}
+
+/** One query the resolver judged for a sandbox, as its query log keeps it. */
+export interface QueryLogEntry {
+  sandbox: string;
+  name: string;
+  type: string;
+  verdict: 'answered' | 'refused' | 'limited' | 'stripped';
+  answer: string[];
+  reason?: string;
+}
+
+/** A query log entry as the API answers it (GET /v1/dns-queries). */
+export interface DnsQueryRecord extends QueryLogEntry {
+  id: number;
+  time: string;
 }
 
 export interface CreateOptions {
@@ -35,6 +110,11 @@ export interface PolicyView {
   effective: PolicyInput;
   /** Connections cut because the new policy forbids them (policy set only). */
   cut?: number;
+}
+
+/** POST /v1/down: how many sandboxes were removed. */
+export interface DownReport {
+  sandboxes: number;
 }
 
 export interface GcReport {
@@ -64,9 +144,22 @@ export interface Status {
   /** Idle warm-pool members (they hold addresses: counted in addresses.used). */
   pool: { idle: number; acquired?: number; missed?: number };
   /** The daemon's resolver counters (absent without a daemon). */
-  dns?: { queries: number; answered: number; cached: number; servfail: number; dropped: number; upstreamTimeouts: number; cacheEntries: number };
+  dns?: ResolverCounters;
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
   latency?: Record<string, { count: number; p50: number; p99: number }>;
+}
+
+/**
+ * The resolver's counters. Each query is counted once, under what became of it (the
+ * outcomes, see dns/query-outcomes.ts), when that is known; `queries` is their sum, so a
+ * query still upstream is in none. Upstream timeouts are attempts, not queries: one query
+ * may have several (one per upstream tried), or none.
+ */
+export interface ResolverCounters extends QueryOutcomeCounts {
+  queries: number;
+  upstreamTimeouts: number;
+  /** Answers held in the shared cache now. */
+  cacheEntries: number;
 }
 
 /**
@@ -81,7 +174,7 @@ export interface InstanceBackend {
   inspect(name: string): Promise<unknown>;
   remove(name: string): Promise<void>;
   policyGet(name: string): Promise<PolicyView>;
-  policySet(name: string, policy: unknown): Promise<PolicyView>;
+  policySet(name: string, policy: PolicyInput): Promise<PolicyView>;
   /** One sandbox's accounting, or every sandbox's. */
   stats(name?: string): Promise<SandboxStats[]>;
   gc(): Promise<GcReport>;
@@ -89,7 +182,7 @@ export interface InstanceBackend {
   dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
   /** `persist` writes boot files, which only a process that is not the daemon may do. */
   up(o?: { persist?: boolean; persistRoot?: string }): Promise<Status>;
-  down(o?: { persistRoot?: string }): Promise<{ sandboxes: number }>;
+  down(o?: { persistRoot?: string }): Promise<DownReport>;
 }
 
 export interface EventQuery {

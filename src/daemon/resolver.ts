@@ -8,6 +8,8 @@ import { RESOLVER_SOCKET_MARK } from '../core/ruleset.js';
 import { DnsCache } from '../dns/cache.js';
 import { DnsForwarder } from '../dns/forwarder.js';
 import { DnsGate, QueryLogEntry } from '../dns/gate.js';
+import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
+import type { ResolverCounters } from '../api/types.js';
 import type { Engine } from '../service/engine.js';
 import { DnsLog, LogLimiter } from '../service/events.js';
 
@@ -66,8 +68,10 @@ export class SandboxResolver {
   }
 
   /** The resolver counters and cache size, for status and metrics. */
-  get stats() {
-    return { ...this.forwarder.stats, cacheEntries: this.forwarder.cacheEntries };
+  get stats(): ResolverCounters {
+    const { outcomes, upstreamTimeouts } = this.forwarder.stats;
+    const queries = QUERY_OUTCOMES.reduce((n, o) => n + outcomes[o], 0);
+    return { queries, ...outcomes, upstreamTimeouts, cacheEntries: this.forwarder.cacheEntries };
   }
 
   /** Drops a removed sandbox's resolver state (only memory is at stake: ids are never reused). */

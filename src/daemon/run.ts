@@ -85,6 +85,8 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
 
     const metrics = new Metrics({
       stats: () => statsWithDns(engine, resolver),
+      sandboxes: () => engine.list(),
+      capacity: () => engine.status(),
       dns: () => resolver?.stats,
       denials: () => events.byReason,
     }, config.metricsMaxSandboxes);

@@ -13,6 +13,7 @@ import type { DnsGate, GateSandbox } from './gate.js';
 import { DnsCache, cacheKey, sameQuestion } from './cache.js';
 import { markSocket } from '../kernel/socket-mark.js';
 import { upstreamQuery } from './upstream-query.js';
+import { QueryOutcome, QueryOutcomeCounts, noQueryOutcomes } from './query-outcomes.js';
 
 export interface Upstream {
   host: string;
@@ -36,18 +37,18 @@ export interface ForwarderOptions {
 }
 
 export interface ForwarderStats {
-  queries: number;
-  answered: number;
-  /** Of the answered, how many came from the cache. */
-  cached: number;
-  servfail: number;
-  dropped: number;
+  /** Every message received, counted once by what became of it (query-outcomes.ts); those still upstream are not counted yet. */
+  outcomes: QueryOutcomeCounts;
+  /** Upstream attempts given up on (no answer in time, a failed TCP exchange): a query may have several, or none. */
   upstreamTimeouts: number;
 }
 
+/** Where an answer came from, as far as the sending path is concerned. */
+type AnswerOutcome = Exclude<QueryOutcome, 'dropped'>;
+
 interface Pending {
   clientId: number;
-  reply: (msg: Buffer) => void;
+  reply: (msg: Buffer | undefined, outcome: 'answered' | 'servfail') => void;
   query: Buffer;
   attempt: number;
   /** performance.now() after which the upstream is given up on. */
@@ -104,7 +105,7 @@ export function isQuery(buf: Buffer): boolean {
 }
 
 export class DnsForwarder {
-  readonly stats: ForwarderStats = { queries: 0, answered: 0, cached: 0, servfail: 0, dropped: 0, upstreamTimeouts: 0 };
+  readonly stats: ForwarderStats = { outcomes: noQueryOutcomes(), upstreamTimeouts: 0 };
   private udp?: dgram.Socket;
   private tcp?: net.Server;
   /**
@@ -188,24 +189,29 @@ export class DnsForwarder {
   }
 
   /** What to send for an answer to `d`: as the gate judges it for the sandbox now (undefined: nothing). */
-  private judged(d: { sandbox?: GateSandbox }, answer: Buffer, cached?: { packet: dnsPacket.Packet; age: number }): Buffer | undefined {
-    const out = d.sandbox && this.o.gate ? this.o.gate.onAnswer(d.sandbox, answer, undefined, cached) : answer;
-    if (!out) this.stats.dropped++;
-    return out;
+  private judged(d: { sandbox?: GateSandbox }, answer: Buffer | undefined, cached?: { packet: dnsPacket.Packet; age: number }): Buffer | undefined {
+    if (!answer) return undefined;
+    return d.sandbox && this.o.gate ? this.o.gate.onAnswer(d.sandbox, answer, undefined, cached) : answer;
+  }
+
+  /** Counts a query once, by what became of it: `outcome` when there is an answer to send, else dropped. */
+  private settle(answer: Buffer | undefined, outcome: AnswerOutcome): answer is Buffer {
+    this.stats.outcomes[answer ? outcome : 'dropped']++;
+    return answer !== undefined;
   }
 
   private onUdpQuery(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     // With a gate, it parses (and validates) the query itself: parse once.
     if (!this.allowed(rinfo.address) || msg.length > MAX_QUERY || (!this.o.gate && !isQuery(msg))) {
-      this.stats.dropped++;
+      this.stats.outcomes.dropped++;
       return;
     }
-    this.stats.queries++;
-    const send = (answer: Buffer | undefined) => answer && this.udp?.send(answer, rinfo.port, rinfo.address);
+    const send = (answer: Buffer | undefined, outcome: AnswerOutcome) => {
+      if (this.settle(answer, outcome)) this.udp?.send(answer, rinfo.port, rinfo.address);
+    };
     const d = this.decide(rinfo.address, msg);
     if (!d.forward) {
-      if (d.reply) send(d.reply);
-      else this.stats.dropped++;
+      send(d.reply, 'refused');
       return;
     }
     // The gate has judged the query for this sandbox; only then may a shared answer serve it.
@@ -221,15 +227,13 @@ export class DnsForwarder {
         cache!.delete(key); // stored but not decodable: ask upstream instead
       }
       if (hit && (packet || !d.sandbox)) {
-        this.stats.answered++;
-        this.stats.cached++;
-        send(this.judged(d, hit.wire, packet && { packet, age: hit.age }));
+        send(this.judged(d, hit.wire, packet && { packet, age: hit.age }), 'cached');
         return;
       }
     }
-    this.forwardUdp(d.query, (answer) => {
-      if (key !== undefined) cache!.put(key, answer, performance.now());
-      send(this.judged(d, answer));
+    this.forwardUdp(d.query, (answer, outcome) => {
+      if (key !== undefined && answer) cache!.put(key, answer, performance.now());
+      send(this.judged(d, answer), outcome);
     });
   }
 
@@ -253,11 +257,10 @@ export class DnsForwarder {
     }
   }
 
-  private forwardUdp(query: Buffer, reply: (msg: Buffer) => void, attempt = 0, clientId = query.readUInt16BE(0)): void {
+  /** Asks the upstreams in turn; `reply` gets the answer, or SERVFAIL once every one failed (undefined if even that cannot be made). */
+  private forwardUdp(query: Buffer, reply: Pending['reply'], attempt = 0, clientId = query.readUInt16BE(0)): void {
     if (attempt >= this.o.upstreams.length) {
-      const sf = servfail(query);
-      this.stats.servfail++;
-      if (sf) reply(sf);
+      reply(servfail(query), 'servfail');
       return;
     }
     const upstream = this.o.upstreams[attempt];
@@ -298,13 +301,13 @@ export class DnsForwarder {
       return;
     }
     msg.writeUInt16BE(p.clientId, 0);
-    this.stats.answered++;
-    p.reply(msg);
+    p.reply(msg, 'answered');
   }
 
   private onTcpConnection(c: net.Socket): void {
     if (!this.allowed(c.remoteAddress?.replace(/^::ffff:/, '') ?? '')) {
-      this.stats.dropped++;
+      // Its messages are never read: the connection counts as one query dropped.
+      this.stats.outcomes.dropped++;
       c.destroy();
       return;
     }
@@ -319,7 +322,7 @@ export class DnsForwarder {
         const len = buf.readUInt16BE(0);
         if (len > MAX_QUERY) {
           // Not read, not forwarded: over TCP a query may be 64 KiB of anything.
-          this.stats.dropped++;
+          this.stats.outcomes.dropped++;
           c.destroy();
           return;
         }
@@ -327,33 +330,30 @@ export class DnsForwarder {
         const query = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
         if (!isQuery(query)) {
-          this.stats.dropped++;
+          this.stats.outcomes.dropped++;
           c.destroy();
           return;
         }
-        this.stats.queries++;
-        const send = (answer: Buffer | undefined) => {
-          if (!answer || c.destroyed) return;
+        // A client gone before its answer was sent got none: dropped.
+        const send = (answer: Buffer | undefined, outcome: AnswerOutcome) => {
+          if (!this.settle(c.destroyed ? undefined : answer, outcome)) return;
           const hdr = Buffer.alloc(2);
-          hdr.writeUInt16BE(answer.length);
-          c.write(Buffer.concat([hdr, answer]));
+          hdr.writeUInt16BE(answer!.length);
+          c.write(Buffer.concat([hdr, answer!]));
         };
         const d = this.decide(c.remoteAddress?.replace(/^::ffff:/, '') ?? '', Buffer.from(query));
         if (!d.forward) {
-          if (d.reply) send(d.reply);
+          send(d.reply, 'refused');
           continue;
         }
-        this.forwardTcp(d.query, 0).then((answer) => send(this.judged(d, answer)));
+        this.forwardTcp(d.query, 0).then(({ answer, outcome }) => send(this.judged(d, answer), outcome));
       }
     });
   }
 
   /** Forwards over TCP (large answers), with the same failover as UDP. */
-  private async forwardTcp(query: Buffer, attempt: number): Promise<Buffer> {
-    if (attempt >= this.o.upstreams.length) {
-      this.stats.servfail++;
-      return servfail(query) ?? Buffer.alloc(0);
-    }
+  private async forwardTcp(query: Buffer, attempt: number): Promise<{ answer: Buffer | undefined; outcome: 'answered' | 'servfail' }> {
+    if (attempt >= this.o.upstreams.length) return { answer: servfail(query), outcome: 'servfail' };
     const u = this.o.upstreams[attempt];
     // The forwarder's own ID, as over UDP: the sandbox's would be one more field it chose.
     const out = Buffer.from(query);
@@ -363,9 +363,8 @@ export class DnsForwarder {
       if (answer.length < 12 || answer.readUInt16BE(0) !== out.readUInt16BE(0) || !answersQuery(out, answer)) throw new Error('an answer to another query');
       const rcode = answer[3] & 0x0f;
       if ((rcode === 2 || rcode === 5) && attempt + 1 < this.o.upstreams.length) return this.forwardTcp(query, attempt + 1);
-      this.stats.answered++;
       answer.writeUInt16BE(query.readUInt16BE(0), 0);
-      return answer;
+      return { answer, outcome: 'answered' };
     } catch {
       this.stats.upstreamTimeouts++;
       return this.forwardTcp(query, attempt + 1);

@@ -11,6 +11,9 @@ import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
 import { DENIED_RANGES } from '../core/ruleset.js';
 import { upstreamQuery, wireName } from './upstream-query.js';
+import type { QueryLogEntry } from '../api/types.js';
+
+export type { QueryLogEntry };
 
 export interface GateSandbox {
   /** Its identity: the row id, never reused (names and addresses are). */
@@ -18,15 +21,6 @@ export interface GateSandbox {
   name: string;
   ip: string;
   policy: Policy;
-}
-
-export interface QueryLogEntry {
-  sandbox: string;
-  name: string;
-  type: string;
-  verdict: 'answered' | 'refused' | 'limited' | 'stripped';
-  answer: string[];
-  reason?: string;
 }
 
 export interface GateHooks {

@@ -6,29 +6,11 @@ import type { Limits } from '../core/policy.js';
 import { quotaNames } from '../core/sandbox-limits.js';
 import type { Nft } from '../kernel/nft.js';
 import type { Store } from '../store/store.js';
+import type { SandboxStats, Traffic } from '../api/types.js';
 
-export interface Traffic {
-  packets: number;
-  bytes: number;
-}
-
-export interface SandboxStats {
-  name: string;
-  ip: string;
-  /** Everything the sandbox sent (before limits and policy judged it) and received. */
-  sent: Traffic;
-  received: Traffic;
-  blocked: {
-    /** Packets dropped or rejected by policy or limits (kernel counter: exact). */
-    packets: number;
-    /** Logged denials by reason (the kernel logs at most 20/s per reason: a sample). */
-    logged: Record<string, number>;
-  };
-  quota: { egress?: { bytes: number; used: number }; ingress?: { bytes: number; used: number } };
-  limits: Limits;
-  /** The resolver's per-sandbox counts (daemon only). */
-  dns?: { queries: number; refused: number; limited: number; stripped: number };
-}
+// The shapes the API answers with live with its types (api/types.ts), which the client
+// package exports without this module's native imports.
+export type { SandboxStats, Traffic };
 
 export interface AccountedSandbox {
   id: number;

@@ -7,22 +7,11 @@ import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
 import { DENY_REASONS, DenyReason } from '../core/ruleset.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
-import type { QueryLogEntry } from '../dns/gate.js';
+import type { DenialEvent, DnsQueryRecord, QueryLogEntry } from '../api/types.js';
 
-export interface DenialEvent {
-  id: number;
-  time: string;
-  sandbox: string;
-  reason: DenyReason;
-  /** The rule that decided, e.g. "egress.deny 203.0.113.0/24" or "private, metadata, ...". */
-  rule: string;
-  /** blocked, or reported (report mode: logged, let through). */
-  action: 'blocked' | 'reported';
-  src: string;
-  dst: string;
-  proto: string;
-  dport?: number;
-}
+// The records the API answers with live with its types (api/types.ts), which the client
+// package exports without this module's native imports.
+export type { DenialEvent, DnsQueryRecord };
 
 const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
 const KEEP = 100_000;
@@ -141,11 +130,6 @@ export class EventLog {
       this.waiters.add(done);
     });
   }
-}
-
-export interface DnsQueryRecord extends QueryLogEntry {
-  id: number;
-  time: string;
 }
 
 /** The per-sandbox DNS query log: name, type, answer, verdict (capped like events). */

@@ -1,19 +1,26 @@
 // Prometheus metrics for the daemon (opt-in: config `metricsListen`), with prom-client:
-// the build (version, Node), operation latencies as histograms, the resolver's counters, logged denials by reason,
-// process health, and per-sandbox traffic counters. Per-sandbox series are bounded: the
-// busiest `maxSandboxSeries` sandboxes get their own label; what the others hold is a
-// gauge (toastnet_sandboxes_unlabelled: it goes down as sandboxes leave or join the
-// labelled ones, which a counter must never do), so thousands of sandboxes do not flood
-// the scraper.
+// the build (version, Node), operation latencies as histograms, the instance's sandboxes,
+// addresses and warm pool, per-sandbox traffic (bounded: sandbox-traffic-metrics.ts), the
+// resolver's queries by outcome, logged denials by reason, and process health. Each metric
+// has one unit, so a sum over its series means something; README "Limits and accounting"
+// lists them all.
 import http from 'node:http';
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
+import type { ResolverCounters, SandboxInfo, Status } from '../api/types.js';
+import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
+import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
+import { registerSandboxTraffic, splitBusiest } from './sandbox-traffic-metrics.js';
 import { toastnetVersion } from '../version.js';
 
 export interface MetricSources {
   stats(): SandboxStats[];
+  /** The live sandboxes (engine.list()), counted by mode. */
+  sandboxes(): Pick<SandboxInfo, 'mode'>[];
+  /** The subnet's addresses and the idle warm-pool members, as status tells them (engine.status()). */
+  capacity(): Pick<Status, 'addresses' | 'pool'>;
   /** The resolver's counters, when it runs. */
-  dns(): Record<string, number> | undefined;
+  dns(): ResolverCounters | undefined;
   /** Logged denials by reason since the daemon started. */
   denials(): Record<string, number>;
 }
@@ -21,16 +28,35 @@ export interface MetricSources {
 export const OPERATIONS = ['create', 'remove', 'policy_set', 'up', 'gc', 'stats'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
+/**
+ * Node's own metrics (prom-client's defaults: process_*, nodejs_*) carry this prefix, so that
+ * they never take the names dashboards and node_exporter use for the host's processes.
+ */
+export const PROCESS_METRICS_PREFIX = 'toastnet_daemon_';
+
+/**
+ * `read`'s value, read again only when older than half a second: prom-client collects
+ * metric by metric, and one scrape should cost one reading of each source (the kernel's
+ * counters for every sandbox, the instance's status), not one per metric.
+ */
+function perScrape<T>(read: () => T): () => T {
+  let last: { at: number; value: T } | undefined;
+  return () => {
+    if (!last || performance.now() - last.at > 500) last = { at: performance.now(), value: read() };
+    return last.value;
+  };
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   private readonly opDuration: client.Histogram<'op' | 'outcome'>;
 
   constructor(sources: MetricSources, maxSandboxSeries = 200) {
     const registers = [this.registry];
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'toastnet_daemon_' });
+    client.collectDefaultMetrics({ register: this.registry, prefix: PROCESS_METRICS_PREFIX });
     this.opDuration = new client.Histogram({
       name: 'toastnet_operation_duration_seconds',
-      help: 'Time the daemon took for an operation (create, remove, policy_set, up, gc, stats)',
+      help: 'Time the daemon took for an operation (create, remove, policy_set, up, gc, stats), by outcome (ok, error)',
       labelNames: ['op', 'outcome'],
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
@@ -45,84 +71,10 @@ export class Metrics {
       registers,
     }).set({ version: toastnetVersion(), node: process.versions.node }, 1);
 
-    // Scrape-time readings: one kernel read per scrape for all sandboxes.
-    let cached: { at: number; stats: SandboxStats[]; labelled: SandboxStats[]; rest: SandboxStats[] } | undefined;
-    // The per-sandbox counters below are collected one after another: read the kernel, and
-    // pick the busiest, once per scrape.
-    const reading = () => {
-      if (!cached || performance.now() - cached.at > 500) {
-        const all = sources.stats();
-        const busy = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name));
-        cached = { at: performance.now(), stats: all, labelled: busy.slice(0, maxSandboxSeries), rest: busy.slice(maxSandboxSeries) };
-      }
-      return cached;
-    };
-    const stats = () => reading().stats;
-    new client.Gauge({
-      name: 'toastnet_sandboxes',
-      help: 'Live sandboxes',
-      registers,
-      collect() {
-        this.set(stats().length);
-      },
-    });
-    const picks: Record<string, (s: SandboxStats) => number> = {
-      sent_bytes: (s) => s.sent.bytes,
-      sent_packets: (s) => s.sent.packets,
-      received_bytes: (s) => s.received.bytes,
-      received_packets: (s) => s.received.packets,
-      blocked_packets: (s) => s.blocked.packets,
-    };
-    const helps: Record<string, string> = {
-      sent_bytes: 'Bytes a sandbox sent (IP, before limits and policy)',
-      sent_packets: 'Packets a sandbox sent',
-      received_bytes: 'Bytes a sandbox received',
-      received_packets: 'Packets a sandbox received',
-      blocked_packets: 'Packets of a sandbox blocked by policy or limits',
-    };
-    for (const [what, pick] of Object.entries(picks)) {
-      const name = `toastnet_sandbox_${what}_total`;
-      new client.Counter({
-        name,
-        help: helps[what],
-        labelNames: ['sandbox'],
-        registers,
-        collect: () => {
-          const c = this.registry.getSingleMetric(name) as client.Counter<'sandbox'>;
-          c.reset();
-          for (const s of reading().labelled) c.inc({ sandbox: s.name }, pick(s));
-        },
-      });
-    }
-    new client.Gauge({
-      name: 'toastnet_sandboxes_unlabelled',
-      help: 'Sums over the sandboxes without their own series (beyond metricsMaxSandboxes), by counter',
-      labelNames: ['counter'],
-      registers,
-      collect: () => {
-        const g = this.registry.getSingleMetric('toastnet_sandboxes_unlabelled') as client.Gauge<'counter'>;
-        const { rest } = reading();
-        for (const [what, pick] of Object.entries(picks)) g.set({ counter: what }, rest.reduce((n, s) => n + pick(s), 0));
-      },
-    });
-    new client.Counter({
-      name: 'toastnet_dns_total',
-      help: 'Resolver counters: queries, answered, cached (of answered), servfail, dropped, upstreamTimeouts',
-      labelNames: ['counter'],
-      registers,
-      collect() {
-        this.reset();
-        for (const [k, v] of Object.entries(sources.dns() ?? {})) if (k !== 'cacheEntries') this.inc({ counter: k }, v);
-      },
-    });
-    new client.Gauge({
-      name: 'toastnet_dns_cache_entries',
-      help: 'Answers in the resolver cache',
-      registers,
-      collect() {
-        this.set(sources.dns()?.cacheEntries ?? 0);
-      },
-    });
+    this.registerInstance(sources, registers);
+    const stats = perScrape(() => splitBusiest(sources.stats(), maxSandboxSeries));
+    registerSandboxTraffic(stats, registers);
+    this.registerResolver(sources, registers);
     new client.Counter({
       name: 'toastnet_denials_logged_total',
       help: 'Denials the kernel logged, by reason (the kernel logs at most 20/s per reason: a sample)',
@@ -135,6 +87,74 @@ export class Metrics {
     });
   }
 
+  /** Sandboxes by mode, the subnet's addresses by state, idle pool members. */
+  private registerInstance(sources: MetricSources, registers: client.Registry[]): void {
+    const capacity = perScrape(() => sources.capacity());
+    new client.Gauge({
+      name: 'toastnet_sandboxes',
+      help: 'Live sandboxes, by how they are attached (veth, macvlan); warm-pool members are not sandboxes',
+      labelNames: ['mode'],
+      registers,
+      collect() {
+        // Every mode, at 0 too: a series that vanishes reads as "no data", not as none.
+        const byMode = Object.fromEntries(Object.keys(LINK_MODES).map((m) => [m, 0])) as Record<SandboxMode, number>;
+        for (const s of sources.sandboxes()) byMode[s.mode] = (byMode[s.mode] ?? 0) + 1;
+        for (const [mode, n] of Object.entries(byMode)) this.set({ mode }, n);
+      },
+    });
+    new client.Gauge({
+      name: 'toastnet_addresses',
+      help: 'The subnet\'s sandbox addresses by state: free, assigned (to sandboxes, pool members and those being built), releasing (held by removed sandboxes until their processes end); they add up to the capacity',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const { free, used, releasing } = capacity().addresses;
+        this.set({ state: 'free' }, free);
+        this.set({ state: 'assigned' }, used - releasing);
+        this.set({ state: 'releasing' }, releasing);
+      },
+    });
+    new client.Gauge({
+      name: 'toastnet_pool_idle_members',
+      help: 'Warm-pool members ready to be taken by a create (they hold assigned addresses)',
+      registers,
+      collect() {
+        this.set(capacity().pool.idle);
+      },
+    });
+  }
+
+  /** The resolver's queries by outcome (they partition the queries), upstream timeouts, cache size. */
+  private registerResolver(sources: MetricSources, registers: client.Registry[]): void {
+    new client.Counter({
+      name: 'toastnet_dns_queries_total',
+      help: `Queries the resolver dealt with, by outcome (${QUERY_OUTCOMES.join(', ')}): each counted once, when its answer (or none) was sent`,
+      labelNames: ['outcome'],
+      registers,
+      collect() {
+        this.reset();
+        const dns = sources.dns();
+        for (const outcome of QUERY_OUTCOMES) this.inc({ outcome }, dns?.[outcome] ?? 0);
+      },
+    });
+    new client.Counter({
+      name: 'toastnet_dns_upstream_timeouts_total',
+      help: 'Upstream attempts the resolver gave up on (no answer in dnsTimeoutMs, or a failed TCP exchange); a query may have several',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.dns()?.upstreamTimeouts ?? 0);
+      },
+    });
+    new client.Gauge({
+      name: 'toastnet_dns_cache_entries',
+      help: 'Answers in the resolver cache',
+      registers,
+      collect() {
+        this.set(sources.dns()?.cacheEntries ?? 0);
+      },
+    });
+  }
 
   /** Runs `fn` and records how long it took (sync or async), with its outcome. */
   time<T>(op: Operation, fn: () => T): T {

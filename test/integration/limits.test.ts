@@ -182,7 +182,7 @@ describe('limits and accounting', () => {
     }
   });
 
-  it('Prometheus metrics: per-sandbox counters (bounded labels), operation histograms, resolver and denials', async () => {
+  it('Prometheus metrics: per-sandbox counters (bounded labels), operation histograms, sandboxes, addresses and pool, resolver outcomes and denials', async () => {
     // More sandboxes than get a series of their own, each with traffic; one denied.
     for (const name of ['m1', 'm2', 'm3', 'm4']) {
       create(name);
@@ -203,17 +203,33 @@ describe('limits and accounting', () => {
     const all = JSON.parse(run(['stats', '--json']).stdout) as (Stats & { name: string })[];
     const busiest = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name))[0].name;
     assert.ok(sent.some((l) => l.startsWith(`toastnet_sandbox_sent_bytes_total{sandbox="${busiest}"}`)), `the busiest sandbox (${busiest}) has its own series`);
-    const rest = /^toastnet_sandboxes_unlabelled\{counter="sent_bytes"\} (\d+)$/m.exec(text);
+    const rest = /^toastnet_sandboxes_unlabelled_sent_bytes (\d+)$/m.exec(text);
     assert.ok(rest, 'the others are summed in a gauge');
     const total = sent.reduce((n, l) => n + Number(l.split(' ').pop()), 0) + Number(rest[1]);
     assert.ok(total >= all.reduce((n, x) => n + x.sent.bytes, 0) * 0.99, 'series and gauge add up to every sandbox');
     assert.match(text, /toastnet_operation_duration_seconds_count\{op="create",outcome="ok"\} [1-9]/);
     assert.match(text, /toastnet_operation_duration_seconds_bucket\{le="0.005",op="create",outcome="ok"\}/);
     assert.match(text, /toastnet_denials_logged_total\{reason="metadata"\} [1-9]/);
-    assert.match(text, /toastnet_dns_total\{counter="queries"\} [1-9]/);
+    assert.match(text, /toastnet_dns_queries_total\{outcome="answered"\} [1-9]/);
+    assert.match(text, /^toastnet_dns_upstream_timeouts_total \d+$/m);
     assert.match(text, /toastnet_daemon_process_resident_memory_bytes [1-9]/);
-    assert.match(text, new RegExp(`^toastnet_sandboxes ${all.length}$`, 'm'));
-    const status = JSON.parse(run(['status', '--json']).stdout) as { latency: Record<string, { count: number; p50: number }> };
+    assert.match(text, new RegExp(`^toastnet_sandboxes\\{mode="veth"\\} ${all.length}$`, 'm'));
+    assert.match(text, /^toastnet_sandboxes\{mode="macvlan"\} 0$/m);
+    const status = JSON.parse(run(['status', '--json']).stdout) as {
+      latency: Record<string, { count: number; p50: number }>;
+      addresses: { capacity: number; free: number };
+      dns: { queries: number };
+    };
+    // Gauges read at scrape time: addresses by state add up to the subnet's capacity.
+    const addresses = Object.fromEntries([...text.matchAll(/^toastnet_addresses\{state="(\w+)"\} (\d+)$/gm)].map((x) => [x[1], Number(x[2])]));
+    assert.deepEqual(Object.keys(addresses).sort(), ['assigned', 'free', 'releasing']);
+    assert.equal(Object.values(addresses).reduce((a, b) => a + b, 0), status.addresses.capacity);
+    assert.match(text, /^toastnet_pool_idle_members \d+$/m);
+    // The outcomes partition the queries: their sum is status's count (read after the scrape: no fewer).
+    const outcomes = [...text.matchAll(/^toastnet_dns_queries_total\{outcome="\w+"\} (\d+)$/gm)].map((x) => Number(x[1]));
+    assert.equal(outcomes.length, 5);
+    const sum = outcomes.reduce((a, b) => a + b, 0);
+    assert.ok(sum > 0 && sum <= status.dns.queries, `${sum} by outcome, ${status.dns.queries} in status`);
     assert.ok(status.latency.create.count >= all.length && status.latency.create.p50 > 0, JSON.stringify(status.latency));
     assert.notEqual(tb.try(tb.wanNs, ['curl', '-sS', '--max-time', '2', `http://${WAN.hostUplink}:9464/metrics`]).code, 0, 'not reachable from elsewhere');
   });
