@@ -14,6 +14,7 @@ import { runDaemon } from '../daemon/run.js';
 import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
+import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES } from '../core/link-modes.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
@@ -401,6 +402,16 @@ example(program.command('doctor'), 'toastnet doctor')
     if (o.json) printJson(checks);
     else for (const ch of checks) print(`${ch.ok ? 'ok  ' : 'FAIL'}  ${ch.name}${ch.ok ? '' : `: ${ch.detail}${ch.fix ? `\n      fix: ${ch.fix}` : ''}`}${ch.advice ? `\n      note: ${ch.advice}` : ''}`);
     if (checks.some((ch) => !ch.ok)) process.exitCode = 7;
+  });
+
+program.command('completion')
+  .description('print a shell completion script: bash or zsh')
+  .argument('<shell>', 'bash or zsh')
+  .addHelpText('after', '\nExample:\n  toastnet completion bash > /etc/bash_completion.d/toastnet')
+  .action((shell: string) => {
+    if (shell === 'bash') print(bashCompletion(program));
+    else if (shell === 'zsh') print(zshCompletion(program));
+    else throw new ToastnetError('invalid_argument', `completion ${shell}: use bash or zsh`);
   });
 
 async function main(): Promise<void> {
