@@ -4,7 +4,7 @@
 // and peers always give the same elements, so a policy change is "delete the old list, add
 // the new one" in one transaction, and removal deletes exactly what creation added.
 import { formatIPv4 } from './ipv4.js';
-import { Policy, PortRange } from './policy.js';
+import { PortRange } from './policy.js';
 import { Closed, compileEgress } from './policy-compile.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
 

@@ -73,12 +73,6 @@ export class Conntrack {
     return msgs.map(parseFlow).filter((f): f is ConntrackFlow => f !== undefined);
   }
 
-  /** IPv4 flows that `ip` opened (original source) or that were opened towards it (original destination). */
-  flowsOf(ip: string): { from: ConntrackFlow[]; to: ConntrackFlow[] } {
-    const flows = this.flows();
-    return { from: flows.filter((f) => f.src === ip), to: flows.filter((f) => f.dst === ip) };
-  }
-
   /** Deletes every flow with an address (either direction, before or after NAT) for which `gone` holds; returns how many. */
   deleteFlowsOf(gone: (address: string) => boolean): number {
     return this.delete(this.flows().filter((f) => gone(f.src) || gone(f.dst) || gone(f.replySrc) || gone(f.replyDst)));

@@ -13,23 +13,27 @@ import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { GateSandbox } from '../dns/gate.js';
 import type { PolicyView } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
+import type { LiveSpec } from './live-sandboxes.js';
 import type { Attribution } from './events.js';
 import { attributeDenial } from './denial-attribution.js';
 import { SandboxStats, readStats } from './accounting.js';
+
+/** What the DNS gate knows of a live sandbox. */
+function gateView(found: { name: string; spec: LiveSpec } | undefined): GateSandbox | undefined {
+  return found ? { id: found.spec.id, name: found.name, ip: found.spec.ip, policy: found.spec.policy } : undefined;
+}
 
 export class PolicyAndAccounting {
   constructor(private readonly s: InstanceState) {}
 
   /** The sandbox at `ip`, for the DNS gate. */
   sandboxByIp(ip: string): GateSandbox | undefined {
-    const found = this.s.live.at(ip);
-    return found ? { id: found.spec.id, name: found.name, ip, policy: found.spec.policy } : undefined;
+    return gateView(this.s.live.at(ip));
   }
 
   /** The sandbox with row id `id` as it is now, or undefined once removed (ids are never reused), for the DNS gate. */
   sandboxById(id: number): GateSandbox | undefined {
-    const found = this.s.live.byId(id);
-    return found ? { id, name: found.name, ip: found.spec.ip, policy: found.spec.policy } : undefined;
+    return gateView(this.s.live.byId(id));
   }
 
   /** Admits sandbox `s` to addresses of an allowed name for `ttl` seconds (DnsAdmissions.admit). */

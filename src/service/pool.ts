@@ -3,7 +3,7 @@
 // links and routes. Members are veth networks that carry no policy (no set element: the
 // filter drops whatever they might send) and are never reused: a removed sandbox is
 // destroyed, and the pool refills with new networks.
-import type { CreateOptions, Engine, PoolReservation, SandboxInfo } from './engine.js';
+import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
 
 /** What the pool needs of the engine. */
