@@ -314,12 +314,13 @@ export class RulesetBuilder {
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
     cmds.push(this.chain('postrouting', { type: 'nat', hook: 'postrouting', prio: 100 }));
-    cmds.push(this.chain('publish_in', { type: 'nat', hook: 'prerouting', prio: -100 }));
-    cmds.push(this.chain('publish_local', { type: 'nat', hook: 'output', prio: -100 }));
     // What reaches a sandbox is counted (and limited) after the filter let it through, by
     // any path: a packet accepted for its sender (a group peer, an allow entry) never gets
     // to to_sandbox, but every base chain of the hook sees it.
     cmds.push(this.chain('forward_delivered', { type: 'filter', hook: 'forward', prio: 10 }));
+    // Published ports: destination NAT (dstnat priority) of new flows to the host's addresses.
+    cmds.push(this.chain('publish_in', { type: 'nat', hook: 'prerouting', prio: -100 }));
+    cmds.push(this.chain('publish_local', { type: 'nat', hook: 'output', prio: -100 }));
     for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
     for (const r of Object.keys(DENY_REASONS) as DenyReason[]) cmds.push(...this.denyChain(r));
 

@@ -29,9 +29,9 @@ export const SANDBOX_SETS = {
   inbound_only: { type: 'ipv4_addr', comment: 'sandboxes the host may connect into only on inbound_ports' },
   inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
   domain_mode: { type: 'ipv4_addr', comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
-  ...PUBLISH_SETS,
   ...ACCOUNTING_SETS,
   ...LIMIT_MAPS,
+  ...PUBLISH_SETS,
 } as const;
 
 /**
