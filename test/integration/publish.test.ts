@@ -6,7 +6,12 @@
 // address, never at loopback; stats count the connections; rm takes it all away.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ToastnetClient } from '../../src/api/client.js';
+import { ToastnetError } from '../../src/errors.js';
 import { Testbed, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('publish: host ports translated to sandbox ports', () => {
   let tb: Testbed;
@@ -133,11 +138,54 @@ describe('publish: host ports translated to sandbox ports', () => {
     assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');
   });
 
+  it('a table rebuild (up) keeps the publishing', () => {
+    assert.equal(run(['up']).code, 0);
+    assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');
+  });
+
   it('rm takes the publishing away in the same transaction as the rest; the port can be published again', () => {
     assert.equal(run(['rm', 'web']).code, 0);
     assert.equal(fromWan(`http://${HOST}:18080/`), '');
     assert.deepEqual([elements('publish_addr').length, elements('publish_port').length, elements('published').length], [0, 0, 0]);
     const again = create('web2', '--publish', '18080:81');
     assert.equal(again.publish?.length, 1);
+  });
+});
+
+describe('publish: through the API, on a warm-pool member', () => {
+  let tb: Testbed;
+  const I = `pup${Date.now().toString(36)}`;
+  const HOST = WAN.hostUplink;
+  let cl: ToastnetClient;
+  const idle = async () => (await cl.status()).pool.idle;
+
+  before(async () => {
+    tb = await Testbed.create({ hostService: false });
+    const cfg = path.join(tb.dir, 'pool.json');
+    fs.writeFileSync(cfg, JSON.stringify({ poolSize: 2 }));
+    cl = new ToastnetClient(tb.socketPath(I));
+    tb.startDaemon(I, ['--config', cfg]);
+    await waitFor(() => cl.ping(), 'the daemon', 10_000);
+    await waitFor(async () => (await idle()) === 2, '2 idle members', 10_000);
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  it('an acquired member gets the publishing; a conflicting or bad one is refused and leaves the pool as it was', async () => {
+    const s = await cl.create({ name: 'pooled', publish: [{ hostPort: 18100, containerPort: 80, protocol: 'tcp' }] });
+    assert.deepEqual(s.publish, [{ hostPort: 18100, containerPort: 80, protocol: 'tcp' }]);
+    assert.equal((await cl.status()).pool.acquired, 1, 'served by the pool');
+    await tb.serveInSandbox(I, 'pooled', ['http:0.0.0.0:80:pooled-web']);
+    assert.equal(tb.try(tb.wanNs, ['curl', '-sS', '--max-time', '3', `http://${HOST}:18100/`]).stdout, 'pooled-web');
+    await waitFor(async () => (await idle()) === 2, 'the pool refilled', 10_000);
+    const before = (await cl.status()).pool;
+    const clash = await cl.create({ name: 'clash', publish: [{ hostPort: 18100, containerPort: 81, protocol: 'tcp', hostIP: HOST }] }).catch((e: ToastnetError) => e);
+    assert.ok(clash instanceof ToastnetError && clash.code === 'conflict', String(clash));
+    assert.match(clash.message, /already published by sandbox "pooled"/);
+    const bad = await cl.create({ name: 'bad', publish: [{ hostPort: 0, containerPort: 80, protocol: 'tcp' }] }).catch((e: ToastnetError) => e);
+    assert.ok(bad instanceof ToastnetError && bad.code === 'invalid_argument', String(bad));
+    assert.deepEqual((await cl.status()).pool, before, 'no member taken');
+    assert.deepEqual((await cl.list()).map((x) => x.name), ['pooled']);
   });
 });
