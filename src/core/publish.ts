@@ -139,3 +139,30 @@ export function listenerConflict(wanted: PortMapping[], listeners: Iterable<Host
   }
   return undefined;
 }
+
+/**
+ * What another instance's table publishes, from its `publish_addr` map as libnftables lists
+ * it (`[{concat: [address | every address, protocol, port]}, sandbox]`): two instances on one
+ * host share its ports, and the first translation of a flow would win. Entries of another
+ * shape are skipped.
+ */
+export function publishedInMap(elems: readonly unknown[]): HostListener[] {
+  const out: HostListener[] = [];
+  for (const e of elems) {
+    const key = (Array.isArray(e) ? e[0] : undefined) as { concat?: unknown[] } | undefined;
+    const [addr, proto, port] = key?.concat ?? [];
+    const protocol = proto === 'tcp' || proto === 6 ? 'tcp' : proto === 'udp' || proto === 17 ? 'udp' : undefined;
+    if (!protocol || typeof port !== 'number') continue;
+    out.push({ protocol, port, ...(typeof addr === 'string' ? { address: addr } : {}) });
+  }
+  return out;
+}
+
+/** The first of `wanted` another instance (its table `table`) publishes already. */
+export function instanceConflict(wanted: PortMapping[], table: string, theirs: Iterable<HostListener>): string | undefined {
+  for (const t of theirs) {
+    const mine = wanted.find((w) => w.protocol === t.protocol && w.hostPort === t.port && (w.hostIP === undefined || t.address === undefined || t.address === w.hostIP));
+    if (mine) return `publish ${formatPortMapping(mine)}: host port ${t.port}/${t.protocol} is already published by toastnet instance "${table}" (${t.address ?? '*'}:${t.port})`;
+  }
+  return undefined;
+}

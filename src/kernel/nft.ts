@@ -162,6 +162,17 @@ export class Nft {
     return out;
   }
 
+  /** A map's elements as libnftables lists them, or undefined when the table or map does not exist. */
+  listMapElements(family: string, table: string, map: string): unknown[] | undefined {
+    try {
+      const raw = this.runRaw(JSON.stringify({ nftables: [{ list: { map: { family, table, name: map } } }] }), `list map ${map}`);
+      return (JSON.parse(raw) as { nftables: { map?: { elem?: unknown[] } }[] }).nftables.flatMap((o) => o.map?.elem ?? []);
+    } catch (err) {
+      if (isNoSuchObject(err)) return undefined;
+      throw err;
+    }
+  }
+
   /** Whether a chain exists in the table. */
   hasChain(family: string, table: string, name: string): boolean {
     try {

@@ -16,7 +16,7 @@ import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { LINK_MODES } from '../core/link-modes.js';
-import { PortMapping, checkPortMappings, listenerConflict, publishConflict } from '../core/publish.js';
+import { PortMapping, checkPortMappings, instanceConflict, listenerConflict, publishConflict, publishedInMap } from '../core/publish.js';
 import { hostListeners } from '../kernel/listeners.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import { Nft } from '../kernel/nft.js';
@@ -111,9 +111,20 @@ export class InstanceState {
     const publish = checkPortMappings(doc);
     if (publish.length === 0) return publish;
     const others = this.live.names().map((name) => ({ name, publish: this.live.get(name)?.publish }));
-    const reason = publishConflict(publish, others) ?? listenerConflict(publish, hostListeners());
+    const reason = publishConflict(publish, others) ?? this.otherInstancesConflict(publish) ?? listenerConflict(publish, hostListeners());
     if (reason) throw new ToastnetError('conflict', reason);
     return publish;
+  }
+
+  /** What other instances on this host publish: their tables' publish_addr maps. */
+  private otherInstancesConflict(publish: PortMapping[]): string | undefined {
+    for (const t of this.nft.listTables()) {
+      if (t.family !== 'inet' || t.name === this.names.table) continue;
+      const elems = this.nft.listMapElements('inet', t.name, 'publish_addr');
+      const reason = elems && instanceConflict(publish, t.name, publishedInMap(elems));
+      if (reason) return reason;
+    }
+    return undefined;
   }
 
   /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */

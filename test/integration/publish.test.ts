@@ -138,6 +138,20 @@ describe('publish: host ports translated to sandbox ports', () => {
     assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');
   });
 
+  it('another toastnet instance on the host cannot publish the same host port', () => {
+    const J = `${I}b`;
+    const other = (args: string[]) => tb.toastnet(J, args, { extraFlags: ['--subnet', '10.168.0.0/16'] });
+    const r = other(['create', 'x', '--publish', `${HOST}:18080:80`]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, new RegExp(`already published by toastnet instance "${I}" \\(\\*:18080\\)`));
+    // Another port is its to publish; and then this instance cannot take that one.
+    assert.equal(other(['create', 'y', '--publish', '18082:80']).code, 0);
+    const back = run(['create', 'z', '--publish', '18082:80/tcp']);
+    assert.equal(back.code, 4, back.stderr);
+    assert.match(back.stderr, new RegExp(`already published by toastnet instance "${J}"`));
+    assert.equal(other(['down']).code, 0);
+  });
+
   it('a table rebuild (up) keeps the publishing', () => {
     assert.equal(run(['up']).code, 0);
     assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');

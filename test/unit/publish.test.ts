@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ToastnetError } from '../../src/errors.js';
 import {
-  checkPortMappings, formatPortMapping, listenerConflict, overlaps, parsePublish, portMappingsFromCni, publishConflict, type PortMapping,
+  checkPortMappings, formatPortMapping, instanceConflict, listenerConflict, publishedInMap, overlaps, parsePublish, portMappingsFromCni, publishConflict, type PortMapping,
 } from '../../src/core/publish.js';
 import { publishElements } from '../../src/core/publish-elements.js';
 import { SANDBOX_SETS } from '../../src/core/sandbox-elements.js';
@@ -98,6 +98,19 @@ describe('conflicts', () => {
     assert.equal(listenerConflict([m('192.0.2.2:53:53/udp')], ls), undefined);
     assert.equal(listenerConflict([m('192.0.2.2:443:443')], ls), 'publish 192.0.2.2:443->443/tcp: a host socket listens on 192.0.2.2:443/tcp');
     assert.equal(listenerConflict([m('192.0.2.3:443:443')], ls), undefined);
+  });
+
+  it('another instance\'s publish_addr map, as libnftables lists it', () => {
+    const listed = [
+      [{ concat: [{ prefix: { addr: '0.0.0.0', len: 0 } }, 'tcp', 8080] }, '10.167.0.2'],
+      [{ concat: ['192.0.2.2', 'udp', 53] }, '10.167.0.3'],
+      [{ concat: ['192.0.2.2', 'sctp', 9] }, '10.167.0.3'], 'junk', [{}, 1],
+    ];
+    const theirs = publishedInMap(listed);
+    assert.deepEqual(theirs, [{ protocol: 'tcp', port: 8080 }, { protocol: 'udp', port: 53, address: '192.0.2.2' }]);
+    assert.equal(instanceConflict([m('192.0.2.9:8080:80')], 'other', theirs), 'publish 192.0.2.9:8080->80/tcp: host port 8080/tcp is already published by toastnet instance "other" (*:8080)');
+    assert.equal(instanceConflict([m('53:53/udp')], 'other', theirs), 'publish 53->53/udp: host port 53/udp is already published by toastnet instance "other" (192.0.2.2:53)');
+    assert.equal(instanceConflict([m('192.0.2.3:53:53/udp'), m('8081:80')], 'other', theirs), undefined);
   });
 
   it('/proc/net: TCP in LISTEN, UDP unconnected; IPv6 any and v4-mapped count, IPv6-only addresses do not', () => {
