@@ -105,7 +105,8 @@ export class InstanceState {
 
   /**
    * Ports a new sandbox asks to publish, checked, before anything is made: refused (conflict)
-   * when another sandbox publishes an overlapping host port, or a host socket listens there.
+   * when another sandbox (of this instance or another on the host) publishes an overlapping
+   * host port, or a host socket listens there.
    */
   checkedPublish(doc: unknown): PortMapping[] {
     const publish = checkPortMappings(doc);

@@ -152,9 +152,12 @@ describe('publish: host ports translated to sandbox ports', () => {
     assert.equal(other(['down']).code, 0);
   });
 
-  it('a table rebuild (up) keeps the publishing', () => {
+  it('a table rebuild (up) and gc (the sets made exactly what live sandboxes own) keep the publishing', () => {
     assert.equal(run(['up']).code, 0);
     assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');
+    assert.equal(run(['gc']).code, 0);
+    assert.equal(fromWan(`http://${HOST}:18080/`), 'sandbox-web');
+    assert.equal(elements('published').length, 2);
   });
 
   it('rm takes the publishing away in the same transaction as the rest; the port can be published again', () => {
