@@ -4,7 +4,7 @@
 export const ERROR_CODES = {
   invalid_argument: { http: 400, exit: 2, summary: 'bad input: a flag, config key, name or CIDR' },
   not_found: { http: 404, exit: 3, summary: 'no such sandbox' },
-  conflict: { http: 409, exit: 4, summary: 'a sandbox with that name already exists' },
+  conflict: { http: 409, exit: 4, summary: 'a sandbox with that name already exists, or a host port to publish is in use' },
   exhausted: { http: 507, exit: 5, summary: 'no free address left in the subnet' },
   busy: { http: 409, exit: 6, summary: 'another toastnet process holds this instance' },
   not_ready: { http: 503, exit: 7, summary: 'host not set up, or a kernel feature or tool is missing' },

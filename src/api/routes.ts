@@ -15,6 +15,7 @@ export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
   mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth (default) or macvlan'),
   policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
+  publish: z.unknown().optional().describe('Ports to publish: [{hostPort, containerPort, protocol?, hostIP?}] (validated by the engine)'),
 });
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 

@@ -6,6 +6,7 @@
 import type { SandboxMode } from '../core/link-modes.js';
 import type { Limits, PolicyInput } from '../core/policy.js';
 import type { DenyReason } from '../core/ruleset.js';
+import type { PortMapping } from '../core/publish.js';
 import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
 
 export interface SandboxInfo {
@@ -21,6 +22,8 @@ export interface SandboxInfo {
   hostLink?: string;
   createdAt: string;
   state: string;
+  /** Its published ports (absent: none). */
+  publish?: PortMapping[];
 }
 
 /** Body of POST /v1/sandboxes (ToastnetClient.create). */
@@ -31,6 +34,11 @@ export interface CreateSandboxBody {
   mode?: SandboxMode;
   /** The sandbox's own policy document; instance defaults fill what it leaves out. */
   policy?: PolicyInput;
+  /**
+   * Host ports translated to the sandbox's ports: the one way in from outside the host.
+   * CNI's portMappings entries, field for field; `hostIP` absent: every host address.
+   */
+  publish?: PortMapping[];
 }
 
 /** GET /v1/sandboxes/{name}/inspect: the sandbox and its network as the kernel reports it now. */
@@ -59,6 +67,11 @@ export interface SandboxStats {
   };
   quota: { egress?: { bytes: number; used: number }; ingress?: { bytes: number; used: number } };
   limits: Limits;
+  /**
+   * Connections let in through its published ports (each flow's first packet; absent when
+   * it publishes none). Counted since the table was last rebuilt (`up`).
+   */
+  published?: { connections: number };
   /** The resolver's per-sandbox counts (daemon only). */
   dns?: { queries: number; refused: number; limited: number; stripped: number };
 }
@@ -100,6 +113,8 @@ export interface CreateOptions {
   mode?: SandboxMode;
   /** The sandbox's own policy document; instance defaults fill what it leaves out. */
   policy?: unknown;
+  /** Ports to publish (CreateSandboxBody.publish), checked by the engine. */
+  publish?: unknown;
 }
 
 export interface PolicyView {

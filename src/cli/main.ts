@@ -16,6 +16,7 @@ import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES } from '../core/link-modes.js';
+import { PublishFlags, addPublishOption, publishColumn, publishFromFlags } from './publish-flags.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { formatStats, formatTop, topRows } from './stats-view.js';
@@ -119,7 +120,7 @@ function printStatus(s: Status): void {
 }
 
 function printSandboxes(list: SandboxInfo[]): void {
-  const rows = [['NAME', 'IP', 'MODE', 'NETNS', 'CREATED'], ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt])];
+  const rows = [['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH'], ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish)])];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
 }
@@ -162,17 +163,18 @@ example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json 
     await runDaemon(config(cmd));
   });
 
-addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --json')
+addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
-  .option('--json', 'JSON output'))
-  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean } & PolicyFlags, cmd: Command) => {
+  .option('--json', 'JSON output')))
+  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
     const policy = policyFromFlags(o);
+    const publish = publishFromFlags(o);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name, mode: o.mode, ...(policy ? { policy } : {}) });
+    const s = await cl.create({ name, mode: o.mode, ...(policy ? { policy } : {}), ...publish });
     if (o.json) printJson(s);
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
@@ -285,18 +287,19 @@ example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://p
     process.exitCode = await execIn(c, name, argv);
   });
 
-addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5', EXIT_STATUS_HELP)
+addPublishOption(addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5', EXIT_STATUS_HELP)
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
   .option('--name <name>', 'sandbox name')
-  .option('--keep', 'keep the sandbox after CMD exits'))
-  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags, cmd: Command) => {
+  .option('--keep', 'keep the sandbox after CMD exits')))
+  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
+    const publish = publishFromFlags(o);
     const c = config(cmd);
     findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}) });
+    const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}), ...publish });
     let code = 1;
     try {
       code = await execIn(c, s.name, argv);

@@ -22,6 +22,7 @@ export function formatStats(s: SandboxStats): string {
     l.maxConnections && `${l.maxConnections} connections`,
   ].filter(Boolean);
   lines.push(`  limits     ${set.length ? set.join(', ') : 'none'}`);
+  if (s.published) lines.push(`  published  ${s.published.connections} connections in`);
   if (s.dns) lines.push(`  dns        ${s.dns.queries} queries, ${s.dns.refused} refused, ${s.dns.limited} limited, ${s.dns.stripped} stripped`);
   return lines.join('\n');
 }

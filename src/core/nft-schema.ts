@@ -8,10 +8,13 @@ export type NftCommand = Record<string, unknown>;
 /** Set key types the per-sandbox sets use. */
 export type KeyType = 'ipv4_addr' | 'ether_addr' | 'ifname' | 'inet_proto' | 'inet_service';
 
-/** What the codec needs to know of a set: its key fields, what a map maps to, whether it holds ranges. */
+/**
+ * What the codec needs to know of a set: its key fields, what a map maps to (a verdict, a
+ * named object, or a value of one key type), whether it holds ranges.
+ */
 export interface SetSchema {
   key: KeyType[];
-  data?: 'verdict' | 'objref';
+  data?: 'verdict' | 'objref' | { value: KeyType };
   interval?: boolean;
 }
 

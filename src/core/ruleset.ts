@@ -150,7 +150,7 @@ export class RulesetBuilder {
   elementSets(): SetSchemas {
     const schema = (def: { type: string | readonly string[]; map?: string; flags?: readonly string[] }): SetSchema => ({
       key: (typeof def.type === 'string' ? [def.type] : [...def.type]) as KeyType[],
-      data: def.map === undefined ? undefined : def.map === 'verdict' ? 'verdict' : 'objref',
+      data: def.map === undefined ? undefined : def.map === 'verdict' ? 'verdict' : def.map === 'limit' || def.map === 'quota' ? 'objref' : { value: def.map as KeyType },
       interval: def.flags?.includes('interval') ?? false,
     });
     const out = new Map<string, SetSchema>();
@@ -318,6 +318,9 @@ export class RulesetBuilder {
     // any path: a packet accepted for its sender (a group peer, an allow entry) never gets
     // to to_sandbox, but every base chain of the hook sees it.
     cmds.push(this.chain('forward_delivered', { type: 'filter', hook: 'forward', prio: 10 }));
+    // Published ports: destination NAT (dstnat priority) of new flows to the host's addresses.
+    cmds.push(this.chain('publish_in', { type: 'nat', hook: 'prerouting', prio: -100 }));
+    cmds.push(this.chain('publish_local', { type: 'nat', hook: 'output', prio: -100 }));
     for (const c of ['from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'source_check']) cmds.push(this.chain(c));
     for (const r of Object.keys(DENY_REASONS) as DenyReason[]) cmds.push(...this.denyChain(r));
 
@@ -390,6 +393,13 @@ export class RulesetBuilder {
     cmds.push(this.rule('sandbox_ingress', [match(daddr, '@acct_in')], 'what the sandbox received'));
     cmds.push(...this.limitRules('sandbox_ingress', daddr, 'ingress'));
     cmds.push(this.rule('to_sandbox', [ctState(['established', 'related']), { accept: null }]));
+    // A published port: a flow conntrack translated to a port the sandbox published (its
+    // element counts the connections). Sent to the sandbox's address untranslated, the same
+    // packet is dropped below.
+    cmds.push(this.rule('to_sandbox', [
+      match({ ct: { key: 'status' } }, 'dnat', 'in'),
+      match({ concat: [daddr, meta('l4proto'), payload('th', 'dport')] }, '@published'), { accept: null },
+    ], 'a published port'));
     cmds.push(this.rule('to_sandbox', [{ counter: null }, { drop: null }], 'no new connections into sandboxes from elsewhere'));
 
     // Sandbox -> host: DNS on the gateway, replies to the host's own connections, nothing else.
@@ -416,6 +426,8 @@ export class RulesetBuilder {
       { counter: null }, deny('inbound'),
     ], 'inbound port not listed'));
 
+    cmds.push(...this.publishRules());
+
     // NAT to the internet; never between sandboxes or towards them.
     cmds.push(this.rule('postrouting', [
       match(payload('ip', 'saddr'), subnet), match(payload('ip', 'daddr'), subnet, '!='), match(meta('oifname'), all, '!='), { masquerade: null },
@@ -423,6 +435,33 @@ export class RulesetBuilder {
 
     // A new table has no tiers yet: every one is made.
     return cmds.concat(this.add(elements, objects.map((o) => (o.kind === 'tier' ? { ...o, create: true } : o))));
+  }
+
+  /**
+   * Published ports (publish-elements.ts): a new flow to one of the host's own addresses on
+   * a published port is translated to the sandbox. Coming in (prerouting) from anywhere but
+   * a sandbox: a sandbox's packet to the host's address stays a packet to a host port, which
+   * the host filter denies, so a publishing never opens one sandbox to another (they reach
+   * each other only at their own addresses, through their groups). From the host itself
+   * (output): its own connections to its non-loopback addresses, which then meet the
+   * sandbox's inbound policy like any host connection into it. Never loopback: 127.0.0.0/8
+   * translated to a sandbox needs route_localnet, which would let packets to loopback
+   * addresses in from other links.
+   */
+  private publishRules(): NftCommand[] {
+    const daddr = payload('ip', 'daddr');
+    const key = { concat: [daddr, meta('l4proto'), payload('th', 'dport')] };
+    const translate: Expr[] = [
+      match(meta('l4proto'), { set: ['tcp', 'udp'] }),
+      match(daddr, prefixValue('127.0.0.0/8'), '!='),
+      match({ fib: { result: 'type', flags: ['daddr'] } }, 'local'),
+      { dnat: { family: 'ip', addr: { map: { key, data: '@publish_addr' } }, port: { map: { key, data: '@publish_port' } } } },
+    ];
+    return [
+      this.rule('publish_in', [match(meta('iifname'), `${this.names.linkPrefix}*`), { return: null }], 'from sandboxes: a host port like any other'),
+      this.rule('publish_in', translate, 'published ports'),
+      this.rule('publish_local', translate, 'published ports, for the host\'s own connections'),
+    ];
   }
 
   /**

@@ -7,6 +7,7 @@ import { formatIPv4 } from './ipv4.js';
 import { PortRange } from './policy.js';
 import { Closed, compileEgress } from './policy-compile.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS } from './sandbox-limits.js';
+import { PUBLISH_SETS, publishElements } from './publish-elements.js';
 
 import { LINK_MODES, SandboxMode } from './link-modes.js';
 import type { SandboxSpec } from './sandbox-spec.js';
@@ -30,6 +31,7 @@ export const SANDBOX_SETS = {
   domain_mode: { type: 'ipv4_addr', comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
   ...ACCOUNTING_SETS,
   ...LIMIT_MAPS,
+  ...PUBLISH_SETS,
 } as const;
 
 /**
@@ -110,6 +112,7 @@ export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = [], insta
     out.push({ set: 'inbound_only', elem: s.ip });
     for (const r of portRanges(p.inbound.ports)) out.push({ set: 'inbound_ports', elem: { concat: [s.ip, r.proto, range(r.from, r.to)] } });
   }
+  out.push(...publishElements(s));
   for (const peer of peers) out.push(...pair(s, peer), ...pair(peer, s));
   return out;
 }

@@ -214,7 +214,7 @@ function verdict(w: AttrWriter, v: unknown): void {
   }
 }
 
-/** One element's attributes. JSON forms: `val`, `[val, data]` (a map), `{elem: {val, timeout}}`. */
+/** One element's attributes. JSON forms: `val`, `[val, data]` (a map: a verdict, an object's name or a value), `{elem: {val, timeout}}`. */
 function element(w: AttrWriter, schema: SetSchema, e: unknown, op: 'add' | 'delete'): void {
   let val = e;
   let data: unknown;
@@ -241,6 +241,12 @@ function element(w: AttrWriter, schema: SetSchema, e: unknown, op: 'add' | 'dele
   }
   if (op === 'add' && schema.data === 'verdict') w.nested(NFTA_SET_ELEM_DATA, () => verdict(w, data));
   if (op === 'add' && schema.data === 'objref') w.cstr(NFTA_SET_ELEM_OBJREF, data as string);
+  if (op === 'add' && typeof schema.data === 'object') {
+    const t = schema.data.value;
+    const b = Buffer.alloc(TYPE_LEN[t]);
+    field(b, 0, t, data);
+    w.nested(NFTA_SET_ELEM_DATA, () => w.attr(NFTA_DATA_VALUE, b));
+  }
 }
 
 const nfgenmsg = (family: number, resId = 0): Buffer => {

@@ -148,17 +148,29 @@ export class Nft {
       .filter((o) => o !== undefined && o.table === table && o.family === family);
   }
 
-  /** A set's elements with their counters, by element value (sets with a counter template). */
+  /** A set's elements with their counters, by element value, a concatenation's parts joined by " . " (sets with a counter template). */
   listCounters(family: string, table: string, set: string): Map<string, { packets: number; bytes: number }> {
     const out = new Map<string, { packets: number; bytes: number }>();
     const raw = this.runRaw(JSON.stringify({ nftables: [{ list: { set: { family, table, name: set } } }] }), `list set ${set}`);
     for (const o of (JSON.parse(raw) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables) {
       for (const e of o.set?.elem ?? []) {
         const el = (e as { elem?: { val: unknown; counter?: { packets: number; bytes: number } } }).elem;
-        if (el?.counter) out.set(String(el.val), { packets: Number(el.counter.packets), bytes: Number(el.counter.bytes) });
+        const parts = (el?.val as { concat?: unknown[] } | undefined)?.concat;
+        if (el?.counter) out.set(Array.isArray(parts) ? parts.join(' . ') : String(el.val), { packets: Number(el.counter.packets), bytes: Number(el.counter.bytes) });
       }
     }
     return out;
+  }
+
+  /** A map's elements as libnftables lists them, or undefined when the table or map does not exist. */
+  listMapElements(family: string, table: string, map: string): unknown[] | undefined {
+    try {
+      const raw = this.runRaw(JSON.stringify({ nftables: [{ list: { map: { family, table, name: map } } }] }), `list map ${map}`);
+      return (JSON.parse(raw) as { nftables: { map?: { elem?: unknown[] } }[] }).nftables.flatMap((o) => o.map?.elem ?? []);
+    } catch (err) {
+      if (isNoSuchObject(err)) return undefined;
+      throw err;
+    }
   }
 
   /** Whether a chain exists in the table. */

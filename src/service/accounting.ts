@@ -18,6 +18,8 @@ export interface AccountedSandbox {
   ip: string;
   createdAt: number;
   limits: Limits;
+  /** Whether it publishes ports (its stats then count the connections they let in). */
+  publishes?: boolean;
 }
 
 export interface KernelCounters {
@@ -45,9 +47,23 @@ export function readQuotas(nft: Nft, table: string): Map<string, { bytes: number
   return out;
 }
 
+/**
+ * Connections let in through published ports, by sandbox address: the counters of its
+ * `published` elements (sandbox . protocol . port), which count each flow's first packet.
+ */
+function readPublished(nft: Nft, table: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [key, c] of nft.listCounters('inet', table, 'published')) {
+    const ip = key.split(' . ')[0];
+    out.set(ip, (out.get(ip) ?? 0) + c.packets);
+  }
+  return out;
+}
+
 /** Reads the kernel's counters and quotas once and builds each sandbox's figures. */
 export function readStats(nft: Nft, table: string, store: Store, sandboxes: AccountedSandbox[]): SandboxStats[] {
   const counters = readCounters(nft, table);
+  const published = sandboxes.some((s) => s.publishes) ? readPublished(nft, table) : new Map<string, number>();
   const quotas = readQuotas(nft, table);
   const logged = loggedByReason(store.db);
   return sandboxes.map((s) => {
@@ -65,6 +81,7 @@ export function readStats(nft: Nft, table: string, store: Store, sandboxes: Acco
         ...(quotas.has(q.ingress) && s.limits.ingressBytes ? { ingress: quotas.get(q.ingress)! } : {}),
       },
       limits: s.limits,
+      ...(s.publishes ? { published: { connections: published.get(s.ip) ?? 0 } } : {}),
     };
   });
 }

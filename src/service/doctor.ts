@@ -86,11 +86,12 @@ export async function runDoctor(): Promise<Check[]> {
         const parent = parseLink(sock.get(rq.getLink('dv1'), 'get dv1'));
         sock.exec([rq.newMacvlan(parent.index, { name: 'dm0' })], ['create macvlan']);
       }));
-      checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade, reject, socket', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_reject_inet, nft_socket, nf_conntrack (modprobe them)', () => {
+      checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade and DNAT, fib, reject, socket', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_fib_inet, nft_reject_inet, nft_socket, nf_conntrack (modprobe them)', () => {
         withNetns(netnsPath(ns), () => {
           const nft = new Nft();
           try {
             const t = { family: 'inet', table: 'doctor' };
+            const publishKey = { concat: [{ payload: { protocol: 'ip', field: 'daddr' } }, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] };
             nft.apply([
               { add: { table: { family: 'inet', name: 'doctor' } } },
               { add: { set: { ...t, name: 's', type: ['ifname', 'ipv4_addr'] } } },
@@ -104,6 +105,15 @@ export async function runDoctor(): Promise<Check[]> {
               { add: { rule: { ...t, chain: 'f', expr: [{ match: { op: '==', left: { concat: [{ payload: { protocol: 'ip', field: 'saddr' } }, { ct: { key: 'ip saddr', dir: 'original' } }] }, right: '@p' } }, { accept: null }] } } },
               { add: { chain: { ...t, name: 'i', type: 'filter', hook: 'input', prio: 0, policy: 'accept' } } },
               { add: { rule: { ...t, chain: 'i', expr: [{ match: { op: '==', left: { socket: { key: 'mark' } }, right: 1 } }, { accept: null }] } } },
+              // Published ports: a new flow to one of the host's own addresses translated through two interval maps.
+              { add: { map: { ...t, name: 'pa', type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'ipv4_addr', flags: ['interval'] } } },
+              { add: { map: { ...t, name: 'pp', type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'inet_service', flags: ['interval'] } } },
+              { add: { chain: { ...t, name: 'd', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' } } },
+              { add: { rule: { ...t, chain: 'd', expr: [
+                { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: { set: ['tcp', 'udp'] } } },
+                { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
+                { dnat: { family: 'ip', addr: { map: { key: publishKey, data: '@pa' } }, port: { map: { key: publishKey, data: '@pp' } } } },
+              ] } } },
             ]);
           } finally {
             nft.free();

@@ -16,6 +16,8 @@ import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { LINK_MODES } from '../core/link-modes.js';
+import { PortMapping, checkPortMappings, instanceConflict, listenerConflict, publishConflict, publishedInMap } from '../core/publish.js';
+import { hostListeners } from '../kernel/listeners.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import { Nft } from '../kernel/nft.js';
 import { netnsPath } from '../kernel/netns.js';
@@ -95,8 +97,35 @@ export class InstanceState {
     return mergePolicy(this.config.defaultPolicy, own);
   }
 
-  spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'>, effective: PolicyInput, policy = resolvePolicy(effective)): LiveSpec {
-    return { id: r.id, ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy };
+  spec(r: Pick<SandboxRow, 'ip' | 'mode' | 'id'> & { publish?: PortMapping[] }, effective: PolicyInput, policy = resolvePolicy(effective)): LiveSpec {
+    return {
+      id: r.id, ip: r.ip, mac: sandboxMac(this.macKey, r.id), mode: r.mode, hostLink: sandboxLinkName(this.names, r.id), policy, ...(r.publish?.length ? { publish: r.publish } : {}),
+    };
+  }
+
+  /**
+   * Ports a new sandbox asks to publish, checked, before anything is made: refused (conflict)
+   * when another sandbox (of this instance or another on the host) publishes an overlapping
+   * host port, or a host socket listens there.
+   */
+  checkedPublish(doc: unknown): PortMapping[] {
+    const publish = checkPortMappings(doc);
+    if (publish.length === 0) return publish;
+    const others = this.live.names().map((name) => ({ name, publish: this.live.get(name)?.publish }));
+    const reason = publishConflict(publish, others) ?? this.otherInstancesConflict(publish) ?? listenerConflict(publish, hostListeners());
+    if (reason) throw new ToastnetError('conflict', reason);
+    return publish;
+  }
+
+  /** What other instances on this host publish: their tables' publish_addr maps. */
+  private otherInstancesConflict(publish: PortMapping[]): string | undefined {
+    for (const t of this.nft.listTables()) {
+      if (t.family !== 'inet' || t.name === this.names.table) continue;
+      const elems = this.nft.listMapElements('inet', t.name, 'publish_addr');
+      const reason = elems && instanceConflict(publish, t.name, publishedInMap(elems));
+      if (reason) return reason;
+    }
+    return undefined;
   }
 
   /** A policy document as given, with the defaults, and resolved (which checks every field before anything changes). */
@@ -121,6 +150,7 @@ export class InstanceState {
       ...(LINK_MODES[r.mode].hostLink ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
       createdAt: new Date(r.createdAt).toISOString(),
       state: r.state,
+      ...(r.publish?.length ? { publish: r.publish } : {}),
     };
   }
 

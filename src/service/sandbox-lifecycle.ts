@@ -10,6 +10,7 @@ import { autoSandboxName, isPoolMember, netnsName, poolMemberName, sandboxLinkNa
 import { Element, SandboxMode } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import { PolicyInput } from '../core/policy.js';
+import type { PortMapping } from '../core/publish.js';
 import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
@@ -77,8 +78,9 @@ export class SandboxLifecycle {
     if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(' or ')}`);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const parentIndex = this.s.ensureParent(); // also: the host side is up
+    const publish = this.s.checkedPublish(o.publish);
 
-    const lease = this.lease(o.name, mode, own);
+    const lease = this.lease(o.name, mode, own, publish);
     const { row } = lease;
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(row.name, spec);
@@ -112,14 +114,15 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease {
+  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = []): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
     const row = this.s.store.transaction(() => {
       const n = name ?? autoSandboxName(this.s.store.peekNextId());
       if (this.s.store.getByName(n)) throw new ToastnetError('conflict', `sandbox "${n}" already exists`);
-      this.s.store.insertSandbox(n, ip, mode, own);
+      const id = this.s.store.insertSandbox(n, ip, mode, own);
+      if (publish.length > 0) this.s.store.setPublish(id, publish);
       this.s.store.takeReleased(ipNum);
       this.s.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.s.ipam.freshCursor));
       return this.s.store.getByName(n)!;
@@ -221,6 +224,7 @@ export class SandboxLifecycle {
     if (!member) return undefined;
     if (o.name !== undefined) validateSandboxName(o.name);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
+    const publish = this.s.checkedPublish(o.publish);
     const name = o.name ?? autoSandboxName(member.id);
     const createdAt = Date.now();
     try {
@@ -231,7 +235,7 @@ export class SandboxLifecycle {
       if (o.name !== undefined) throw err;
       return undefined;
     }
-    const row = { ...member, name, policy: own, createdAt };
+    const row = { ...member, name, policy: own, createdAt, publish };
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(name, spec);
     const objects = this.s.objectsOf(spec);
@@ -239,6 +243,10 @@ export class SandboxLifecycle {
     try {
       withUndo((undo) => {
         undo.push('give the member its name back', () => this.s.store.renameSandbox(member.id, member.name, member.policy, member.createdAt));
+        if (publish.length > 0) {
+          this.s.store.setPublish(member.id, publish);
+          undo.push('unpublish the member', () => this.s.store.setPublish(member.id, []));
+        }
         faultPoint('acquire:renamed');
         aliasNetns(from, to);
         undo.push('drop the new namespace name', () => deleteNetns(to));

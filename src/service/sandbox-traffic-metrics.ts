@@ -20,6 +20,7 @@ export const TRAFFIC_QUANTITIES: readonly Quantity[] = [
   { key: 'received_bytes', help: 'Bytes delivered to a sandbox (IP)', pick: (s) => s.received.bytes },
   { key: 'received_packets', help: 'Packets delivered to a sandbox', pick: (s) => s.received.packets },
   { key: 'blocked_packets', help: 'Packets of a sandbox dropped or rejected by policy or limits', pick: (s) => s.blocked.packets },
+  { key: 'published_connections', help: 'Connections let in through a sandbox\'s published ports (since the table was last rebuilt)', pick: (s) => s.published?.connections ?? 0 },
 ];
 
 interface Split {

@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { ToastnetError } from '../errors.js';
 import type { SandboxMode } from '../core/sandbox-elements.js';
 import type { PolicyInput } from '../core/policy.js';
+import type { PortMapping } from '../core/publish.js';
 import { POOL_PREFIX } from '../core/names.js';
 
 /** Bounds of the pool members' names on the name index: [POOL_PREFIX, the prefix with its last character + 1). */
@@ -24,6 +25,8 @@ export interface SandboxRow {
   createdAt: number;
   /** The sandbox's own policy document as given (instance defaults not merged in). */
   policy: PolicyInput;
+  /** Its published ports (checked when they were given). */
+  publish: PortMapping[];
 }
 
 const SCHEMA = `
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
   mode TEXT NOT NULL CHECK (mode IN ('veth', 'macvlan')),
   state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
   created_at INTEGER NOT NULL,
-  policy TEXT NOT NULL DEFAULT '{}'            -- the sandbox's own policy document (JSON)
+  policy TEXT NOT NULL DEFAULT '{}',           -- the sandbox's own policy document (JSON)
+  publish TEXT NOT NULL DEFAULT '[]'           -- its published ports (JSON, core/publish.ts)
 );
 CREATE TABLE IF NOT EXISTS released (ip INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS released_by_seq ON released (seq);
@@ -66,9 +70,12 @@ interface Row {
   state: SandboxState;
   created_at: number;
   policy: string;
+  publish: string;
 }
 
-const toSandbox = (r: Row): SandboxRow => ({ id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at, policy: JSON.parse(r.policy) as PolicyInput });
+const toSandbox = (r: Row): SandboxRow => ({
+  id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at, policy: JSON.parse(r.policy) as PolicyInput, publish: JSON.parse(r.publish) as PortMapping[],
+});
 
 export class Store {
   readonly db: Database.Database;
@@ -88,11 +95,14 @@ export class Store {
     // Databases made before per-sandbox policies: add the column.
     const cols = this.db.prepare<[], { name: string }>('PRAGMA table_info(sandboxes)').all().map((c) => c.name);
     if (!cols.includes('policy')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'");
+    // ... and before published ports.
+    if (!cols.includes('publish')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN publish TEXT NOT NULL DEFAULT '[]'");
     this.stmts = {
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
       insert: this.db.prepare("INSERT INTO sandboxes (name, ip, mode, state, created_at, policy) VALUES (?, ?, ?, 'creating', ?, ?)"),
       setPolicy: this.db.prepare('UPDATE sandboxes SET policy = ? WHERE id = ?'),
+      setPublish: this.db.prepare('UPDATE sandboxes SET publish = ? WHERE id = ?'),
       markReady: this.db.prepare("UPDATE sandboxes SET state = 'ready' WHERE id = ?"),
       delete: this.db.prepare('DELETE FROM sandboxes WHERE id = ?'),
       deleteUsage: this.db.prepare('DELETE FROM usage_carried WHERE sandbox_id = ?'),
@@ -146,6 +156,11 @@ export class Store {
 
   setPolicy(id: number, policy: PolicyInput): void {
     this.stmts.setPolicy.run(JSON.stringify(policy), id);
+  }
+
+  /** Sets a sandbox's published ports (at its creation, or a pool member's acquisition). */
+  setPublish(id: number, publish: PortMapping[]): void {
+    this.stmts.setPublish.run(JSON.stringify(publish), id);
   }
 
   markReady(id: number): void {

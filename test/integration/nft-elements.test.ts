@@ -11,6 +11,7 @@ import { ConfigSchema } from '../../src/config/schema.js';
 import { sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
 import { RulesetBuilder } from '../../src/core/ruleset.js';
+import { checkPortMappings } from '../../src/core/publish.js';
 import { sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 import { sandboxObjects } from '../../src/core/sandbox-limits.js';
 import { Nft } from '../../src/kernel/nft.js';
@@ -30,7 +31,9 @@ describe('set elements: nfnetlink batch vs libnftables', () => {
 
   function spec(b: RulesetBuilder, id: number, policy: PolicyInput): SandboxSpec {
     const ip = `10.77.0.${id}`;
-    return { ip, mac: sandboxMac('test', id), mode: id % 5 === 0 ? 'macvlan' : 'veth', hostLink: sandboxLinkName(b.names, id), policy: resolvePolicy(policy) };
+    // Every other one publishes ports: on every host address, and on one address (UDP).
+    const publish = id % 2 === 0 ? checkPortMappings([{ hostPort: 8000 + id, containerPort: 80 }, { hostPort: 5300 + id, containerPort: 53, protocol: 'udp', hostIP: '192.0.2.2' }]) : undefined;
+    return { ip, mac: sandboxMac('test', id), mode: id % 5 === 0 ? 'macvlan' : 'veth', hostLink: sandboxLinkName(b.names, id), policy: resolvePolicy(policy), ...(publish ? { publish } : {}) };
   }
   const policies: PolicyInput[] = [
     {},
@@ -90,6 +93,7 @@ describe('set elements: nfnetlink batch vs libnftables', () => {
     const [ca, cb] = [contents(A), contents(B)];
     assert.ok(ca.get('inet egress_policy')!.length >= 5, 'the policies made egress elements');
     assert.ok(ca.get('inet group_pairs')!.length >= 3);
+    assert.deepEqual(['publish_addr', 'publish_port', 'published'].map((n) => ca.get(`inet ${n}`)!.length), [6, 6, 6], 'the publishings made their elements');
     assert.ok(ca.get('arp veth_src')!.length === 5 && ca.get('arp macvlan_src')!.length === 1);
     assert.match(cb.get('inet acct_out')![0], /"counter":\{"packets":0,"bytes":0\}/);
     assert.deepEqual(cb, ca);

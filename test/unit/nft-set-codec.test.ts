@@ -24,6 +24,8 @@ const schemas = new Map<string, SetSchema>([
   [schemaKey('inet', T, 'policy'), { key: ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service'], data: 'verdict', interval: true }],
   [schemaKey('inet', T, 'quotas'), { key: ['ipv4_addr'], data: 'objref' }],
   [schemaKey('inet', T, 'nets'), { key: ['ipv4_addr'], interval: true }],
+  [schemaKey('inet', T, 'to_addr'), { key: ['ipv4_addr', 'inet_proto', 'inet_service'], data: { value: 'ipv4_addr' }, interval: true }],
+  [schemaKey('inet', T, 'to_port'), { key: ['ipv4_addr', 'inet_proto', 'inet_service'], data: { value: 'inet_service' }, interval: true }],
   // A schema under a family name nft does not have (and one inherited by every object):
   // the family check, not the set lookup, must refuse these.
   [schemaKey('toString', T, 'ips'), { key: ['ipv4_addr'] }],
@@ -151,7 +153,21 @@ describe('nft-set-codec: map data and timeouts', () => {
     assert.equal(value(e, ELEM_KEY), '0a000005');
   });
 
-  it('timeout in seconds is sent as be64 milliseconds', () => {
+  it('value maps (published ports): DATA holds the value unpadded, an address in 4 bytes, a port in 2 big-endian', () => {
+    const key = { concat: [{ range: ['0.0.0.0', '255.255.255.255'] }, 6, 8080] };
+    const a = single(el('add', 'to_addr', [[key, '10.166.0.2']]));
+    assert.equal(value(a, ELEM_DATA), '0aa60002');
+    assert.equal(value(a, ELEM_KEY), words('00000000 06000000 1f900000'));
+    assert.equal(value(a, ELEM_KEY_END), words('ffffffff 06000000 1f900000'));
+    assert.equal(value(single(el('add', 'to_port', [[key, 80]])), ELEM_DATA), '0050');
+    // Delete: the key only.
+    assert.equal(get(single(el('delete', 'to_port', [[key, 80]])), ELEM_DATA), undefined);
+    // A value that does not fit the type: libnftables reports it.
+    assert.equal(enc(el('add', 'to_port', [[key, 70000]])), undefined);
+    assert.equal(enc(el('add', 'to_addr', [[key, 'not-an-address']])), undefined);
+  });
+
+    it('timeout in seconds is sent as be64 milliseconds', () => {
     const e = single(el('add', 'ips', [{ elem: { val: '10.0.0.5', timeout: 300 } }]));
     assert.equal(hex(get(e, ELEM_TIMEOUT, false)), '00000000000493e0');
     assert.equal(value(e, ELEM_KEY), '0a000005');

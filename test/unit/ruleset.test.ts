@@ -93,7 +93,7 @@ const goldenConfig = () => config(goldenConfigInput());
  * ports, inbound narrowed to one port), and one in the same group with inbound closed (veth).
  */
 const goldenSandboxes = (): SandboxSpec[] => [
-  sandbox(1, '10.166.0.2', 'veth'),
+  { ...sandbox(1, '10.166.0.2', 'veth'), publish: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostIP: '203.0.113.1', hostPort: 5353, containerPort: 53, protocol: 'udp' }] },
   sandbox(2, '10.166.0.3', 'macvlan', {
     mode: 'report',
     egress: { internet: false, allow: ['172.16.9.0/24:5432/tcp'], deny: ['172.16.9.9'], domains: ['PyPI.org', '*.githubusercontent.com'] },
@@ -127,7 +127,8 @@ function variedSandbox(i: number, rnd: () => number): SandboxSpec {
       { egressRate: 125000, egressBurst: '1MiB', ingressBytes: '10GiB', maxConnections: 1000 },
     ]),
   };
-  return sandbox(i + 1, ip, i % 2 ? 'macvlan' : 'veth', policy);
+  // Every third publishes a port (not drawn from rnd: the draws above stay as they were).
+  return { ...sandbox(i + 1, ip, i % 2 ? 'macvlan' : 'veth', policy), ...(i % 3 === 0 ? { publish: [{ hostPort: 10000 + i, containerPort: 80, protocol: 'tcp' as const }] } : {}) };
 }
 
 describe('RulesetBuilder.fullTable', () => {
@@ -155,7 +156,7 @@ describe('RulesetBuilder.fullTable', () => {
     const t = { family: 'inet', table: 'toastnet' };
     const sets = setsOf(cmds);
     const maps = cmds.filter((c) => c.add?.map).map((c) => c.add.map);
-    assert.deepEqual(maps.map((m) => m.name), ['egress_policy', ...Object.keys(LIMIT_MAPS)]);
+    assert.deepEqual(maps.map((m) => m.name), ['egress_policy', ...Object.keys(LIMIT_MAPS), 'publish_addr', 'publish_port']);
     assert.equal(maps[0].map, 'verdict');
     assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
     assert.deepEqual(maps[0].flags, ['interval']);
@@ -164,7 +165,11 @@ describe('RulesetBuilder.fullTable', () => {
       quota_egress: 'quota', quota_ingress: 'quota', conn_tier: 'verdict',
     };
     assert.deepEqual(Object.keys(mapKinds).sort(), Object.keys(LIMIT_MAPS).sort());
-    for (const m of maps.slice(1)) {
+    // Published ports: host address . protocol . port (ranges: every address) to the sandbox's address and its port.
+    for (const [m, data] of [[maps.at(-2), 'ipv4_addr'], [maps.at(-1), 'inet_service']]) {
+      assert.deepEqual({ type: m.type, map: m.map, flags: m.flags }, { type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: data, flags: ['interval'] });
+    }
+    for (const m of maps.slice(1, -2)) {
       assert.deepEqual(m, { ...t, name: m.name, type: 'ipv4_addr', map: mapKinds[m.name], comment: LIMIT_MAPS[m.name as keyof typeof LIMIT_MAPS].comment }, m.name);
       // Declared before any rule looks objects up in it.
       const declared = cmds.findIndex((c) => c.add?.map?.name === m.name);
@@ -197,7 +202,7 @@ describe('RulesetBuilder.fullTable', () => {
       const used = cmds.findIndex((c) => c.add?.rule && JSON.stringify(c).includes(`"@${name}"`));
       assert.ok(declared >= 0 && used > declared, `${name}: ${declared} < ${used}`);
     }
-    assert.deepEqual(sets.filter((s) => s.stmt).map((s) => s.name), ACCT, 'only the acct sets have a statement template');
+    assert.deepEqual(sets.filter((s) => s.stmt).map((s) => s.name), [...ACCT, 'published'], 'only the acct sets and published (connections in) have a statement template');
     assert.equal(cmds.filter((c) => c.add?.counter).length, 0, 'no named counter object');
     // What DNS answers admitted: sandbox . address, each element with its own timeout.
     assert.deepEqual(byName.get('dns_allowed'), { ...t, name: 'dns_allowed', type: ['ipv4_addr', 'ipv4_addr'], flags: ['timeout'], comment: DNS_ALLOWED_SET.comment });
@@ -236,6 +241,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['output', 'filter', 'output', 0, 'accept'], ['postrouting', 'nat', 'postrouting', 100, 'accept'],
       // After the filter (prio 10): what a sandbox received, by whatever rule let it through.
       ['forward_delivered', 'filter', 'forward', 10, 'accept'],
+      // Published ports: destination NAT for packets coming in and for the host's own.
+      ['publish_in', 'nat', 'prerouting', -100, 'accept'], ['publish_local', 'nat', 'output', -100, 'accept'],
     ]);
   });
 
@@ -488,8 +495,27 @@ describe('RulesetBuilder.fullTable', () => {
     const r = chainRules(cmds, 'to_sandbox');
     assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
       [undefined, [{ match: { op: 'in', left: { ct: { key: 'state' } }, right: ['established', 'related'] } }, { accept: null }]],
+      ['a published port', [
+        { match: { op: 'in', left: { ct: { key: 'status' } }, right: 'dnat' } },
+        { match: { op: '==', left: { concat: [daddr, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] }, right: '@published' } }, { accept: null },
+      ]],
       ['no new connections into sandboxes from elsewhere', [{ counter: null }, { drop: null }]],
     ]);
+  });
+
+  it('translates published ports for traffic from outside and from the host, never from sandboxes, never to loopback', () => {
+    const key = { concat: [daddr, { meta: { key: 'l4proto' } }, { payload: { protocol: 'th', field: 'dport' } }] };
+    const translate = [
+      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: { set: ['tcp', 'udp'] } } },
+      { match: { op: '!=', left: daddr, right: { prefix: { addr: '127.0.0.0', len: 8 } } } },
+      { match: { op: '==', left: { fib: { result: 'type', flags: ['daddr'] } }, right: 'local' } },
+      { dnat: { family: 'ip', addr: { map: { key, data: '@publish_addr' } }, port: { map: { key, data: '@publish_port' } } } },
+    ];
+    assert.deepEqual(chainRules(cmds, 'publish_in').map((x) => x.expr), [
+      [{ match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'tn727b*' } }, { return: null }],
+      translate,
+    ]);
+    assert.deepEqual(chainRules(cmds, 'publish_local').map((x) => x.expr), [translate]);
   });
 
   it('accounts and limits what a sandbox receives after the filter, whatever let it through', () => {
@@ -894,6 +920,9 @@ describe('per-sandbox commands', () => {
       { flush: { map: { ...t, name: 'quota_egress' } } },
       { flush: { map: { ...t, name: 'quota_ingress' } } },
       { flush: { map: { ...t, name: 'conn_tier' } } },
+      { flush: { map: { ...t, name: 'publish_addr' } } },
+      { flush: { map: { ...t, name: 'publish_port' } } },
+      { flush: { set: { ...t, name: 'published' } } },
       { flush: { set: { ...a, name: 'veth_src' } } },
       { flush: { set: { ...a, name: 'macvlan_src' } } },
       // Not a per-sandbox set, but what DNS admitted must not outlive a reset either.
