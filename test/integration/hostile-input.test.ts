@@ -130,10 +130,9 @@ describe('hostile input', () => {
       // Writing on after the server answered and closed fails (EPIPE): what counts is the answer.
       c.on('error', () => undefined);
       c.write('POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 67108864\r\n\r\n');
-      // 16 KiB of the 64 MiB, then wait: the answer must come without the rest. (No more than
-      // the socket buffer holds: a write after the server closed would fail, and Node drops
-      // what was received with it.)
-      c.write(Buffer.alloc(16 * 1024, 0x20));
+      // None of the 64 MiB is sent: the answer must come from the Content-Length alone. (A
+      // server closing with body bytes unread resets the connection over a Unix socket, and the
+      // client may lose the answer with it: the limit is best met before sending the body.)
     });
     assert.match(answer, /^HTTP\/1\.1 413 /);
     assert.deepEqual(stateOf(), before);
