@@ -49,8 +49,9 @@ const errorResponse = (err: unknown): ApiResponse => {
   return { status: e.httpStatus, body: { error: e.toJSON() } };
 };
 
+/** An absent body is an empty object; a JSON `null` is not (it is checked, and refused, like any other non-object). */
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body ?? {});
+  const r = schema.safeParse(body === undefined ? {} : body);
   if (!r.success) {
     const i = r.error.issues[0];
     const msg = i.code === 'unrecognized_keys' ? `unknown field ${i.keys.map((k) => `"${k}"`).join(', ')}` : `field "${i.path.join('.')}": ${i.message}`;

@@ -140,6 +140,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     dnsMaxTtl: c.dnsMaxTtl,
     dnsRefuseWith: c.dnsRefuseWith,
     dnsCacheSize: c.dnsCacheSize,
+    dnsPacketsPerSecond: c.dnsPacketsPerSecond,
     allowCidrs: c.allowCidrs,
     denyCidrs: c.denyCidrs,
     defaultPolicy: c.defaultPolicy,

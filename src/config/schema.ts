@@ -32,6 +32,8 @@ export const ConfigSchema = z.strictObject({
   dnsMinTtl: z.number().int().min(1).max(86400).default(5).describe('Floor of how long an allowed name\'s addresses stay open after the answer (s)'),
   dnsMaxTtl: z.number().int().min(1).max(604800).default(3600).describe('Cap of how long an allowed name\'s addresses stay open (s)'),
   dnsRefuseWith: z.enum(['refused', 'nxdomain']).default('refused').describe('Answer to a query for a name not on the sandbox\'s allow-list'),
+  dnsPacketsPerSecond: z.number().int().min(10).max(1_000_000).default(1000)
+    .describe('DNS packets per second (burst: one second\'s worth) each sandbox may send to the gateway; the kernel drops the rest before the resolver\'s sockets, so one sandbox cannot flood out the others\' queries. Keep it above any policy\'s dns.qps'),
   dnsCacheSize: z.number().int().min(0).max(1_000_000).default(10_000).describe('Answers the resolver keeps, shared by all sandboxes (policy still applies per sandbox); 0 turns the cache off'),
   allowCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'allowCidrs')))).default([])
     .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),
@@ -63,6 +65,7 @@ export interface Config {
   dnsMaxTtl: number;
   dnsRefuseWith: 'refused' | 'nxdomain';
   dnsCacheSize: number;
+  dnsPacketsPerSecond: number;
   allowCidrs: string[];
   denyCidrs: string[];
   defaultPolicy: PolicyInput;

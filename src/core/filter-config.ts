@@ -10,4 +10,6 @@ export interface FilterConfig {
   allowMetadata: boolean;
   denyAction: 'reject' | 'drop';
   logGroup: number;
+  /** Ceiling of DNS packets per second each sandbox may send to the gateway (kernel-metered). */
+  dnsPacketsPerSecond: number;
 }

@@ -39,6 +39,7 @@ export const DENY_REASONS = {
   connections: 'over limits.maxConnections',
   quota_out: 'limits.egressBytes spent',
   quota_in: 'limits.ingressBytes spent',
+  dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
 
@@ -46,7 +47,7 @@ export type DenyReason = keyof typeof DENY_REASONS;
  * Limits, not policy: their excess is dropped (a reset would end the connection, and
  * traffic over a rate is to be slowed, not refused), and report mode does not lift them.
  */
-export const LIMIT_REASONS: DenyReason[] = ['bandwidth_out', 'bandwidth_in', 'packets', 'connrate', 'connections', 'quota_out', 'quota_in'];
+export const LIMIT_REASONS: DenyReason[] = ['bandwidth_out', 'bandwidth_in', 'packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood'];
 
 /** Denials whose sandbox is the packet's destination (the others are about its source). */
 export const INBOUND_REASONS: DenyReason[] = ['inbound', 'bandwidth_in', 'quota_in'];
@@ -60,6 +61,9 @@ export const METADATA_ADDRESS = '169.254.169.254';
  * marks what that socket sends; it matters to routing only where fwmark rules use this value.)
  */
 export const RESOLVER_SOCKET_MARK = 0x746e0035;
+
+/** Largest DNS query the resolver takes (over UDP or TCP; a stub's is a few hundred bytes, more is data); larger UDP ones are dropped in the kernel. */
+export const MAX_DNS_QUERY_BYTES = 4096;
 
 /** Denials report mode does not lift. */
 export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns', ...LIMIT_REASONS];
@@ -310,6 +314,9 @@ export class RulesetBuilder {
     }
 
     cmds.push({ add: { set: { ...this.t, ...DNS_ALLOWED_SET, type: [...DNS_ALLOWED_SET.type], flags: [...DNS_ALLOWED_SET.flags] } } });
+    // Filled by the kernel (`update` in sandbox_to_host), one token bucket per sender; nft adds
+    // the dynamic flag itself (libnftables 1.0.6's JSON parser does not know it).
+    cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
@@ -406,9 +413,25 @@ export class RulesetBuilder {
     cmds.push(this.rule('sandbox_to_host', [{ jump: { target: 'source_check' } }]));
     cmds.push(this.rule('sandbox_to_host', [match(saddr, '@acct_out')], 'what the sandbox sent'));
     cmds.push(this.rule('sandbox_to_host', [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'));
+    // The resolver's sockets are shared by every sandbox: a sandbox flooding them would fill
+    // their receive buffers and other sandboxes' queries would be dropped with its own (seen:
+    // 14,000 overflows and lost neighbour queries under a fuzzing sandbox). So each sandbox's
+    // DNS packets are metered here, before any socket, above what any DNS policy lets through,
+    // and before the established shortcut: a flood on one UDP socket is one established flow.
+    const dnsToGateway = [match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53)];
+    const pps = this.config.dnsPacketsPerSecond;
+    cmds.push(this.rule('sandbox_to_host', [
+      ...dnsToGateway,
+      { set: { op: 'update', elem: saddr, set: '@dns_flood', stmt: [{ limit: { rate: pps, burst: pps, per: 'second', inv: true } }] } },
+      deny('dns_flood'),
+    ], 'dnsPacketsPerSecond'));
+    // Nor do datagrams the resolver would not read take room in its buffer (IP and UDP headers: 28 bytes).
+    cmds.push(this.rule('sandbox_to_host', [
+      ...dnsToGateway, match(meta('l4proto'), 'udp'), match(meta('length'), MAX_DNS_QUERY_BYTES + 28, '>'), { counter: null }, { drop: null },
+    ], 'DNS datagram larger than any query'));
     cmds.push(...this.ownFlowRules('sandbox_to_host'));
     cmds.push(this.rule('sandbox_to_host', [
-      match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53),
+      ...dnsToGateway,
       match({ socket: { key: 'mark' } }, RESOLVER_SOCKET_MARK), { accept: null },
     ], 'DNS on the gateway, to toastnet\'s resolver'));
     cmds.push(this.rule('sandbox_to_host', [{ counter: null }, deny('host')], 'host services'));

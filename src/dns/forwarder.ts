@@ -11,8 +11,9 @@ import dnsPacket from 'dns-packet';
 import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate, GateSandbox } from './gate.js';
 import { DnsCache, cacheKey, sameQuestion } from './cache.js';
-import { markSocket } from '../kernel/socket-mark.js';
-import { upstreamQuery } from './upstream-query.js';
+import { forceReceiveBuffer, markSocket } from '../kernel/socket-options.js';
+import { MAX_DNS_QUERY_BYTES } from '../core/ruleset.js';
+import { countsFit, upstreamQuery } from './upstream-query.js';
 import { QueryOutcome, QueryOutcomeCounts, noQueryOutcomes } from './query-outcomes.js';
 
 export interface Upstream {
@@ -31,6 +32,8 @@ export interface ForwarderOptions {
   gate?: DnsGate;
   /** SO_MARK for the listening sockets: how the filter knows sandbox DNS reaches this resolver. */
   socketMark?: number;
+  /** Receive buffer of the UDP socket, forced past rmem_max (needs CAP_NET_ADMIN); default: the system's. */
+  receiveBufferBytes?: number;
   /** Answers shared across sandboxes (UDP); the gate still judges every answer served. */
   cache?: DnsCache;
   log?: (msg: string) => void;
@@ -57,8 +60,12 @@ interface Pending {
 }
 
 /** Largest query taken, over UDP or TCP: a stub's query is a few hundred bytes, more is data. */
-const MAX_QUERY = 4096;
+const MAX_QUERY = MAX_DNS_QUERY_BYTES;
 const UPSTREAM_SOCKETS = 8;
+/** TCP connections one client may hold open at once (a stub uses one, briefly); more are closed unread. */
+const MAX_TCP_PER_CLIENT = 8;
+/** Queries of one TCP connection awaiting answers at once (RFC 7766 pipelining); more wait unread. */
+const MAX_TCP_PIPELINE = 16;
 const RCODE_SERVFAIL = 2;
 
 /** What to do with a query: forward `query` (the rebuilt one; for `sandbox`, with a gate), or answer `reply` (or nothing). */
@@ -95,7 +102,7 @@ function answersQuery(query: Buffer, answer: Buffer): boolean {
 
 /** Whether `buf` is a well-formed query (QR=0, one question or more). */
 export function isQuery(buf: Buffer): boolean {
-  if (buf.length < 12) return false;
+  if (!countsFit(buf)) return false;
   try {
     const p = dnsPacket.decode(buf);
     return p.type === 'query' && (p.questions?.length ?? 0) > 0;
@@ -117,6 +124,8 @@ export class DnsForwarder {
   /** By socket index * 65536 + message ID. */
   private readonly pending = new Map<number, Pending>();
   private readonly tcpConns = new Set<net.Socket>();
+  /** Open TCP connections per client address (MAX_TCP_PER_CLIENT). */
+  private readonly tcpByClient = new Map<string, number>();
   /** One periodic sweep for timed-out upstream queries, instead of a timer per query. */
   private sweeper?: NodeJS.Timeout;
   /** Random bytes for socket picks and message IDs, drawn from a CSPRNG in bulk (crypto per query is slow). */
@@ -169,6 +178,7 @@ export class DnsForwarder {
       });
     });
     if (this.o.socketMark !== undefined) for (const s of [this.udp, this.tcp]) markSocket(s, this.o.socketMark);
+    if (this.o.receiveBufferBytes !== undefined) forceReceiveBuffer(this.udp, this.o.receiveBufferBytes);
   }
 
   async stop(): Promise<void> {
@@ -305,20 +315,31 @@ export class DnsForwarder {
   }
 
   private onTcpConnection(c: net.Socket): void {
-    if (!this.allowed(c.remoteAddress?.replace(/^::ffff:/, '') ?? '')) {
+    const client = c.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    const open = this.tcpByClient.get(client) ?? 0;
+    if (!this.allowed(client) || open >= MAX_TCP_PER_CLIENT) {
       // Its messages are never read: the connection counts as one query dropped.
       this.stats.outcomes.dropped++;
       c.destroy();
       return;
     }
+    this.tcpByClient.set(client, open + 1);
     this.tcpConns.add(c);
     c.setTimeout(10_000, () => c.destroy());
-    c.on('close', () => this.tcpConns.delete(c));
+    c.on('close', () => {
+      this.tcpConns.delete(c);
+      const n = (this.tcpByClient.get(client) ?? 1) - 1;
+      if (n > 0) this.tcpByClient.set(client, n);
+      else this.tcpByClient.delete(client);
+    });
     c.on('error', () => c.destroy());
     let buf = Buffer.alloc(0);
-    c.on('data', (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      while (buf.length >= 2) {
+    let inFlight = 0;
+    // Frames are taken while fewer than MAX_TCP_PIPELINE of the connection's queries await
+    // their answers; then reading pauses until answers go out. One segment can carry a
+    // thousand queries: taken at once, they would hold the event loop from every other sandbox.
+    const take = () => {
+      while (buf.length >= 2 && inFlight < MAX_TCP_PIPELINE) {
         const len = buf.readUInt16BE(0);
         if (len > MAX_QUERY) {
           // Not read, not forwarded: over TCP a query may be 64 KiB of anything.
@@ -334,20 +355,35 @@ export class DnsForwarder {
           c.destroy();
           return;
         }
+        inFlight++;
         // A client gone before its answer was sent got none: dropped.
         const send = (answer: Buffer | undefined, outcome: AnswerOutcome) => {
-          if (!this.settle(c.destroyed ? undefined : answer, outcome)) return;
-          const hdr = Buffer.alloc(2);
-          hdr.writeUInt16BE(answer!.length);
-          c.write(Buffer.concat([hdr, answer!]));
+          inFlight--;
+          if (this.settle(c.destroyed ? undefined : answer, outcome)) {
+            const hdr = Buffer.alloc(2);
+            hdr.writeUInt16BE(answer!.length);
+            c.write(Buffer.concat([hdr, answer!]));
+          }
+          if (c.isPaused() && inFlight < MAX_TCP_PIPELINE && !c.destroyed) {
+            // Go on with what is buffered on a later turn of the loop, then read again.
+            setImmediate(() => {
+              take();
+              if (inFlight < MAX_TCP_PIPELINE && !c.destroyed) c.resume();
+            });
+          }
         };
-        const d = this.decide(c.remoteAddress?.replace(/^::ffff:/, '') ?? '', Buffer.from(query));
+        const d = this.decide(client, Buffer.from(query));
         if (!d.forward) {
           send(d.reply, 'refused');
           continue;
         }
         this.forwardTcp(d.query, 0).then(({ answer, outcome }) => send(this.judged(d, answer), outcome));
       }
+      if (inFlight >= MAX_TCP_PIPELINE) c.pause();
+    };
+    c.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      take();
     });
   }
 

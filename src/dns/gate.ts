@@ -10,7 +10,7 @@ import dnsPacket from 'dns-packet';
 import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
 import { DENIED_RANGES } from '../core/ruleset.js';
-import { upstreamQuery, wireName } from './upstream-query.js';
+import { countsFit, upstreamQuery, wireName } from './upstream-query.js';
 import type { QueryLogEntry } from '../api/types.js';
 
 export type { QueryLogEntry };
@@ -97,7 +97,7 @@ export class DnsGate {
 
   onQuery(clientIp: string, query: Buffer, now = performance.now()): QueryDecision {
     const s = this.hooks.sandbox(clientIp);
-    if (!s) return { forward: false };
+    if (!s || !countsFit(query)) return { forward: false };
     let q: dnsPacket.Packet;
     try {
       q = dnsPacket.decode(query);

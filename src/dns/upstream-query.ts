@@ -17,6 +17,19 @@ const TYPE_OPT = 41;
 const HEADER = 12;
 const OPT_LENGTH = 11;
 
+/**
+ * Whether the header's counts can fit in the message: a question takes at least 5 bytes (root
+ * name, type, class) and a record 11. A message claiming more is malformed, and must be
+ * refused before dns-packet sees it: its decoder reads past the end without failing, so one
+ * 600-byte message claiming 65,535 records costs it milliseconds (seen: 3.5 ms each, enough
+ * for one sandbox's junk to stall the resolver for everyone).
+ */
+export function countsFit(msg: Buffer): boolean {
+  if (msg.length < HEADER) return false;
+  const minimum = HEADER + msg.readUInt16BE(4) * 5 + (msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10)) * OPT_LENGTH;
+  return minimum <= msg.length;
+}
+
 export type UpstreamQuery = { wire: Buffer } | { rcode: number; reason: string };
 
 /**

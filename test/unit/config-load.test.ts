@@ -42,6 +42,7 @@ describe('loadConfig precedence', () => {
       dnsMaxTtl: 3600,
       dnsRefuseWith: 'refused',
       dnsCacheSize: 10000,
+      dnsPacketsPerSecond: 1000,
       allowCidrs: [],
       denyCidrs: [],
       defaultPolicy: {},

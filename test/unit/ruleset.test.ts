@@ -6,7 +6,7 @@ import { ConfigSchema } from '../../src/config/schema.js';
 import { parseEgressRule } from '../../src/core/egress-rule.js';
 import { instanceNames, sandboxLinkName, sandboxMac } from '../../src/core/names.js';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, METADATA_ADDRESS, RESOLVER_SOCKET_MARK, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
+import { DENIED_RANGES, DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, MAX_DNS_QUERY_BYTES, METADATA_ADDRESS, RESOLVER_SOCKET_MARK, RulesetBuilder, egressRuleMatch, type DenyReason } from '../../src/core/ruleset.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
 import { prng } from './prng.js';
@@ -177,11 +177,11 @@ describe('RulesetBuilder.fullTable', () => {
       assert.ok(declared >= 0 && used > declared, `${m.name}: ${declared} < ${used}`);
     }
     const mapNames = new Set(maps.map((m) => m.name));
-    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed'].sort());
+    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed', 'dns_flood'].sort());
     assert.ok(Object.keys(SANDBOX_SETS).includes('domain_mode'));
     for (const s of sets) {
       assert.deepEqual({ family: s.family, table: s.table }, t);
-      if (s.name === 'dns_allowed') continue;
+      if (s.name === 'dns_allowed' || s.name === 'dns_flood') continue;
       assert.deepEqual(s.type, SANDBOX_SETS[s.name as keyof typeof SANDBOX_SETS].type, s.name);
     }
     const byName = new Map<string, any>(sets.map((s) => [s.name, s]));
@@ -425,14 +425,14 @@ describe('RulesetBuilder.fullTable', () => {
         // A limit rule counts through its named objects: what matches is the limit (or quota,
         // or connection count) being over, and the deny chain it jumps to counts the packet.
         const objref = r.expr.some((e) => e.limit?.map?.data?.startsWith('@limit_') || e.quota?.map?.data?.startsWith('@quota_')
-          || e.set?.stmt?.some((x: Cmd) => 'ct count' in x));
+          || e.set?.stmt?.some((x: Cmd) => 'ct count' in x || 'limit' in x));
         assert.ok(objref && isDeny(r), `${chain}: ${r.comment} neither counts nor is a limit`);
         assert.ok(denyChainCounts(last.jump.target), `${chain}: ${r.comment}: ${last.jump.target} does not count`);
         viaObjects++;
       }
     }
-    // packets (twice), egress bandwidth and quota, new connections, ingress bandwidth and quota, the tier.
-    assert.equal(viaObjects, 8);
+    // packets (twice), egress bandwidth and quota, new connections, ingress bandwidth and quota, the tier, the DNS meter.
+    assert.equal(viaObjects, 9);
   });
 
   it('checks the source link, MAC and address of every sandbox packet', () => {
@@ -478,15 +478,30 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r.at(-1)!.expr, [{ counter: null }, jumpTo('host')]);
     // What it sends the host is accounted, and its packet rate limited, before any accept.
     assert.deepEqual(r.map((x) => x.comment), [
-      undefined, 'what the sandbox sent', 'limits.packetsPerSecond',
+      undefined, 'what the sandbox sent', 'limits.packetsPerSecond', 'dnsPacketsPerSecond', 'DNS datagram larger than any query',
       undefined, 'related to a flow it opened', 'related to a flow opened towards it', 'related to a flow of others',
       'DNS on the gateway, to toastnet\'s resolver', 'host services',
     ]);
+    // Each sender's DNS packets to the gateway are metered (one bucket per address, made by
+    // the kernel) before they can reach the resolver's shared sockets.
+    const flood = ruleWithComment(r, 'dnsPacketsPerSecond');
+    assert.deepEqual(flood.expr.slice(0, 3), dns.expr.slice(0, 3), 'the same packets as the DNS accept');
+    assert.deepEqual(flood.expr[3], { set: { op: 'update', elem: saddr, set: '@dns_flood', stmt: [{ limit: { rate: 1000, burst: 1000, per: 'second', inv: true } }] } });
+    assert.deepEqual(flood.expr[4], jumpTo('dns_flood'));
+    // Datagrams larger than any query the resolver takes never take room in its buffer.
+    const big = ruleWithComment(r, 'DNS datagram larger than any query');
+    assert.deepEqual(big.expr.slice(0, 3), dns.expr.slice(0, 3));
+    assert.deepEqual(big.expr.slice(3), [
+      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'udp' } },
+      { match: { op: '>', left: { meta: { key: 'length' } }, right: MAX_DNS_QUERY_BYTES + 28 } },
+      { counter: null }, { drop: null },
+    ]);
+    assert.deepEqual(cmds.find((c) => c.add?.set?.name === 'dns_flood')?.add.set, { family: 'inet', table: 'toastnet', name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' });
     assert.deepEqual(r[1].expr, acctLookup(saddr, 'acct_out'));
     // The same accounting rule as from_sandbox: one counter for everything the sandbox sends.
     assert.deepEqual(r[1], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'what the sandbox sent'), chain: 'sandbox_to_host' });
     assert.deepEqual(r[2].expr, [{ limit: { map: { key: saddr, data: '@limit_packets' } } }, jumpTo('packets')]);
-    assert.deepEqual(r.slice(3, 7).map((x) => x.expr), ownFlowExprs);
+    assert.deepEqual(r.slice(5, 9).map((x) => x.expr), ownFlowExprs);
     // The same packet-rate object as from_sandbox: one budget for everything the sandbox sends.
     assert.deepEqual(r[2], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'limits.packetsPerSecond'), chain: 'sandbox_to_host' });
   });
@@ -576,9 +591,9 @@ describe('RulesetBuilder.fullTable', () => {
   });
 
   it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), counts, then rejects (rate-limited); limits only drop', () => {
-    const limits = ['bandwidth_in', 'bandwidth_out', 'connections', 'connrate', 'packets', 'quota_in', 'quota_out'];
+    const limits = ['bandwidth_in', 'bandwidth_out', 'connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
     assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
-      'bandwidth_in', 'bandwidth_out', 'config', 'connections', 'connrate', 'dns', 'domain', 'host', 'inbound', 'internet',
+      'bandwidth_in', 'bandwidth_out', 'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
       'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox',
     ]);
     assert.deepEqual([...LIMIT_REASONS].sort(), limits);
