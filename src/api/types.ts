@@ -7,6 +7,9 @@ import type { SandboxMode } from '../core/link-modes.js';
 import type { Limits, PolicyInput } from '../core/policy.js';
 import type { DenyReason } from '../core/ruleset.js';
 import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
+import type { RuntimeAttachment } from '../core/cni.js';
+
+export type { RuntimeAttachment };
 
 export interface SandboxInfo {
   name: string;
@@ -21,6 +24,8 @@ export interface SandboxInfo {
   hostLink?: string;
   createdAt: string;
   state: string;
+  /** A container runtime's namespace attached through CNI: its container, interface and pod. */
+  attachment?: RuntimeAttachment;
 }
 
 /** Body of POST /v1/sandboxes (ToastnetClient.create). */

@@ -7,6 +7,7 @@ import type { EventLog } from '../service/events.js';
 import type { Metrics } from '../service/metrics.js';
 import type { WarmPool } from '../service/pool.js';
 import type { SandboxResolver } from './resolver.js';
+import { handleCni } from '../service/cni.js';
 
 export interface DaemonParts {
   engine: Engine;
@@ -51,6 +52,7 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
     get: (name) => engine.get(name),
     inspect: (name) => engine.inspect(name),
     create: (body) => metrics.time('create', () => pool.create(body)),
+    cni: async (body) => handleCni(engine, body, { removed: (id) => p.resolver()?.forget(id) }),
     remove: async (name) => {
       const id = metrics.time('remove', () => {
         const { id: removed } = engine.get(name);

@@ -15,10 +15,14 @@ import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import * as rq from '../kernel/rtnl-requests.js';
-import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+import {
+  SandboxNetSpec, SandboxNetView, adoptSandboxNet, createSandboxNet, inspectSandboxNet, releaseAdoptedNet, removeSandboxNet,
+} from '../kernel/sandbox-net.js';
+import type { RuntimeAttachment } from '../core/cni.js';
 import { linkDriver } from '../kernel/links/index.js';
 import { SandboxRow } from '../store/store.js';
 import type { CreateOptions, SandboxInfo } from '../api/types.js';
+import type { PolicyInput as OwnPolicy } from '../core/policy.js';
 import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import { buildMember } from './pool-builder.js';
@@ -100,6 +104,39 @@ export class SandboxLifecycle {
       this.s.store.markReady(row.id);
     });
     return this.s.info({ ...row, state: 'ready' });
+  }
+
+  /**
+   * Attaches a namespace a container runtime made (CNI ADD) as sandbox `name`: the same
+   * lease, link, address, elements and policy as create, but the namespace stays the
+   * runtime's (no name under /run/netns, no resolv.conf entry: the runtime writes its own).
+   * All-or-nothing.
+   */
+  attach(name: string, mode: SandboxMode, own: OwnPolicy, a: RuntimeAttachment): SandboxInfo {
+    validateSandboxName(name);
+    const { effective, policy } = this.s.checkedPolicy(own);
+    const parentIndex = this.s.ensureParent();
+    const lease = this.lease(name, mode, own);
+    const { row } = lease;
+    const spec = this.s.spec(row, effective, policy);
+    const elements = this.s.live.elementsOf(row.name, spec);
+    const objects = this.s.objectsOf(spec);
+    const net = this.s.netSpec(row, parentIndex);
+    const end = { netnsPath: a.netns, ifname: a.ifname };
+    const attachment = withUndo((undo) => {
+      undo.push('give the address back', () => this.unlease(lease)); // the row, and its attachment with it
+      faultPoint('attach:leased');
+      const netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
+      undo.push('take the link out', () => releaseAdoptedNet(this.s.rtnl, net, end));
+      faultPoint('attach:network');
+      const recorded = { ...a, netnsInode };
+      this.s.store.setAttachment(row.id, recorded);
+      this.admit(row.name, spec, elements, objects, undo);
+      faultPoint('attach:admitted');
+      this.s.store.markReady(row.id);
+      return recorded;
+    });
+    return this.s.info({ ...row, state: 'ready', attachment });
   }
 
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
@@ -277,7 +314,8 @@ export class SandboxLifecycle {
   inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
     const info = this.get(name);
     const r = this.s.store.getByName(name)!;
-    const kernel = inspectSandboxNet(this.s.rtnl, { netns: netnsName(this.s.names, name), mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) });
+    const netns = netnsName(this.s.names, name);
+    const kernel = inspectSandboxNet(this.s.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, r.attachment ? ownedNetns(r.attachment) ?? '' : undefined);
     return { ...info, kernel };
   }
 
@@ -290,6 +328,10 @@ export class SandboxLifecycle {
   remove(name: string): void {
     const r = this.s.store.getByName(name);
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    if (r.attachment) {
+      this.detach(r, r.attachment);
+      return;
+    }
     const netns = netnsName(this.s.names, name);
     // Nothing has changed until the elements go: a failure before leaves the sandbox whole.
     // After that every step is idempotent, so a failed rm is finished by another rm (or gc).
@@ -299,13 +341,7 @@ export class SandboxLifecycle {
       faultPoint('remove:opened');
       return opened;
     });
-    const spec = this.s.live.get(name);
-    if (spec) {
-      this.s.admissions.forgetAll(spec.ip);
-      const elements = this.s.live.elementsOf(name, spec);
-      this.s.live.delete(name);
-      this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
-    }
+    this.dropElements(name);
     try {
       faultPoint('remove:elements');
     } catch (err) {
@@ -329,6 +365,32 @@ export class SandboxLifecycle {
       this.s.store.deleteSandbox(r.id);
       this.s.store.addReleased(ipNum);
     });
+  }
+
+  /** Its traffic stops: its elements leave the kernel and it is no longer live. */
+  private dropElements(name: string): void {
+    const spec = this.s.live.get(name);
+    if (!spec) return;
+    this.s.admissions.forgetAll(spec.ip);
+    const elements = this.s.live.elementsOf(name, spec);
+    this.s.live.delete(name);
+    this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
+  }
+
+  /**
+   * Removes an attached sandbox (CNI DEL, rm, gc, down): its elements, its link and
+   * host-side state, its row. The namespace and the processes in it are the runtime's:
+   * nothing here enters the reaper. Idempotent past the elements, like remove.
+   */
+  private detach(r: SandboxRow, a: RuntimeAttachment): void {
+    this.dropElements(r.name);
+    releaseAdoptedNet(this.s.rtnl, { mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, { netnsPath: ownedNetns(a), ifname: a.ifname });
+    const ipNum = parseIPv4(r.ip);
+    this.s.store.transaction(() => {
+      this.s.store.deleteSandbox(r.id);
+      this.s.store.addReleased(ipNum);
+    });
+    this.releaseAddress(ipNum);
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
@@ -407,7 +469,14 @@ export class SandboxLifecycle {
       if (this.building.has(r.id)) continue;
       const netns = netnsName(this.s.names, r.name);
       const hostLink = sandboxLinkName(this.s.names, r.id);
-      if (r.state === 'ready' && namespaces.has(netns) && linkDriver(r.mode).present(this.s.rtnl, { hostLink })) continue;
+      const nsThere = r.attachment ? ownedNetns(r.attachment) !== undefined : namespaces.has(netns);
+      if (r.state === 'ready' && nsThere && linkDriver(r.mode).present(this.s.rtnl, { hostLink })) continue;
+      if (r.attachment) {
+        // The runtime's container is gone without a DEL (or its link went): what is ours goes.
+        this.detach(r, r.attachment);
+        gone.push(r.name);
+        continue;
+      }
       removeSandboxNet(this.s.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink });
       this.s.etc.unlink(netns);
       this.s.store.transaction(() => {
@@ -430,5 +499,19 @@ export class SandboxLifecycle {
   close(): void {
     this.reaper.stop();
     this.forgetReleased();
+  }
+}
+
+/**
+ * The attached namespace's path while it is still the one attached: a /proc/PID/ns/net
+ * path names another namespace once the PID is reused, and the link inside that one is
+ * not ours.
+ */
+export function ownedNetns(a: RuntimeAttachment): string | undefined {
+  try {
+    const ino = fs.statSync(a.netns).ino;
+    return a.netnsInode === undefined || ino === a.netnsInode ? a.netns : undefined;
+  } catch {
+    return undefined;
   }
 }
