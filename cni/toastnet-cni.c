@@ -180,6 +180,9 @@ int main(void) {
     if (conf.n > MAX_CONF) fail(NULL, 7, "network config over %d bytes", MAX_CONF);
   }
   if (!cmd || !cmd[0]) fail(conf.p, 4, "CNI_COMMAND is not set");
+  /* Which daemon to ask is in the config: one that is not a JSON object is the caller's error. */
+  const char *start = ws(conf.p), *end = *start == '{' ? value_end(start) : NULL;
+  if (!end || *ws(end)) fail(NULL, 6, "the network config on stdin is not a JSON object");
   if (strcmp(cmd, "VERSION") == 0) {
     const char *v = version_of(conf.p);
     printf("{\"cniVersion\":\"%s\",\"supportedVersions\":" SUPPORTED "}\n", v ? v : "1.1.0");
@@ -238,14 +241,15 @@ int main(void) {
   }
   close(fd);
 
-  /* "HTTP/1.1 200 OK\r\n...\r\n\r\nBODY": 200 is success, anything else an error whose body
+  /* "HTTP/1.1 200 OK\r\n...\r\n\r\nBODY": 200 is success with output, 204 without; anything else an error whose body
      is the spec's error object when the daemon's CNI handler wrote it. */
   int status = 0;
   if (sscanf(resp.p, "HTTP/1.%*d %d", &status) != 1) fail(conf.p, 11, "the toastnet daemon gave no HTTP answer");
   char *payload = strstr(resp.p, "\r\n\r\n");
   payload = payload ? payload + 4 : resp.p + resp.n;
+  if (status == 204) return 0;
   if (status == 200) {
-    if (*payload) printf("%s\n", payload);
+    printf("%s\n", payload);
     return 0;
   }
   char msg[8];

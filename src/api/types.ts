@@ -66,6 +66,8 @@ export interface SandboxStats {
   limits: Limits;
   /** The resolver's per-sandbox counts (daemon only). */
   dns?: { queries: number; refused: number; limited: number; stripped: number };
+  /** A runtime's container attached through CNI. */
+  attachment?: RuntimeAttachment;
 }
 
 /** A denial the kernel logged, attributed to its sandbox and rule (GET /v1/events). */

@@ -18,7 +18,7 @@ import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES } from '../core/link-modes.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
-import { formatStats, formatTop, topRows } from './stats-view.js';
+import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
 import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
@@ -119,7 +119,12 @@ function printStatus(s: Status): void {
 }
 
 function printSandboxes(list: SandboxInfo[]): void {
-  const rows = [['NAME', 'IP', 'MODE', 'NETNS', 'CREATED'], ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt])];
+  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod).
+  const attached = list.some((s) => s.attachment);
+  const rows = [
+    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', ...(attached ? ['CONTAINER'] : [])],
+    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : [])]),
+  ];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
 }

@@ -6,7 +6,7 @@ import type { Limits } from '../core/policy.js';
 import { quotaNames } from '../core/sandbox-limits.js';
 import type { Nft } from '../kernel/nft.js';
 import type { Store } from '../store/store.js';
-import type { SandboxStats, Traffic } from '../api/types.js';
+import type { RuntimeAttachment, SandboxStats, Traffic } from '../api/types.js';
 
 // The shapes the API answers with live with its types (api/types.ts), which the client
 // package exports without this module's native imports.
@@ -18,6 +18,7 @@ export interface AccountedSandbox {
   ip: string;
   createdAt: number;
   limits: Limits;
+  attachment?: RuntimeAttachment;
 }
 
 export interface KernelCounters {
@@ -65,6 +66,7 @@ export function readStats(nft: Nft, table: string, store: Store, sandboxes: Acco
         ...(quotas.has(q.ingress) && s.limits.ingressBytes ? { ingress: quotas.get(q.ingress)! } : {}),
       },
       limits: s.limits,
+      ...(s.attachment ? { attachment: s.attachment } : {}),
     };
   });
 }

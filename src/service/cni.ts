@@ -34,7 +34,8 @@ export function handleCni(engine: Engine, body: unknown, hooks: CniHooks = {}): 
     if (!b || typeof b.command !== 'string' || typeof b.config !== 'string') throw new CniError(CNI_ERRORS.decode, 'POST /v1/cni wants {command, config, ...} as the toastnet-cni shim sends it');
     const call = parseCniCall(b as CniRequestBody);
     const result = dispatch(engine, call, hooks);
-    return { status: 200, body: result };
+    // 204 for an answer without output (DEL, CHECK, GC, STATUS): the shim prints nothing.
+    return result === undefined ? { status: 204 } : { status: 200, body: result };
   } catch (err) {
     const e = asCniError(err);
     return { status: e.code === CNI_ERRORS.tryAgainLater || e.code === CNI_ERRORS.notAvailable ? 503 : 400, body: cniErrorBody(version, e) };
