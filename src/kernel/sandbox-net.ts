@@ -107,10 +107,21 @@ export function adoptSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec, end: A
 
 /**
  * Takes an adopted namespace's link back out, leaving the namespace to its owner. A veth
- * goes with its host end (the peer with it); a link without a host end is deleted inside,
- * if the namespace is still there. Idempotent.
+ * goes with its host end (the peer with it), by `later` when given; a link without a host
+ * end is deleted inside, if the namespace is still there. Idempotent.
  */
-export function releaseAdoptedNet(host: RtnetlinkSocket, s: Pick<SandboxNetSpec, 'mode' | 'ip' | 'hostLink'>, end: Partial<AdoptedEnd>): void {
+export function releaseAdoptedNet(
+  host: RtnetlinkSocket,
+  s: Pick<SandboxNetSpec, 'mode' | 'ip' | 'hostLink'>,
+  end: Partial<AdoptedEnd>,
+  later?: (hostLink: string) => void,
+): void {
+  // A link with a host end can be deleted by someone else later (background-unlink.ts): its
+  // routes go with it, and so does its peer in the namespace.
+  if (later && LINK_MODES[s.mode].hostLink) {
+    later(s.hostLink);
+    return;
+  }
   // Both steps run whatever the first did; the first failure is reported after.
   let failed: unknown;
   try {

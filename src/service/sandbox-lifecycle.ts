@@ -27,6 +27,7 @@ import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import { buildMember } from './pool-builder.js';
 import { Reaper } from './reaper.js';
+import { BackgroundUnlinker } from '../kernel/background-unlink.js';
 
 /** How long removals gather before one pass over /proc looks for processes left in them. */
 const REAP_DELAY_MS = 50;
@@ -67,6 +68,8 @@ export class SandboxLifecycle {
   /** Addresses of removed sandboxes whose traffic state (flows, neighbour entry) is still to be deleted. */
   private readonly forgetting = new Set<number>();
   private forgetTimer: NodeJS.Timeout | undefined;
+  /** Attached sandboxes' links being deleted off the caller's time (CNI DEL). */
+  private readonly unlinker = new BackgroundUnlinker();
 
   constructor(private readonly s: InstanceState) {}
 
@@ -126,7 +129,16 @@ export class SandboxLifecycle {
     const attachment = withUndo((undo) => {
       undo.push('give the address back', () => this.unlease(lease)); // the row, and its attachment with it
       faultPoint('attach:leased');
-      const netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
+      let netnsInode: number;
+      try {
+        netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
+      } catch (err) {
+        // The name may be held by the link of a detached sandbox still being deleted (the
+        // same container and interface again): finish those deletions, then try once more.
+        if (!(err instanceof ToastnetError && err.code === 'conflict') || !this.unlinker.busy) throw err;
+        this.unlinker.settleSync(this.s.rtnl);
+        netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
+      }
       undo.push('take the link out', () => releaseAdoptedNet(this.s.rtnl, net, end));
       faultPoint('attach:network');
       const recorded = { ...a, netnsInode };
@@ -384,19 +396,25 @@ export class SandboxLifecycle {
    */
   private detach(r: SandboxRow, a: RuntimeAttachment): void {
     this.dropElements(r.name);
-    releaseAdoptedNet(this.s.rtnl, { mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, { netnsPath: ownedNetns(a), ifname: a.ifname });
     const ipNum = parseIPv4(r.ip);
+    // The address goes back only once the link (and with it the /32 route) is gone.
+    let deferred = false;
+    releaseAdoptedNet(this.s.rtnl, { mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, { netnsPath: ownedNetns(a), ifname: a.ifname }, (link) => {
+      deferred = true;
+      this.unlinker.remove(link, () => this.releaseAddress(ipNum));
+    });
     this.s.store.transaction(() => {
       this.s.store.deleteSandbox(r.id);
       this.s.store.addReleased(ipNum);
     });
-    this.releaseAddress(ipNum);
+    if (!deferred) this.releaseAddress(ipNum);
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
   async settled(): Promise<void> {
     await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
+    await this.unlinker.settled();
     this.forgetReleased();
   }
 
@@ -498,6 +516,8 @@ export class SandboxLifecycle {
   /** For an owner closing without settled(): runs what is pending now. */
   close(): void {
     this.reaper.stop();
+    this.unlinker.settleSync(this.s.rtnl);
+    this.unlinker.close();
     this.forgetReleased();
   }
 }
