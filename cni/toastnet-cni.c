@@ -160,6 +160,24 @@ static void socket_path(const char *conf, char *out, size_t outlen) {
   }
 }
 
+/* A chunked body decoded in place (the daemon sends Content-Length; other servers may not). */
+static void dechunk(char *body) {
+  char *in = body, *out = body;
+  for (;;) {
+    char *end;
+    unsigned long n = strtoul(in, &end, 16);
+    char *line = strstr(end, "\r\n");
+    if (!line || n == 0) break;
+    in = line + 2;
+    if (strlen(in) < n) n = strlen(in);
+    memmove(out, in, n);
+    out += n;
+    in += n;
+    if (in[0] == '\r' && in[1] == '\n') in += 2;
+  }
+  *out = 0;
+}
+
 static void add_env(struct buf *b, const char *field, const char *var) {
   const char *v = getenv(var);
   if (!v) return;
@@ -246,7 +264,14 @@ int main(void) {
   int status = 0;
   if (sscanf(resp.p, "HTTP/1.%*d %d", &status) != 1) fail(conf.p, 11, "the toastnet daemon gave no HTTP answer");
   char *payload = strstr(resp.p, "\r\n\r\n");
-  payload = payload ? payload + 4 : resp.p + resp.n;
+  if (payload) {
+    *payload = 0; /* headers end here */
+    int chunked = strcasestr(resp.p, "\r\ntransfer-encoding: chunked") != NULL;
+    payload += 4;
+    if (chunked) dechunk(payload);
+  } else {
+    payload = resp.p + resp.n;
+  }
   if (status == 204) return 0;
   if (status == 200) {
     printf("%s\n", payload);
