@@ -14,7 +14,7 @@ import type { ApiResponse } from '../api/routes.js';
 import type { SandboxInfo } from '../api/types.js';
 import type { SandboxRow } from '../store/store.js';
 import type { Engine } from './engine.js';
-import { ownedNetns } from './sandbox-lifecycle.js';
+import { ownedNetns } from './attached-sandboxes.js';
 
 /** A sandbox's name for an attachment: stable, derived from the spec's key, a valid name. */
 export function attachmentName(network: string, containerId: string, ifname: string): string {

@@ -1,7 +1,8 @@
 // A sandbox's life: its lease (row and address, one transaction), its creation (network,
 // resolv.conf entry, elements: all or nothing, through one Undo), acquisition of a warm-pool
 // member and the two halves of making one, removal, and the address's way back to the pool
-// (after the processes left inside have ended and its flows are deleted: reaper.ts).
+// (after the processes left inside have ended and its flows are deleted: reaper.ts). A
+// runtime's namespace attached through CNI takes the same steps (attached-sandboxes.ts).
 import fs from 'node:fs';
 import { ToastnetError } from '../errors.js';
 import { Undo, faultPoint, withUndo } from '../undo.js';
@@ -15,19 +16,16 @@ import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import * as rq from '../kernel/rtnl-requests.js';
-import {
-  SandboxNetSpec, SandboxNetView, adoptSandboxNet, createSandboxNet, inspectSandboxNet, releaseAdoptedNet, removeSandboxNet,
-} from '../kernel/sandbox-net.js';
+import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
 import type { RuntimeAttachment } from '../core/cni.js';
 import { linkDriver } from '../kernel/links/index.js';
 import { SandboxRow } from '../store/store.js';
 import type { CreateOptions, SandboxInfo } from '../api/types.js';
-import type { PolicyInput as OwnPolicy } from '../core/policy.js';
 import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import { buildMember } from './pool-builder.js';
 import { Reaper } from './reaper.js';
-import { BackgroundUnlinker } from '../kernel/background-unlink.js';
+import { AttachedSandboxes, ownedNetns } from './attached-sandboxes.js';
 
 /** How long removals gather before one pass over /proc looks for processes left in them. */
 const REAP_DELAY_MS = 50;
@@ -49,7 +47,7 @@ function deleteFlows(gone: (address: string) => boolean): number {
 }
 
 /** A row and the address it took (see SandboxLifecycle.lease). */
-interface Lease {
+export interface Lease {
   row: SandboxRow;
   ipNum: number;
   wasFresh: boolean;
@@ -68,10 +66,12 @@ export class SandboxLifecycle {
   /** Addresses of removed sandboxes whose traffic state (flows, neighbour entry) is still to be deleted. */
   private readonly forgetting = new Set<number>();
   private forgetTimer: NodeJS.Timeout | undefined;
-  /** Attached sandboxes' links being deleted off the caller's time (CNI DEL). */
-  private readonly unlinker = new BackgroundUnlinker();
+  /** Sandboxes in a container runtime's namespace (CNI), made and removed with the steps here. */
+  private readonly attached: AttachedSandboxes;
 
-  constructor(private readonly s: InstanceState) {}
+  constructor(private readonly s: InstanceState) {
+    this.attached = new AttachedSandboxes(s, this);
+  }
 
   /** Creates a sandbox network; all-or-nothing (no row, lease, link or element survives a failure). */
   create(o: CreateOptions = {}): SandboxInfo {
@@ -109,50 +109,13 @@ export class SandboxLifecycle {
     return this.s.info({ ...row, state: 'ready' });
   }
 
-  /**
-   * Attaches a namespace a container runtime made (CNI ADD) as sandbox `name`: the same
-   * lease, link, address, elements and policy as create, but the namespace stays the
-   * runtime's (no name under /run/netns, no resolv.conf entry: the runtime writes its own).
-   * All-or-nothing.
-   */
-  attach(name: string, mode: SandboxMode, own: OwnPolicy, a: RuntimeAttachment): SandboxInfo {
-    validateSandboxName(name);
-    const { effective, policy } = this.s.checkedPolicy(own);
-    const parentIndex = this.s.ensureParent();
-    const lease = this.lease(name, mode, own);
-    const { row } = lease;
-    const spec = this.s.spec(row, effective, policy);
-    const elements = this.s.live.elementsOf(row.name, spec);
-    const objects = this.s.objectsOf(spec);
-    const net = this.s.netSpec(row, parentIndex);
-    const end = { netnsPath: a.netns, ifname: a.ifname };
-    const attachment = withUndo((undo) => {
-      undo.push('give the address back', () => this.unlease(lease)); // the row, and its attachment with it
-      faultPoint('attach:leased');
-      let netnsInode: number;
-      try {
-        netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
-      } catch (err) {
-        // The name may be held by the link of a detached sandbox still being deleted (the
-        // same container and interface again): finish those deletions, then try once more.
-        if (!(err instanceof ToastnetError && err.code === 'conflict') || !this.unlinker.busy) throw err;
-        this.unlinker.settleSync(this.s.rtnl);
-        netnsInode = adoptSandboxNet(this.s.rtnl, net, end);
-      }
-      undo.push('take the link out', () => releaseAdoptedNet(this.s.rtnl, net, end));
-      faultPoint('attach:network');
-      const recorded = { ...a, netnsInode };
-      this.s.store.setAttachment(row.id, recorded);
-      this.admit(row.name, spec, elements, objects, undo);
-      faultPoint('attach:admitted');
-      this.s.store.markReady(row.id);
-      return recorded;
-    });
-    return this.s.info({ ...row, state: 'ready', attachment });
+  /** Attaches a container runtime's namespace (CNI ADD): attached-sandboxes.ts. */
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
+    return this.attached.attach(name, mode, own, a);
   }
 
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
-  private admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
+  admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
     this.s.nft.apply(this.s.rules.add(elements, objects), 'admit sandbox');
     this.s.noteTiers(objects);
     undo.push('remove the elements', () => this.s.tryNft(this.s.rules.remove(elements, objects)));
@@ -161,7 +124,7 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease {
+  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
@@ -178,7 +141,7 @@ export class SandboxLifecycle {
   }
 
   /** Undoes a lease: no row, and the address first in line again (or the fresh cursor back). */
-  private unlease(l: Lease): void {
+  unlease(l: Lease): void {
     // Leases given back out of order (the pool's queued members failing in turn) must leave
     // the lowest of them as the stored cursor, as untake does in memory.
     const cursor = l.wasFresh ? Math.min(l.ipNum, this.s.ipam.freshCursor) : this.s.ipam.freshCursor;
@@ -341,7 +304,7 @@ export class SandboxLifecycle {
     const r = this.s.store.getByName(name);
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
     if (r.attachment) {
-      this.detach(r, r.attachment);
+      this.attached.detach(r, r.attachment);
       return;
     }
     const netns = netnsName(this.s.names, name);
@@ -380,7 +343,7 @@ export class SandboxLifecycle {
   }
 
   /** Its traffic stops: its elements leave the kernel and it is no longer live. */
-  private dropElements(name: string): void {
+  dropElements(name: string): void {
     const spec = this.s.live.get(name);
     if (!spec) return;
     this.s.admissions.forgetAll(spec.ip);
@@ -389,32 +352,11 @@ export class SandboxLifecycle {
     this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
   }
 
-  /**
-   * Removes an attached sandbox (CNI DEL, rm, gc, down): its elements, its link and
-   * host-side state, its row. The namespace and the processes in it are the runtime's:
-   * nothing here enters the reaper. Idempotent past the elements, like remove.
-   */
-  private detach(r: SandboxRow, a: RuntimeAttachment): void {
-    this.dropElements(r.name);
-    const ipNum = parseIPv4(r.ip);
-    // The address goes back only once the link (and with it the /32 route) is gone.
-    let deferred = false;
-    releaseAdoptedNet(this.s.rtnl, { mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, { netnsPath: ownedNetns(a), ifname: a.ifname }, (link) => {
-      deferred = true;
-      this.unlinker.remove(link, () => this.releaseAddress(ipNum));
-    });
-    this.s.store.transaction(() => {
-      this.s.store.deleteSandbox(r.id);
-      this.s.store.addReleased(ipNum);
-    });
-    if (!deferred) this.releaseAddress(ipNum);
-  }
-
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
   async settled(): Promise<void> {
     await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
-    await this.unlinker.settled();
+    await this.attached.settled();
     this.forgetReleased();
   }
 
@@ -423,7 +365,7 @@ export class SandboxLifecycle {
    * left: conntrack entries outlive the namespace that made them, and the address's next
    * owner would otherwise inherit its flows (replies on them are accepted as established).
    */
-  private releaseAddress(ipNum: number): void {
+  releaseAddress(ipNum: number): void {
     this.forgetting.add(ipNum);
     this.forgetTimer ??= setTimeout(() => this.forgetReleased(), FORGET_DELAY_MS);
   }
@@ -491,7 +433,7 @@ export class SandboxLifecycle {
       if (r.state === 'ready' && nsThere && linkDriver(r.mode).present(this.s.rtnl, { hostLink })) continue;
       if (r.attachment) {
         // The runtime's container is gone without a DEL (or its link went): what is ours goes.
-        this.detach(r, r.attachment);
+        this.attached.detach(r, r.attachment);
         gone.push(r.name);
         continue;
       }
@@ -516,22 +458,8 @@ export class SandboxLifecycle {
   /** For an owner closing without settled(): runs what is pending now. */
   close(): void {
     this.reaper.stop();
-    this.unlinker.settleSync(this.s.rtnl);
-    this.unlinker.close();
+    this.attached.close();
     this.forgetReleased();
   }
 }
 
-/**
- * The attached namespace's path while it is still the one attached: a /proc/PID/ns/net
- * path names another namespace once the PID is reused, and the link inside that one is
- * not ours.
- */
-export function ownedNetns(a: RuntimeAttachment): string | undefined {
-  try {
-    const ino = fs.statSync(a.netns).ino;
-    return a.netnsInode === undefined || ino === a.netnsInode ? a.netns : undefined;
-  } catch {
-    return undefined;
-  }
-}
