@@ -86,14 +86,14 @@ export function adoptSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec, end: A
         linkDriver(s.mode).make(host, s, { name: end.ifname, index: 0, nsFd, mac: s.mac });
         undo.push('remove the link', () => removeAdoptedLink(host, s, end, inside));
         const index = parseLink(inside.get(rq.getLink(end.ifname), `get ${end.ifname}`)).index;
+        // Only our interface: lo and the rest of the namespace are the runtime's (its loopback plugin).
         inside.exec(
           [
             rq.setUp(index, { noIpv6: true }),
-            rq.setUp(1),
             rq.addAddr(index, s.ip, s.prefixLength),
             rq.addRoute({ dst: '0.0.0.0', dstLen: 0, oif: index, gateway: s.gateway, onlink: true }),
           ],
-          [`up ${end.ifname}`, 'up lo', `address ${s.ip}/${s.prefixLength}`, `default route via ${s.gateway}`],
+          [`up ${end.ifname}`, `address ${s.ip}/${s.prefixLength}`, `default route via ${s.gateway}`],
         );
       });
     } finally {
