@@ -80,7 +80,7 @@ function checkNetwork(engine: Engine, call: CniCall): void {
   if (call.conf.subnet !== undefined && call.conf.subnet !== c.subnet) {
     throw new CniError(CNI_ERRORS.invalidConfig, `network ${call.conf.name} says subnet ${call.conf.subnet}, but instance "${c.instance}" has ${c.subnet}`);
   }
-  if (!engine.isUp()) throw new CniError(CNI_ERRORS.tryAgainLater, `toastnet instance "${c.instance}" has no host network yet: run \`toastnet up\``);
+  // No host network (no `up` yet): the attach says not_ready, answered as 11 (asCniError).
 }
 
 function attachedOf(engine: Engine, info: SandboxInfo, a: RuntimeAttachment): Attached {
