@@ -149,6 +149,7 @@ function parseConf(text: string): CniNetConf {
   }
   const name = str(raw, 'name');
   if (!name) throw new CniError(CNI_ERRORS.invalidConfig, 'network config: key "name" is missing');
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new CniError(CNI_ERRORS.invalidConfig, `network config: name "${name}": want letters, digits, _ . - (the spec's network name)`);
   const mode = str(raw, 'mode') ?? 'veth';
   if (!isSandboxMode(mode)) throw new CniError(CNI_ERRORS.invalidConfig, `network config: key "mode": "${mode}" is not a toastnet mode`);
   const rc = raw.runtimeConfig;
@@ -263,6 +264,28 @@ export function attachmentPolicy(call: CniCall): PolicyInput {
   const bw = bandwidthLimits(call.conf.runtimeConfig?.bandwidth);
   if (Object.keys(bw).length > 0) own = mergePolicy(own, { limits: bw });
   return JSON.parse(JSON.stringify(own)) as PolicyInput; // without the merge's undefined fields
+}
+
+/**
+ * The runtime's `portMappings` capability (`[{hostPort, containerPort, protocol, hostIP}]`)
+ * in `create --publish` syntax, `[HOSTIP:]HOSTPORT:SANDBOXPORT/PROTO`: what port publishing
+ * takes. Checked here, so a bad mapping is the spec's invalid-config error.
+ */
+export function portMappingsAsPublish(pm: unknown[] | undefined): string[] {
+  return (pm ?? []).map((m, i) => {
+    const where = `runtimeConfig.portMappings[${i}]`;
+    if (!isObject(m)) throw new CniError(CNI_ERRORS.invalidConfig, `${where} must be an object`);
+    const port = (k: string): number => {
+      const v = m[k];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new CniError(CNI_ERRORS.invalidConfig, `${where}.${k} must be a port (1-65535)`);
+      return v;
+    };
+    const proto = m.protocol === undefined || m.protocol === '' ? 'tcp' : String(m.protocol).toLowerCase();
+    if (proto !== 'tcp' && proto !== 'udp') throw new CniError(CNI_ERRORS.invalidConfig, `${where}.protocol "${String(m.protocol)}": tcp or udp`);
+    const hostIp = typeof m.hostIP === 'string' && m.hostIP !== '' && m.hostIP !== '0.0.0.0' ? `${m.hostIP}:` : '';
+    if (hostIp.includes('::')) throw new CniError(CNI_ERRORS.invalidConfig, `${where}.hostIP: IPv4 only`);
+    return `${hostIp}${port('hostPort')}:${port('containerPort')}/${proto}`;
+  });
 }
 
 /** What an ADD made, for the result. */

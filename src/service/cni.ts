@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import {
   Attached, CNI_ERRORS, CNI_VERSIONS, CniCall, CniError, CniRequestBody, LiveEnd, RuntimeAttachment, attachmentPolicy, buildResult, checkProblems,
-  cniErrorBody, parseCniCall, versionOf,
+  cniErrorBody, parseCniCall, portMappingsAsPublish, versionOf,
 } from '../core/cni.js';
 import { ToastnetError } from '../errors.js';
 import type { ApiResponse } from '../api/routes.js';
@@ -83,7 +83,7 @@ function checkNetwork(engine: Engine, call: CniCall): void {
   // No host network (no `up` yet): the attach says not_ready, answered as 11 (asCniError).
 }
 
-function attachedOf(engine: Engine, info: SandboxInfo, a: RuntimeAttachment): Attached {
+function attachedOf(info: SandboxInfo, a: RuntimeAttachment): Attached {
   return { ifname: a.ifname, mac: info.mac, netns: a.netns, hostLink: info.hostLink, ip: info.ip, prefixLength: info.prefixLength, gateway: info.gateway };
 }
 
@@ -93,15 +93,16 @@ function rowOf(engine: Engine, call: CniCall): SandboxRow | undefined {
 
 function add(engine: Engine, call: CniCall, hooks: CniHooks): unknown {
   checkNetwork(engine, call);
-  // portMappings (the runtime's capability) are accepted here; publishing them is the
-  // port-publishing feature's (DNAT), which takes them from call.conf.runtimeConfig.
   const own = attachmentPolicy(call);
+  // The runtime's portMappings, checked, in `--publish` syntax. Not applied yet: port
+  // publishing (DNAT) is to take them here, through engine.attach like create's option.
+  portMappingsAsPublish(call.conf.runtimeConfig?.portMappings);
   const existing = rowOf(engine, call);
   if (existing?.attachment) {
     // The same ADD again (a runtime retrying): the same answer, if it is still what it was.
     const a = existing.attachment;
     if (a.netns === call.netns && ownedNetns(a) !== undefined && existing.state === 'ready') {
-      return buildResult(call.conf.cniVersion, attachedOf(engine, engine.info(existing), a), call.conf.prevResult);
+      return buildResult(call.conf.cniVersion, attachedOf(engine.info(existing), a), call.conf.prevResult);
     }
     engine.remove(existing.name);
     hooks.removed?.(existing.id);
@@ -124,7 +125,7 @@ function add(engine: Engine, call: CniCall, hooks: CniHooks): unknown {
     }
     throw err;
   }
-  return buildResult(call.conf.cniVersion, attachedOf(engine, info, info.attachment!), call.conf.prevResult);
+  return buildResult(call.conf.cniVersion, attachedOf(info, info.attachment!), call.conf.prevResult);
 }
 
 /** DEL: whatever is left of the attachment goes; nothing left (or no namespace) is success. */
@@ -140,7 +141,7 @@ function check(engine: Engine, call: CniCall): void {
   const row = rowOf(engine, call);
   if (!row?.attachment) throw new CniError(CNI_ERRORS.unknownContainer, `no attachment of container ${call.containerId} (${call.ifname}) on network ${call.conf.name}`);
   const info = engine.inspect(row.name);
-  const want = attachedOf(engine, info, row.attachment);
+  const want = attachedOf(info, row.attachment);
   const problems = checkProblems(call.conf.prevResult!, want, liveEnd(info, row.attachment.ifname));
   if (call.netns !== row.attachment.netns) problems.unshift(`attached in ${row.attachment.netns}, not ${call.netns}`);
   if (problems.length > 0) throw new CniError(CNI_ERRORS.checkFailed, `CHECK failed: ${problems.join('; ')}`);

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import {
-  Attached, CNI_ERRORS, CniError, attachmentPolicy, bandwidthLimits, buildResult, checkProblems, parseCniArgs, parseCniCall, versionBefore,
+  Attached, CNI_ERRORS, CniError, attachmentPolicy, bandwidthLimits, buildResult, checkProblems, parseCniArgs, parseCniCall, portMappingsAsPublish, versionBefore,
 } from '../../src/core/cni.js';
 import { Store } from '../../src/store/store.js';
 
@@ -51,6 +51,7 @@ describe('CNI calls', () => {
     assert.equal(code(() => add({}, { containerId: 'bad id' })), CNI_ERRORS.invalidEnvironment);
     assert.equal(code(() => parseCniCall({ command: 'ADD', config: '{' })), CNI_ERRORS.decode);
     assert.equal(code(() => add({ name: undefined })), CNI_ERRORS.invalidConfig);
+    assert.equal(code(() => add({ name: 'a/b' })), CNI_ERRORS.invalidConfig);
     assert.equal(code(() => add({ mode: 'bridge' })), CNI_ERRORS.invalidConfig);
     assert.equal(code(() => add({ runtimeConfig: { bandwidth: { ingressRate: 'fast' } } })), CNI_ERRORS.invalidConfig);
     assert.equal(code(() => add({ runtimeConfig: { bandwidth: { shape: 1 } } })), CNI_ERRORS.unsupportedField);
@@ -91,6 +92,17 @@ describe('CNI policy and limits', () => {
     assert.equal(code(() => attachmentPolicy(add({ policy: { egress: { internet: 'no' } } }))), CNI_ERRORS.invalidConfig);
     assert.equal(code(() => attachmentPolicy(add({}, { args: 'TOASTNET_POLICY=!!!' }))), CNI_ERRORS.invalidEnvironment);
     assert.deepEqual(attachmentPolicy(add()), {});
+  });
+});
+
+describe('CNI portMappings', () => {
+  it('become --publish specs; bad ones are invalid config', () => {
+    assert.deepEqual(portMappingsAsPublish([{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostPort: 53, containerPort: 5353, protocol: 'UDP', hostIP: '192.0.2.2' }, { hostPort: 1, containerPort: 2, hostIP: '0.0.0.0' }]),
+      ['8080:80/tcp', '192.0.2.2:53:5353/udp', '1:2/tcp']);
+    assert.deepEqual(portMappingsAsPublish(undefined), []);
+    assert.equal(code(() => portMappingsAsPublish([{ hostPort: 0, containerPort: 80 }])), CNI_ERRORS.invalidConfig);
+    assert.equal(code(() => portMappingsAsPublish([{ hostPort: 80, containerPort: 80, protocol: 'sctp' }])), CNI_ERRORS.invalidConfig);
+    assert.equal(code(() => portMappingsAsPublish(['80:80'])), CNI_ERRORS.invalidConfig);
   });
 });
 
