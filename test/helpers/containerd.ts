@@ -32,6 +32,38 @@ function blob(dir: string, data: Buffer | string): { digest: string; size: numbe
   return { digest: `sha256:${hex}`, size: buf.length };
 }
 
+/**
+ * busybox-static as a one-layer OCI image archive under `dir` (returns its path), with a
+ * resolv.conf naming `nameserver` (ctr writes none from the result).
+ */
+export function buildBusyboxImage(dir: string, nameserver = '10.166.0.1'): string {
+  const root = path.join(dir, 'rootfs');
+  const oci = path.join(dir, 'oci');
+  for (const d of ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'run']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  fs.mkdirSync(path.join(oci, 'blobs/sha256'), { recursive: true });
+  fs.copyFileSync('/bin/busybox', path.join(root, 'bin/busybox'));
+  for (const a of ['sh', 'cat', 'echo', 'ip', 'wget', 'nslookup', 'timeout', 'sleep', 'grep']) fs.symlinkSync('busybox', path.join(root, 'bin', a));
+  fs.writeFileSync(path.join(root, 'etc/resolv.conf'), `nameserver ${nameserver}\n`);
+  fs.writeFileSync(path.join(root, 'etc/hosts'), '127.0.0.1 localhost\n');
+  const layer = execFileSync('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', '-', '.'], { maxBuffer: 64 << 20 });
+  const l = blob(oci, layer);
+  const c = blob(oci, JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] }, rootfs: { type: 'layers', diff_ids: [l.digest] } }));
+  const m = blob(oci, JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...c },
+    layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l }],
+  }));
+  fs.writeFileSync(path.join(oci, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, platform: { architecture: 'amd64', os: 'linux' }, annotations: { 'io.containerd.image.name': IMAGE, 'org.opencontainers.image.ref.name': 'latest' } }],
+  }));
+  fs.writeFileSync(path.join(oci, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const tar = path.join(dir, 'image.tar');
+  execFileSync('tar', ['-C', oci, '-cf', tar, 'oci-layout', 'index.json', 'blobs']);
+  return tar;
+}
+
+
 export class Containerd {
   readonly dir: string;
   readonly socket: string;
@@ -49,40 +81,13 @@ export class Containerd {
     fs.writeFileSync(cfg, `version = 2\nroot = "${this.dir}/root"\nstate = "${this.dir}/state"\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "${this.socket}"\n`);
     this.proc = this.tb.background(this.tb.hostNs, ['containerd', '--config', cfg]);
     await waitFor(() => spawnSync('ctr', ['-a', this.socket, 'version']).status === 0, 'containerd to answer', 20_000, 100);
-    this.importImage();
+    const tar = buildBusyboxImage(this.dir);
+    execFileSync('ctr', ['-a', this.socket, '-n', NAMESPACE, 'image', 'import', tar], { stdio: 'ignore' });
     for (const m of MOUNT_POINTS) {
       if (fs.existsSync(m)) continue;
       fs.mkdirSync(m, { recursive: true });
       this.madeMountPoints.push(m);
     }
-  }
-
-  /** busybox-static as a one-layer OCI image, with a resolv.conf naming `nameserver` (ctr writes none from the result). */
-  private importImage(nameserver = '10.166.0.1'): void {
-    const root = path.join(this.dir, 'rootfs');
-    const oci = path.join(this.dir, 'oci');
-    for (const d of ['bin', 'dev', 'etc', 'proc', 'sys', 'tmp', 'run']) fs.mkdirSync(path.join(root, d), { recursive: true });
-    fs.mkdirSync(path.join(oci, 'blobs/sha256'), { recursive: true });
-    fs.copyFileSync('/bin/busybox', path.join(root, 'bin/busybox'));
-    for (const a of ['sh', 'cat', 'echo', 'ip', 'wget', 'nslookup', 'timeout', 'sleep', 'grep']) fs.symlinkSync('busybox', path.join(root, 'bin', a));
-    fs.writeFileSync(path.join(root, 'etc/resolv.conf'), `nameserver ${nameserver}\n`);
-    fs.writeFileSync(path.join(root, 'etc/hosts'), '127.0.0.1 localhost\n');
-    const layer = execFileSync('tar', ['-C', root, '--numeric-owner', '--owner=0', '--group=0', '-cf', '-', '.'], { maxBuffer: 64 << 20 });
-    const l = blob(oci, layer);
-    const c = blob(oci, JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Env: ['PATH=/bin'], Cmd: ['/bin/sh'] }, rootfs: { type: 'layers', diff_ids: [l.digest] } }));
-    const m = blob(oci, JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...c },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l }],
-    }));
-    fs.writeFileSync(path.join(oci, 'index.json'), JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, platform: { architecture: 'amd64', os: 'linux' }, annotations: { 'io.containerd.image.name': IMAGE, 'org.opencontainers.image.ref.name': 'latest' } }],
-    }));
-    fs.writeFileSync(path.join(oci, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-    const tar = path.join(this.dir, 'image.tar');
-    execFileSync('tar', ['-C', oci, '-cf', tar, 'oci-layout', 'index.json', 'blobs']);
-    execFileSync('ctr', ['-a', this.socket, '-n', NAMESPACE, 'image', 'import', tar], { stdio: 'ignore' });
   }
 
   /**
