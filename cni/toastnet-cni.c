@@ -12,6 +12,12 @@
  *
  * Answered here without the daemon: VERSION; and when the daemon does not answer, the
  * spec's error 11 ("try again later") for ADD/DEL/CHECK/GC, 50 ("not available") for STATUS.
+ *
+ * Built static where the libc allows (npm run build falls back to dynamic): like the
+ * reference plugins, it can then be copied onto any node's plugin directory, and it starts
+ * without the dynamic loader. It needs nothing but the C library: no JSON library (the
+ * config is forwarded verbatim; only two top-level strings are read), no HTTP library (one
+ * request, Connection: close).
  */
 #define _GNU_SOURCE
 #include <errno.h>
