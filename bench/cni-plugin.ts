@@ -2,7 +2,8 @@
 // once per call, the network config on stdin, CNI_* in the environment (the way containerd
 // and podman drive plugins), toastnet-cni beside the CNI reference chain bridge + host-local
 // + firewall (containernetworking-plugins), in one run and one testbed. The runtime's
-// namespace is made before each ADD and removed after each DEL, untimed, for both.
+// namespace is made before each ADD and removed after each DEL, untimed, for both (named
+// after the testbed's run, which removes any left behind).
 // Then 8 ADDs at once, then 8 DELs at once, as separate processes: errors counted.
 //
 // The outer process builds the testbed and re-runs this file inside its host namespace
@@ -60,12 +61,12 @@ function execToastnetAsync(command: 'ADD' | 'DEL', conf: unknown, id: string, ne
 }
 
 /** toastnet-cni against a daemon started here; the namespaces are the runtime's (ip netns add). */
-async function benchToastnet(dir: string, flags: string[]): Promise<Row[]> {
+async function benchToastnet(run: string, flags: string[]): Promise<Row[]> {
   const runDir = flags[flags.indexOf('--run-dir') + 1];
   const daemon = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...flags, 'daemon'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const cl = new ToastnetClient(path.join(runDir, 'toastnet.sock'));
   const conf = { cniVersion: '1.0.0', name: 'benchnet', type: 'toastnet-cni', runDir };
-  const ns = (i: number) => `benchtn-${i}`;
+  const ns = (i: number) => `${run}-tn${i}`; // /run/netns is global: names of this run only
   const a: number[] = [];
   const d: number[] = [];
   try {
@@ -108,14 +109,14 @@ async function benchToastnet(dir: string, flags: string[]): Promise<Row[]> {
 }
 
 /** The reference chain, each plugin a process per call with prevResult, DEL in reverse (bench/cni.ts). */
-function benchChain(dir: string): Row {
+function benchChain(run: string, dir: string): Row {
   const name = 'CNI bridge + host-local + firewall';
   if (!cniAvailable(['bridge', 'host-local', 'firewall'])) return { name, n: 0, note: 'unavailable: apt-get install containernetworking-plugins iptables' };
   const chain = new CniChain('cnibench', [
     { type: 'bridge', bridge: 'cnibench0', isGateway: true, ipMasq: true, ipam: { type: 'host-local', subnet: '10.183.0.0/16', dataDir: path.join(dir, 'cni') } },
     { type: 'firewall', backend: 'iptables' },
   ]);
-  const ns = (i: number) => `benchcni-${i}`;
+  const ns = (i: number) => `${run}-ref${i}`;
   const a: number[] = [];
   const d: number[] = [];
   try {
@@ -163,8 +164,8 @@ function verdict(tn: Row, chain: Row): string {
   return lines.join('\n');
 }
 
-async function inner(dir: string, flags: string[]): Promise<void> {
-  const rows = [...(await benchToastnet(dir, flags)), benchChain(dir)];
+async function inner(run: string, dir: string, flags: string[]): Promise<void> {
+  const rows = [...(await benchToastnet(run, flags)), benchChain(run, dir)];
   process.stdout.write(`${JSON.stringify(rows)}\n`);
 }
 
@@ -173,7 +174,7 @@ async function outer(): Promise<void> {
   const flags = tb.flags('benchcni');
   try {
     process.stdout.write(`toastnet CNI bench: ${N} ADD/DEL (chain ${PEER_N}), a process per call, ${os.cpus().length} CPUs, Linux ${os.release()}, Node ${process.version}\n`);
-    const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', tb.dir, JSON.stringify(flags)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
+    const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', tb.run, tb.dir, JSON.stringify(flags)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 600_000 });
     if (r.status !== 0) throw new Error(`inner bench failed (${r.status})`);
     const rows = JSON.parse(r.stdout.trim().split('\n').pop()!) as Row[];
     process.stdout.write(`${table(rows)}\n${verdict(rows[0], rows[rows.length - 1])}\n`);
@@ -184,5 +185,5 @@ async function outer(): Promise<void> {
   }
 }
 
-if (process.argv[2] === '--inner') await inner(process.argv[3], JSON.parse(process.argv[4]) as string[]);
+if (process.argv[2] === '--inner') await inner(process.argv[3], process.argv[4], JSON.parse(process.argv[5]) as string[]);
 else await outer();
