@@ -166,6 +166,18 @@ describe('toastnet-cni: the execution contract', () => {
     assert.equal(cni(conf, { command: 'DEL', containerId: 'never', ifname: 'eth0' }).code, 0);
   });
 
+  it('ADD right after DEL in the same namespace and interface (the old link may still be going)', async () => {
+    const ns = runtimeNs('again');
+    const e = { containerId: 'ctr-again', netns: ns, ifname: 'eth0' };
+    for (let i = 0; i < 3; i++) {
+      const a = cni(conf, { command: 'ADD', ...e });
+      assert.equal(a.code, 0, a.raw);
+      assert.equal(inNs(ns, ['ip', 'link', 'show', 'eth0']).code, 0);
+      assert.equal(cni(conf, { command: 'DEL', ...e }).code, 0);
+    }
+    await waitFor(() => inNs(ns, ['ip', 'link', 'show', 'eth0']).code !== 0, 'the last link to go');
+  });
+
   it('chains with the reference plugin tuning after it (ADD, CHECK, DEL through the list)', { skip: !fs.existsSync(path.join(CNI_BIN, 'tuning')) }, () => {
     const ns = runtimeNs('chain');
     const list = new CniList(tb.hostNs, { cniVersion: '1.0.0', name: 'tnet', plugins: [{ type: 'toastnet-cni', runDir: conf.runDir }, { type: 'tuning', mtu: 1400, sysctl: { 'net.ipv4.conf.eth0.rp_filter': '2' } }] });
