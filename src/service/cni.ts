@@ -21,6 +21,12 @@ export function attachmentName(network: string, containerId: string, ifname: str
   return `cni-${createHash('sha256').update(`${network}\0${containerId}\0${ifname}`).digest('hex').slice(0, 12)}`;
 }
 
+/** The metrics operation a call is timed as (STATUS and VERSION are not). */
+export function cniOperation(body: unknown): 'cni_add' | 'cni_del' | 'cni_check' | 'cni_gc' | undefined {
+  const c = (body as { command?: unknown } | undefined)?.command;
+  return c === 'ADD' ? 'cni_add' : c === 'DEL' ? 'cni_del' : c === 'CHECK' ? 'cni_check' : c === 'GC' ? 'cni_gc' : undefined;
+}
+
 export interface CniHooks {
   /** A sandbox went (DEL, GC): the daemon drops its resolver state. */
   removed?: (id: number) => void;

@@ -225,6 +225,8 @@ describe('toastnet-cni: the execution contract', () => {
     assert.equal(addrs.size, 8);
     const dels = await Promise.all(nss.map((ns, i) => execPluginAsync(tb.hostNs, TOASTNET_CNI, conf, { command: 'DEL', containerId: `par${i}`, netns: ns, ifname: 'eth0' })));
     for (const d of dels) assert.equal(d.code, 0, d.raw);
+    const latency = (await cl.status()).latency ?? {};
+    assert.ok((latency.cni_add?.count ?? 0) >= 8 && (latency.cni_del?.count ?? 0) >= 8, JSON.stringify(latency));
   });
 
   it('bad input: one clear error in the spec\'s form, nothing half-made', async () => {
