@@ -251,6 +251,25 @@ describe('toastnet-cni: the execution contract', () => {
     assert.equal((await cl.list()).length, before, 'no sandbox left behind');
   });
 
+  it('the daemon killed: STATUS 50, ADD 11, attached containers keep their network; restarted: they are still attached', async () => {
+    const ns = runtimeNs('crash');
+    const e = { containerId: 'ctr-crash', netns: ns, ifname: 'eth0' };
+    const add = cni(conf, { command: 'ADD', ...e });
+    assert.equal(add.code, 0, add.raw);
+    writeResolvConf(ns, add.out!);
+    daemon!.kill('SIGKILL');
+    await waitFor(async () => !(await cl.ping()), 'the daemon to be gone');
+    assert.equal(cni({ ...conf, cniVersion: '1.1.0' }, { command: 'STATUS' }).out?.code, 50);
+    assert.equal(cni(conf, { command: 'ADD', containerId: 'ctr-crash2', netns: runtimeNs('crash2'), ifname: 'eth0' }).out?.code, 11);
+    assert.equal(inNs(ns, ['curl', '-sS', '--max-time', '5', `http://${WAN.internet}/`]).stdout, 'internet', 'forwarding needs no daemon');
+    await startDaemon();
+    assert.equal(cni({ ...conf, cniVersion: '1.1.0' }, { command: 'STATUS' }).code, 0);
+    assert.ok((await cl.list()).some((x) => x.attachment?.containerId === 'ctr-crash'), 'the restart kept the attachment (its namespace lives)');
+    assert.equal(cni({ ...conf, prevResult: add.out }, { command: 'CHECK', ...e }).code, 0);
+    assert.equal(inNs(ns, ['curl', '-sS', '--max-time', '5', 'http://example.test/']).stdout, 'internet', 'DNS through the restarted daemon');
+    assert.equal(cni(conf, { command: 'DEL', ...e }).code, 0);
+  });
+
   it('rm of an attached sandbox and the daemon\'s gc leave the runtime\'s namespace and processes alone', async () => {
     const ns = runtimeNs('rm');
     const add = cni(conf, { command: 'ADD', containerId: 'ctr-rm', netns: ns, ifname: 'eth0' });
