@@ -222,7 +222,7 @@ example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'n
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
-  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?); repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
   .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
     const keep = sandboxFilter(o.filter);
     const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);

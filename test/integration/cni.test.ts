@@ -118,6 +118,7 @@ describe('toastnet-cni: the execution contract', () => {
     assert.ok(mine, JSON.stringify(ls));
     assert.equal(mine.netns, nsA);
     assert.deepEqual([mine.attachment!.ifname, mine.attachment!.podName, mine.attachment!.podNamespace, mine.attachment!.network], ['eth0', 'web-0', 'team', 'tnet']);
+    assert.deepEqual(tb.toastnet(I, ['ls', '-q', '--filter', 'pod=team/*']).stdout.trim(), mine.name);
     const text = tb.toastnet(I, ['ls']).stdout;
     assert.match(text, /ctr-a/);
     assert.match(text, /ctr-a eth0 \(pod team\/web-0\)/);
