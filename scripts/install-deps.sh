@@ -10,6 +10,10 @@ apt-get update
 apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils iperf3 ca-certificates
 # Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables).
 apt-get install -y --no-install-recommends containernetworking-plugins iptables
+# The CNI plugin's shim is C (npm run build compiles dist/bin/toastnet-cni): a compiler and libc headers.
+# Real CNI clients in the integration tests: containerd's `ctr run --cni` with runc, and podman's CNI backend, on an image
+# built offline from busybox-static.
+apt-get install -y --no-install-recommends gcc libc6-dev containerd runc busybox-static podman
 # Node.js: keep an existing one (>= 20); otherwise take the distribution's (Debian 13 ships 20).
 command -v node >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then

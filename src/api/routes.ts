@@ -29,6 +29,11 @@ type MaybeAsync<T> = { [K in keyof T]: T[K] extends (...a: infer A) => Promise<i
 export type ApiBackend = MaybeAsync<Omit<InstanceBackend, 'policySet'> & {
   policySet(name: string, policy: unknown): Promise<PolicyView>;
   create(body: CreateSandboxBody): Promise<SandboxInfo>;
+  /**
+   * One CNI call as the toastnet-cni shim forwards it, answered whole (status 200 with the
+   * result, or the spec's error object): the daemon only.
+   */
+  cni?(body: unknown): Promise<ApiResponse>;
 }>;
 
 export interface ApiRequest {
@@ -110,6 +115,12 @@ const ROUTES: Record<string, Record<string, Handler>> = {
   },
   '/v1/dns-queries': {
     GET: async (b, req) => ({ status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } }),
+  },
+  '/v1/cni': {
+    POST: async (b, req) => {
+      if (!b.cni) throw new ToastnetError('not_ready', 'CNI calls are served by the daemon only');
+      return b.cni(req.body);
+    },
   },
   '/v1/gc': {
     POST: async (b) => ({ status: 200, body: await b.gc() }),

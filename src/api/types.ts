@@ -8,6 +8,9 @@ import type { Limits, PolicyInput } from '../core/policy.js';
 import type { DenyReason } from '../core/ruleset.js';
 import type { PortMapping } from '../core/publish.js';
 import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
+import type { RuntimeAttachment } from '../core/cni.js';
+
+export type { RuntimeAttachment };
 
 export interface SandboxInfo {
   name: string;
@@ -24,6 +27,8 @@ export interface SandboxInfo {
   state: string;
   /** Its published ports (absent: none). */
   publish?: PortMapping[];
+  /** A container runtime's namespace attached through CNI: its container, interface and pod. */
+  attachment?: RuntimeAttachment;
 }
 
 /** Body of POST /v1/sandboxes (ToastnetClient.create). */
@@ -74,6 +79,8 @@ export interface SandboxStats {
   published?: { connections: number };
   /** The resolver's per-sandbox counts (daemon only). */
   dns?: { queries: number; refused: number; limited: number; stripped: number };
+  /** A runtime's container attached through CNI. */
+  attachment?: RuntimeAttachment;
 }
 
 /** A denial the kernel logged, attributed to its sandbox and rule (GET /v1/events). */

@@ -1,11 +1,13 @@
-// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan) and name (a
+// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan), name (a
 // glob: `*` any run of characters, `?` one character, nothing else special, matched against
-// the whole name). Values of the same key are alternatives; different keys must all match.
+// the whole name), and for containers attached through CNI container (their id) and pod
+// (`namespace/name`), globs too. Values of the same key are alternatives; different keys
+// must all match.
 import { ToastnetError } from '../errors.js';
 import { LINK_MODES } from '../core/link-modes.js';
 import type { SandboxInfo } from '../api/types.js';
 
-const FILTER_KEYS = ['mode', 'name'] as const;
+const FILTER_KEYS = ['mode', 'name', 'container', 'pod'] as const;
 type FilterKey = (typeof FILTER_KEYS)[number];
 
 /** A glob as an anchored regular expression; every other character stands for itself. */
@@ -22,7 +24,7 @@ export function sandboxFilter(specs: string[]): (s: SandboxInfo) => boolean {
     const key = spec.slice(0, eq);
     const value = spec.slice(eq + 1);
     if (eq < 0 || !(FILTER_KEYS as readonly string[]).includes(key) || value === '') {
-      throw new ToastnetError('invalid_argument', `--filter ${spec}: want mode=${Object.keys(LINK_MODES).join('|')} or name=GLOB`);
+      throw new ToastnetError('invalid_argument', `--filter ${spec}: want mode=${Object.keys(LINK_MODES).join('|')} or name=GLOB (CNI containers: container=GLOB, pod=NAMESPACE/NAME glob)`);
     }
     let test: (s: SandboxInfo) => boolean;
     if (key === 'mode') {
@@ -30,7 +32,16 @@ export function sandboxFilter(specs: string[]): (s: SandboxInfo) => boolean {
       test = (s) => s.mode === value;
     } else {
       const re = globToRegExp(value);
-      test = (s) => re.test(s.name);
+      const field = (s: SandboxInfo): string | undefined => {
+        const a = s.attachment;
+        if (key === 'name') return s.name;
+        if (key === 'container') return a?.containerId;
+        return a?.podName === undefined ? undefined : `${a.podNamespace ?? ''}/${a.podName}`;
+      };
+      test = (s) => {
+        const v = field(s);
+        return v !== undefined && re.test(v);
+      };
     }
     tests.set(key as FilterKey, [...(tests.get(key as FilterKey) ?? []), test]);
   }

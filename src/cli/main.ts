@@ -19,7 +19,7 @@ import { LINK_MODES } from '../core/link-modes.js';
 import { PublishFlags, addPublishOption, publishColumn, publishFromFlags } from './publish-flags.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
-import { formatStats, formatTop, topRows } from './stats-view.js';
+import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
 import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
@@ -120,7 +120,12 @@ function printStatus(s: Status): void {
 }
 
 function printSandboxes(list: SandboxInfo[]): void {
-  const rows = [['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH'], ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish)])];
+  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod).
+  const attached = list.some((s) => s.attachment);
+  const rows = [
+    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH', ...(attached ? ['CONTAINER'] : [])],
+    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish), ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : [])]),
+  ];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
 }
@@ -219,7 +224,7 @@ example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'n
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
-  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?); repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
   .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
     const keep = sandboxFilter(o.filter);
     const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);

@@ -2,11 +2,19 @@
 // SandboxStats (and of two readings' difference, for rates).
 import type { SandboxStats } from '../service/accounting.js';
 import { formatBytes, formatRate } from '../core/units.js';
+import type { RuntimeAttachment } from '../core/cni.js';
+
+/** "ctr-a eth0 (pod team/web-0)": a CNI attachment by the runtime's names. */
+export function describeAttachment(a: RuntimeAttachment): string {
+  const pod = a.podName ? ` (pod ${a.podNamespace ? `${a.podNamespace}/` : ''}${a.podName})` : '';
+  return `${a.containerId} ${a.ifname}${pod}`;
+}
 
 /** One sandbox in detail. */
 export function formatStats(s: SandboxStats): string {
   const lines = [
     `${s.name} (${s.ip})`,
+    ...(s.attachment ? [`  container  ${describeAttachment(s.attachment)}`] : []),
     `  sent       ${formatBytes(s.sent.bytes)} in ${s.sent.packets} packets`,
     `  received   ${formatBytes(s.received.bytes)} in ${s.received.packets} packets`,
     `  blocked    ${s.blocked.packets} packets${Object.keys(s.blocked.logged).length ? `; logged by reason: ${Object.entries(s.blocked.logged).map(([r, n]) => `${r} ${n}`).join(', ')}` : ''}`,

@@ -7,6 +7,7 @@ import type { EventLog } from '../service/events.js';
 import type { Metrics } from '../service/metrics.js';
 import type { WarmPool } from '../service/pool.js';
 import type { SandboxResolver } from './resolver.js';
+import { cniOperation, handleCni } from '../service/cni.js';
 
 export interface DaemonParts {
   engine: Engine;
@@ -51,6 +52,13 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
     get: (name) => engine.get(name),
     inspect: (name) => engine.inspect(name),
     create: (body) => metrics.time('create', () => pool.create(body)),
+    cni: async (body) => {
+      const t0 = performance.now();
+      const answer = handleCni(engine, body, { removed: (id) => p.resolver()?.forget(id) });
+      const op = cniOperation(body);
+      if (op) metrics.record(op, (performance.now() - t0) / 1000, answer.status < 300 ? 'ok' : 'error');
+      return answer;
+    },
     remove: async (name) => {
       const id = metrics.time('remove', () => {
         const { id: removed } = engine.get(name);

@@ -35,7 +35,10 @@ interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   connect(fd: number, addr: Buffer, len: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
-  send(fd: number, buf: Buffer, len: number, flags: number): number;
+  send: ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
+    /** The same call on a libuv thread (background-unlink.ts); `done` runs on this thread after. */
+    async(fd: number, buf: Buffer, len: number, flags: number, done: (err: unknown, ret: number) => void): void;
+  };
   recv(fd: number, buf: Buffer, len: number, flags: number): number;
   close(fd: number): number;
   flock(fd: number, op: number): number;

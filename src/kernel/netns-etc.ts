@@ -23,6 +23,11 @@ export class NetnsEtc {
     return path.join(NETNS_ETC_DIR, netns, 'resolv.conf');
   }
 
+  /** The instance's resolv.conf (what every sandbox's entry links to). */
+  get sharedResolvConf(): string {
+    return path.join(this.shared, 'resolv.conf');
+  }
+
   /** Writes the shared directory's resolv.conf when it is missing or different (atomic replace). */
   writeShared(): void {
     const file = path.join(this.shared, 'resolv.conf');

@@ -6,7 +6,7 @@ import type { Limits } from '../core/policy.js';
 import { quotaNames } from '../core/sandbox-limits.js';
 import type { Nft } from '../kernel/nft.js';
 import type { Store } from '../store/store.js';
-import type { SandboxStats, Traffic } from '../api/types.js';
+import type { RuntimeAttachment, SandboxStats, Traffic } from '../api/types.js';
 
 // The shapes the API answers with live with its types (api/types.ts), which the client
 // package exports without this module's native imports.
@@ -20,6 +20,7 @@ export interface AccountedSandbox {
   limits: Limits;
   /** Whether it publishes ports (its stats then count the connections they let in). */
   publishes?: boolean;
+  attachment?: RuntimeAttachment;
 }
 
 export interface KernelCounters {
@@ -82,6 +83,7 @@ export function readStats(nft: Nft, table: string, store: Store, sandboxes: Acco
       },
       limits: s.limits,
       ...(s.publishes ? { published: { connections: published.get(s.ip) ?? 0 } } : {}),
+      ...(s.attachment ? { attachment: s.attachment } : {}),
     };
   });
 }

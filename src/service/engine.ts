@@ -21,6 +21,9 @@ import { HostNetwork } from './host-network.js';
 import { PoolReservation, SandboxLifecycle } from './sandbox-lifecycle.js';
 import { PolicyAndAccounting } from './policy-accounting.js';
 import { InstanceLock } from './lock.js';
+import type { SandboxMode } from '../core/link-modes.js';
+import type { PolicyInput } from '../core/policy.js';
+import type { RuntimeAttachment } from '../core/cni.js';
 
 export type { CreateOptions, GcReport, PolicyView, SandboxInfo, Status } from '../api/types.js';
 export type { PoolReservation } from './sandbox-lifecycle.js';
@@ -124,6 +127,12 @@ export class Engine {
     return this.sandboxes.acquire(o);
   }
 
+  /** Attaches a container runtime's namespace as a sandbox (CNI ADD: service/cni.ts). */
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
+    return this.sandboxes.attach(name, mode, own, a);
+  }
+
+  /** Removes a sandbox; an attached one loses its link and host-side state only, never the runtime's namespace. */
   remove(name: string): void {
     this.sandboxes.remove(name);
   }

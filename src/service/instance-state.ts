@@ -143,14 +143,17 @@ export class InstanceState {
       ip: r.ip,
       gateway: this.config.gateway,
       prefixLength: this.prefixLength,
-      netns: netnsPath(netns),
+      // An attached sandbox's namespace is the runtime's, and so is its resolv.conf (the
+      // instance's shared one, which names the gateway, is the one to bind-mount).
+      netns: r.attachment?.netns ?? netnsPath(netns),
       mac: sandboxMac(this.macKey, r.id),
       mode: r.mode,
-      resolvConf: NetnsEtc.resolvConfOf(netns),
+      resolvConf: r.attachment ? this.etc.sharedResolvConf : NetnsEtc.resolvConfOf(netns),
       ...(LINK_MODES[r.mode].hostLink ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
       createdAt: new Date(r.createdAt).toISOString(),
       state: r.state,
       ...(r.publish?.length ? { publish: r.publish } : {}),
+      ...(r.attachment ? { attachment: r.attachment } : {}),
     };
   }
 

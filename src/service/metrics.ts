@@ -25,7 +25,7 @@ export interface MetricSources {
   denials(): Record<string, number>;
 }
 
-export const OPERATIONS = ['create', 'remove', 'policy_set', 'up', 'gc', 'stats'] as const;
+export const OPERATIONS = ['create', 'remove', 'policy_set', 'up', 'gc', 'stats', 'cni_add', 'cni_del', 'cni_check', 'cni_gc'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 /**
@@ -56,7 +56,7 @@ export class Metrics {
     client.collectDefaultMetrics({ register: this.registry, prefix: PROCESS_METRICS_PREFIX });
     this.opDuration = new client.Histogram({
       name: 'toastnet_operation_duration_seconds',
-      help: 'Time the daemon took for an operation (create, remove, policy_set, up, gc, stats), by outcome (ok, error)',
+      help: 'Time the daemon took for an operation (create, remove, policy_set, up, gc, stats; cni_add, cni_del, cni_check, cni_gc for the CNI plugin), by outcome (ok, error)',
       labelNames: ['op', 'outcome'],
       buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
@@ -157,6 +157,11 @@ export class Metrics {
   }
 
   /** Runs `fn` and records how long it took (sync or async), with its outcome. */
+  /** An operation timed by its caller (one whose failure is an answer, not a throw: a CNI call). */
+  record(op: Operation, seconds: number, outcome: 'ok' | 'error'): void {
+    this.opDuration.observe({ op, outcome }, seconds);
+  }
+
   time<T>(op: Operation, fn: () => T): T {
     const end = this.opDuration.startTimer({ op });
     try {

@@ -123,6 +123,6 @@ export class PolicyAndAccounting {
   stats(name?: string): SandboxStats[] {
     const rows = this.s.store.list().filter((r) => r.state === 'ready' && !isPoolMember(r.name) && (name === undefined || r.name === name));
     if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    return readStats(this.s.nft, this.s.names.table, this.s.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.s.live.get(r.name)?.policy.limits ?? {}, publishes: r.publish.length > 0 })));
+    return readStats(this.s.nft, this.s.names.table, this.s.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.s.live.get(r.name)?.policy.limits ?? {}, publishes: r.publish.length > 0, attachment: r.attachment })));
   }
 }

@@ -1,7 +1,8 @@
 // A sandbox's life: its lease (row and address, one transaction), its creation (network,
 // resolv.conf entry, elements: all or nothing, through one Undo), acquisition of a warm-pool
 // member and the two halves of making one, removal, and the address's way back to the pool
-// (after the processes left inside have ended and its flows are deleted: reaper.ts).
+// (after the processes left inside have ended and its flows are deleted: reaper.ts). A
+// runtime's namespace attached through CNI takes the same steps (attached-sandboxes.ts).
 import fs from 'node:fs';
 import { ToastnetError } from '../errors.js';
 import { Undo, faultPoint, withUndo } from '../undo.js';
@@ -17,6 +18,7 @@ import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseN
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import * as rq from '../kernel/rtnl-requests.js';
 import { SandboxNetSpec, SandboxNetView, createSandboxNet, inspectSandboxNet, removeSandboxNet } from '../kernel/sandbox-net.js';
+import type { RuntimeAttachment } from '../core/cni.js';
 import { linkDriver } from '../kernel/links/index.js';
 import { SandboxRow } from '../store/store.js';
 import type { CreateOptions, SandboxInfo } from '../api/types.js';
@@ -24,6 +26,7 @@ import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import { buildMember } from './pool-builder.js';
 import { Reaper } from './reaper.js';
+import { AttachedSandboxes, ownedNetns } from './attached-sandboxes.js';
 
 /** How long removals gather before one pass over /proc looks for processes left in them. */
 const REAP_DELAY_MS = 50;
@@ -45,7 +48,7 @@ function deleteFlows(gone: (address: string) => boolean): number {
 }
 
 /** A row and the address it took (see SandboxLifecycle.lease). */
-interface Lease {
+export interface Lease {
   row: SandboxRow;
   ipNum: number;
   wasFresh: boolean;
@@ -64,8 +67,12 @@ export class SandboxLifecycle {
   /** Addresses of removed sandboxes whose traffic state (flows, neighbour entry) is still to be deleted. */
   private readonly forgetting = new Set<number>();
   private forgetTimer: NodeJS.Timeout | undefined;
+  /** Sandboxes in a container runtime's namespace (CNI), made and removed with the steps here. */
+  private readonly attached: AttachedSandboxes;
 
-  constructor(private readonly s: InstanceState) {}
+  constructor(private readonly s: InstanceState) {
+    this.attached = new AttachedSandboxes(s, this);
+  }
 
   /** Creates a sandbox network; all-or-nothing (no row, lease, link or element survives a failure). */
   create(o: CreateOptions = {}): SandboxInfo {
@@ -104,8 +111,13 @@ export class SandboxLifecycle {
     return this.s.info({ ...row, state: 'ready' });
   }
 
+  /** Attaches a container runtime's namespace (CNI ADD): attached-sandboxes.ts. */
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
+    return this.attached.attach(name, mode, own, a);
+  }
+
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
-  private admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
+  admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
     this.s.nft.apply(this.s.rules.add(elements, objects), 'admit sandbox');
     this.s.noteTiers(objects);
     undo.push('remove the elements', () => this.s.tryNft(this.s.rules.remove(elements, objects)));
@@ -114,7 +126,7 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = []): Lease {
+  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = []): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
@@ -132,7 +144,7 @@ export class SandboxLifecycle {
   }
 
   /** Undoes a lease: no row, and the address first in line again (or the fresh cursor back). */
-  private unlease(l: Lease): void {
+  unlease(l: Lease): void {
     // Leases given back out of order (the pool's queued members failing in turn) must leave
     // the lowest of them as the stored cursor, as untake does in memory.
     const cursor = l.wasFresh ? Math.min(l.ipNum, this.s.ipam.freshCursor) : this.s.ipam.freshCursor;
@@ -285,7 +297,8 @@ export class SandboxLifecycle {
   inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
     const info = this.get(name);
     const r = this.s.store.getByName(name)!;
-    const kernel = inspectSandboxNet(this.s.rtnl, { netns: netnsName(this.s.names, name), mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) });
+    const netns = netnsName(this.s.names, name);
+    const kernel = inspectSandboxNet(this.s.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, r.attachment ? ownedNetns(r.attachment) ?? '' : undefined);
     return { ...info, kernel };
   }
 
@@ -298,6 +311,10 @@ export class SandboxLifecycle {
   remove(name: string): void {
     const r = this.s.store.getByName(name);
     if (!r) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
+    if (r.attachment) {
+      this.attached.detach(r, r.attachment);
+      return;
+    }
     const netns = netnsName(this.s.names, name);
     // Nothing has changed until the elements go: a failure before leaves the sandbox whole.
     // After that every step is idempotent, so a failed rm is finished by another rm (or gc).
@@ -307,13 +324,7 @@ export class SandboxLifecycle {
       faultPoint('remove:opened');
       return opened;
     });
-    const spec = this.s.live.get(name);
-    if (spec) {
-      this.s.admissions.forgetAll(spec.ip);
-      const elements = this.s.live.elementsOf(name, spec);
-      this.s.live.delete(name);
-      this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
-    }
+    this.dropElements(name);
     try {
       faultPoint('remove:elements');
     } catch (err) {
@@ -339,10 +350,21 @@ export class SandboxLifecycle {
     });
   }
 
+  /** Its traffic stops: its elements leave the kernel and it is no longer live. */
+  dropElements(name: string): void {
+    const spec = this.s.live.get(name);
+    if (!spec) return;
+    this.s.admissions.forgetAll(spec.ip);
+    const elements = this.s.live.elementsOf(name, spec);
+    this.s.live.delete(name);
+    this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
+  }
+
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */
   async settled(): Promise<void> {
     await releasesSettled(); // each hands its namespace to the reaper when its name is gone
     await this.reaper.settled();
+    await this.attached.settled();
     this.forgetReleased();
   }
 
@@ -351,7 +373,7 @@ export class SandboxLifecycle {
    * left: conntrack entries outlive the namespace that made them, and the address's next
    * owner would otherwise inherit its flows (replies on them are accepted as established).
    */
-  private releaseAddress(ipNum: number): void {
+  releaseAddress(ipNum: number): void {
     this.forgetting.add(ipNum);
     this.forgetTimer ??= setTimeout(() => this.forgetReleased(), FORGET_DELAY_MS);
   }
@@ -415,7 +437,14 @@ export class SandboxLifecycle {
       if (this.building.has(r.id)) continue;
       const netns = netnsName(this.s.names, r.name);
       const hostLink = sandboxLinkName(this.s.names, r.id);
-      if (r.state === 'ready' && namespaces.has(netns) && linkDriver(r.mode).present(this.s.rtnl, { hostLink })) continue;
+      const nsThere = r.attachment ? ownedNetns(r.attachment) !== undefined : namespaces.has(netns);
+      if (r.state === 'ready' && nsThere && linkDriver(r.mode).present(this.s.rtnl, { hostLink })) continue;
+      if (r.attachment) {
+        // The runtime's container is gone without a DEL (or its link went): what is ours goes.
+        this.attached.detach(r, r.attachment);
+        gone.push(r.name);
+        continue;
+      }
       removeSandboxNet(this.s.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink });
       this.s.etc.unlink(netns);
       this.s.store.transaction(() => {
@@ -437,6 +466,8 @@ export class SandboxLifecycle {
   /** For an owner closing without settled(): runs what is pending now. */
   close(): void {
     this.reaper.stop();
+    this.attached.close();
     this.forgetReleased();
   }
 }
+

@@ -10,6 +10,7 @@ import type { SandboxMode } from '../core/sandbox-elements.js';
 import type { PolicyInput } from '../core/policy.js';
 import type { PortMapping } from '../core/publish.js';
 import { POOL_PREFIX } from '../core/names.js';
+import { type RuntimeAttachment, attachmentKey } from '../core/cni.js';
 
 /** Bounds of the pool members' names on the name index: [POOL_PREFIX, the prefix with its last character + 1). */
 const POOL_NAMES: [string, string] = [POOL_PREFIX, POOL_PREFIX.slice(0, -1) + String.fromCharCode(POOL_PREFIX.charCodeAt(POOL_PREFIX.length - 1) + 1)];
@@ -27,6 +28,8 @@ export interface SandboxRow {
   policy: PolicyInput;
   /** Its published ports (checked when they were given). */
   publish: PortMapping[];
+  /** Set when the sandbox is a runtime's namespace attached through CNI (core/cni.ts). */
+  attachment?: RuntimeAttachment;
 }
 
 const SCHEMA = `
@@ -71,10 +74,12 @@ interface Row {
   created_at: number;
   policy: string;
   publish: string;
+  attachment: string | null;
 }
 
 const toSandbox = (r: Row): SandboxRow => ({
   id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at, policy: JSON.parse(r.policy) as PolicyInput, publish: JSON.parse(r.publish) as PortMapping[],
+  ...(r.attachment ? { attachment: JSON.parse(r.attachment) as RuntimeAttachment } : {}),
 });
 
 export class Store {
@@ -97,6 +102,10 @@ export class Store {
     if (!cols.includes('policy')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'");
     // ... and before published ports.
     if (!cols.includes('publish')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN publish TEXT NOT NULL DEFAULT '[]'");
+    // CNI attachments (a runtime's namespace): the key the spec names them by, and what they are.
+    if (!cols.includes('attach_key')) this.db.exec('ALTER TABLE sandboxes ADD COLUMN attach_key TEXT');
+    if (!cols.includes('attachment')) this.db.exec('ALTER TABLE sandboxes ADD COLUMN attachment TEXT');
+    this.db.exec('CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_attach_key ON sandboxes (attach_key) WHERE attach_key IS NOT NULL');
     this.stmts = {
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
@@ -111,6 +120,8 @@ export class Store {
         ON CONFLICT(sandbox_id) DO UPDATE SET out_packets = out_packets + excluded.out_packets, out_bytes = out_bytes + excluded.out_bytes,
         in_packets = in_packets + excluded.in_packets, in_bytes = in_bytes + excluded.in_bytes, blocked_packets = blocked_packets + excluded.blocked_packets`),
       byName: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE name = ?'),
+      setAttachment: this.db.prepare('UPDATE sandboxes SET attach_key = ?, attachment = ? WHERE id = ?'),
+      byAttachKey: this.db.prepare<[string], Row>('SELECT * FROM sandboxes WHERE attach_key = ?'),
       // Pool members (names POOL_PREFIX<id>), found by a range on the name index.
       firstPoolMember: this.db.prepare<[string, string], Row>("SELECT * FROM sandboxes WHERE name >= ? AND name < ? AND state = 'ready' ORDER BY id LIMIT 1"),
       countPool: this.db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM sandboxes WHERE name >= ? AND name < ?'),
@@ -202,6 +213,21 @@ export class Store {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new ToastnetError('conflict', `sandbox "${name}" already exists`);
       throw err;
     }
+  }
+
+  /** Records that the sandbox is a runtime's namespace attached through CNI. */
+  setAttachment(id: number, a: RuntimeAttachment): void {
+    try {
+      this.stmts.setAttachment.run(attachmentKey(a.network, a.containerId, a.ifname), JSON.stringify(a), id);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw new ToastnetError('conflict', `container ${a.containerId} already has ${a.ifname} on network ${a.network}`);
+      throw err;
+    }
+  }
+
+  getByAttachment(network: string, containerId: string, ifname: string): SandboxRow | undefined {
+    const r = this.stmts.byAttachKey.get(attachmentKey(network, containerId, ifname));
+    return r ? toSandbox(r) : undefined;
   }
 
   getByName(name: string): SandboxRow | undefined {

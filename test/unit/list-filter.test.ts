@@ -35,6 +35,20 @@ describe('ls --filter', () => {
     assert.deepEqual(names(['mode=macvlan', 'name=web*']), ['web-2']);
   });
 
+  it('container=GLOB and pod=NAMESPACE/NAME glob match containers attached through CNI only', () => {
+    const attached = (name: string, containerId: string, pod?: [string, string]): SandboxInfo => ({
+      ...sbx(name, 'veth'),
+      attachment: { network: 'n', containerId, ifname: 'eth0', netns: '/proc/1/ns/net', cniVersion: '1.0.0', ...(pod ? { podNamespace: pod[0], podName: pod[1] } : {}) },
+    });
+    const list = [...ALL, attached('cni-a', 'k8s-abc', ['team', 'web-0']), attached('cni-b', 'tn-job1')];
+    const pick = (specs: string[]) => list.filter(sandboxFilter(specs)).map((s) => s.name);
+    assert.deepEqual(pick(['container=k8s-*']), ['cni-a']);
+    assert.deepEqual(pick(['container=*']), ['cni-a', 'cni-b']);
+    assert.deepEqual(pick(['pod=team/*']), ['cni-a']);
+    assert.deepEqual(pick(['pod=*']), ['cni-a'], 'no pod, no match');
+    assert.deepEqual(pick(['name=web*']), ['web-1', 'web-2', 'web.10']);
+  });
+
   it('refuses an unknown key, a missing value or an unknown mode with invalid_argument naming the filter', () => {
     for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan or name=GLOB/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan/]] as const) {
       assert.throws(() => sandboxFilter([spec]), (e: unknown) => e instanceof ToastnetError && e.code === 'invalid_argument' && msg.test(e.message));
