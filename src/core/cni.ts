@@ -5,6 +5,7 @@
 // Spec: https://github.com/containernetworking/cni/blob/main/SPEC.md (1.1.0).
 import { validatePolicy, mergePolicy, type PolicyInput } from './policy.js';
 import { isSandboxMode, type SandboxMode } from './link-modes.js';
+import { portMappingsFromCni, type PortMapping } from './publish.js';
 
 /**
  * Versions answered, each in its own form. A 1.0.0 config gets a 1.0.0 result: the libcni
@@ -78,7 +79,7 @@ export interface CniNetConf {
   /** The network's policy for its attachments, over the instance's defaults. */
   policy?: unknown;
   prevResult?: CniResult;
-  runtimeConfig?: { bandwidth?: BandwidthCapability; portMappings?: unknown[] };
+  runtimeConfig?: { bandwidth?: BandwidthCapability; portMappings?: unknown[]; podAnnotations?: Record<string, string> };
   /** Per-call arguments a runtime puts in the config (CONVENTIONS.md "args"). */
   args?: { cni?: { policy?: unknown } };
   validAttachments?: { containerID: string; ifname: string }[];
@@ -163,6 +164,11 @@ function parseConf(text: string): CniNetConf {
   }
   const pm = rc?.portMappings;
   if (pm !== undefined && !Array.isArray(pm)) throw new CniError(CNI_ERRORS.invalidConfig, 'runtimeConfig.portMappings must be a list');
+  // containerd's and CRI-O's capability for the pod's annotations (declared by the conflist).
+  const annotations = rc?.[POD_ANNOTATIONS_CAPABILITY];
+  if (annotations !== undefined && (!isObject(annotations) || !Object.values(annotations).every((v) => typeof v === 'string'))) {
+    throw new CniError(CNI_ERRORS.invalidConfig, `runtimeConfig["${POD_ANNOTATIONS_CAPABILITY}"] must map names to strings`);
+  }
   const valid = raw['cni.dev/valid-attachments'];
   if (valid !== undefined && (!Array.isArray(valid) || !valid.every((a) => isObject(a) && typeof a.containerID === 'string' && typeof a.ifname === 'string'))) {
     throw new CniError(CNI_ERRORS.invalidConfig, 'cni.dev/valid-attachments must be a list of {containerID, ifname}');
@@ -179,7 +185,7 @@ function parseConf(text: string): CniNetConf {
     mode,
     policy: raw.policy,
     prevResult: prev as CniResult | undefined,
-    runtimeConfig: rc ? { bandwidth: bw as BandwidthCapability | undefined, portMappings: pm as unknown[] | undefined } : undefined,
+    runtimeConfig: rc ? { bandwidth: bw as BandwidthCapability | undefined, portMappings: pm as unknown[] | undefined, podAnnotations: annotations as Record<string, string> | undefined } : undefined,
     args: isObject(args) && isObject(args.cni) ? { cni: { policy: args.cni.policy } } : undefined,
     validAttachments: valid as CniNetConf['validAttachments'],
   };
@@ -234,13 +240,20 @@ export function bandwidthLimits(bw: BandwidthCapability | undefined): NonNullabl
   return out;
 }
 
+/** The runtimeConfig key under which containerd and CRI-O pass a pod's annotations (when the conflist declares the capability). */
+export const POD_ANNOTATIONS_CAPABILITY = 'io.kubernetes.cri.pod-annotations';
+/** The pod annotation that holds a pod's toastnet policy (JSON). */
+export const POLICY_ANNOTATION = 'toastnet.dev/policy';
+
 /**
  * The attachment's own policy, each layer over the one before: the network config's
  * `policy`, the runtime's per-call `args.cni.policy`, CNI_ARGS `TOASTNET_POLICY` (base64 of
- * a JSON document: CNI_ARGS cannot carry `;`), then the bandwidth capability's limits. The
+ * a JSON document: CNI_ARGS cannot carry `;`), the pod's annotation `toastnet.dev/policy`
+ * (JSON, from the runtime's pod-annotations capability), then the bandwidth capability's limits. The
  * instance's defaults go under all of it as for any sandbox.
  */
 export function attachmentPolicy(call: CniCall): PolicyInput {
+  const annotated = call.conf.runtimeConfig?.podAnnotations?.[POLICY_ANNOTATION];
   const layers: [string, unknown][] = [['network config "policy"', call.conf.policy], ['args.cni.policy', call.conf.args?.cni?.policy]];
   const fromArgs = call.args.TOASTNET_POLICY;
   if (fromArgs !== undefined) {
@@ -251,6 +264,15 @@ export function attachmentPolicy(call: CniCall): PolicyInput {
       throw new CniError(CNI_ERRORS.invalidEnvironment, 'CNI_ARGS TOASTNET_POLICY: want base64 of a JSON policy document');
     }
     layers.push(['CNI_ARGS TOASTNET_POLICY', doc]);
+  }
+  if (annotated !== undefined) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(annotated);
+    } catch {
+      throw new CniError(CNI_ERRORS.invalidConfig, `pod annotation ${POLICY_ANNOTATION}: not a JSON policy document`);
+    }
+    layers.push([`pod annotation ${POLICY_ANNOTATION}`, doc]);
   }
   let own: PolicyInput = {};
   for (const [where, doc] of layers) {
@@ -268,24 +290,17 @@ export function attachmentPolicy(call: CniCall): PolicyInput {
 
 /**
  * The runtime's `portMappings` capability (`[{hostPort, containerPort, protocol, hostIP}]`)
- * in `create --publish` syntax, `[HOSTIP:]HOSTPORT:SANDBOXPORT/PROTO`: what port publishing
- * takes. Checked here, so a bad mapping is the spec's invalid-config error.
+ * as the sandbox's published ports (core/publish.ts checks them as for `create --publish`).
+ * Entries for an IPv6 host address are left out: sandboxes have no IPv6, and runtimes send
+ * a v6 twin of a mapping on dual-stack hosts. A bad entry is the spec's invalid-config error.
  */
-export function portMappingsAsPublish(pm: unknown[] | undefined): string[] {
-  return (pm ?? []).map((m, i) => {
-    const where = `runtimeConfig.portMappings[${i}]`;
-    if (!isObject(m)) throw new CniError(CNI_ERRORS.invalidConfig, `${where} must be an object`);
-    const port = (k: string): number => {
-      const v = m[k];
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw new CniError(CNI_ERRORS.invalidConfig, `${where}.${k} must be a port (1-65535)`);
-      return v;
-    };
-    const proto = m.protocol === undefined || m.protocol === '' ? 'tcp' : String(m.protocol).toLowerCase();
-    if (proto !== 'tcp' && proto !== 'udp') throw new CniError(CNI_ERRORS.invalidConfig, `${where}.protocol "${String(m.protocol)}": tcp or udp`);
-    const hostIp = typeof m.hostIP === 'string' && m.hostIP !== '' && m.hostIP !== '0.0.0.0' ? `${m.hostIP}:` : '';
-    if (hostIp.includes('::')) throw new CniError(CNI_ERRORS.invalidConfig, `${where}.hostIP: IPv4 only`);
-    return `${hostIp}${port('hostPort')}:${port('containerPort')}/${proto}`;
-  });
+export function attachmentPublish(pm: unknown[] | undefined): PortMapping[] {
+  const v4 = (pm ?? []).filter((m) => !(isObject(m) && typeof m.hostIP === 'string' && m.hostIP.includes(':')));
+  try {
+    return portMappingsFromCni(v4);
+  } catch (err) {
+    throw new CniError(CNI_ERRORS.invalidConfig, (err as Error).message);
+  }
 }
 
 /** What an ADD made, for the result. */

@@ -10,6 +10,7 @@ import { sandboxLinkName, validateSandboxName } from '../core/names.js';
 import type { Element, SandboxMode } from '../core/sandbox-elements.js';
 import type { SandboxObject } from '../core/sandbox-limits.js';
 import type { PolicyInput } from '../core/policy.js';
+import type { PortMapping } from '../core/publish.js';
 import type { RuntimeAttachment } from '../core/cni.js';
 import { adoptSandboxNet, releaseAdoptedNet } from '../kernel/sandbox-net.js';
 import { BackgroundUnlinker } from '../kernel/background-unlink.js';
@@ -21,7 +22,7 @@ import type { Lease } from './sandbox-lifecycle.js';
 
 /** The steps of a sandbox's life this shares with toastnet's own sandboxes (SandboxLifecycle). */
 export interface LifeSteps {
-  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease;
+  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish?: PortMapping[]): Lease;
   unlease(l: Lease): void;
   admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void;
   dropElements(name: string): void;
@@ -38,13 +39,14 @@ export class AttachedSandboxes {
    * Attaches a namespace a container runtime made (CNI ADD) as sandbox `name`: the same
    * lease, link, address, elements and policy as create, but the namespace stays the
    * runtime's (no name under /run/netns, no resolv.conf entry: the runtime writes its own).
-   * All-or-nothing.
+   * Its published ports (the runtime's portMappings) as create's. All-or-nothing.
    */
-  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment, publishWanted: PortMapping[] = []): SandboxInfo {
     validateSandboxName(name);
     const { effective, policy } = this.s.checkedPolicy(own);
     const parentIndex = this.s.ensureParent();
-    const lease = this.steps.lease(name, mode, own);
+    const publish = this.s.checkedPublish(publishWanted);
+    const lease = this.steps.lease(name, mode, own, publish);
     const { row } = lease;
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(row.name, spec);

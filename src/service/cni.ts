@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import {
   Attached, CNI_ERRORS, CNI_VERSIONS, CniCall, CniError, CniRequestBody, LiveEnd, RuntimeAttachment, attachmentPolicy, buildResult, checkProblems,
-  cniErrorBody, parseCniCall, portMappingsAsPublish, versionOf,
+  cniErrorBody, parseCniCall, attachmentPublish, versionOf,
 } from '../core/cni.js';
 import { ToastnetError } from '../errors.js';
 import type { ApiResponse } from '../api/routes.js';
@@ -100,9 +100,8 @@ function rowOf(engine: Engine, call: CniCall): SandboxRow | undefined {
 function add(engine: Engine, call: CniCall, hooks: CniHooks): unknown {
   checkNetwork(engine, call);
   const own = attachmentPolicy(call);
-  // The runtime's portMappings, checked, in `--publish` syntax. Not applied yet: port
-  // publishing (DNAT) is to take them here, through engine.attach like create's option.
-  portMappingsAsPublish(call.conf.runtimeConfig?.portMappings);
+  // The runtime's portMappings: the attachment's published ports, as create's --publish.
+  const publish = attachmentPublish(call.conf.runtimeConfig?.portMappings);
   const existing = rowOf(engine, call);
   if (existing?.attachment) {
     // The same ADD again (a runtime retrying): the same answer, if it is still what it was.
@@ -124,7 +123,7 @@ function add(engine: Engine, call: CniCall, hooks: CniHooks): unknown {
   };
   let info: SandboxInfo;
   try {
-    info = engine.attach(attachmentName(a.network, a.containerId, a.ifname), call.conf.mode, own, a);
+    info = engine.attach(attachmentName(a.network, a.containerId, a.ifname), call.conf.mode, own, a, publish);
   } catch (err) {
     if (err instanceof ToastnetError && err.code === 'invalid_argument' && /^namespace /.test(err.message)) {
       throw new CniError(CNI_ERRORS.invalidEnvironment, `CNI_NETNS: ${err.message}`);

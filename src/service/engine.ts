@@ -23,6 +23,7 @@ import { PolicyAndAccounting } from './policy-accounting.js';
 import { InstanceLock } from './lock.js';
 import type { SandboxMode } from '../core/link-modes.js';
 import type { PolicyInput } from '../core/policy.js';
+import type { PortMapping } from '../core/publish.js';
 import type { RuntimeAttachment } from '../core/cni.js';
 
 export type { CreateOptions, GcReport, PolicyView, SandboxInfo, Status } from '../api/types.js';
@@ -128,8 +129,8 @@ export class Engine {
   }
 
   /** Attaches a container runtime's namespace as a sandbox (CNI ADD: service/cni.ts). */
-  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
-    return this.sandboxes.attach(name, mode, own, a);
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment, publish: PortMapping[] = []): SandboxInfo {
+    return this.sandboxes.attach(name, mode, own, a, publish);
   }
 
   /** Removes a sandbox; an attached one loses its link and host-side state only, never the runtime's namespace. */

@@ -112,8 +112,8 @@ export class SandboxLifecycle {
   }
 
   /** Attaches a container runtime's namespace (CNI ADD): attached-sandboxes.ts. */
-  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment): SandboxInfo {
-    return this.attached.attach(name, mode, own, a);
+  attach(name: string, mode: SandboxMode, own: PolicyInput, a: RuntimeAttachment, publish: PortMapping[] = []): SandboxInfo {
+    return this.attached.attach(name, mode, own, a, publish);
   }
 
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */

@@ -203,6 +203,29 @@ describe('toastnet-cni: the execution contract', () => {
     assert.equal(cni(c, { command: 'DEL', containerId: 'ctr-bw', netns: ns, ifname: 'eth0' }).code, 0);
   });
 
+  it('portMappings publish the container\'s port to the outside; the pod annotation toastnet.dev/policy applies; DEL closes both', async () => {
+    const ns = runtimeNs('pub');
+    const c = {
+      ...conf,
+      capabilities: { portMappings: true, 'io.kubernetes.cri.pod-annotations': true },
+      runtimeConfig: {
+        portMappings: [{ hostPort: 18081, containerPort: 8080, protocol: 'tcp', hostIP: '' }, { hostPort: 18081, containerPort: 8080, protocol: 'tcp', hostIP: '::' }],
+        'io.kubernetes.cri.pod-annotations': { 'toastnet.dev/policy': JSON.stringify({ egress: { internet: false } }) },
+      },
+    };
+    const add = cni(c, { command: 'ADD', containerId: 'ctr-pub', netns: ns, ifname: 'eth0' });
+    assert.equal(add.code, 0, add.raw);
+    const ip = (add.out!.ips as { address: string }[])[0].address.split('/')[0];
+    tb.background(nsName(ns), [process.execPath, SERVERS, `http:${ip}:8080:ctr-pub`]);
+    const fromWan = () => tb.try(tb.wanNs, ['curl', '-sS', '--max-time', '3', `http://${WAN.hostUplink}:18081/`]).stdout;
+    await waitFor(() => fromWan() === 'ctr-pub', 'the published port from the wan');
+    assert.notEqual(inNs(ns, ['curl', '-sS', '--max-time', '3', `http://${WAN.internet}/`]).code, 0, 'the annotation closed the internet');
+    const s = (await cl.list()).find((x) => x.attachment?.containerId === 'ctr-pub')!;
+    assert.deepEqual(s.publish, [{ hostPort: 18081, containerPort: 8080, protocol: 'tcp' }]);
+    assert.equal(cni(c, { command: 'DEL', containerId: 'ctr-pub', netns: ns, ifname: 'eth0' }).code, 0);
+    assert.equal(fromWan(), '', 'the port is closed with the attachment');
+  });
+
   it('GC with cni.dev/valid-attachments drops the attachment not listed, and only this network\'s', async () => {
     const ids = ['g1', 'g2', 'g3'];
     for (const id of ids) assert.equal(cni(conf, { command: 'ADD', containerId: id, netns: runtimeNs(id), ifname: 'eth0' }).code, 0);

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import {
-  Attached, CNI_ERRORS, CniError, attachmentPolicy, bandwidthLimits, buildResult, checkProblems, parseCniArgs, parseCniCall, portMappingsAsPublish, versionBefore,
+  Attached, CNI_ERRORS, CniError, attachmentPolicy, bandwidthLimits, buildResult, checkProblems, parseCniArgs, parseCniCall, attachmentPublish, versionBefore,
 } from '../../src/core/cni.js';
 import { Store } from '../../src/store/store.js';
 
@@ -93,16 +93,27 @@ describe('CNI policy and limits', () => {
     assert.equal(code(() => attachmentPolicy(add({}, { args: 'TOASTNET_POLICY=!!!' }))), CNI_ERRORS.invalidEnvironment);
     assert.deepEqual(attachmentPolicy(add()), {});
   });
+
+  it('the pod annotation toastnet.dev/policy (containerd\'s and CRI-O\'s pod-annotations capability) goes over the network\'s policy, under the bandwidth', () => {
+    const annotations = { 'toastnet.dev/policy': JSON.stringify({ egress: { domains: ['pypi.org'] }, limits: { egressRate: '80mbit' } }), 'kubernetes.io/config.seen': 'x' };
+    const p = attachmentPolicy(add({ policy: { egress: { internet: true } }, runtimeConfig: { 'io.kubernetes.cri.pod-annotations': annotations, bandwidth: { egressRate: 16_000_000 } } }));
+    assert.deepEqual(p.egress, { internet: true, domains: ['pypi.org'] });
+    assert.equal(p.limits?.egressRate, 2_000_000, 'the runtime\'s bandwidth wins');
+    const bad = (a: unknown) => code(() => attachmentPolicy(add({ runtimeConfig: { 'io.kubernetes.cri.pod-annotations': a } })));
+    assert.equal(bad({ 'toastnet.dev/policy': '{not json' }), CNI_ERRORS.invalidConfig);
+    assert.equal(bad({ 'toastnet.dev/policy': '{"egress":{"internet":"no"}}' }), CNI_ERRORS.invalidConfig);
+    assert.equal(bad({ 'toastnet.dev/policy': 7 }), CNI_ERRORS.invalidConfig, 'annotations are strings');
+  });
 });
 
 describe('CNI portMappings', () => {
-  it('become --publish specs; bad ones are invalid config', () => {
-    assert.deepEqual(portMappingsAsPublish([{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostPort: 53, containerPort: 5353, protocol: 'UDP', hostIP: '192.0.2.2' }, { hostPort: 1, containerPort: 2, hostIP: '0.0.0.0' }]),
-      ['8080:80/tcp', '192.0.2.2:53:5353/udp', '1:2/tcp']);
-    assert.deepEqual(portMappingsAsPublish(undefined), []);
-    assert.equal(code(() => portMappingsAsPublish([{ hostPort: 0, containerPort: 80 }])), CNI_ERRORS.invalidConfig);
-    assert.equal(code(() => portMappingsAsPublish([{ hostPort: 80, containerPort: 80, protocol: 'sctp' }])), CNI_ERRORS.invalidConfig);
-    assert.equal(code(() => portMappingsAsPublish(['80:80'])), CNI_ERRORS.invalidConfig);
+  it('become the published ports; v6 twins are left out; bad ones are invalid config', () => {
+    assert.deepEqual(attachmentPublish([{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostPort: 53, containerPort: 5353, protocol: 'UDP', hostIP: '192.0.2.2' }, { hostPort: 1, containerPort: 2, hostIP: '0.0.0.0' }, { hostPort: 8080, containerPort: 80, protocol: 'tcp', hostIP: '::' }]),
+      [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostPort: 53, containerPort: 5353, protocol: 'udp', hostIP: '192.0.2.2' }, { hostPort: 1, containerPort: 2, protocol: 'tcp' }]);
+    assert.deepEqual(attachmentPublish(undefined), []);
+    assert.equal(code(() => attachmentPublish([{ hostPort: 0, containerPort: 80 }])), CNI_ERRORS.invalidConfig);
+    assert.equal(code(() => attachmentPublish([{ hostPort: 80, containerPort: 80, protocol: 'sctp' }])), CNI_ERRORS.invalidConfig);
+    assert.equal(code(() => attachmentPublish(['80:80'])), CNI_ERRORS.invalidConfig);
   });
 });
 
