@@ -62,6 +62,9 @@ export const METADATA_ADDRESS = '169.254.169.254';
  */
 export const RESOLVER_SOCKET_MARK = 0x746e0035;
 
+/** One element: the number of the latest rebuild of the per-sandbox counters (RulesetBuilder.usageEpoch). */
+export const USAGE_EPOCH_SET = 'usage_epoch';
+
 /** Largest DNS query the resolver takes (over UDP or TCP; a stub's is a few hundred bytes, more is data); larger UDP ones are dropped in the kernel. */
 export const MAX_DNS_QUERY_BYTES = 4096;
 
@@ -301,6 +304,15 @@ export class RulesetBuilder {
    * The whole table, replacing any previous version atomically (add + delete + add in one
    * transaction): `up` twice gives the same ruleset, and live sandboxes keep their elements.
    */
+  /**
+   * Records, in the same transaction as a rebuild that resets the per-sandbox counters, which
+   * rebuild it is: after a crash, the store can tell whether counts it wrote ahead were reset
+   * (fold them into the carried totals) or are still in the kernel (drop them).
+   */
+  usageEpoch(epoch: number): NftCommand[] {
+    return [{ flush: { set: { ...this.t, name: USAGE_EPOCH_SET } } }, { add: { element: { ...this.t, name: USAGE_EPOCH_SET, elem: [epoch] } } }];
+  }
+
   fullTable(elements: Element[], objects: SandboxObject[] = []): NftCommand[] {
     const n = this.names;
     const table = { family: 'inet', name: n.table };
@@ -314,6 +326,7 @@ export class RulesetBuilder {
     }
 
     cmds.push({ add: { set: { ...this.t, ...DNS_ALLOWED_SET, type: [...DNS_ALLOWED_SET.type], flags: [...DNS_ALLOWED_SET.flags] } } });
+    cmds.push({ add: { set: { ...this.t, name: USAGE_EPOCH_SET, type: 'mark', comment: 'which rebuild of the counters this is (the state store carries what earlier ones counted)' } } });
     // Filled by the kernel (`update` in sandbox_to_host), one token bucket per sender; nft adds
     // the dynamic flag itself (libnftables 1.0.6's JSON parser does not know it).
     cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });

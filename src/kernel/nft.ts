@@ -162,6 +162,17 @@ export class Nft {
     return out;
   }
 
+  /** A set's elements as libnftables lists them, or undefined when the table or set does not exist. */
+  listSetElements(family: string, table: string, set: string): unknown[] | undefined {
+    try {
+      const raw = this.runRaw(JSON.stringify({ nftables: [{ list: { set: { family, table, name: set } } }] }), `list set ${set}`);
+      return (JSON.parse(raw) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.flatMap((o) => o.set?.elem ?? []);
+    } catch (err) {
+      if (isNoSuchObject(err)) return undefined;
+      throw err;
+    }
+  }
+
   /** A map's elements as libnftables lists them, or undefined when the table or map does not exist. */
   listMapElements(family: string, table: string, map: string): unknown[] | undefined {
     try {

@@ -44,7 +44,9 @@ export class Engine {
   static async open(config: Config, waitMs = 0, giveUp?: () => Promise<boolean>): Promise<Engine> {
     const lock = waitMs > 0 ? await InstanceLock.acquire(config.runDir, waitMs, giveUp) : InstanceLock.tryAcquire(config.runDir);
     try {
-      return new Engine(new InstanceState(config), lock);
+      const state = new InstanceState(config);
+      state.settleUsage(); // a crash in the middle of a rebuild: its counts, neither lost nor doubled
+      return new Engine(state, lock);
     } catch (err) {
       lock.release();
       throw err;

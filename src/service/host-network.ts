@@ -41,7 +41,7 @@ export class HostNetwork {
     this.s.parentIndex = host.parentIndex;
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
-    this.s.rebuildKeepingUsage((used) => this.s.nft.apply(this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset'));
+    this.s.rebuildKeepingUsage((used) => this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset');
     this.s.nft.compact();
     this.s.knownTiers.clear();
     this.s.noteTiers(this.s.live.objects());

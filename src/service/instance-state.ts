@@ -11,7 +11,9 @@ import { ToastnetError } from '../errors.js';
 import { Ipam } from '../core/ipam.js';
 import { cidrLast, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { InstanceNames, instanceNames, isPoolMember, netnsName, sandboxLinkName, sandboxMac } from '../core/names.js';
-import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
+import { ObjectRef, RulesetBuilder, USAGE_EPOCH_SET } from '../core/ruleset.js';
+import type { NftCommand } from '../core/nft-schema.js';
+import { faultPoint } from '../undo.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
@@ -25,7 +27,7 @@ import { NetnsEtc } from '../kernel/netns-etc.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
-import { SandboxRow, Store } from '../store/store.js';
+import { CarriedUsage, SandboxRow, Store } from '../store/store.js';
 import type { SandboxInfo } from '../api/types.js';
 import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import { DnsAdmissions } from './dns-admissions.js';
@@ -216,28 +218,46 @@ export class InstanceState {
       }
     }
     // The reset flushes the accounting sets: carry their counts first.
-    this.rebuildKeepingUsage(() => this.nft.apply(this.rules.resetSandboxes(this.live.elements(), this.markNewTiers(wanted), stale), 'reset sandbox sets'));
+    this.rebuildKeepingUsage(() => this.rules.resetSandboxes(this.live.elements(), this.markNewTiers(wanted), stale), 'reset sandbox sets');
     this.nft.compact();
     this.noteTiers(wanted);
     this.admissions.clear(); // dns_allowed was flushed
   }
 
   /**
-   * Rebuilds kernel state with `apply`, keeping the totals: what the per-sandbox counters
-   * and quotas held before is read first, then (once the rebuild succeeded) the counts are
-   * added to the store's carried totals, and quotas are made again with what was used.
+   * Rebuilds kernel state with the commands `build` makes, keeping the totals: what the
+   * per-sandbox counters and quotas hold is read first and written ahead to the store, the
+   * rebuild records its epoch in the kernel in the same transaction, and then the counts are
+   * folded into the carried totals; quotas are made again with what was used. A crash
+   * anywhere in between is settled by settleUsage (no count lost, none counted twice).
    */
-  rebuildKeepingUsage(apply: (quotaUsed: ReadonlyMap<string, number>) => void): void {
+  rebuildKeepingUsage(build: (quotaUsed: ReadonlyMap<string, number>) => NftCommand[], what: string): void {
+    this.settleUsage();
     const exists = this.nft.hasTable('inet', this.names.table);
     const counters = exists ? readCounters(this.nft, this.names.table) : undefined;
     const quotaUsed = new Map([...(exists ? readQuotas(this.nft, this.names.table) : [])].map(([name, q]) => [name, q.used]));
-    apply(quotaUsed);
-    if (!counters) return;
-    this.store.transaction(() => {
-      for (const r of this.store.list()) {
-        const { out: o, in: i, blocked: b } = countsOf(counters, r.ip);
-        if (o.packets + i.packets + b.packets > 0) this.store.carryUsage(r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets });
-      }
-    });
+    const epoch = Number(this.store.getMeta('usage_epoch') ?? '0') + 1;
+    const counts: [number, CarriedUsage][] = [];
+    for (const r of counters ? this.store.list() : []) {
+      const { out: o, in: i, blocked: b } = countsOf(counters!, r.ip);
+      if (o.packets + i.packets + b.packets > 0) counts.push([r.id, { outPackets: o.packets, outBytes: o.bytes, inPackets: i.packets, inBytes: i.bytes, blockedPackets: b.packets }]);
+    }
+    this.store.setPendingUsage(epoch, counts);
+    faultPoint('rebuild:written-ahead');
+    this.nft.apply([...build(quotaUsed), ...this.rules.usageEpoch(epoch)], what);
+    faultPoint('rebuild:applied');
+    this.store.settlePendingUsage(true);
+  }
+
+  /**
+   * Settles counts written ahead of a rebuild that a crash interrupted: the kernel's epoch
+   * says whether the rebuild happened (its counters were reset: fold the counts in) or not
+   * (the kernel still counts them: drop them). Cheap when nothing is pending.
+   */
+  settleUsage(): void {
+    const pending = this.store.pendingUsageEpoch();
+    if (pending === undefined) return;
+    const elems = this.nft.listSetElements('inet', this.names.table, USAGE_EPOCH_SET) ?? [];
+    this.store.settlePendingUsage(elems.includes(pending));
   }
 }

@@ -54,6 +54,15 @@ CREATE TABLE IF NOT EXISTS usage_carried (
   in_packets INTEGER NOT NULL DEFAULT 0, in_bytes INTEGER NOT NULL DEFAULT 0,
   blocked_packets INTEGER NOT NULL DEFAULT 0
 );
+-- Counts read from the kernel just before a rebuild, written ahead of it (meta
+-- usage_pending_epoch says which rebuild): folded into usage_carried once the rebuild is
+-- known to have happened, dropped if it did not (the kernel still holds them).
+CREATE TABLE IF NOT EXISTS usage_pending (
+  sandbox_id INTEGER PRIMARY KEY,
+  out_packets INTEGER NOT NULL, out_bytes INTEGER NOT NULL,
+  in_packets INTEGER NOT NULL, in_bytes INTEGER NOT NULL,
+  blocked_packets INTEGER NOT NULL
+);
 `;
 
 /** Counts carried over a table rebuild (see usage_carried). */
@@ -191,6 +200,37 @@ export class Store {
   /** Adds what the kernel counted to the carried totals (before its counters are rebuilt). */
   carryUsage(id: number, u: CarriedUsage): void {
     this.stmts.addUsage.run(id, u.outPackets, u.outBytes, u.inPackets, u.inBytes, u.blockedPackets);
+  }
+
+  /** Writes ahead what the kernel counted, before rebuild `epoch` resets it (see usage_pending). */
+  setPendingUsage(epoch: number, counts: Iterable<[number, CarriedUsage]>): void {
+    this.transaction(() => {
+      this.db.exec('DELETE FROM usage_pending');
+      const ins = this.db.prepare('INSERT INTO usage_pending (sandbox_id, out_packets, out_bytes, in_packets, in_bytes, blocked_packets) VALUES (?, ?, ?, ?, ?, ?)');
+      for (const [id, u] of counts) ins.run(id, u.outPackets, u.outBytes, u.inPackets, u.inBytes, u.blockedPackets);
+      this.setMeta('usage_pending_epoch', String(epoch));
+    });
+  }
+
+  /** The rebuild whose counts are written ahead and not yet settled, if any. */
+  pendingUsageEpoch(): number | undefined {
+    const v = this.getMeta('usage_pending_epoch');
+    return v === undefined || v === '' ? undefined : Number(v);
+  }
+
+  /** Settles the counts written ahead: into the carried totals when the rebuild happened (`fold`), else dropped; the epoch becomes the instance's. */
+  settlePendingUsage(fold: boolean): void {
+    this.transaction(() => {
+      const epoch = this.pendingUsageEpoch();
+      if (epoch === undefined) return;
+      if (fold) {
+        const rows = this.db.prepare('SELECT * FROM usage_pending').all() as { sandbox_id: number; out_packets: number; out_bytes: number; in_packets: number; in_bytes: number; blocked_packets: number }[];
+        for (const r of rows) this.stmts.addUsage.run(r.sandbox_id, r.out_packets, r.out_bytes, r.in_packets, r.in_bytes, r.blocked_packets);
+        this.setMeta('usage_epoch', String(epoch));
+      }
+      this.db.exec('DELETE FROM usage_pending');
+      this.setMeta('usage_pending_epoch', '');
+    });
   }
 
   firstPoolMember(): SandboxRow | undefined {

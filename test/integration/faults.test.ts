@@ -1,7 +1,8 @@
 // Failure injection into create, pool acquisition and removal (helpers/fault-steps.ts runs an
 // in-process engine in the testbed's host namespace and fails each step once): after every
 // failure the instance holds exactly what it held before (rows, addresses, namespaces, links,
-// /etc/netns entries, set elements), and the caller sees the injected error itself.
+// /etc/netns entries, set elements), and the caller sees the injected error itself. And into
+// a table rebuild (helpers/carry-steps.ts): a restart after it loses no count, doubles none.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -9,6 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { Testbed, WAN } from '../testbed/testbed.js';
 
 const STEPS = path.join(path.dirname(new URL(import.meta.url).pathname), 'helpers', 'fault-steps.js');
+const CARRY_STEPS = path.join(path.dirname(new URL(import.meta.url).pathname), 'helpers', 'carry-steps.js');
 
 type Snap = { rows: string[]; used: number; namespaces: string[]; links: string[]; etc: string[]; elements: string[] };
 type Step = { error?: string; injected: boolean; undoFailures: number; before: Snap; after: Snap; returned?: string; failed?: Snap; retried?: Snap };
@@ -85,4 +87,33 @@ describe('failure injection: every step of create, acquire and remove', () => {
     assert.deepEqual(out.final!.rows, ['keep@10.166.0.2:ready']);
     assert.deepEqual(out.final!.namespaces, [`${I}-keep`]);
   });
+});
+
+describe('failure injection: a table rebuild interrupted, then a restart', () => {
+  let tb: Testbed;
+  let out: Record<string, { injected: boolean; before: number; after: number }> & { crash?: string };
+  const I = `u${Date.now().toString(36)}`;
+
+  before(async () => {
+    tb = await Testbed.create({ hostService: false });
+    tb.instances.add(I);
+    const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, CARRY_STEPS, I, path.join(tb.dir, I, 'state'), path.join(tb.dir, I, 'run'), WAN.dns], { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.status, 0, r.stderr);
+    out = JSON.parse(r.stdout);
+    assert.equal(out.crash, undefined, out.crash);
+  });
+  after(async () => {
+    await tb?.destroy();
+  });
+
+  // Counts are written ahead of the rebuild, and the rebuild records its epoch in the kernel
+  // in the same transaction: a restart knows which of the two holds them.
+  for (const [point, what] of [['rebuild:written-ahead', 'before the kernel was rebuilt: the kernel still counts them, none counted twice'], ['rebuild:applied', 'after the kernel was rebuilt: the counts written ahead are kept, none lost']]) {
+    it(`a crash ${what}`, () => {
+      const s = out[point];
+      assert.equal(s.injected, true);
+      assert.ok(s.before > 0, 'the sandbox had sent packets');
+      assert.equal(s.after, s.before);
+    });
+  }
 });

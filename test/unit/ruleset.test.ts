@@ -177,11 +177,11 @@ describe('RulesetBuilder.fullTable', () => {
       assert.ok(declared >= 0 && used > declared, `${m.name}: ${declared} < ${used}`);
     }
     const mapNames = new Set(maps.map((m) => m.name));
-    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed', 'dns_flood'].sort());
+    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed', 'dns_flood', 'usage_epoch'].sort());
     assert.ok(Object.keys(SANDBOX_SETS).includes('domain_mode'));
     for (const s of sets) {
       assert.deepEqual({ family: s.family, table: s.table }, t);
-      if (s.name === 'dns_allowed' || s.name === 'dns_flood') continue;
+      if (s.name === 'dns_allowed' || s.name === 'dns_flood' || s.name === 'usage_epoch') continue;
       assert.deepEqual(s.type, SANDBOX_SETS[s.name as keyof typeof SANDBOX_SETS].type, s.name);
     }
     const byName = new Map<string, any>(sets.map((s) => [s.name, s]));

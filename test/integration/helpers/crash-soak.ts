@@ -130,7 +130,12 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
   const start = async () => {
     const t0 = performance.now();
     const d = tb.startDaemon(instance, ['--config', configFile]);
-    await waitFor(() => cl.ping(), 'the daemon to answer');
+    let out = '';
+    d.stderr?.on('data', (x) => (out += x));
+    await waitFor(async () => {
+      if (d.exitCode !== null) throw new Error(`the daemon exited ${d.exitCode}: ${out}`);
+      return cl.ping();
+    }, () => `the daemon to answer: ${out}`, 30_000);
     report.restartMs.push(performance.now() - t0);
     return d;
   };
@@ -183,7 +188,13 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
     const restarted = await start();
     await cl.gc();
     // Audit a quiet instance: the pool topped up again, no member half-built.
-    await waitFor(async () => (await cl.status()).pool.idle >= (o.poolSize ?? 3) && storeView(stateDir).rows.every((r) => r.state === 'ready'), 'the warm pool to fill again');
+    let last = '';
+    await waitFor(async () => {
+      const st = await cl.status();
+      const rows = storeView(stateDir).rows;
+      last = `pool ${JSON.stringify(st.pool)}, rows not ready: ${rows.filter((r) => r.state !== 'ready').map((r) => r.name).join(',') || 'none'}`;
+      return st.pool.idle >= (o.poolSize ?? 3) && rows.every((r) => r.state === 'ready');
+    }, () => `round ${round}: the warm pool to fill again (${last})`, 60_000);
     const listed = new Set((await cl.list()).map((s) => s.name));
     for (const [name, f] of fate) {
       if (f === 'removed' && listed.has(name)) report.problems.push(`round ${round}: ${name} reported removed but listed`);
