@@ -1,4 +1,4 @@
-// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan) and name (a
+// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan, tap) and name (a
 // glob: `*` any run of characters, `?` one character, nothing else special, matched against
 // the whole name). Values of the same key are alternatives; different keys must all match.
 import { ToastnetError } from '../errors.js';

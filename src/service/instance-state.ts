@@ -15,7 +15,8 @@ import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
-import { LINK_MODES } from '../core/link-modes.js';
+import { LINK_MODES, SandboxMode } from '../core/link-modes.js';
+import { TapDevice, resolveTapOptions, tapInfo } from '../core/tap.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import { Nft } from '../kernel/nft.js';
 import { netnsPath } from '../kernel/netns.js';
@@ -121,13 +122,31 @@ export class InstanceState {
       ...(LINK_MODES[r.mode].hostLink ? { hostLink: sandboxLinkName(this.names, r.id) } : {}),
       createdAt: new Date(r.createdAt).toISOString(),
       state: r.state,
+      ...(r.mode === 'tap' ? {
+        tap: tapInfo({ ip: r.ip, mac: sandboxMac(this.macKey, r.id), gateway: this.config.gateway, prefixLength: this.prefixLength, netns: netnsPath(netns) }, this.tapOf(r.id)),
+      } : {}),
     };
   }
 
+  /** The options a TAP sandbox's device was made with (the defaults for a row made without any). */
+  tapOf(id: number): TapDevice {
+    return this.store.taps.get(id) ?? resolveTapOptions(undefined);
+  }
+
+  /** The mode a create that names none gets, and the one the warm pool holds (it holds no macvlan). */
+  get defaultMode(): SandboxMode {
+    return this.config.defaultMode ?? 'veth';
+  }
+
+  get poolMode(): SandboxMode {
+    return this.defaultMode === 'macvlan' ? 'veth' : this.defaultMode;
+  }
+
   /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
-  netSpec(row: SandboxRow, parentIndex?: number): SandboxNetSpec {
+  netSpec(row: SandboxRow, parentIndex?: number, tap?: TapDevice): SandboxNetSpec {
     return {
       netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(this.macKey, row.id), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
+      ...(row.mode === 'tap' ? { tap: tap ?? this.tapOf(row.id) } : {}),
     };
   }
 

@@ -11,6 +11,7 @@ import { Element, SandboxMode } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import { PolicyInput } from '../core/policy.js';
 import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
+import { TapDevice, isDefaultTap, resolveTapOptions } from '../core/tap.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
@@ -73,17 +74,16 @@ export class SandboxLifecycle {
   }
 
   private createNetwork(o: CreateOptions): SandboxInfo {
-    const mode = o.mode ?? 'veth';
-    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(' or ')}`);
+    const { mode, tap } = this.modeOf(o);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const parentIndex = this.s.ensureParent(); // also: the host side is up
 
-    const lease = this.lease(o.name, mode, own);
+    const lease = this.lease(o.name, mode, own, tap);
     const { row } = lease;
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(row.name, spec);
     const objects = this.s.objectsOf(spec);
-    const net = this.s.netSpec(row, parentIndex);
+    const net = this.s.netSpec(row, parentIndex, tap);
     withUndo((undo) => {
       undo.push('give the address back', () => this.unlease(lease));
       faultPoint('create:leased');
@@ -102,6 +102,17 @@ export class SandboxLifecycle {
     return this.s.info({ ...row, state: 'ready' });
   }
 
+  /** The mode a create asks for (the instance's default if none) and, for tap, its device's options, checked. */
+  private modeOf(o: CreateOptions): { mode: SandboxMode; tap?: TapDevice } {
+    const mode = o.mode ?? this.s.defaultMode;
+    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(', ')}`);
+    if (mode !== 'tap') {
+      if (o.tap !== undefined) throw new ToastnetError('invalid_argument', `tap options apply to mode tap, not ${mode}`);
+      return { mode };
+    }
+    return { mode, tap: resolveTapOptions(o.tap) };
+  }
+
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
   private admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
     this.s.nft.apply(this.s.rules.add(elements, objects), 'admit sandbox');
@@ -112,14 +123,15 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput): Lease {
+  private lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, tap?: TapDevice): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
     const row = this.s.store.transaction(() => {
       const n = name ?? autoSandboxName(this.s.store.peekNextId());
       if (this.s.store.getByName(n)) throw new ToastnetError('conflict', `sandbox "${n}" already exists`);
-      this.s.store.insertSandbox(n, ip, mode, own);
+      const id = this.s.store.insertSandbox(n, ip, mode, own);
+      if (tap) this.s.store.taps.set(id, tap);
       this.s.store.takeReleased(ipNum);
       this.s.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.s.ipam.freshCursor));
       return this.s.store.getByName(n)!;
@@ -168,9 +180,11 @@ export class SandboxLifecycle {
   reservePoolMember(): PoolReservation {
     if (this.s.parentIndex === undefined) this.s.ensureParent();
     // No policy to check: a member carries none until it is acquired (with the acquirer's).
-    const lease = this.lease(poolMemberName(this.s.store.peekNextId()), 'veth', {});
+    const mode = this.s.poolMode;
+    const tap = mode === 'tap' ? resolveTapOptions(undefined) : undefined;
+    const lease = this.lease(poolMemberName(this.s.store.peekNextId()), mode, {}, tap);
     this.building.add(lease.row.id);
-    return { lease, net: this.s.netSpec(lease.row) };
+    return { lease, net: this.s.netSpec(lease.row, undefined, tap) };
   }
 
   /** Second half: the member is ready, or (`failed`) what it had is removed and its row and address given back. */
@@ -215,10 +229,14 @@ export class SandboxLifecycle {
    * transaction; a failure puts the member back as it was.
    */
   acquire(o: CreateOptions = {}): SandboxInfo | undefined {
-    if ((o.mode ?? 'veth') !== 'veth') return undefined;
+    const mode = o.mode ?? this.s.defaultMode;
+    if (mode !== this.s.poolMode) return undefined;
+    // Members' TAPs have the default options; other options need a device made for them.
+    if (mode === 'tap' && !isDefaultTap(resolveTapOptions(o.tap))) return undefined;
+    if (mode !== 'tap' && o.tap !== undefined) return undefined; // the create refuses it
     // No member: nothing checked here, the create made on the spot checks it all once.
     const member = this.s.store.firstPoolMember();
-    if (!member) return undefined;
+    if (!member || member.mode !== mode) return undefined;
     if (o.name !== undefined) validateSandboxName(o.name);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const name = o.name ?? autoSandboxName(member.id);
@@ -306,6 +324,8 @@ export class SandboxLifecycle {
       this.s.live.delete(name);
       this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
     }
+    // A link a VMM keeps alive until the reaper ends it goes down now (tap).
+    linkDriver(r.mode).cut?.(this.s.rtnl, { hostLink: sandboxLinkName(this.s.names, r.id) });
     try {
       faultPoint('remove:elements');
     } catch (err) {
