@@ -7,11 +7,13 @@ import type { SandboxEnd, SandboxNetSpec } from './driver.js';
 export function addressEnd(inside: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void {
   inside.exec(
     [
-      rq.setUp(end.index, { noIpv6: true }),
+      // Before the up, in a message of its own: see noIpv6Addresses.
+      rq.noIpv6Addresses(end.index),
+      rq.setUp(end.index),
       rq.setUp(1),
       rq.addAddr(end.index, s.ip, s.prefixLength),
       rq.addRoute({ dst: '0.0.0.0', dstLen: 0, oif: end.index, gateway: s.gateway, onlink: true }),
     ],
-    [`up ${end.name}`, 'up lo', `address ${s.ip}/${s.prefixLength}`, `default route via ${s.gateway}`],
+    [`no IPv6 on ${end.name}`, `up ${end.name}`, 'up lo', `address ${s.ip}/${s.prefixLength}`, `default route via ${s.gateway}`],
   );
 }

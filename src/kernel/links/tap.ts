@@ -18,15 +18,17 @@ export const tapDriver: LinkDriver = {
     inside.exec(
       [
         // No IPv6 link-local address on either: the namespace sends nothing of its own.
-        rq.setUp(end.index, { noIpv6: true }),
+        rq.noIpv6Addresses(end.index),
+        rq.noIpv6Addresses(tap),
+        rq.setUp(end.index),
         rq.setUp(1),
-        rq.setUp(tap, { noIpv6: true }),
+        rq.setUp(tap),
         addClsact(end.index),
         addClsact(tap),
         redirectIngress(end.index, tap),
         redirectIngress(tap, end.index),
       ],
-      [`up ${end.name}`, 'up lo', `up ${TAP_DEVICE}`, `clsact on ${end.name}`, `clsact on ${TAP_DEVICE}`, `${end.name} -> ${TAP_DEVICE}`, `${TAP_DEVICE} -> ${end.name}`],
+      [`no IPv6 on ${end.name}`, `no IPv6 on ${TAP_DEVICE}`, `up ${end.name}`, 'up lo', `up ${TAP_DEVICE}`, `clsact on ${end.name}`, `clsact on ${TAP_DEVICE}`, `${end.name} -> ${TAP_DEVICE}`, `${TAP_DEVICE} -> ${end.name}`],
     );
   },
 
