@@ -134,7 +134,8 @@ export interface Mark {
 export class Guest {
   readonly marks: Mark[] = [];
   log = '';
-  private readonly t0 = performance.now();
+  /** When QEMU was spawned (performance.now()); Mark.atMs counts from here. */
+  readonly startedAt = performance.now();
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: (() => void)[] = [];
 
@@ -149,7 +150,7 @@ export class Guest {
       for (const l of lines) {
         const i = l.indexOf('MARK ');
         if (i < 0) continue;
-        this.marks.push({ words: l.slice(i + 5).trim().split(/\s+/), atMs: performance.now() - this.t0 });
+        this.marks.push({ words: l.slice(i + 5).trim().split(/\s+/), atMs: performance.now() - this.startedAt });
         for (const w of this.waiters.splice(0)) w();
       }
     });
