@@ -14,8 +14,9 @@ import { waitForEvents } from '../helpers/events.js';
 import { Guest, GuestImage, Mark, bootGuest, microvmUnavailable, prepareGuest } from '../helpers/microvm.js';
 
 const unavailable = microvmUnavailable();
-const UPLOAD_KB = 3072;
-const LIMIT_BITS = 8e6;
+// Unlimited, the TCG guest uploads at ~13-21 Mbit/s here: a 4 Mbit/s limit is well below it.
+const UPLOAD_KB = 2048;
+const LIMIT_BITS = 4e6;
 
 describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM here: ${unavailable}` }, () => {
   let tb: Testbed;
@@ -46,7 +47,7 @@ describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM 
     peer = await cl.create({ name: 'peer' });
     await tb.serveInSandbox(I, 'peer', ['http:0.0.0.0:80:peer']);
     otherTap = await cl.create({ name: 'other', mode: 'tap' });
-    vm = await cl.create({ name: 'vm', mode: 'tap', policy: { egress: { domains: ['example.test'] }, limits: { egressRate: '8mbit' } } });
+    vm = await cl.create({ name: 'vm', mode: 'tap', policy: { egress: { domains: ['example.test'] }, limits: { egressRate: '4mbit' } } });
     sunkBefore = sunk();
     const t = vm.tap!;
     guest = bootGuest(img, {
@@ -57,7 +58,8 @@ describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM 
         `get:http://${WAN.metadata}/`, `tcp:${t.gateway}:8080`, `tcp:${WAN.hostUplink}:8080`,
         `get:http://${WAN.vpc}/`, `get:http://${WAN.private10}/`, `get:http://${WAN.private192}/`, `get:http://${WAN.cgnat}/`,
         `get:http://${peer.ip}/`, `tcp:${otherTap.ip}:80`,
-        `send:${WAN.internet}:9100:${UPLOAD_KB}`,
+        // Twice: the first empties the policer's bucket (a second of rate plus the burst), the second meets the rate.
+        `send:${WAN.internet}:9100:${UPLOAD_KB}`, `send:${WAN.internet}:9100:${UPLOAD_KB}`,
         'spoofmac:02:00:00:00:00:99', `get:http://${WAN.internet}/spoofed-mac`, 'restore', `get:http://${WAN.internet}/after-mac`,
         `spoofip:${otherTap.ip}`, `get:http://${WAN.internet}/spoofed-ip`, 'restore', `get:http://${WAN.internet}/after-ip`,
         `loop:http://${WAN.internet}/`,
@@ -104,15 +106,17 @@ describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM 
   });
 
   it('its egress limit holds, and stats count its bytes', async (t) => {
-    const m = markOf(`send ${WAN.internet}:9100`);
-    const seconds = Number(m.words[4]) - Number(m.words[3]);
+    const sends = guest.marks.filter((m) => m.words[0] === 'send');
+    assert.equal(sends.length, 2, lines().join('\n'));
     const got = sunk() - sunkBefore;
-    assert.ok(got >= UPLOAD_KB * 1024, `the sink got ${got} of ${UPLOAD_KB * 1024} bytes`);
-    const rate = (got * 8) / seconds;
-    t.diagnostic(`guest upload: ${got} bytes in ${seconds.toFixed(2)} s = ${(rate / 1e6).toFixed(1)} Mbit/s (limit 8)`);
-    assert.ok(rate <= LIMIT_BITS * 1.5, `${(rate / 1e6).toFixed(1)} Mbit/s through an 8 Mbit/s limit`);
+    assert.ok(got >= 2 * UPLOAD_KB * 1024, `the sink got ${got} of ${2 * UPLOAD_KB * 1024} bytes`);
+    // The first upload emptied the policer's bucket (a second of rate plus the burst, kernel-facts.md); the second meets the rate.
+    const seconds = Number(sends[1].words[4]) - Number(sends[1].words[3]);
+    const rate = (UPLOAD_KB * 1024 * 8) / seconds;
+    t.diagnostic(`guest's second upload: ${UPLOAD_KB} KiB in ${seconds.toFixed(2)} s = ${(rate / 1e6).toFixed(1)} Mbit/s (limit 4)`);
+    assert.ok(rate <= LIMIT_BITS * 1.25, `${(rate / 1e6).toFixed(1)} Mbit/s through a 4 Mbit/s limit`);
     const s = await cl.stats('vm') as SandboxStats;
-    assert.ok(s.sent.bytes >= UPLOAD_KB * 1024, `stats: sent ${s.sent.bytes} bytes, the guest uploaded ${UPLOAD_KB} KiB`);
+    assert.ok(s.sent.bytes >= 2 * UPLOAD_KB * 1024, `stats: sent ${s.sent.bytes} bytes, the guest uploaded ${2 * UPLOAD_KB} KiB`);
     assert.ok(s.received.bytes > 0 && s.blocked.packets > 0, JSON.stringify(s));
   });
 
@@ -126,8 +130,9 @@ describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM 
     assert.ok(!h || !h.flags.includes('UP'), 'the host end is still up after rm');
     const ended = await Promise.race([guest.exited.then(() => true), new Promise<boolean>((res) => setTimeout(() => res(false), 10_000))]);
     assert.ok(ended, 'QEMU still runs 10 s after rm');
-    // Ticks the guest printed after rm returned (they reach us at most a few ms late) all failed.
-    const late = guest.marks.filter((m) => m.words[0] === 'tick' && m.atMs > removedAt - guest.startedAt + 50);
+    // Ticks that reached us well after rm returned all failed (a tick's line trails its packets
+    // by the guest's print and the serial console under TCG: a margin of 250 ms).
+    const late = guest.marks.filter((m) => m.words[0] === 'tick' && m.atMs > removedAt - guest.startedAt + 250);
     assert.ok(late.every((m) => m.words[1] === 'fail'), `a tick passed after rm: ${late.map((m) => m.words.join(' ')).join(', ')}`);
   });
 });
