@@ -26,3 +26,8 @@ export const LINK_MODES = {
 export function isSandboxMode(m: unknown): m is SandboxMode {
   return typeof m === 'string' && Object.prototype.hasOwnProperty.call(LINK_MODES, m);
 }
+
+/** The mode the warm pool holds when creates default to `defaultMode`: it holds no macvlan (a macvlan member would need the parent at acquisition anyway). */
+export function poolModeOf(defaultMode: SandboxMode): SandboxMode {
+  return defaultMode === 'macvlan' ? 'veth' : defaultMode;
+}

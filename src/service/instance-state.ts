@@ -15,7 +15,7 @@ import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
-import { LINK_MODES, SandboxMode } from '../core/link-modes.js';
+import { LINK_MODES, SandboxMode, poolModeOf } from '../core/link-modes.js';
 import { TapDevice, resolveTapOptions, tapInfo } from '../core/tap.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import { Nft } from '../kernel/nft.js';
@@ -139,7 +139,7 @@ export class InstanceState {
   }
 
   get poolMode(): SandboxMode {
-    return this.defaultMode === 'macvlan' ? 'veth' : this.defaultMode;
+    return poolModeOf(this.defaultMode);
   }
 
   /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
