@@ -24,7 +24,7 @@ const SELF = fileURLToPath(import.meta.url);
 const N = Number(process.env.BENCH_N ?? 200);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 50);
 const BOOTS = Number(process.env.BENCH_TAP_BOOTS ?? 2);
-const UPLOAD_KB = Number(process.env.BENCH_TAP_UPLOAD_KB ?? 16384);
+const UPLOAD_KB = Number(process.env.BENCH_TAP_UPLOAD_KB ?? 8192);
 const HAND = { tap: 'hmtap0', gw: '10.199.0.1', ip: '10.199.0.2', mac: '02:00:00:00:00:01' };
 
 interface Dist {
@@ -77,7 +77,7 @@ async function createDelete(e: Engine): Promise<Pick<Result, 'create' | 'remove'
   return { create: { veth: dist(times.veth.c), tap: dist(times.tap.c) }, remove: { veth: dist(times.veth.d), tap: dist(times.tap.d) } };
 }
 
-const PROBES = [`get:http://${WAN.internet}/first`, `send:${WAN.internet}:9100:${UPLOAD_KB}`, `send:${WAN.internet}:9100:${UPLOAD_KB}`];
+const PROBES = [`get:http://${WAN.internet}/first`, ...Array.from({ length: 3 }, () => `send:${WAN.internet}:9100:${UPLOAD_KB}`)];
 
 async function boot(img: GuestImage, o: { netns: string; tap: string; mac: string; kernelIp: string }): Promise<Boot> {
   const g = bootGuest(img, { ...o, probes: PROBES, timeoutMs: 300_000 });
@@ -121,13 +121,22 @@ async function inner(dir: string, hostNs: string): Promise<void> {
     e.up();
     Object.assign(res, await createDelete(e));
     handMade(true);
-    for (let i = 0; i < BOOTS; i++) {
-      res.boots.hand.push(await boot(img, { netns: hostNs, tap: HAND.tap, mac: HAND.mac, kernelIp: `ip=${HAND.ip}::${HAND.gw}:255.255.255.0::eth0:off:${WAN.dns}` }));
-      const s = e.create({ name: `vm${i}`, mode: 'tap' });
-      const t = s.tap!;
+    const bootHand = async () => res.boots.hand.push(await boot(img, { netns: hostNs, tap: HAND.tap, mac: HAND.mac, kernelIp: `ip=${HAND.ip}::${HAND.gw}:255.255.255.0::eth0:off:${WAN.dns}` }));
+    const bootToastnet = async (i: number) => {
+      const t = e.create({ name: `vm${i}`, mode: 'tap' }).tap!;
       res.boots.toastnet.push(await boot(img, { netns: t.netns, tap: t.device, mac: t.guestMac, kernelIp: t.kernelIp }));
       e.remove(`vm${i}`);
       await e.settled();
+    };
+    // Alternating which goes first, so a host getting busier or quieter favours neither.
+    for (let i = 0; i < BOOTS; i++) {
+      if (i % 2 === 0) {
+        await bootHand();
+        await bootToastnet(i);
+      } else {
+        await bootToastnet(i);
+        await bootHand();
+      }
     }
   } finally {
     handMade(false);
@@ -149,7 +158,7 @@ async function outer(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-tap-'));
   try {
     await tb.serveWan([`sink:${WAN.internet}:9100`]);
-    process.stdout.write(`toastnet tap bench: create/delete p50 tap vs veth (${N} each, engine in-process); a microVM guest (QEMU microvm, TCG) on a toastnet TAP vs a hand-made TAP with plain NAT, ${BOOTS} boots each, ${UPLOAD_KB / 1024} MiB uploads; ${os.cpus().length} CPUs\n`);
+    process.stdout.write(`toastnet tap bench: create/delete p50 tap vs veth (${N} each, engine in-process); a microVM guest (QEMU microvm, TCG) on a toastnet TAP vs a hand-made TAP with plain NAT, ${BOOTS} boots each, 3 uploads of ${UPLOAD_KB / 1024} MiB per boot; ${os.cpus().length} CPUs\n`);
     const r = spawnSync('nsenter', [`--net=/run/netns/${tb.hostNs}`, process.execPath, SELF, '--inner', dir, `/run/netns/${tb.hostNs}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 1_800_000 });
     if (r.status !== 0) throw new Error(`inner bench failed (${r.status})`);
     const x = JSON.parse(r.stdout.trim().split('\n').pop()!) as Result;
