@@ -45,7 +45,6 @@ interface Libc {
   ioctlPtr(fd: number, req: number, arg: Buffer): number;
   /** ioctl with an integer argument (TUNSETPERSIST, TUNSETOWNER...). */
   ioctlInt(fd: number, req: number, arg: number): number;
-  ifNameToIndex(name: string): number;
 }
 
 let libc: Libc | undefined;
@@ -70,7 +69,6 @@ export function lib(): Libc {
     // ioctl is variadic; on x86-64 and arm64 a fixed third argument is passed the same way.
     ioctlPtr: l.func('ioctl', 'int', ['int', 'unsigned long', '_Inout_ void *']),
     ioctlInt: l.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
-    ifNameToIndex: l.func('unsigned int if_nametoindex(const char *name)'),
   } as Libc;
   return libc;
 }

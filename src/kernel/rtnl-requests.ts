@@ -183,8 +183,3 @@ export function delNeigh(index: number, ip: string): Request {
 }
 
 export { AF_UNSPEC };
-
-/** Takes a link down by name: nothing is sent or received on it any more. */
-export function setDownByName(name: string): Request {
-  return request(RTM_NEWLINK, 0, ifinfomsg({ flags: 0, change: IFF_UP }), [{ type: IFLA_IFNAME, data: str(name) }]);
-}

@@ -20,8 +20,10 @@ export type { SandboxNetSpec };
 export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void {
   const driver = linkDriver(s.mode);
   let inside: RtnetlinkSocket | undefined;
+  let opened: number | undefined;
   createNetns(s.netns, () => {
     inside = new RtnetlinkSocket();
+    opened = driver.openInside?.(s);
   });
   try {
     const nsFd = fs.openSync(netnsPath(s.netns), 'r');
@@ -31,12 +33,13 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
     } finally {
       fs.closeSync(nsFd);
     }
-    driver.configureInside(inside!, s, end);
+    driver.configureInside(inside!, s, end, opened);
   } catch (err) {
     removeSandboxNet(host, s);
     throw err;
   } finally {
     inside?.close();
+    if (opened !== undefined) fs.closeSync(opened);
   }
 }
 

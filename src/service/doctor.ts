@@ -7,7 +7,7 @@ import { Conntrack } from '../kernel/conntrack.js';
 import { NETNS_RUN_DIR, createNetns, deleteNetns, netnsPath, withNetns } from '../kernel/netns.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
-import { createTap } from '../kernel/tun.js';
+import { createTap, openTun } from '../kernel/tun.js';
 import { addClsact, redirectIngress } from '../kernel/tc-redirect.js';
 import { resolveTapOptions } from '../core/tap.js';
 import * as rq from '../kernel/rtnl-requests.js';
@@ -90,7 +90,13 @@ export async function runDoctor(): Promise<Check[]> {
         sock.exec([rq.newMacvlan(parent.index, { name: 'dm0' })], ['create macvlan']);
       }));
       checks.push(probe('tap (TAP sandboxes: TUNSETIFF, tc clsact + u32 + mirred)', 'enable CONFIG_TUN, CONFIG_NET_SCH_INGRESS, CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED; /dev/net/tun must exist (modprobe tun)', () => {
-        const tap = withNetns(netnsPath(ns), () => createTap('dt0', resolveTapOptions(undefined)));
+        const fd = withNetns(netnsPath(ns), openTun);
+        const tap = 100;
+        try {
+          createTap(fd, 'dt0', tap, resolveTapOptions(undefined));
+        } finally {
+          fs.closeSync(fd);
+        }
         const veth = parseLink(sock.get(rq.getLink('dv0'), 'get dv0')).index;
         sock.exec([addClsact(tap), redirectIngress(tap, veth)], ['clsact', 'redirect']);
       }));

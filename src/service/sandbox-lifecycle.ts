@@ -324,8 +324,8 @@ export class SandboxLifecycle {
       this.s.live.delete(name);
       this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
     }
-    // A link a VMM keeps alive until the reaper ends it goes down now (tap).
-    linkDriver(r.mode).cut?.(this.s.rtnl, { hostLink: sandboxLinkName(this.s.names, r.id) });
+    // A link a VMM keeps alive until the reaper ends it is cut off now (tap).
+    linkDriver(r.mode).cut?.(this.s.rtnl, { ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) });
     try {
       faultPoint('remove:elements');
     } catch (err) {

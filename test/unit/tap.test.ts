@@ -11,7 +11,7 @@ import { TAP_DEVICE, isDefaultTap, kernelIpArg, resolveTapOptions, tapInfo } fro
 import { LINK_MODES } from '../../src/core/link-modes.js';
 import { tapIfreq } from '../../src/kernel/tun.js';
 import { addClsact, redirectIngress } from '../../src/kernel/tc-redirect.js';
-import { noIpv6Addresses, setDownByName } from '../../src/kernel/rtnl-requests.js';
+import { noIpv6Addresses } from '../../src/kernel/rtnl-requests.js';
 import { parseAttrs } from '../../src/kernel/rtnetlink-codec.js';
 import { Store } from '../../src/store/store.js';
 import { migrateModeCheck } from '../../src/store/mode-check.js';
@@ -104,14 +104,11 @@ describe('tc requests joining the TAP to eth0', () => {
     assert.equal(parms.readUInt32LE(24), 3, 'to the TAP');
   });
 
-  it('IPv6 off in a message of its own, without bringing the link up; a link down by name', () => {
+  it('IPv6 off in a message of its own, without bringing the link up', () => {
     const r = noIpv6Addresses(2);
     assert.equal(r.body.readInt32LE(4), 2);
     assert.equal(r.body.readUInt32LE(12), 0, 'no flag changed');
-    const d = setDownByName('tnabcds5');
-    assert.equal(d.body.readUInt32LE(8), 0, 'flags: not up');
-    assert.equal(d.body.readUInt32LE(12), 1, 'change: IFF_UP');
-    assert.equal(parseAttrs(d.body.subarray(16)).get(3)!.toString('latin1'), 'tnabcds5\0');
+    assert.ok(parseAttrs(r.body.subarray(16)).has(26), 'IFLA_AF_SPEC');
   });
 });
 

@@ -39,16 +39,23 @@ export interface LinkDriver {
    */
   make(host: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void;
   /**
-   * Configures the namespace once `end` exists in it, on `inside` (a socket opened there):
-   * eth0's address and default route, or (tap) the TAP joined to eth0.
+   * Runs inside the new namespace while it is being made (no switch of its own): opens what
+   * must be opened there (tap: /dev/net/tun). Returns an fd for configureInside, which the
+   * caller closes after it.
    */
-  configureInside(inside: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void;
+  openInside?(s: SandboxNetSpec): number;
+  /**
+   * Configures the namespace once `end` exists in it, on `inside` (a socket opened there):
+   * eth0's address and default route, or (tap) the TAP joined to eth0, made through
+   * `opened` (openInside's fd).
+   */
+  configureInside(inside: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd, opened?: number): void;
   /**
    * Cuts the sandbox off at once on removal, before the reaper has ended what holds its
    * namespace (tap: the VMM keeps the namespace, and with it the link, until it is ended).
    * Optional: veth and macvlan sandboxes stop at their elements' removal.
    */
-  cut?(host: RtnetlinkSocket, s: Pick<SandboxNetSpec, 'hostLink'>): void;
+  cut?(host: RtnetlinkSocket, s: Pick<SandboxNetSpec, 'ip' | 'hostLink'>): void;
   /**
    * Removes host-side state that the namespace's destruction does not take with it.
    * Idempotent: what is gone already is fine.

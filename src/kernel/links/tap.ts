@@ -2,19 +2,25 @@
 // sandbox's namespace and routed veth exactly as a veth sandbox has them, then, inside, a
 // persistent TAP and tc redirects joining it to eth0 frame for frame. Nothing in the
 // namespace has an address: the VMM started there reaches no network, only its TAP.
+import { ToastnetError } from '../../errors.js';
 import { TAP_DEVICE, resolveTapOptions } from '../../core/tap.js';
-import { netnsPath, withNetns } from '../netns.js';
 import * as rq from '../rtnl-requests.js';
 import { addClsact, redirectIngress } from '../tc-redirect.js';
-import { createTap } from '../tun.js';
+import { createTap, openTun } from '../tun.js';
 import type { LinkDriver } from './driver.js';
 import { makeRoutedVeth, vethDriver } from './veth.js';
 
 export const tapDriver: LinkDriver = {
   make: makeRoutedVeth,
 
-  configureInside(inside, s, end): void {
-    const tap = withNetns(netnsPath(s.netns), () => createTap(TAP_DEVICE, s.tap ?? resolveTapOptions(undefined)));
+  // Opened while the namespace is being made: the TAP belongs where its fd was opened.
+  openInside: openTun,
+
+  configureInside(inside, s, end, opened): void {
+    if (opened === undefined) throw new ToastnetError('internal', 'tap: /dev/net/tun was not opened inside the namespace');
+    // lo is 1 and eth0 the end's index in a fresh namespace; the TAP takes the next.
+    const tap = end.index + 1;
+    createTap(opened, TAP_DEVICE, tap, s.tap ?? resolveTapOptions(undefined));
     inside.exec(
       [
         // No IPv6 link-local address on either: the namespace sends nothing of its own.
@@ -33,14 +39,11 @@ export const tapDriver: LinkDriver = {
   },
 
   // A VMM holding the TAP holds the namespace, and so the veth, until the reaper ends it:
-  // the host end goes down at once, so no frame passes either way meanwhile.
-  cut(host, s): void {
-    try {
-      host.exec([rq.setDownByName(s.hostLink)], [`down ${s.hostLink}`]);
-    } catch {
-      // gone already
-    }
-  },
+  // the route to the guest goes at once (its elements went just before, so nothing it sends
+  // passes the source check), so nothing is routed to it meanwhile. Deleting the route costs
+  // 14 us here; taking the host end down, 104 us (dev_close waits for an expedited RCU
+  // grace period under RTNL).
+  cut: vethDriver.removeHostSide,
 
   removeHostSide: vethDriver.removeHostSide,
   present: vethDriver.present,
