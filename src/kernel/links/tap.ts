@@ -24,17 +24,24 @@ export const tapDriver: LinkDriver = {
     inside.exec(
       [
         // No IPv6 link-local address on either: the namespace sends nothing of its own.
+        // (In messages of their own: setUp's noIpv6 comes too late, see noIpv6Addresses;
+        // the TAP too gets a link-local address at its up, VMM or not.)
         rq.noIpv6Addresses(end.index),
         rq.noIpv6Addresses(tap),
-        rq.setUp(end.index),
-        rq.setUp(1),
-        rq.setUp(tap),
+        // qdiscs and filters while the links are down: grafting an ingress qdisc onto a link
+        // that is up deactivates it first (qdisc_graft), which waits for an RCU grace period:
+        // 0.17 ms for the two here against 0.03 ms on links still down. (The first filter still
+        // waits for one expedited grace period, ~0.08 ms: mini_qdisc_pair_swap wants one since
+        // the qdisc was made.)
         addClsact(end.index),
         addClsact(tap),
         redirectIngress(end.index, tap),
         redirectIngress(tap, end.index),
+        rq.setUp(end.index),
+        rq.setUp(1),
+        rq.setUp(tap),
       ],
-      [`no IPv6 on ${end.name}`, `no IPv6 on ${TAP_DEVICE}`, `up ${end.name}`, 'up lo', `up ${TAP_DEVICE}`, `clsact on ${end.name}`, `clsact on ${TAP_DEVICE}`, `${end.name} -> ${TAP_DEVICE}`, `${TAP_DEVICE} -> ${end.name}`],
+      [`no IPv6 on ${end.name}`, `no IPv6 on ${TAP_DEVICE}`, `clsact on ${end.name}`, `clsact on ${TAP_DEVICE}`, `${end.name} -> ${TAP_DEVICE}`, `${TAP_DEVICE} -> ${end.name}`, `up ${end.name}`, 'up lo', `up ${TAP_DEVICE}`],
     );
   },
 
