@@ -15,7 +15,7 @@ import { ObjectRef, RulesetBuilder } from '../core/ruleset.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
-import { LINK_MODES, SandboxMode, poolModeOf } from '../core/link-modes.js';
+import { LINK_MODES, SandboxMode, isSandboxMode, poolModeOf } from '../core/link-modes.js';
 import { TapDevice, resolveTapOptions, tapInfo } from '../core/tap.js';
 import { FlowJudge } from '../core/flow-decision.js';
 import { Nft } from '../kernel/nft.js';
@@ -25,7 +25,7 @@ import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
 import { SandboxRow, Store } from '../store/store.js';
-import type { SandboxInfo } from '../api/types.js';
+import type { CreateOptions, SandboxInfo } from '../api/types.js';
 import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import { DnsAdmissions } from './dns-admissions.js';
 import { countsOf, readCounters, readQuotas } from './accounting.js';
@@ -105,6 +105,17 @@ export class InstanceState {
     const own = validatePolicy(doc ?? {});
     const effective = this.effectivePolicy(own);
     return { own, effective, policy: resolvePolicy(effective) };
+  }
+
+  /** The mode a create asks for (the instance's default if none) and, for tap, its device's options, checked. */
+  checkedMode(o: Pick<CreateOptions, 'mode' | 'tap'>): { mode: SandboxMode; tap?: TapDevice } {
+    const mode = o.mode ?? this.defaultMode;
+    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(', ')}`);
+    if (mode !== 'tap') {
+      if (o.tap !== undefined) throw new ToastnetError('invalid_argument', `tap options apply to mode tap, not ${mode}`);
+      return { mode };
+    }
+    return { mode, tap: resolveTapOptions(o.tap) };
   }
 
   info(r: SandboxRow): SandboxInfo {

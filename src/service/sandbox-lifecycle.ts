@@ -10,7 +10,6 @@ import { autoSandboxName, isPoolMember, netnsName, poolMemberName, sandboxLinkNa
 import { Element, SandboxMode } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import { PolicyInput } from '../core/policy.js';
-import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
 import { TapDevice, isDefaultTap, resolveTapOptions } from '../core/tap.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
@@ -74,7 +73,7 @@ export class SandboxLifecycle {
   }
 
   private createNetwork(o: CreateOptions): SandboxInfo {
-    const { mode, tap } = this.modeOf(o);
+    const { mode, tap } = this.s.checkedMode(o);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const parentIndex = this.s.ensureParent(); // also: the host side is up
 
@@ -100,17 +99,6 @@ export class SandboxLifecycle {
       this.s.store.markReady(row.id);
     });
     return this.s.info({ ...row, state: 'ready' });
-  }
-
-  /** The mode a create asks for (the instance's default if none) and, for tap, its device's options, checked. */
-  private modeOf(o: CreateOptions): { mode: SandboxMode; tap?: TapDevice } {
-    const mode = o.mode ?? this.s.defaultMode;
-    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(', ')}`);
-    if (mode !== 'tap') {
-      if (o.tap !== undefined) throw new ToastnetError('invalid_argument', `tap options apply to mode tap, not ${mode}`);
-      return { mode };
-    }
-    return { mode, tap: resolveTapOptions(o.tap) };
   }
 
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
