@@ -33,7 +33,9 @@ export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void
     } finally {
       fs.closeSync(nsFd);
     }
-    driver.configureInside(inside!, s, end, opened);
+    const handed = opened;
+    opened = undefined; // configureInside closes it
+    driver.configureInside(inside!, s, end, handed);
   } catch (err) {
     removeSandboxNet(host, s);
     throw err;

@@ -40,14 +40,14 @@ export interface LinkDriver {
   make(host: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void;
   /**
    * Runs inside the new namespace while it is being made (no switch of its own): opens what
-   * must be opened there (tap: /dev/net/tun). Returns an fd for configureInside, which the
-   * caller closes after it.
+   * must be opened there (tap: /dev/net/tun). Returns an fd that configureInside closes
+   * (the caller does, if configureInside is never reached).
    */
   openInside?(s: SandboxNetSpec): number;
   /**
    * Configures the namespace once `end` exists in it, on `inside` (a socket opened there):
    * eth0's address and default route, or (tap) the TAP joined to eth0, made through
-   * `opened` (openInside's fd).
+   * `opened` (openInside's fd, closed here whatever happens).
    */
   configureInside(inside: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd, opened?: number): void;
   /**
