@@ -100,7 +100,7 @@ function buildInitrd(tree: string, bb: string, out: string): void {
       else if (!m.endsWith('failover.ko')) throw new Error(`kernel module missing: ${m}`);
     }
     fs.writeFileSync(path.join(root, 'init'), GUEST_INIT, { mode: 0o755 });
-    const tmp = `${out}.tmp`;
+    const tmp = `${out}.${process.pid}.tmp`; // two runs building at once each rename a whole file
     execFileSync('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc --quiet | gzip -1 > "${tmp}"`]);
     fs.renameSync(tmp, out);
   } finally {
