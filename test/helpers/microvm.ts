@@ -70,11 +70,17 @@ export function prepareGuest(dir = MICROVM_DIR): GuestImage {
     execFileSync('apt-get', ['download', '-q', pkg], { cwd: dir, stdio: 'ignore' });
     const deb = fs.readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
     if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${dir}`);
-    fs.rmSync(tree, { recursive: true, force: true });
-    execFileSync('dpkg', ['-x', path.join(dir, deb), tree]);
-    const vmlinuz = fs.readdirSync(path.join(tree, 'boot')).find((f) => f.startsWith('vmlinuz-'));
+    // Unpacked and copied under per-process names, then renamed: a run preparing at the
+    // same time sees a whole tree and kernel or none.
+    const mine = `${tree}.${process.pid}`;
+    fs.rmSync(mine, { recursive: true, force: true });
+    execFileSync('dpkg', ['-x', path.join(dir, deb), mine]);
+    const vmlinuz = fs.readdirSync(path.join(mine, 'boot')).find((f) => f.startsWith('vmlinuz-'));
     if (!vmlinuz) throw new Error(`${deb} has no boot/vmlinuz-*`);
-    fs.copyFileSync(path.join(tree, 'boot', vmlinuz), kernel);
+    fs.rmSync(tree, { recursive: true, force: true });
+    fs.renameSync(mine, tree);
+    fs.copyFileSync(path.join(tree, 'boot', vmlinuz), `${kernel}.${process.pid}`);
+    fs.renameSync(`${kernel}.${process.pid}`, kernel);
   }
   const bb = busybox()!;
   const tag = createHash('sha256').update(GUEST_INIT).update(String(fs.statSync(bb).size)).digest('hex').slice(0, 12);
