@@ -14,6 +14,10 @@ apt-get install -y --no-install-recommends containernetworking-plugins iptables
 # Real CNI clients in the integration tests: containerd's `ctr run --cni` with runc, and podman's CNI backend, on an image
 # built offline from busybox-static.
 apt-get install -y --no-install-recommends gcc libc6-dev containerd runc busybox-static podman
+# TAP sandboxes' tests and bench boot a real microVM: QEMU (-M microvm, TCG), a busybox-static
+# initramfs (cpio), python3 (a stand-in VMM holding a TAP in the fast tests), and Debian's cloud kernel, which test/helpers/microvm.ts fetches with
+# `apt-get download` and unpacks with dpkg -x into a cache dir (never installed).
+apt-get install -y --no-install-recommends qemu-system-x86 busybox-static cpio xz-utils python3
 # Node.js: keep an existing one (>= 20); otherwise take the distribution's (Debian 13 ships 20).
 command -v node >/dev/null || apt-get install -y --no-install-recommends nodejs npm
 if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then

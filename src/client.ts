@@ -20,6 +20,8 @@ export type {
   SandboxInspection,
   SandboxStats,
   Status,
+  TapInfo,
+  TapOptions,
   Traffic,
 } from './api/types.js';
 export type { PolicyInput } from './core/policy.js';

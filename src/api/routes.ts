@@ -13,7 +13,13 @@ export type { EventQuery };
 // fault), so here it is any JSON. Clients send api/types' CreateSandboxBody, typed.
 export const CreateSandboxBody = z.strictObject({
   name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
-  mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth (default) or macvlan'),
+  mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth, macvlan or tap (default: the instance\'s defaultMode)'),
+  tap: z.strictObject({
+    vnetHdr: z.boolean().optional().describe('IFF_VNET_HDR (virtio-net offloads; default true)'),
+    queues: z.number().int().optional().describe('queues the VMM opens; >1: IFF_MULTI_QUEUE (default 1)'),
+    owner: z.number().int().optional().describe('uid that may open the TAP without CAP_NET_ADMIN'),
+    group: z.number().int().optional().describe('gid that may open the TAP without CAP_NET_ADMIN'),
+  }).optional().describe('tap mode: the device\'s options (range checks by the engine)'),
   policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
   publish: z.unknown().optional().describe('Ports to publish: [{hostPort, containerPort, protocol?, hostIP?}] (validated by the engine)'),
 });

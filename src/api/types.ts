@@ -4,6 +4,9 @@
 // only from pure modules: a consumer compiles against them without toastnet's native
 // dependencies or their type packages.
 import type { SandboxMode } from '../core/link-modes.js';
+import type { TapInfo, TapOptions } from '../core/tap.js';
+
+export type { TapInfo, TapOptions };
 import type { Limits, PolicyInput } from '../core/policy.js';
 import type { DenyReason } from '../core/ruleset.js';
 import type { PortMapping } from '../core/publish.js';
@@ -29,14 +32,18 @@ export interface SandboxInfo {
   publish?: PortMapping[];
   /** A container runtime's namespace attached through CNI: its container, interface and pod. */
   attachment?: RuntimeAttachment;
+  /** tap mode: what a VMM is pointed at (the device, the namespace to start it in, the guest's MAC and addresses, an `ip=` kernel argument). */
+  tap?: TapInfo;
 }
 
 /** Body of POST /v1/sandboxes (ToastnetClient.create). */
 export interface CreateSandboxBody {
   /** Default sbx-<id>. */
   name?: string;
-  /** How the sandbox is attached: veth (default) or macvlan. */
+  /** How the sandbox is attached: veth, macvlan or tap (default: the instance's defaultMode, veth unless configured). */
   mode?: SandboxMode;
+  /** tap mode: the device's options (vnetHdr, queues, owner, group). */
+  tap?: TapOptions;
   /** The sandbox's own policy document; instance defaults fill what it leaves out. */
   policy?: PolicyInput;
   /**
@@ -118,6 +125,8 @@ export interface DnsQueryRecord extends QueryLogEntry {
 export interface CreateOptions {
   name?: string;
   mode?: SandboxMode;
+  /** tap mode: the device's options. */
+  tap?: TapOptions;
   /** The sandbox's own policy document; instance defaults fill what it leaves out. */
   policy?: unknown;
   /** Ports to publish (CreateSandboxBody.publish), checked by the engine. */

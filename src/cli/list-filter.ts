@@ -1,4 +1,4 @@
-// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan), name (a
+// `ls --filter KEY=VALUE`: which sandboxes to list. Keys: mode (veth, macvlan, tap), name (a
 // glob: `*` any run of characters, `?` one character, nothing else special, matched against
 // the whole name), and for containers attached through CNI container (their id) and pod
 // (`namespace/name`), globs too. Values of the same key are alternatives; different keys

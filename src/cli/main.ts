@@ -15,8 +15,9 @@ import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { bashCompletion, zshCompletion } from './completion.js';
-import { LINK_MODES } from '../core/link-modes.js';
+import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import { PublishFlags, addPublishOption, publishColumn, publishFromFlags } from './publish-flags.js';
+import { TapFlags, tapFromFlags } from './tap-flags.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
 import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
@@ -171,15 +172,20 @@ example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json 
 addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
-  .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
-  .option('--json', 'JSON output')))
-  .action(async (name: string | undefined, o: { mode: 'veth' | 'macvlan'; json?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
+  .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode, veth unless configured)').choices(Object.keys(LINK_MODES)))
+  .option('--no-vnet-hdr', 'tap: a device without IFF_VNET_HDR (no virtio-net offloads)')
+  .option('--queues <n>', 'tap: queues the VMM opens (>1: a multiqueue device)')
+  .option('--tap-owner <uid>', 'tap: uid that may open the device without CAP_NET_ADMIN (a jailed VMM)')
+  .option('--tap-group <gid>', 'tap: gid that may open the device without CAP_NET_ADMIN')
+  .option('--json', 'JSON output (tap: the device, the namespace to start the VMM in, guestMac, kernelIp...)')))
+  .action(async (name: string | undefined, o: { mode?: SandboxMode; json?: boolean } & TapFlags & PolicyFlags & PublishFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
+    const tap = tapFromFlags(o);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name, mode: o.mode, ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name, ...(o.mode ? { mode: o.mode } : {}), ...(tap ? { tap } : {}), ...(policy ? { policy } : {}), ...publish });
     if (o.json) printJson(s);
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
@@ -224,7 +230,7 @@ example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'n
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
-  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan|tap or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
   .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
     const keep = sandboxFilter(o.filter);
     const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);
@@ -295,16 +301,16 @@ example(program.command('exec'), 'toastnet exec web -- sh -c \'curl -s https://p
 addPublishOption(addPolicyOptions(example(program.command('run'), 'toastnet run --no-internet --allow 172.16.5.5:5432/tcp -- psql -h 172.16.5.5', EXIT_STATUS_HELP)
   .description('create a sandbox, run CMD in it, remove it (unless --keep); exits with CMD\'s code')
   .argument('<cmd...>')
-  .addOption(new Option('--mode <mode>', 'link type').choices(Object.keys(LINK_MODES)).default('veth'))
+  .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode; tap: CMD is the VMM, started in the namespace holding the TAP)').choices(Object.keys(LINK_MODES)))
   .option('--name <name>', 'sandbox name')
   .option('--keep', 'keep the sandbox after CMD exits')))
-  .action(async (argv: string[], o: { mode: 'veth' | 'macvlan'; name?: string; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
+  .action(async (argv: string[], o: { mode?: SandboxMode; name?: string; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
     const c = config(cmd);
     findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name: o.name, mode: o.mode, ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name: o.name, ...(o.mode ? { mode: o.mode } : {}), ...(policy ? { policy } : {}), ...publish });
     let code = 1;
     try {
       code = await execIn(c, s.name, argv);

@@ -22,6 +22,7 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
   TOASTNET_STATE_DIR: 'stateDir',
   TOASTNET_METRICS_LISTEN: 'metricsListen',
   TOASTNET_POOL_SIZE: 'poolSize',
+  TOASTNET_DEFAULT_MODE: 'defaultMode',
   TOASTNET_RUN_DIR: 'runDir',
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
@@ -146,6 +147,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     defaultPolicy: c.defaultPolicy,
     allowMetadata: c.allowMetadata,
     denyAction: c.denyAction,
+    defaultMode: c.defaultMode,
     logGroup: c.logGroup ?? defaultLogGroup(c.instance),
     ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
     metricsMaxSandboxes: c.metricsMaxSandboxes,

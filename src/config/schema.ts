@@ -43,6 +43,7 @@ export const ConfigSchema = z.strictObject({
   allowMetadata: z.boolean().default(false).describe('Let a sandbox policy open the cloud metadata address 169.254.169.254 (otherwise it stays closed whatever the policy says)'),
   denyAction: z.enum(['reject', 'drop']).default('reject').describe('reject: TCP reset / ICMP unreachable (rate-limited), so clients fail fast; drop: silently'),
   logGroup: z.number().int().min(1).max(65535).optional().describe('NFLOG group for denial events (default: derived from the instance name)'),
+  defaultMode: z.enum(['veth', 'macvlan', 'tap']).default('veth').describe('How a sandbox is attached when a create names no mode: veth, macvlan, or tap (a TAP for a microVM); the warm pool holds sandboxes of this mode (veth if macvlan)'),
   poolSize: z.number().int().min(0).max(10_000).default(0).describe('Sandbox networks the daemon keeps ready (warm pool) so a create only acquires one; 0: off'),
   poolRefillBelow: z.number().int().min(1).max(10_000).optional().describe('Refill the pool when fewer idle networks remain (default: poolSize, always topped up)'),
   metricsListen: z.string().regex(/^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/, 'want PORT or IPV4:PORT').optional()
@@ -71,6 +72,7 @@ export interface Config {
   defaultPolicy: PolicyInput;
   allowMetadata: boolean;
   denyAction: 'reject' | 'drop';
+  defaultMode: 'veth' | 'macvlan' | 'tap';
   logGroup: number;
   /** host and port of the metrics listener, or undefined (off). */
   metrics?: { host: string; port: number };

@@ -153,6 +153,8 @@ function parseConf(text: string): CniNetConf {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) throw new CniError(CNI_ERRORS.invalidConfig, `network config: name "${name}": want letters, digits, _ . - (the spec's network name)`);
   const mode = str(raw, 'mode') ?? 'veth';
   if (!isSandboxMode(mode)) throw new CniError(CNI_ERRORS.invalidConfig, `network config: key "mode": "${mode}" is not a toastnet mode`);
+  // A TAP is for a VMM toastnet starts in its own namespace; a runtime's namespace gets a link.
+  if (mode === 'tap') throw new CniError(CNI_ERRORS.invalidConfig, 'network config: key "mode": "tap" is for microVMs (toastnet create --mode tap); a container gets veth or macvlan');
   const rc = raw.runtimeConfig;
   if (rc !== undefined && !isObject(rc)) throw new CniError(CNI_ERRORS.invalidConfig, 'network config: key "runtimeConfig" must be an object');
   const bw = rc?.bandwidth;

@@ -2,6 +2,7 @@
 // reconciles kernel and state (gc), serves DNS on the gateway (resolver.ts) and the API on
 // <runDir>/toastnet.sock (backend.ts). SIGTERM/SIGINT stop it cleanly without touching
 // sandboxes.
+import { poolModeOf } from '../core/link-modes.js';
 import path from 'node:path';
 import type http from 'node:http';
 import { Config } from '../config/schema.js';
@@ -95,7 +96,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
     }
 
-    const warm = new WarmPool(engine, config.pool, log, () => new PoolBuilder(config.instance));
+    const warm = new WarmPool(engine, { ...config.pool, defaultMode: config.defaultMode, holds: poolModeOf(config.defaultMode) }, log, () => new PoolBuilder(config.instance));
     pool = warm;
     const trimmed = warm.trim();
     if (trimmed > 0) log(`pool: removed ${trimmed} idle sandbox networks beyond poolSize ${config.pool.size}`);

@@ -44,6 +44,10 @@ interface Libc {
   flock(fd: number, op: number): number;
   strerror(errnum: number): string;
   mallocTrim(pad: number): number;
+  /** ioctl with a pointer argument (struct ifreq). */
+  ioctlPtr(fd: number, req: number, arg: Buffer): number;
+  /** ioctl with an integer argument (TUNSETPERSIST, TUNSETOWNER...). */
+  ioctlInt(fd: number, req: number, arg: number): number;
 }
 
 let libc: Libc | undefined;
@@ -65,6 +69,9 @@ export function lib(): Libc {
     flock: l.func('int flock(int fd, int op)'),
     strerror: l.func('const char *strerror(int errnum)'),
     mallocTrim: l.func('int malloc_trim(size_t pad)'),
+    // ioctl is variadic; on x86-64 and arm64 a fixed third argument is passed the same way.
+    ioctlPtr: l.func('ioctl', 'int', ['int', 'unsigned long', '_Inout_ void *']),
+    ioctlInt: l.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
   } as Libc;
   return libc;
 }

@@ -87,6 +87,16 @@ export function setUp(index: number, o: { name?: string; noIpv6?: boolean; ipv4?
   return request(RTM_NEWLINK, 0, ifinfomsg({ index, flags: IFF_UP, change: IFF_UP }), attrs);
 }
 
+/**
+ * Switches off IPv6 addresses on a link without bringing it up. setUp's noIpv6 rides in the
+ * same message as IFF_UP, and the kernel applies IFLA_AF_SPEC after the flags (do_setlink):
+ * a link with a carrier already (a veth whose host end is up) gets its link-local address
+ * before the mode is set. Sent first, in the same batch, this leaves none.
+ */
+export function noIpv6Addresses(index: number): Request {
+  return request(RTM_NEWLINK, 0, ifinfomsg({ index }), [noIpv6]);
+}
+
 const RTM_SETNEIGHTBL = 67;
 const NDTA_NAME = 1;
 const NDTA_PARMS = 6;

@@ -1,5 +1,6 @@
-// One sandbox's network in the kernel: a namespace with lo and eth0 (address, default route
-// via the gateway), joined to the host by its mode's link driver (links/). Create is
+// One sandbox's network in the kernel: a namespace with lo and eth0, joined to the host by
+// its mode's link driver (links/), which also configures the inside (eth0's address and
+// default route via the gateway; for tap, the TAP joined to eth0). Create is
 // all-or-nothing: on any failure the host side and the namespace (and with it every link
 // inside) are removed again.
 import fs from 'node:fs';
@@ -23,30 +24,28 @@ export type { SandboxNetSpec };
 export function createSandboxNet(host: RtnetlinkSocket, s: SandboxNetSpec): void {
   const driver = linkDriver(s.mode);
   let inside: RtnetlinkSocket | undefined;
+  let opened: number | undefined;
   createNetns(s.netns, () => {
     inside = new RtnetlinkSocket();
+    opened = driver.openInside?.(s);
   });
   try {
     const nsFd = fs.openSync(netnsPath(s.netns), 'r');
+    const end = { name: 'eth0', index: SANDBOX_IFINDEX, nsFd, mac: s.mac };
     try {
-      driver.make(host, s, { name: 'eth0', index: SANDBOX_IFINDEX, nsFd, mac: s.mac });
+      driver.make(host, s, end);
     } finally {
       fs.closeSync(nsFd);
     }
-    inside!.exec(
-      [
-        rq.setUp(SANDBOX_IFINDEX, { noIpv6: true }),
-        rq.setUp(1),
-        rq.addAddr(SANDBOX_IFINDEX, s.ip, s.prefixLength),
-        rq.addRoute({ dst: '0.0.0.0', dstLen: 0, oif: SANDBOX_IFINDEX, gateway: s.gateway, onlink: true }),
-      ],
-      ['up eth0', 'up lo', `address ${s.ip}/${s.prefixLength}`, `default route via ${s.gateway}`],
-    );
+    const handed = opened;
+    opened = undefined; // configureInside closes it
+    driver.configureInside(inside!, s, end, handed);
   } catch (err) {
     removeSandboxNet(host, s);
     throw err;
   } finally {
     inside?.close();
+    if (opened !== undefined) fs.closeSync(opened);
   }
 }
 

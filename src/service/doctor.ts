@@ -7,6 +7,9 @@ import { Conntrack } from '../kernel/conntrack.js';
 import { NETNS_RUN_DIR, createNetns, deleteNetns, netnsPath, withNetns } from '../kernel/netns.js';
 import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
+import { createTap, openTun } from '../kernel/tun.js';
+import { addClsact, redirectIngress } from '../kernel/tc-redirect.js';
+import { resolveTapOptions } from '../core/tap.js';
 import * as rq from '../kernel/rtnl-requests.js';
 
 export interface Check {
@@ -85,6 +88,17 @@ export async function runDoctor(): Promise<Check[]> {
       checks.push(probe('macvlan', 'enable CONFIG_MACVLAN (modprobe macvlan)', () => {
         const parent = parseLink(sock.get(rq.getLink('dv1'), 'get dv1'));
         sock.exec([rq.newMacvlan(parent.index, { name: 'dm0' })], ['create macvlan']);
+      }));
+      checks.push(probe('tap (TAP sandboxes: TUNSETIFF, tc clsact + u32 + mirred)', 'enable CONFIG_TUN, CONFIG_NET_SCH_INGRESS, CONFIG_NET_CLS_U32, CONFIG_NET_ACT_MIRRED; /dev/net/tun must exist (modprobe tun)', () => {
+        const fd = withNetns(netnsPath(ns), openTun);
+        const tap = 100;
+        try {
+          createTap(fd, 'dt0', tap, resolveTapOptions(undefined));
+        } finally {
+          fs.closeSync(fd);
+        }
+        const veth = parseLink(sock.get(rq.getLink('dv0'), 'get dv0')).index;
+        sock.exec([addClsact(tap), redirectIngress(tap, veth)], ['clsact', 'redirect']);
       }));
       checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade and DNAT, fib, reject, socket', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_fib_inet, nft_reject_inet, nft_socket, nf_conntrack (modprobe them)', () => {
         withNetns(netnsPath(ns), () => {

@@ -17,7 +17,8 @@ import { faultPoint } from '../undo.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
 import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
-import { LINK_MODES } from '../core/link-modes.js';
+import { LINK_MODES, SandboxMode, isSandboxMode, poolModeOf } from '../core/link-modes.js';
+import { TapDevice, resolveTapOptions, tapInfo } from '../core/tap.js';
 import { PortMapping, checkPortMappings, instanceConflict, listenerConflict, publishConflict, publishedInMap } from '../core/publish.js';
 import { hostListeners } from '../kernel/listeners.js';
 import { FlowJudge } from '../core/flow-decision.js';
@@ -28,7 +29,7 @@ import { RtnetlinkSocket } from '../kernel/rtnetlink.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
 import { CarriedUsage, SandboxRow, Store } from '../store/store.js';
-import type { SandboxInfo } from '../api/types.js';
+import type { CreateOptions, SandboxInfo } from '../api/types.js';
 import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import { DnsAdmissions } from './dns-admissions.js';
 import { countsOf, readCounters, readQuotas } from './accounting.js';
@@ -137,6 +138,17 @@ export class InstanceState {
     return { own, effective, policy: resolvePolicy(effective) };
   }
 
+  /** The mode a create asks for (the instance's default if none) and, for tap, its device's options, checked. */
+  checkedMode(o: Pick<CreateOptions, 'mode' | 'tap'>): { mode: SandboxMode; tap?: TapDevice } {
+    const mode = o.mode ?? this.defaultMode;
+    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(', ')}`);
+    if (mode !== 'tap') {
+      if (o.tap !== undefined) throw new ToastnetError('invalid_argument', `tap options apply to mode tap, not ${mode}`);
+      return { mode };
+    }
+    return { mode, tap: resolveTapOptions(o.tap) };
+  }
+
   info(r: SandboxRow): SandboxInfo {
     const netns = netnsName(this.names, r.name);
     return {
@@ -156,13 +168,31 @@ export class InstanceState {
       state: r.state,
       ...(r.publish?.length ? { publish: r.publish } : {}),
       ...(r.attachment ? { attachment: r.attachment } : {}),
+      ...(r.mode === 'tap' ? {
+        tap: tapInfo({ ip: r.ip, mac: sandboxMac(this.macKey, r.id), gateway: this.config.gateway, prefixLength: this.prefixLength, netns: netnsPath(netns) }, this.tapOf(r.id)),
+      } : {}),
     };
   }
 
+  /** The options a TAP sandbox's device was made with (the defaults for a row made without any). */
+  tapOf(id: number): TapDevice {
+    return this.store.taps.get(id) ?? resolveTapOptions(undefined);
+  }
+
+  /** The mode a create that names none gets, and the one the warm pool holds (it holds no macvlan). */
+  get defaultMode(): SandboxMode {
+    return this.config.defaultMode ?? 'veth';
+  }
+
+  get poolMode(): SandboxMode {
+    return poolModeOf(this.defaultMode);
+  }
+
   /** What the kernel layer makes for a sandbox (createSandboxNet); its MAC and host link derive from the row, as in spec(). */
-  netSpec(row: SandboxRow, parentIndex?: number): SandboxNetSpec {
+  netSpec(row: SandboxRow, parentIndex?: number, tap?: TapDevice): SandboxNetSpec {
     return {
       netns: netnsName(this.names, row.name), mode: row.mode, ip: row.ip, prefixLength: this.prefixLength, gateway: this.config.gateway, mac: sandboxMac(this.macKey, row.id), hostLink: sandboxLinkName(this.names, row.id), parentIndex,
+      ...(row.mode === 'tap' ? { tap: tap ?? this.tapOf(row.id) } : {}),
     };
   }
 

@@ -92,7 +92,7 @@ export class Metrics {
     const capacity = perScrape(() => sources.capacity());
     new client.Gauge({
       name: 'toastnet_sandboxes',
-      help: 'Live sandboxes, by how they are attached (veth, macvlan); warm-pool members are not sandboxes',
+      help: 'Live sandboxes, by how they are attached (veth, macvlan, tap); warm-pool members are not sandboxes',
       labelNames: ['mode'],
       registers,
       collect() {

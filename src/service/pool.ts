@@ -1,10 +1,11 @@
 // The warm pool: sandbox networks made ahead of demand, so that a create is only the
 // acquisition (rename, resolv.conf, one nftables transaction) instead of the namespace,
-// links and routes. Members are veth networks that carry no policy (no set element: the
+// links and routes. Members are veth (or, with defaultMode tap, TAP) networks that carry no policy (no set element: the
 // filter drops whatever they might send) and are never reused: a removed sandbox is
 // destroyed, and the pool refills with new networks.
 import type { CreateOptions, Engine, SandboxInfo } from './engine.js';
 import type { SandboxNetSpec } from '../kernel/sandbox-net.js';
+import type { SandboxMode } from '../core/link-modes.js';
 
 /** What the pool needs of the engine. */
 export type PoolEngine = Pick<Engine, 'acquire' | 'create' | 'poolIdle' | 'reservePoolMember' | 'finishPoolMember' | 'dropPoolMember'>;
@@ -22,6 +23,9 @@ export interface PoolOptions {
   size: number;
   /** Refill (up to size) when fewer idle members than this remain. */
   refillBelow: number;
+  /** The mode of a create that names none, and the mode the members are (default veth both). */
+  defaultMode?: SandboxMode;
+  holds?: SandboxMode;
 }
 
 /** Members queued on the builder at once (each holds a row and an address meanwhile). */
@@ -34,7 +38,7 @@ export class WarmPool {
   private fill: Promise<void> = Promise.resolve();
   /** Started with the first refill: a pool of size 0 runs no thread. */
   private builder: MemberBuilder | undefined;
-  /** Acquisitions served by the pool, and veth creates it could not serve (status shows both). */
+  /** Acquisitions served by the pool, and creates of its mode it could not serve (status shows both). */
   readonly counts = { acquired: 0, missed: 0 };
 
   constructor(
@@ -48,7 +52,7 @@ export class WarmPool {
   create(req: CreateOptions): SandboxInfo {
     const got = this.o.size > 0 ? this.engine.acquire(req) : undefined;
     if (got) this.counts.acquired++;
-    else if (this.o.size > 0 && (req.mode ?? 'veth') === 'veth') this.counts.missed++;
+    else if (this.o.size > 0 && (req.mode ?? this.o.defaultMode ?? 'veth') === (this.o.holds ?? 'veth')) this.counts.missed++;
     const s = got ?? this.engine.create(req);
     this.refill();
     return s;

@@ -13,6 +13,7 @@ import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import { PolicyInput } from '../core/policy.js';
 import type { PortMapping } from '../core/publish.js';
 import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
+import { TapDevice, isDefaultTap, resolveTapOptions } from '../core/tap.js';
 import { Conntrack } from '../kernel/conntrack.js';
 import { aliasNetns, deleteNetns, finishReleases, listNetns, openNetns, releaseNetns, releasesSettled } from '../kernel/netns.js';
 import { getLinkOrUndefined } from '../kernel/host-net.js';
@@ -81,18 +82,17 @@ export class SandboxLifecycle {
   }
 
   private createNetwork(o: CreateOptions): SandboxInfo {
-    const mode = o.mode ?? 'veth';
-    if (!isSandboxMode(mode)) throw new ToastnetError('invalid_argument', `mode "${String(mode)}": use ${Object.keys(LINK_MODES).join(' or ')}`);
+    const { mode, tap } = this.s.checkedMode(o);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const parentIndex = this.s.ensureParent(); // also: the host side is up
     const publish = this.s.checkedPublish(o.publish);
 
-    const lease = this.lease(o.name, mode, own, publish);
+    const lease = this.lease(o.name, mode, own, publish, tap);
     const { row } = lease;
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(row.name, spec);
     const objects = this.s.objectsOf(spec);
-    const net = this.s.netSpec(row, parentIndex);
+    const net = this.s.netSpec(row, parentIndex, tap);
     withUndo((undo) => {
       undo.push('give the address back', () => this.unlease(lease));
       faultPoint('create:leased');
@@ -126,7 +126,7 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = []): Lease {
+  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = [], tap?: TapDevice): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
@@ -135,6 +135,7 @@ export class SandboxLifecycle {
       if (this.s.store.getByName(n)) throw new ToastnetError('conflict', `sandbox "${n}" already exists`);
       const id = this.s.store.insertSandbox(n, ip, mode, own);
       if (publish.length > 0) this.s.store.setPublish(id, publish);
+      if (tap) this.s.store.taps.set(id, tap);
       this.s.store.takeReleased(ipNum);
       this.s.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.s.ipam.freshCursor));
       return this.s.store.getByName(n)!;
@@ -183,9 +184,11 @@ export class SandboxLifecycle {
   reservePoolMember(): PoolReservation {
     if (this.s.parentIndex === undefined) this.s.ensureParent();
     // No policy to check: a member carries none until it is acquired (with the acquirer's).
-    const lease = this.lease(poolMemberName(this.s.store.peekNextId()), 'veth', {});
+    const mode = this.s.poolMode;
+    const tap = mode === 'tap' ? resolveTapOptions(undefined) : undefined;
+    const lease = this.lease(poolMemberName(this.s.store.peekNextId()), mode, {}, [], tap);
     this.building.add(lease.row.id);
-    return { lease, net: this.s.netSpec(lease.row) };
+    return { lease, net: this.s.netSpec(lease.row, undefined, tap) };
   }
 
   /** Second half: the member is ready, or (`failed`) what it had is removed and its row and address given back. */
@@ -230,10 +233,14 @@ export class SandboxLifecycle {
    * transaction; a failure puts the member back as it was.
    */
   acquire(o: CreateOptions = {}): SandboxInfo | undefined {
-    if ((o.mode ?? 'veth') !== 'veth') return undefined;
+    const mode = o.mode ?? this.s.defaultMode;
+    if (mode !== this.s.poolMode) return undefined;
+    // Members' TAPs have the default options; other options need a device made for them.
+    if (mode === 'tap' && !isDefaultTap(resolveTapOptions(o.tap))) return undefined;
+    if (mode !== 'tap' && o.tap !== undefined) return undefined; // the create refuses it
     // No member: nothing checked here, the create made on the spot checks it all once.
     const member = this.s.store.firstPoolMember();
-    if (!member) return undefined;
+    if (!member || member.mode !== mode) return undefined;
     if (o.name !== undefined) validateSandboxName(o.name);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const publish = this.s.checkedPublish(o.publish);
@@ -325,6 +332,8 @@ export class SandboxLifecycle {
       return opened;
     });
     this.dropElements(name);
+    // A link a VMM keeps alive until the reaper ends it is cut off now (tap).
+    linkDriver(r.mode).cut?.(this.s.rtnl, { ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) });
     try {
       faultPoint('remove:elements');
     } catch (err) {

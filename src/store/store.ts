@@ -11,6 +11,8 @@ import type { PolicyInput } from '../core/policy.js';
 import type { PortMapping } from '../core/publish.js';
 import { POOL_PREFIX } from '../core/names.js';
 import { type RuntimeAttachment, attachmentKey } from '../core/cni.js';
+import { migrateModeCheck } from './mode-check.js';
+import { TapDevices } from './tap-devices.js';
 
 /** Bounds of the pool members' names on the name index: [POOL_PREFIX, the prefix with its last character + 1). */
 const POOL_NAMES: [string, string] = [POOL_PREFIX, POOL_PREFIX.slice(0, -1) + String.fromCharCode(POOL_PREFIX.charCodeAt(POOL_PREFIX.length - 1) + 1)];
@@ -38,7 +40,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
   id INTEGER PRIMARY KEY AUTOINCREMENT,      -- never reused: link names derive from it
   name TEXT NOT NULL UNIQUE,
   ip TEXT NOT NULL UNIQUE,                   -- the address lease
-  mode TEXT NOT NULL CHECK (mode IN ('veth', 'macvlan')),
+  mode TEXT NOT NULL CHECK (mode IN ('veth', 'macvlan', 'tap')),
   state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
   created_at INTEGER NOT NULL,
   policy TEXT NOT NULL DEFAULT '{}',           -- the sandbox's own policy document (JSON)
@@ -93,6 +95,8 @@ const toSandbox = (r: Row): SandboxRow => ({
 
 export class Store {
   readonly db: Database.Database;
+  /** Options of TAP sandboxes' devices. */
+  readonly taps: TapDevices;
   private readonly stmts;
 
   constructor(readonly file: string) {
@@ -106,6 +110,9 @@ export class Store {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Databases made before TAP sandboxes: their CHECK on mode refuses 'tap'.
+    migrateModeCheck(this.db);
+    this.taps = new TapDevices(this.db);
     // Databases made before per-sandbox policies: add the column.
     const cols = this.db.prepare<[], { name: string }>('PRAGMA table_info(sandboxes)').all().map((c) => c.name);
     if (!cols.includes('policy')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'");
@@ -190,6 +197,7 @@ export class Store {
   deleteSandbox(id: number): void {
     this.stmts.delete.run(id);
     this.stmts.deleteUsage.run(id);
+    this.taps.delete(id);
   }
 
   carriedUsage(id: number): CarriedUsage {

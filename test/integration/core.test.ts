@@ -183,7 +183,7 @@ describe('core: default policy with real packets', () => {
     const cases: [string[], number, RegExp][] = [
       [['create', 'a'], 4, /already exists/],
       [['create', 'bad/name'], 2, /sandbox name/],
-      [['create', '--mode', 'tap', 'x'], 2, /mode/],
+      [['create', '--mode', 'tun', 'x'], 2, /mode/],
       // exec and run answer 125 for toastnet's own failures, as docker does (the command's codes are its own).
       [['exec', 'nope', '--', 'true'], 125, /no sandbox named "nope"/],
       [['rm', 'nope'], 3, /no sandbox named "nope"/],

@@ -32,7 +32,7 @@ describe('failure injection: every step of create, acquire and remove', () => {
     await tb?.destroy();
   });
 
-  for (const mode of ['veth', 'macvlan']) {
+  for (const mode of ['veth', 'macvlan', 'tap']) {
     for (const point of ['create:leased', 'create:network', 'create:etc', 'create:admitted']) {
       it(`${mode} create failing at ${point}: the injected error, and nothing left of it`, () => {
         const s = out[`${mode} ${point}`];

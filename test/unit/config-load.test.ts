@@ -48,6 +48,7 @@ describe('loadConfig precedence', () => {
       defaultPolicy: {},
       allowMetadata: false,
       denyAction: 'reject',
+      defaultMode: 'veth',
       logGroup: defaultLogGroup('toastnet'),
       metricsMaxSandboxes: 200,
       pool: { size: 0, refillBelow: 0 },

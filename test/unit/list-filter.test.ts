@@ -50,7 +50,7 @@ describe('ls --filter', () => {
   });
 
   it('refuses an unknown key, a missing value or an unknown mode with invalid_argument naming the filter', () => {
-    for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan or name=GLOB/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan/]] as const) {
+    for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan\|tap or name=GLOB/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan, tap/]] as const) {
       assert.throws(() => sandboxFilter([spec]), (e: unknown) => e instanceof ToastnetError && e.code === 'invalid_argument' && msg.test(e.message));
     }
   });

@@ -67,13 +67,13 @@ describe('Metrics', () => {
       sandboxes: () => [{ mode: 'veth' }, { mode: 'veth' }, { mode: 'macvlan' }],
       capacity: () => ({ addresses: { capacity: 14, used: 6, free: 8, releasing: 1 }, pool: { idle: 2 } }),
     }));
-    assert.deepEqual(byLabel(await samples(m, 'toastnet_sandboxes'), 'mode'), { veth: 2, macvlan: 1 });
+    assert.deepEqual(byLabel(await samples(m, 'toastnet_sandboxes'), 'mode'), { veth: 2, macvlan: 1, tap: 0 });
     const addresses = byLabel(await samples(m, 'toastnet_addresses'), 'state');
     assert.deepEqual(addresses, { free: 8, assigned: 5, releasing: 1 });
     assert.equal(Object.values(addresses).reduce((a, b) => a + b, 0), 14);
     assert.deepEqual((await samples(m, 'toastnet_pool_idle_members')).map((s) => s.value), [2]);
     const none = new Metrics(stubSources());
-    assert.deepEqual(byLabel(await samples(none, 'toastnet_sandboxes'), 'mode'), { veth: 0, macvlan: 0 }, 'every mode has a series, at 0 too');
+    assert.deepEqual(byLabel(await samples(none, 'toastnet_sandboxes'), 'mode'), { veth: 0, macvlan: 0, tap: 0 }, 'every mode has a series, at 0 too');
   });
 
   it('follows Prometheus naming: all under toastnet_, _total on counters only, Node\'s own metrics prefixed', async () => {

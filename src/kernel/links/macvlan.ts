@@ -5,12 +5,14 @@
 import { ToastnetError } from '../../errors.js';
 import * as rq from '../rtnl-requests.js';
 import type { LinkDriver } from './driver.js';
+import { addressEnd } from './address-end.js';
 
 export const macvlanDriver: LinkDriver = {
   make(host, s, end): void {
     if (s.parentIndex === undefined) throw new ToastnetError('not_ready', 'macvlan parent link missing: run `toastnet up`');
     host.exec([rq.newMacvlan(s.parentIndex, end)], ['create macvlan']);
   },
+  configureInside: addressEnd,
   // Nothing on the host side but the parent, which all macvlan sandboxes share.
   removeHostSide(): void {},
   present(): boolean {

@@ -7,25 +7,14 @@ import { RT_TABLE_MAIN, parseLink, parseRoute } from '../rtnetlink-codec.js';
 import * as rq from '../rtnl-requests.js';
 import { getLinkOrUndefined } from '../host-net.js';
 import type { LinkDriver, SandboxEnd, SandboxNetSpec } from './driver.js';
+import { addressEnd } from './address-end.js';
 
 export const vethDriver: LinkDriver = {
   make(host: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void {
-    // The echo carries the host end's ifindex. A lookup afterwards would cost as much again:
-    // every message about the host end finds the peer namespace's id by walking the host's
-    // ids (75 us against 14 at 4,000 sandboxes).
-    const echoed = host.execEcho(rq.newVeth({ name: s.hostLink }, end), `create veth ${s.hostLink}`);
-    const index = echoed.map(parseLink).find((l) => l.name === s.hostLink)?.index
-      ?? parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`)).index;
-    disableIpv6(s.hostLink);
-    host.exec(
-      // proxy_arp: the host answers the sandbox's ARP for other subnet addresses, so traffic
-      // to them reaches the filter (and a fast reject) instead of dying in ARP.
-      // arp_announce 2: the host's own ARP requests here carry the gateway address, never
-      // one of its other addresses.
-      [rq.setUp(index, { noIpv6: true, ipv4: { proxy_arp: 1, arp_announce: 2 } }), rq.noProxyDelay(index), rq.addRoute({ dst: s.ip, dstLen: 32, oif: index, prefsrc: s.gateway })],
-      [`up ${s.hostLink}`, `no proxy delay on ${s.hostLink}`, `route ${s.ip}/32`],
-    );
+    makeRoutedVeth(host, s, end);
   },
+
+  configureInside: addressEnd,
 
   removeHostSide(host, s): void {
     // The link goes with the namespace (reaped by the kernel) and its route with the link;
@@ -48,3 +37,22 @@ export const vethDriver: LinkDriver = {
     };
   },
 };
+
+/** The veth pair, its peer `end` inside the namespace, and the routed host end (also tap's: links/tap.ts). */
+export function makeRoutedVeth(host: RtnetlinkSocket, s: SandboxNetSpec, end: SandboxEnd): void {
+  // The echo carries the host end's ifindex. A lookup afterwards would cost as much again:
+  // every message about the host end finds the peer namespace's id by walking the host's
+  // ids (75 us against 14 at 4,000 sandboxes).
+  const echoed = host.execEcho(rq.newVeth({ name: s.hostLink }, end), `create veth ${s.hostLink}`);
+  const index = echoed.map(parseLink).find((l) => l.name === s.hostLink)?.index
+    ?? parseLink(host.get(rq.getLink(s.hostLink), `get ${s.hostLink}`)).index;
+  disableIpv6(s.hostLink);
+  host.exec(
+    // proxy_arp: the host answers the sandbox's ARP for other subnet addresses, so traffic
+    // to them reaches the filter (and a fast reject) instead of dying in ARP.
+    // arp_announce 2: the host's own ARP requests here carry the gateway address, never
+    // one of its other addresses.
+    [rq.setUp(index, { noIpv6: true, ipv4: { proxy_arp: 1, arp_announce: 2 } }), rq.noProxyDelay(index), rq.addRoute({ dst: s.ip, dstLen: 32, oif: index, prefsrc: s.gateway })],
+    [`up ${s.hostLink}`, `no proxy delay on ${s.hostLink}`, `route ${s.ip}/32`],
+  );
+}

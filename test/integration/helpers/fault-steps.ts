@@ -43,8 +43,8 @@ function snapshot() {
 /** Waits for removals to finish: processes reaped, addresses back, and the kernel done reaping the links of destroyed namespaces. */
 async function quiet(): Promise<void> {
   await engine.settled();
-  const vethRows = () => engine.store.list().filter((r) => r.mode === 'veth').length;
-  for (let i = 0; i < 150 && snapshot().links.length > vethRows(); i++) await new Promise((r) => setTimeout(r, 20));
+  const hostLinkRows = () => engine.store.list().filter((r) => r.mode !== 'macvlan').length; // veth and tap have a host link
+  for (let i = 0; i < 150 && snapshot().links.length > hostLinkRows(); i++) await new Promise((r) => setTimeout(r, 20));
 }
 
 function attempt(point: string, op: () => unknown): { error?: string; injected: boolean; undoFailures: number } {
@@ -64,7 +64,7 @@ try {
   engine.up();
   engine.create({ name: 'keep' }); // a bystander that must come through every failure untouched
   await quiet();
-  for (const mode of ['veth', 'macvlan'] as const) {
+  for (const mode of ['veth', 'macvlan', 'tap'] as const) {
     for (const point of ['create:leased', 'create:network', 'create:etc', 'create:admitted']) {
       const before = snapshot();
       const r = attempt(point, () => engine.create({ name: 'victim', mode, policy: { limits: { egressRate: '10mbit' }, group: 'g' } }));
