@@ -19,6 +19,7 @@ export type {
   SandboxInfo,
   SandboxInspection,
   SandboxStats,
+  ShapedCounts,
   Status,
   Traffic,
 } from './api/types.js';
