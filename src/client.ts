@@ -19,6 +19,7 @@ export type {
   SandboxInfo,
   SandboxInspection,
   SandboxStats,
+  ShapedCounts,
   Status,
   TapInfo,
   TapOptions,

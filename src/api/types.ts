@@ -68,7 +68,7 @@ export interface Traffic {
 export interface SandboxStats {
   name: string;
   ip: string;
-  /** Everything the sandbox sent (before limits and policy judged it) and received. */
+  /** Everything the sandbox sent (before policy and the nftables limits judged it; with a bandwidth limit, once its shaper let it go) and received. */
   sent: Traffic;
   received: Traffic;
   blocked: {
@@ -78,6 +78,13 @@ export interface SandboxStats {
     logged: Record<string, number>;
   };
   quota: { egress?: { bytes: number; used: number }; ingress?: { bytes: number; used: number } };
+  /**
+   * The bandwidth shaper's own counts, each way the sandbox has a rate limit (since its
+   * class was made: `up` makes it again): bytes and packets it passed on, packets it
+   * dropped for want of queue room (not counted in `blocked`, which is policy's and the
+   * nftables limits'), bytes waiting now. `sent` counts what left the shaper.
+   */
+  shaped?: { egress?: ShapedCounts; ingress?: ShapedCounts };
   limits: Limits;
   /**
    * Connections let in through its published ports (each flow's first packet; absent when
@@ -88,6 +95,13 @@ export interface SandboxStats {
   dns?: { queries: number; refused: number; limited: number; stripped: number };
   /** A runtime's container attached through CNI. */
   attachment?: RuntimeAttachment;
+}
+
+export interface ShapedCounts {
+  bytes: number;
+  packets: number;
+  dropped: number;
+  backlog: number;
 }
 
 /** A denial the kernel logged, attributed to its sandbox and rule (GET /v1/events). */

@@ -31,6 +31,9 @@ export function formatStats(s: SandboxStats): string {
   ].filter(Boolean);
   lines.push(`  limits     ${set.length ? set.join(', ') : 'none'}`);
   if (s.published) lines.push(`  published  ${s.published.connections} connections in`);
+  for (const [way, c] of [['out', s.shaped?.egress], ['in', s.shaped?.ingress]] as const) {
+    if (c) lines.push(`  shaped ${way.padEnd(3)} ${formatBytes(c.bytes)} passed, ${c.dropped} packets dropped (queue full), ${formatBytes(c.backlog)} waiting`);
+  }
   if (s.dns) lines.push(`  dns        ${s.dns.queries} queries, ${s.dns.refused} refused, ${s.dns.limited} limited, ${s.dns.stripped} stripped`);
   return lines.join('\n');
 }

@@ -30,6 +30,8 @@ export interface InstanceNames {
   macvlanParent: string;
   /** Prefix of the host ends of sandbox veths. */
   sandboxLinkPrefix: string;
+  /** The ifb where what sandboxes send waits for its bandwidth limit (see core/shaping.ts). */
+  shaperLink: string;
   /** Prefix of the instance's network namespaces under /run/netns. */
   netnsPrefix: string;
 }
@@ -42,6 +44,7 @@ export function instanceNames(instance: string): InstanceNames {
     gatewayLink: `${p}g`,
     macvlanParent: `${p}m`,
     sandboxLinkPrefix: `${p}s`,
+    shaperLink: `${p}q`,
     netnsPrefix: `${instance}-`,
   };
 }

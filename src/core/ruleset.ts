@@ -32,8 +32,6 @@ export const DENY_REASONS = {
   inbound: 'the sandbox policy (inbound)',
   dns: 'a DNS server other than the gateway',
   domain: 'the sandbox policy (egress.domains): no allowed name resolved to it',
-  bandwidth_out: 'over limits.egressRate',
-  bandwidth_in: 'over limits.ingressRate',
   packets: 'over limits.packetsPerSecond',
   connrate: 'over limits.newConnsPerSecond',
   connections: 'over limits.maxConnections',
@@ -47,10 +45,10 @@ export type DenyReason = keyof typeof DENY_REASONS;
  * Limits, not policy: their excess is dropped (a reset would end the connection, and
  * traffic over a rate is to be slowed, not refused), and report mode does not lift them.
  */
-export const LIMIT_REASONS: DenyReason[] = ['bandwidth_out', 'bandwidth_in', 'packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood'];
+export const LIMIT_REASONS: DenyReason[] = ['packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood'];
 
 /** Denials whose sandbox is the packet's destination (the others are about its source). */
-export const INBOUND_REASONS: DenyReason[] = ['inbound', 'bandwidth_in', 'quota_in'];
+export const INBOUND_REASONS: DenyReason[] = ['inbound', 'quota_in'];
 
 export const METADATA_ADDRESS = '169.254.169.254';
 
@@ -522,17 +520,17 @@ export class RulesetBuilder {
   /**
    * Per-sandbox limits in one direction, each a map lookup of the sandbox's address: a
    * limit object "over" its rate matches, and the packet goes to the limit's deny chain.
+   * Bandwidth is not here: it is shaped by qdiscs (core/shaping.ts), since nftables' byte
+   * limit keeps a bucket of a whole second of the rate and can only drop.
    */
   private limitRules(chain: string, addr: unknown, dir: 'egress' | 'ingress'): NftCommand[] {
     if (dir === 'ingress') {
       return [
-        this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_ingress' } } }, deny('bandwidth_in')], 'limits.ingressRate'),
         this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_ingress' } } }, deny('quota_in')], 'limits.ingressBytes'),
       ];
     }
     return [
       this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'),
-      this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_egress' } } }, deny('bandwidth_out')], 'limits.egressRate'),
       this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_egress' } } }, deny('quota_out')], 'limits.egressBytes'),
       this.rule(chain, [ctState(['new']), { limit: { map: { key: addr, data: '@limit_newconns' } } }, deny('connrate')], 'limits.newConnsPerSecond'),
       this.rule(chain, [ctState(['new']), { vmap: { key: addr, data: '@conn_tier' } }], 'limits.maxConnections'),
@@ -543,7 +541,7 @@ export class RulesetBuilder {
   private objectAdd(o: SandboxObject): NftCommand[] {
     switch (o.kind) {
       case 'limit':
-        return [{ add: { limit: { ...this.t, name: o.name, rate: o.rate, per: 'second', burst: o.burst, inv: true, ...(o.unit === 'bytes' ? { rate_unit: 'bytes', burst_unit: 'bytes' } : {}) } } }];
+        return [{ add: { limit: { ...this.t, name: o.name, rate: o.rate, per: 'second', burst: o.burst, inv: true } } }];
       case 'quota':
         return [{ add: { quota: { ...this.t, name: o.name, bytes: o.bytes, inv: true, ...(o.used !== undefined ? { used: o.used } : {}) } } }];
       case 'tier': {

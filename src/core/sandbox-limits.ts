@@ -7,7 +7,8 @@
 // the number of sandboxes: 2.7 ms per change at 4,000 counters against 0.18 ms with none).
 //
 // Limits: named objects reached through maps, made only for sandboxes that have limits:
-//   limits    le_/li_/lp_/ln_<ip>_<params>  bytes out / in, packets, new connections per second
+//   limits    lp_/ln_<ip>_<params>          packets, new connections per second (bandwidth
+//                                           is shaped by qdiscs instead: core/shaping.ts)
 //   quotas    qe_<ip>, qi_<ip>              bytes out / in over its lifetime
 //   tiers     conns_<max>                   concurrent connections: one chain and counting
 //                                           set per distinct maxConnections value in use,
@@ -21,7 +22,7 @@ import type { SandboxSpec } from './sandbox-spec.js';
 
 /** A named object of one sandbox, reached from `map` by the sandbox's address `ip`. */
 export type SandboxObject = { ip: string } & (
-  | { kind: 'limit'; name: string; map: 'limit_egress' | 'limit_ingress' | 'limit_packets' | 'limit_newconns'; rate: number; burst: number; unit: 'bytes' | 'packets' }
+  | { kind: 'limit'; name: string; map: 'limit_packets' | 'limit_newconns'; rate: number; burst: number; unit: 'packets' }
   | { kind: 'quota'; name: string; map: 'quota_egress' | 'quota_ingress'; bytes: number; used?: number }
   /** `create`: the tier is not in the kernel yet (its set must be made with its rule, in one batch). */
   | { kind: 'tier'; name: string; map: 'conn_tier'; max: number; create?: boolean });
@@ -35,8 +36,6 @@ export const ACCOUNTING_SETS = {
 
 /** Maps from a sandbox address to its objects (and the connection tier verdict map). */
 export const LIMIT_MAPS = {
-  limit_egress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> upload bandwidth limit' },
-  limit_ingress: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> download bandwidth limit' },
   limit_packets: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> packets per second limit' },
   limit_newconns: { type: 'ipv4_addr', map: 'limit', comment: 'sandbox -> new connections per second limit' },
   quota_egress: { type: 'ipv4_addr', map: 'quota', comment: 'sandbox -> upload quota' },
@@ -68,8 +67,6 @@ export function sandboxObjects(s: SandboxSpec, used: ReadonlyMap<string, number>
   const h = ipHex(ip);
   const l = s.policy.limits;
   const out: SandboxObject[] = [];
-  if (l.egressRate) out.push({ ip, kind: 'limit', name: `le_${h}_${l.egressRate}_${l.egressBurst}`, map: 'limit_egress', rate: l.egressRate, burst: l.egressBurst!, unit: 'bytes' });
-  if (l.ingressRate) out.push({ ip, kind: 'limit', name: `li_${h}_${l.ingressRate}_${l.ingressBurst}`, map: 'limit_ingress', rate: l.ingressRate, burst: l.ingressBurst!, unit: 'bytes' });
   if (l.packetsPerSecond) out.push({ ip, kind: 'limit', name: `lp_${h}_${l.packetsPerSecond}_${l.packetsBurst}`, map: 'limit_packets', rate: l.packetsPerSecond, burst: l.packetsBurst!, unit: 'packets' });
   if (l.newConnsPerSecond) out.push({ ip, kind: 'limit', name: `ln_${h}_${l.newConnsPerSecond}_${l.newConnsBurst}`, map: 'limit_newconns', rate: l.newConnsPerSecond, burst: l.newConnsBurst!, unit: 'packets' });
   const q = quotaNames(ip);

@@ -2,7 +2,7 @@
 import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset.js';
 import type { FlowJudge } from '../core/flow-decision.js';
 import type { Limits } from '../core/policy.js';
-import { formatBytes, formatRate } from '../core/units.js';
+import { formatBytes } from '../core/units.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { Attribution } from './events.js';
 import type { LiveSandboxes } from './live-sandboxes.js';
@@ -22,8 +22,6 @@ export function attributeDenial(live: LiveSandboxes, judge: FlowJudge, p: Logged
 /** The limit behind a limit denial, with its setting. */
 function limitRule(reason: DenyReason, l: Limits): string {
   switch (reason) {
-    case 'bandwidth_out': return `limits.egressRate ${l.egressRate ? formatRate(l.egressRate) : '?'}`;
-    case 'bandwidth_in': return `limits.ingressRate ${l.ingressRate ? formatRate(l.ingressRate) : '?'}`;
     case 'packets': return `limits.packetsPerSecond ${l.packetsPerSecond ?? '?'}`;
     case 'connrate': return `limits.newConnsPerSecond ${l.newConnsPerSecond ?? '?'}`;
     case 'connections': return `limits.maxConnections ${l.maxConnections ?? '?'}`;

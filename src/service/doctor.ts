@@ -11,6 +11,11 @@ import { createTap, openTun } from '../kernel/tun.js';
 import { addClsact, redirectIngress } from '../kernel/tc-redirect.js';
 import { resolveTapOptions } from '../core/tap.js';
 import * as rq from '../kernel/rtnl-requests.js';
+import { applyShaping, ensureShaperDevices, shapingPlan } from '../kernel/shaper.js';
+import { parseCidr } from '../core/ipv4.js';
+import type { InstanceNames } from '../core/names.js';
+import { resolvePolicy } from '../core/policy.js';
+import { sandboxShaping } from '../core/shaping.js';
 
 export interface Check {
   name: string;
@@ -99,6 +104,16 @@ export async function runDoctor(): Promise<Check[]> {
         }
         const veth = parseLink(sock.get(rq.getLink('dv0'), 'get dv0')).index;
         sock.exec([addClsact(tap), redirectIngress(tap, veth)], ['clsact', 'redirect']);
+      }));
+      checks.push(probe('bandwidth shaping (ifb, HTB, bfifo, clsact, u32, mirred)', 'enable CONFIG_IFB, NET_SCH_HTB, NET_SCH_FIFO, NET_SCH_INGRESS, NET_CLS_U32, NET_CLS_ACT, NET_ACT_MIRRED (modprobe ifb sch_htb sch_ingress cls_u32 act_mirred)', () => {
+        // The whole of a limited sandbox's shaping, both ways of attaching, on throwaway links.
+        const names = { shaperLink: 'dq0', gatewayLink: 'dv0', macvlanParent: 'dv1' } as InstanceNames;
+        const subnet = parseCidr('10.166.0.0/16');
+        const dev = ensureShaperDevices(sock, names, subnet);
+        const sh = sandboxShaping({ ip: '10.166.0.2', policy: resolvePolicy({ limits: { egressRate: '10mbit', ingressRate: '10mbit' } }) }, subnet);
+        const own = parseLink(sock.get(rq.getLink('dm0'), 'get dm0')).index;
+        applyShaping(sock, shapingPlan(dev, { device: own }, undefined, sh));
+        applyShaping(sock, shapingPlan(dev, { macvlan: '02:00:00:00:00:02' }, undefined, sh));
       }));
       checks.push(probe('nftables inet filter, conntrack, sets, NAT masquerade and DNAT, fib, reject, socket', 'enable nf_tables, nft_ct, nft_nat, nft_masq, nft_fib_inet, nft_reject_inet, nft_socket, nf_conntrack (modprobe them)', () => {
         withNetns(netnsPath(ns), () => {

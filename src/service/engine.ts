@@ -107,6 +107,8 @@ export class Engine {
     const live = this.s.store.list();
     const kernel = this.host.gcKernel(new Set(live.map((r) => r.name)), new Set(live.map((r) => r.id)));
     if (this.s.nft.hasTable('inet', this.s.names.table)) this.s.resetKernelSandboxes();
+    // Bandwidth classes of sandboxes gone (a crash mid-removal, rows gc just removed).
+    if (this.s.parentIndex !== undefined || this.host.isUp()) this.s.shapers.reconcile(this.s.live.specs());
     return { sandboxes, ...kernel };
   }
 

@@ -46,6 +46,7 @@ export class HostNetwork {
     this.s.knownTiers.clear();
     this.s.noteTiers(this.s.live.objects());
     this.s.admissions.clear(); // the new table starts with an empty dns_allowed
+    this.s.shapers.reconcile(this.s.live.specs());
     this.s.store.setMeta('config_hash', hash);
     if (o.persist) persistFiles(this.s.config, o.persistRoot ?? '/');
   }
@@ -59,6 +60,7 @@ export class HostNetwork {
     this.gcKernel(new Set());
     this.s.nft.apply(this.s.rules.deleteTable(), 'delete table');
     const others = otherInstancesPresent(this.s.rtnl, this.s.names);
+    this.s.shapers.tearDown();
     teardownHostNet(this.s.rtnl, this.s.names);
     if (this.s.store.getMeta('forwarding_before') === '0' && !others) writeForwarding(false);
     removePersisted(this.s.config, o.persistRoot ?? '/');

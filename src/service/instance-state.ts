@@ -33,6 +33,7 @@ import type { CreateOptions, SandboxInfo } from '../api/types.js';
 import { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import { DnsAdmissions } from './dns-admissions.js';
 import { countsOf, readCounters, readQuotas } from './accounting.js';
+import { SandboxShapers } from './sandbox-shaping.js';
 
 export class InstanceState {
   readonly names: InstanceNames;
@@ -51,6 +52,8 @@ export class InstanceState {
   readonly judge: FlowJudge;
   /** What DNS answers opened for each sandbox. */
   readonly admissions: DnsAdmissions;
+  /** Bandwidth limits: the qdiscs and classes of limited sandboxes. */
+  readonly shapers: SandboxShapers;
   /** maxConnections values whose tier (chain and counting set) exists in the kernel. */
   readonly knownTiers = new Set<number>();
   /** The instance's secret for sandbox MACs (sandboxMac): made once, kept with the state. */
@@ -65,6 +68,7 @@ export class InstanceState {
     this.nft = new Nft(this.rules.elementSets());
     this.admissions = new DnsAdmissions(this.nft, this.rules);
     this.rtnl = new RtnetlinkSocket();
+    this.shapers = new SandboxShapers(this.rtnl, this.names, config);
     const subnet = parseCidr(config.subnet);
     this.prefixLength = subnet.prefix;
     this.live = new LiveSandboxes([subnet.network, cidrLast(subnet)]);

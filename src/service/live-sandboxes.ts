@@ -48,6 +48,10 @@ export class LiveSandboxes {
     return [...this.byName.keys()];
   }
 
+  specs(): LiveSpec[] {
+    return [...this.byName.values()];
+  }
+
   /** The sandbox at `ip`, if one lives there. */
   at(ip: string): { name: string; spec: LiveSpec } | undefined {
     return this.named(this.nameByIp.get(ip));

@@ -68,7 +68,19 @@ export class PolicyAndAccounting {
     const before = this.s.live.elementsOf(name, old);
     const after = this.s.live.elementsOf(name, next);
     const nextObjects = this.s.objectsOf(next);
-    this.s.nft.apply(this.s.rules.replace(before, after, sandboxObjects(old), nextObjects), 'replace policy');
+    // Bandwidth first (a class changed in place: no moment without a limit), then the rest in
+    // one nftables transaction; if that fails, the bandwidth goes back too.
+    const unshape = this.s.shapers.change(old, next);
+    try {
+      this.s.nft.apply(this.s.rules.replace(before, after, sandboxObjects(old), nextObjects), 'replace policy');
+    } catch (err) {
+      try {
+        unshape();
+      } catch {
+        // the original error matters more
+      }
+      throw err;
+    }
     this.s.noteTiers(nextObjects);
     // Addresses admitted for names the new list still allows stay open; any other change
     // (a name dropped, the list removed) forgets them, since dns_allowed bypasses no_internet.
@@ -123,6 +135,13 @@ export class PolicyAndAccounting {
   stats(name?: string): SandboxStats[] {
     const rows = this.s.store.list().filter((r) => r.state === 'ready' && !isPoolMember(r.name) && (name === undefined || r.name === name));
     if (name !== undefined && rows.length === 0) throw new ToastnetError('not_found', `no sandbox named "${name}"`);
-    return readStats(this.s.nft, this.s.names.table, this.s.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.s.live.get(r.name)?.policy.limits ?? {}, publishes: r.publish.length > 0, attachment: r.attachment })));
+    const out = readStats(this.s.nft, this.s.names.table, this.s.store, rows.map((r) => ({ id: r.id, name: r.name, ip: r.ip, createdAt: r.createdAt, limits: this.s.live.get(r.name)?.policy.limits ?? {}, publishes: r.publish.length > 0, attachment: r.attachment })));
+    const specs = rows.map((r) => this.s.live.get(r.name)).filter((s) => s !== undefined);
+    const shaped = this.s.shapers.read(specs);
+    for (const st of out) {
+      const sh = shaped.get(st.ip);
+      if (sh) st.shaped = sh;
+    }
+    return out;
   }
 }

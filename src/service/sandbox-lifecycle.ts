@@ -26,6 +26,7 @@ import type { CreateOptions, SandboxInfo } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import { buildMember } from './pool-builder.js';
+import type { ShapingView } from './sandbox-shaping.js';
 import { Reaper } from './reaper.js';
 import { AttachedSandboxes, ownedNetns } from './attached-sandboxes.js';
 
@@ -95,6 +96,7 @@ export class SandboxLifecycle {
     const net = this.s.netSpec(row, parentIndex, tap);
     withUndo((undo) => {
       undo.push('give the address back', () => this.unlease(lease));
+      this.s.shapers.of(spec); // an address that cannot carry a bandwidth limit: refused before anything is made
       faultPoint('create:leased');
       // All-or-nothing itself: on failure it removed what it made (and a name that was there
       // already, a conflict, is not its to remove).
@@ -118,6 +120,9 @@ export class SandboxLifecycle {
 
   /** Adds a sandbox's elements and objects in one transaction and makes it live; `undo` learns how to take them out again. */
   admit(name: string, spec: LiveSpec, elements: Element[], objects: SandboxObject[], undo: Undo): void {
+    // Its bandwidth limits first, before its elements let any packet through: nothing it
+    // sends passes unshaped. No work at all for a sandbox without them.
+    undo.push('remove the shaping', this.s.shapers.change(undefined, spec));
     this.s.nft.apply(this.s.rules.add(elements, objects), 'admit sandbox');
     this.s.noteTiers(objects);
     undo.push('remove the elements', () => this.s.tryNft(this.s.rules.remove(elements, objects)));
@@ -301,12 +306,14 @@ export class SandboxLifecycle {
     return this.s.store.list().filter((r) => !isPoolMember(r.name)).map((r) => this.s.info(r));
   }
 
-  inspect(name: string): SandboxInfo & { kernel: SandboxNetView } {
+  inspect(name: string): SandboxInfo & { kernel: SandboxNetView & { shaping?: ShapingView } } {
     const info = this.get(name);
     const r = this.s.store.getByName(name)!;
     const netns = netnsName(this.s.names, name);
     const kernel = inspectSandboxNet(this.s.rtnl, { netns, mode: r.mode, ip: r.ip, hostLink: sandboxLinkName(this.s.names, r.id) }, r.attachment ? ownedNetns(r.attachment) ?? '' : undefined);
-    return { ...info, kernel };
+    const spec = this.s.live.get(name);
+    const shaping = spec && this.s.shapers.describe(spec);
+    return { ...info, kernel: { ...kernel, ...(shaping ? { shaping } : {}) } };
   }
 
   /**
@@ -367,6 +374,11 @@ export class SandboxLifecycle {
     const elements = this.s.live.elementsOf(name, spec);
     this.s.live.delete(name);
     this.s.tryNft(this.s.rules.remove(elements, sandboxObjects(spec)));
+    try {
+      this.s.shapers.remove(spec);
+    } catch {
+      // its classes stay until `up` or gc reconciles them (no address leads there any more)
+    }
   }
 
   /** Resolves once every removal so far has ended the processes left inside and freed its address. */

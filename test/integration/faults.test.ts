@@ -1,8 +1,9 @@
 // Failure injection into create, pool acquisition and removal (helpers/fault-steps.ts runs an
 // in-process engine in the testbed's host namespace and fails each step once): after every
 // failure the instance holds exactly what it held before (rows, addresses, namespaces, links,
-// /etc/netns entries, set elements), and the caller sees the injected error itself. And into
-// a table rebuild (helpers/carry-steps.ts): a restart after it loses no count, doubles none.
+// /etc/netns entries, set elements, bandwidth classes), and the caller sees the injected
+// error itself. And into a table rebuild (helpers/carry-steps.ts): a restart after it loses
+// no count, doubles none.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { Testbed, WAN } from '../testbed/testbed.js';
 const STEPS = path.join(path.dirname(new URL(import.meta.url).pathname), 'helpers', 'fault-steps.js');
 const CARRY_STEPS = path.join(path.dirname(new URL(import.meta.url).pathname), 'helpers', 'carry-steps.js');
 
-type Snap = { rows: string[]; used: number; namespaces: string[]; links: string[]; etc: string[]; elements: string[] };
+type Snap = { rows: string[]; used: number; namespaces: string[]; links: string[]; etc: string[]; elements: string[]; classes: string[] };
 type Step = { error?: string; injected: boolean; undoFailures: number; before: Snap; after: Snap; returned?: string; failed?: Snap; retried?: Snap };
 
 describe('failure injection: every step of create, acquire and remove', () => {

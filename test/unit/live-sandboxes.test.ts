@@ -79,7 +79,7 @@ describe('LiveSandboxes', () => {
 
   it('objects are every live sandbox\'s named objects', () => {
     const live = new LiveSandboxes(SUBNET);
-    live.set('a', spec(2, { limits: { egressRate: '1mbit' } }));
+    live.set('a', spec(2, { limits: { packetsPerSecond: 100 } }));
     live.set('b', spec(3));
     assert.ok(live.objects().length > 0);
     live.delete('a');

@@ -25,6 +25,7 @@ describe('linkPrefix / instanceNames', () => {
       gatewayLink: 'tn727bg',
       macvlanParent: 'tn727bm',
       sandboxLinkPrefix: 'tn727bs',
+      shaperLink: 'tn727bq',
       netnsPrefix: 'toastnet-',
     });
     assert.equal(netnsName(instanceNames('toastnet'), 'web-1'), 'toastnet-web-1');

@@ -161,7 +161,7 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(maps[0].type, ['ipv4_addr', 'ipv4_addr', 'inet_proto', 'inet_service']);
     assert.deepEqual(maps[0].flags, ['interval']);
     const mapKinds: Record<string, string> = {
-      limit_egress: 'limit', limit_ingress: 'limit', limit_packets: 'limit', limit_newconns: 'limit',
+      limit_packets: 'limit', limit_newconns: 'limit',
       quota_egress: 'quota', quota_ingress: 'quota', conn_tier: 'verdict',
     };
     assert.deepEqual(Object.keys(mapKinds).sort(), Object.keys(LIMIT_MAPS).sort());
@@ -292,15 +292,14 @@ describe('RulesetBuilder.fullTable', () => {
     // Accounting and limits: every packet, before the established shortcut.
     const ctNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['new'] } };
     const lookup = (data: string) => ({ map: { key: saddr, data } });
-    assert.deepEqual(r.slice(1, 7).map((x) => [x.comment, x.expr]), [
+    assert.deepEqual(r.slice(1, 6).map((x) => [x.comment, x.expr]), [
       ['what the sandbox sent', acctLookup(saddr, 'acct_out')],
       ['limits.packetsPerSecond', [{ limit: lookup('@limit_packets') }, jumpTo('packets')]],
-      ['limits.egressRate', [{ limit: lookup('@limit_egress') }, jumpTo('bandwidth_out')]],
       ['limits.egressBytes', [{ quota: lookup('@quota_egress') }, jumpTo('quota_out')]],
       ['limits.newConnsPerSecond', [ctNew, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
       ['limits.maxConnections', [ctNew, { vmap: { key: saddr, data: '@conn_tier' } }]],
     ]);
-    assert.deepEqual(r.slice(7, 11).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
+    assert.deepEqual(r.slice(6, 10).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
     const order: [string, unknown][] = [
       ['denyCidrs 172.16.5.66', jumpTo('config')],
       ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
@@ -319,8 +318,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['internet', { accept: null }],
     ];
     const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
-    assert.deepEqual(idx, order.map((_, i) => i + 11), `out of order or missing: ${JSON.stringify(idx)}`);
-    assert.equal(r.length, order.length + 11, 'nothing else in the chain');
+    assert.deepEqual(idx, order.map((_, i) => i + 10), `out of order or missing: ${JSON.stringify(idx)}`);
+    assert.equal(r.length, order.length + 10, 'nothing else in the chain');
     for (const [c, verdict] of order) {
       if (verdict !== undefined) assert.deepEqual(r[idx[order.findIndex(([x]) => x === c)]].expr.at(-1), verdict, c);
     }
@@ -431,8 +430,8 @@ describe('RulesetBuilder.fullTable', () => {
         viaObjects++;
       }
     }
-    // packets (twice), egress bandwidth and quota, new connections, ingress bandwidth and quota, the tier, the DNS meter.
-    assert.equal(viaObjects, 9);
+    // packets (twice), egress quota, new connections, ingress quota, the tier, the DNS meter (bandwidth is shaped, not here).
+    assert.equal(viaObjects, 7);
   });
 
   it('checks the source link, MAC and address of every sandbox packet', () => {
@@ -537,14 +536,13 @@ describe('RulesetBuilder.fullTable', () => {
     const r = chainRules(cmds, 'sandbox_ingress');
     assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
       ['what the sandbox received', acctLookup(daddr, 'acct_in')],
-      ['limits.ingressRate', [{ limit: { map: { key: daddr, data: '@limit_ingress' } } }, jumpTo('bandwidth_in')]],
       ['limits.ingressBytes', [{ quota: { map: { key: daddr, data: '@quota_ingress' } } }, jumpTo('quota_in')]],
     ]);
   });
 
   it('accounts with plain lookups of the sandbox\'s address in the acct sets: sent by source, received by destination, blocked by the denial\'s side', () => {
     const uses = rulesOf(cmds).filter((r) => JSON.stringify(r.expr).includes('"@acct_'));
-    const inbound = ['inbound', 'bandwidth_in', 'quota_in'];
+    const inbound = ['inbound', 'quota_in'];
     assert.deepEqual(uses.map((r) => [r.chain, r.comment, r.expr]), [
       ...Object.keys(DENY_REASONS).map((reason) => [`deny_${reason}`, 'the sandbox\'s blocked count', acctLookup(inbound.includes(reason) ? daddr : saddr, 'acct_blocked')]),
       ['from_sandbox', 'what the sandbox sent', acctLookup(saddr, 'acct_out')],
@@ -591,14 +589,14 @@ describe('RulesetBuilder.fullTable', () => {
   });
 
   it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), counts, then rejects (rate-limited); limits only drop', () => {
-    const limits = ['bandwidth_in', 'bandwidth_out', 'connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
+    const limits = ['connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
     assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
-      'bandwidth_in', 'bandwidth_out', 'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
+      'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
       'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox',
     ]);
     assert.deepEqual([...LIMIT_REASONS].sort(), limits);
     assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata', ...limits].sort());
-    assert.deepEqual([...INBOUND_REASONS].sort(), ['bandwidth_in', 'inbound', 'quota_in']);
+    assert.deepEqual([...INBOUND_REASONS].sort(), ['inbound', 'quota_in']);
     assert.ok(!HARD_REASONS.includes('domain'), 'report mode lifts the domain allow-list');
     for (const reason of Object.keys(DENY_REASONS) as DenyReason[]) {
       const r = chainRules(cmds, `deny_${reason}`);
@@ -928,8 +926,6 @@ describe('per-sandbox commands', () => {
       { flush: { set: { ...t, name: 'acct_out' } } },
       { flush: { set: { ...t, name: 'acct_in' } } },
       { flush: { set: { ...t, name: 'acct_blocked' } } },
-      { flush: { map: { ...t, name: 'limit_egress' } } },
-      { flush: { map: { ...t, name: 'limit_ingress' } } },
       { flush: { map: { ...t, name: 'limit_packets' } } },
       { flush: { map: { ...t, name: 'limit_newconns' } } },
       { flush: { map: { ...t, name: 'quota_egress' } } },
@@ -1108,15 +1104,13 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
   it('add makes the objects first, then the elements pointing at them', () => {
     const objects = sandboxObjects(every);
     const cmds = b.add(sandboxElements(every), objects) as Cmd[];
-    assert.deepEqual(cmds.slice(0, 6), [
-      { add: { limit: { ...t, name: 'le_0aa60009_1000000_100000', rate: 1000000, per: 'second', burst: 100000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
-      { add: { limit: { ...t, name: 'li_0aa60009_5000000_500000', rate: 5000000, per: 'second', burst: 500000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
+    assert.deepEqual(cmds.slice(0, 4), [
       { add: { limit: { ...t, name: 'lp_0aa60009_2000_200', rate: 2000, per: 'second', burst: 200, inv: true } } },
       { add: { limit: { ...t, name: 'ln_0aa60009_50_50', rate: 50, per: 'second', burst: 50, inv: true } } },
       { add: { quota: { ...t, name: 'qe_0aa60009', bytes: 1000000000, inv: true } } },
       { add: { quota: { ...t, name: 'qi_0aa60009', bytes: 2147483648, inv: true } } },
     ]);
-    const elems = cmds.slice(6);
+    const elems = cmds.slice(4);
     assert.ok(elems.every((c) => c.add?.element), 'then only elements (no tier: not marked for creation)');
     assert.deepEqual(elems.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
       'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet sandbox_self', ...Object.keys(LIMIT_MAPS).map((m) => `inet ${m}`),
@@ -1125,7 +1119,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     assert.deepEqual(el('acct_out'), [ip]);
     assert.deepEqual(el('acct_in'), [ip]);
     assert.deepEqual(el('acct_blocked'), [ip]);
-    assert.deepEqual(el('limit_egress'), [[ip, 'le_0aa60009_1000000_100000']]);
+    assert.deepEqual(el('limit_packets'), [[ip, 'lp_0aa60009_2000_200']]);
     assert.deepEqual(el('quota_ingress'), [[ip, 'qi_0aa60009']]);
     assert.deepEqual(el('conn_tier'), [[ip, { jump: { target: 'conns_100' } }]]);
     // Every element pointing at an object comes after that object's command.
@@ -1137,7 +1131,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     // In that order, a kernel takes it (with the tier made too).
     const k = new ToyKernel();
     k.apply(b.add(sandboxElements(every), mark(objects)) as Cmd[]);
-    assert.equal(k.objects.size, 6);
+    assert.equal(k.objects.size, 4);
     assert.deepEqual(k.objectMaps(ip), Object.fromEntries(objects.map((o) => [o.map, (objectElement(o).elem as unknown[])[1]])));
     assert.deepEqual(k.accounting(ip), ACCT);
   });
@@ -1193,7 +1187,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     // Against the toy kernel: add then remove leaves only the tier.
     const k = new ToyKernel();
     k.apply(b.add(elements, mark(objects, k)) as Cmd[]);
-    assert.equal(k.objects.size, 6);
+    assert.equal(k.objects.size, 4);
     assert.deepEqual(k.accounting(ip), ACCT);
     k.apply(cmds);
     assert.equal(k.objects.size, 0);
@@ -1204,16 +1198,16 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
   });
 
   it('replace leaves unchanged objects alone, updates a quota in place, adds changed limits before and deletes removed ones after the elements', () => {
-    const before = limited({ egressRate: '8mbit', packetsPerSecond: 2000, egressBytes: '1GB', ingressBytes: '1GB' });
-    const after = limited({ egressRate: '16mbit', packetsPerSecond: 2000, egressBytes: '2GB' });
+    const before = limited({ newConnsPerSecond: 50, packetsPerSecond: 2000, egressBytes: '1GB', ingressBytes: '1GB' });
+    const after = limited({ newConnsPerSecond: 60, packetsPerSecond: 2000, egressBytes: '2GB' });
     const oldObjects = sandboxObjects(before);
     const nextObjects = sandboxObjects(after);
     const cmds = b.replace(sandboxElements(before), sandboxElements(after), oldObjects, nextObjects) as Cmd[];
     const objCmds = cmds.filter(objectCmd);
     assert.deepEqual(objCmds, [
-      { add: { limit: { ...t, name: 'le_0aa60009_2000000_200000', rate: 2000000, per: 'second', burst: 200000, inv: true, rate_unit: 'bytes', burst_unit: 'bytes' } } },
+      { add: { limit: { ...t, name: 'ln_0aa60009_60_60', rate: 60, per: 'second', burst: 60, inv: true } } },
       { add: { quota: { ...t, name: 'qe_0aa60009', bytes: 2000000000, inv: true } } },
-      { delete: { limit: { ...t, name: 'le_0aa60009_1000000_100000' } } },
+      { delete: { limit: { ...t, name: 'ln_0aa60009_50_50' } } },
       { delete: { quota: { ...t, name: 'qi_0aa60009' } } },
     ]);
     assert.ok(!JSON.stringify(objCmds).includes('counter'), 'no counter objects: no command for them');
@@ -1228,8 +1222,8 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
       ...Array(cmds.filter((c) => c.add?.element).length).fill('add element'),
       'delete limit', 'delete quota',
     ]);
-    assert.deepEqual(cmds.find((c) => c.delete?.element?.name === 'limit_egress'), { delete: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_1000000_100000']] } } });
-    assert.deepEqual(cmds.find((c) => c.add?.element?.name === 'limit_egress'), { add: { element: { ...t, name: 'limit_egress', elem: [[ip, 'le_0aa60009_2000000_200000']] } } });
+    assert.deepEqual(cmds.find((c) => c.delete?.element?.name === 'limit_newconns'), { delete: { element: { ...t, name: 'limit_newconns', elem: [[ip, 'ln_0aa60009_50_50']] } } });
+    assert.deepEqual(cmds.find((c) => c.add?.element?.name === 'limit_newconns'), { add: { element: { ...t, name: 'limit_newconns', elem: [[ip, 'ln_0aa60009_60_60']] } } });
     assert.equal(cmds.find((c) => c.add?.element?.name === 'quota_ingress'), undefined);
     // Nothing changes: no command at all.
     assert.deepEqual(b.replace(sandboxElements(before), sandboxElements(before), oldObjects, sandboxObjects(before)), []);
@@ -1243,7 +1237,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     k.apply(cmds);
     assert.deepEqual(ids.map(serial), kept);
     assert.equal(k.objects.get('quota:qe_0aa60009')!.data.bytes, 2000000000);
-    assert.ok(!k.objects.has('quota:qi_0aa60009') && !k.objects.has('limit:le_0aa60009_1000000_100000'));
+    assert.ok(!k.objects.has('quota:qi_0aa60009') && !k.objects.has('limit:ln_0aa60009_50_50'));
     assert.deepEqual(k.accounting(ip), ACCT);
   });
 
@@ -1309,7 +1303,7 @@ describe('per-sandbox objects (limits, quotas, tiers) next to the accounting ele
     }
     // The walk went through sandboxes without objects and with many.
     assert.ok(sizes.has(0) || sizes.has(1), JSON.stringify([...sizes]));
-    assert.ok(Math.max(...sizes) >= 6, JSON.stringify([...sizes]));
+    assert.ok(Math.max(...sizes) >= 5, JSON.stringify([...sizes]));
     assert.deepEqual([...k.chains].filter((c) => c.startsWith('conns_')).sort(), ['conns_100', 'conns_200', 'conns_50']);
   });
 

@@ -49,7 +49,7 @@ describe('ipHex and object names', () => {
 describe('LIMIT_MAPS', () => {
   it('maps a sandbox address to its objects, one map per kind of object and direction; no accounting map', () => {
     assert.deepEqual(Object.fromEntries(Object.entries(LIMIT_MAPS).map(([k, v]) => [k, [v.type, v.map]])), {
-      limit_egress: ['ipv4_addr', 'limit'], limit_ingress: ['ipv4_addr', 'limit'], limit_packets: ['ipv4_addr', 'limit'], limit_newconns: ['ipv4_addr', 'limit'],
+      limit_packets: ['ipv4_addr', 'limit'], limit_newconns: ['ipv4_addr', 'limit'],
       quota_egress: ['ipv4_addr', 'quota'], quota_ingress: ['ipv4_addr', 'quota'],
       conn_tier: ['ipv4_addr', 'verdict'],
     });
@@ -91,19 +91,9 @@ describe('sandboxObjects', () => {
     assert.deepEqual(sandboxObjects(sandbox(ip), new Map([['qe_0aa60009', 5]])), []);
   });
 
-  it('limits.egressRate: a byte limit in limit_egress, named with its rate and burst', () => {
-    assert.deepEqual(only({ egressRate: '8mbit' }), [
-      { ip, kind: 'limit', name: 'le_0aa60009_1000000_100000', map: 'limit_egress', rate: 1_000_000, burst: 100_000, unit: 'bytes' },
-    ]);
-    assert.deepEqual(only({ egressRate: 5000, egressBurst: '1MB' }), [
-      { ip, kind: 'limit', name: 'le_0aa60009_5000_1000000', map: 'limit_egress', rate: 5000, burst: 1_000_000, unit: 'bytes' },
-    ]);
-  });
-
-  it('limits.ingressRate: a byte limit in limit_ingress', () => {
-    assert.deepEqual(only({ ingressRate: '5MB/s' }), [
-      { ip, kind: 'limit', name: 'li_0aa60009_5000000_500000', map: 'limit_ingress', rate: 5_000_000, burst: 500_000, unit: 'bytes' },
-    ]);
+  it('limits.egressRate / ingressRate: no nftables object (bandwidth is shaped by qdiscs: core/shaping.ts)', () => {
+    assert.deepEqual(only({ egressRate: '8mbit' }), []);
+    assert.deepEqual(only({ ingressRate: '5MB/s', ingressBurst: '1MB' }), []);
   });
 
   it('limits.packetsPerSecond: a packet limit in limit_packets', () => {
@@ -139,7 +129,6 @@ describe('sandboxObjects', () => {
       egressRate: '8mbit', ingressRate: '5MB/s', packetsPerSecond: 2000, newConnsPerSecond: 50, maxConnections: 100, egressBytes: '1GB', ingressBytes: '2GiB',
     }));
     assert.deepEqual(all.map((o) => `${o.kind} ${o.map} ${o.name}`), [
-      'limit limit_egress le_0aa60009_1000000_100000', 'limit limit_ingress li_0aa60009_5000000_500000',
       'limit limit_packets lp_0aa60009_2000_200', 'limit limit_newconns ln_0aa60009_50_50',
       'quota quota_egress qe_0aa60009', 'quota quota_ingress qi_0aa60009',
       'tier conn_tier conns_100',
@@ -154,12 +143,10 @@ describe('sandboxObjects', () => {
   it('a limit\'s name changes with its parameters (the kernel cannot update a limit in place); a quota\'s does not', () => {
     const name = (limits: PolicyInput['limits'], map: string) => sandboxObjects(sandbox(ip, limits)).find((o) => o.map === map)!.name;
     const key = (limits: PolicyInput['limits'], map: string) => objectKey(sandboxObjects(sandbox(ip, limits)).find((o) => o.map === map)!);
-    assert.notEqual(name({ egressRate: '8mbit' }, 'limit_egress'), name({ egressRate: '16mbit' }, 'limit_egress'));
-    assert.notEqual(name({ egressRate: '8mbit' }, 'limit_egress'), name({ egressRate: '8mbit', egressBurst: '1MB' }, 'limit_egress'), 'burst too');
-    assert.notEqual(name({ ingressRate: '8mbit' }, 'limit_ingress'), name({ ingressRate: '8mbit', ingressBurst: '1MB' }, 'limit_ingress'));
+    assert.notEqual(name({ packetsPerSecond: 100 }, 'limit_packets'), name({ packetsPerSecond: 200 }, 'limit_packets'));
     assert.notEqual(name({ packetsPerSecond: 100 }, 'limit_packets'), name({ packetsPerSecond: 100, packetsBurst: 7 }, 'limit_packets'));
     assert.notEqual(name({ newConnsPerSecond: 10 }, 'limit_newconns'), name({ newConnsPerSecond: 11 }, 'limit_newconns'));
-    assert.equal(name({ egressRate: '8mbit' }, 'limit_egress'), name({ egressRate: '1MB/s' }, 'limit_egress'), 'the same limit written otherwise: the same name');
+    assert.equal(name({ packetsPerSecond: 100 }, 'limit_packets'), name({ packetsPerSecond: 100, packetsBurst: 100 }, 'limit_packets'), 'the same limit written otherwise: the same name');
     assert.equal(name({ egressBytes: '1GB' }, 'quota_egress'), name({ egressBytes: '2GB' }, 'quota_egress'));
     assert.equal(name({ ingressBytes: '1GB' }, 'quota_ingress'), name({ ingressBytes: 5 }, 'quota_ingress'));
     // What identifies kernel state: a quota's amount is in its key, so a change is an update.
@@ -169,8 +156,8 @@ describe('sandboxObjects', () => {
   });
 
   it('two sandboxes never share a limit or quota; they share a tier', () => {
-    const a = sandboxObjects(sandbox('10.166.0.9', { egressRate: '8mbit', egressBytes: '1GB', maxConnections: 10 }));
-    const b = sandboxObjects(sandbox('10.166.0.10', { egressRate: '8mbit', egressBytes: '1GB', maxConnections: 10 }, 2));
+    const a = sandboxObjects(sandbox('10.166.0.9', { packetsPerSecond: 100, egressBytes: '1GB', maxConnections: 10 }));
+    const b = sandboxObjects(sandbox('10.166.0.10', { packetsPerSecond: 100, egressBytes: '1GB', maxConnections: 10 }, 2));
     const own = (xs: SandboxObject[]) => xs.filter((o) => o.kind !== 'tier').map((o) => o.name);
     assert.equal(own(a).length, 2);
     assert.equal(own(a).filter((n) => own(b).includes(n)).length, 0);
@@ -185,7 +172,7 @@ describe('sandboxObjects', () => {
 
   it('quotas carry what was used, by object name', () => {
     const used = new Map([['qe_0aa60009', 4096], ['qi_0aa60009', 0], ['qe_0aa600ff', 1]]);
-    const objs = sandboxObjects(sandbox(ip, { egressBytes: '1GB', ingressBytes: '1GB', egressRate: '8mbit' }), used);
+    const objs = sandboxObjects(sandbox(ip, { egressBytes: '1GB', ingressBytes: '1GB', packetsPerSecond: 100 }), used);
     assert.deepEqual(objs.filter((o) => o.kind === 'quota'), [
       { ip, kind: 'quota', name: 'qe_0aa60009', map: 'quota_egress', bytes: 1_000_000_000, used: 4096 },
       { ip, kind: 'quota', name: 'qi_0aa60009', map: 'quota_ingress', bytes: 1_000_000_000, used: 0 },
@@ -200,7 +187,7 @@ describe('sandboxObjects', () => {
 
 describe('objectElement', () => {
   it('a limit or quota: [address, object name] in its map', () => {
-    assert.deepEqual(objectElement(only({ egressRate: '8mbit' })[0]), { set: 'limit_egress', elem: [ip, 'le_0aa60009_1000000_100000'] });
+    assert.deepEqual(objectElement(only({ packetsPerSecond: 2000 })[0]), { set: 'limit_packets', elem: [ip, 'lp_0aa60009_2000_200'] });
     assert.deepEqual(objectElement(only({ ingressBytes: '1MB' })[0]), { set: 'quota_ingress', elem: [ip, 'qi_0aa60009'] });
     assert.deepEqual(objectElement({ ...only({ egressBytes: '1MB' })[0], used: 5 } as SandboxObject), { set: 'quota_egress', elem: [ip, 'qe_0aa60009'] }, 'use is not in the element');
   });
@@ -214,7 +201,7 @@ describe('objectElement', () => {
 
 describe('objectKey', () => {
   it('kind and name; a quota\'s amount too', () => {
-    assert.equal(objectKey(only({ egressRate: '8mbit' })[0]), 'limit:le_0aa60009_1000000_100000');
+    assert.equal(objectKey(only({ packetsPerSecond: 2000 })[0]), 'limit:lp_0aa60009_2000_200');
     assert.equal(objectKey(only({ packetsPerSecond: 10, packetsBurst: 3 })[0]), 'limit:lp_0aa60009_10_3');
     assert.equal(objectKey(only({ egressBytes: 1234 })[0]), 'quota:qe_0aa60009:1234');
     assert.equal(objectKey(only({ maxConnections: 7 })[0]), 'tier:conns_7');

@@ -13,6 +13,8 @@ import { Nft } from '../../../src/kernel/nft.js';
 import { listNetns } from '../../../src/kernel/netns.js';
 import { parseLink } from '../../../src/kernel/rtnetlink-codec.js';
 import * as rq from '../../../src/kernel/rtnl-requests.js';
+import { getLinkOrUndefined } from '../../../src/kernel/host-net.js';
+import { readClasses } from '../../../src/kernel/shaper.js';
 import { InjectedFault, injectFault, undoFailuresOf } from '../../../src/undo.js';
 
 const [instance, stateDir, runDir, dns] = process.argv.slice(2);
@@ -37,6 +39,11 @@ function snapshot() {
     links: rtnl.dump(rq.dumpLinks()).map(parseLink).map((l) => l.name).filter((n) => n.startsWith(engine.names.sandboxLinkPrefix)).sort(),
     etc: fs.readdirSync(NETNS_ETC_DIR).filter((d) => d.startsWith(`${instance}-`)).sort(),
     elements: elements.sort(),
+    // Bandwidth classes on the shared shaping devices (a limited sandbox's are there).
+    classes: [engine.names.shaperLink, engine.names.gatewayLink, engine.names.macvlanParent].flatMap((name) => {
+      const l = getLinkOrUndefined(rtnl, name);
+      return l ? [...readClasses(rtnl, l.index).keys()].map((minor) => `${name}:${minor}`) : [];
+    }).sort(),
   };
 }
 
