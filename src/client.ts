@@ -28,5 +28,5 @@ export type {
 export type { PolicyInput } from './core/policy.js';
 export type { SandboxMode } from './core/link-modes.js';
 export type { PortMapping, PublishProtocol } from './core/publish.js';
-export type { DenyReason } from './core/ruleset.js';
+export type { DenyReason } from './core/deny-reasons.js';
 export type { QueryOutcome } from './dns/query-outcomes.js';

@@ -8,7 +8,7 @@ import type { TapInfo, TapOptions } from '../core/tap.js';
 
 export type { TapInfo, TapOptions };
 import type { Limits, PolicyInput } from '../core/policy.js';
-import type { DenyReason } from '../core/ruleset.js';
+import type { DenyReason } from '../core/deny-reasons.js';
 import type { PortMapping } from '../core/publish.js';
 import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
 import type { RuntimeAttachment } from '../core/cni.js';

@@ -5,7 +5,8 @@ import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
 import { cidrContains, cidrLast, parseCidr, parseIPv4 } from './ipv4.js';
 import { Closed, decideEgress } from './policy-compile.js';
-import { DENIED_RANGES, DenyReason, METADATA_ADDRESS } from './ruleset.js';
+import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
+import { DenyReason } from './deny-reasons.js';
 import { SandboxSpec, portRanges } from './sandbox-elements.js';
 
 export interface Flow {

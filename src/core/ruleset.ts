@@ -1,7 +1,9 @@
 // The instance's nftables table as data (libnftables JSON), built from config and the list
-// of live sandboxes. Pure: no kernel access, golden-tested. One file of ~500 lines on
-// purpose: the table is one artifact, read top to bottom in the order the kernel evaluates
-// it, and splitting its chains apart would hide that order.
+// of live sandboxes. Pure: no kernel access, golden-tested. The table is one artifact, read
+// top to bottom in the order the kernel evaluates it, so its chains stay together here;
+// what they are built from lives beside it: the denial reasons (deny-reasons.ts), the
+// address space never reached (denied-ranges.ts), what the resolver and the filter agree on
+// (resolver-contract.ts), and the expression builders (nft-expr.ts).
 //
 // Per-sandbox state lives only in set and map elements (sandbox-elements.ts), never in
 // rules, so the rule count and the per-packet cost stay flat however many sandboxes exist.
@@ -11,7 +13,10 @@
 // sandboxes in report mode, and otherwise rejects (rate-limited) or drops it.
 import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
-import { formatIPv4, parseCidr } from './ipv4.js';
+import { Expr, ctAddr, ctState, egressRuleMatch, match, meta, payload, prefixValue } from './nft-expr.js';
+import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
+import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
+import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from './resolver-contract.js';
 import { InstanceNames, instanceNames } from './names.js';
 import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limits.js';
@@ -20,96 +25,16 @@ import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limi
 export type ObjectRef = Pick<SandboxObject, 'kind' | 'name'>;
 import { KeyType, NftCommand, SetSchema, SetSchemas, schemaKey } from './nft-schema.js';
 
-/** Denial reasons: each has a chain deny_<reason> and is the NFLOG prefix "tn:<reason>". */
-export const DENY_REASONS = {
-  config: 'an instance denyCidrs entry',
-  metadata: 'the cloud metadata address',
-  policy: 'the sandbox policy (egress.deny)',
-  sandbox: 'another sandbox',
-  private: 'private, link-local, multicast or reserved space',
-  internet: 'the sandbox policy (egress.internet false)',
-  host: 'a host service',
-  inbound: 'the sandbox policy (inbound)',
-  dns: 'a DNS server other than the gateway',
-  domain: 'the sandbox policy (egress.domains): no allowed name resolved to it',
-  packets: 'over limits.packetsPerSecond',
-  connrate: 'over limits.newConnsPerSecond',
-  connections: 'over limits.maxConnections',
-  quota_out: 'limits.egressBytes spent',
-  quota_in: 'limits.ingressBytes spent',
-  dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
-} as const;
-export type DenyReason = keyof typeof DENY_REASONS;
-
-/**
- * Limits, not policy: their excess is dropped (a reset would end the connection, and
- * traffic over a rate is to be slowed, not refused), and report mode does not lift them.
- */
-export const LIMIT_REASONS: DenyReason[] = ['packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood'];
-
-/** Denials whose sandbox is the packet's destination (the others are about its source). */
-export const INBOUND_REASONS: DenyReason[] = ['inbound', 'quota_in'];
-
-export const METADATA_ADDRESS = '169.254.169.254';
-
-/**
- * SO_MARK of the resolver's listening sockets: sandbox DNS to the gateway is accepted only
- * when it would reach a socket carrying it, so that with the daemon down no other host
- * service bound to *:53 answers sandboxes outside their allow-lists. (A socket mark only
- * marks what that socket sends; it matters to routing only where fwmark rules use this value.)
- */
-export const RESOLVER_SOCKET_MARK = 0x746e0035;
-
 /** One element: the number of the latest rebuild of the per-sandbox counters (RulesetBuilder.usageEpoch). */
 export const USAGE_EPOCH_SET = 'usage_epoch';
-
-/** Largest DNS query the resolver takes (over UDP or TCP; a stub's is a few hundred bytes, more is data); larger UDP ones are dropped in the kernel. */
-export const MAX_DNS_QUERY_BYTES = 4096;
-
-/** Denials report mode does not lift. */
-export const HARD_REASONS: DenyReason[] = ['config', 'metadata', 'host', 'dns', ...LIMIT_REASONS];
 
 /** Per-sandbox sets mirrored into the instance's ARP table. */
 const ARP_SETS: string[] = ['veth_src', 'macvlan_src'];
 
 export type { SandboxMode, SandboxSpec } from './sandbox-elements.js';
 
-/**
- * Destinations a sandbox never reaches unless the operator or its policy opens them:
- * "this network", RFC 1918 private space, shared address space (CGNAT), loopback,
- * link-local (cloud metadata at 169.254.169.254), IETF protocol assignments, benchmarking,
- * multicast, and reserved space including the limited broadcast address.
- */
-export const DENIED_RANGES = [
-  '0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12',
-  '192.0.0.0/24', '192.168.0.0/16', '198.18.0.0/15', '224.0.0.0/4', '240.0.0.0/4',
-];
-
-type Expr = Record<string, unknown>;
-
-const meta = (key: string) => ({ meta: { key } });
-const payload = (protocol: string, field: string) => ({ payload: { protocol, field } });
-const match = (left: unknown, right: unknown, op = '=='): Expr => ({ match: { op, left, right } });
-const prefixValue = (cidr: string): unknown => {
-  const c = parseCidr(cidr);
-  return c.prefix === 32 ? formatIPv4(c.network) : { prefix: { addr: formatIPv4(c.network), len: c.prefix } };
-};
 /** Jump to the chain that logs, counts and denies for `reason`. */
 const deny = (reason: DenyReason): Expr => ({ jump: { target: `deny_${reason}` } });
-const ctState = (states: string[]): Expr => match({ ct: { key: 'state' } }, states, 'in');
-/** An address of the packet's flow as conntrack recorded it (for a related packet: of the flow it relates to). */
-const ctAddr = (dir: 'original' | 'reply', field: 'saddr' | 'daddr'): Expr => ({ ct: { key: `ip ${field}`, dir } });
-
-/** Matches for one allow/deny entry: destination prefix, protocol, ports. */
-export function egressRuleMatch(r: EgressRule): Expr[] {
-  const out: Expr[] = [match(payload('ip', 'daddr'), prefixValue(`${formatIPv4(r.cidr.network)}/${r.cidr.prefix}`))];
-  if (r.proto) out.push(match(meta('l4proto'), r.proto));
-  else if (r.ports) out.push(match(meta('l4proto'), { set: ['tcp', 'udp'] }));
-  if (r.ports) {
-    out.push(match(payload('th', 'dport'), r.ports.from === r.ports.to ? r.ports.from : { range: [r.ports.from, r.ports.to] }));
-  }
-  return out;
-}
 
 export class RulesetBuilder {
   readonly names: InstanceNames;

@@ -4,7 +4,7 @@
 // names and addresses are reused, ids never.
 import { Config, parseUpstream } from '../config/schema.js';
 import { parseCidr } from '../core/ipv4.js';
-import { RESOLVER_SOCKET_MARK } from '../core/ruleset.js';
+import { RESOLVER_SOCKET_MARK } from '../core/resolver-contract.js';
 
 /**
  * The resolver's UDP receive buffer. The system default (208 KiB) holds ~250 small queries

@@ -12,7 +12,7 @@ import { Cidr, cidrContains, parseIPv4 } from '../core/ipv4.js';
 import type { DnsGate, GateSandbox } from './gate.js';
 import { DnsCache, cacheKey, sameQuestion } from './cache.js';
 import { forceReceiveBuffer, markSocket } from '../kernel/socket-options.js';
-import { MAX_DNS_QUERY_BYTES } from '../core/ruleset.js';
+import { MAX_DNS_QUERY_BYTES } from '../core/resolver-contract.js';
 import { countsFit, upstreamQuery } from './upstream-query.js';
 import { QueryOutcome, QueryOutcomeCounts, noQueryOutcomes } from './query-outcomes.js';
 

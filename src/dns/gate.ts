@@ -9,7 +9,7 @@
 import dnsPacket from 'dns-packet';
 import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
-import { DENIED_RANGES } from '../core/ruleset.js';
+import { DENIED_RANGES } from '../core/denied-ranges.js';
 import { countsFit, upstreamQuery, wireName } from './upstream-query.js';
 import type { QueryLogEntry } from '../api/types.js';
 

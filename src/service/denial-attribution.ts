@@ -1,5 +1,5 @@
 // Which sandbox a logged denial belongs to, and the rule that decided it, for events.
-import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/ruleset.js';
+import { INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../core/deny-reasons.js';
 import type { FlowJudge } from '../core/flow-decision.js';
 import type { Limits } from '../core/policy.js';
 import { formatBytes } from '../core/units.js';

@@ -8,7 +8,7 @@
 // and the kernel change), so the daemon can serve concurrent callers on one thread without
 // interleaving them.
 import { Config } from '../config/schema.js';
-import type { DenyReason } from '../core/ruleset.js';
+import type { DenyReason } from '../core/deny-reasons.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { SandboxNetView } from '../kernel/sandbox-net.js';
 import type { SandboxRow } from '../store/store.js';

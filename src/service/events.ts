@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import type Database from 'better-sqlite3';
-import { DENY_REASONS, DenyReason } from '../core/ruleset.js';
+import { DENY_REASONS, DenyReason } from '../core/deny-reasons.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { DenialEvent, DnsQueryRecord, QueryLogEntry } from '../api/types.js';
 

@@ -5,7 +5,7 @@
 import { ToastnetError } from '../errors.js';
 import { cidrContains, parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { isPoolMember } from '../core/names.js';
-import type { DenyReason } from '../core/ruleset.js';
+import type { DenyReason } from '../core/deny-reasons.js';
 import { SandboxSpec, portRanges } from '../core/sandbox-elements.js';
 import { sandboxObjects } from '../core/sandbox-limits.js';
 import { Conntrack, ConntrackFlow } from '../kernel/conntrack.js';
