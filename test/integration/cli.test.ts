@@ -111,7 +111,7 @@ describe('cli', () => {
       help.set(c, r.stdout);
     }
     assert.match(help.get('ls')!, /-q, --quiet +names only/);
-    assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan or name=GLOB/);
+    assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan\|tap or name=GLOB/);
     assert.match(help.get('rm')!, /-f, --force/);
     for (const c of ['run', 'exec']) assert.match(help.get(c)!.replace(/\s+/g, ' '), /125 if toastnet itself failed .*126 if CMD cannot be executed, 127 if CMD was not found/);
   });
