@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import { PolicySchema } from '../core/policy.js';
+import { LabelsSchema } from '../core/labels.js';
 import { DENY_REASONS, type DenyReason } from '../core/ruleset.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import type * as T from './types.js';
@@ -50,6 +51,7 @@ export const CreateSandboxRequest = z.strictObject({
   tap: TapOptionsSchema.optional().describe('tap mode: the device\'s options (range checks by the engine)'),
   policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
   publish: z.unknown().optional().describe('Ports to publish: [{hostPort, containerPort, protocol?, hostIP?}] (validated by the engine)'),
+  labels: z.unknown().optional().describe('key: value metadata (validated by the engine)'),
 });
 
 const port = () => z.number().int().min(1).max(65535);
@@ -63,6 +65,7 @@ export const CreateSandboxBodySchema = CreateSandboxRequest.extend({
   policy: PolicySchema.optional().describe('The sandbox\'s own policy document; instance defaults fill what it leaves out'),
   publish: z.array(z.strictObject({ hostPort: port(), containerPort: port(), protocol: z.enum(['tcp', 'udp']).optional().describe('tcp (default) or udp'), hostIP: hostIP().optional() }))
     .optional().describe('host ports translated to the sandbox\'s ports (CNI\'s portMappings entries)'),
+  labels: LabelsSchema.optional(),
 });
 
 export const ErrorBodySchema = z.object({
@@ -117,6 +120,7 @@ export const SandboxInfoSchema = z.object({
   publish: z.array(PortMappingSchema).optional().describe('its published ports (absent: none)'),
   tap: TapInfoSchema.optional().describe('tap mode: what a VMM is pointed at'),
   attachment: AttachmentSchema.optional(),
+  labels: LabelsSchema,
 });
 
 export const SandboxListSchema = z.object({ sandboxes: z.array(SandboxInfoSchema) });

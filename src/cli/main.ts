@@ -23,6 +23,7 @@ import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.j
 import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
+import { parseLabelFlags } from '../core/labels.js';
 import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
 
 interface GlobalOpts {
@@ -56,6 +57,8 @@ function example(cmd: Command, line: string, more = ''): Command {
 
 /** Collects a repeatable option's values. */
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+const LABEL_HELP = 'a label (KEY or KEY=VALUE, Kubernetes syntax; repeatable), for ls --filter label=... and metricsLabels';
 
 /**
  * Set when `run` or `exec` is the command: they exit with their command's own code, so their
@@ -120,12 +123,17 @@ function printStatus(s: Status): void {
   ].join('\n'));
 }
 
+/** A sandbox's labels as k=v,k2=v2 (sorted), for a table. */
+const labelText = (s: SandboxInfo) => Object.entries(s.labels ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',');
+
 function printSandboxes(list: SandboxInfo[]): void {
-  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod).
+  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod);
+  // LABELS only when a sandbox has labels: the common table stays as it was.
   const attached = list.some((s) => s.attachment);
+  const withLabels = list.some((s) => labelText(s) !== '');
   const rows = [
-    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH', ...(attached ? ['CONTAINER'] : [])],
-    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish), ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : [])]),
+    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH', ...(attached ? ['CONTAINER'] : []), ...(withLabels ? ['LABELS'] : [])],
+    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish), ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : []), ...(withLabels ? [labelText(s)] : [])]),
   ];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
@@ -169,7 +177,7 @@ example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json 
     await runDaemon(config(cmd));
   });
 
-addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --json')
+addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --label team=ml --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode, veth unless configured)').choices(Object.keys(LINK_MODES)))
@@ -177,15 +185,17 @@ addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet c
   .option('--queues <n>', 'tap: queues the VMM opens (>1: a multiqueue device)')
   .option('--tap-owner <uid>', 'tap: uid that may open the device without CAP_NET_ADMIN (a jailed VMM)')
   .option('--tap-group <gid>', 'tap: gid that may open the device without CAP_NET_ADMIN')
+  .option('--label <key=value>', LABEL_HELP, collect, [])
   .option('--json', 'JSON output (tap: the device, the namespace to start the VMM in, guestMac, kernelIp...)')))
-  .action(async (name: string | undefined, o: { mode?: SandboxMode; json?: boolean } & TapFlags & PolicyFlags & PublishFlags, cmd: Command) => {
+  .action(async (name: string | undefined, o: { mode?: SandboxMode; label: string[]; json?: boolean } & TapFlags & PolicyFlags & PublishFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
     const tap = tapFromFlags(o);
+    const labels = parseLabelFlags(o.label);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name, ...(o.mode ? { mode: o.mode } : {}), ...(tap ? { tap } : {}), ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name, ...(o.mode ? { mode: o.mode } : {}), ...(tap ? { tap } : {}), ...(policy ? { policy } : {}), ...publish, ...(o.label.length ? { labels } : {}) });
     if (o.json) printJson(s);
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
@@ -230,7 +240,7 @@ example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'n
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
-  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan|tap or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan|tap, name=GLOB (* and ?), label=KEY or label=KEY=VALUE, or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives (labels: all must match), different keys must all match', collect, [])
   .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
     const keep = sandboxFilter(o.filter);
     const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);
@@ -303,14 +313,16 @@ addPublishOption(addPolicyOptions(example(program.command('run'), 'toastnet run 
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode; tap: CMD is the VMM, started in the namespace holding the TAP)').choices(Object.keys(LINK_MODES)))
   .option('--name <name>', 'sandbox name')
+  .option('--label <key=value>', LABEL_HELP, collect, [])
   .option('--keep', 'keep the sandbox after CMD exits')))
-  .action(async (argv: string[], o: { mode?: SandboxMode; name?: string; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
+  .action(async (argv: string[], o: { mode?: SandboxMode; name?: string; label: string[]; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
+    const labels = parseLabelFlags(o.label);
     const c = config(cmd);
     findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name: o.name, ...(o.mode ? { mode: o.mode } : {}), ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name: o.name, ...(o.mode ? { mode: o.mode } : {}), ...(policy ? { policy } : {}), ...publish, ...(o.label.length ? { labels } : {}) });
     let code = 1;
     try {
       code = await execIn(c, s.name, argv);

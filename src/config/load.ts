@@ -151,6 +151,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     logGroup: c.logGroup ?? defaultLogGroup(c.instance),
     ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
     metricsMaxSandboxes: c.metricsMaxSandboxes,
+    metricsLabels: c.metricsLabels,
     pool: { size: c.poolSize, refillBelow: Math.min(c.poolRefillBelow ?? c.poolSize, c.poolSize) },
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,
     runDir: c.runDir ?? `/run/toastnet/${c.instance}`,

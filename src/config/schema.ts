@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { parseEgressRule } from '../core/egress-rule.js';
 import { parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { PolicyInput, PolicySchema } from '../core/policy.js';
+import { LABEL_KEY_RE, metricLabelName } from '../core/labels.js';
 
 const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementCtx) => {
   try {
@@ -49,6 +50,17 @@ export const ConfigSchema = z.strictObject({
   metricsListen: z.string().regex(/^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/, 'want PORT or IPV4:PORT').optional()
     .describe('Serve Prometheus metrics on GET /metrics at this address (PORT alone: 127.0.0.1:PORT); off unless set'),
   metricsMaxSandboxes: z.number().int().min(0).max(100_000).default(200).describe('Sandboxes with their own label in per-sandbox metrics (the busiest); the rest are summed in the gauge toastnet_sandboxes_unlabelled'),
+  metricsLabels: z.array(z.string().regex(LABEL_KEY_RE, 'want a label key (NAME or PREFIX/NAME)')).max(10).default([])
+    .superRefine((keys, ctx) => {
+      // Two keys that would make one Prometheus label name (a.b and a_b) would mix their values.
+      const seen = new Map<string, string>();
+      for (const k of keys) {
+        const m = metricLabelName(k);
+        if (seen.has(m)) ctx.addIssue({ code: 'custom', message: `"${seen.get(m)}" and "${k}" both become the metric label ${m}` });
+        seen.set(m, k);
+      }
+    })
+    .describe('Sandbox label keys that become labels (label_<key>) of the per-sandbox metric series; other labels stay out of Prometheus'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
 });
@@ -77,6 +89,8 @@ export interface Config {
   /** host and port of the metrics listener, or undefined (off). */
   metrics?: { host: string; port: number };
   metricsMaxSandboxes: number;
+  /** Sandbox label keys promoted to metric labels. */
+  metricsLabels: string[];
   pool: { size: number; refillBelow: number };
   stateDir: string;
   runDir: string;

@@ -90,7 +90,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       capacity: () => engine.status(),
       dns: () => resolver?.stats,
       denials: () => events.byReason,
-    }, config.metricsMaxSandboxes);
+    }, config.metricsMaxSandboxes, config.metricsLabels);
     if (config.metrics) {
       metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);
       log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);

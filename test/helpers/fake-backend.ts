@@ -1,6 +1,7 @@
 // An in-memory API backend for router and server tests: no kernel, no socket.
 import { ToastnetError } from '../../src/errors.js';
 import { checkPortMapping } from '../../src/core/publish.js';
+import { validateLabels } from '../../src/core/labels.js';
 import type { ApiBackend, ApiResponse, CreateSandboxBody, EventQuery } from '../../src/api/routes.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
@@ -57,6 +58,7 @@ export class FakeBackend implements ApiBackend {
       name, id, ip, gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:74:0a:a6:00:02',
       mode: body.mode ?? 'veth', resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
       ...(Array.isArray(body.publish) ? { publish: body.publish.map((e, i) => checkPortMapping(e, `publish[${i}]`)) } : {}),
+      labels: validateLabels(body.labels),
     };
     this.sandboxes.set(name, s);
     this.policies.set(name, body.policy ?? {});

@@ -34,14 +34,15 @@ describe('OpenAPI document', () => {
 
   it('the validator is not blind: extra, missing and mistyped fields and unknown keywords fail', () => {
     const doc = checkedIn();
-    const s = { name: 'a', id: 1, ip: '10.166.0.2', gateway: '10.166.0.1', prefixLength: 16, netns: 'n', mac: 'm', mode: 'veth', resolvConf: 'r', createdAt: 't', state: 'ready' };
+    const s = { name: 'a', id: 1, ip: '10.166.0.2', gateway: '10.166.0.1', prefixLength: 16, netns: 'n', mac: 'm', mode: 'veth', resolvConf: 'r', createdAt: 't', state: 'ready', labels: { team: 'ml' } };
     const info = { $ref: '#/components/schemas/SandboxInfo' };
     assert.deepEqual(validate(doc, info, s), []);
     assert.match(validate(doc, info, { ...s, color: 'red' }).join(), /\$\.color: not allowed/);
     const { ip: _, ...noIp } = s;
     assert.match(validate(doc, info, noIp).join(), /missing "ip"/);
     assert.match(validate(doc, info, { ...s, id: '1' }).join(), /string, want integer/);
-    assert.match(validate(doc, info, { ...s, mode: 'tap' }).join(), /not one of/);
+    assert.match(validate(doc, info, { ...s, mode: 'bridge' }).join(), /not one of/);
+    assert.match(validate(doc, info, { ...s, labels: { 'bad key': 'x' } }).join(), /key bad key.*does not match/);
     assert.match(validate(doc, { frobnicate: 1 }, 1).join(), /does not know the keyword "frobnicate"/);
   });
 
@@ -56,7 +57,7 @@ describe('OpenAPI document', () => {
       if (res.status < 300) answered.add(key);
       return res;
     };
-    await ask('POST', '/v1/sandboxes', { name: 'web', mode: 'macvlan', policy: { egress: { domains: ['pypi.org'] } }, publish: [{ hostPort: 8080, containerPort: 80 }] });
+    await ask('POST', '/v1/sandboxes', { name: 'web', mode: 'macvlan', policy: { egress: { domains: ['pypi.org'] } }, publish: [{ hostPort: 8080, containerPort: 80 }], labels: { team: 'ml', 'app.kubernetes.io/name': 'web' } });
     await ask('POST', '/v1/sandboxes');
     await ask('GET', '/v1/sandboxes');
     await ask('GET', '/v1/sandboxes/web');
@@ -79,6 +80,7 @@ describe('OpenAPI document', () => {
     // Errors: each the documented error body.
     assert.equal((await ask('GET', '/v1/sandboxes/web')).status, 404);
     assert.equal((await ask('POST', '/v1/sandboxes', { color: 'red' })).status, 400);
+    assert.equal((await ask('POST', '/v1/sandboxes', { labels: { 'bad key': 'x' } })).status, 400);
     assert.equal((await ask('PATCH', '/v1/sandboxes')).status, 405);
     assert.equal((await ask('GET', '/v1/events?limit=x')).status, 400);
     assert.equal((await ask('POST', '/v1/cni', { config: '{}' })).status, 400, 'the CNI route fails with the spec\'s error object');
