@@ -69,16 +69,29 @@ export async function withBackend<T>(c: Config, command: (b: InstanceBackend) =>
   }
 }
 
+/** The last line of a daemon log: a JSON record's message, or the line as it is (Node's own output). */
+export function lastMessage(logFile: string): string {
+  const line = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
+  try {
+    const r = JSON.parse(line) as { msg?: unknown };
+    return typeof r.msg === 'string' ? r.msg : line;
+  } catch {
+    return line;
+  }
+}
+
 /** Returns a client to a running daemon, starting one in the background if needed. */
 export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<ToastnetClient> {
   const cl = client(c);
   if (await cl.ping()) return cl;
   fs.mkdirSync(c.runDir, { recursive: true, mode: 0o700 });
   const logFile = path.join(c.runDir, 'daemon.log');
-  const out = fs.openSync(logFile, 'a');
+  // The daemon writes its log itself, bounded (daemon/log.ts); stderr goes to the same file
+  // only for what Node prints if the process dies before or outside the logger.
+  const err = fs.openSync(logFile, 'a', 0o600);
   const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, main, ...globalArgs, 'daemon'], { detached: true, stdio: ['ignore', out, out] });
-  fs.closeSync(out);
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, main, ...globalArgs, 'daemon', '--log-file', logFile], { detached: true, stdio: ['ignore', 'ignore', err] });
+  fs.closeSync(err);
   let exited: number | null = null;
   child.on('exit', (code) => {
     exited = code ?? 1;
@@ -89,7 +102,7 @@ export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<Toa
     if (await cl.ping()) return cl;
     if (exited !== null && exited !== 0) {
       // It may have lost a race to another starting daemon: that one will answer soon.
-      const tail = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
+      const tail = lastMessage(logFile);
       if (!/in use by another toastnet process/.test(tail)) {
         throw new ToastnetError('not_ready', `could not start the daemon: ${tail} (log: ${logFile})`);
       }

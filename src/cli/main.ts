@@ -11,6 +11,8 @@ import { instanceNames, netnsName, validateSandboxName } from '../core/names.js'
 import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../api/types.js';
 import { runDaemon } from '../daemon/run.js';
+import { LOG_FILE_MAX_BYTES, createLogger, defaultTarget } from '../daemon/log.js';
+import { LOG_LEVELS, type LogLevel } from '../config/schema.js';
 import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
@@ -34,6 +36,7 @@ interface GlobalOpts {
   dns?: string;
   stateDir?: string;
   runDir?: string;
+  logLevel?: LogLevel;
 }
 
 const program = new Command('toastnet')
@@ -46,6 +49,7 @@ const program = new Command('toastnet')
   .option('--dns <upstreams>', 'DNS upstreams, comma-separated ip[:port]')
   .option('--state-dir <dir>', 'state directory')
   .option('--run-dir <dir>', 'runtime directory (socket, lock)')
+  .addOption(new Option('--log-level <level>', 'the daemon\'s log level (default info)').choices(LOG_LEVELS))
   .showHelpAfterError(false)
   .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride();
@@ -84,6 +88,7 @@ function config(cmd: Command): Config {
     dnsUpstreams: g.dns?.split(',').map((s) => s.trim()).filter(Boolean),
     stateDir: g.stateDir,
     runDir: g.runDir,
+    logLevel: g.logLevel,
   };
   return loadConfig({ flags, configFile: g.config });
 }
@@ -100,6 +105,7 @@ function globalArgs(cmd: Command): string[] {
   add('--dns', g.dns);
   add('--state-dir', g.stateDir);
   add('--run-dir', g.runDir);
+  add('--log-level', g.logLevel);
   return out;
 }
 
@@ -171,10 +177,20 @@ example(program.command('status'), 'toastnet status --json')
     else printStatus(s);
   });
 
-example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json daemon')
-  .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket')
-  .action(async (_o: unknown, cmd: Command) => {
-    await runDaemon(config(cmd));
+example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json --log-level debug daemon')
+  .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket; logs JSON lines (readable lines on a terminal)')
+  .option('--log-file <file>', `log to this file instead, cut at ${LOG_FILE_MAX_BYTES / (1024 * 1024)} MiB with the previous one kept as FILE.1 (what the auto-start does)`)
+  .action(async (o: { logFile?: string }, cmd: Command) => {
+    const c = config(cmd);
+    const root = createLogger(c.logLevel, o.logFile ? { kind: 'file', file: o.logFile } : defaultTarget());
+    try {
+      await runDaemon(c, root);
+    } catch (err) {
+      // The reason it stopped, as the log's last line (the auto-start reports it from there).
+      const e = asToastnetError(err);
+      root.child({ component: 'daemon' }).fatal({ code: e.code, ...(e.code === 'internal' ? { err } : {}) }, e.message);
+      process.exit(e.exitCode);
+    }
   });
 
 addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --label team=ml --json')

@@ -17,6 +17,10 @@ const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementC
 
 export const INSTANCE_RE = /^[a-z][a-z0-9_]{0,23}$/;
 
+/** The daemon's log levels (pino's), least severe first; `silent` logs nothing. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 export const ConfigSchema = z.strictObject({
   instance: z.string().regex(INSTANCE_RE, 'lowercase letters, digits and _, starting with a letter, at most 24 characters')
     .default('toastnet')
@@ -61,6 +65,7 @@ export const ConfigSchema = z.strictObject({
       }
     })
     .describe('Sandbox label keys that become labels (label_<key>) of the per-sandbox metric series; other labels stay out of Prometheus'),
+  logLevel: z.enum(LOG_LEVELS).default('info').describe('The daemon\'s log level: trace, debug (every API request), info (changes, start and stop), warn, error, fatal, silent'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
 });
@@ -91,6 +96,7 @@ export interface Config {
   metricsMaxSandboxes: number;
   /** Sandbox label keys promoted to metric labels. */
   metricsLabels: string[];
+  logLevel: LogLevel;
   pool: { size: number; refillBelow: number };
   stateDir: string;
   runDir: string;

@@ -217,4 +217,27 @@ describe('cli', () => {
     assert.equal(quiet('name=lab3'), '', 'nothing made for a bad label');
     assert.equal(tb.toastnet(I, ['down']).code, 0);
   });
+
+  it('the auto-started daemon logs JSON lines (level, time, component, sandbox) to <runDir>/daemon.log, at --log-level', () => {
+    const records = (instance: string) => fs.readFileSync(path.join(path.dirname(tb.socketPath(instance)), 'daemon.log'), 'utf8').split('\n').filter(Boolean)
+      .map((l) => JSON.parse(l) as { level: string; time: string; component: string; sandbox?: string; msg: string; method?: string });
+    const I2 = `${I}l`;
+    for (const [instance, flags] of [[I2, ['--log-level', 'debug']], [`${I}w`, ['--log-level', 'warn']]] as const) {
+      const r = tb.toastnet(instance, ['create', 'lg1'], { extraFlags: [...flags] });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(tb.toastnet(instance, ['rm', 'lg1']).code, 0);
+      assert.equal(tb.toastnet(instance, ['down']).code, 0);
+    }
+    const debug = records(I2);
+    for (const r of debug) {
+      assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(r.level), JSON.stringify(r));
+      assert.match(r.time, /^\d{4}-\d\d-\d\dT/);
+      assert.ok(['daemon', 'api', 'dns', 'events', 'pool', 'metrics'].includes(r.component), JSON.stringify(r));
+    }
+    assert.ok(debug.some((r) => r.component === 'daemon' && r.msg === 'ready'));
+    assert.ok(debug.some((r) => r.component === 'api' && r.level === 'info' && r.sandbox === 'lg1' && r.method === 'POST'), 'the create, with its sandbox');
+    assert.ok(debug.some((r) => r.component === 'api' && r.level === 'debug' && r.method === 'GET'), 'reads at debug');
+    // At warn, a run without trouble logs nothing at all.
+    assert.deepEqual(records(`${I}w`).filter((r) => r.level !== 'warn' && r.level !== 'error'), []);
+  });
 });

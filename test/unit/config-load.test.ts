@@ -61,6 +61,7 @@ describe('loadConfig precedence', () => {
       logGroup: defaultLogGroup('toastnet'),
       metricsMaxSandboxes: 200,
       metricsLabels: [],
+      logLevel: 'info',
       pool: { size: 0, refillBelow: 0 },
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',
