@@ -5,12 +5,14 @@
 // when a route in routes.ts has no entry here). A new route is one entry in OPERATIONS.
 import { z } from 'zod';
 import { PolicySchema } from '../core/policy.js';
+import { LabelsSchema } from '../core/labels.js';
 import * as S from './schemas.js';
 
 /** Every schema the document names, under #/components/schemas/<key>. */
 const COMPONENTS = {
   CreateSandboxBody: S.CreateSandboxBodySchema,
   Policy: PolicySchema,
+  Labels: LabelsSchema,
   Error: S.ErrorBodySchema,
   SandboxInfo: S.SandboxInfoSchema,
   SandboxList: S.SandboxListSchema,
@@ -37,7 +39,7 @@ const COMPONENTS = {
 
 type Component = keyof typeof COMPONENTS;
 
-const whole = (max: number) => z.string().regex(/^\d+$/).describe(`a whole number up to ${max}`);
+const whole = (max: number) => z.number().int().min(0).max(max);
 /** Query parameters of the two log reads (routes.ts eventQuery). */
 const LOG_QUERY = {
   sandbox: z.string().describe('only this sandbox'),

@@ -45,3 +45,12 @@ export function askSocket(socketPath: string, method: string, path: string, body
     req.end(data);
   });
 }
+
+/** Why a request body does not match the document's requestBody for the operation (empty: it does). */
+export function requestErrors(doc: unknown, method: string, path: string, body: unknown): string[] {
+  const d = doc as Doc & { paths: Record<string, Record<string, { requestBody?: { content: Record<string, { schema: Record<string, unknown> }> } }>> };
+  const t = templateOf(d, path);
+  const rb = t ? d.paths[t][method.toLowerCase()]?.requestBody : undefined;
+  if (!rb) return body === undefined ? [] : [`${method} ${path}: the document takes no body`];
+  return validate(doc, rb.content['application/json'].schema, body, `${method} ${t} body`);
+}

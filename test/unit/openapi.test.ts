@@ -8,7 +8,7 @@ import { route, routeKeys } from '../../src/api/routes.js';
 import { OPERATIONS, openApiPath } from '../../src/api/openapi.js';
 import { OPENAPI_FILE, openApiText } from '../../scripts/openapi.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
-import { responseErrors } from '../helpers/openapi-check.js';
+import { requestErrors, responseErrors } from '../helpers/openapi-check.js';
 import { validate } from '../helpers/json-schema.js';
 
 const checkedIn = () => JSON.parse(fs.readFileSync(OPENAPI_FILE, 'utf8')) as { paths: Record<string, Record<string, unknown>>; components: { schemas: Record<string, Record<string, unknown>> } };
@@ -54,7 +54,11 @@ describe('OpenAPI document', () => {
       const res = await route(b, { method, path, body });
       assert.deepEqual(responseErrors(doc, method, path, res.status, res.body), [], `${method} ${path} -> ${res.status} ${JSON.stringify(res.body)}`);
       const key = `${method} ${path.replace(/\?.*$/, '').replace(/^\/v1\/sandboxes\/[^/]+/, '/v1/sandboxes/:name')}`;
-      if (res.status < 300) answered.add(key);
+      if (res.status < 300) {
+        answered.add(key);
+        // What the route took, the document takes too.
+        if (body !== undefined) assert.deepEqual(requestErrors(doc, method, path, body), [], `${method} ${path} body`);
+      }
       return res;
     };
     await ask('POST', '/v1/sandboxes', { name: 'web', mode: 'macvlan', policy: { egress: { domains: ['pypi.org'] } }, publish: [{ hostPort: 8080, containerPort: 80 }], labels: { team: 'ml', 'app.kubernetes.io/name': 'web' } });
@@ -81,6 +85,10 @@ describe('OpenAPI document', () => {
     assert.equal((await ask('GET', '/v1/sandboxes/web')).status, 404);
     assert.equal((await ask('POST', '/v1/sandboxes', { color: 'red' })).status, 400);
     assert.equal((await ask('POST', '/v1/sandboxes', { labels: { 'bad key': 'x' } })).status, 400);
+    // ... and what it refused, the document refuses.
+    assert.notDeepEqual(requestErrors(doc, 'POST', '/v1/sandboxes', { color: 'red' }), []);
+    assert.notDeepEqual(requestErrors(doc, 'POST', '/v1/sandboxes', { labels: { 'bad key': 'x' } }), []);
+    assert.notDeepEqual(requestErrors(doc, 'PUT', '/v1/sandboxes/web/policy', { egress: { internet: 'yes' } }), []);
     assert.equal((await ask('PATCH', '/v1/sandboxes')).status, 405);
     assert.equal((await ask('GET', '/v1/events?limit=x')).status, 400);
     assert.equal((await ask('POST', '/v1/cni', { config: '{}' })).status, 400, 'the CNI route fails with the spec\'s error object');
