@@ -18,11 +18,12 @@ import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import { PublishFlags, addPublishOption, publishColumn, publishFromFlags } from './publish-flags.js';
+import { PublishFlags, addPublishOption, publishFromFlags } from './publish-flags.js';
 import { TapFlags, tapFromFlags } from './tap-flags.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
-import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
+import { formatStats, formatTop, topRows } from './stats-view.js';
+import { formatSandboxes, formatStatus } from './instance-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
 import { parseLabelFlags } from '../core/labels.js';
@@ -112,38 +113,8 @@ function globalArgs(cmd: Command): string[] {
 const print = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
 
-function printStatus(s: Status): void {
-  // The daemon answers with its own version: after an upgrade it runs the old one until restarted.
-  const mine = toastnetVersion();
-  print([
-    `version     ${s.version}${s.version === mine ? '' : ` (this command is ${mine}: restart the daemon to run it)`}`,
-    `instance    ${s.instance} (${s.up ? 'up' : 'down'})`,
-    `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
-    `nftables    table ${s.table}`,
-    `forwarding  ${s.forwarding ? 'on' : 'off'}`,
-    `sandboxes   ${s.sandboxes}${s.pool.idle ? ` (and ${s.pool.idle} ready in the warm pool)` : ''}`,
-    `addresses   ${s.addresses.free} free of ${s.addresses.capacity}${s.addresses.releasing ? ` (${s.addresses.releasing} held until processes left in removed sandboxes end)` : ''}`,
-    `dns         ${s.dnsUpstreams.join(', ') || '(no upstreams)'}`,
-    `daemon      ${s.daemon ? `pid ${s.daemon.pid}, ${s.socket}` : 'not running'}`,
-    ...(s.dns ? [`resolver    ${s.dns.queries} queries, ${s.dns.cached} answered from the cache (${s.dns.cacheEntries} kept), ${s.dns.upstreamTimeouts} upstream timeouts`] : []),
-  ].join('\n'));
-}
-
-/** A sandbox's labels as k=v,k2=v2 (sorted), for a table. */
-const labelText = (s: SandboxInfo) => Object.entries(s.labels ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',');
-
-function printSandboxes(list: SandboxInfo[]): void {
-  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod);
-  // LABELS only when a sandbox has labels: the common table stays as it was.
-  const attached = list.some((s) => s.attachment);
-  const withLabels = list.some((s) => labelText(s) !== '');
-  const rows = [
-    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH', ...(attached ? ['CONTAINER'] : []), ...(withLabels ? ['LABELS'] : [])],
-    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish), ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : []), ...(withLabels ? [labelText(s)] : [])]),
-  ];
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
-}
+const printStatus = (s: Status) => print(formatStatus(s, toastnetVersion()));
+const printSandboxes = (list: SandboxInfo[]) => print(formatSandboxes(list));
 
 example(program.command('up'), 'toastnet up --persist')
   .description('set up the host side (gateway link, forwarding, nftables table); idempotent')
@@ -252,7 +223,7 @@ function warn(err: unknown): void {
   process.stderr.write(`toastnet: ${asToastnetError(err).message}\n`);
 }
 
-example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*'")
+example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*' --filter label=team=ml")
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))

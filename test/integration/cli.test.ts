@@ -206,7 +206,7 @@ describe('cli', () => {
     assert.deepEqual(Object.fromEntries(listed.map((s) => [s.name, s.labels])), { lab1: { team: 'ml', 'app.kubernetes.io/name': 'web', tier: '' }, lab2: { team: 'infra' }, plain: {} });
     assert.deepEqual(JSON.parse(tb.toastnet(I, ['inspect', 'lab2', '--json']).stdout).labels, { team: 'infra' });
     const table = tb.toastnet(I, ['ls']).stdout.trim().split('\n');
-    assert.match(table[0], /^NAME +IP +MODE +NETNS +CREATED +LABELS$/);
+    assert.match(table[0], /^NAME +IP +MODE +NETNS +CREATED +PUBLISH +LABELS$/);
     assert.match(table.find((l) => l.startsWith('lab1'))!, / app\.kubernetes\.io\/name=web,team=ml,tier=$/);
     for (const bad of [['create', 'lab3', '--label', 'bad key=x'], ['create', 'lab3', '--label', 'team=a b'], ['ls', '--filter', 'label=-x']]) {
       r = tb.toastnet(I, bad);
