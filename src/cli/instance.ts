@@ -69,15 +69,25 @@ export async function withBackend<T>(c: Config, command: (b: InstanceBackend) =>
   }
 }
 
-/** The last line of a daemon log: a JSON record's message, or the line as it is (Node's own output). */
-export function lastMessage(logFile: string): string {
-  const line = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
-  try {
-    const r = JSON.parse(line) as { msg?: unknown };
-    return typeof r.msg === 'string' ? r.msg : line;
-  } catch {
-    return line;
+/**
+ * What a daemon's log says last: the message of the last record process `pid` wrote (other
+ * daemons racing to start write to the same file), else the last line that is not a record
+ * (what Node prints when it dies before the logger runs).
+ */
+export function lastMessage(logFile: string, pid?: number): string {
+  const lines = fs.readFileSync(logFile, 'utf8').trim().split('\n').reverse();
+  let plain: string | undefined;
+  for (const line of lines) {
+    let r: { msg?: unknown; pid?: unknown } | undefined;
+    try {
+      r = JSON.parse(line) as { msg?: unknown; pid?: unknown };
+    } catch {
+      plain ??= line;
+      continue;
+    }
+    if (typeof r.msg === 'string' && (pid === undefined || r.pid === pid)) return r.msg;
   }
+  return plain ?? '';
 }
 
 /** Returns a client to a running daemon, starting one in the background if needed. */
@@ -102,7 +112,7 @@ export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<Toa
     if (await cl.ping()) return cl;
     if (exited !== null && exited !== 0) {
       // It may have lost a race to another starting daemon: that one will answer soon.
-      const tail = lastMessage(logFile);
+      const tail = lastMessage(logFile, child.pid);
       if (!/in use by another toastnet process/.test(tail)) {
         throw new ToastnetError('not_ready', `could not start the daemon: ${tail} (log: ${logFile})`);
       }

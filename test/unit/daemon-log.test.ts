@@ -110,11 +110,13 @@ describe('daemon log', () => {
     assert.ok(size(file) <= cap && size(`${file}.1`) <= cap);
   });
 
-  it('the auto-start reports the daemon\'s last message: a JSON record\'s msg, or a plain line as it is', () => {
+  it('the auto-start reports its daemon\'s last message: its own last record\'s msg, else the last plain line', () => {
     const f = path.join(dir, 'last.log');
-    fs.writeFileSync(f, `${JSON.stringify({ level: 'info', msg: 'ready' })}\n${JSON.stringify({ level: 'fatal', msg: 'instance x in use by another toastnet process' })}\n`);
-    assert.equal(lastMessage(f), 'instance x in use by another toastnet process');
+    const rec = (pid: number, level: string, msg: string) => `${JSON.stringify({ level, pid, msg })}\n`;
+    fs.writeFileSync(f, rec(7, 'fatal', 'instance x is in use by another toastnet process') + rec(8, 'info', 'ready'));
+    assert.equal(lastMessage(f, 7), 'instance x is in use by another toastnet process', 'not the winner\'s later line');
+    assert.equal(lastMessage(f), 'ready');
     fs.appendFileSync(f, 'toastnet: config: key "subnet": bad\n');
-    assert.equal(lastMessage(f), 'toastnet: config: key "subnet": bad');
+    assert.equal(lastMessage(f, 9), 'toastnet: config: key "subnet": bad', 'a process that wrote no record: its plain output');
   });
 });
