@@ -57,14 +57,18 @@ function sandboxOf(a: ApiAnswer): string | undefined {
   return a.status === 201 ? (a.body as { name?: string } | undefined)?.name : undefined;
 }
 
-/** Each API request: changes at info, reads at debug, failures of the daemon itself at error. */
+/**
+ * Each API request: changes made at info; reads and refused requests (4xx: the client's
+ * mistake, which a fuzzing or looping client can make thousands of times) at debug;
+ * failures of the daemon itself (5xx) at error.
+ */
 export function logAnswer(log: Logger, a: ApiAnswer): void {
   const sandbox = sandboxOf(a);
   const fields = { ...(sandbox !== undefined ? { sandbox } : {}), method: a.method, path: a.path, status: a.status, ms: Number(a.ms.toFixed(3)) };
   const error = (a.body as { error?: { code?: string; message?: string } } | undefined)?.error;
   const msg = `${a.method} ${a.path.replace(/\?.*$/, '')} ${a.status}${error ? `: ${error.message}` : ''}`;
   if (a.status >= 500) log.error({ ...fields, code: error?.code }, msg);
-  else if (a.method !== 'GET') log.info(fields, msg);
+  else if (a.method !== 'GET' && a.status < 400) log.info(fields, msg);
   else log.debug(fields, msg);
 }
 

@@ -54,18 +54,20 @@ describe('daemon log', () => {
     assert.equal(c.lines[0].match(/"component"/g)?.length, 1, 'the component once');
   });
 
-  it('API requests: changes at info with the sandbox (from the path, or a create\'s answer), reads at debug, daemon failures at error', () => {
+  it('API requests: changes at info with the sandbox (from the path, or a create\'s answer), reads and refusals at debug, daemon failures at error', () => {
     const c = collecting('debug');
     const api = c.root.child({ component: 'api' });
     logAnswer(api, { method: 'POST', path: '/v1/sandboxes', status: 201, body: { name: 'job1' }, ms: 1.23456 });
     logAnswer(api, { method: 'DELETE', path: '/v1/sandboxes/job%2E2', status: 204, ms: 0.5 });
     logAnswer(api, { method: 'GET', path: '/v1/status', status: 200, body: {}, ms: 0.1 });
     logAnswer(api, { method: 'POST', path: '/v1/gc', status: 500, body: { error: { code: 'kernel', message: 'EPERM' } }, ms: 2 });
+    logAnswer(api, { method: 'POST', path: '/v1/sandboxes', status: 400, body: { error: { code: 'invalid_argument', message: 'unknown field "x"' } }, ms: 0.1 });
     assert.deepEqual(c.records().map((r) => [r.level, r.component, r.sandbox, r.status, r.msg]), [
       ['info', 'api', 'job1', 201, 'POST /v1/sandboxes 201'],
       ['info', 'api', 'job.2', 204, 'DELETE /v1/sandboxes/job%2E2 204'],
       ['debug', 'api', undefined, 200, 'GET /v1/status 200'],
       ['error', 'api', undefined, 500, 'POST /v1/gc 500: EPERM'],
+      ['debug', 'api', undefined, 400, 'POST /v1/sandboxes 400: unknown field "x"'],
     ]);
     assert.equal(c.records()[0].ms, 1.235);
     assert.equal(c.records()[3].code, 'kernel');
