@@ -8,7 +8,7 @@ import { ERROR_CODES } from '../errors.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import { PolicySchema } from '../core/policy.js';
 import { LabelsSchema } from '../core/labels.js';
-import { DENY_REASONS, type DenyReason } from '../core/ruleset.js';
+import { DENY_REASONS, type DenyReason } from '../core/deny-reasons.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import type * as T from './types.js';
 import type { CniRequestBody } from '../core/cni.js';
@@ -145,6 +145,8 @@ const LimitsSchema = z.object({
   ingressBytes: z.number().optional(),
 }).describe('resolved limits: rates in bytes (or packets, connections) per second, sizes in bytes; absent = unlimited');
 
+const ShapedCountsSchema = z.object({ bytes: count(), packets: count(), dropped: count(), backlog: count() });
+
 export const SandboxStatsSchema = z.object({
   name: z.string(),
   ip: z.string(),
@@ -156,6 +158,8 @@ export const SandboxStatsSchema = z.object({
   }),
   quota: z.object({ egress: QuotaSchema.optional(), ingress: QuotaSchema.optional() }),
   limits: LimitsSchema,
+  shaped: z.object({ egress: ShapedCountsSchema.optional(), ingress: ShapedCountsSchema.optional() }).optional()
+    .describe('the bandwidth shaper\'s own counts, each way the sandbox has a rate limit: passed on, dropped for want of queue room, waiting now'),
   published: z.object({ connections: count() }).optional().describe('connections let in through its published ports (absent when it publishes none)'),
   dns: z.object({ queries: count(), refused: count(), limited: count(), stripped: count() }).optional().describe('the resolver\'s per-sandbox counts (daemon only)'),
   attachment: AttachmentSchema.optional(),
