@@ -4,25 +4,16 @@
 import { z } from 'zod';
 import { ToastnetError, asToastnetError } from '../errors.js';
 import { isPoolMember } from '../core/names.js';
-import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
+import { toastnetVersion } from '../version.js';
+import { CreateSandboxRequest } from './schemas.js';
+import { openApiDocument } from './openapi.js';
 import type { EventQuery, InstanceBackend, PolicyView, SandboxInfo } from './types.js';
 
 export type { EventQuery };
 
-// What the route accepts: the policy is checked by the engine (which names the field at
-// fault), so here it is any JSON. Clients send api/types' CreateSandboxBody, typed.
-export const CreateSandboxBody = z.strictObject({
-  name: z.string().optional().describe('Sandbox name (default sbx-<id>)'),
-  mode: z.enum(Object.keys(LINK_MODES) as [SandboxMode, ...SandboxMode[]]).optional().describe('how the sandbox is attached: veth, macvlan or tap (default: the instance\'s defaultMode)'),
-  tap: z.strictObject({
-    vnetHdr: z.boolean().optional().describe('IFF_VNET_HDR (virtio-net offloads; default true)'),
-    queues: z.number().int().optional().describe('queues the VMM opens; >1: IFF_MULTI_QUEUE (default 1)'),
-    owner: z.number().int().optional().describe('uid that may open the TAP without CAP_NET_ADMIN'),
-    group: z.number().int().optional().describe('gid that may open the TAP without CAP_NET_ADMIN'),
-  }).optional().describe('tap mode: the device\'s options (range checks by the engine)'),
-  policy: z.unknown().optional().describe('The sandbox\'s policy document (validated by the engine)'),
-  publish: z.unknown().optional().describe('Ports to publish: [{hostPort, containerPort, protocol?, hostIP?}] (validated by the engine)'),
-});
+// What the route accepts (schemas.ts): the policy is checked by the engine (which names the
+// field at fault), so here it is any JSON. Clients send api/types' CreateSandboxBody, typed.
+export const CreateSandboxBody = CreateSandboxRequest;
 export type CreateSandboxBody = z.infer<typeof CreateSandboxBody>;
 
 /** A backend whose answers may come synchronously (the daemon's engine calls) or not. */
@@ -137,7 +128,16 @@ const ROUTES: Record<string, Record<string, Handler>> = {
   '/v1/down': {
     POST: async (b) => ({ status: 200, body: await b.down() }),
   },
+  '/v1/openapi.json': {
+    GET: async () => ({ status: 200, body: (openApi ??= openApiDocument(toastnetVersion())) }),
+  },
 };
+
+/** The OpenAPI document, made on first request (~ms) and kept. */
+let openApi: Record<string, unknown> | undefined;
+
+/** Every route as "METHOD /path" (with :name), the keys of openapi.ts's OPERATIONS. */
+export const routeKeys = (): string[] => Object.entries(ROUTES).flatMap(([p, methods]) => Object.keys(methods).map((m) => `${m} ${p}`));
 
 /** A path's route pattern, and the raw (still encoded) sandbox name in it if any. */
 function patternOf(path: string): { pattern: string; rawName?: string } {

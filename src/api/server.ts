@@ -29,9 +29,21 @@ export interface RequestTimeouts {
 
 export const REQUEST_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 30_000, checkEveryMs: 1_000 };
 
+/** A request as answered, for the daemon's log. */
+export interface ApiAnswer {
+  method: string;
+  path: string;
+  status: number;
+  body?: unknown;
+  /** Time in the router (the operation), as in the answer's Server-Timing. */
+  ms: number;
+}
+
 export interface ServeOptions {
   timeouts?: RequestTimeouts;
   maxBodyBytes?: number;
+  /** Called once per routed request after its answer is sent. */
+  onAnswer?: (a: ApiAnswer) => void;
 }
 
 export function serveApi(backend: ApiBackend, socketPath: string, o: ServeOptions = {}): Promise<http.Server> {
@@ -58,10 +70,14 @@ export function serveApi(backend: ApiBackend, socketPath: string, o: ServeOption
         }
       }
       const t0 = performance.now();
-      const r = await route(backend, { method: req.method ?? 'GET', path: req.url ?? '/', body });
+      const method = req.method ?? 'GET';
+      const path = req.url ?? '/';
+      const r = await route(backend, { method, path, body });
+      const ms = performance.now() - t0;
       // How long the operation itself took, apart from transport: lets callers see where time goes.
-      res.setHeader('server-timing', `op;dur=${(performance.now() - t0).toFixed(3)}`);
+      res.setHeader('server-timing', `op;dur=${ms.toFixed(3)}`);
       send(res, r);
+      o.onAnswer?.({ method, path, status: r.status, body: r.body, ms });
     }).catch((err: unknown) => {
       // Only a bug gets here (the router answers every error it meets): still answer once.
       if (res.headersSent) res.destroy();

@@ -34,6 +34,8 @@ export interface SandboxInfo {
   attachment?: RuntimeAttachment;
   /** tap mode: what a VMM is pointed at (the device, the namespace to start it in, the guest's MAC and addresses, an `ip=` kernel argument). */
   tap?: TapInfo;
+  /** Given at create; `{}` when none. */
+  labels: Record<string, string>;
 }
 
 /** Body of POST /v1/sandboxes (ToastnetClient.create). */
@@ -51,6 +53,8 @@ export interface CreateSandboxBody {
    * CNI's portMappings entries, field for field; `hostIP` absent: every host address.
    */
   publish?: PortMapping[];
+  /** key: value metadata, Kubernetes label syntax (at most 64). */
+  labels?: Record<string, string>;
 }
 
 /** GET /v1/sandboxes/{name}/inspect: the sandbox and its network as the kernel reports it now. */
@@ -145,6 +149,8 @@ export interface CreateOptions {
   policy?: unknown;
   /** Ports to publish (CreateSandboxBody.publish), checked by the engine. */
   publish?: unknown;
+  /** Checked by the engine (core/labels.ts). */
+  labels?: unknown;
 }
 
 export interface PolicyView {

@@ -69,16 +69,39 @@ export async function withBackend<T>(c: Config, command: (b: InstanceBackend) =>
   }
 }
 
+/**
+ * What a daemon's log says last: the message of the last record process `pid` wrote (other
+ * daemons racing to start write to the same file), else the last line that is not a record
+ * (what Node prints when it dies before the logger runs).
+ */
+export function lastMessage(logFile: string, pid?: number): string {
+  const lines = fs.readFileSync(logFile, 'utf8').trim().split('\n').reverse();
+  let plain: string | undefined;
+  for (const line of lines) {
+    let r: { msg?: unknown; pid?: unknown } | undefined;
+    try {
+      r = JSON.parse(line) as { msg?: unknown; pid?: unknown };
+    } catch {
+      plain ??= line;
+      continue;
+    }
+    if (typeof r.msg === 'string' && (pid === undefined || r.pid === pid)) return r.msg;
+  }
+  return plain ?? '';
+}
+
 /** Returns a client to a running daemon, starting one in the background if needed. */
 export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<ToastnetClient> {
   const cl = client(c);
   if (await cl.ping()) return cl;
   fs.mkdirSync(c.runDir, { recursive: true, mode: 0o700 });
   const logFile = path.join(c.runDir, 'daemon.log');
-  const out = fs.openSync(logFile, 'a');
+  // The daemon writes its log itself, bounded (daemon/log.ts); stderr goes to the same file
+  // only for what Node prints if the process dies before or outside the logger.
+  const err = fs.openSync(logFile, 'a', 0o600);
   const main = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'main.js');
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, main, ...globalArgs, 'daemon'], { detached: true, stdio: ['ignore', out, out] });
-  fs.closeSync(out);
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, main, ...globalArgs, 'daemon', '--log-file', logFile], { detached: true, stdio: ['ignore', 'ignore', err] });
+  fs.closeSync(err);
   let exited: number | null = null;
   child.on('exit', (code) => {
     exited = code ?? 1;
@@ -89,7 +112,7 @@ export async function ensureDaemon(c: Config, globalArgs: string[]): Promise<Toa
     if (await cl.ping()) return cl;
     if (exited !== null && exited !== 0) {
       // It may have lost a race to another starting daemon: that one will answer soon.
-      const tail = fs.readFileSync(logFile, 'utf8').trim().split('\n').pop() ?? '';
+      const tail = lastMessage(logFile, child.pid);
       if (!/in use by another toastnet process/.test(tail)) {
         throw new ToastnetError('not_ready', `could not start the daemon: ${tail} (log: ${logFile})`);
       }

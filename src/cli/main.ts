@@ -11,18 +11,22 @@ import { instanceNames, netnsName, validateSandboxName } from '../core/names.js'
 import { netnsPath } from '../kernel/netns.js';
 import type { SandboxInfo, Status } from '../api/types.js';
 import { runDaemon } from '../daemon/run.js';
+import { LOG_FILE_MAX_BYTES, createLogger, defaultTarget } from '../daemon/log.js';
+import { LOG_LEVELS, type LogLevel } from '../config/schema.js';
 import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
 import { printable } from './terminal-text.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
-import { PublishFlags, addPublishOption, publishColumn, publishFromFlags } from './publish-flags.js';
+import { PublishFlags, addPublishOption, publishFromFlags } from './publish-flags.js';
 import { TapFlags, tapFromFlags } from './tap-flags.js';
 import { client, daemonBackend, ensureDaemon, withBackend } from './instance.js';
 import { PolicyFlags, addPolicyOptions, policyFromFlags } from './policy-flags.js';
-import { describeAttachment, formatStats, formatTop, topRows } from './stats-view.js';
+import { formatStats, formatTop, topRows } from './stats-view.js';
+import { formatSandboxes, formatStatus } from './instance-view.js';
 import { toastnetVersion } from '../version.js';
 import { sandboxFilter } from './list-filter.js';
+import { parseLabelFlags } from '../core/labels.js';
 import { CommandNotRunnable, EXEC_EXIT, findCommand } from './command-lookup.js';
 
 interface GlobalOpts {
@@ -33,6 +37,7 @@ interface GlobalOpts {
   dns?: string;
   stateDir?: string;
   runDir?: string;
+  logLevel?: LogLevel;
 }
 
 const program = new Command('toastnet')
@@ -45,6 +50,7 @@ const program = new Command('toastnet')
   .option('--dns <upstreams>', 'DNS upstreams, comma-separated ip[:port]')
   .option('--state-dir <dir>', 'state directory')
   .option('--run-dir <dir>', 'runtime directory (socket, lock)')
+  .addOption(new Option('--log-level <level>', 'the daemon\'s log level (default info)').choices(LOG_LEVELS))
   .showHelpAfterError(false)
   .configureOutput({ outputError: (str, write) => write(`toastnet: ${str.replace(/^error: /, '').trim()}\n`) })
   .exitOverride();
@@ -56,6 +62,8 @@ function example(cmd: Command, line: string, more = ''): Command {
 
 /** Collects a repeatable option's values. */
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+const LABEL_HELP = 'a label (KEY or KEY=VALUE, Kubernetes syntax; repeatable), for ls --filter label=... and metricsLabels';
 
 /**
  * Set when `run` or `exec` is the command: they exit with their command's own code, so their
@@ -81,6 +89,7 @@ function config(cmd: Command): Config {
     dnsUpstreams: g.dns?.split(',').map((s) => s.trim()).filter(Boolean),
     stateDir: g.stateDir,
     runDir: g.runDir,
+    logLevel: g.logLevel,
   };
   return loadConfig({ flags, configFile: g.config });
 }
@@ -97,39 +106,15 @@ function globalArgs(cmd: Command): string[] {
   add('--dns', g.dns);
   add('--state-dir', g.stateDir);
   add('--run-dir', g.runDir);
+  add('--log-level', g.logLevel);
   return out;
 }
 
 const print = (s: string) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
 const printJson = (v: unknown) => print(JSON.stringify(v, null, 2));
 
-function printStatus(s: Status): void {
-  // The daemon answers with its own version: after an upgrade it runs the old one until restarted.
-  const mine = toastnetVersion();
-  print([
-    `version     ${s.version}${s.version === mine ? '' : ` (this command is ${mine}: restart the daemon to run it)`}`,
-    `instance    ${s.instance} (${s.up ? 'up' : 'down'})`,
-    `subnet      ${s.subnet}, gateway ${s.gateway} on ${s.gatewayLink}`,
-    `nftables    table ${s.table}`,
-    `forwarding  ${s.forwarding ? 'on' : 'off'}`,
-    `sandboxes   ${s.sandboxes}${s.pool.idle ? ` (and ${s.pool.idle} ready in the warm pool)` : ''}`,
-    `addresses   ${s.addresses.free} free of ${s.addresses.capacity}${s.addresses.releasing ? ` (${s.addresses.releasing} held until processes left in removed sandboxes end)` : ''}`,
-    `dns         ${s.dnsUpstreams.join(', ') || '(no upstreams)'}`,
-    `daemon      ${s.daemon ? `pid ${s.daemon.pid}, ${s.socket}` : 'not running'}`,
-    ...(s.dns ? [`resolver    ${s.dns.queries} queries, ${s.dns.cached} answered from the cache (${s.dns.cacheEntries} kept), ${s.dns.upstreamTimeouts} upstream timeouts`] : []),
-  ].join('\n'));
-}
-
-function printSandboxes(list: SandboxInfo[]): void {
-  // CONTAINER only when a runtime's container is attached through CNI (its ids, its pod).
-  const attached = list.some((s) => s.attachment);
-  const rows = [
-    ['NAME', 'IP', 'MODE', 'NETNS', 'CREATED', 'PUBLISH', ...(attached ? ['CONTAINER'] : [])],
-    ...list.map((s) => [s.name, s.ip, s.mode, s.netns, s.createdAt, publishColumn(s.publish), ...(attached ? [s.attachment ? describeAttachment(s.attachment) : ''] : [])]),
-  ];
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  print(rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd()).join('\n'));
-}
+const printStatus = (s: Status) => print(formatStatus(s, toastnetVersion()));
+const printSandboxes = (list: SandboxInfo[]) => print(formatSandboxes(list));
 
 example(program.command('up'), 'toastnet up --persist')
   .description('set up the host side (gateway link, forwarding, nftables table); idempotent')
@@ -163,13 +148,23 @@ example(program.command('status'), 'toastnet status --json')
     else printStatus(s);
   });
 
-example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json daemon')
-  .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket')
-  .action(async (_o: unknown, cmd: Command) => {
-    await runDaemon(config(cmd));
+example(program.command('daemon'), 'toastnet --config /etc/toastnet/config.json --log-level debug daemon')
+  .description('run the daemon in the foreground: up, reconcile, DNS on the gateway, API on the socket; logs JSON lines (readable lines on a terminal)')
+  .option('--log-file <file>', `log to this file instead, cut at ${LOG_FILE_MAX_BYTES / (1024 * 1024)} MiB with the previous one kept as FILE.1 (what the auto-start does)`)
+  .action(async (o: { logFile?: string }, cmd: Command) => {
+    const c = config(cmd);
+    const root = createLogger(c.logLevel, o.logFile ? { kind: 'file', file: o.logFile } : defaultTarget());
+    try {
+      await runDaemon(c, root);
+    } catch (err) {
+      // The reason it stopped, as the log's last line (the auto-start reports it from there).
+      const e = asToastnetError(err);
+      root.child({ component: 'daemon' }).fatal({ code: e.code, ...(e.code === 'internal' ? { err } : {}) }, e.message);
+      process.exit(e.exitCode);
+    }
   });
 
-addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --json')
+addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet create web --domain pypi.org --publish 8080:80 --label team=ml --json')
   .description('create a sandbox network (starts the daemon if none runs)')
   .argument('[name]', 'sandbox name (default sbx-<id>)')
   .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode, veth unless configured)').choices(Object.keys(LINK_MODES)))
@@ -177,15 +172,17 @@ addPublishOption(addPolicyOptions(example(program.command('create'), 'toastnet c
   .option('--queues <n>', 'tap: queues the VMM opens (>1: a multiqueue device)')
   .option('--tap-owner <uid>', 'tap: uid that may open the device without CAP_NET_ADMIN (a jailed VMM)')
   .option('--tap-group <gid>', 'tap: gid that may open the device without CAP_NET_ADMIN')
+  .option('--label <key=value>', LABEL_HELP, collect, [])
   .option('--json', 'JSON output (tap: the device, the namespace to start the VMM in, guestMac, kernelIp...)')))
-  .action(async (name: string | undefined, o: { mode?: SandboxMode; json?: boolean } & TapFlags & PolicyFlags & PublishFlags, cmd: Command) => {
+  .action(async (name: string | undefined, o: { mode?: SandboxMode; label: string[]; json?: boolean } & TapFlags & PolicyFlags & PublishFlags, cmd: Command) => {
     if (name !== undefined) validateSandboxName(name);
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
     const tap = tapFromFlags(o);
+    const labels = parseLabelFlags(o.label);
     const c = config(cmd);
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name, ...(o.mode ? { mode: o.mode } : {}), ...(tap ? { tap } : {}), ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name, ...(o.mode ? { mode: o.mode } : {}), ...(tap ? { tap } : {}), ...(policy ? { policy } : {}), ...publish, ...(o.label.length ? { labels } : {}) });
     if (o.json) printJson(s);
     else print(`${s.name} ${s.ip} ${s.netns}`);
   });
@@ -226,11 +223,11 @@ function warn(err: unknown): void {
   process.stderr.write(`toastnet: ${asToastnetError(err).message}\n`);
 }
 
-example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*'")
+example(program.command('ls'), "toastnet ls -q --filter mode=macvlan --filter 'name=job-*' --filter label=team=ml")
   .description('list sandboxes')
   .option('--json', 'JSON output')
   .addOption(new Option('-q, --quiet', 'names only, one per line').conflicts('json'))
-  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan|tap or name=GLOB (* and ?), or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives, different keys must all match', collect, [])
+  .option('--filter <key=value>', 'only sandboxes with mode=veth|macvlan|tap, name=GLOB (* and ?), label=KEY or label=KEY=VALUE, or CNI containers by container=GLOB or pod=NAMESPACE/NAME glob; repeatable: values of one key are alternatives (labels: all must match), different keys must all match', collect, [])
   .action(async (o: { json?: boolean; quiet?: boolean; filter: string[] }, cmd: Command) => {
     const keep = sandboxFilter(o.filter);
     const list = (await withBackend(config(cmd), (b) => b.list())).filter(keep);
@@ -303,14 +300,16 @@ addPublishOption(addPolicyOptions(example(program.command('run'), 'toastnet run 
   .argument('<cmd...>')
   .addOption(new Option('--mode <mode>', 'link type (default: the instance\'s defaultMode; tap: CMD is the VMM, started in the namespace holding the TAP)').choices(Object.keys(LINK_MODES)))
   .option('--name <name>', 'sandbox name')
+  .option('--label <key=value>', LABEL_HELP, collect, [])
   .option('--keep', 'keep the sandbox after CMD exits')))
-  .action(async (argv: string[], o: { mode?: SandboxMode; name?: string; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
+  .action(async (argv: string[], o: { mode?: SandboxMode; name?: string; label: string[]; keep?: boolean } & PolicyFlags & PublishFlags, cmd: Command) => {
     const policy = policyFromFlags(o);
     const publish = publishFromFlags(o);
+    const labels = parseLabelFlags(o.label);
     const c = config(cmd);
     findCommand(argv[0]); // before a sandbox is made for nothing
     const cl = await ensureDaemon(c, globalArgs(cmd));
-    const s = await cl.create({ name: o.name, ...(o.mode ? { mode: o.mode } : {}), ...(policy ? { policy } : {}), ...publish });
+    const s = await cl.create({ name: o.name, ...(o.mode ? { mode: o.mode } : {}), ...(policy ? { policy } : {}), ...publish, ...(o.label.length ? { labels } : {}) });
     let code = 1;
     try {
       code = await execIn(c, s.name, argv);

@@ -24,6 +24,7 @@ const ENV_KEYS: Record<string, keyof ConfigInput> = {
   TOASTNET_POOL_SIZE: 'poolSize',
   TOASTNET_DEFAULT_MODE: 'defaultMode',
   TOASTNET_RUN_DIR: 'runDir',
+  TOASTNET_LOG_LEVEL: 'logLevel',
 };
 const LIST_KEYS = new Set(['dnsUpstreams', 'allowCidrs', 'denyCidrs']);
 const NUMBER_KEYS = new Set(['dnsTimeoutMs', 'dnsCacheSize', 'poolSize']);
@@ -151,6 +152,8 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     logGroup: c.logGroup ?? defaultLogGroup(c.instance),
     ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
     metricsMaxSandboxes: c.metricsMaxSandboxes,
+    metricsLabels: c.metricsLabels,
+    logLevel: c.logLevel,
     pool: { size: c.poolSize, refillBelow: Math.min(c.poolRefillBelow ?? c.poolSize, c.poolSize) },
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,
     runDir: c.runDir ?? `/run/toastnet/${c.instance}`,

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { parseEgressRule } from '../core/egress-rule.js';
 import { parseCidr, parseIPv4 } from '../core/ipv4.js';
 import { PolicyInput, PolicySchema } from '../core/policy.js';
+import { LABEL_KEY_RE, metricLabelName } from '../core/labels.js';
 
 const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementCtx) => {
   try {
@@ -15,6 +16,10 @@ const validates = (fn: (s: string) => unknown) => (s: string, ctx: z.RefinementC
 };
 
 export const INSTANCE_RE = /^[a-z][a-z0-9_]{0,23}$/;
+
+/** The daemon's log levels (pino's), least severe first; `silent` logs nothing. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const ConfigSchema = z.strictObject({
   instance: z.string().regex(INSTANCE_RE, 'lowercase letters, digits and _, starting with a letter, at most 24 characters')
@@ -49,6 +54,18 @@ export const ConfigSchema = z.strictObject({
   metricsListen: z.string().regex(/^(?:(\d{1,3}(?:\.\d{1,3}){3}):)?(\d{1,5})$/, 'want PORT or IPV4:PORT').optional()
     .describe('Serve Prometheus metrics on GET /metrics at this address (PORT alone: 127.0.0.1:PORT); off unless set'),
   metricsMaxSandboxes: z.number().int().min(0).max(100_000).default(200).describe('Sandboxes with their own label in per-sandbox metrics (the busiest); the rest are summed in the gauge toastnet_sandboxes_unlabelled'),
+  metricsLabels: z.array(z.string().regex(LABEL_KEY_RE, 'want a label key (NAME or PREFIX/NAME)')).max(10).default([])
+    .superRefine((keys, ctx) => {
+      // Two keys that would make one Prometheus label name (a.b and a_b) would mix their values.
+      const seen = new Map<string, string>();
+      for (const k of keys) {
+        const m = metricLabelName(k);
+        if (seen.has(m)) ctx.addIssue({ code: 'custom', message: `"${seen.get(m)}" and "${k}" both become the metric label ${m}` });
+        seen.set(m, k);
+      }
+    })
+    .describe('Sandbox label keys that become labels (label_<key>) of the per-sandbox metric series; other labels stay out of Prometheus'),
+  logLevel: z.enum(LOG_LEVELS).default('info').describe('The daemon\'s log level: trace, debug (every API request), info (changes, start and stop), warn, error, fatal, silent'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
 });
@@ -77,6 +94,9 @@ export interface Config {
   /** host and port of the metrics listener, or undefined (off). */
   metrics?: { host: string; port: number };
   metricsMaxSandboxes: number;
+  /** Sandbox label keys promoted to metric labels. */
+  metricsLabels: string[];
+  logLevel: LogLevel;
   pool: { size: number; refillBelow: number };
   stateDir: string;
   runDir: string;

@@ -22,6 +22,7 @@ import type { ResolverCounters } from '../api/types.js';
 import type { Engine } from '../service/engine.js';
 import { DnsLog, LogLimiter } from '../service/events.js';
 
+/** Where the resolver reports trouble (socket errors): one line each. */
 export type Log = (msg: string) => void;
 
 export interface DnsCounts {

@@ -14,19 +14,17 @@ import { Metrics, startMetricsServer } from '../service/metrics.js';
 import { WarmPool } from '../service/pool.js';
 import { PoolBuilder } from '../service/pool-builder.js';
 import { sdNotify } from '../kernel/sd-notify.js';
-import { Log, SandboxResolver } from './resolver.js';
+import { SandboxResolver } from './resolver.js';
 import { daemonBackend, statsWithDns } from './backend.js';
-
-export type { Log };
-
-export const stdoutLog: Log = (msg) => process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+import { Logger, createLogger, defaultTarget } from './log.js';
+import type { ApiAnswer } from '../api/server.js';
 
 export function socketPath(c: Config): string {
   return path.join(c.runDir, 'toastnet.sock');
 }
 
 /** Opens the instance, sets it up and reconciles it; logs what gc removed. */
-async function openReconciled(config: Config, log: Log): Promise<Engine> {
+async function openReconciled(config: Config, log: Logger): Promise<Engine> {
   // Wait for a CLI working in-process to finish, but not for another daemon: it will not end.
   const other = new ToastnetClient(socketPath(config));
   const engine = await Engine.open(config, 10_000, () => other.ping());
@@ -35,7 +33,7 @@ async function openReconciled(config: Config, log: Log): Promise<Engine> {
     engine.up();
     const gc = engine.gc();
     const cleaned = gc.sandboxes.length + gc.namespaces.length + gc.links.length + gc.files.length;
-    log(`up: instance ${config.instance}, subnet ${config.subnet}, gateway ${config.gateway}, ${engine.store.count()} sandboxes, reconciled in ${(performance.now() - t0).toFixed(1)} ms${cleaned ? `, gc removed ${JSON.stringify(gc)}` : ''}`);
+    log.info({ instance: config.instance, subnet: config.subnet, gateway: config.gateway, sandboxes: engine.store.count(), ms: Number((performance.now() - t0).toFixed(1)), ...(cleaned ? { gc } : {}) }, 'up and reconciled');
     return engine;
   } catch (err) {
     engine.close();
@@ -43,7 +41,39 @@ async function openReconciled(config: Config, log: Log): Promise<Engine> {
   }
 }
 
-export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<void> {
+/**
+ * A sandbox's name, where an API request concerns one: in the path, or for a create in the
+ * answer. For the log's `sandbox` field.
+ */
+function sandboxOf(a: ApiAnswer): string | undefined {
+  const m = /^\/v1\/sandboxes\/([^/?]+)/.exec(a.path);
+  if (m) {
+    try {
+      return decodeURIComponent(m[1]);
+    } catch {
+      return undefined;
+    }
+  }
+  return a.status === 201 ? (a.body as { name?: string } | undefined)?.name : undefined;
+}
+
+/**
+ * Each API request: changes made at info; reads and refused requests (4xx: the client's
+ * mistake, which a fuzzing or looping client can make thousands of times) at debug;
+ * failures of the daemon itself (5xx) at error.
+ */
+export function logAnswer(log: Logger, a: ApiAnswer): void {
+  const sandbox = sandboxOf(a);
+  const fields = { ...(sandbox !== undefined ? { sandbox } : {}), method: a.method, path: a.path, status: a.status, ms: Number(a.ms.toFixed(3)) };
+  const error = (a.body as { error?: { code?: string; message?: string } } | undefined)?.error;
+  const msg = `${a.method} ${a.path.replace(/\?.*$/, '')} ${a.status}${error ? `: ${error.message}` : ''}`;
+  if (a.status >= 500) log.error({ ...fields, code: error?.code }, msg);
+  else if (a.method !== 'GET' && a.status < 400) log.info(fields, msg);
+  else log.debug(fields, msg);
+}
+
+export async function runDaemon(config: Config, root: Logger = createLogger(config.logLevel, defaultTarget())): Promise<void> {
+  const log = root.child({ component: 'daemon' });
   const engine = await openReconciled(config, log);
   let api: http.Server | undefined;
   let metricsServer: http.Server | undefined;
@@ -60,7 +90,7 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
   const stop = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    log(`stopping (${why}); sandboxes are left running`);
+    log.info({ why }, 'stopping; sandboxes are left running');
     await new Promise<void>((res) => (api ? api.close(() => res()) : res()));
     await new Promise<void>((res) => (metricsServer ? metricsServer.close(() => res()) : res()));
     await pool?.stop();
@@ -68,20 +98,22 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
     await events.stop();
     await engine.settled(); // processes left in removed sandboxes: ended before we go
     engine.close();
-    log('stopped');
+    log.info('stopped');
   };
 
   try {
-    if (config.dnsUpstreams.length === 0) log('warning: no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
-    resolver = new SandboxResolver(config, engine, log, (e) => events.recordQuery(e));
+    const dnsLog = root.child({ component: 'dns' });
+    if (config.dnsUpstreams.length === 0) dnsLog.warn('no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
+    resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), (e) => events.recordQuery(e));
     await resolver.forwarder.start();
-    log(`dns: ${config.gateway}:53 -> ${config.dnsUpstreams.join(', ') || '(none)'}`);
+    dnsLog.info({ listen: `${config.gateway}:53`, upstreams: config.dnsUpstreams }, 'serving DNS');
 
+    const eventLog = root.child({ component: 'events' });
     try {
-      await events.start(config.logGroup, (p, reason) => engine.attribute(p, reason), log);
-      log(`events: NFLOG group ${config.logGroup}`);
+      await events.start(config.logGroup, (p, reason) => engine.attribute(p, reason), (m) => eventLog.warn(m.replace(/^events: /, '')));
+      eventLog.info({ group: config.logGroup }, 'reading denials from NFLOG');
     } catch (err) {
-      log(`warning: denial events unavailable: ${(err as Error).message}`);
+      eventLog.warn({ err }, `denial events unavailable: ${(err as Error).message}`);
     }
 
     const metrics = new Metrics({
@@ -90,18 +122,20 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
       capacity: () => engine.status(),
       dns: () => resolver?.stats,
       denials: () => events.byReason,
-    }, config.metricsMaxSandboxes);
+    }, config.metricsMaxSandboxes, config.metricsLabels);
     if (config.metrics) {
       metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);
-      log(`metrics: http://${config.metrics.host}:${config.metrics.port}/metrics`);
+      root.child({ component: 'metrics' }).info({ url: `http://${config.metrics.host}:${config.metrics.port}/metrics` }, 'serving metrics');
     }
 
-    const warm = new WarmPool(engine, { ...config.pool, defaultMode: config.defaultMode, holds: poolModeOf(config.defaultMode) }, log, () => new PoolBuilder(config.instance));
+    const poolLog = root.child({ component: 'pool' });
+    const warm = new WarmPool(engine, { ...config.pool, defaultMode: config.defaultMode, holds: poolModeOf(config.defaultMode) }, (m) => poolLog.warn(m.replace(/^pool: /, '')), () => new PoolBuilder(config.instance));
     pool = warm;
     const trimmed = warm.trim();
-    if (trimmed > 0) log(`pool: removed ${trimmed} idle sandbox networks beyond poolSize ${config.pool.size}`);
+    if (trimmed > 0) poolLog.info({ removed: trimmed, poolSize: config.pool.size }, 'removed idle sandbox networks beyond poolSize');
     warm.refill();
-    if (config.pool.size > 0) log(`pool: keeping ${config.pool.size} sandbox networks ready (refill below ${config.pool.refillBelow})`);
+    if (config.pool.size > 0) poolLog.info({ size: config.pool.size, refillBelow: config.pool.refillBelow }, 'keeping sandbox networks ready');
+    const apiLog = root.child({ component: 'api' });
 
     api = await serveApi(daemonBackend({
       engine, pool: warm, metrics, events,
@@ -111,10 +145,10 @@ export async function runDaemon(config: Config, log: Log = stdoutLog): Promise<v
         await stopResolver();
       },
       afterDown: () => setImmediate(() => void stop('down').then(() => process.exit(0))),
-    }), socketPath(config));
-    log(`api: ${socketPath(config)}; ready (pid ${process.pid})`);
+    }), socketPath(config), { onAnswer: (a) => logAnswer(apiLog, a) });
+    log.info({ socket: socketPath(config) }, 'ready');
     // Under systemd (Type=notify): started means serving.
-    if (sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=serving ${config.instance}`)) log('told systemd: ready');
+    if (sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=serving ${config.instance}`)) log.debug('told systemd: ready');
   } catch (err) {
     await stop('startup failed');
     throw err;

@@ -175,6 +175,7 @@ export class InstanceState {
       ...(r.mode === 'tap' ? {
         tap: tapInfo({ ip: r.ip, mac: sandboxMac(this.macKey, r.id), gateway: this.config.gateway, prefixLength: this.prefixLength, netns: netnsPath(netns) }, this.tapOf(r.id)),
       } : {}),
+      labels: r.labels,
     };
   }
 

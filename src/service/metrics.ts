@@ -15,8 +15,8 @@ import { toastnetVersion } from '../version.js';
 
 export interface MetricSources {
   stats(): SandboxStats[];
-  /** The live sandboxes (engine.list()), counted by mode. */
-  sandboxes(): Pick<SandboxInfo, 'mode'>[];
+  /** The live sandboxes (engine.list()): counted by mode; their labels for metricsLabels. */
+  sandboxes(): Pick<SandboxInfo, 'name' | 'mode' | 'labels'>[];
   /** The subnet's addresses and the idle warm-pool members, as status tells them (engine.status()). */
   capacity(): Pick<Status, 'addresses' | 'pool'>;
   /** The resolver's counters, when it runs. */
@@ -51,7 +51,8 @@ export class Metrics {
   readonly registry = new client.Registry();
   private readonly opDuration: client.Histogram<'op' | 'outcome'>;
 
-  constructor(sources: MetricSources, maxSandboxSeries = 200) {
+  /** `labelKeys`: sandbox labels that become labels of the per-sandbox series (config metricsLabels). */
+  constructor(sources: MetricSources, maxSandboxSeries = 200, labelKeys: readonly string[] = []) {
     const registers = [this.registry];
     client.collectDefaultMetrics({ register: this.registry, prefix: PROCESS_METRICS_PREFIX });
     this.opDuration = new client.Histogram({
@@ -73,7 +74,8 @@ export class Metrics {
 
     this.registerInstance(sources, registers);
     const stats = perScrape(() => splitBusiest(sources.stats(), maxSandboxSeries));
-    registerSandboxTraffic(stats, registers);
+    const labels = perScrape(() => new Map(sources.sandboxes().map((s) => [s.name, s.labels])));
+    registerSandboxTraffic(stats, registers, labelKeys, (name) => labels().get(name));
     this.registerResolver(sources, registers);
     new client.Counter({
       name: 'toastnet_denials_logged_total',

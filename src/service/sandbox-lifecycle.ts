@@ -12,6 +12,7 @@ import { Element, SandboxMode } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects } from '../core/sandbox-limits.js';
 import { PolicyInput } from '../core/policy.js';
 import type { PortMapping } from '../core/publish.js';
+import { Labels, validateLabels } from '../core/labels.js';
 import { LINK_MODES, isSandboxMode } from '../core/link-modes.js';
 import { TapDevice, isDefaultTap, resolveTapOptions } from '../core/tap.js';
 import { Conntrack } from '../kernel/conntrack.js';
@@ -85,10 +86,11 @@ export class SandboxLifecycle {
   private createNetwork(o: CreateOptions): SandboxInfo {
     const { mode, tap } = this.s.checkedMode(o);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
+    const labels = validateLabels(o.labels);
     const parentIndex = this.s.ensureParent(); // also: the host side is up
     const publish = this.s.checkedPublish(o.publish);
 
-    const lease = this.lease(o.name, mode, own, publish, tap);
+    const lease = this.lease(o.name, mode, own, publish, tap, labels);
     const { row } = lease;
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(row.name, spec);
@@ -131,7 +133,7 @@ export class SandboxLifecycle {
   }
 
   /** A new row (state 'creating') and its address, in one transaction; conflict if the name is taken. */
-  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = [], tap?: TapDevice): Lease {
+  lease(name: string | undefined, mode: SandboxMode, own: PolicyInput, publish: PortMapping[] = [], tap?: TapDevice, labels: Labels = {}): Lease {
     const ipNum = this.s.ipam.peek();
     const wasFresh = this.s.ipam.isFresh(ipNum);
     const ip = formatIPv4(ipNum);
@@ -141,6 +143,7 @@ export class SandboxLifecycle {
       const id = this.s.store.insertSandbox(n, ip, mode, own);
       if (publish.length > 0) this.s.store.setPublish(id, publish);
       if (tap) this.s.store.taps.set(id, tap);
+      if (Object.keys(labels).length > 0) this.s.store.setLabels(id, labels);
       this.s.store.takeReleased(ipNum);
       this.s.store.setMeta('next_fresh', String(wasFresh ? ipNum + 1 : this.s.ipam.freshCursor));
       return this.s.store.getByName(n)!;
@@ -249,24 +252,31 @@ export class SandboxLifecycle {
     if (o.name !== undefined) validateSandboxName(o.name);
     const { own, effective, policy } = this.s.checkedPolicy(o.policy);
     const publish = this.s.checkedPublish(o.publish);
+    const labels = validateLabels(o.labels);
     const name = o.name ?? autoSandboxName(member.id);
     const createdAt = Date.now();
     try {
-      this.s.store.renameSandbox(member.id, name, own, createdAt);
+      this.s.store.transaction(() => {
+        this.s.store.renameSandbox(member.id, name, own, createdAt);
+        this.s.store.setLabels(member.id, labels);
+      });
     } catch (err) {
       // The caller's own name is taken: its error. An automatic name someone took by hand:
       // not the caller's problem, a fresh network gets a fresh name.
       if (o.name !== undefined) throw err;
       return undefined;
     }
-    const row = { ...member, name, policy: own, createdAt, publish };
+    const row = { ...member, name, policy: own, createdAt, publish, labels };
     const spec = this.s.spec(row, effective, policy);
     const elements = this.s.live.elementsOf(name, spec);
     const objects = this.s.objectsOf(spec);
     const [from, to] = [netnsName(this.s.names, member.name), netnsName(this.s.names, name)];
     try {
       withUndo((undo) => {
-        undo.push('give the member its name back', () => this.s.store.renameSandbox(member.id, member.name, member.policy, member.createdAt));
+        undo.push('give the member its name back', () => this.s.store.transaction(() => {
+          this.s.store.renameSandbox(member.id, member.name, member.policy, member.createdAt);
+          this.s.store.setLabels(member.id, member.labels);
+        }));
         if (publish.length > 0) {
           this.s.store.setPublish(member.id, publish);
           undo.push('unpublish the member', () => this.s.store.setPublish(member.id, []));

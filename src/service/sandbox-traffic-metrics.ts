@@ -4,8 +4,12 @@
 // moves into the labelled set, which a counter must never do). Thousands of sandboxes do
 // not flood the scraper, and labelled series plus the gauge add up to every sandbox.
 // One metric per quantity, so that a sum over a metric's series adds like units.
+// Sandbox labels named in the config's `metricsLabels` are labels of these series too
+// (label_<key>): a fixed list of keys, each with one value per sandbox, so they add no
+// series beyond the bounded per-sandbox ones; all other labels stay out of Prometheus.
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
+import { metricLabelName } from '../core/labels.js';
 
 interface Quantity {
   /** The metric names: `toastnet_sandbox_<key>_total` per sandbox, `toastnet_sandboxes_unlabelled_<key>` for the rest. */
@@ -34,17 +38,26 @@ export function splitBusiest(all: SandboxStats[], maxSandboxSeries: number): Spl
   return { labelled: busy.slice(0, maxSandboxSeries), rest: busy.slice(maxSandboxSeries) };
 }
 
-/** Registers the per-sandbox counters and the unlabelled sums; `split` is read at scrape time. */
-export function registerSandboxTraffic(split: () => Split, registers: client.Registry[]): void {
+/**
+ * Registers the per-sandbox counters and the unlabelled sums; `split` is read at scrape time.
+ * `promoted`: the sandbox label keys that become metric labels; `labelsOf` gives a sandbox's
+ * labels (one without the key gets "", which Prometheus treats as no label).
+ */
+export function registerSandboxTraffic(split: () => Split, registers: client.Registry[], promoted: readonly string[] = [], labelsOf: (sandbox: string) => Record<string, string> | undefined = () => undefined): void {
+  const metricLabels = promoted.map((key) => ({ key, name: metricLabelName(key) }));
+  const seriesLabels = (name: string): Record<string, string> => {
+    const own = labelsOf(name) ?? {};
+    return { sandbox: name, ...Object.fromEntries(metricLabels.map((l) => [l.name, own[l.key] ?? ''])) };
+  };
   for (const q of TRAFFIC_QUANTITIES) {
     new client.Counter({
       name: `toastnet_sandbox_${q.key}_total`,
       help: `${q.help}; the busiest sandboxes only (metricsMaxSandboxes), the others in toastnet_sandboxes_unlabelled_${q.key}`,
-      labelNames: ['sandbox'],
+      labelNames: ['sandbox', ...metricLabels.map((l) => l.name)],
       registers,
       collect() {
         this.reset();
-        for (const s of split().labelled) this.inc({ sandbox: s.name }, q.pick(s));
+        for (const s of split().labelled) this.inc(seriesLabels(s.name), q.pick(s));
       },
     });
     new client.Gauge({

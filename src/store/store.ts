@@ -32,6 +32,8 @@ export interface SandboxRow {
   publish: PortMapping[];
   /** Set when the sandbox is a runtime's namespace attached through CNI (core/cni.ts). */
   attachment?: RuntimeAttachment;
+  /** Its labels (a pool member has none until acquired). */
+  labels: Record<string, string>;
 }
 
 const SCHEMA = `
@@ -44,7 +46,8 @@ CREATE TABLE IF NOT EXISTS sandboxes (
   state TEXT NOT NULL CHECK (state IN ('creating', 'ready')),
   created_at INTEGER NOT NULL,
   policy TEXT NOT NULL DEFAULT '{}',           -- the sandbox's own policy document (JSON)
-  publish TEXT NOT NULL DEFAULT '[]'           -- its published ports (JSON, core/publish.ts)
+  publish TEXT NOT NULL DEFAULT '[]',          -- its published ports (JSON, core/publish.ts)
+  labels TEXT NOT NULL DEFAULT '{}'            -- its labels (JSON object)
 );
 CREATE TABLE IF NOT EXISTS released (ip INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS released_by_seq ON released (seq);
@@ -86,11 +89,13 @@ interface Row {
   policy: string;
   publish: string;
   attachment: string | null;
+  labels: string;
 }
 
 const toSandbox = (r: Row): SandboxRow => ({
   id: r.id, name: r.name, ip: r.ip, mode: r.mode, state: r.state, createdAt: r.created_at, policy: JSON.parse(r.policy) as PolicyInput, publish: JSON.parse(r.publish) as PortMapping[],
   ...(r.attachment ? { attachment: JSON.parse(r.attachment) as RuntimeAttachment } : {}),
+  labels: JSON.parse(r.labels) as Record<string, string>,
 });
 
 export class Store {
@@ -122,12 +127,15 @@ export class Store {
     if (!cols.includes('attach_key')) this.db.exec('ALTER TABLE sandboxes ADD COLUMN attach_key TEXT');
     if (!cols.includes('attachment')) this.db.exec('ALTER TABLE sandboxes ADD COLUMN attachment TEXT');
     this.db.exec('CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_by_attach_key ON sandboxes (attach_key) WHERE attach_key IS NOT NULL');
+    // ... and before labels.
+    if (!cols.includes('labels')) this.db.exec("ALTER TABLE sandboxes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'");
     this.stmts = {
       getMeta: this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
       insert: this.db.prepare("INSERT INTO sandboxes (name, ip, mode, state, created_at, policy) VALUES (?, ?, ?, 'creating', ?, ?)"),
       setPolicy: this.db.prepare('UPDATE sandboxes SET policy = ? WHERE id = ?'),
       setPublish: this.db.prepare('UPDATE sandboxes SET publish = ? WHERE id = ?'),
+      setLabels: this.db.prepare('UPDATE sandboxes SET labels = ? WHERE id = ?'),
       markReady: this.db.prepare("UPDATE sandboxes SET state = 'ready' WHERE id = ?"),
       delete: this.db.prepare('DELETE FROM sandboxes WHERE id = ?'),
       deleteUsage: this.db.prepare('DELETE FROM usage_carried WHERE sandbox_id = ?'),
@@ -188,6 +196,10 @@ export class Store {
   /** Sets a sandbox's published ports (at its creation, or a pool member's acquisition). */
   setPublish(id: number, publish: PortMapping[]): void {
     this.stmts.setPublish.run(JSON.stringify(publish), id);
+  }
+
+  setLabels(id: number, labels: Record<string, string>): void {
+    this.stmts.setLabels.run(JSON.stringify(labels), id);
   }
 
   markReady(id: number): void {

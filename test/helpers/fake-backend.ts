@@ -1,6 +1,8 @@
 // An in-memory API backend for router and server tests: no kernel, no socket.
 import { ToastnetError } from '../../src/errors.js';
-import type { ApiBackend, CreateSandboxBody, EventQuery } from '../../src/api/routes.js';
+import { checkPortMapping } from '../../src/core/publish.js';
+import { validateLabels } from '../../src/core/labels.js';
+import type { ApiBackend, ApiResponse, CreateSandboxBody, EventQuery } from '../../src/api/routes.js';
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
 import type { SandboxStats } from '../../src/service/accounting.js';
@@ -55,6 +57,8 @@ export class FakeBackend implements ApiBackend {
     const s: SandboxInfo = {
       name, id, ip, gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:74:0a:a6:00:02',
       mode: body.mode ?? 'veth', resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
+      ...(Array.isArray(body.publish) ? { publish: body.publish.map((e, i) => checkPortMapping(e, `publish[${i}]`)) } : {}),
+      labels: validateLabels(body.labels),
     };
     this.sandboxes.set(name, s);
     this.policies.set(name, body.policy ?? {});
@@ -87,6 +91,14 @@ export class FakeBackend implements ApiBackend {
   async dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]> {
     this.check(`dnsQueries ${JSON.stringify(q)}`);
     return [{ id: 7, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', name: 'example.test', type: 'A', verdict: 'refused', answer: [], reason: 'not in egress.domains' }];
+  }
+  /** A CNI call: ADD answers a result, the others nothing; a call without a command the spec's error object. */
+  async cni(body: unknown): Promise<ApiResponse> {
+    this.check(`cni ${JSON.stringify(body)}`);
+    const command = (body as { command?: unknown } | undefined)?.command;
+    if (typeof command !== 'string') return { status: 400, body: { cniVersion: '1.0.0', code: 6, msg: 'POST /v1/cni wants {command, config, ...}' } };
+    if (command !== 'ADD') return { status: 204 };
+    return { status: 200, body: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/proc/1/ns/net' }], ips: [{ address: '10.166.0.9/16', gateway: '10.166.0.1', interface: 0 }] } };
   }
   gc(): GcReport {
     this.check('gc');

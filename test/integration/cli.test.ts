@@ -111,7 +111,8 @@ describe('cli', () => {
       help.set(c, r.stdout);
     }
     assert.match(help.get('ls')!, /-q, --quiet +names only/);
-    assert.match(help.get('ls')!, /--filter <key=value> +only sandboxes with mode=veth\|macvlan\|tap or name=GLOB/);
+    assert.match(help.get('ls')!.replace(/\s+/g, ' '), /--filter <key=value> only sandboxes with mode=veth\|macvlan\|tap, name=GLOB \(\* and \?\), label=KEY or label=KEY=VALUE/);
+    for (const c of ['create', 'run']) assert.match(help.get(c)!, /--label <key=value>/);
     assert.match(help.get('rm')!, /-f, --force/);
     for (const c of ['run', 'exec']) assert.match(help.get(c)!.replace(/\s+/g, ' '), /125 if toastnet itself failed .*126 if CMD cannot be executed, 127 if CMD was not found/);
   });
@@ -187,5 +188,56 @@ describe('cli', () => {
     r = tb.toastnet(I, ['down', '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), { instance: I, sandboxes: 1 });
+  });
+
+  it('labels: create and run --label, shown by ls, ls --json and inspect, found by ls --filter label=; a bad one refused with one line', () => {
+    let r = tb.toastnet(I, ['create', 'lab1', '--label', 'team=ml', '--label', 'app.kubernetes.io/name=web', '--label', 'tier', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).labels, { team: 'ml', 'app.kubernetes.io/name': 'web', tier: '' });
+    r = tb.toastnet(I, ['run', '--keep', '--name', 'lab2', '--label', 'team=infra', '--', 'true']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(tb.toastnet(I, ['create', 'plain']).code, 0);
+    const quiet = (...filters: string[]) => tb.toastnet(I, ['ls', '-q', ...filters.flatMap((f) => ['--filter', f])]).stdout;
+    assert.equal(quiet('label=team=ml'), 'lab1\n');
+    assert.equal(quiet('label=team'), 'lab1\nlab2\n');
+    assert.equal(quiet('label=team', 'label=tier'), 'lab1\n');
+    assert.equal(quiet('label=team=nobody'), '');
+    const listed = JSON.parse(tb.toastnet(I, ['ls', '--json']).stdout) as { name: string; labels: Record<string, string> }[];
+    assert.deepEqual(Object.fromEntries(listed.map((s) => [s.name, s.labels])), { lab1: { team: 'ml', 'app.kubernetes.io/name': 'web', tier: '' }, lab2: { team: 'infra' }, plain: {} });
+    assert.deepEqual(JSON.parse(tb.toastnet(I, ['inspect', 'lab2', '--json']).stdout).labels, { team: 'infra' });
+    const table = tb.toastnet(I, ['ls']).stdout.trim().split('\n');
+    assert.match(table[0], /^NAME +IP +MODE +NETNS +CREATED +PUBLISH +LABELS$/);
+    assert.match(table.find((l) => l.startsWith('lab1'))!, / app\.kubernetes\.io\/name=web,team=ml,tier=$/);
+    for (const bad of [['create', 'lab3', '--label', 'bad key=x'], ['create', 'lab3', '--label', 'team=a b'], ['ls', '--filter', 'label=-x']]) {
+      r = tb.toastnet(I, bad);
+      assert.equal(r.code, 2, `${bad.join(' ')}: ${r.stderr}`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, /a label (key|value)/);
+    }
+    assert.equal(quiet('name=lab3'), '', 'nothing made for a bad label');
+    assert.equal(tb.toastnet(I, ['down']).code, 0);
+  });
+
+  it('the auto-started daemon logs JSON lines (level, time, component, sandbox) to <runDir>/daemon.log, at --log-level', () => {
+    const records = (instance: string) => fs.readFileSync(path.join(path.dirname(tb.socketPath(instance)), 'daemon.log'), 'utf8').split('\n').filter(Boolean)
+      .map((l) => JSON.parse(l) as { level: string; time: string; component: string; sandbox?: string; msg: string; method?: string });
+    const I2 = `${I}l`;
+    for (const [instance, flags] of [[I2, ['--log-level', 'debug']], [`${I}w`, ['--log-level', 'warn']]] as const) {
+      const r = tb.toastnet(instance, ['create', 'lg1'], { extraFlags: [...flags] });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(tb.toastnet(instance, ['rm', 'lg1']).code, 0);
+      assert.equal(tb.toastnet(instance, ['down']).code, 0);
+    }
+    const debug = records(I2);
+    for (const r of debug) {
+      assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(r.level), JSON.stringify(r));
+      assert.match(r.time, /^\d{4}-\d\d-\d\dT/);
+      assert.ok(['daemon', 'api', 'dns', 'events', 'pool', 'metrics'].includes(r.component), JSON.stringify(r));
+    }
+    assert.ok(debug.some((r) => r.component === 'daemon' && r.msg === 'ready'));
+    assert.ok(debug.some((r) => r.component === 'api' && r.level === 'info' && r.sandbox === 'lg1' && r.method === 'POST'), 'the create, with its sandbox');
+    assert.ok(debug.some((r) => r.component === 'api' && r.level === 'debug' && r.method === 'GET'), 'reads at debug');
+    // At warn, a run without trouble logs nothing at all.
+    assert.deepEqual(records(`${I}w`).filter((r) => r.level !== 'warn' && r.level !== 'error'), []);
   });
 });

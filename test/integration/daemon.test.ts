@@ -9,6 +9,8 @@ import { ToastnetError } from '../../src/errors.js';
 import { linkPrefix } from '../../src/core/names.js';
 import { Testbed, WAN } from '../testbed/testbed.js';
 import { waitFor } from '../helpers/wait.js';
+import { askSocket, responseErrors } from '../helpers/openapi-check.js';
+import { OPENAPI_FILE } from '../../scripts/openapi.js';
 
 async function waitReady(cl: ToastnetClient, p: ChildProcess): Promise<void> {
   let out = '';
@@ -63,6 +65,35 @@ describe('daemon: API, crash, restart, gc', () => {
     const dup = await cl.create({ name: 'api1' }).catch((e) => e);
     assert.equal(dup.code, 'conflict');
     assert.equal(tb.curl(I, 'api1', 'http://example.test/').stdout, 'internet');
+  });
+
+  it('answers as its OpenAPI document says (the one it serves, which is the checked-in one)', async () => {
+    const sock = tb.socketPath(I);
+    const served = await askSocket(sock, 'GET', '/v1/openapi.json');
+    assert.equal(served.status, 200);
+    const doc = served.body;
+    assert.deepEqual(doc, JSON.parse(fs.readFileSync(OPENAPI_FILE, 'utf8')));
+    const ask = async (method: string, path: string, body?: unknown) => {
+      const r = await askSocket(sock, method, path, body);
+      assert.deepEqual(responseErrors(doc, method, path, r.status, r.body), [], `${method} ${path} -> ${r.status} ${JSON.stringify(r.body)}`);
+      return r;
+    };
+    assert.equal((await ask('POST', '/v1/sandboxes', { name: 'oas1', policy: { egress: { deny: ['203.0.113.0/24'] }, limits: { egressRate: '10mbit' } } })).status, 201);
+    tb.curl(I, 'oas1', 'http://example.test/'); // a DNS query to log, a denial to log, traffic to count
+    await ask('GET', '/v1/sandboxes');
+    await ask('GET', '/v1/sandboxes/oas1');
+    await ask('GET', '/v1/sandboxes/oas1/inspect');
+    await ask('GET', '/v1/sandboxes/oas1/stats');
+    await ask('GET', '/v1/stats');
+    await ask('GET', '/v1/sandboxes/oas1/policy');
+    await ask('PUT', '/v1/sandboxes/oas1/policy', { egress: { internet: false } });
+    await ask('GET', '/v1/status');
+    await waitFor(async () => ((await ask('GET', '/v1/events?sandbox=oas1')).body as { events: unknown[] }).events.length > 0, () => 'a denial event of oas1');
+    await waitFor(async () => ((await ask('GET', '/v1/dns-queries?sandbox=oas1')).body as { queries: unknown[] }).queries.length > 0, () => 'a DNS query of oas1');
+    await ask('POST', '/v1/gc');
+    assert.equal((await ask('DELETE', '/v1/sandboxes/oas1')).status, 204);
+    assert.equal((await ask('GET', '/v1/sandboxes/oas1')).status, 404);
+    assert.equal((await ask('PUT', '/v1/sandboxes')).status, 405);
   });
 
   it('the CLI uses the running daemon', async () => {

@@ -113,7 +113,7 @@ describe('instances and configuration', () => {
     const ips = results.map((r) => JSON.parse(r.out).ip);
     assert.equal(new Set(ips).size, 8);
     // Daemons that lost the race see the winner answer and exit.
-    const daemons = () => tb.sh(tb.hostNs, ['ps', '-eo', 'args']).split('\n').filter((l) => l.includes(CLI) && l.includes(`--instance ${I}`) && l.trim().endsWith(' daemon'));
+    const daemons = () => tb.sh(tb.hostNs, ['ps', '-eo', 'args']).split('\n').filter((l) => l.includes(CLI) && l.includes(`--instance ${I}`) && / daemon( --log-file \S+)?$/.test(l.trim()));
     await waitFor(() => daemons().length <= 1, () => `the losing daemons to exit: ${daemons().join('\n')}`, 5000);
     assert.equal(daemons().length, 1, 'one daemon won');
     assert.equal(tb.toastnet(I, ['down'], { extraFlags: ['--subnet', '10.171.0.0/16'] }).code, 0);

@@ -88,7 +88,7 @@ describe('limits and accounting', () => {
     await tb.serveWan([`udpecho:${WAN.internet}:9000`, `sink:${WAN.internet}:9100`]);
     // The daemon serves metrics on the host namespace's loopback (opt-in, see the config).
     const cfg = path.join(tb.dir, 'metrics.json');
-    fs.writeFileSync(cfg, JSON.stringify({ metricsListen: '9464', metricsMaxSandboxes: 3 }));
+    fs.writeFileSync(cfg, JSON.stringify({ metricsListen: '9464', metricsMaxSandboxes: 3, metricsLabels: ['team'] }));
     const d = tb.startDaemon(I, ['--config', cfg]);
     await new Promise<void>((resolve, reject) => {
       d.stdout!.on('data', (x) => String(x).includes('ready') && resolve());
@@ -103,7 +103,7 @@ describe('limits and accounting', () => {
 
   it('bandwidth holds each way within 10 % from the first byte, with few retransmissions, while an unlimited neighbour keeps its throughput; a live change applies', async () => {
     create('slow', '--limit', 'egressRate=20mbit', '--limit', 'ingressRate=16mbit');
-    create('fast');
+    create('fast', '--label', 'team=ml');
     const [up, free] = await Promise.all([transfer('slow', 5201), iperf('fast', 5202)]);
     near(up.bps, 20e6, 0.10, 'upload under egressRate 20mbit');
     assert.ok(up.retransmits < FEW_RETRANSMITS, `${up.retransmits} retransmissions uploading`);
@@ -255,7 +255,9 @@ describe('limits and accounting', () => {
     assert.equal(sent.length, 3, sent.join('\n'));
     const all = JSON.parse(run(['stats', '--json']).stdout) as (Stats & { name: string })[];
     const busiest = [...all].sort((a, b) => b.sent.bytes + b.received.bytes - (a.sent.bytes + a.received.bytes) || a.name.localeCompare(b.name))[0].name;
-    assert.ok(sent.some((l) => l.startsWith(`toastnet_sandbox_sent_bytes_total{sandbox="${busiest}"}`)), `the busiest sandbox (${busiest}) has its own series`);
+    const team = (JSON.parse(run(['ls', '--json']).stdout) as { name: string; labels: Record<string, string> }[]).find((s) => s.name === busiest)?.labels.team ?? '';
+    assert.ok(sent.some((l) => l.startsWith(`toastnet_sandbox_sent_bytes_total{sandbox="${busiest}",label_team="${team}"}`)), `the busiest sandbox (${busiest}) has its own series, with its team label (metricsLabels)`);
+    assert.ok(sent.some((l) => l.includes('label_team="ml"')), `the heavy "fast" sandbox's series carries its team label: ${sent.join('\n')}`);
     const rest = /^toastnet_sandboxes_unlabelled_sent_bytes (\d+)$/m.exec(text);
     assert.ok(rest, 'the others are summed in a gauge');
     const total = sent.reduce((n, l) => n + Number(l.split(' ').pop()), 0) + Number(rest[1]);

@@ -52,8 +52,9 @@ describe('warm pool', () => {
   it('a create acquires a member: same network renamed, policy applied, then the pool refills with a new one', async () => {
     const before = members();
     const firstId = Math.min(...before.map((n) => Number(n.split('-').pop())));
-    const s = await cl.create({ name: 'job', policy: { egress: { deny: [`${WAN.internet2}/32`] } } });
+    const s = await cl.create({ name: 'job', policy: { egress: { deny: [`${WAN.internet2}/32`] } }, labels: { team: 'ml' } });
     assert.equal(s.id, firstId, 'the oldest member was taken');
+    assert.deepEqual([s.labels, (await cl.get('job')).labels], [{ team: 'ml' }, { team: 'ml' }], 'labels kept with the acquired member');
     assert.equal(s.netns, `/run/netns/${I}-job`);
     // The member's old name is unmounted shortly after, off the create's time.
     await until('the old name to go', async () => !members().includes(`${I}-.pool-${firstId}`));
@@ -88,6 +89,8 @@ describe('warm pool', () => {
     const n = members().length;
     const e = await cl.create({ name: 'taken' }).catch((x: ToastnetError) => x) as ToastnetError;
     assert.equal(e.code, 'conflict');
+    const bad = await cl.create({ name: 'labelled', labels: { 'bad key': 'x' } }).catch((x: ToastnetError) => x) as ToastnetError;
+    assert.equal(bad.code, 'invalid_argument', 'a bad label is refused before a member is taken');
     assert.equal(members().length, n);
     assert.equal(await idle(), n);
   });

@@ -196,6 +196,10 @@ export class Testbed {
   /** Starts a toastnet daemon in the host namespace as a child of the test. */
   startDaemon(instance: string, extraFlags: string[] = []): ChildProcess {
     const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, ...DAEMON_NODE_FLAGS, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Always read its log: the daemon writes it synchronously, and a pipe nobody empties
+    // (64 KiB) would stop it mid-write once a test has made enough requests.
+    p.stdout!.resume();
+    p.stderr!.resume();
     this.procs.push(p);
     return p;
   }

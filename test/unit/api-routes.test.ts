@@ -37,6 +37,14 @@ describe('route', () => {
     assert.deepEqual(b.calls, ['create {}']);
   });
 
+  it('POST /v1/sandboxes with labels: the sandbox carries them; a bad label is 400 with one line naming it', async () => {
+    const res = await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'web', labels: { team: 'ml' } } });
+    assert.equal(res.status, 201);
+    assert.deepEqual((res.body as SandboxInfo).labels, { team: 'ml' });
+    assert.deepEqual(((await route(b, { method: 'GET', path: '/v1/sandboxes/web' })).body as SandboxInfo).labels, { team: 'ml' });
+    assertError(await route(b, { method: 'POST', path: '/v1/sandboxes', body: { labels: { team: 'a b' } } }), 400, 'invalid_argument', /^labels: "team": a label value is empty or 1-63[^\n]*$/);
+  });
+
   it('GET /v1/sandboxes lists: 200 {"sandboxes":[...]}', async () => {
     await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'a' } });
     await route(b, { method: 'POST', path: '/v1/sandboxes', body: { name: 'b' } });

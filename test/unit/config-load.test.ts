@@ -27,6 +27,15 @@ const invalid = (re: RegExp) => (err: unknown) => {
   return true;
 };
 
+describe('metricsLabels', () => {
+  it('takes label keys; refuses a key that is none, and two keys that make one metric label', () => {
+    const ok = loadConfig({ env: {}, configFile: file({ metricsLabels: ['team', 'app.kubernetes.io/name'] }), resolvConfFiles: [resolvConf] });
+    assert.deepEqual(ok.metricsLabels, ['team', 'app.kubernetes.io/name']);
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ metricsLabels: ['bad key'] }), resolvConfFiles: [resolvConf] }), invalid(/metricsLabels.*want a label key/));
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ metricsLabels: ['a.b', 'a_b'] }), resolvConfFiles: [resolvConf] }), invalid(/"a\.b" and "a_b" both become the metric label label_a_b/));
+  });
+});
+
 describe('loadConfig precedence', () => {
   const cfg = file({ instance: 'fromfile', subnet: '10.50.0.0/16', dnsTimeoutMs: 700, allowCidrs: ['172.16.0.1'], stateDir: '/tmp/file-state' });
 
@@ -51,6 +60,8 @@ describe('loadConfig precedence', () => {
       defaultMode: 'veth',
       logGroup: defaultLogGroup('toastnet'),
       metricsMaxSandboxes: 200,
+      metricsLabels: [],
+      logLevel: 'info',
       pool: { size: 0, refillBelow: 0 },
       stateDir: '/var/lib/toastnet/toastnet',
       runDir: '/run/toastnet/toastnet',

@@ -4,11 +4,14 @@ import { ToastnetError } from '../../src/errors.js';
 import { globToRegExp, sandboxFilter } from '../../src/cli/list-filter.js';
 import type { SandboxInfo } from '../../src/api/types.js';
 
-const sbx = (name: string, mode: 'veth' | 'macvlan'): SandboxInfo => ({
-  name, mode, id: 1, ip: '10.166.0.2', gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:00:00:00:00:01',
+const sbx = (name: string, mode: 'veth' | 'macvlan', labels: Record<string, string> = {}): SandboxInfo => ({
+  name, mode, labels, id: 1, ip: '10.166.0.2', gateway: '10.166.0.1', prefixLength: 16, netns: `toastnet-${name}`, mac: '02:00:00:00:00:01',
   resolvConf: '/etc/netns/x/resolv.conf', createdAt: '2024-01-01T00:00:00.000Z', state: 'ready',
 });
-const ALL = [sbx('web-1', 'veth'), sbx('web-2', 'macvlan'), sbx('db', 'macvlan'), sbx('web.10', 'veth')];
+const ALL = [
+  sbx('web-1', 'veth', { team: 'a', 'app.kubernetes.io/name': 'web' }), sbx('web-2', 'macvlan', { team: 'b', tier: '' }),
+  sbx('db', 'macvlan', { team: 'a' }), sbx('web.10', 'veth'),
+];
 const names = (specs: string[]) => ALL.filter(sandboxFilter(specs)).map((s) => s.name);
 
 describe('ls --filter', () => {
@@ -49,8 +52,27 @@ describe('ls --filter', () => {
     assert.deepEqual(pick(['name=web*']), ['web-1', 'web-2', 'web.10']);
   });
 
+  it('label=K=V: label K has value V; label=K: it has label K, whatever the value (empty too)', () => {
+    assert.deepEqual(names(['label=team=a']), ['web-1', 'db']);
+    assert.deepEqual(names(['label=app.kubernetes.io/name=web']), ['web-1']);
+    assert.deepEqual(names(['label=team']), ['web-1', 'web-2', 'db']);
+    assert.deepEqual(names(['label=tier']), ['web-2']);
+    assert.deepEqual(names(['label=tier=']), ['web-2']);
+    assert.deepEqual(names(['label=team=c']), []);
+  });
+
+  it('label filters must all match (they narrow, as docker\'s), and with other keys too', () => {
+    assert.deepEqual(names(['label=team=a', 'label=app.kubernetes.io/name']), ['web-1']);
+    assert.deepEqual(names(['label=team', 'mode=macvlan']), ['web-2', 'db']);
+  });
+
+  it('refuses a label filter that is no label, with the label rule', () => {
+    assert.throws(() => sandboxFilter(['label=bad key=x']), /--filter label=bad key=x: "bad key": a label key is NAME or PREFIX\/NAME/);
+    assert.throws(() => sandboxFilter(['label=k=a b']), /--filter label=k=a b: "k": a label value is empty or 1-63/);
+  });
+
   it('refuses an unknown key, a missing value or an unknown mode with invalid_argument naming the filter', () => {
-    for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan\|tap or name=GLOB/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan, tap/]] as const) {
+    for (const [spec, msg] of [['colour=red', /--filter colour=red: want mode=veth\|macvlan\|tap, name=GLOB, label=KEY or label=KEY=VALUE/], ['mode', /--filter mode: want/], ['name=', /--filter name=: want/], ['mode=bridge', /--filter mode=bridge: mode is one of veth, macvlan, tap/]] as const) {
       assert.throws(() => sandboxFilter([spec]), (e: unknown) => e instanceof ToastnetError && e.code === 'invalid_argument' && msg.test(e.message));
     }
   });

@@ -62,9 +62,30 @@ describe('Metrics', () => {
     assert.ok(!names.includes('toastnet_sandboxes_unlabelled'), 'the old gauge mixing bytes and packets is gone');
   });
 
+  it('sandbox labels in metricsLabels are labels of the per-sandbox series (label_<key>); no others, and no new series', async () => {
+    const all = [traffic('a', 300), traffic('b', 200), traffic('c', 100)];
+    const m = new Metrics(stubSources({
+      stats: () => all,
+      sandboxes: () => [
+        { name: 'a', mode: 'veth', labels: { team: 'ml', 'app.kubernetes.io/name': 'web', secret: 'x' } },
+        { name: 'b', mode: 'veth', labels: { team: 'infra' } },
+        { name: 'c', mode: 'veth', labels: {} },
+      ] as { name: string; mode: 'veth'; labels: Record<string, string> }[],
+    }), 2, ['team', 'app.kubernetes.io/name']);
+    const series = await samples(m, 'toastnet_sandbox_sent_bytes_total');
+    assert.deepEqual(series.map((s) => s.labels), [
+      { sandbox: 'a', label_team: 'ml', label_app_kubernetes_io_name: 'web' },
+      { sandbox: 'b', label_team: 'infra', label_app_kubernetes_io_name: '' },
+    ], 'the busiest two only, each with its promoted labels; "secret" is not promoted');
+    assert.ok(!(await m.registry.metrics()).includes('secret'));
+    // Without metricsLabels, the series carry the sandbox only.
+    const plain = await samples(new Metrics(stubSources({ stats: () => all, sandboxes: () => [{ name: 'a', mode: 'veth', labels: { team: 'ml' } }] }), 2), 'toastnet_sandbox_sent_bytes_total');
+    assert.deepEqual(plain.map((s) => s.labels), [{ sandbox: 'a' }, { sandbox: 'b' }]);
+  });
+
   it('sandboxes by mode, addresses by state (adding up to the capacity), idle pool members', async () => {
     const m = new Metrics(stubSources({
-      sandboxes: () => [{ mode: 'veth' }, { mode: 'veth' }, { mode: 'macvlan' }],
+      sandboxes: () => [{ name: 'a', mode: 'veth', labels: {} }, { name: 'b', mode: 'veth', labels: {} }, { name: 'c', mode: 'macvlan', labels: {} }],
       capacity: () => ({ addresses: { capacity: 14, used: 6, free: 8, releasing: 1 }, pool: { idle: 2 } }),
     }));
     assert.deepEqual(byLabel(await samples(m, 'toastnet_sandboxes'), 'mode'), { veth: 2, macvlan: 1, tap: 0 });
