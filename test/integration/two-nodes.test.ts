@@ -85,6 +85,7 @@ describe('two nodes, each its own toastnet', () => {
     n.daemon = tb.background(n.ns, [process.execPath, CLI, '--config', path.join(n.dirs.etc, `${n.instance}.json`), '--state-dir', n.dirs.state, '--dns', WAN.dns, 'daemon']);
     let out = '';
     n.daemon.stderr?.on('data', (d) => (out += d));
+    n.daemon.stdout?.resume(); // its log: a pipe nobody reads would block the daemon's writes
     const cl = new ToastnetClient(`/run/toastnet/${n.instance}/toastnet.sock`);
     await waitFor(async () => {
       if (n.daemon!.exitCode !== null) throw new Error(`daemon of node ${n.name} exited: ${out}`);
