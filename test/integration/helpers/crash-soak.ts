@@ -140,8 +140,10 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
     return d;
   };
 
+  // The daemon restarted and audited after one kill is the one the next round's operations
+  // run against (and kill).
+  let daemon = await start();
   for (let round = 0; round < o.rounds; round++) {
-    const daemon = await start();
     let alive = true;
     const op = async (): Promise<void> => {
       const created = [...fate].filter(([, f]) => f === 'created').map(([n]) => n);
@@ -185,7 +187,7 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
     await Promise.all(streams);
     await new Promise<void>((r) => (daemon.exitCode !== null || daemon.signalCode !== null ? r() : daemon.once('exit', () => r())));
 
-    const restarted = await start();
+    daemon = await start();
     await cl.gc();
     // Audit a quiet instance: the pool topped up again, no member half-built.
     let last = '';
@@ -209,15 +211,16 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
     for (let i = 0; i < (o.probesPerRound ?? 1) && live.length; i++) {
       const name = live[intIn(rnd, 0, live.length - 1)];
       const gw = (await cl.get(name)).gateway;
-      const r = tb.inSandbox(instance, name, ['dig', '+short', '+tries=2', '+time=2', `@${gw}`, 'example.test'], 30_000);
+      const ns = (await cl.get(name)).netns;
+      const r = tb.try(tb.hostNs, ['ip', 'netns', 'exec', ns.split('/').pop()!, 'dig', '+short', '+tries=2', '+time=2', `@${gw}`, 'example.test'], 30_000);
       if (!r.stdout.includes('203.0.113.10')) report.problems.push(`round ${round}: ${name} reported created but its DNS does not work: ${r.stdout}${r.stderr}`);
     }
     // Forget the removed, so the model stays small over a thousand rounds.
     for (const [name, f] of fate) if (f === 'removed') fate.delete(name);
-    restarted.kill('SIGKILL');
-    await new Promise<void>((r) => (restarted.exitCode !== null || restarted.signalCode !== null ? r() : restarted.once('exit', () => r())));
     report.rounds++;
     o.log?.(`round ${round}: ${report.operations.reported} reported, ${fate.size} live, ${report.problems.length} problems`);
   }
+  daemon.kill('SIGKILL');
+  await new Promise<void>((r) => (daemon.exitCode !== null || daemon.signalCode !== null ? r() : daemon.once('exit', () => r())));
   return report;
 }
