@@ -151,12 +151,14 @@ export async function crashSoak(tb: Testbed, instance: string, o: SoakOptions): 
       report.operations.sent++;
       let name = '';
       try {
-        if (pick < 45 || created.length < 3) {
+        // Creates outnumber removals until 100 live, then removals win: the instance stays
+        // about that size over a thousand rounds instead of growing without end.
+        if (created.length < 3 || pick < (created.length < 100 ? 45 : 25)) {
           name = `s${next++}`;
           fate.set(name, 'unknown');
           await cl.create({ name, mode: intIn(rnd, 0, 3) === 0 ? 'macvlan' : 'veth', policy: POLICIES[intIn(rnd, 0, POLICIES.length - 1)] });
           fate.set(name, 'created');
-        } else if (pick < 80) {
+        } else if (pick < (created.length < 100 ? 80 : 75)) {
           name = created[intIn(rnd, 0, created.length - 1)];
           fate.set(name, 'unknown');
           await cl.remove(name);
