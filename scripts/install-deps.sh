@@ -6,8 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
 apt-get update
 # nftables/libnftables1: the firewall, driven in-process; iproute2: `ip netns exec` for exec/run;
-# util-linux: nsenter/unshare; curl, dnsutils, iperf3: what the tests, bench and demo send packets with.
-apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils iperf3 ca-certificates
+# util-linux: nsenter/unshare; curl, dnsutils, iperf3: what the tests, bench and demo send packets with;
+# openssl: the testbed's CA and per-name certificates (test/testbed/testbed.ts tlsCerts).
+apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils iperf3 ca-certificates openssl
 # Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables).
 apt-get install -y --no-install-recommends containernetworking-plugins iptables
 # The CNI plugin's shim is C (npm run build compiles dist/bin/toastnet-cni): a compiler and libc headers.

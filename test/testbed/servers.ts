@@ -3,10 +3,16 @@
 // HTTP servers answer BODY; TCP servers write BODY and close; hold servers keep writing BODY; the DNS server answers the
 // fixed zone below (and, given FILE, appends every query it receives to it, one line
 // each: "udp" or "tcp" and the message in hex, before answering); udpecho (datagrams sent
-// back) and sink (swallows TCP, reports the byte count over HTTP on the next port). Prints
-// "ready" once every listener is bound.
+// back) and sink (swallows TCP, reports the byte count over HTTP on the next port);
+// tls:IP:PORT:CERTDIR (HTTPS for several names on one address, the certificate chosen by SNI:
+// answers "tls sni=<SNI or -> cert=<certificate's name> host=<Host or ->") and vhost:IP:PORT
+// (plain HTTP answering "vhost host=<every Host header, comma-joined, or ->"): what name checks on
+// the first flight are tested against. Prints "ready" once every listener is bound.
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import tls from 'node:tls';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import dnsPacket from 'dns-packet';
@@ -48,6 +54,20 @@ function addressesOf(name: string): string[] | undefined {
   if (name.endsWith('.load.test')) return ['203.0.113.10'];
   if (name.endsWith(SLOW.suffix)) return ['203.0.113.20'];
   return undefined;
+}
+
+/**
+ * A tls server's CERTDIR holds NAME.crt and NAME.key per name, and this one for a ClientHello
+ * without SNI or with a name it has no certificate for (testbed.ts tlsCerts writes them; it
+ * repeats the name, since importing this file starts its servers).
+ */
+const DEFAULT_CERT = '_default';
+
+/** Every Host header of a request, comma-joined (two mean a client that tries to confuse someone), or "-". */
+function hostHeaders(req: http.IncomingMessage): string {
+  const values: string[] = [];
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') values.push(req.rawHeaders[i + 1]);
+  return values.length ? values.join(',') : '-';
 }
 
 /** Sends `reply` now, or after `ms` (a timer, even of 0 ms, would add a millisecond to every answer the DNS bench times). */
@@ -117,6 +137,36 @@ async function main(): Promise<void> {
     const body = rest.join(':');
     if (kind === 'http') {
       const s = http.createServer((_req, res) => res.end(body));
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+    } else if (kind === 'tls') {
+      // One address, many names: the certificate is the one named by SNI, the default one without SNI or for an unknown name.
+      const dir = body;
+      const contexts = new Map<string, tls.SecureContext>();
+      for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.crt') && n !== 'ca.crt')) {
+        const name = f.slice(0, -'.crt'.length);
+        contexts.set(name, tls.createSecureContext({ cert: fs.readFileSync(path.join(dir, f)), key: fs.readFileSync(path.join(dir, `${name}.key`)) }));
+      }
+      const fallback = contexts.get(DEFAULT_CERT);
+      if (!fallback) throw new Error(`tls: no ${DEFAULT_CERT}.crt in ${dir}`);
+      const certOf = (sni: string | false | null): string => {
+        const name = sni ? sni.toLowerCase() : DEFAULT_CERT;
+        return contexts.has(name) && name !== DEFAULT_CERT ? name : 'default';
+      };
+      const s = https.createServer(
+        {
+          cert: fs.readFileSync(path.join(dir, `${DEFAULT_CERT}.crt`)),
+          key: fs.readFileSync(path.join(dir, `${DEFAULT_CERT}.key`)),
+          SNICallback: (sni, cb) => cb(null, contexts.get(sni.toLowerCase()) ?? fallback),
+        },
+        (req, res) => {
+          const sni = (req.socket as tls.TLSSocket).servername;
+          res.end(`tls sni=${sni || '-'} cert=${certOf(sni)} host=${hostHeaders(req)}`);
+        },
+      );
+      s.on('tlsClientError', () => {}); // a client that refuses our certificate, or sends garbage
+      waits.push(new Promise((r) => s.listen(port, ip, () => r())));
+    } else if (kind === 'vhost') {
+      const s = http.createServer((req, res) => res.end(`vhost host=${hostHeaders(req)}`));
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'tcp') {
       const s = net.createServer((c) => c.end(body));

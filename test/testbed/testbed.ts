@@ -12,9 +12,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { DAEMON_NODE_FLAGS } from '../../src/daemon/node-flags.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -36,6 +37,13 @@ export const WAN = {
   hostUplink: '192.0.2.2',
   wanUplink: '192.0.2.1',
 };
+
+/** Where serveTlsNames puts the plain HTTP virtual-host server (port 80 of WAN.internet2 answers a fixed body other tests read). */
+export const VHOST_PORT = 8088;
+/** The certificate a tls server (servers.ts) presents without SNI: its file name there, which no DNS name can take. */
+const DEFAULT_CERT = '_default';
+
+const execFileAsync = promisify(execFile);
 
 export interface Result {
   code: number;
@@ -142,6 +150,40 @@ export class Testbed {
   /** Starts more test servers (see servers.ts) in the host namespace: services sandboxes must not reach. */
   async serveHost(specs: string[]): Promise<void> {
     await this.startServers(this.hostNs, specs);
+  }
+
+  /**
+   * A CA of this run and a certificate it signed for each name (SAN DNS:name) plus a default
+   * one (for ClientHellos without SNI), made with the openssl CLI in a directory of this run's
+   * (removed on destroy). The directory is what a `tls:` server (servers.ts) is given.
+   */
+  async tlsCerts(names: string[]): Promise<{ dir: string; caFile: string }> {
+    for (const n of names) if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/.test(n)) throw new Error(`tlsCerts: ${JSON.stringify(n)} is not a lowercase DNS name`);
+    const dir = fs.mkdtempSync(path.join(this.dir, 'tls-'));
+    const at = (f: string): string => path.join(dir, f);
+    const openssl = (args: string[]): Promise<unknown> => execFileAsync('openssl', args, { cwd: dir });
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    await openssl(['req', '-x509', ...ec, '-keyout', at('ca.key'), '-out', at('ca.crt'), '-days', '2', '-subj', `/CN=${this.run} test CA`,
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    const leaf = async (file: string, dnsName: string): Promise<void> => {
+      fs.writeFileSync(at(`${file}.ext`), `subjectAltName=DNS:${dnsName}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n`);
+      await openssl(['req', '-new', ...ec, '-keyout', at(`${file}.key`), '-out', at(`${file}.csr`), '-subj', `/CN=${dnsName}`]);
+      await openssl(['x509', '-req', '-in', at(`${file}.csr`), '-CA', at('ca.crt'), '-CAkey', at('ca.key'), '-set_serial', `0x${randomBytes(8).toString('hex')}`,
+        '-days', '2', '-extfile', at(`${file}.ext`), '-out', at(`${file}.crt`)]);
+    };
+    await Promise.all([...names.map((n) => leaf(n, n)), leaf(DEFAULT_CERT, 'default.invalid')]);
+    return { dir, caFile: at('ca.crt') };
+  }
+
+  /**
+   * HTTPS for `names` on one address (a certificate per name, chosen by SNI; see servers.ts
+   * tls), and a plain HTTP virtual-host server on VHOST_PORT of that address. Resolves to the
+   * CA file a client verifies them with (curl --cacert).
+   */
+  async serveTlsNames(names: string[], ip = WAN.internet2, port = 443): Promise<string> {
+    const { dir, caFile } = await this.tlsCerts(names);
+    await this.serveWan([`tls:${ip}:${port}:${dir}`, `vhost:${ip}:${VHOST_PORT}`]);
+    return caFile;
   }
 
   /** A toastnet command run asynchronously (for load in several sandboxes at once). */
