@@ -171,7 +171,10 @@ export class Testbed {
       await openssl(['x509', '-req', '-in', at(`${file}.csr`), '-CA', at('ca.crt'), '-CAkey', at('ca.key'), '-set_serial', `0x${randomBytes(8).toString('hex')}`,
         '-days', '2', '-extfile', at(`${file}.ext`), '-out', at(`${file}.crt`)]);
     };
-    await Promise.all([...names.map((n) => leaf(n, n)), leaf(DEFAULT_CERT, 'default.invalid')]);
+    // Settled, not all: no openssl is left writing into the directory when this rejects.
+    const made = await Promise.allSettled([...names.map((n) => leaf(n, n)), leaf(DEFAULT_CERT, 'default.invalid')]);
+    const failed = made.find((m): m is PromiseRejectedResult => m.status === 'rejected');
+    if (failed) throw new Error(`tlsCerts: openssl failed: ${(failed.reason as Error).message}`, { cause: failed.reason });
     return { dir, caFile: at('ca.crt') };
   }
 
