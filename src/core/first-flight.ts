@@ -75,7 +75,8 @@ function decide(b: Buffer): FirstFlight {
 
 /** Gathers the handshake records' fragments until the first handshake message is whole. */
 function tlsFlight(b: Buffer): FirstFlight {
-  const fragments: Buffer[] = [];
+  // Fragments as [start, end) offsets into b: a message split into 1-byte records is thousands of them.
+  const spans: number[] = [];
   let have = 0;
   let msgLen = -1;
   let off = 0;
@@ -86,18 +87,27 @@ function tlsFlight(b: Buffer): FirstFlight {
     const len = b.readUInt16BE(off + 3);
     if (len === 0) bad('empty handshake record');
     if (len > MAX_RECORD) bad(`record of ${len} bytes (most ${MAX_RECORD})`);
-    const fragment = b.subarray(off + 5, Math.min(off + 5 + len, b.length));
-    if (have === 0 && fragment.length > 0 && fragment[0] !== 1) bad(`handshake type ${fragment[0]}, not ClientHello`);
-    fragments.push(fragment);
-    have += fragment.length;
+    const start = off + 5;
+    const end = Math.min(start + len, b.length);
+    if (have === 0 && end > start && b[start] !== 1) bad(`handshake type ${b[start]}, not ClientHello`);
+    spans.push(start, end);
+    have += end - start;
     if (msgLen < 0 && have >= 4) {
-      msgLen = Buffer.concat(fragments, 4).readUIntBE(1, 3);
+      msgLen = handshake(b, spans, 4).readUIntBE(1, 3);
       if (9 + msgLen > FIRST_FLIGHT_MAX) bad(`ClientHello of ${msgLen} bytes (most ${FIRST_FLIGHT_MAX - 9})`);
     }
-    if (msgLen >= 0 && have >= 4 + msgLen) return clientHello(Buffer.concat(fragments, have).subarray(4, 4 + msgLen));
-    if (fragment.length < len) return MORE;
+    if (msgLen >= 0 && have >= 4 + msgLen) return clientHello(handshake(b, spans, 4 + msgLen).subarray(4));
+    if (end - start < len) return MORE;
     off += 5 + len;
   }
+}
+
+/** The first `n` handshake bytes, joined from the fragments' spans. */
+function handshake(b: Buffer, spans: number[], n: number): Buffer {
+  if (spans[1] - spans[0] >= n) return b.subarray(spans[0], spans[0] + n);
+  const out = Buffer.alloc(n);
+  for (let i = 0, at = 0; at < n; i += 2) at += b.copy(out, at, spans[i], Math.min(spans[i + 1], spans[i] + n - at));
+  return out;
 }
 
 /** A cursor over a length-checked buffer: every read past the end is malformed. */
@@ -226,12 +236,9 @@ function methodAt(b: Buffer, start: number): string | 'more' | undefined {
 
 /** Where the head's lines end (before the empty line ending it: CRLF CRLF, or bare LFs as servers accept), or -1. */
 function headEnd(b: Buffer, start: number): number {
-  for (let i = b.indexOf(0x0a, start); i >= 0; i = b.indexOf(0x0a, i + 1)) {
-    const next = b[i + 1] === 0x0d ? i + 2 : i + 1;
-    if (next >= b.length) return -1;
-    if (b[next] === 0x0a) return i;
-  }
-  return -1;
+  const crlf = b.indexOf('\n\r\n', start, 'latin1');
+  const lf = b.indexOf('\n\n', start, 'latin1');
+  return crlf < 0 ? lf : lf < 0 ? crlf : Math.min(crlf, lf);
 }
 
 /** Field-name characters (RFC 9110 5.6.2 tchar). */
