@@ -5,8 +5,10 @@
 // wants, so that is what the daemon checks before letting the connection's bytes out. Pure.
 //
 // Incremental by re-reading: the caller keeps everything the client sent so far, in order,
-// and calls again after each segment until the answer is not 'more'. Re-reading at most
-// FIRST_FLIGHT_MAX bytes per segment costs microseconds and keeps no state to get wrong.
+// and calls again after each segment until the answer is not 'more'. Re-reading keeps no
+// state to get wrong; each call costs up to some tens of microseconds on a full 16 KB, so a
+// client that dribbles bytes one segment at a time makes the caller pay per segment: it
+// should bound the segments it feeds per connection as well as the bytes.
 //
 // Strict where servers disagree, since a check that reads a name the server does not use
 // checks nothing: two Host headers, two different SNI host_names, a folded header line,
