@@ -8,7 +8,7 @@ import { ERROR_CODES } from '../errors.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import { PolicySchema } from '../core/policy.js';
 import { LabelsSchema } from '../core/labels.js';
-import { DENY_REASONS, type DenyReason } from '../core/deny-reasons.js';
+import { DAEMON_REASONS, DENY_REASONS, type EventReason } from '../core/deny-reasons.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import type * as T from './types.js';
 import type { CniRequestBody } from '../core/cni.js';
@@ -171,13 +171,14 @@ export const DenialEventSchema = z.object({
   id: z.number().int(),
   time: isoTime(),
   sandbox: z.string(),
-  reason: z.enum(Object.keys(DENY_REASONS) as [DenyReason, ...DenyReason[]]),
+  reason: z.enum([...Object.keys(DENY_REASONS), ...Object.keys(DAEMON_REASONS)] as [EventReason, ...EventReason[]]),
   rule: z.string().describe('the rule that decided, e.g. "egress.deny 203.0.113.0/24"'),
   action: z.enum(['blocked', 'reported']),
   src: z.string(),
   dst: z.string(),
   proto: z.string(),
   dport: z.number().int().optional(),
+  name: z.string().optional().describe('name_mismatch: the name the connection sent first (TLS SNI, HTTP Host), absent when it named none'),
 });
 
 export const EventListSchema = z.object({ events: z.array(DenialEventSchema) });

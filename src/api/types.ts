@@ -8,7 +8,7 @@ import type { TapInfo, TapOptions } from '../core/tap.js';
 
 export type { TapInfo, TapOptions };
 import type { Limits, PolicyInput } from '../core/policy.js';
-import type { DenyReason } from '../core/deny-reasons.js';
+import type { DenyReason, EventReason } from '../core/deny-reasons.js';
 import type { PortMapping } from '../core/publish.js';
 import type { QueryOutcomeCounts } from '../dns/query-outcomes.js';
 import type { RuntimeAttachment } from '../core/cni.js';
@@ -113,7 +113,7 @@ export interface DenialEvent {
   id: number;
   time: string;
   sandbox: string;
-  reason: DenyReason;
+  reason: EventReason;
   /** The rule that decided, e.g. "egress.deny 203.0.113.0/24" or "private, metadata, ...". */
   rule: string;
   /** blocked, or reported (report mode: logged, let through). */
@@ -122,6 +122,8 @@ export interface DenialEvent {
   dst: string;
   proto: string;
   dport?: number;
+  /** name_mismatch: the name the connection sent first (TLS SNI, HTTP Host), absent when it named none. */
+  name?: string;
 }
 
 /** One query the resolver judged for a sandbox, as its query log keeps it. */

@@ -18,8 +18,19 @@ export const DENY_REASONS = {
   quota_out: 'limits.egressBytes spent',
   quota_in: 'limits.ingressBytes spent',
   dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
+  unnamed_udp: 'the sandbox policy (egress.domains, verifyNames): UDP to an admitted address names no domain (QUIC falls back to TCP)',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
+
+/**
+ * Denials the daemon decides rather than a chain of the filter (the name gate's reader,
+ * core/name-check.ts): events and metrics only, no deny chain or NFLOG prefix.
+ */
+export const DAEMON_REASONS = {
+  name_mismatch: 'the sandbox policy (egress.domains, verifyNames): the connection named another domain, or none, in its first flight',
+} as const;
+/** What a denial event can give as its reason. */
+export type EventReason = DenyReason | keyof typeof DAEMON_REASONS;
 
 /**
  * Limits, not policy: their excess is dropped (a reset would end the connection, and

@@ -17,6 +17,7 @@ import { Expr, ctAddr, ctState, egressRuleMatch, match, meta, payload, prefixVal
 import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
 import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from './resolver-contract.js';
+import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, NAME_GATE } from './name-check.js';
 import { InstanceNames, instanceNames } from './names.js';
 import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limits.js';
@@ -159,11 +160,37 @@ export class RulesetBuilder {
     return [{ delete: { element: { ...this.t, name: DNS_ALLOWED_SET.name, elem: addresses.map((a) => ({ concat: [sandbox, a] })) } } }];
   }
 
-  /** Removes the instance's table if present (down). */
+  /** Removes the instance's tables if present (down). */
   deleteTable(): NftCommand[] {
     const table = { family: 'inet', name: this.names.table };
     const arp = { family: 'arp', name: this.names.table };
-    return [{ add: { table } }, { delete: { table } }, { add: { table: arp } }, { delete: { table: arp } }];
+    const gate = { family: 'ip', name: this.names.table };
+    return [{ add: { table } }, { delete: { table } }, { add: { table: arp } }, { delete: { table: arp } }, { add: { table: gate } }, { delete: { table: gate } }];
+  }
+
+  /**
+   * The name gate: a table of its own (family ip, the instance's table name), after the
+   * filter on the forward hook, that sends the packets of connections whose names are
+   * pending to the daemon's queue (NAME_GATE.queue; the rule itself is appended by the
+   * kernel layer, see kernel/nfqueue-codec.ts) and resets those judged against. It holds no
+   * per-sandbox state, so the filter's rebuilds never touch it. Its policy is drop: a
+   * pending packet that finds no queue rule is dropped, never let through unjudged, and
+   * without a reader on the queue the kernel drops too (a daemon that is down fails closed).
+   */
+  nameGateTable(): NftCommand[] {
+    const table = { family: 'ip', name: this.names.table };
+    const g = { family: 'ip', table: this.names.table, chain: NAME_GATE.chain };
+    const rule = (expr: Expr[], comment: string): NftCommand => ({ add: { rule: { ...g, expr, comment } } });
+    const ctMark = { ct: { key: 'mark' } };
+    const bits = (mask: number) => ({ '&': [ctMark, mask] });
+    return [
+      { add: { table } }, { delete: { table } }, { add: { table } },
+      { add: { chain: { family: 'ip', table: this.names.table, name: NAME_GATE.chain, type: 'filter', hook: 'forward', prio: NAME_GATE.priority, policy: 'drop' } } },
+      rule([match(meta('iifname'), `${this.names.linkPrefix}*`, '!='), { accept: null }], 'not from this instance\'s sandboxes'),
+      rule([match(bits(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED), 0), { accept: null }], 'not waiting for a name'),
+      rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'named a domain outside the allow-list'),
+      rule([ctState(['new']), { accept: null }], 'the handshake: judged by its first data'),
+    ];
   }
 
   /**
@@ -326,7 +353,22 @@ export class RulesetBuilder {
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), subnet), { counter: null }, deny('sandbox')], 'other sandboxes'));
     for (const r of this.allow) cmds.push(this.rule('from_sandbox', [...egressRuleMatch(r), { counter: null }, { accept: null }], `allowCidrs ${r.text}`));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'daddr'), { set: DENIED_RANGES.map(prefixValue) }), { counter: null }, deny('private')], 'private, metadata, multicast, reserved'));
-    cmds.push(this.rule('from_sandbox', [match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr')] }, '@dns_allowed'), { counter: null }, { accept: null }], 'answered for an allowed name'));
+    // Name checks (core/name-check.ts): for a sandbox in name_check, UDP to an admitted
+    // address names nothing (QUIC is refused, so clients fall back to TCP), and a TCP
+    // connection is let open with its mark saying "pending": its first flight goes to the
+    // daemon through the name gate (nameGateTable) before anything else of it passes.
+    const admitted = match({ concat: [payload('ip', 'saddr'), payload('ip', 'daddr')] }, '@dns_allowed');
+    cmds.push(this.rule('from_sandbox', [
+      admitted, match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), 'udp'),
+      match({ concat: [payload('ip', 'saddr'), meta('l4proto'), payload('th', 'dport')] }, '@unnamed_ports', '!='),
+      { counter: null }, deny('unnamed_udp'),
+    ], 'UDP to an admitted address names nothing'));
+    cmds.push(this.rule('from_sandbox', [
+      admitted, match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), 'tcp'),
+      { mangle: { key: { ct: { key: 'mark' } }, value: { '|': [{ ct: { key: 'mark' } }, CT_MARK_NAME_PENDING] } } },
+      { counter: null }, { accept: null },
+    ], 'name pending: answered for an allowed name, to be named on the first flight'));
+    cmds.push(this.rule('from_sandbox', [admitted, { counter: null }, { accept: null }], 'answered for an allowed name'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@domain_mode'), { counter: null }, deny('domain')], 'domain allow-list'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@no_internet'), { counter: null }, deny('internet')], 'internet switched off'));
     cmds.push(this.rule('from_sandbox', [{ counter: null }, { accept: null }], 'internet'));

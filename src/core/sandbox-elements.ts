@@ -29,6 +29,8 @@ export const SANDBOX_SETS = {
   inbound_only: { type: 'ipv4_addr', comment: 'sandboxes the host may connect into only on inbound_ports' },
   inbound_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port the host may connect to' },
   domain_mode: { type: 'ipv4_addr', comment: 'sandboxes with a domain allow-list: internet only via dns_allowed' },
+  name_check: { type: 'ipv4_addr', comment: 'sandboxes whose connections to admitted addresses must name an allowed domain first' },
+  unnamed_ports: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['interval'], comment: 'sandbox . protocol . port where a connection to an admitted address may name nothing' },
   ...ACCOUNTING_SETS,
   ...LIMIT_MAPS,
   ...PUBLISH_SETS,
@@ -106,6 +108,13 @@ export function sandboxElements(s: SandboxSpec, peers: SandboxSpec[] = [], insta
   }
   if (!p.internet) out.push({ set: 'no_internet', elem: s.ip });
   if (p.domains) out.push({ set: 'domain_mode', elem: s.ip });
+  if (p.verifyNames) {
+    out.push({ set: 'name_check', elem: s.ip });
+    // Only listed ports: portRanges reads "no list" as every port.
+    if (p.unnamedPorts && p.unnamedPorts.length > 0) {
+      for (const r of portRanges(p.unnamedPorts)) out.push({ set: 'unnamed_ports', elem: { concat: [s.ip, r.proto, range(r.from, r.to)] } });
+    }
+  }
   if (p.mode === 'report') out.push({ set: 'report_mode', elem: s.ip });
   if (!p.inbound.enabled) out.push({ set: 'inbound_closed', elem: s.ip });
   else if (p.inbound.ports) {

@@ -9,6 +9,8 @@ import { Config } from '../config/schema.js';
 import { serveApi } from '../api/server.js';
 import { ToastnetClient } from '../api/client.js';
 import { Engine } from '../service/engine.js';
+import { NameChecks } from '../service/name-checks.js';
+import { nameCheckQueue } from '../core/name-check.js';
 import { EventLog } from '../service/events.js';
 import { Metrics, startMetricsServer } from '../service/metrics.js';
 import { WarmPool } from '../service/pool.js';
@@ -80,6 +82,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
   let pool: WarmPool | undefined;
   let resolver: SandboxResolver | undefined;
   const events = new EventLog(engine.store.db);
+  const names = new NameChecks(engine.live, events);
   let stopping = false;
 
   const stopResolver = async () => {
@@ -95,6 +98,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     await new Promise<void>((res) => (metricsServer ? metricsServer.close(() => res()) : res()));
     await pool?.stop();
     await stopResolver();
+    await names.stop();
     await events.stop();
     await engine.settled(); // processes left in removed sandboxes: ended before we go
     engine.close();
@@ -114,6 +118,15 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       eventLog.info({ group: config.logGroup }, 'reading denials from NFLOG');
     } catch (err) {
       eventLog.warn({ err }, `denial events unavailable: ${(err as Error).message}`);
+    }
+
+    // Name checks: without this reader the gate drops what waits for a name (fail closed).
+    const nameLog = root.child({ component: 'names' });
+    try {
+      await names.start(nameCheckQueue(config.logGroup), (m) => nameLog.warn(m));
+      nameLog.info({ queue: nameCheckQueue(config.logGroup) }, 'judging first flights');
+    } catch (err) {
+      nameLog.error({ err }, `name checks unavailable, so connections of sandboxes with verifyNames wait: ${(err as Error).message}`);
     }
 
     const metrics = new Metrics({

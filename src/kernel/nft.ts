@@ -12,6 +12,7 @@ import { ToastnetError } from '../errors.js';
 import { lib } from './libc.js';
 import { SetSchemas, encodeElementBatch } from './nft-set-codec.js';
 import { NetlinkSocket } from './rtnetlink.js';
+import { queueRuleBatch } from './nfqueue-codec.js';
 
 const NETLINK_NETFILTER = 12;
 
@@ -111,6 +112,20 @@ export class Nft {
     }
     this.runRaw(JSON.stringify({ nftables: commands }), what);
     this.applied.libnftables++;
+  }
+
+  /**
+   * Appends `queue num <num>` to a chain (what libnftables cannot create on kernels without
+   * nft_queue: see nfqueue-codec.ts). Its own transaction, after the one that made the chain.
+   */
+  appendQueueRule(family: string, table: string, chain: string, num: number): void {
+    const b = queueRuleBatch(family, table, chain, num);
+    const sock = this.elementSock ?? new NetlinkSocket(NETLINK_NETFILTER);
+    try {
+      sock.execBatch(b.begin, [b.rule], b.end, `queue rule in ${family} ${table} ${chain}`);
+    } finally {
+      if (sock !== this.elementSock) sock.close();
+    }
   }
 
   /**

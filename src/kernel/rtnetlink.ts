@@ -143,6 +143,13 @@ export class NetlinkSocket {
     if (failure) throw failure;
   }
 
+  /** Sends requests in one write without asking for acks (a failure still comes back, to receive()). */
+  post(reqs: Request[]): void {
+    if (reqs.length === 0) return;
+    const frames = reqs.map((r) => frame(r, ++this.seq));
+    this.send(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+  }
+
   /**
    * Waits (up to the receive timeout) for messages the kernel sends on its own, such as
    * logged packets; [] on timeout.

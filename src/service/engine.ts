@@ -7,6 +7,7 @@
 // Every kernel step of an operation runs synchronously (no await between the state check
 // and the kernel change), so the daemon can serve concurrent callers on one thread without
 // interleaving them.
+import type { LiveSandboxes } from './live-sandboxes.js';
 import { Config } from '../config/schema.js';
 import type { DenyReason } from '../core/deny-reasons.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
@@ -51,6 +52,11 @@ export class Engine {
       lock.release();
       throw err;
     }
+  }
+
+  /** The live sandboxes (the daemon's name checks follow their policies). */
+  get live(): LiveSandboxes {
+    return this.s.live;
   }
 
   close(): void {

@@ -48,6 +48,7 @@ export interface Attribution {
 
 export class EventLog {
   private readonly insert;
+  private readonly insertNamed;
   private readonly waiters = new Set<() => void>();
   private worker?: Worker;
   private inserted = 0;
@@ -59,7 +60,10 @@ export class EventLog {
       id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, sandbox TEXT NOT NULL, reason TEXT NOT NULL,
       rule TEXT NOT NULL, action TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, proto TEXT NOT NULL, dport INTEGER)`);
     db.exec('CREATE INDEX IF NOT EXISTS events_by_sandbox ON events (sandbox, id)');
-    this.insert = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    // The name a name check saw (added after the table's first version: older stores gain it).
+    if (!(db.prepare('PRAGMA table_info(events)').all() as { name: string }[]).some((c) => c.name === 'name')) db.exec('ALTER TABLE events ADD COLUMN name TEXT');
+    this.insert = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)');
+    this.insertNamed = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
   }
 
   /** Starts reading NFLOG `group`; `attribute` names the sandbox and rule of a logged packet. */
@@ -101,6 +105,15 @@ export class EventLog {
     this.waiters.clear();
   }
 
+  /** A connection a name check judged against (core/name-check.ts): its name, if it sent one. */
+  recordNameMismatch(e: { time: number; sandbox: string; why: string; reported: boolean; src: string; dst: string; dport: number; name?: string }): void {
+    this.insertNamed.run(e.time, e.sandbox, 'name_mismatch', e.why, e.reported ? 'reported' : 'blocked', e.src, e.dst, 'tcp', e.dport, e.name ?? null);
+    this.byReason.name_mismatch = (this.byReason.name_mismatch ?? 0) + 1;
+    if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+
   /** A refused DNS query as a denial event (the destination is the name asked). */
   recordQuery(e: QueryLogEntry, now = Date.now()): void {
     this.insert.run(now, e.sandbox, 'domain', e.reason ?? 'egress.domains', 'blocked', '', e.name, 'dns', null);
@@ -112,8 +125,8 @@ export class EventLog {
   list(o: { sandbox?: string; since?: number; limit?: number } = {}): DenialEvent[] {
     const limit = Math.min(Math.max(o.limit ?? 100, 1), 10_000);
     const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? ${o.sandbox ? 'AND sandbox = ?' : ''} ORDER BY id DESC LIMIT ?`)
-      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DenialEvent, 'time' | 'dport'> & { time: number; dport: number | null })[];
-    return rows.reverse().map((r) => ({ ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined }));
+      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DenialEvent, 'time' | 'dport' | 'name'> & { time: number; dport: number | null; name: string | null })[];
+    return rows.reverse().map(({ name, ...r }) => ({ ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined, ...(name !== null ? { name } : {}) }));
   }
 
   /** Resolves when new events arrive or after `ms` (long polling for `events --follow`). */

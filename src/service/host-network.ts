@@ -7,6 +7,7 @@ import { kernelConfigHash } from '../config/load.js';
 import { ToastnetError } from '../errors.js';
 import { toastnetVersion } from '../version.js';
 import { parseCidr } from '../core/ipv4.js';
+import { NAME_GATE, nameCheckQueue } from '../core/name-check.js';
 import { sandboxIdFromLink } from '../core/names.js';
 import { deleteNetns, listNetns, netnsInode } from '../kernel/netns.js';
 import { pidsInNetnses } from '../kernel/procs.js';
@@ -25,7 +26,8 @@ export class HostNetwork {
 
   isUp(): boolean {
     return getLinkOrUndefined(this.s.rtnl, this.s.names.gatewayLink) !== undefined
-      && this.s.nft.hasTable('inet', this.s.names.table);
+      && this.s.nft.hasTable('inet', this.s.names.table)
+      && this.s.nft.hasTable('ip', this.s.names.table); // the name gate (an instance made before it gets it at the next up)
   }
 
   /** Sets up the host side; idempotent. Rebuilds the table with every live sandbox's elements. */
@@ -42,6 +44,9 @@ export class HostNetwork {
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
     this.s.rebuildKeepingUsage((used) => this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset');
+    // The name gate, with its queue rule (a transaction of its own, after the chain's).
+    this.s.nft.apply(this.s.rules.nameGateTable(), 'install the name gate');
+    this.s.nft.appendQueueRule('ip', this.s.names.table, NAME_GATE.chain, nameCheckQueue(this.s.config.logGroup));
     this.s.nft.compact();
     this.s.knownTiers.clear();
     this.s.noteTiers(this.s.live.objects());

@@ -10,6 +10,7 @@ import { DENIED_RANGES, METADATA_ADDRESS } from '../../src/core/denied-ranges.js
 import { DENY_REASONS, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS, type DenyReason } from '../../src/core/deny-reasons.js';
 import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from '../../src/core/resolver-contract.js';
 import { RulesetBuilder } from '../../src/core/ruleset.js';
+import { CT_MARK_NAME_PENDING } from '../../src/core/name-check.js';
 import { egressRuleMatch } from '../../src/core/nft-expr.js';
 import { DNS_ALLOWED_SET, SANDBOX_SETS, groupPeers, sandboxElements, type Element, type SandboxSpec } from '../../src/core/sandbox-elements.js';
 import { ACCOUNTING_SETS, LIMIT_MAPS, objectElement, sandboxObjects, type SandboxObject } from '../../src/core/sandbox-limits.js';
@@ -113,13 +114,15 @@ const goldenSandboxes = (): SandboxSpec[] => [
 function variedSandbox(i: number, rnd: () => number): SandboxSpec {
   const ip = `10.166.${(i + 2) >> 8}.${(i + 2) & 255}`;
   const pick = <T>(xs: T[]): T => xs[Math.floor(rnd() * xs.length)];
+  const domains = pick([undefined, undefined, ['pypi.org', '*.example.com']]);
   const policy: PolicyInput = {
     mode: pick(['enforce', 'report', undefined]),
     egress: {
       internet: pick([true, false, undefined]),
       allow: pick([[], ['172.16.0.0/12:443/tcp'], ['10.0.0.0/8', '10.1.0.0/16:22/tcp']]),
       deny: pick([[], ['10.1.2.3'], ['203.0.113.0/24:53/udp', '198.51.100.7']]),
-      domains: pick([undefined, undefined, ['pypi.org', '*.example.com']]),
+      domains,
+      ...(domains && i % 2 === 0 ? { unnamedPorts: [22, '123/udp'] } : {}),
     },
     group: pick([undefined, 'a', { name: 'b', ports: [8080, '9000-9010/udp'] }]),
     inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
@@ -316,6 +319,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['allowCidrs 10.20.0.0/16:8000-8999', { accept: null }],
       ['allowCidrs 192.168.1.1/icmp', { accept: null }],
       ['private, metadata', jumpTo('private')],
+      ['UDP to an admitted address names nothing', jumpTo('unnamed_udp')],
+      ['name pending: answered for an allowed name', { accept: null }],
       ['answered for an allowed name', { accept: null }],
       ['domain allow-list', jumpTo('domain')],
       ['internet switched off', jumpTo('internet')],
@@ -389,7 +394,22 @@ describe('RulesetBuilder.fullTable', () => {
       { match: { op: '==', left: saddr, right: '@domain_mode' } }, { counter: null }, jumpTo('domain'),
     ]);
     const at = (c: string) => indexOfComment(r, c);
-    assert.equal(at('answered for an allowed name'), at('private, metadata') + 1, 'a DNS answer never opens private space');
+    // A name-checked sandbox's admitted TCP is let open pending its name, its UDP refused (core/name-check.ts).
+    const admitted = { match: { op: '==', left: { concat: [saddr, daddr] }, right: '@dns_allowed' } };
+    const checked = { match: { op: '==', left: saddr, right: '@name_check' } };
+    assert.deepEqual(ruleWithComment(r, 'name pending').expr, [
+      admitted, checked, { match: { op: '==', left: l4, right: 'tcp' } },
+      { mangle: { key: { ct: { key: 'mark' } }, value: { '|': [{ ct: { key: 'mark' } }, CT_MARK_NAME_PENDING] } } },
+      { counter: null }, { accept: null },
+    ]);
+    assert.deepEqual(ruleWithComment(r, 'UDP to an admitted address').expr, [
+      admitted, checked, { match: { op: '==', left: l4, right: 'udp' } },
+      { match: { op: '!=', left: { concat: [saddr, l4, dport] }, right: '@unnamed_ports' } },
+      { counter: null }, jumpTo('unnamed_udp'),
+    ]);
+    assert.equal(at('UDP to an admitted address'), at('private, metadata') + 1, 'a DNS answer never opens private space');
+    assert.equal(at('name pending'), at('UDP to an admitted address') + 1);
+    assert.equal(at('answered for an allowed name'), at('name pending') + 1);
     assert.equal(at('domain allow-list'), at('answered for an allowed name') + 1);
     assert.equal(at('internet switched off'), at('domain allow-list') + 1);
     assert.ok(at('other sandboxes') < at('answered for an allowed name'), 'nor another sandbox');
@@ -596,7 +616,7 @@ describe('RulesetBuilder.fullTable', () => {
     const limits = ['connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
     assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
       'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
-      'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox',
+      'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox', 'unnamed_udp',
     ]);
     assert.deepEqual([...LIMIT_REASONS].sort(), limits);
     assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata', ...limits].sort());
@@ -851,7 +871,7 @@ describe('per-sandbox commands', () => {
     const cmds = b.add(elements) as Cmd[];
     assertOnlyElements(cmds, 'add');
     assert.deepEqual(cmds.map((c) => `${c.add.element.family} ${c.add.element.name}`), [
-      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet sandbox_self', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
+      'inet veth_src', 'arp veth_src', 'inet acct_out', 'inet acct_in', 'inet acct_blocked', 'inet sandbox_self', 'inet egress_policy', 'inet no_internet', 'inet domain_mode', 'inet name_check', 'inet report_mode', 'inet inbound_only', 'inet inbound_ports', 'inet group_pairs',
     ]);
     const inet = cmds.filter((c) => c.add.element.family === 'inet');
     const flat = inet.flatMap((c) => c.add.element.elem.map((e: unknown) => ({ set: c.add.element.name, elem: e })));
@@ -927,6 +947,8 @@ describe('per-sandbox commands', () => {
       { flush: { set: { ...t, name: 'inbound_only' } } },
       { flush: { set: { ...t, name: 'inbound_ports' } } },
       { flush: { set: { ...t, name: 'domain_mode' } } },
+      { flush: { set: { ...t, name: 'name_check' } } },
+      { flush: { set: { ...t, name: 'unnamed_ports' } } },
       { flush: { set: { ...t, name: 'acct_out' } } },
       { flush: { set: { ...t, name: 'acct_in' } } },
       { flush: { set: { ...t, name: 'acct_blocked' } } },
@@ -994,6 +1016,8 @@ describe('per-sandbox commands', () => {
       { delete: { table: { family: 'inet', name: 'toastnet' } } },
       { add: { table: { family: 'arp', name: 'toastnet' } } },
       { delete: { table: { family: 'arp', name: 'toastnet' } } },
+      { add: { table: { family: 'ip', name: 'toastnet' } } },
+      { delete: { table: { family: 'ip', name: 'toastnet' } } },
     ]);
   });
 });

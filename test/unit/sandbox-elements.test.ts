@@ -188,7 +188,12 @@ describe('sandboxElements', () => {
     assert.deepEqual(ofSet(both, 'domain_mode'), ['10.166.0.4']);
     // The names themselves and the dns limits are the resolver's business: no element carries them.
     const named = sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'] }, dns: { qps: 1, burst: 1 } }));
-    assert.deepEqual(sets(named), ['veth_src', ...ACCT, 'sandbox_self', 'domain_mode']);
+    assert.deepEqual(sets(named), ['veth_src', ...ACCT, 'sandbox_self', 'domain_mode', 'name_check']);
+    // verifyNames false: no name checks; unnamedPorts: their (sandbox, protocol, port) ranges.
+    assert.deepEqual(sets(sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'], verifyNames: false } }))), ['veth_src', ...ACCT, 'sandbox_self', 'domain_mode']);
+    assert.deepEqual(ofSet(sandboxElements(sandbox(5, 'veth', { egress: { domains: ['pypi.org'], unnamedPorts: [22, '123/udp'] } })), 'unnamed_ports'), [
+      { concat: ['10.166.0.5', 6, 22] }, { concat: ['10.166.0.5', 17, 22] }, { concat: ['10.166.0.5', 17, 123] },
+    ]);
     assert.ok(!JSON.stringify(named).includes('pypi'));
   });
 

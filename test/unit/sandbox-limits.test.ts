@@ -77,7 +77,7 @@ describe('ACCOUNTING_SETS', () => {
     const keys = Object.keys(SANDBOX_SETS);
     const at = keys.indexOf('acct_out');
     assert.deepEqual(keys.slice(at, at + 3), ['acct_out', 'acct_in', 'acct_blocked']);
-    assert.equal(keys[at - 1], 'domain_mode');
+    assert.equal(keys[at - 1], 'unnamed_ports');
     assert.deepEqual(keys.slice(at + 3, at + 3 + Object.keys(LIMIT_MAPS).length), Object.keys(LIMIT_MAPS));
   });
 });

@@ -1,0 +1,115 @@
+// Name checks on the first flight: whether what a sandbox sends first on a connection to an
+// address its DNS admitted names a domain its allow-list holds (the TLS ClientHello's SNI,
+// the HTTP Host). An admitted address is often a CDN's, shared by thousands of sites: the
+// address says nothing about which of them the connection is for, the first flight does.
+// Pure: the bytes come from the kernel's queue (kernel/name-check-worker.ts), the verdict
+// goes back to it.
+import { FirstFlight, FIRST_FLIGHT_MAX, parseFirstFlight } from './first-flight.js';
+import { Policy, PortRange, domainAllowed } from './policy.js';
+
+/**
+ * Conntrack mark bits of a checked connection: pending (set by the filter when it opens,
+ * cleared by the daemon when its first flight named an allowed domain), denied (set by the
+ * daemon instead: the gate resets the connection). Other bits of the mark are left alone.
+ */
+export const CT_MARK_NAME_PENDING = 0x20000000;
+export const CT_MARK_NAME_DENIED = 0x40000000;
+
+/** The gate's chain (after the filter on the forward hook: priority 0 there). */
+export const NAME_GATE = { chain: 'name_gate', priority: 5 };
+
+/** The instance's queue number: its NFLOG group's number (another numbering, derived from the instance name the same way). */
+export const nameCheckQueue = (logGroup: number): number => logGroup;
+
+/** What the judge needs of a sandbox's policy. */
+export interface NameCheckPolicy {
+  domains: string[];
+  /** TCP ports where a connection may name nothing (SSH, say): TLS and HTTP there are still checked. */
+  unnamedPorts: PortRange[];
+  /** Report mode: judged, logged, never cut. */
+  report: boolean;
+}
+
+/** The name-check part of a resolved policy, or undefined when its connections are not checked. */
+export function nameCheckPolicy(p: Policy): NameCheckPolicy | undefined {
+  if (!p.domains || !p.verifyNames) return undefined;
+  return { domains: p.domains, unnamedPorts: p.unnamedPorts ?? [], report: p.mode === 'report' };
+}
+
+export type Judgement =
+  | { verdict: 'more' }
+  | { verdict: 'allow'; kind: FirstFlight['kind']; name?: string }
+  | { verdict: 'deny'; kind: FirstFlight['kind']; name?: string; why: string };
+
+const IP_LITERAL = /^(\d{1,3}\.){3}\d{1,3}$|:/;
+
+const portListed = (ports: PortRange[], port: number) => ports.some((r) => (!r.proto || r.proto === 'tcp') && port >= r.from && port <= r.to);
+
+/** The verdict on a connection to `dport` from what its client sent so far. */
+export function judge(p: NameCheckPolicy, dport: number, f: FirstFlight): Judgement {
+  switch (f.kind) {
+    case 'more':
+      return { verdict: 'more' };
+    case 'malformed':
+      return { verdict: 'deny', kind: f.kind, why: f.why };
+    case 'other':
+      return portListed(p.unnamedPorts, dport)
+        ? { verdict: 'allow', kind: f.kind }
+        : { verdict: 'deny', kind: f.kind, why: `names nothing (neither TLS nor HTTP) on port ${dport}` };
+    case 'tls':
+    case 'http': {
+      const what = f.kind === 'tls' ? 'SNI' : 'Host';
+      if (f.name === undefined) return { verdict: 'deny', kind: f.kind, why: `no ${what}` };
+      if (IP_LITERAL.test(f.name)) return { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} is an address` };
+      return domainAllowed(p.domains, f.name)
+        ? { verdict: 'allow', kind: f.kind, name: f.name }
+        : { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} ${f.name} is not in egress.domains` };
+    }
+  }
+}
+
+/**
+ * A connection's first bytes in sequence order, from the segments the kernel queued.
+ * A segment that repeats bytes already seen must repeat them exactly: two versions of the
+ * same bytes (the second one meant for the server, the first one for the filter) are how
+ * stream reassembly is evaded, so they decide against the connection.
+ */
+export class FirstFlightStream {
+  /** Sequence number of the connection's first byte. */
+  private base: number | undefined;
+  private bytes = Buffer.alloc(0);
+  /** Segments beyond a gap, by offset, until it fills. */
+  private readonly ahead = new Map<number, Buffer>();
+
+  /** Adds a segment (`seq`: TCP sequence number of its first byte); returns the judgement so far. */
+  add(seq: number, data: Buffer): FirstFlight {
+    if (this.base === undefined) this.base = seq;
+    const off = (seq - this.base) | 0; // offset in the stream (wraps with the sequence space)
+    if (off < 0) return { kind: 'malformed', why: 'a segment before the connection\'s first byte' };
+    if (off + data.length > FIRST_FLIGHT_MAX) return { kind: 'malformed', why: `no decision in the first ${FIRST_FLIGHT_MAX} bytes` };
+    if (off < this.bytes.length) {
+      const overlap = Math.min(data.length, this.bytes.length - off);
+      if (!data.subarray(0, overlap).equals(this.bytes.subarray(off, off + overlap))) return { kind: 'malformed', why: 'a retransmission that differs from the original' };
+      data = data.subarray(overlap);
+    } else if (off > this.bytes.length) {
+      if (this.ahead.size >= 64) return { kind: 'malformed', why: 'too many segments out of order' };
+      this.ahead.set(off, Buffer.from(data));
+      return { kind: 'more' };
+    }
+    if (data.length > 0) this.bytes = Buffer.concat([this.bytes, data]);
+    for (let filled = true; filled && this.ahead.size > 0;) {
+      filled = false;
+      for (const [o, seg] of this.ahead) {
+        if (o > this.bytes.length) continue;
+        this.ahead.delete(o);
+        const skip = this.bytes.length - o;
+        if (!seg.subarray(0, Math.min(skip, seg.length)).equals(this.bytes.subarray(o, o + Math.min(skip, seg.length)))) {
+          return { kind: 'malformed', why: 'a retransmission that differs from the original' };
+        }
+        if (skip < seg.length) this.bytes = Buffer.concat([this.bytes, seg.subarray(skip)]);
+        filled = true;
+      }
+    }
+    return parseFirstFlight(this.bytes);
+  }
+}

@@ -1,0 +1,148 @@
+// The name gate's reader: a worker thread bound to the instance's NFQUEUE queue, judging the
+// first flight of each pending connection (core/name-check.ts) and giving every queued
+// packet its verdict. recv() blocks, so it runs off the main thread; and it judges here,
+// without a round trip to the main thread, so a connection waits only for this loop.
+//
+// A judgement goes on the connection first (its conntrack mark through ctnetlink), then on
+// the packet: allowed, the packet is accepted and the connection's later packets skip the
+// gate; denied, the packet goes through the gate again (NF_REPEAT) and meets its reset.
+// The main thread posts each checked sandbox's policy (by address) before the sandbox can
+// send anything, and reads back what was judged (events, counts).
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { NetlinkSocket } from './rtnetlink.js';
+import { NF_ACCEPT, NF_DROP, NF_REPEAT, ctMarkRequest, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
+import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, judge } from '../core/name-check.js';
+
+const NETLINK_NETFILTER = 12;
+const { queue } = workerData as { queue: number };
+
+/** Posted by the main thread: a sandbox's policy by address (undefined: not checked any more). */
+export interface PolicyUpdate {
+  ip: string;
+  policy?: NameCheckPolicy;
+}
+
+/** Posted back: one judged connection. */
+export interface NameJudgement {
+  time: number;
+  src: string;
+  dst: string;
+  dport: number;
+  verdict: 'allow' | 'deny';
+  /** Judged against but let through (report mode). */
+  reported: boolean;
+  kind: string;
+  name?: string;
+  why?: string;
+}
+
+const policies = new Map<string, NameCheckPolicy>();
+/** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
+const streams = new Map<string, { stream: FirstFlightStream; at: number }>();
+const MAX_STREAMS = 65536;
+const STREAM_TTL_MS = 30_000;
+
+const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);
+const ct = new NetlinkSocket(NETLINK_NETFILTER, 5);
+try {
+  sock.exec(queueBindRequests(queue), ['bind the name queue', 'configure the name queue']);
+  parentPort!.postMessage({ ready: true });
+} catch (err) {
+  parentPort!.postMessage({ error: (err as Error).message });
+  process.exit(1);
+}
+
+const ipOf = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+
+function drainUpdates(): void {
+  for (let m = receiveMessageOnPort(parentPort as never); m; m = receiveMessageOnPort(parentPort as never)) {
+    for (const u of m.message as PolicyUpdate[]) {
+      if (u.policy) policies.set(u.ip, u.policy);
+      else policies.delete(u.ip);
+    }
+  }
+}
+
+function sweep(now: number): void {
+  if (streams.size < MAX_STREAMS) return;
+  for (const [k, v] of streams) if (now - v.at > STREAM_TTL_MS) streams.delete(k);
+  // Still full: the oldest go (Map keeps insertion order).
+  for (const k of streams.keys()) {
+    if (streams.size < MAX_STREAMS * 0.9) break;
+    streams.delete(k);
+  }
+}
+
+/** Verdict for one queued packet, and the judgement to report if the connection was decided. */
+function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
+  if (p.length < 20 || p[0] >> 4 !== 4 || p[9] !== 6) return { verdict: NF_ACCEPT }; // only TCP is ever pending
+  const ihl = (p[0] & 0x0f) * 4;
+  if (p.length < ihl + 20) return { verdict: NF_DROP };
+  const doff = (p[ihl + 12] >> 4) * 4;
+  const total = Math.min(p.readUInt16BE(2) || p.length, p.length); // 0 in a GSO packet's header: its length is the buffer's
+  const data = p.subarray(ihl + doff, total);
+  const src = ipOf(p, 12);
+  const dst = ipOf(p, 16);
+  const sport = p.readUInt16BE(ihl);
+  const dport = p.readUInt16BE(ihl + 2);
+  const flags = p[ihl + 13];
+  const key = `${src}:${sport}>${dst}:${dport}`;
+  if (data.length === 0) {
+    if (flags & 0x05) streams.delete(key); // FIN or RST: the connection ends unjudged
+    return { verdict: NF_ACCEPT }; // the handshake's last ACK, a bare ACK
+  }
+  const policy = policies.get(src);
+  // No policy for a pending connection: the daemon starting, or the sandbox gone. Dropped;
+  // the client's retransmission meets the policy once it is known.
+  if (!policy) return { verdict: NF_DROP };
+  const now = Date.now();
+  let s = streams.get(key);
+  if (!s) {
+    sweep(now);
+    streams.set(key, (s = { stream: new FirstFlightStream(), at: now }));
+  }
+  const j: Judgement = judge(policy, dport, s.stream.add(p.readUInt32BE(ihl + 4), data));
+  if (j.verdict === 'more') return { verdict: NF_ACCEPT };
+  streams.delete(key);
+  const allowed = j.verdict === 'allow' || policy.report;
+  const tuple = { src: p.subarray(12, 16), dst: p.subarray(16, 20), sport, dport, proto: 6 };
+  try {
+    ct.exec([ctMarkRequest(tuple, allowed ? 0 : CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)], ['judge the connection']);
+  } catch {
+    return { verdict: NF_DROP }; // the entry is gone: nothing to let through
+  }
+  const judged: NameJudgement = {
+    time: now, src, dst, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
+    ...(j.name !== undefined ? { name: j.name } : {}), ...(j.verdict === 'deny' ? { why: j.why } : {}),
+  };
+  return { verdict: allowed ? NF_ACCEPT : NF_REPEAT, judged };
+}
+
+for (;;) {
+  let msgs;
+  try {
+    msgs = sock.receive();
+  } catch {
+    // ENOBUFS: the socket overflowed and the kernel dropped what did not fit (those packets
+    // are lost to their senders, who retransmit). Reading goes on.
+    continue;
+  }
+  if (msgs.length === 0) continue;
+  drainUpdates();
+  const verdicts = [];
+  const judged: NameJudgement[] = [];
+  for (const m of msgs) {
+    const q = parseQueued(m);
+    if (!q) continue;
+    let v: { verdict: number; judged?: NameJudgement };
+    try {
+      v = handle(q.payload);
+    } catch {
+      v = { verdict: NF_DROP };
+    }
+    verdicts.push(verdictRequest(queue, q.id, v.verdict));
+    if (v.judged) judged.push(v.judged);
+  }
+  sock.post(verdicts);
+  if (judged.length > 0) parentPort!.postMessage({ judged });
+}

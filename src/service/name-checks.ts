@@ -1,0 +1,74 @@
+// The daemon's side of the name checks (core/name-check.ts): starts the gate's reader
+// (kernel/name-check-worker.ts), keeps it told of every checked sandbox's policy by
+// address, and turns what it judged into denial events and per-sandbox counts.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { nameCheckPolicy } from '../core/name-check.js';
+import type { NameJudgement, PolicyUpdate } from '../kernel/name-check-worker.js';
+import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
+import type { EventLog } from './events.js';
+
+export interface NameCheckCounts {
+  /** Connections whose first flight named an allowed domain. */
+  allowed: number;
+  /** Connections reset (or, in report mode, reported) for naming another domain or none. */
+  mismatched: number;
+}
+
+export class NameChecks {
+  private worker?: Worker;
+  private readonly counts = new Map<number, NameCheckCounts>();
+
+  constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
+
+  /** Starts reading queue `queue`; every live sandbox's policy is posted before the first packet is read. */
+  start(queue: number, log: (m: string) => void): Promise<void> {
+    const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/name-check-worker.js');
+    this.worker = new Worker(file, { workerData: { queue } });
+    this.worker.unref();
+    this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
+    this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
+    return new Promise((resolve, reject) => {
+      this.worker!.on('message', (m: { ready?: boolean; error?: string; judged?: NameJudgement[] }) => {
+        if (m.ready) resolve();
+        if (m.error) reject(new Error(`name checks: ${m.error}`));
+        if (m.judged) this.record(m.judged);
+      });
+      this.worker!.on('error', (err) => {
+        log(`name checks: ${err.message}`);
+        reject(err);
+      });
+    });
+  }
+
+  private record(judged: NameJudgement[]): void {
+    for (const j of judged) {
+      const at = this.live.at(j.src);
+      if (!at) continue;
+      let c = this.counts.get(at.spec.id);
+      if (!c) this.counts.set(at.spec.id, (c = { allowed: 0, mismatched: 0 }));
+      if (j.verdict === 'allow') {
+        c.allowed++;
+        continue;
+      }
+      c.mismatched++;
+      this.events.recordNameMismatch({ time: j.time, sandbox: at.name, why: j.why ?? 'name check', reported: j.reported, src: j.src, dst: j.dst, dport: j.dport, name: j.name });
+    }
+  }
+
+  countsOf(id: number): NameCheckCounts | undefined {
+    return this.counts.get(id);
+  }
+
+  async stop(): Promise<void> {
+    this.live.onChange = undefined;
+    await this.worker?.terminate();
+    this.worker = undefined;
+  }
+}
+
+function update(ip: string, s: LiveSpec | undefined): PolicyUpdate {
+  const policy = s ? nameCheckPolicy(s.policy) : undefined;
+  return policy ? { ip, policy } : { ip };
+}
