@@ -1,0 +1,123 @@
+// Name checks on the first flight (core/name-check.ts), with real packets against a daemon in
+// the testbed: one address of the testbed's internet (203.0.113.20) serves several names
+// over TLS (a certificate each, chosen by SNI) and HTTP (virtual hosts), as a CDN edge does.
+// A sandbox allowed cdn.test (a CNAME to that edge) reaches it by name; naming another site
+// on the same admitted address, in the ClientHello or the Host header, gets a reset and an
+// event with the name; so does naming none. A sandbox without an allow-list is untouched,
+// and with the daemon down a name-checked connection waits instead of passing (fail closed).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { ToastnetClient } from '../../src/api/client.js';
+import { Testbed, VHOST_PORT, WAN } from '../testbed/testbed.js';
+import { waitFor } from '../helpers/wait.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const SPLIT_HELLO = path.join(here, 'helpers', 'split-hello.js');
+const I = 'names';
+const EDGE = WAN.internet2;
+
+describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 300_000 }, () => {
+  let tb: Testbed;
+  let cl: ToastnetClient;
+  let daemon: ChildProcess;
+  let ca: string;
+
+  before(async () => {
+    tb = await Testbed.create();
+    ca = await tb.serveTlsNames(['cdn.test', 'edge.cdn-provider.test', 'other.test']);
+    cl = new ToastnetClient(tb.socketPath(I));
+    assert.equal(tb.toastnet(I, ['up']).code, 0);
+    daemon = tb.startDaemon(I);
+    await waitFor(() => cl.ping(), 'the daemon to answer');
+    await cl.create({ name: 'named', policy: { egress: { domains: ['cdn.test'] } } });
+    await cl.create({ name: 'open' });
+  });
+  after(async () => {
+    tb?.toastnet(I, ['down']);
+    await tb?.destroy();
+  });
+
+  const curl = (sb: string, args: string[]) => tb.inSandbox(I, sb, ['curl', '-sS', '--max-time', '4', '--cacert', ca, ...args]);
+  const mismatches = async (name?: string) => (await cl.events({ sandbox: 'named' })).filter((e) => e.reason === 'name_mismatch' && (name === undefined || e.name === name));
+
+  it('an allowed name works over TLS and HTTP on the admitted address', () => {
+    const tlsOk = curl('named', ['https://cdn.test/']);
+    assert.equal(tlsOk.code, 0, tlsOk.stderr);
+    assert.match(tlsOk.stdout, /sni=cdn\.test/);
+    const httpOk = curl('named', [`http://cdn.test:${VHOST_PORT}/`]);
+    assert.equal(httpOk.code, 0, httpOk.stderr);
+    assert.match(httpOk.stdout, /vhost host=cdn\.test/);
+  });
+
+  it('another name on the same admitted address is reset: TLS SNI, HTTP Host, --resolve and --connect-to tricks, and an event names it', async () => {
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0, 'cdn.test resolved: its address admitted');
+    const before = (await mismatches()).length;
+    const sni = curl('named', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']);
+    assert.notEqual(sni.code, 0, `SNI other.test got through: ${sni.stdout}`);
+    assert.match(sni.stderr, /reset|35|56/i);
+    const connectTo = curl('named', ['--connect-to', 'other.test:443:cdn.test:443', 'https://other.test/']);
+    assert.notEqual(connectTo.code, 0, `--connect-to got through: ${connectTo.stdout}`);
+    const host = curl('named', ['-H', 'Host: other.test', `http://cdn.test:${VHOST_PORT}/`]);
+    assert.notEqual(host.code, 0, `Host other.test got through: ${host.stdout}`);
+    assert.match(host.stderr, /reset/i);
+    await waitFor(async () => (await mismatches('other.test')).length - before >= 3, 'three name_mismatch events naming other.test');
+    const e = (await mismatches('other.test')).at(-1)!;
+    assert.equal(e.dst, EDGE);
+    assert.equal(e.action, 'blocked');
+    assert.match(e.rule, /other\.test is not in egress\.domains/);
+  });
+
+  it('a ClientHello without SNI (an address as the URL) is reset', async () => {
+    const noSni = curl('named', ['-k', `https://${EDGE}/`]);
+    assert.notEqual(noSni.code, 0, `no SNI got through: ${noSni.stdout}`);
+    await waitFor(async () => (await mismatches()).some((x) => x.name === undefined && /no SNI/.test(x.rule)), 'an event for the missing SNI');
+  });
+
+  it('a ClientHello split over many segments is judged whole: the allowed name passes, another is reset', () => {
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0);
+    const ok = tb.inSandbox(I, 'named', [process.execPath, SPLIT_HELLO, EDGE, 'cdn.test', ca, '40']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /sni=cdn\.test/);
+    const bad = tb.inSandbox(I, 'named', [process.execPath, SPLIT_HELLO, EDGE, 'other.test', ca, '40']);
+    assert.notEqual(bad.code, 0, `a split hello for other.test got through: ${bad.stdout}`);
+    assert.match(bad.stdout, /ECONNRESET/);
+  });
+
+  it('UDP to an admitted address (QUIC) is refused, with an event', async () => {
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0);
+    const send = tb.inSandbox(I, 'named', [process.execPath, '-e', `
+      const s = require('node:dgram').createSocket('udp4');
+      s.connect(443, '${EDGE}', () => { s.send(Buffer.alloc(1200, 1)); setTimeout(() => { s.send(Buffer.alloc(1200, 1)); }, 200); });
+      s.on('error', (e) => { console.log(e.code); process.exit(0); });
+      setTimeout(() => { console.log('no error'); process.exit(0); }, 1500);`]);
+    assert.equal(send.code, 0, send.stderr);
+    assert.notEqual(send.stdout.trim(), 'no error', 'the datagram was not refused');
+    await waitFor(async () => (await cl.events({ sandbox: 'named' })).some((x) => x.reason === 'unnamed_udp' && x.dst === EDGE), 'an unnamed_udp event');
+  });
+
+  it('a sandbox without an allow-list is not name-checked', () => {
+    const r = curl('open', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /sni=other\.test/);
+  });
+
+  it('with the daemon down, a name-checked connection waits (fail closed), and passes once it is back', async () => {
+    const ns = (await cl.get('named')).netns;
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0);
+    daemon.kill('SIGKILL');
+    await waitFor(async () => !(await cl.ping().catch(() => false)), 'the daemon to be gone');
+    // Not through the CLI, which would start the daemon again.
+    const direct = (url: string, extra: string[] = []) => spawnSync('nsenter', [`--net=${ns.startsWith("/") ? ns : `/run/netns/${ns}`}`, 'curl', '-sS', '--max-time', '3', '--cacert', ca, ...extra, url], { encoding: 'utf8' });
+    const waiting = direct('https://cdn.test/', ['--resolve', `cdn.test:443:${EDGE}`]);
+    assert.equal(waiting.status, 28, `expected a timeout (28), got ${waiting.status}: ${waiting.stdout}${waiting.stderr}`);
+    daemon = tb.startDaemon(I);
+    await waitFor(() => cl.ping(), 'the daemon to answer again');
+    const back = curl('named', ['https://cdn.test/']);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /sni=cdn\.test/);
+  });
+});
