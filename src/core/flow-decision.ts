@@ -63,7 +63,14 @@ export class FlowJudge {
     for (const r of this.allow) if (ruleMatches(r, f, d)) return { verdict: 'allow', by: `allowCidrs ${r.text}` };
     if (this.denied.some((c) => cidrContains(c, d))) return { verdict: 'deny', reason: 'private', by: 'private, metadata, multicast, reserved' };
     if (s.policy.domains) {
-      return resolved(f.daddr) ? { verdict: 'allow', by: 'answered for an allowed name' } : { verdict: 'deny', reason: 'domain', by: 'egress.domains' };
+      if (!resolved(f.daddr)) return { verdict: 'deny', reason: 'domain', by: 'egress.domains' };
+      if (s.policy.verifyNames) {
+        // Name checks (core/name-check.ts): UDP names nothing unless its port is listed; TCP opens pending its first flight.
+        const unnamed = portRanges(s.policy.unnamedPorts ?? []).some((r) => (r.proto < 0 || r.proto === f.proto) && f.dport >= r.from && f.dport <= r.to);
+        if (f.proto === 17 && !unnamed) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' };
+        if (f.proto === 6) return { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight' };
+      }
+      return { verdict: 'allow', by: 'answered for an allowed name' };
     }
     if (!s.policy.internet) return { verdict: 'deny', reason: 'internet', by: 'egress.internet false' };
     return { verdict: 'allow', by: 'internet' };

@@ -58,7 +58,8 @@ describe('dns isolation', () => {
   let upstreamLog: string;
   const run = (inst: string, args: string[]) => tb.toastnet(inst, args, { extraFlags: flags[inst] });
   const dig = (inst: string, s: string, name: string, ...extra: string[]) => run(inst, ['exec', s, '--', 'dig', '+tries=1', ...extra, name]);
-  const curl = (inst: string, s: string, url: string) => run(inst, ['exec', s, '--', 'curl', '-sS', '--max-time', '2', url]);
+  // By name (--resolve to the address the test expects): with an allow-list, a connection must name an allowed domain first (name checks).
+  const curl = (inst: string, s: string, url: string, name = `n-${unique()}.slow.test`) => run(inst, ['exec', s, '--', 'curl', '-sS', '--max-time', '2', '-H', `Host: ${name}`, url]);
   const dnsCounters = (inst: string) => JSON.parse(run(inst, ['status', '--json']).stdout).dns as { queries: number; answered: number };
   const dnsAllowed = (inst: string) => tb.sh(tb.hostNs, ['nft', 'list', 'set', 'inet', inst, 'dns_allowed']);
   const admitted = (inst: string, ip: string, daddr: string) => dnsAllowed(inst).includes(`${ip} . ${daddr}`);

@@ -38,7 +38,13 @@ describe('FlowJudge', () => {
   it('under a domain allow-list, admits only what the resolver answered', () => {
     const s = sandbox(4, { egress: { domains: ['example.test'], allow: ['198.51.100.7'] } });
     const answered = (d: string) => d === '203.0.113.10';
-    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10'), answered), { verdict: 'allow', by: 'answered for an allowed name' });
+    // Name checks are on by default with an allow-list: TCP opens pending its first flight, UDP is refused.
+    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10'), answered), { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight' });
+    assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 443 }, answered), { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' });
+    const ntp = sandbox(4, { egress: { domains: ['example.test'], unnamedPorts: ['123/udp'] } });
+    assert.deepEqual(judge.decide(ntp, [], { daddr: '203.0.113.10', proto: 17, dport: 123 }, answered), { verdict: 'allow', by: 'answered for an allowed name' });
+    const unchecked = sandbox(4, { egress: { domains: ['example.test'], verifyNames: false } });
+    assert.deepEqual(judge.decide(unchecked, [], tcp('203.0.113.10'), answered), { verdict: 'allow', by: 'answered for an allowed name' });
     assert.deepEqual(judge.decide(s, [], tcp('203.0.113.20'), answered), { verdict: 'deny', reason: 'domain', by: 'egress.domains' });
     assert.equal(judge.decide(s, [], tcp('203.0.113.20')).verdict, 'deny', 'nothing answered: nothing open');
     assert.equal(judge.decide(s, [], tcp('198.51.100.7'), answered).verdict, 'allow', 'an allow entry still opens its CIDR');
