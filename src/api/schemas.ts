@@ -162,6 +162,8 @@ export const SandboxStatsSchema = z.object({
     .describe('the bandwidth shaper\'s own counts, each way the sandbox has a rate limit: passed on, dropped for want of queue room, waiting now'),
   published: z.object({ connections: count() }).optional().describe('connections let in through its published ports (absent when it publishes none)'),
   dns: z.object({ queries: count(), refused: count(), limited: count(), stripped: count() }).optional().describe('the resolver\'s per-sandbox counts (daemon only)'),
+  nameChecks: z.object({ allowed: count(), mismatched: count() }).optional()
+    .describe('connections whose first flight was judged (egress.verifyNames): named an allowed domain, or not (reset, or reported in report mode); daemon only'),
   attachment: AttachmentSchema.optional(),
 });
 

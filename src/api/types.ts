@@ -97,6 +97,8 @@ export interface SandboxStats {
   published?: { connections: number };
   /** The resolver's per-sandbox counts (daemon only). */
   dns?: { queries: number; refused: number; limited: number; stripped: number };
+  /** Connections judged by name checks (egress.verifyNames); daemon only. */
+  nameChecks?: { allowed: number; mismatched: number };
   /** A runtime's container attached through CNI. */
   attachment?: RuntimeAttachment;
 }

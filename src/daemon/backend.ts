@@ -1,6 +1,7 @@
 // What the daemon serves on its API: the engine's operations, with the warm pool in front
 // of creates, the resolver's figures and per-sandbox counts added, each operation timed for
 // metrics, and a removed sandbox's resolver state dropped with it.
+import type { NameChecks } from '../service/name-checks.js';
 import type { ApiBackend } from '../api/routes.js';
 import type { Engine } from '../service/engine.js';
 import type { EventLog } from '../service/events.js';
@@ -14,6 +15,7 @@ export interface DaemonParts {
   pool: WarmPool;
   metrics: Metrics;
   events: EventLog;
+  names?: NameChecks;
   /** undefined once `down` stopped it. */
   resolver: () => SandboxResolver | undefined;
   /** Stops the pool and the resolver before `down` removes everything; the daemon exits after answering. */
@@ -22,12 +24,13 @@ export interface DaemonParts {
 }
 
 /** Accounting with each sandbox's resolver counts. */
-export function statsWithDns(engine: Engine, resolver: SandboxResolver | undefined, name?: string) {
+export function statsWithDns(engine: Engine, resolver: SandboxResolver | undefined, name?: string, names?: NameChecks) {
   const idOf = new Map(engine.list().map((s) => [s.name, s.id]));
   return engine.stats(name).map((s) => {
     const id = idOf.get(s.name);
     const d = id === undefined ? undefined : resolver?.countsOf(id);
-    return d ? { ...s, dns: { ...d } } : s;
+    const n = id === undefined ? undefined : names?.countsOf(id);
+    return { ...s, ...(d ? { dns: { ...d } } : {}), ...(n ? { nameChecks: { ...n } } : {}) };
   });
 }
 
@@ -67,7 +70,7 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
       });
       p.resolver()?.forget(id);
     },
-    stats: (name) => metrics.time('stats', () => statsWithDns(engine, p.resolver(), name)),
+    stats: (name) => metrics.time('stats', () => statsWithDns(engine, p.resolver(), name, p.names)),
     policyGet: (name) => engine.policyGet(name),
     policySet: (name, policy) => metrics.time('policy_set', () => engine.policySet(name, policy)),
     gc: () => {

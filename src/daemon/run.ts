@@ -130,7 +130,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     }
 
     const metrics = new Metrics({
-      stats: () => statsWithDns(engine, resolver),
+      stats: () => statsWithDns(engine, resolver, undefined, names),
       sandboxes: () => engine.list(),
       capacity: () => engine.status(),
       dns: () => resolver?.stats,
@@ -151,11 +151,12 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     const apiLog = root.child({ component: 'api' });
 
     api = await serveApi(daemonBackend({
-      engine, pool: warm, metrics, events,
+      engine, pool: warm, metrics, events, names,
       resolver: () => resolver,
       beforeDown: async () => {
         await warm.stop();
         await stopResolver();
+        await names.stop();
       },
       afterDown: () => setImmediate(() => void stop('down').then(() => process.exit(0))),
     }), socketPath(config), { onAnswer: (a) => logAnswer(apiLog, a) });

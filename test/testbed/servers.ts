@@ -128,6 +128,28 @@ function trickAnswer(query: Buffer): { wire: Buffer; thenReal: boolean } | undef
   return undefined;
 }
 
+/** GET /bytes/N on tls and vhost servers: N bytes (at most 1 GiB), for throughput (bench/names.ts). */
+function sendBytes(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+  const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
+  if (!m) return false;
+  let left = Math.min(Number(m[1]), 2 ** 30);
+  const chunk = Buffer.alloc(64 * 1024, 120);
+  res.writeHead(200, { 'content-length': String(left) });
+  const pump = (): void => {
+    while (left > 0) {
+      const piece = left >= chunk.length ? chunk : chunk.subarray(0, left);
+      left -= piece.length;
+      if (!res.write(piece)) {
+        res.once('drain', pump);
+        return;
+      }
+    }
+    res.end();
+  };
+  pump();
+  return true;
+}
+
 async function main(): Promise<void> {
   const waits: Promise<void>[] = [];
   for (const spec of process.argv.slice(2)) {
@@ -159,6 +181,7 @@ async function main(): Promise<void> {
           SNICallback: (sni, cb) => cb(null, contexts.get(sni.toLowerCase()) ?? fallback),
         },
         (req, res) => {
+          if (sendBytes(req, res)) return;
           const sni = (req.socket as tls.TLSSocket).servername;
           res.end(`tls sni=${sni || '-'} cert=${certOf(sni)} host=${hostHeaders(req)}`);
         },
@@ -166,7 +189,7 @@ async function main(): Promise<void> {
       s.on('tlsClientError', () => {}); // a client that refuses our certificate, or sends garbage
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'vhost') {
-      const s = http.createServer((req, res) => res.end(`vhost host=${hostHeaders(req)}`));
+      const s = http.createServer((req, res) => sendBytes(req, res) || res.end(`vhost host=${hostHeaders(req)}`));
       waits.push(new Promise((r) => s.listen(port, ip, () => r())));
     } else if (kind === 'tcp') {
       const s = net.createServer((c) => c.end(body));
