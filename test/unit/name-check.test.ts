@@ -1,0 +1,111 @@
+// Name checks' pure parts: the judgement of a first flight against a sandbox's allow-list,
+// the reassembly of a connection's first bytes from its queued segments (in order, out of
+// order, retransmitted, and retransmitted with other bytes), the policy that turns them on,
+// and the gate table the kernel gets.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy,
+} from '../../src/core/name-check.js';
+import { parseFirstFlight } from '../../src/core/first-flight.js';
+import { resolvePolicy } from '../../src/core/policy.js';
+import { RulesetBuilder } from '../../src/core/ruleset.js';
+import { ConfigSchema } from '../../src/config/schema.js';
+import { resolve } from '../../src/config/load.js';
+
+const policy: NameCheckPolicy = { domains: ['cdn.test', '*.example.com'], unnamedPorts: [{ from: 22, to: 22, proto: 'tcp' }], report: false };
+const http = (host: string) => Buffer.from(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+
+describe('judge', () => {
+  it('allows an allowed name, by TLS SNI or HTTP Host, wildcards as the resolver reads them', () => {
+    assert.deepEqual(judge(policy, 443, { kind: 'tls', name: 'cdn.test', ech: false }), { verdict: 'allow', kind: 'tls', name: 'cdn.test' });
+    assert.deepEqual(judge(policy, 80, parseFirstFlight(http('a.example.com'))), { verdict: 'allow', kind: 'http', name: 'a.example.com' });
+    assert.equal(judge(policy, 80, parseFirstFlight(http('example.com'))).verdict, 'deny', '*.x does not cover x');
+  });
+
+  it('denies another name, no name, an address as the name, a malformed flight, and what names nothing off the listed ports', () => {
+    const deny = (f: Parameters<typeof judge>[2], port = 443) => judge(policy, port, f) as { verdict: string; why: string; name?: string };
+    assert.deepEqual(deny({ kind: 'tls', name: 'other.test', ech: false }), { verdict: 'deny', kind: 'tls', name: 'other.test', why: 'SNI other.test is not in egress.domains' });
+    assert.match(deny({ kind: 'tls', name: undefined, ech: false }).why, /no SNI/);
+    assert.match(deny({ kind: 'http', name: '203.0.113.20' }, 80).why, /Host is an address/);
+    assert.match(deny({ kind: 'malformed', why: 'two Host headers' }, 80).why, /two Host/);
+    assert.match(deny({ kind: 'other' }, 5432).why, /names nothing/);
+    assert.equal(judge(policy, 22, { kind: 'other' }).verdict, 'allow', 'SSH on a listed port');
+    assert.equal(judge(policy, 22, { kind: 'tls', name: 'other.test', ech: false }).verdict, 'deny', 'TLS on a listed port is still checked');
+    assert.deepEqual(judge(policy, 443, { kind: 'more' }), { verdict: 'more' });
+  });
+});
+
+describe('FirstFlightStream', () => {
+  const req = http('cdn.test');
+
+  it('reassembles in-order and out-of-order segments, whatever the initial sequence number (wrapping too)', () => {
+    for (const isn of [1000, 0xfffffff0]) {
+      const s = new FirstFlightStream();
+      assert.equal(s.add(isn, req.subarray(0, 10)).kind, 'more');
+      assert.equal(s.add((isn + 20) >>> 0, req.subarray(20)).kind, 'more', 'a gap: waits');
+      assert.deepEqual(s.add((isn + 10) >>> 0, req.subarray(10, 20)), { kind: 'http', name: 'cdn.test' });
+    }
+  });
+
+  it('takes a retransmission of the same bytes, and refuses one with other bytes (what evades a filter that reads the first copy)', () => {
+    const s = new FirstFlightStream();
+    s.add(5, req.subarray(0, 16));
+    assert.equal(s.add(5, req.subarray(0, 16)).kind, 'more');
+    assert.deepEqual(s.add(5, req), { kind: 'http', name: 'cdn.test' }, 'overlapping, then new bytes');
+    const evasive = new FirstFlightStream();
+    evasive.add(5, req.subarray(0, 16));
+    const other = Buffer.from(req);
+    other[3] = 0x58;
+    assert.equal(evasive.add(5, other.subarray(0, 20)).kind, 'malformed');
+  });
+
+  it('bounds what it keeps: bytes before the first, too far ahead, too many pieces', () => {
+    const s = new FirstFlightStream();
+    s.add(100, req.subarray(0, 4));
+    assert.equal(s.add(90, Buffer.from('x')).kind, 'malformed');
+    assert.equal(new FirstFlightStream().add(0, Buffer.alloc(17 * 1024)).kind, 'malformed');
+    const many = new FirstFlightStream();
+    many.add(0, Buffer.from('G'));
+    let last = 'more';
+    for (let i = 0; i < 70; i++) last = many.add(10 + 2 * i, Buffer.from('x')).kind;
+    assert.equal(last, 'malformed');
+  });
+});
+
+describe('nameCheckPolicy', () => {
+  it('is on with a domain allow-list unless verifyNames is false; report mode judges without cutting', () => {
+    assert.equal(nameCheckPolicy(resolvePolicy({})), undefined);
+    assert.deepEqual(nameCheckPolicy(resolvePolicy({ egress: { domains: ['A.test.'] } })), { domains: ['a.test'], unnamedPorts: [], report: false });
+    assert.equal(nameCheckPolicy(resolvePolicy({ egress: { domains: ['a.test'], verifyNames: false } })), undefined);
+    assert.deepEqual(nameCheckPolicy(resolvePolicy({ mode: 'report', egress: { domains: ['a.test'], unnamedPorts: ['22/tcp'] } })), { domains: ['a.test'], unnamedPorts: [{ from: 22, to: 22, proto: 'tcp' }], report: true });
+    assert.throws(() => resolvePolicy({ egress: { verifyNames: true } }), /verifyNames" needs egress\.domains/);
+    assert.throws(() => resolvePolicy({ egress: { unnamedPorts: [22] } }), /unnamedPorts" needs egress\.domains/);
+  });
+});
+
+describe('RulesetBuilder.nameGateTable', () => {
+  const b = new RulesetBuilder(resolve(ConfigSchema.parse({ dnsUpstreams: ['192.0.2.53'] }), []));
+  const cmds = b.nameGateTable() as { add?: { chain?: Record<string, unknown>; rule?: { expr: unknown[]; comment: string } } }[];
+  const rules = cmds.filter((c) => c.add?.rule).map((c) => c.add!.rule!);
+
+  it('is a table of its own after the filter on the forward hook, dropping by policy (fail closed without the queue rule)', () => {
+    assert.deepEqual(cmds.slice(0, 3).map((c) => Object.keys(c)[0]), ['add', 'delete', 'add']);
+    const chain = cmds.find((c) => c.add?.chain)!.add!.chain!;
+    assert.deepEqual(chain, { family: 'ip', table: 'toastnet', name: NAME_GATE.chain, type: 'filter', hook: 'forward', prio: NAME_GATE.priority, policy: 'drop' });
+    assert.ok(NAME_GATE.priority > 0, 'after the filter (priority 0): only what it let through is judged');
+  });
+
+  it('passes what is not this instance\'s, not pending, the handshake and data-less segments; resets what was judged against', () => {
+    assert.deepEqual(rules.map((r) => r.comment), [
+      'not from this instance\'s sandboxes', 'not waiting for a name', 'named a domain outside the allow-list', 'the handshake: judged by its first data',
+      ...Array(11).fill('no data'),
+    ]);
+    const text = JSON.stringify(rules);
+    assert.ok(text.includes(String(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)) && text.includes(String(CT_MARK_NAME_DENIED)));
+    assert.deepEqual(rules[2].expr.at(-1), { reject: { type: 'tcp reset' } });
+    // Every (IP length, TCP data offset) pair without data: 40/5 to 80/15.
+    assert.deepEqual(rules.slice(4).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
+    assert.ok(!text.includes('queue'), 'the queue rule comes from the kernel layer (nfqueue-codec.ts)');
+  });
+});
