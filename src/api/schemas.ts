@@ -240,6 +240,8 @@ export const StatusSchema = z.object({
   daemon: z.object({ pid: z.number().int() }).nullable(),
   pool: z.object({ idle: count(), acquired: count().optional(), missed: count().optional() }),
   dns: ResolverCountersSchema.optional(),
+  nameChecks: z.object({ queue: count(), packets: count(), judged: count(), mismatched: count(), busyMs: z.number() }).optional()
+    .describe('the name gate\'s reader: packets given a verdict, connections judged (and not allowed), time spent on them'),
   latency: z.record(z.string(), z.object({ count: count(), p50: z.number(), p99: z.number() })).optional(),
 });
 

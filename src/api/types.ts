@@ -200,8 +200,22 @@ export interface Status {
   pool: { idle: number; acquired?: number; missed?: number };
   /** The daemon's resolver counters (absent without a daemon). */
   dns?: ResolverCounters;
+  /** The name gate's reader (absent without a daemon). */
+  nameChecks?: NameGateCounters;
   /** The daemon's operation latencies (count, and p50/p99 as histogram bucket bounds in seconds). */
   latency?: Record<string, { count: number; p50: number; p99: number }>;
+}
+
+/**
+ * The name gate's reader: NFQUEUE queue number, packets it gave verdicts, connections it
+ * judged (allowed and not), and the time it spent on them (its capacity is judged / busy).
+ */
+export interface NameGateCounters {
+  queue: number;
+  packets: number;
+  judged: number;
+  mismatched: number;
+  busyMs: number;
 }
 
 /**

@@ -49,7 +49,8 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
     status: async () => {
       const st = engine.status(process.pid);
       const resolver = p.resolver();
-      return { ...st, pool: { ...st.pool, ...pool.counts }, ...(resolver ? { dns: resolver.stats } : {}), latency: await metrics.latencies() };
+      const gate = p.names?.counters;
+      return { ...st, pool: { ...st.pool, ...pool.counts }, ...(resolver ? { dns: resolver.stats } : {}), ...(gate ? { nameChecks: gate } : {}), latency: await metrics.latencies() };
     },
     list: () => engine.list(),
     get: (name) => engine.get(name),

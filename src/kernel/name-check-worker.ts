@@ -37,6 +37,8 @@ export interface NameJudgement {
 }
 
 const policies = new Map<string, NameCheckPolicy>();
+/** Packets given a verdict and time spent (receipt excluded), since the last post. */
+let work = { packets: 0, busyMs: 0 };
 /** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
 const streams = new Map<string, { stream: FirstFlightStream; at: number }>();
 const MAX_STREAMS = 65536;
@@ -128,6 +130,7 @@ for (;;) {
     continue;
   }
   if (msgs.length === 0) continue;
+  const t0 = performance.now();
   drainUpdates();
   const verdicts = [];
   const judged: NameJudgement[] = [];
@@ -144,5 +147,11 @@ for (;;) {
     if (v.judged) judged.push(v.judged);
   }
   sock.post(verdicts);
-  if (judged.length > 0) parentPort!.postMessage({ judged });
+  work.packets += verdicts.length;
+  work.busyMs += performance.now() - t0;
+  if (judged.length > 0 || work.packets >= 1000) {
+    // What was judged, and the work done: batched with judgements, so a quiet gate posts nothing.
+    parentPort!.postMessage({ judged, work });
+    work = { packets: 0, busyMs: 0 };
+  }
 }

@@ -8,6 +8,7 @@ import { nameCheckPolicy } from '../core/name-check.js';
 import type { NameJudgement, PolicyUpdate } from '../kernel/name-check-worker.js';
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
+import type { NameGateCounters } from '../api/types.js';
 
 export interface NameCheckCounts {
   /** Connections whose first flight named an allowed domain. */
@@ -19,19 +20,26 @@ export interface NameCheckCounts {
 export class NameChecks {
   private worker?: Worker;
   private readonly counts = new Map<number, NameCheckCounts>();
+  private queue?: number;
+  private gate = { packets: 0, judged: 0, mismatched: 0, busyMs: 0 };
 
   constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
 
   /** Starts reading queue `queue`; every live sandbox's policy is posted before the first packet is read. */
   start(queue: number, log: (m: string) => void): Promise<void> {
+    this.queue = queue;
     const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/name-check-worker.js');
     this.worker = new Worker(file, { workerData: { queue } });
     this.worker.unref();
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
     this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
     return new Promise((resolve, reject) => {
-      this.worker!.on('message', (m: { ready?: boolean; error?: string; judged?: NameJudgement[] }) => {
+      this.worker!.on('message', (m: { ready?: boolean; error?: string; judged?: NameJudgement[]; work?: { packets: number; busyMs: number } }) => {
         if (m.ready) resolve();
+        if (m.work) {
+          this.gate.packets += m.work.packets;
+          this.gate.busyMs += m.work.busyMs;
+        }
         if (m.error) reject(new Error(`name checks: ${m.error}`));
         if (m.judged) this.record(m.judged);
       });
@@ -42,8 +50,15 @@ export class NameChecks {
     });
   }
 
+  /** The reader's work so far (status), undefined when it is not running. */
+  get counters(): NameGateCounters | undefined {
+    return this.worker && this.queue !== undefined ? { queue: this.queue, ...this.gate, busyMs: Math.round(this.gate.busyMs * 1000) / 1000 } : undefined;
+  }
+
   private record(judged: NameJudgement[]): void {
     for (const j of judged) {
+      this.gate.judged++;
+      if (j.verdict === 'deny') this.gate.mismatched++;
       const at = this.live.at(j.src);
       if (!at) continue;
       let c = this.counts.get(at.spec.id);
