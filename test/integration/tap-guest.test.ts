@@ -47,7 +47,9 @@ describe('a microVM guest on a tap sandbox', { skip: unavailable && `no microVM 
     peer = await cl.create({ name: 'peer' });
     await tb.serveInSandbox(I, 'peer', ['http:0.0.0.0:80:peer']);
     otherTap = await cl.create({ name: 'other', mode: 'tap' });
-    vm = await cl.create({ name: 'vm', mode: 'tap', policy: { egress: { domains: ['example.test'] }, limits: { egressRate: '4mbit' } } });
+    // The guest probes by address (spoofing, limits, the sink) what this test is about; name
+    // checks, the same on a TAP's host side as on a veth's, are name-checks.test.ts's.
+    vm = await cl.create({ name: 'vm', mode: 'tap', policy: { egress: { domains: ['example.test'], verifyNames: false }, limits: { egressRate: '4mbit' } } });
     sunkBefore = sunk();
     const t = vm.tap!;
     guest = bootGuest(img, {
