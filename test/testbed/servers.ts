@@ -43,7 +43,7 @@ const TTL: Record<string, number> = { 'short.test': 2 };
  * Every name under slow.test exists (203.0.113.20) and is answered this late: the answer
  * arrives after what a test does meanwhile (remove the sandbox that asked, change its policy).
  */
-const SLOW = { suffix: '.slow.test', ms: 4000 };
+const SLOW = { suffix: '.slow.test', ms: 6000 };
 
 /** A name's addresses, or undefined if there is no such name. */
 function addressesOf(name: string): string[] | undefined {
