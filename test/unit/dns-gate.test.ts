@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { DnsGate, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
+import { DnsGate, plainQuestion, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
+import { prng, intIn } from './prng.js';
 
 // The gate is pure: fake hooks stand in for the engine (who is at this address, who has this
 // id now, admission in the kernel, the query log), and every packet is built with
@@ -784,5 +785,36 @@ describe('DnsGate.onQuery: only what a stub resolver sends is forwarded, rebuilt
     const p = dnsPacket.decode(d.query);
     assert.deepEqual(p.questions, [{ name: 'pypi.org', type: 'A', class: 'IN' }]);
     assert.deepEqual(p.additionals!.map((r) => [r.type, (r as { udpPayloadSize?: number }).udpPayloadSize, (r as { options?: unknown[] }).options]), [['OPT', 1232, []]]);
+  });
+});
+
+describe('plainQuestion reads a query as dns-packet decodes it', () => {
+  it('on random and mangled queries', () => {
+    const rnd = prng(18);
+    let plain = 0;
+    for (let i = 0; i < 5000; i++) {
+      const labels = Array.from({ length: intIn(rnd, 0, 4) }, () => Buffer.from(Array.from({ length: intIn(rnd, 1, 20) }, () => (rnd() < 0.8 ? intIn(rnd, 0x41, 0x7a) : intIn(rnd, 0, 255)))));
+      const name = Buffer.concat([...labels.flatMap((l) => [Buffer.from([l.length]), l]), Buffer.from([0])]);
+      const tail = Buffer.alloc(4);
+      tail.writeUInt16BE([1, 28, 5, 16, 255, 65, intIn(rnd, 0, 65535)][intIn(rnd, 0, 6)], 0);
+      tail.writeUInt16BE(1, 2);
+      const header = Buffer.from([intIn(rnd, 0, 255), intIn(rnd, 0, 255), rnd() < 0.9 ? 0x01 : 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+      const q = Buffer.concat([header, name, tail]);
+      // Mangled: truncated, a byte changed, or a record count set.
+      if (rnd() < 0.3) {
+        const m = intIn(rnd, 0, 2);
+        if (m === 0) q.writeUInt8(intIn(rnd, 0, 255), intIn(rnd, 0, q.length - 1));
+        if (m === 1) q.writeUInt8(intIn(rnd, 1, 3), intIn(rnd, 4, 11));
+      }
+      const msg = rnd() < 0.1 ? q.subarray(0, intIn(rnd, 0, q.length)) : q;
+      const ours = plainQuestion(msg);
+      if (!ours) continue;
+      plain++;
+      const theirs = dnsPacket.decode(msg);
+      assert.equal(theirs.type, 'query');
+      assert.equal(theirs.questions?.length, 1);
+      assert.deepEqual(ours, { name: theirs.questions![0].name.toLowerCase(), type: theirs.questions![0].type, questions: 1 }, msg.toString('hex'));
+    }
+    assert.ok(plain > 2500, `only ${plain} plain queries drawn`);
   });
 });
