@@ -5,6 +5,7 @@
 // are answered, so the forwarder is never an open resolver. What goes upstream is a query
 // rebuilt from the sandbox's (upstream-query.ts), under the forwarder's own message ID.
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
@@ -67,6 +68,17 @@ const MAX_TCP_PER_CLIENT = 8;
 /** Queries of one TCP connection awaiting answers at once (RFC 7766 pipelining); more wait unread. */
 const MAX_TCP_PIPELINE = 16;
 const RCODE_SERVFAIL = 2;
+
+/**
+ * The UDP sockets' address lookup. Every address the resolver sends to is an IPv4 literal (a
+ * client's source, a configured upstream): taken as it is, at once, where dns.lookup would
+ * check it and answer on the next tick, a closure and a tick for every datagram sent.
+ * Anything else goes to dns.lookup as before.
+ */
+function literalLookup(address: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  if (net.isIPv4(address)) callback(null, address, 4);
+  else dns.lookup(address, options, callback);
+}
 
 /** A datagram waiting for the end of the event loop's turn (DnsForwarder.sendLater). */
 interface Outgoing {
@@ -160,7 +172,7 @@ export class DnsForwarder {
   async start(): Promise<void> {
     const port = this.o.listenPort ?? 53;
     for (let i = 0; i < UPSTREAM_SOCKETS; i++) {
-      const sock = dgram.createSocket('udp4');
+      const sock = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
       sock.on('message', (msg, rinfo) => this.onUpstreamAnswer(i, msg, rinfo));
       sock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
       await new Promise<void>((res) => sock.bind(0, res));
@@ -169,7 +181,7 @@ export class DnsForwarder {
     this.sweeper = setInterval(() => this.sweep(), Math.min(50, this.o.timeoutMs / 2));
     this.sweeper.unref();
 
-    this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true, lookup: literalLookup });
     this.udp.on('message', (msg, rinfo) => this.onUdpQuery(msg, rinfo));
     this.udp.on('error', (err) => this.o.log?.(`dns udp: ${err.message}`));
     await new Promise<void>((res, rej) => {
