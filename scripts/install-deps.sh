@@ -9,8 +9,10 @@ apt-get update
 # util-linux: nsenter/unshare; curl, dnsutils, iperf3: what the tests, bench and demo send packets with;
 # openssl: the testbed's CA and per-name certificates (test/testbed/testbed.ts tlsCerts).
 apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils iperf3 ca-certificates openssl
-# Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables).
-apt-get install -y --no-install-recommends containernetworking-plugins iptables
+# Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables);
+# bench:dns's load tool dnsperf and its peer resolver dnsmasq (dnsmasq-base: the binary without the
+# system service, which would listen on the host's port 53; the bench runs it in a test namespace).
+apt-get install -y --no-install-recommends containernetworking-plugins iptables dnsperf dnsmasq-base
 # The CNI plugin's shim is C (npm run build compiles dist/bin/toastnet-cni): a compiler and libc headers.
 # Real CNI clients in the integration tests: containerd's `ctr run --cni` with runc, and podman's CNI backend, on an image
 # built offline from busybox-static.

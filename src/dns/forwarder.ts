@@ -5,6 +5,7 @@
 // are answered, so the forwarder is never an open resolver. What goes upstream is a query
 // rebuilt from the sandbox's (upstream-query.ts), under the forwarder's own message ID.
 import dgram from 'node:dgram';
+import dns from 'node:dns';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import dnsPacket from 'dns-packet';
@@ -67,6 +68,25 @@ const MAX_TCP_PER_CLIENT = 8;
 /** Queries of one TCP connection awaiting answers at once (RFC 7766 pipelining); more wait unread. */
 const MAX_TCP_PIPELINE = 16;
 const RCODE_SERVFAIL = 2;
+
+/**
+ * The UDP sockets' address lookup. Every address the resolver sends to is an IPv4 literal (a
+ * client's source, a configured upstream): taken as it is, at once, where dns.lookup would
+ * check it and answer on the next tick, a closure and a tick for every datagram sent.
+ * Anything else goes to dns.lookup as before.
+ */
+function literalLookup(address: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  if (net.isIPv4(address)) callback(null, address, 4);
+  else dns.lookup(address, options, callback);
+}
+
+/** A datagram waiting for the end of the event loop's turn (DnsForwarder.sendLater). */
+interface Outgoing {
+  sock: dgram.Socket;
+  msg: Buffer;
+  port: number;
+  address: string;
+}
 
 /** What to do with a query: forward `query` (the rebuilt one; for `sandbox`, with a gate), or answer `reply` (or nothing). */
 type Decision = { forward: true; sandbox?: GateSandbox; query: Buffer } | { forward: false; reply?: Buffer };
@@ -131,6 +151,9 @@ export class DnsForwarder {
   /** Random bytes for socket picks and message IDs, drawn from a CSPRNG in bulk (crypto per query is slow). */
   private idPool = Buffer.alloc(0);
   private idPos = 0;
+  /** Datagrams to send once this turn of the event loop has read what it reads (sendLater). */
+  private outbox: Outgoing[] = [];
+  private stopped = false;
 
   constructor(private readonly o: ForwarderOptions) {}
 
@@ -149,7 +172,7 @@ export class DnsForwarder {
   async start(): Promise<void> {
     const port = this.o.listenPort ?? 53;
     for (let i = 0; i < UPSTREAM_SOCKETS; i++) {
-      const sock = dgram.createSocket('udp4');
+      const sock = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
       sock.on('message', (msg, rinfo) => this.onUpstreamAnswer(i, msg, rinfo));
       sock.on('error', (err) => this.o.log?.(`dns upstream socket: ${err.message}`));
       await new Promise<void>((res) => sock.bind(0, res));
@@ -158,7 +181,7 @@ export class DnsForwarder {
     this.sweeper = setInterval(() => this.sweep(), Math.min(50, this.o.timeoutMs / 2));
     this.sweeper.unref();
 
-    this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+    this.udp = dgram.createSocket({ type: 'udp4', reuseAddr: true, lookup: literalLookup });
     this.udp.on('message', (msg, rinfo) => this.onUdpQuery(msg, rinfo));
     this.udp.on('error', (err) => this.o.log?.(`dns udp: ${err.message}`));
     await new Promise<void>((res, rej) => {
@@ -182,6 +205,8 @@ export class DnsForwarder {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.outbox = [];
     if (this.sweeper) clearInterval(this.sweeper);
     this.pending.clear();
     for (const c of this.tcpConns) c.destroy();
@@ -217,7 +242,7 @@ export class DnsForwarder {
       return;
     }
     const send = (answer: Buffer | undefined, outcome: AnswerOutcome) => {
-      if (this.settle(answer, outcome)) this.udp?.send(answer, rinfo.port, rinfo.address);
+      if (this.settle(answer, outcome)) this.sendLater(this.udp!, answer, rinfo.port, rinfo.address);
     };
     const d = this.decide(rinfo.address, msg);
     if (!d.forward) {
@@ -278,8 +303,28 @@ export class DnsForwarder {
     const out = Buffer.from(query);
     out.writeUInt16BE(key & 0xffff, 0);
     this.pending.set(key, { clientId, reply, query, attempt, deadline: performance.now() + this.o.timeoutMs, upstream });
-    this.upstreamSocks[Math.floor(key / 65536)].send(out, upstream.port, upstream.host);
+    this.sendLater(this.upstreamSocks[Math.floor(key / 65536)], out, upstream.port, upstream.host);
   }
+
+  /**
+   * Sends `msg` at the end of this turn of the event loop, with the others queued in it,
+   * back to back. The loop reads the datagrams waiting on a socket one after another; a send
+   * between two reads (measured: ~30 us each on these VMs) mostly goes to a client asleep
+   * in its receive and pays for waking it. Sent together, the answers find the client
+   * awake after the first: 20-30 % more queries a second through a trivial Node server
+   * under dnsperf. The delay is the rest of the turn: microseconds.
+   */
+  private sendLater(sock: dgram.Socket, msg: Buffer, port: number, address: string): void {
+    if (this.outbox.length === 0) setImmediate(this.flushOutbox);
+    this.outbox.push({ sock, msg, port, address });
+  }
+
+  private readonly flushOutbox = (): void => {
+    const batch = this.outbox;
+    this.outbox = [];
+    if (this.stopped) return;
+    for (const o of batch) o.sock.send(o.msg, o.port, o.address);
+  };
 
   /** Gives up on upstreams past their deadline and tries the next one. */
   private sweep(): void {

@@ -19,8 +19,9 @@ export class DnsAdmissions {
     if (!mine) this.bySandbox.set(ip, (mine = new Map()));
     // An element with more than half its time left is not touched: repeated answers (the
     // common case) then cost no kernel call, and an address stays open at least ttl/2.
-    const addresses = allAddresses.filter((a) => (mine!.get(a) ?? 0) - now < (ttl * 1000) / 2);
-    if (addresses.length === 0) return;
+    const stale = (a: string) => (mine!.get(a) ?? 0) - now < (ttl * 1000) / 2;
+    if (!allAddresses.some(stale)) return;
+    const addresses = allAddresses.filter(stale);
     const live = addresses.filter((a) => (mine!.get(a) ?? 0) > now);
     try {
       this.nft.apply([...this.rules.forgetResolved(ip, live), ...this.rules.allowResolved(ip, addresses, ttl)], 'admit resolved addresses');

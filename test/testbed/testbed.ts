@@ -238,9 +238,12 @@ export class Testbed {
     return { code: r.status ?? 128, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   }
 
-  /** Starts a toastnet daemon in the host namespace as a child of the test. */
-  startDaemon(instance: string, extraFlags: string[] = []): ChildProcess {
-    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, ...DAEMON_NODE_FLAGS, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /**
+   * Starts a toastnet daemon in the host namespace as a child of the test; `nodeFlags` go to
+   * Node after the daemon's own (a bench's `--cpu-prof`).
+   */
+  startDaemon(instance: string, extraFlags: string[] = [], nodeFlags: string[] = []): ChildProcess {
+    const p = spawn('nsenter', [`--net=/run/netns/${this.hostNs}`, process.execPath, ...DAEMON_NODE_FLAGS, ...nodeFlags, CLI, ...this.flags(instance, extraFlags), 'daemon'], { stdio: ['ignore', 'pipe', 'pipe'] });
     // Always read its log: the daemon writes it synchronously, and a pipe nobody empties
     // (64 KiB) would stop it mid-write once a test has made enough requests.
     p.stdout!.resume();

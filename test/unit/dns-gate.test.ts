@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
 import { resolvePolicy, type PolicyInput } from '../../src/core/policy.js';
-import { DnsGate, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
+import { DnsGate, packetFacts, plainQuestion, wireFacts, type GateOptions, type GateSandbox, type QueryDecision, type QueryLogEntry } from '../../src/dns/gate.js';
+import { prng, intIn } from './prng.js';
 
 // The gate is pure: fake hooks stand in for the engine (who is at this address, who has this
 // id now, admission in the kernel, the query log), and every packet is built with
@@ -784,5 +785,90 @@ describe('DnsGate.onQuery: only what a stub resolver sends is forwarded, rebuilt
     const p = dnsPacket.decode(d.query);
     assert.deepEqual(p.questions, [{ name: 'pypi.org', type: 'A', class: 'IN' }]);
     assert.deepEqual(p.additionals!.map((r) => [r.type, (r as { udpPayloadSize?: number }).udpPayloadSize, (r as { options?: unknown[] }).options]), [['OPT', 1232, []]]);
+  });
+});
+
+describe('plainQuestion reads a query as dns-packet decodes it', () => {
+  it('on random and mangled queries', () => {
+    const rnd = prng(18);
+    let plain = 0;
+    for (let i = 0; i < 5000; i++) {
+      const labels = Array.from({ length: intIn(rnd, 0, 4) }, () => Buffer.from(Array.from({ length: intIn(rnd, 1, 20) }, () => (rnd() < 0.8 ? intIn(rnd, 0x41, 0x7a) : intIn(rnd, 0, 255)))));
+      const name = Buffer.concat([...labels.flatMap((l) => [Buffer.from([l.length]), l]), Buffer.from([0])]);
+      const tail = Buffer.alloc(4);
+      tail.writeUInt16BE([1, 28, 5, 16, 255, 65, intIn(rnd, 0, 65535)][intIn(rnd, 0, 6)], 0);
+      tail.writeUInt16BE(1, 2);
+      const header = Buffer.from([intIn(rnd, 0, 255), intIn(rnd, 0, 255), rnd() < 0.9 ? 0x01 : 0x81, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+      const q = Buffer.concat([header, name, tail]);
+      // Mangled: truncated, a byte changed, or a record count set.
+      if (rnd() < 0.3) {
+        const m = intIn(rnd, 0, 2);
+        if (m === 0) q.writeUInt8(intIn(rnd, 0, 255), intIn(rnd, 0, q.length - 1));
+        if (m === 1) q.writeUInt8(intIn(rnd, 1, 3), intIn(rnd, 4, 11));
+      }
+      const msg = rnd() < 0.1 ? q.subarray(0, intIn(rnd, 0, q.length)) : q;
+      const ours = plainQuestion(msg);
+      if (!ours) continue;
+      plain++;
+      const theirs = dnsPacket.decode(msg);
+      assert.equal(theirs.type, 'query');
+      assert.equal(theirs.questions?.length, 1);
+      assert.deepEqual(ours, { name: theirs.questions![0].name.toLowerCase(), type: theirs.questions![0].type, questions: 1 }, msg.toString('hex'));
+    }
+    assert.ok(plain > 2500, `only ${plain} plain queries drawn`);
+  });
+});
+
+describe('wireFacts reads an answer as dns-packet decodes it', () => {
+  /** A name in wire form: labels, or a pointer to the question's name (offset 12). */
+  const wire = (name: string | 'ptr'): Buffer =>
+    name === 'ptr' ? Buffer.from([0xc0, 0x0c]) : Buffer.concat([...name.split('.').filter(Boolean).flatMap((l) => [Buffer.from([Buffer.byteLength(l)]), Buffer.from(l)]), Buffer.from([0])]);
+
+  it('on random and mangled answers, compression pointers included', () => {
+    const rnd = prng(2026);
+    const names = ['a.test', 'B.Test', 'cdn.test', 'Edge.CDN.test', 'x.y.z.test', '\u00e9t\u00e9.test', 'ptr'];
+    let read = 0;
+    for (let i = 0; i < 5000; i++) {
+      const qname = names[intIn(rnd, 0, names.length - 2)];
+      const qtype = [1, 1, 28, 5][intIn(rnd, 0, 3)];
+      const recs: Buffer[] = [];
+      const count = intIn(rnd, 0, 5);
+      for (let k = 0; k < count; k++) {
+        const kind = intIn(rnd, 0, 9);
+        const owner = wire(names[intIn(rnd, 0, names.length - 1)]);
+        const rr = Buffer.alloc(10);
+        const type = kind < 5 ? 1 : kind < 8 ? 5 : kind === 8 ? 28 : 16;
+        const rdata = type === 1 ? Buffer.from([intIn(rnd, 0, 255), intIn(rnd, 0, 255), 0, intIn(rnd, 1, 9)])
+          : type === 5 ? wire(names[intIn(rnd, 0, names.length - 1)])
+            : type === 28 ? Buffer.alloc(16, 1) : Buffer.from([3, 0x61, 0x62, 0x63]);
+        rr.writeUInt16BE(type, 0);
+        rr.writeUInt16BE(1, 2);
+        rr.writeUInt32BE(intIn(rnd, 0, 7200), 4);
+        rr.writeUInt16BE(rdata.length, 8);
+        recs.push(Buffer.concat([owner, rr, rdata]));
+      }
+      const opt = rnd() < 0.2 ? Buffer.from([0, 0, 41, 4, 208, 0, 0, 0, 0, 0, 0]) : Buffer.alloc(0);
+      const header = Buffer.from([0, 1, 0x81, intIn(rnd, 0, 5), 0, 1, 0, count, 0, 0, 0, opt.length ? 1 : 0]);
+      const question = Buffer.concat([wire(qname), Buffer.from([0, qtype, 0, 1])]);
+      let msg = Buffer.concat([header, question, ...recs, opt]);
+      if (rnd() < 0.3) {
+        // Mangled: a byte changed, a count changed, or truncated.
+        const m = intIn(rnd, 0, 2);
+        if (m === 0) msg[intIn(rnd, 0, msg.length - 1)] = intIn(rnd, 0, 255);
+        if (m === 1) msg[intIn(rnd, 4, 11)] = intIn(rnd, 0, 3);
+        if (m === 2) msg = msg.subarray(0, intIn(rnd, 0, msg.length));
+      }
+      const ours = wireFacts(msg);
+      if (!ours) continue;
+      read++;
+      let theirs: dnsPacket.Packet;
+      try {
+        theirs = dnsPacket.decode(msg);
+      } catch (err) {
+        assert.fail(`wireFacts read what dns-packet cannot decode (${(err as Error).message}): ${msg.toString('hex')}`);
+      }
+      assert.deepEqual(ours, packetFacts(theirs), msg.toString('hex'));
+    }
+    assert.ok(read > 2000, `only ${read} answers read`);
   });
 });

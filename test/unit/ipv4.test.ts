@@ -1,5 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import ipaddr from 'ipaddr.js';
+import { prng, intIn } from './prng.js';
 import { ToastnetError } from '../../src/errors.js';
 import {
   cidrContains, cidrLast, cidrSize, cidrsOverlap, formatCidr, formatIPv4, maskOf, parseCidr, parseIPv4,
@@ -33,6 +35,33 @@ describe('parseIPv4 / formatIPv4', () => {
   it('rejects anything but four-part decimal', () => {
     for (const s of ['banana', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.4/32', '0x0a.0.0.1', '', ' 1.2.3.4', '::1']) {
       assert.throws(() => parseIPv4(s, 'gateway'), invalid(/^gateway: /), s);
+    }
+  });
+});
+
+describe('parseIPv4 accepts exactly what ipaddr.js calls a four-part decimal address', () => {
+  const agrees = (s: string) => {
+    const theirs = ipaddr.IPv4.isValidFourPartDecimal(s) ? ipaddr.IPv4.parse(s).toByteArray().reduce((n, b) => n * 256 + b, 0) : undefined;
+    let ours: number | undefined;
+    try {
+      ours = parseIPv4(s);
+    } catch {
+      ours = undefined;
+    }
+    assert.equal(ours, theirs, JSON.stringify(s));
+  };
+
+  it('on edge cases', () => {
+    for (const s of ['', '.', '...', '1.2.3', '1.2.3.4.', '.1.2.3.4', '1..2.3', '1.2.3.4.5', '01.2.3.4', '1.2.3.04', '0.0.0.0', '00.0.0.0',
+      '256.1.1.1', '1.1.1.256', '255.255.255.255', '1.2.3.4 ', ' 1.2.3.4', '1.2.3.4\n', '0x1.2.3.4', '1.2.3.-4', '+1.2.3.4', '1.2.3.1e2',
+      '1000.1.1.1', '1.2.3.\u0664', '１.2.3.4', '10.166.0.1', '999.999.999.999', '1.2.3.4/32']) agrees(s);
+  });
+
+  it('on random strings of digits and dots', () => {
+    const rnd = prng(4);
+    const alphabet = '0123456789.';
+    for (let i = 0; i < 20_000; i++) {
+      agrees(Array.from({ length: intIn(rnd, 0, 16) }, () => alphabet[intIn(rnd, 0, alphabet.length - 1)]).join(''));
     }
   });
 });
