@@ -33,18 +33,23 @@ const f2 = (x: number) => x.toFixed(2);
 interface Sb { name: string; ns: string; gateway: string }
 
 function inSandbox(sb: Sb, args: string[]): Record<string, unknown> {
+  // The admission lasts what is left of the answer's TTL, and a cached answer's is counting
+  // down: asked again before each run, so none runs past it.
+  resolve(sb);
   const r = spawnSync('nsenter', [`--net=${sb.ns}`, process.execPath, CLIENT, ...args], { encoding: 'utf8', timeout: 600_000 });
   if (r.status !== 0) throw new Error(`${sb.name}: ${args.join(' ')}: ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
 
 const RATE_PROCS = 4;
+const FLOOD_PORT0 = 8090;
 const RATE_LOOPS = 16;
 
 /** New connections per second from RATE_PROCS client processes in one sandbox, for `seconds`. */
-async function rateFrom(sb: Sb, seconds: number): Promise<{ perSecond: number; errors: number }> {
+async function rateFrom(sb: Sb, seconds: number, port: number): Promise<{ perSecond: number; errors: number }> {
+  resolve(sb);
   const runs = Array.from({ length: RATE_PROCS }, () => new Promise<{ connections: number; errors: number; seconds: number }>((res, rej) => {
-    const p = spawn('nsenter', [`--net=${sb.ns}`, process.execPath, CLIENT, 'rate', EDGE, String(VHOST_PORT), NAME, String(seconds), String(RATE_LOOPS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn('nsenter', [`--net=${sb.ns}`, process.execPath, CLIENT, 'rate', EDGE, String(port), NAME, String(seconds), String(RATE_LOOPS)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -66,6 +71,13 @@ async function main(): Promise<void> {
   const I = `bn${Date.now().toString(36)}`;
   try {
     const ca = await tb.serveTlsNames([NAME, 'edge.cdn-provider.test']);
+    // A port of its own for each burst of new connections: all of them leave by the host's
+    // one uplink address, and the NAT's ports towards one destination (held in TIME_WAIT for
+    // two minutes) run out after some tens of thousands, slowing every later connect there.
+    const floodPorts = Array.from({ length: 2 + 2 * ROUNDS }, (_, i) => FLOOD_PORT0 + i);
+    await tb.serveWan(floodPorts.map((p) => `vhost:${EDGE}:${p}`));
+    let nextFloodPort = 0;
+    const floodPort = () => floodPorts[nextFloodPort++];
     if (tb.toastnet(I, ['up']).code !== 0) throw new Error('up failed');
     tb.startDaemon(I);
     const cl = new ToastnetClient(tb.socketPath(I));
@@ -81,6 +93,21 @@ async function main(): Promise<void> {
     for (const s of all) resolve(s);
     // Warm-up, not measured: the daemon's gate worker, the sandboxes' first connections.
     for (const s of [checked, unchecked]) inSandbox(s, ['latency', EDGE, String(VHOST_PORT), NAME, '200']);
+
+    // A name-checked neighbour while another sandbox floods new connections: through the
+    // gate (a name-checked flooder), and, for what the flood alone costs the machine, not.
+    for (const s of all) resolve(s);
+    const neighbour = () => (inSandbox(checked, ['latency', EDGE, String(VHOST_PORT), NAME, '400']) as { times: number[] }).times;
+    const quiet = neighbour();
+    const underFlood = async (from: Sb) => {
+      const flood = rateFrom(from, 10, floodPort());
+      await new Promise((r) => setTimeout(r, 1000));
+      const times = neighbour();
+      return { times, flood: await flood };
+    };
+    const floodUnchecked = await underFlood(unchecked);
+    resolve(checked);
+    const floodChecked = await underFlood(flooder);
 
     const lat = { http: { checked: [] as number[], unchecked: [] as number[] }, tls: { checked: [] as number[], unchecked: [] as number[] } };
     const dl = { checked: [] as number[], unchecked: [] as number[] };
@@ -100,28 +127,13 @@ async function main(): Promise<void> {
         errors += h.errors + t.errors;
         dl[key].push((inSandbox(s, ['download', EDGE, '443', NAME, String(256 * 1024 * 1024), ca]) as { mbps: number }).mbps);
         const before = (await cl.status()).nameChecks;
-        const r = await rateFrom(s, 3);
+        const r = await rateFrom(s, 3, floodPort());
         const after = (await cl.status()).nameChecks;
         rate[key].push(r.perSecond);
         errors += r.errors;
         if (s === checked && before && after) capacity.push((after.judged - before.judged) / ((after.busyMs - before.busyMs) / 1000));
       }
     }
-
-    // A name-checked neighbour while another sandbox floods new connections: through the
-    // gate (a name-checked flooder), and, for what the flood alone costs the machine, not.
-    for (const s of all) resolve(s);
-    const neighbour = () => (inSandbox(checked, ['latency', EDGE, String(VHOST_PORT), NAME, '400']) as { times: number[] }).times;
-    const quiet = neighbour();
-    const underFlood = async (from: Sb) => {
-      const flood = rateFrom(from, 10);
-      await new Promise((r) => setTimeout(r, 1000));
-      const times = neighbour();
-      return { times, flood: await flood };
-    };
-    const floodUnchecked = await underFlood(unchecked);
-    resolve(checked);
-    const floodChecked = await underFlood(flooder);
 
     const judged = (await cl.stats('checked')) as unknown as { nameChecks?: { allowed: number; mismatched: number } };
     console.log(`\nName checks: the same sandbox policy with and without them (${ROUNDS} alternating rounds; ${errors} failed connections)\n`);

@@ -3,9 +3,10 @@
 // packet its verdict. recv() blocks, so it runs off the main thread; and it judges here,
 // without a round trip to the main thread, so a connection waits only for this loop.
 //
-// A judgement goes on the connection first (its conntrack mark through ctnetlink), then on
-// the packet: allowed, the packet is accepted and the connection's later packets skip the
-// gate; denied, the packet goes through the gate again (NF_REPEAT) and meets its reset.
+// A judgement goes on the packet and on the connection (its conntrack mark, through
+// ctnetlink): allowed, the packet is accepted at once and the mark written after the
+// batch's verdicts, so the connection's later packets skip the gate; denied, the mark
+// first, then the packet goes through the gate again (NF_REPEAT) and meets its reset.
 // The main thread posts each checked sandbox's policy (by address) before the sandbox can
 // send anything, and reads back what was judged (events, counts).
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
@@ -76,6 +77,16 @@ function sweep(now: number): void {
 }
 
 /** Verdict for one queued packet, and the judgement to report if the connection was decided. */
+/**
+ * Connections allowed whose mark may not be written yet (it is written after the verdict,
+ * see below): a packet of theirs queued meanwhile is accepted, never read as a new first
+ * flight. Kept a few seconds.
+ */
+const allowed = new Map<string, number>();
+const ALLOWED_KEEP_MS = 5000;
+/** Marks to write after this batch's verdicts: the allowed connections'. */
+let marksAfter: ReturnType<typeof ctMarkRequest>[] = [];
+
 function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
   if (p.length < 20 || p[0] >> 4 !== 4 || p[9] !== 6) return { verdict: NF_ACCEPT }; // only TCP is ever pending
   const ihl = (p[0] & 0x0f) * 4;
@@ -93,6 +104,11 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
     if (flags & 0x05) streams.delete(key); // FIN or RST: the connection ends unjudged
     return { verdict: NF_ACCEPT }; // the handshake's last ACK, a bare ACK
   }
+  const since = allowed.get(key);
+  if (since !== undefined) {
+    if (Date.now() - since < ALLOWED_KEEP_MS) return { verdict: NF_ACCEPT };
+    allowed.delete(key);
+  }
   const policy = policies.get(src);
   // No policy for a pending connection: the daemon starting, or the sandbox gone. Dropped;
   // the client's retransmission meets the policy once it is known.
@@ -106,18 +122,29 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
   const j: Judgement = judge(policy, dport, s.stream.add(p.readUInt32BE(ihl + 4), data));
   if (j.verdict === 'more') return { verdict: NF_ACCEPT };
   streams.delete(key);
-  const allowed = j.verdict === 'allow' || policy.report;
-  const tuple = { src: p.subarray(12, 16), dst: p.subarray(16, 20), sport, dport, proto: 6 };
-  try {
-    ct.exec([ctMarkRequest(tuple, allowed ? 0 : CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)], ['judge the connection']);
-  } catch {
-    return { verdict: NF_DROP }; // the entry is gone: nothing to let through
+  const pass = j.verdict === 'allow' || policy.report;
+  const tuple = { src: Buffer.from(p.subarray(12, 16)), dst: Buffer.from(p.subarray(16, 20)), sport, dport, proto: 6 };
+  if (pass) {
+    // The verdict first, the mark after the batch's verdicts: the first flight does not wait
+    // for a conntrack round trip (what came queued meanwhile is accepted by `allowed`).
+    allowed.set(key, now);
+    if (allowed.size > MAX_STREAMS) for (const k of allowed.keys()) if (allowed.size > MAX_STREAMS * 0.9) allowed.delete(k); else break;
+    marksAfter.push(ctMarkRequest(tuple, 0, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED));
+  } else {
+    // Denied: the mark before the verdict, since the packet goes through the gate again to
+    // meet its reset.
+    try {
+      ct.exec([ctMarkRequest(tuple, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)], ['judge the connection']);
+    } catch {
+      return { verdict: NF_DROP }; // the entry is gone: nothing to let through
+    }
   }
+  const allowedNow = pass;
   const judged: NameJudgement = {
     time: now, src, dst, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
     ...(j.name !== undefined ? { name: j.name } : {}), ...(j.verdict === 'deny' ? { why: j.why } : {}),
   };
-  return { verdict: allowed ? NF_ACCEPT : NF_REPEAT, judged };
+  return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged };
 }
 
 for (;;) {
@@ -147,6 +174,14 @@ for (;;) {
     if (v.judged) judged.push(v.judged);
   }
   sock.post(verdicts);
+  if (marksAfter.length > 0) {
+    try {
+      ct.exec(marksAfter, marksAfter.map(() => 'allow the connection'));
+    } catch {
+      // a connection gone meanwhile: nothing to mark
+    }
+    marksAfter = [];
+  }
   work.packets += verdicts.length;
   work.busyMs += performance.now() - t0;
   if (judged.length > 0 || work.packets >= 1000) {

@@ -131,7 +131,11 @@ export class Testbed {
       let err = '';
       p.stderr!.on('data', (d) => (err += d));
       p.stdout!.on('data', (d) => String(d).includes('ready') && resolve());
-      p.on('exit', (code) => reject(new Error(`servers in ${ns} exited ${code}: ${err}`)));
+      p.on('exit', (code, signal) => {
+        reject(new Error(`servers in ${ns} exited ${code}: ${err}`));
+        // After start-up too: a server that died mid-run says why (a SIGTERM is destroy's).
+        if (signal !== 'SIGTERM' && signal !== 'SIGKILL') process.stderr.write(`testbed: servers ${specs.join(' ')} in ${ns} exited ${code ?? signal}: ${err.slice(-2000)}\n`);
+      });
     });
   }
 
