@@ -1,0 +1,118 @@
+// A worker thread that reads conntrack events (ctnetlink multicast: new and destroyed
+// flows) and posts the sandboxes' ones to the main thread in batches. recv() blocks, so it
+// runs off the main thread, like nflog-worker.ts; started outside any namespace switch, it
+// reads the daemon's (the host's) namespace, where sandbox traffic is forwarded and tracked.
+//
+// Nothing is lost silently. Two places can lose events, and each is counted:
+// - the kernel, when this socket's receive buffer is full: recv() then fails once with
+//   ENOBUFS (NETLINK_NO_ENOBUFS is deliberately not set). How many events went is not
+//   told; the count is of overflows, each one or more events.
+// - this worker, when the main thread falls behind by more than `maxBacklog` batches: the
+//   batch is not posted and its events are counted (exactly). Otherwise the queue between
+//   threads would grow without bound under a flood.
+//
+// ctnetlink has no in-kernel filter for its multicast events (CTA_FILTER applies to
+// dumps); a classic BPF socket filter could do it (libnetfilter_conntrack's nfct_filter),
+// but the subnet test here costs ~1 µs per event, so every event is read and the host's own
+// flows are dropped by address in this thread.
+import { parentPort, workerData } from 'node:worker_threads';
+import {
+  AF_NETLINK, ENOBUFS, MSG_DONTWAIT, NETLINK_ADD_MEMBERSHIP, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK, SOL_SOCKET,
+  SO_RCVBUF, SO_RCVBUFFORCE, SO_RCVTIMEO, check, errno, lib,
+} from './libc.js';
+import { parseMessages } from './rtnetlink-codec.js';
+import { CtEvent, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, origSourceOf, parseCtEvent } from './conntrack-events.js';
+
+const NETLINK_NETFILTER = 12;
+const BATCH = 2048;
+
+export interface FlowWorkerData {
+  /** The instance's subnet (network and mask as unsigned 32-bit numbers): flows whose original source is in it are kept. */
+  network: number;
+  mask: number;
+  /** The gateway: sandboxes' DNS to it is the resolver's business (its query log), not a flow record. */
+  gateway: string;
+  /** Receive buffer in bytes (SO_RCVBUFFORCE). */
+  receiveBuffer: number;
+  /** Batches the main thread may have unread before this worker drops (and counts) new ones. */
+  maxBacklog: number;
+  /** Int32Array over it: [0] batches the main thread has taken. */
+  progress: SharedArrayBuffer;
+}
+
+/** Posted to the main thread. Counts are totals since the worker started. */
+export interface FlowWorkerMessage {
+  ready?: { receiveBuffer: number };
+  error?: string;
+  events?: CtEvent[];
+  /** recv() calls that failed with ENOBUFS: kernel overflows (each one event or more). */
+  overflows?: number;
+  /** Events dropped here because the main thread was behind. */
+  shed?: number;
+}
+
+const d = workerData as FlowWorkerData;
+const l = lib();
+const progress = new Int32Array(d.progress);
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(v | 0);
+  return b;
+};
+
+let fd = -1;
+try {
+  fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER), 'socket(NETLINK_NETFILTER)');
+  check(l.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, u32(d.receiveBuffer), 4), 'SO_RCVBUFFORCE');
+  for (const g of [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY]) check(l.setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, u32(g), 4), `join conntrack group ${g}`);
+  const tv = Buffer.alloc(16);
+  tv.writeBigInt64LE(1n, 0); // 1 s: terminate() takes effect between receives
+  l.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
+  const got = Buffer.alloc(4);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(4);
+  l.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, got, len);
+  parentPort!.postMessage({ ready: { receiveBuffer: got.readInt32LE(0) } } satisfies FlowWorkerMessage);
+} catch (err) {
+  parentPort!.postMessage({ error: (err as Error).message } satisfies FlowWorkerMessage);
+  process.exit(1);
+}
+
+const { network, mask } = d;
+const gateway = d.gateway;
+const buf = Buffer.allocUnsafe(256 * 1024);
+let overflows = 0;
+let shed = 0;
+let posted = 0;
+for (;;) {
+  const batch: CtEvent[] = [];
+  const before = overflows;
+  let flags = 0; // the first receive waits (up to the timeout), the rest take what is queued
+  while (batch.length < BATCH) {
+    const n = Number(l.recv(fd, buf, buf.length, flags));
+    flags = MSG_DONTWAIT;
+    if (n < 0) {
+      const e = errno();
+      if (e === ENOBUFS) {
+        overflows++;
+        continue;
+      }
+      if (e === 11 /* EAGAIN: nothing (more) queued */ || e === 4 /* EINTR */) break;
+      parentPort!.postMessage({ error: `conntrack events: recv: ${l.strerror(e)} (errno ${e})` } satisfies FlowWorkerMessage);
+      process.exit(1);
+    }
+    for (const m of parseMessages(buf.subarray(0, n))) {
+      const src = origSourceOf(m);
+      if (src < 0 || ((src & mask) >>> 0) !== network) continue;
+      const ev = parseCtEvent(m);
+      if (!ev || (ev.dst === gateway && ev.dport === 53)) continue;
+      batch.push(ev);
+    }
+  }
+  if (batch.length === 0 && overflows === before) continue;
+  if (posted - Atomics.load(progress, 0) >= d.maxBacklog) {
+    shed += batch.length;
+    batch.length = 0;
+  } else if (batch.length > 0) posted++;
+  parentPort!.postMessage({ ...(batch.length ? { events: batch } : {}), overflows, shed } satisfies FlowWorkerMessage);
+}
