@@ -17,7 +17,7 @@
 // flows are dropped by address in this thread.
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  AF_NETLINK, ENOBUFS, MSG_DONTWAIT, NETLINK_ADD_MEMBERSHIP, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK, SOL_SOCKET,
+  AF_NETLINK, ENOBUFS, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET,
   SO_RCVBUF, SO_RCVBUFFORCE, SO_RCVTIMEO, check, errno, lib,
 } from './libc.js';
 import { parseMessages } from './rtnetlink-codec.js';
@@ -64,7 +64,13 @@ let fd = -1;
 try {
   fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER), 'socket(NETLINK_NETFILTER)');
   check(l.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, u32(d.receiveBuffer), 4), 'SO_RCVBUFFORCE');
-  for (const g of [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY]) check(l.setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, u32(g), 4), `join conntrack group ${g}`);
+  // Bound with the groups in nl_groups (struct sockaddr_nl: family, pad, portid 0 = let the
+  // kernel pick, groups). Joining by NETLINK_ADD_MEMBERSHIP alone leaves an unbound socket
+  // with port id 0, the kernel's own, and broadcasts skip it: nothing arrives.
+  const addr = Buffer.alloc(12);
+  addr.writeUInt16LE(AF_NETLINK, 0);
+  addr.writeUInt32LE((1 << (NFNLGRP_CONNTRACK_NEW - 1)) | (1 << (NFNLGRP_CONNTRACK_DESTROY - 1)), 8);
+  check(l.bind(fd, addr, addr.length), 'bind to the conntrack new and destroy groups');
   const tv = Buffer.alloc(16);
   tv.writeBigInt64LE(1n, 0); // 1 s: terminate() takes effect between receives
   l.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);

@@ -41,6 +41,7 @@ interface Libc {
   };
   socket(domain: number, type: number, protocol: number): number;
   connect(fd: number, addr: Buffer, len: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
   getsockopt(fd: number, level: number, name: number, val: Buffer, len: Buffer): number;
   send: ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
@@ -70,6 +71,7 @@ export function lib(): Libc {
     umount2: l.func('int umount2(const char *target, int flags)'),
     socket: l.func('int socket(int domain, int type, int protocol)'),
     connect: l.func('int connect(int fd, const void *addr, uint32_t len)'),
+    bind: l.func('int bind(int fd, const void *addr, uint32_t len)'),
     setsockopt: l.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
     getsockopt: l.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ void *len)'),
     send: l.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),

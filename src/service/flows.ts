@@ -3,9 +3,9 @@
 // was opened for where that is known, kept in SQLite (same database as the denial events)
 // up to `flowRetention` rows, for `toastnet events --flows` and GET /v1/flows.
 //
-// Records are appended, never rewritten: one when the kernel confirms a flow (state open,
-// counters of its first packet) and one when the entry goes (state closed, with its final
-// packets and bytes each way and both times), paired by `conntrackId`. Appending keeps a
+// Records are appended, never rewritten: one when the kernel confirms a flow (state open;
+// the kernel's new event carries no counters) and one when the entry goes (state closed,
+// with its packets and bytes each way and both times), paired by `conntrackId`. Appending keeps a
 // batch one INSERT per event and lets a follower poll by id (an updated row would never
 // show up after `since`). A TCP flow's closed record comes when conntrack drops the entry:
 // after TIME_WAIT (net.netfilter.nf_conntrack_tcp_timeout_time_wait, 120 s by default).
