@@ -7,9 +7,14 @@
 // - the kernel, when this socket's receive buffer is full: recv() then fails once with
 //   ENOBUFS (NETLINK_NO_ENOBUFS is deliberately not set). How many events went is not
 //   told; the count is of overflows, each one or more events.
-// - this worker, when the main thread falls behind by more than `maxBacklog` batches: the
+// - this worker, when the main thread falls behind by more than `maxBacklog` events: the
 //   batch is not posted and its events are counted (exactly). Otherwise the queue between
 //   threads would grow without bound under a flood.
+//
+// Events are posted in batches of up to 2,048, or what came within 20 ms of a batch's
+// first event: the main thread writes a batch in one transaction, and at 20,000 events a
+// second batches of a few events each (what a drain of the socket gives) cost it more in
+// per-transaction overhead than in rows.
 //
 // ctnetlink has no in-kernel filter for its multicast events (CTA_FILTER applies to
 // dumps); a classic BPF socket filter could do it (libnetfilter_conntrack's nfct_filter),
@@ -25,6 +30,10 @@ import { CtEvent, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, origSourceOf
 
 const NETLINK_NETFILTER = 12;
 const BATCH = 2048;
+const BATCH_MS = 20;
+const napCell = new Int32Array(new SharedArrayBuffer(4));
+/** Blocks this thread for `ms` (Atomics.wait on a cell nobody wakes). */
+const nap = (ms: number) => Atomics.wait(napCell, 0, 0, ms);
 
 export interface FlowWorkerData {
   /** The instance's subnet (network and mask as unsigned 32-bit numbers): flows whose original source is in it are kept. */
@@ -34,9 +43,9 @@ export interface FlowWorkerData {
   gateway: string;
   /** Receive buffer in bytes (SO_RCVBUFFORCE). */
   receiveBuffer: number;
-  /** Batches the main thread may have unread before this worker drops (and counts) new ones. */
+  /** Events the main thread may have unread before this worker drops (and counts) new ones. */
   maxBacklog: number;
-  /** Int32Array over it: [0] batches the main thread has taken. */
+  /** Int32Array over it: [0] events the main thread has taken (wrapping at 2^32, compared as a difference). */
   progress: SharedArrayBuffer;
 }
 
@@ -94,6 +103,7 @@ for (;;) {
   const batch: CtEvent[] = [];
   const before = overflows;
   let flags = 0; // the first receive waits (up to the timeout), the rest take what is queued
+  let first = 0;
   while (batch.length < BATCH) {
     const n = Number(l.recv(fd, buf, buf.length, flags));
     flags = MSG_DONTWAIT;
@@ -103,7 +113,13 @@ for (;;) {
         overflows++;
         continue;
       }
-      if (e === 11 /* EAGAIN: nothing (more) queued */ || e === 4 /* EINTR */) break;
+      if (e === 11 /* EAGAIN: nothing (more) queued */ || e === 4 /* EINTR */) {
+        // Nothing queued now: post what there is once the batch is BATCH_MS old.
+        const age = first ? performance.now() - first : BATCH_MS;
+        if (age >= BATCH_MS) break;
+        nap(Math.min(2, BATCH_MS - age));
+        continue;
+      }
       parentPort!.postMessage({ error: `conntrack events: recv: ${l.strerror(e)} (errno ${e})` } satisfies FlowWorkerMessage);
       process.exit(1);
     }
@@ -112,13 +128,14 @@ for (;;) {
       if (src < 0 || ((src & mask) >>> 0) !== network) continue;
       const ev = parseCtEvent(m);
       if (!ev || (ev.dst === gateway && ev.dport === 53)) continue;
+      if (batch.length === 0) first = performance.now();
       batch.push(ev);
     }
   }
   if (batch.length === 0 && overflows === before) continue;
-  if (posted - Atomics.load(progress, 0) >= d.maxBacklog) {
+  if (((posted - Atomics.load(progress, 0)) | 0) + batch.length > d.maxBacklog) {
     shed += batch.length;
     batch.length = 0;
-  } else if (batch.length > 0) posted++;
+  } else posted = (posted + batch.length) | 0;
   parentPort!.postMessage({ ...(batch.length ? { events: batch } : {}), overflows, shed } satisfies FlowWorkerMessage);
 }
