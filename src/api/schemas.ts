@@ -206,7 +206,7 @@ export const FlowRecordSchema = z.object({
 export const FlowCountsSchema = z.object({
   recorded: count(),
   dropped: z.object({
-    kernel: count().describe('overflows of the event socket (ENOBUFS), each one lost event or more'),
+    kernel: count().describe('events the kernel dropped because the event socket\'s buffer was full (its drop count: exact)'),
     daemon: count().describe('events shed because the database writer fell behind (exact)'),
   }),
   unattributed: count().describe('events from subnet addresses no sandbox had'),

@@ -160,9 +160,9 @@ export interface FlowCounts {
   /** Records written. */
   recorded: number;
   /**
-   * Events lost, never silently: `kernel` counts overflows of the event socket's buffer
-   * (ENOBUFS; each one lost one event or more), `daemon` the events the reader shed
-   * because the database writer fell behind (exact).
+   * Events lost, never silently, both exact: `kernel` the events the kernel dropped
+   * because the event socket's buffer was full (the socket's drop count, after ENOBUFS),
+   * `daemon` the events the reader shed because the database writer fell behind.
    */
   dropped: { kernel: number; daemon: number };
   /** Events from the subnet no sandbox had the address of (an idle pool member, a removed sandbox). */

@@ -73,6 +73,105 @@ export function origSourceOf(m: Message): number {
   return src && src.length === 4 ? src.readUInt32BE(0) : -1;
 }
 
+/**
+ * Calls `fn(type, start, end)` for each attribute of buf[start, end) (nested flag and byte
+ * order bits stripped); no allocation. The worker's parser walks messages with it: the
+ * Map-per-level parse (parseAttrs) cost ~12 µs an event, a third of the worker's budget at
+ * 20,000 flows a second.
+ */
+function walk(buf: Buffer, start: number, end: number, fn: (type: number, s: number, e: number) => void): void {
+  let off = start;
+  while (off + 4 <= end) {
+    const len = buf.readUInt16LE(off);
+    if (len < 4 || off + len > end) return;
+    fn(buf.readUInt16LE(off + 2) & 0x3fff, off + 4, off + len);
+    off += (len + 3) & ~3;
+  }
+}
+
+const ip4 = (b: Buffer, s: number) => `${b[s]}.${b[s + 1]}.${b[s + 2]}.${b[s + 3]}`;
+const be64At = (b: Buffer, s: number, e: number) => (e - s >= 8 ? b.readUInt32BE(s) * 0x1_0000_0000 + b.readUInt32BE(s + 4) : undefined);
+
+/**
+ * The worker's parse of a whole netlink datagram: each IPv4 new/destroy event whose original
+ * source `keep` accepts (a 32-bit number), decoded without intermediate objects. Same result
+ * as parseMessages + parseCtEvent.
+ */
+export function parseCtDatagram(buf: Buffer, keep: (src: number) => boolean, out: CtEvent[]): void {
+  let off = 0;
+  while (off + 16 <= buf.length) {
+    const len = buf.readUInt32LE(off);
+    if (len < 16 || off + len > buf.length) return;
+    const type = buf.readUInt16LE(off + 4);
+    const body = off + 16;
+    const end = off + len;
+    off += (len + 3) & ~3;
+    if ((type !== CT_NEW_TYPE && type !== CT_DELETE_TYPE) || end - body < 4 || buf[body] !== AF_INET) continue;
+    let src = -1;
+    const e: CtEvent = { kind: type === CT_NEW_TYPE ? 'new' : 'destroy', id: 0, proto: 0, src: '', dst: '', sport: 0, dport: 0, mark: 0 };
+    walk(buf, body + 4, end, (t, s, x) => {
+      switch (t) {
+        case CTA_TUPLE_ORIG:
+          walk(buf, s, x, (tt, ts, tx) => {
+            if (tt === CTA_TUPLE_IP) {
+              walk(buf, ts, tx, (it, is, ix) => {
+                if (ix - is !== 4) return;
+                if (it === CTA_IP_V4_SRC) src = buf.readUInt32BE(is);
+                else if (it === CTA_IP_V4_DST) e.dst = ip4(buf, is);
+              });
+            } else if (tt === CTA_TUPLE_PROTO) {
+              walk(buf, ts, tx, (pt, ps, px) => {
+                if (pt === CTA_PROTO_NUM && px > ps) e.proto = buf[ps];
+                else if (pt === CTA_PROTO_SRC_PORT && px - ps >= 2) e.sport = buf.readUInt16BE(ps);
+                else if (pt === CTA_PROTO_DST_PORT && px - ps >= 2) e.dport = buf.readUInt16BE(ps);
+              });
+            }
+          });
+          break;
+        case CTA_ID:
+          if (x - s >= 4) e.id = buf.readUInt32BE(s);
+          break;
+        case CTA_MARK:
+          if (x - s >= 4) e.mark = buf.readUInt32BE(s);
+          break;
+        case CTA_COUNTERS_ORIG:
+        case CTA_COUNTERS_REPLY: {
+          const orig = t === CTA_COUNTERS_ORIG;
+          walk(buf, s, x, (ct, cs, cx) => {
+            const v = be64At(buf, cs, cx);
+            if (v === undefined) return;
+            if (ct === CTA_COUNTERS_PACKETS) {
+              if (orig) e.origPackets = v;
+              else e.replyPackets = v;
+            } else if (ct === CTA_COUNTERS_BYTES) {
+              if (orig) e.origBytes = v;
+              else e.replyBytes = v;
+            }
+          });
+          break;
+        }
+        case CTA_TIMESTAMP:
+          walk(buf, s, x, (tt, ts, tx) => {
+            const ns = tx - ts >= 8 ? buf.readBigUInt64BE(ts) : 0n;
+            if (ns <= 0n) return;
+            if (tt === CTA_TIMESTAMP_START) e.start = Number(ns / 1_000_000n);
+            else if (tt === CTA_TIMESTAMP_STOP) e.stop = Number(ns / 1_000_000n);
+          });
+          break;
+      }
+    });
+    if (src < 0 || !keep(src)) continue;
+    e.src = `${src >>> 24}.${(src >>> 16) & 255}.${(src >>> 8) & 255}.${src & 255}`;
+    if (e.origPackets !== undefined || e.replyPackets !== undefined) {
+      e.origPackets ??= 0;
+      e.origBytes ??= 0;
+      e.replyPackets ??= 0;
+      e.replyBytes ??= 0;
+    }
+    out.push(e);
+  }
+}
+
 /** A conntrack event message (new or destroy), IPv4 only; undefined for anything else. */
 export function parseCtEvent(m: Message): CtEvent | undefined {
   const kind = m.type === CT_NEW_TYPE ? 'new' : m.type === CT_DELETE_TYPE ? 'destroy' : undefined;

@@ -5,8 +5,11 @@
 //
 // Nothing is lost silently. Two places can lose events, and each is counted:
 // - the kernel, when this socket's receive buffer is full: recv() then fails once with
-//   ENOBUFS (NETLINK_NO_ENOBUFS is deliberately not set). How many events went is not
-//   told; the count is of overflows, each one or more events.
+//   ENOBUFS (NETLINK_NO_ENOBUFS is deliberately not set), and goes on dropping while the
+//   buffer stays full. ENOBUFS says that, not how many: the count comes from the socket's
+//   own drop counter (sk_drops, one per message netlink could not queue, read with
+//   SO_MEMINFO), so it is exact. (On a kernel without SO_MEMINFO: ENOBUFS errors, each one
+//   event or more.)
 // - this worker, when the main thread falls behind by more than `maxBacklog` events: the
 //   batch is not posted and its events are counted (exactly). Otherwise the queue between
 //   threads would grow without bound under a flood.
@@ -25,8 +28,7 @@ import {
   AF_NETLINK, ENOBUFS, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET,
   SO_RCVBUF, SO_RCVBUFFORCE, SO_RCVTIMEO, check, errno, lib,
 } from './libc.js';
-import { parseMessages } from './rtnetlink-codec.js';
-import { CtEvent, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, origSourceOf, parseCtEvent } from './conntrack-events.js';
+import { CtEvent, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, parseCtDatagram } from './conntrack-events.js';
 
 const NETLINK_NETFILTER = 12;
 const BATCH = 2048;
@@ -54,8 +56,8 @@ export interface FlowWorkerMessage {
   ready?: { receiveBuffer: number };
   error?: string;
   events?: CtEvent[];
-  /** recv() calls that failed with ENOBUFS: kernel overflows (each one event or more). */
-  overflows?: number;
+  /** Events the kernel dropped for want of room in this socket's buffer (exact; see above). */
+  kernelDrops?: number;
   /** Events dropped here because the main thread was behind. */
   shed?: number;
 }
@@ -93,7 +95,23 @@ try {
   process.exit(1);
 }
 
+const SO_MEMINFO = 55;
+const SK_MEMINFO_DROPS = 8;
+const meminfo = Buffer.alloc(4 * 16);
+const meminfoLen = Buffer.alloc(4);
+/** The socket's drop count (sk_drops), or -1 where the kernel does not tell it. */
+function socketDrops(): number {
+  meminfoLen.writeUInt32LE(meminfo.length);
+  if (l.getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo, meminfoLen) < 0 || meminfoLen.readUInt32LE(0) < 4 * (SK_MEMINFO_DROPS + 1)) return -1;
+  return meminfo.readUInt32LE(4 * SK_MEMINFO_DROPS);
+}
+const kernelDrops = () => {
+  const n = socketDrops();
+  return n >= 0 ? n : overflows;
+};
+
 const { network, mask } = d;
+const inSubnet = (src: number) => ((src & mask) >>> 0) === network;
 const gateway = d.gateway;
 const buf = Buffer.allocUnsafe(256 * 1024);
 let overflows = 0;
@@ -123,19 +141,16 @@ for (;;) {
       parentPort!.postMessage({ error: `conntrack events: recv: ${l.strerror(e)} (errno ${e})` } satisfies FlowWorkerMessage);
       process.exit(1);
     }
-    for (const m of parseMessages(buf.subarray(0, n))) {
-      const src = origSourceOf(m);
-      if (src < 0 || ((src & mask) >>> 0) !== network) continue;
-      const ev = parseCtEvent(m);
-      if (!ev || (ev.dst === gateway && ev.dport === 53)) continue;
-      if (batch.length === 0) first = performance.now();
-      batch.push(ev);
-    }
+    const had = batch.length;
+    parseCtDatagram(buf.subarray(0, n), inSubnet, batch);
+    // Sandboxes' DNS to the gateway is the resolver's (its query log), not a flow record.
+    for (let i = batch.length - 1; i >= had; i--) if (batch[i].dport === 53 && batch[i].dst === gateway) batch.splice(i, 1);
+    if (had === 0 && batch.length > 0) first = performance.now();
   }
   if (batch.length === 0 && overflows === before) continue;
   if (((posted - Atomics.load(progress, 0)) | 0) + batch.length > d.maxBacklog) {
     shed += batch.length;
     batch.length = 0;
   } else posted = (posted + batch.length) | 0;
-  parentPort!.postMessage({ ...(batch.length ? { events: batch } : {}), overflows, shed } satisfies FlowWorkerMessage);
+  parentPort!.postMessage({ ...(batch.length ? { events: batch } : {}), kernelDrops: kernelDrops(), shed } satisfies FlowWorkerMessage);
 }

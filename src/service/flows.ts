@@ -74,14 +74,16 @@ export class FlowLog {
   private readonly answered = new Map<number, Map<string, string>>();
   private worker?: Worker;
   private progress?: Int32Array;
-  /** Since this log started: records written, kernel overflows (ENOBUFS: each one event or more), events shed by the worker, events of no sandbox. */
+  /** Since this log started: records written, events the kernel dropped (socket buffer full), events shed by the worker, events of no sandbox. */
   readonly counts: FlowCounts = { recorded: 0, dropped: { kernel: 0, daemon: 0 }, unattributed: 0 };
 
   constructor(private readonly db: Database.Database, private readonly retention = 1_000_000) {
     db.exec(`CREATE TABLE IF NOT EXISTS flows (
-      id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, sandbox TEXT NOT NULL, state TEXT NOT NULL,
+      id INTEGER PRIMARY KEY, time INTEGER NOT NULL, sandbox TEXT NOT NULL, state TEXT NOT NULL,
       start INTEGER NOT NULL, end INTEGER, proto TEXT NOT NULL, src TEXT NOT NULL, sport INTEGER NOT NULL, dst TEXT NOT NULL, dport INTEGER NOT NULL,
       sent_packets INTEGER, sent_bytes INTEGER, received_packets INTEGER, received_bytes INTEGER, name TEXT, ct_id INTEGER NOT NULL)`);
+    // No AUTOINCREMENT (its sequence table is one more write per row): ids still only grow,
+    // since the trim below deletes the oldest rows and never the newest.
     db.exec('CREATE INDEX IF NOT EXISTS flows_by_sandbox ON flows (sandbox, id)');
     this.insert = db.prepare(`INSERT INTO flows (time, sandbox, state, start, end, proto, src, sport, dst, dport, sent_packets, sent_bytes, received_packets, received_bytes, name, ct_id)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
@@ -108,7 +110,7 @@ export class FlowLog {
           Atomics.add(this.progress!, 0, m.events.length);
           this.record(m.events, sources);
         }
-        if (m.overflows !== undefined) this.counts.dropped.kernel = m.overflows;
+        if (m.kernelDrops !== undefined) this.counts.dropped.kernel = m.kernelDrops;
         if (m.shed !== undefined) this.counts.dropped.daemon = m.shed;
       });
       this.worker!.on('error', (err) => {

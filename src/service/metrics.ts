@@ -106,7 +106,7 @@ export class Metrics {
     });
     new client.Counter({
       name: 'toastnet_flow_records_dropped_total',
-      help: 'Conntrack events the flow log lost, by where: kernel (overflows of the event socket\'s buffer, ENOBUFS: each one event or more), daemon (events shed while the database writer was behind: exact)',
+      help: 'Conntrack events the flow log lost, by where: kernel (the event socket\'s buffer was full: its drop count), daemon (shed while the database writer was behind); both exact',
       labelNames: ['where'],
       registers,
       collect() {

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
-import { CtEvent, encodeCtEvent, origSourceOf, parseCtEvent } from '../../src/kernel/conntrack-events.js';
+import { CtEvent, encodeCtEvent, origSourceOf, parseCtDatagram, parseCtEvent } from '../../src/kernel/conntrack-events.js';
 import { frame, parseMessages } from '../../src/kernel/rtnetlink-codec.js';
 import { FlowLog, FlowOwner, FlowSources } from '../../src/service/flows.js';
 
@@ -118,5 +118,20 @@ describe('FlowLog', () => {
     await waited;
     assert.ok(Date.now() - t0 < 2_000);
     assert.deepEqual(log.list({ since }).map((f) => f.conntrackId), [3]);
+  });
+});
+
+describe('parseCtDatagram (the worker\'s allocation-free parse)', () => {
+  it('gives what parseMessages + parseCtEvent give, for the sources it keeps', () => {
+    const evs: CtEvent[] = [
+      base,
+      { ...base, kind: 'destroy', id: 2, proto: 17, src: '10.166.3.4', sport: 1, dport: 65535, origPackets: 1, origBytes: 32, replyPackets: 0, replyBytes: 0, start: 1_765_000_000_000, stop: 1_765_000_000_500, mark: 7 },
+      { ...base, id: 3, src: '192.0.2.2' },
+    ];
+    const buf = Buffer.concat(evs.map((e, i) => frame({ type: encodeCtEvent(e).type, flags: 0, body: encodeCtEvent(e).body }, i)));
+    const out: CtEvent[] = [];
+    parseCtDatagram(buf, (src) => src >>> 16 === ((10 << 8) | 166), out);
+    assert.deepEqual(out, evs.slice(0, 2));
+    assert.deepEqual(out, parseMessages(buf).map((m) => parseCtEvent(m)).slice(0, 2));
   });
 });
