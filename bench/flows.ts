@@ -12,7 +12,7 @@
 //   recorded  records the daemon wrote (an open and a closed one per flow: 2 x created
 //             when nothing is lost),
 //   kernel    events the kernel dropped, its event socket's buffer full (the socket's drop
-//             count), and shed: events the daemon dropped while its writer was behind.
+//             count), and unwritten: events whose database write failed.
 // Loss starts at the first rate where recorded < 2 x created or either drop count moves;
 // the two drop counts add up to what is missing (the log never loses silently).
 // Each level lasts BENCH_SECONDS (default 30): long enough that the socket's 128 MiB buffer
@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     const counts = async (): Promise<FlowCounts> => (await cl.flows({ limit: 1 })).counts!;
 
     console.log(`flow log: ${SANDBOXES} sandboxes, ${SECONDS} s per rate, UDP flows to ${WAN.internet} (one datagram each)`);
-    console.log('target/s  sent/s  created/s  recorded/s  records/2xcreated  kernel drops  shed  conntrack drops');
+    console.log('target/s  sent/s  created/s  recorded/s  records/2xcreated  kernel drops  unwritten  conntrack drops');
     let lossAt: number | undefined;
     let lastClean: number | undefined;
     for (const rate of RATES) {
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
       console.log([
         String(rate).padStart(8), String(Math.round(sent / SECONDS)).padStart(7), String(Math.round(created / SECONDS)).padStart(10),
         String(Math.round(recorded / SECONDS)).padStart(11), (recorded / (2 * created)).toFixed(4).padStart(18),
-        String(overflows).padStart(13), String(shed).padStart(5), String(k1.drop - k0.drop).padStart(16),
+        String(overflows).padStart(13), String(shed).padStart(10), String(k1.drop - k0.drop).padStart(16),
         `  (level took ${elapsed.toFixed(1)} s to settle)`,
       ].join(' '));
       await sleep(500); // between levels: a quiet gap, so one level's stragglers are not the next's

@@ -207,7 +207,7 @@ export const FlowCountsSchema = z.object({
   recorded: count(),
   dropped: z.object({
     kernel: count().describe('events the kernel dropped because the event socket\'s buffer was full (its drop count: exact)'),
-    daemon: count().describe('events shed because the database writer fell behind (exact)'),
+    daemon: count().describe('events read whose write failed (the database refused the batch)'),
   }),
   unattributed: count().describe('events from subnet addresses no sandbox had'),
 }).describe('since the daemon started');

@@ -161,8 +161,9 @@ export interface FlowCounts {
   recorded: number;
   /**
    * Events lost, never silently, both exact: `kernel` the events the kernel dropped
-   * because the event socket's buffer was full (the socket's drop count, after ENOBUFS),
-   * `daemon` the events the reader shed because the database writer fell behind.
+   * because the event socket's buffer was full (the socket's drop count, after ENOBUFS;
+   * while the database writer is behind, the reader leaves events there), `daemon` the
+   * events read whose write failed (the database refused the batch).
    */
   dropped: { kernel: number; daemon: number };
   /** Events from the subnet no sandbox had the address of (an idle pool member, a removed sandbox). */

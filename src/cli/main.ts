@@ -384,7 +384,7 @@ async function flowsCommand(c: Config, o: { sandbox?: string; limit: string; fol
     for (const f of l.flows) print(o.json ? JSON.stringify(f) : formatFlow(f));
     const d = l.counts?.dropped;
     if (d && (d.kernel > warned.kernel || d.daemon > warned.daemon)) {
-      process.stderr.write(`toastnet: the flow log lost events: ${d.kernel} dropped by the kernel (event buffer full), ${d.daemon} shed by the daemon (writer behind)\n`);
+      process.stderr.write(`toastnet: the flow log lost events: ${d.kernel} dropped by the kernel (event buffer full), ${d.daemon} not written (database refused them)\n`);
       warned = { ...d };
     }
   };

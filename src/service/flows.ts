@@ -37,7 +37,7 @@ const MAX_SANDBOXES_WITH_NAMES = 10_000;
  * few seconds at the measured rates (docs/performance.md).
  */
 const RECEIVE_BUFFER = 64 << 20;
-/** Events the main thread may fall behind by before the worker sheds (~10 s at 20,000 events a second; ~200 bytes each while queued). */
+/** Events the main thread may fall behind by before the worker stops reading (~10 s at 20,000 events a second; ~300 bytes each while queued). */
 const MAX_BACKLOG = 200_000;
 
 export interface FlowOwner {
@@ -74,7 +74,8 @@ export class FlowLog {
   private readonly answered = new Map<number, Map<string, string>>();
   private worker?: Worker;
   private progress?: Int32Array;
-  /** Since this log started: records written, events the kernel dropped (socket buffer full), events shed by the worker, events of no sandbox. */
+  private writeFailures = 0;
+  /** Since this log started: records written, events the kernel dropped (socket buffer full), events whose write failed, events of no sandbox. */
   readonly counts: FlowCounts = { recorded: 0, dropped: { kernel: 0, daemon: 0 }, unattributed: 0 };
 
   constructor(private readonly db: Database.Database, private readonly retention = 1_000_000) {
@@ -108,10 +109,16 @@ export class FlowLog {
         }
         if (m.events) {
           Atomics.add(this.progress!, 0, m.events.length);
-          this.record(m.events, sources);
+          Atomics.notify(this.progress!, 0);
+          try {
+            this.record(m.events, sources);
+          } catch (err) {
+            // The database refused the batch (full disk, say): its events are lost, and counted.
+            this.counts.dropped.daemon += m.events.length;
+            if (this.writeFailures++ % 1000 === 0) log(`flows: ${m.events.length} events not written: ${(err as Error).message}`);
+          }
         }
         if (m.kernelDrops !== undefined) this.counts.dropped.kernel = m.kernelDrops;
-        if (m.shed !== undefined) this.counts.dropped.daemon = m.shed;
       });
       this.worker!.on('error', (err) => {
         log(`flows: ${err.message}`);

@@ -106,7 +106,7 @@ export class Metrics {
     });
     new client.Counter({
       name: 'toastnet_flow_records_dropped_total',
-      help: 'Conntrack events the flow log lost, by where: kernel (the event socket\'s buffer was full: its drop count), daemon (shed while the database writer was behind); both exact',
+      help: 'Conntrack events the flow log lost, by where: kernel (the event socket\'s buffer was full: its drop count), daemon (read, but the database refused their batch); both exact',
       labelNames: ['where'],
       registers,
       collect() {
