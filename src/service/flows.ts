@@ -7,8 +7,9 @@
 // the kernel's new event carries no counters) and one when the entry goes (state closed,
 // with its packets and bytes each way and both times), paired by `conntrackId`. Appending keeps a
 // batch one INSERT per event and lets a follower poll by id (an updated row would never
-// show up after `since`). A TCP flow's closed record comes when conntrack drops the entry:
-// after TIME_WAIT (net.netfilter.nf_conntrack_tcp_timeout_time_wait, 120 s by default).
+// show up after `since`). A flow's closed record comes when conntrack reaps the entry: after
+// its timeout (a closed TCP connection's TIME_WAIT is 120 s by default), plus up to 60 s
+// until the garbage collector's next scan (gc_worker's longest interval).
 //
 // A flow belongs to the sandbox that had its source address when it was opened: the
 // sandbox is looked up at the open record and remembered by conntrack id for the close,
