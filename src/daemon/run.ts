@@ -155,6 +155,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       dns: () => resolver?.stats,
       denials: () => events.byReason,
       flows: () => flows?.counts,
+      denialCounts: () => engine.denialCounts(),
     }, config.metricsMaxSandboxes, config.metricsLabels);
     if (config.metrics) {
       metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);

@@ -23,6 +23,8 @@ export interface MetricSources {
   dns(): ResolverCounters | undefined;
   /** Logged denials by reason since the daemon started. */
   denials(): Record<string, number>;
+  /** Exact blocked and reported packets by deny reason, instance-wide since the table was last built. */
+  denialCounts?(): Record<string, { blocked: number; reported: number }>;
   /** The flow log's counts since the daemon started (undefined: no flow log). */
   flows?(): FlowCounts | undefined;
 }
@@ -87,6 +89,20 @@ export class Metrics {
       collect() {
         this.reset();
         for (const [reason, n] of Object.entries(sources.denials())) this.inc({ reason }, n);
+      },
+    });
+    const denialCounts = perScrape(() => sources.denialCounts?.() ?? {});
+    new client.Counter({
+      name: 'toastnet_denied_packets_total',
+      help: 'Packets denied, by reason, exactly (the kernel\'s counter in each deny chain; instance-wide, restarting when `up` rebuilds the table); action: blocked, or reported (report mode let it through)',
+      labelNames: ['reason', 'action'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, c] of Object.entries(denialCounts())) {
+          this.inc({ reason, action: 'blocked' }, c.blocked);
+          this.inc({ reason, action: 'reported' }, c.reported);
+        }
       },
     });
     this.registerFlows(sources, registers);

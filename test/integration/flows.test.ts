@@ -20,12 +20,14 @@ import { waitFor } from '../helpers/wait.js';
 const I = 'flows';
 const R = 'flowsr';
 const RETENTION = 3;
+const METRICS_PORT = 9477;
 
 describe('flow log: conntrack events as per-sandbox flow records', { timeout: 600_000 }, () => {
   let tb: Testbed;
   let cl: ToastnetClient;
   let small: ToastnetClient;
   let smallConfig: string;
+  let mainConfig: string;
   const daemons: ChildProcess[] = [];
 
   before(async () => {
@@ -34,13 +36,15 @@ describe('flow log: conntrack events as per-sandbox flow records', { timeout: 60
     small = new ToastnetClient(tb.socketPath(R));
     smallConfig = path.join(tb.dir, 'small.json');
     fs.writeFileSync(smallConfig, JSON.stringify({ subnet: '10.167.0.0/16', flowRetention: RETENTION }));
+    mainConfig = path.join(tb.dir, 'main.json');
+    fs.writeFileSync(mainConfig, JSON.stringify({ metricsListen: String(METRICS_PORT) }));
     assert.equal(tb.toastnet(I, ['up']).code, 0);
     const upSmall = tb.toastnet(R, ['up'], { extraFlags: ['--config', smallConfig] });
     assert.equal(upSmall.code, 0, upSmall.stderr);
     // `up` turned accounting on in the host namespace it runs in (the testbed's).
     assert.equal(tb.sh(tb.hostNs, ['cat', '/proc/sys/net/netfilter/nf_conntrack_acct']).trim(), '1');
     tb.sh(tb.hostNs, ['sysctl', '-qw', 'net.netfilter.nf_conntrack_tcp_timeout_time_wait=1']);
-    daemons.push(tb.startDaemon(I), tb.startDaemon(R, ['--config', smallConfig]));
+    daemons.push(tb.startDaemon(I, ['--config', mainConfig]), tb.startDaemon(R, ['--config', smallConfig]));
     await waitFor(() => cl.ping(), 'the daemon to answer');
     await waitFor(() => small.ping(), 'the second daemon to answer');
     await cl.create({ name: 'a', policy: { egress: { domains: ['example.test'] } } });
@@ -60,17 +64,18 @@ describe('flow log: conntrack events as per-sandbox flow records', { timeout: 60
     const [body, headers, request, port] = r.stdout.trim().split(' ').map(Number);
     return { body, headers, request, port };
   };
-  const closedFlow = async (sb: string, sport: number): Promise<FlowRecord> => {
+  const flowRecord = async (sb: string, sport: number, state: 'open' | 'closed'): Promise<FlowRecord> => {
     let found: FlowRecord | undefined;
     await waitFor(async () => {
-      found = (await cl.flows({ sandbox: sb, limit: 1000 })).flows.find((f) => f.sport === sport && f.state === 'closed');
+      found = (await cl.flows({ sandbox: sb, limit: 1000 })).flows.find((f) => f.sport === sport && f.state === state);
       return found !== undefined;
-    }, `the closed record of ${sb}'s flow from port ${sport}`, 120_000, 200);
+    }, `the ${state} record of ${sb}'s flow from port ${sport}`, 120_000, 200);
     return found!;
   };
+  const closedFlow = (sb: string, sport: number) => flowRecord(sb, sport, 'closed');
 
   it('a curl by name: open and closed records with sandbox, tuple, name, and the bytes curl counted', async () => {
-    const c = curl(I, 'a', 'http://example.test/', ['-H', 'X-Pad: ' + 'p'.repeat(3000)]);
+    const c = curl(I, 'a', 'http://example.test/');
     const closed = await closedFlow('a', c.port);
     const open = (await cl.flows({ sandbox: 'a', limit: 1000 })).flows.find((f) => f.sport === c.port && f.state === 'open');
     assert.ok(open, 'an open record too');
@@ -83,6 +88,13 @@ describe('flow log: conntrack events as per-sandbox flow records', { timeout: 60
       assert.equal(f.name, 'example.test');
     }
     assert.ok(closed.end && Date.parse(closed.end) >= Date.parse(closed.start));
+    assert.ok(closed.sent && closed.received && closed.received.bytes > c.body);
+  });
+
+  it('bytes and packets each way agree with what curl sent and read', async () => {
+    // From the sandbox without name checks: a 3 KB request, several segments each way.
+    const c = curl(I, 'b', `http://${WAN.internet}/`, ['-H', 'X-Pad: ' + 'p'.repeat(3000)]);
+    const closed = await closedFlow('b', c.port);
     // conntrack counts IP packets (headers included): what curl read and wrote plus at most
     // 40 bytes of IP and TCP header per packet (52 with timestamps: 12 more), and the handshake.
     const { sent, received } = closed;
@@ -96,18 +108,18 @@ describe('flow log: conntrack events as per-sandbox flow records', { timeout: 60
 
   it('`events --flows --json` shows them; a flow of another sandbox never shows under the first\'s filter', async () => {
     const b = curl(I, 'b', `http://${WAN.internet2}/`);
-    await closedFlow('b', b.port);
+    await flowRecord('b', b.port, 'open');
     const a = curl(I, 'a', 'http://example.test/');
-    await closedFlow('a', a.port);
+    await flowRecord('a', a.port, 'open');
     const r = tb.toastnet(I, ['events', '--flows', '--json', '--sandbox', 'a', '--limit', '1000']);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as FlowRecord);
-    assert.ok(lines.some((f) => f.sport === a.port && f.state === 'closed'), 'a\'s flow is listed');
+    assert.ok(lines.some((f) => f.sport === a.port), 'a\'s flow is listed');
     assert.ok(lines.every((f) => f.sandbox === 'a' && f.src !== undefined && f.dst !== WAN.internet2), `only a's flows: ${r.stdout}`);
     const all = (await cl.flows({ limit: 1000 })).flows;
     assert.ok(all.some((f) => f.sandbox === 'b' && f.sport === b.port), 'b\'s flow is in the unfiltered log');
     const text = tb.toastnet(I, ['events', '--flows', '--sandbox', 'b']);
-    assert.match(text.stdout, new RegExp(`b  closed  tcp \\S+:${b.port} > ${WAN.internet2.replaceAll('.', '\\.')}:80`));
+    assert.match(text.stdout, new RegExp(`b  open    tcp \\S+:${b.port} > ${WAN.internet2.replaceAll('.', '\\.')}:80`));
   });
 
   it('long polling: a waiting reader gets the next record when it comes', async () => {
@@ -127,6 +139,20 @@ describe('flow log: conntrack events as per-sandbox flow records', { timeout: 60
     assert.equal(kept.length, RETENTION);
     assert.ok(kept.every((f) => f.sandbox === 'c' && f.src.startsWith('10.167.')));
     assert.ok((await cl.flows({ limit: 1000 })).flows.every((f) => f.src.startsWith('10.166.')), 'the first instance never records the second\'s');
+  });
+
+  it('denials by reason are exact counts (the kernel\'s counter in each deny chain), whatever the log sampled', async () => {
+    const metric = () => {
+      const text = tb.sh(tb.hostNs, ['curl', '-s', `http://127.0.0.1:${METRICS_PORT}/metrics`]);
+      const m = /^toastnet_denied_packets_total\{reason="private",action="blocked"\} (\d+)$/m.exec(text);
+      assert.ok(m, 'the metric is served');
+      return Number(m[1]);
+    };
+    const before = metric();
+    // 30 refused connections in a row: more than the denial log's burst would need, each one SYN (reset at once).
+    const r = tb.inSandbox(I, 'b', ['sh', '-c', `for i in $(seq 30); do curl -s --max-time 2 http://${WAN.private10}/; done; true`], 60_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(metric() - before, 30);
   });
 
   it('nothing was lost', async () => {
