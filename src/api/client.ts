@@ -4,7 +4,7 @@ import http from 'node:http';
 import { ToastnetError, isCode } from '../errors.js';
 import type { PolicyInput } from '../core/policy.js';
 import type {
-  CreateSandboxBody, DenialEvent, DnsQueryRecord, DownReport, EventQuery, GcReport, PolicyView, SandboxInfo, SandboxInspection, SandboxStats, Status,
+  CreateSandboxBody, DenialEvent, DnsQueryRecord, DownReport, EventQuery, FlowList, GcReport, PolicyView, SandboxInfo, SandboxInspection, SandboxStats, Status,
 } from './types.js';
 
 /** Idle connections are closed by the client before the server would (serveApi: 10 s). */
@@ -113,6 +113,10 @@ export class ToastnetClient {
   }
   events(q: EventQuery = {}): Promise<DenialEvent[]> {
     return this.request<{ events: DenialEvent[] }>('GET', `/v1/events?${queryString(q)}`).then((r) => r.events);
+  }
+  /** The flow audit log (waitMs: long polling). */
+  flows(q: EventQuery = {}): Promise<FlowList> {
+    return this.request('GET', `/v1/flows?${queryString(q)}`);
   }
   gc(): Promise<GcReport> {
     return this.request('POST', '/v1/gc');

@@ -113,6 +113,9 @@ const ROUTES: Record<string, Record<string, Handler>> = {
   '/v1/dns-queries': {
     GET: async (b, req) => ({ status: 200, body: { queries: await b.dnsQueries(eventQuery(req.path)) } }),
   },
+  '/v1/flows': {
+    GET: async (b, req) => ({ status: 200, body: await b.flows(eventQuery(req.path)) }),
+  },
   '/v1/cni': {
     POST: async (b, req) => {
       if (!b.cni) throw new ToastnetError('not_ready', 'CNI calls are served by the daemon only');

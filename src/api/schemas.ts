@@ -185,6 +185,40 @@ export const DenialEventSchema = z.object({
 
 export const EventListSchema = z.object({ events: z.array(DenialEventSchema) });
 
+const FlowCountsPair = () => z.object({ packets: count(), bytes: count() });
+
+export const FlowRecordSchema = z.object({
+  id: z.number().int(),
+  time: isoTime().describe('when this record was written'),
+  sandbox: z.string().describe('the sandbox that had the source address when the flow was opened'),
+  state: z.enum(['open', 'closed']).describe('open: the kernel confirmed the flow; closed: its conntrack entry went (final counters)'),
+  start: isoTime(),
+  end: isoTime().optional().describe('closed records: when the entry went (TCP: after TIME_WAIT)'),
+  proto: z.string(),
+  src: z.string(),
+  sport: z.number().int(),
+  dst: z.string(),
+  dport: z.number().int(),
+  sent: FlowCountsPair().optional().describe('what the sandbox sent (IP headers included); absent without nf_conntrack_acct'),
+  received: FlowCountsPair().optional().describe('what came back'),
+  name: z.string().optional().describe('the name the flow was opened for, where known: a name check\'s (TLS SNI, HTTP Host), else the resolver\'s answer'),
+  conntrackId: z.number().int().describe('pairs the open and closed records of one flow'),
+});
+
+export const FlowCountsSchema = z.object({
+  recorded: count(),
+  dropped: z.object({
+    kernel: count().describe('events the kernel dropped because the event socket\'s buffer was full (its drop count: exact)'),
+    daemon: count().describe('events read whose write failed (the database refused the batch)'),
+  }),
+  unattributed: count().describe('events from subnet addresses no sandbox had'),
+}).describe('since the daemon started');
+
+export const FlowListSchema = z.object({
+  flows: z.array(FlowRecordSchema),
+  counts: FlowCountsSchema.optional().describe('the daemon\'s counts (absent without a daemon)'),
+});
+
 export const DnsQueryRecordSchema = z.object({
   id: z.number().int(),
   time: isoTime(),
@@ -255,6 +289,8 @@ agree<Same<z.output<typeof SandboxStatsSchema>, T.SandboxStats>>();
 agree<Same<z.output<typeof CniRequestSchema>, CniRequestBody>>();
 agree<Same<z.output<typeof DenialEventSchema>, T.DenialEvent>>();
 agree<Same<z.output<typeof DnsQueryRecordSchema>, T.DnsQueryRecord>>();
+agree<Same<z.output<typeof FlowRecordSchema>, T.FlowRecord>>();
+agree<Same<z.output<typeof FlowListSchema>, T.FlowList>>();
 agree<Same<z.output<typeof DownReportSchema>, T.DownReport>>();
 agree<Same<z.output<typeof GcReportSchema>, T.GcReport>>();
 agree<Same<z.output<typeof StatusSchema>, T.Status>>();

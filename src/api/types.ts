@@ -128,6 +128,59 @@ export interface DenialEvent {
   name?: string;
 }
 
+/**
+ * One record of the flow audit log (GET /v1/flows): a flow a sandbox opened, as conntrack
+ * reported it. Each flow gives two records, paired by conntrackId: `open` when the kernel
+ * confirmed it, `closed` when its entry went (with its final counters and end).
+ */
+export interface FlowRecord {
+  id: number;
+  /** When this record was written. */
+  time: string;
+  /** The sandbox that had the source address when the flow was opened. */
+  sandbox: string;
+  state: 'open' | 'closed';
+  start: string;
+  /** closed records: when the kernel dropped the entry (a TCP flow: after TIME_WAIT). */
+  end?: string;
+  proto: string;
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** Packets and bytes (IP headers included) the sandbox sent, and received back; absent when the kernel kept no counters (nf_conntrack_acct off when the flow began). */
+  sent?: { packets: number; bytes: number };
+  received?: { packets: number; bytes: number };
+  /** The name the flow was opened for, where known: the one a name check saw (TLS SNI, HTTP Host), else the one the resolver answered the sandbox with this address for. */
+  name?: string;
+  /** The kernel's conntrack id: pairs the open and closed records of one flow. */
+  conntrackId: number;
+}
+
+/** The flow log's counts since the daemon started. */
+export interface FlowCounts {
+  /** Records written. */
+  recorded: number;
+  /**
+   * Events lost, never silently, both exact: `kernel` the events the kernel dropped
+   * because the event socket's buffer was full (the socket's drop count, after ENOBUFS;
+   * while the database writer is behind, the reader leaves events there), `daemon` the
+   * events read whose write failed (the database refused the batch).
+   */
+  dropped: { kernel: number; daemon: number };
+  /** Events from the subnet no sandbox had the address of (an idle pool member, a removed sandbox). */
+  unattributed: number;
+}
+
+/** GET /v1/flows. */
+export interface FlowList {
+  flows: FlowRecord[];
+  /** The daemon's counts (absent without a daemon, when nothing reads the kernel's events). */
+  counts?: FlowCounts;
+}
+
+export type FlowQuery = EventQuery;
+
 /** One query the resolver judged for a sandbox, as its query log keeps it. */
 export interface QueryLogEntry {
   sandbox: string;
@@ -249,6 +302,8 @@ export interface InstanceBackend {
   gc(): Promise<GcReport>;
   events(q: EventQuery): Promise<DenialEvent[]>;
   dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]>;
+  /** The flow audit log. */
+  flows(q: EventQuery): Promise<FlowList>;
   /** `persist` writes boot files, which only a process that is not the daemon may do. */
   up(o?: { persist?: boolean; persistRoot?: string }): Promise<Status>;
   down(o?: { persistRoot?: string }): Promise<DownReport>;

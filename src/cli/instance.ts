@@ -37,6 +37,7 @@ export function daemonBackend(cl: ToastnetClient): InstanceBackend {
     gc: () => cl.gc(),
     events: (q) => cl.events(q),
     dnsQueries: (q) => cl.dnsQueries(q),
+    flows: (q) => cl.flows(q),
     up: async (o = {}) => {
       if (o.persist) throw new ToastnetError('busy', 'a daemon runs this instance; stop it before `up --persist`, or run `up --persist` under systemd');
       return cl.up();

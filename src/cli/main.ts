@@ -15,6 +15,7 @@ import { LOG_FILE_MAX_BYTES, createLogger, defaultTarget } from '../daemon/log.j
 import { LOG_LEVELS, type LogLevel } from '../config/schema.js';
 import { runDoctor } from '../service/doctor.js';
 import type { DenialEvent } from '../service/events.js';
+import type { FlowList, FlowRecord } from '../api/types.js';
 import { printable } from './terminal-text.js';
 import { bashCompletion, zshCompletion } from './completion.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
@@ -345,8 +346,10 @@ example(program.command('events'), 'toastnet events --sandbox web --follow')
   .option('--follow', 'keep printing new events')
   .option('--json', 'one JSON object per line')
   .option('--queries', 'the DNS query log instead: name, type, answer, verdict')
-  .action(async (o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean; queries?: boolean }, cmd: Command) => {
+  .option('--flows', 'the flow log instead: flows sandboxes opened (open and closed records), bytes each way, the name where known')
+  .action(async (o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean; queries?: boolean; flows?: boolean }, cmd: Command) => {
     const c = config(cmd);
+    if (o.flows) return flowsCommand(c, o);
     if (o.queries) {
       const lim = Number(o.limit);
       const qs = await withBackend(c, (b) => b.dnsQueries({ sandbox: o.sandbox, limit: lim }));
@@ -371,6 +374,36 @@ example(program.command('events'), 'toastnet events --sandbox web --follow')
       if (next.length) since = next[next.length - 1].id;
     }
   });
+
+/** `events --flows`: the flow log, and (on stderr, never silently) any events the daemon lost. */
+async function flowsCommand(c: Config, o: { sandbox?: string; limit: string; follow?: boolean; json?: boolean }): Promise<void> {
+  const limit = Number(o.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new ToastnetError('invalid_argument', `--limit ${o.limit}: want a positive whole number`);
+  let warned = { kernel: 0, daemon: 0 };
+  const show = (l: FlowList) => {
+    for (const f of l.flows) print(o.json ? JSON.stringify(f) : formatFlow(f));
+    const d = l.counts?.dropped;
+    if (d && (d.kernel > warned.kernel || d.daemon > warned.daemon)) {
+      process.stderr.write(`toastnet: the flow log lost events: ${d.kernel} dropped by the kernel (event buffer full), ${d.daemon} not written (database refused them)\n`);
+      warned = { ...d };
+    }
+  };
+  const first = await withBackend(c, (b) => b.flows({ sandbox: o.sandbox, limit }));
+  show(first);
+  if (!o.follow) return;
+  const cl = client(c);
+  let since = first.flows.at(-1)?.id ?? 0;
+  for (;;) {
+    const next = await cl.flows({ sandbox: o.sandbox, since, waitMs: 25_000, limit: 1000 });
+    show(next);
+    since = next.flows.at(-1)?.id ?? since;
+  }
+}
+
+function formatFlow(f: FlowRecord): string {
+  const bytes = f.sent && f.received ? `  out ${f.sent.bytes} B/${f.sent.packets} pkt  in ${f.received.bytes} B/${f.received.packets} pkt` : '';
+  return printable(`${f.time}  ${f.sandbox}  ${f.state.padEnd(6)}  ${f.proto} ${f.src}:${f.sport} > ${f.dst}:${f.dport}${f.name ? `  ${f.name}` : ''}${bytes}`);
+}
 
 example(program.command('stats'), 'toastnet stats web --json')
   .description('what a sandbox (or each) sent, received and had blocked, quota use, limits, DNS queries')

@@ -153,6 +153,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     ...(c.metricsListen !== undefined ? { metrics: parseListen(c.metricsListen) } : {}),
     metricsMaxSandboxes: c.metricsMaxSandboxes,
     metricsLabels: c.metricsLabels,
+    flowRetention: c.flowRetention,
     logLevel: c.logLevel,
     pool: { size: c.poolSize, refillBelow: Math.min(c.poolRefillBelow ?? c.poolSize, c.poolSize) },
     stateDir: c.stateDir ?? `/var/lib/toastnet/${c.instance}`,

@@ -65,6 +65,8 @@ export const ConfigSchema = z.strictObject({
       }
     })
     .describe('Sandbox label keys that become labels (label_<key>) of the per-sandbox metric series; other labels stay out of Prometheus'),
+  flowRetention: z.number().int().min(0).max(100_000_000).default(1_000_000)
+    .describe('Flow records (GET /v1/flows, `events --flows`) kept in the state database, the oldest deleted first; 0 turns the flow log off'),
   logLevel: z.enum(LOG_LEVELS).default('info').describe('The daemon\'s log level: trace, debug (every API request), info (changes, start and stop), warn, error, fatal, silent'),
   stateDir: z.string().optional().describe('Where the state database lives (default /var/lib/toastnet/<instance>)'),
   runDir: z.string().optional().describe('Where the API socket and lock live (default /run/toastnet/<instance>)'),
@@ -96,6 +98,8 @@ export interface Config {
   metricsMaxSandboxes: number;
   /** Sandbox label keys promoted to metric labels. */
   metricsLabels: string[];
+  /** Flow records kept; 0: no flow log. */
+  flowRetention: number;
   logLevel: LogLevel;
   pool: { size: number; refillBelow: number };
   stateDir: string;

@@ -35,6 +35,10 @@ const ARP_SETS: string[] = ['veth_src', 'macvlan_src'];
 export type { SandboxMode, SandboxSpec } from './sandbox-elements.js';
 
 /** Jump to the chain that logs, counts and denies for `reason`. */
+/** The comments of the rules in each deny_<reason> chain that count what it blocked and what it let through (report mode): accounting.ts reads them. */
+export const BLOCKED_COUNT_COMMENT = 'the sandbox\'s blocked count';
+export const REPORTED_COUNT_COMMENT = 'report mode: log only';
+
 const deny = (reason: DenyReason): Expr => ({ jump: { target: `deny_${reason}` } });
 
 export class RulesetBuilder {
@@ -240,9 +244,10 @@ export class RulesetBuilder {
     // Report mode lets through what the sandbox's own policy and the defaults would block,
     // never the instance's hard limits (metadata, denyCidrs, host services, limits).
     if (!HARD_REASONS.includes(reason)) {
-      cmds.push(this.rule(chain, [match(sandboxAddr, '@report_mode'), { counter: null }, { accept: null }], 'report mode: log only'));
+      cmds.push(this.rule(chain, [match(sandboxAddr, '@report_mode'), { counter: null }, { accept: null }], REPORTED_COUNT_COMMENT));
     }
-    cmds.push(this.rule(chain, [match(sandboxAddr, '@acct_blocked')], 'the sandbox\'s blocked count'));
+    // Its own counter too: every packet this reason blocks, exactly (the log above is a sample).
+    cmds.push(this.rule(chain, [match(sandboxAddr, '@acct_blocked'), { counter: null }], BLOCKED_COUNT_COMMENT));
     if (LIMIT_REASONS.includes(reason)) {
       cmds.push(this.rule(chain, [{ drop: null }]));
     } else if (this.config.denyAction === 'reject') {

@@ -5,6 +5,7 @@ import type { NameChecks } from '../service/name-checks.js';
 import type { ApiBackend } from '../api/routes.js';
 import type { Engine } from '../service/engine.js';
 import type { EventLog } from '../service/events.js';
+import type { FlowLog } from '../service/flows.js';
 import type { Metrics } from '../service/metrics.js';
 import type { WarmPool } from '../service/pool.js';
 import type { SandboxResolver } from './resolver.js';
@@ -16,6 +17,8 @@ export interface DaemonParts {
   metrics: Metrics;
   events: EventLog;
   names?: NameChecks;
+  /** undefined when flowRetention is 0 (off). */
+  flows?: FlowLog;
   /** undefined once `down` stopped it. */
   resolver: () => SandboxResolver | undefined;
   /** Stops the pool and the resolver before `down` removes everything; the daemon exits after answering. */
@@ -46,6 +49,16 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
       }
       return list;
     },
+    flows: async (q) => {
+      const log = p.flows;
+      if (!log) return { flows: [] };
+      let list = log.list(q);
+      if (list.length === 0 && q.waitMs) {
+        await log.wait(q.waitMs);
+        list = log.list(q);
+      }
+      return { flows: list, counts: structuredClone(log.counts) };
+    },
     status: async () => {
       const st = engine.status(process.pid);
       const resolver = p.resolver();
@@ -70,6 +83,7 @@ export function daemonBackend(p: DaemonParts): ApiBackend {
         return removed;
       });
       p.resolver()?.forget(id);
+      p.flows?.forget(id);
     },
     stats: (name) => metrics.time('stats', () => statsWithDns(engine, p.resolver(), name, p.names)),
     policyGet: (name) => engine.policyGet(name),

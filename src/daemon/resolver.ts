@@ -16,7 +16,7 @@ import { RESOLVER_SOCKET_MARK } from '../core/resolver-contract.js';
 const RESOLVER_RECEIVE_BUFFER = 8 * 1024 * 1024;
 import { DnsCache } from '../dns/cache.js';
 import { DnsForwarder } from '../dns/forwarder.js';
-import { DnsGate, QueryLogEntry } from '../dns/gate.js';
+import { DnsGate, GateSandbox, QueryLogEntry } from '../dns/gate.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import type { ResolverCounters } from '../api/types.js';
 import type { Engine } from '../service/engine.js';
@@ -41,7 +41,8 @@ export class SandboxResolver {
   private readonly refusalLog = new LogLimiter<number>();
 
   /** `refused` receives the refusals that pass the per-sandbox log limit (denial events). */
-  constructor(config: Config, private readonly engine: Engine, log: Log, refused: (e: QueryLogEntry) => void) {
+  /** `answered` receives each answered query with its sandbox (the flow log names flows by it). */
+  constructor(config: Config, private readonly engine: Engine, log: Log, refused: (e: QueryLogEntry) => void, answered?: (s: GateSandbox, e: QueryLogEntry) => void) {
     this.queries = new DnsLog(engine.store.db);
     this.gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
@@ -54,7 +55,10 @@ export class SandboxResolver {
         if (e.verdict !== 'answered') c[e.verdict]++;
         // Answered queries are logged (in batches); refusals only at a limited rate per
         // sandbox, like the kernel's denial log, so a flood cannot fill the disk.
-        if (e.verdict === 'answered' || e.verdict === 'stripped') this.queries.record(e);
+        if (e.verdict === 'answered' || e.verdict === 'stripped') {
+          this.queries.record(e);
+          answered?.(s, e);
+        }
         else if (this.refusalLog.allow(s.id)) {
           this.queries.record(e);
           refused(e);

@@ -12,6 +12,8 @@ import { Engine } from '../service/engine.js';
 import { NameChecks } from '../service/name-checks.js';
 import { nameCheckQueue } from '../core/name-check.js';
 import { EventLog } from '../service/events.js';
+import { FlowLog } from '../service/flows.js';
+import { maskOf, parseCidr } from '../core/ipv4.js';
 import { Metrics, startMetricsServer } from '../service/metrics.js';
 import { WarmPool } from '../service/pool.js';
 import { PoolBuilder } from '../service/pool-builder.js';
@@ -83,6 +85,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
   let resolver: SandboxResolver | undefined;
   const events = new EventLog(engine.store.db);
   const names = new NameChecks(engine.live, events);
+  const flows = config.flowRetention > 0 ? new FlowLog(engine.store.db, config.flowRetention) : undefined;
   let stopping = false;
 
   const stopResolver = async () => {
@@ -99,6 +102,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     await pool?.stop();
     await stopResolver();
     await names.stop();
+    await flows?.stop();
     await events.stop();
     await engine.settled(); // processes left in removed sandboxes: ended before we go
     engine.close();
@@ -108,7 +112,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
   try {
     const dnsLog = root.child({ component: 'dns' });
     if (config.dnsUpstreams.length === 0) dnsLog.warn('no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
-    resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), (e) => events.recordQuery(e));
+    resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), (e) => events.recordQuery(e), flows && ((s, e) => flows.noteAnswer(s.id, e.name, e.answer)));
     await resolver.forwarder.start();
     dnsLog.info({ listen: `${config.gateway}:53`, upstreams: config.dnsUpstreams }, 'serving DNS');
 
@@ -129,12 +133,29 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       nameLog.error({ err }, `name checks unavailable, so connections of sandboxes with verifyNames wait: ${(err as Error).message}`);
     }
 
+    // The flow log: conntrack's new and destroyed flows of the subnet's sources.
+    const flowLog = root.child({ component: 'flows' });
+    if (flows) {
+      try {
+        const subnet = parseCidr(config.subnet);
+        const { receiveBuffer } = await flows.start({ network: subnet.network, mask: maskOf(subnet.prefix), gateway: config.gateway }, {
+          sandboxAt: (ip) => engine.sandboxByIp(ip),
+          checkedName: (src, sport, dst, dport) => names.nameOf(src, sport, dst, dport),
+        }, (m) => flowLog.warn(m));
+        flowLog.info({ retention: config.flowRetention, receiveBuffer }, 'recording flows from conntrack events');
+      } catch (err) {
+        flowLog.error({ err }, `flow log unavailable: ${(err as Error).message}`);
+      }
+    }
+
     const metrics = new Metrics({
       stats: () => statsWithDns(engine, resolver, undefined, names),
       sandboxes: () => engine.list(),
       capacity: () => engine.status(),
       dns: () => resolver?.stats,
       denials: () => events.byReason,
+      flows: () => flows?.counts,
+      denialCounts: () => engine.denialCounts(),
     }, config.metricsMaxSandboxes, config.metricsLabels);
     if (config.metrics) {
       metricsServer = await startMetricsServer(metrics, config.metrics.host, config.metrics.port);
@@ -151,7 +172,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     const apiLog = root.child({ component: 'api' });
 
     api = await serveApi(daemonBackend({
-      engine, pool: warm, metrics, events, names,
+      engine, pool: warm, metrics, events, names, flows,
       resolver: () => resolver,
       beforeDown: async () => {
         await warm.stop();

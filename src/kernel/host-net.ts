@@ -78,3 +78,24 @@ export function readForwarding(): boolean {
 export function writeForwarding(on: boolean): void {
   fs.writeFileSync(FORWARD, on ? '1\n' : '0\n');
 }
+
+/**
+ * Conntrack keeps packet and byte counters per flow (nf_conntrack_acct) and its start and
+ * stop times (nf_conntrack_timestamp) in this namespace, for the flow log. Both are
+ * per-namespace sysctls, only read when a flow begins (flows already tracked keep none),
+ * and left on at `down` (other users of conntrack only gain counters). The files exist once
+ * the conntrack module is loaded: call after the ruleset (whose ct rules load it) is in.
+ * Returns the sysctls that could not be set.
+ */
+export function enableConntrackAccounting(): string[] {
+  const failed: string[] = [];
+  for (const k of ['nf_conntrack_acct', 'nf_conntrack_timestamp']) {
+    const file = `/proc/sys/net/netfilter/${k}`;
+    try {
+      if (fs.readFileSync(file, 'utf8').trim() !== '1') fs.writeFileSync(file, '1\n');
+    } catch {
+      failed.push(`net.netfilter.${k}`);
+    }
+  }
+  return failed;
+}

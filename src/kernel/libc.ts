@@ -15,9 +15,16 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const NETLINK_ROUTE = 0;
 export const SOL_SOCKET = 1;
 export const SO_RCVTIMEO = 20;
+/** Receive buffer beyond net.core.rmem_max (CAP_NET_ADMIN): a burst of kernel events waits here. */
+export const SO_RCVBUFFORCE = 33;
+export const SO_RCVBUF = 8;
 export const SOL_NETLINK = 270;
 export const NETLINK_EXT_ACK = 11;
 export const NETLINK_CAP_ACK = 10;
+export const NETLINK_ADD_MEMBERSHIP = 1;
+export const MSG_DONTWAIT = 0x40;
+/** A netlink receive: the socket's buffer overflowed and the kernel dropped messages. */
+export const ENOBUFS = 105;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const EINTR = 4;
@@ -34,7 +41,9 @@ interface Libc {
   };
   socket(domain: number, type: number, protocol: number): number;
   connect(fd: number, addr: Buffer, len: number): number;
+  bind(fd: number, addr: Buffer, len: number): number;
   setsockopt(fd: number, level: number, name: number, val: Buffer, len: number): number;
+  getsockopt(fd: number, level: number, name: number, val: Buffer, len: Buffer): number;
   send: ((fd: number, buf: Buffer, len: number, flags: number) => number) & {
     /** The same call on a libuv thread (background-unlink.ts); `done` runs on this thread after. */
     async(fd: number, buf: Buffer, len: number, flags: number, done: (err: unknown, ret: number) => void): void;
@@ -62,7 +71,9 @@ export function lib(): Libc {
     umount2: l.func('int umount2(const char *target, int flags)'),
     socket: l.func('int socket(int domain, int type, int protocol)'),
     connect: l.func('int connect(int fd, const void *addr, uint32_t len)'),
+    bind: l.func('int bind(int fd, const void *addr, uint32_t len)'),
     setsockopt: l.func('int setsockopt(int fd, int level, int name, const void *val, uint32_t len)'),
+    getsockopt: l.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ void *len)'),
     send: l.func('intptr_t send(int fd, const void *buf, size_t len, int flags)'),
     recv: l.func('intptr_t recv(int fd, _Out_ void *buf, size_t len, int flags)'),
     close: l.func('int close(int fd)'),

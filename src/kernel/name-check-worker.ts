@@ -28,6 +28,8 @@ export interface NameJudgement {
   time: number;
   src: string;
   dst: string;
+  /** The source port: with the addresses and dport, which connection (the flow log pairs it with conntrack's record). */
+  sport: number;
   dport: number;
   verdict: 'allow' | 'deny';
   /** Judged against but let through (report mode). */
@@ -141,7 +143,7 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
   }
   const allowedNow = pass;
   const judged: NameJudgement = {
-    time: now, src, dst, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
+    time: now, src, dst, sport, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
     ...(j.name !== undefined ? { name: j.name } : {}), ...(j.verdict === 'deny' ? { why: j.why } : {}),
   };
   return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged };

@@ -4,6 +4,7 @@
 import type Database from 'better-sqlite3';
 import type { Limits } from '../core/policy.js';
 import { quotaNames } from '../core/sandbox-limits.js';
+import { BLOCKED_COUNT_COMMENT, REPORTED_COUNT_COMMENT } from '../core/ruleset.js';
 import type { Nft } from '../kernel/nft.js';
 import type { Store } from '../store/store.js';
 import type { RuntimeAttachment, SandboxStats, Traffic } from '../api/types.js';
@@ -95,3 +96,27 @@ function loggedByReason(db: Database.Database): (sandbox: string, since: number)
   const q = db.prepare<[string, number], { reason: string; n: number }>('SELECT reason, count(*) AS n FROM events WHERE sandbox = ? AND time >= ? GROUP BY reason ORDER BY reason');
   return (sandbox, since) => Object.fromEntries(q.all(sandbox, since).map((r) => [r.reason, r.n]));
 }
+
+/**
+ * Exact counts by deny reason, instance-wide since the table was last built: packets each
+ * deny_<reason> chain blocked, and let through in report mode, from its rules' counters
+ * (a terse listing of the table: rules, no set elements). Pure over the listing.
+ */
+export function denialCountsOf(items: Record<string, unknown>[]): Record<string, { blocked: number; reported: number }> {
+  const out: Record<string, { blocked: number; reported: number }> = {};
+  for (const item of items) {
+    const r = item.rule as { chain?: string; comment?: string; expr?: { counter?: { packets: number } }[] } | undefined;
+    const m = r?.chain ? /^deny_([a-z_]+)$/.exec(r.chain) : null;
+    if (!r || !m) continue;
+    const packets = Number(r.expr?.find((e) => e.counter)?.counter?.packets ?? 0);
+    const c = (out[m[1]] ??= { blocked: 0, reported: 0 });
+    if (r.comment === BLOCKED_COUNT_COMMENT) c.blocked += packets;
+    else if (r.comment === REPORTED_COUNT_COMMENT) c.reported += packets;
+  }
+  return out;
+}
+
+export function readDenialCounts(nft: Nft, table: string): Record<string, { blocked: number; reported: number }> {
+  return denialCountsOf(nft.listTable('inet', table, { terse: true }) ?? []);
+}
+

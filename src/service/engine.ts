@@ -214,4 +214,9 @@ export class Engine {
   stats(name?: string): SandboxStats[] {
     return this.policies.stats(name);
   }
+
+  /** Exact blocked and reported packets by deny reason, instance-wide (the kernel's per-rule counters). */
+  denialCounts(): Record<string, { blocked: number; reported: number }> {
+    return this.policies.denialCounts();
+  }
 }

@@ -15,7 +15,7 @@ import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
 import * as rq from '../kernel/rtnl-requests.js';
 import {
-  checkSubnetFree, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
+  checkSubnetFree, enableConntrackAccounting, getLinkOrUndefined, otherInstancesPresent, readForwarding, setupHostNet, teardownHostNet, writeForwarding,
 } from '../kernel/host-net.js';
 import type { GcReport, Status } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
@@ -48,6 +48,9 @@ export class HostNetwork {
     this.s.nft.apply(this.s.rules.nameGateTable(), 'install the name gate');
     this.s.nft.appendQueueRule('ip', this.s.names.table, NAME_GATE.chain, nameCheckQueue(this.s.config.logGroup));
     this.s.nft.compact();
+    // Counters and times per flow for the flow log (kernel/host-net.ts): best effort, a
+    // flow log without them still records who opened what.
+    enableConntrackAccounting();
     this.s.knownTiers.clear();
     this.s.noteTiers(this.s.live.objects());
     this.s.admissions.clear(); // the new table starts with an empty dns_allowed

@@ -5,6 +5,7 @@
 import type { EventQuery, InstanceBackend } from '../api/types.js';
 import type { Engine } from './engine.js';
 import { DnsLog, EventLog } from './events.js';
+import { FlowLog } from './flows.js';
 
 export function localBackend(e: Engine): InstanceBackend {
   return {
@@ -19,6 +20,8 @@ export function localBackend(e: Engine): InstanceBackend {
     gc: async () => e.gc(),
     events: async (q: EventQuery) => new EventLog(e.store.db).list(q),
     dnsQueries: async (q: EventQuery) => new DnsLog(e.store.db).list(q),
+    // What a daemon recorded; without one nothing reads the kernel's events (no counts).
+    flows: async (q: EventQuery) => ({ flows: new FlowLog(e.store.db).list(q) }),
     up: async (o = {}) => {
       e.up(o);
       return e.status();

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import client from 'prom-client';
 import type { SandboxStats } from './accounting.js';
-import type { ResolverCounters, SandboxInfo, Status } from '../api/types.js';
+import type { FlowCounts, ResolverCounters, SandboxInfo, Status } from '../api/types.js';
 import { LINK_MODES, type SandboxMode } from '../core/link-modes.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import { registerSandboxTraffic, splitBusiest } from './sandbox-traffic-metrics.js';
@@ -23,6 +23,10 @@ export interface MetricSources {
   dns(): ResolverCounters | undefined;
   /** Logged denials by reason since the daemon started. */
   denials(): Record<string, number>;
+  /** Exact blocked and reported packets by deny reason, instance-wide since the table was last built. */
+  denialCounts?(): Record<string, { blocked: number; reported: number }>;
+  /** The flow log's counts since the daemon started (undefined: no flow log). */
+  flows?(): FlowCounts | undefined;
 }
 
 export const OPERATIONS = ['create', 'remove', 'policy_set', 'up', 'gc', 'stats', 'cni_add', 'cni_del', 'cni_check', 'cni_gc'] as const;
@@ -85,6 +89,47 @@ export class Metrics {
       collect() {
         this.reset();
         for (const [reason, n] of Object.entries(sources.denials())) this.inc({ reason }, n);
+      },
+    });
+    const denialCounts = perScrape(() => sources.denialCounts?.() ?? {});
+    new client.Counter({
+      name: 'toastnet_denied_packets_total',
+      help: 'Packets denied, by reason, exactly (the kernel\'s counter in each deny chain; instance-wide, restarting when `up` rebuilds the table); action: blocked, or reported (report mode let it through)',
+      labelNames: ['reason', 'action'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [reason, c] of Object.entries(denialCounts())) {
+          this.inc({ reason, action: 'blocked' }, c.blocked);
+          this.inc({ reason, action: 'reported' }, c.reported);
+        }
+      },
+    });
+    this.registerFlows(sources, registers);
+  }
+
+  /** The flow log: records written, and the events lost on the way (never silently). */
+  private registerFlows(sources: MetricSources, registers: client.Registry[]): void {
+    const counts = () => sources.flows?.() ?? { recorded: 0, dropped: { kernel: 0, daemon: 0 }, unattributed: 0 };
+    new client.Counter({
+      name: 'toastnet_flow_records_total',
+      help: 'Flow records written to the flow log (an open and a closed record per flow)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(counts().recorded);
+      },
+    });
+    new client.Counter({
+      name: 'toastnet_flow_records_dropped_total',
+      help: 'Conntrack events the flow log lost, by where: kernel (the event socket\'s buffer was full: its drop count), daemon (read, but the database refused their batch); both exact',
+      labelNames: ['where'],
+      registers,
+      collect() {
+        this.reset();
+        const c = counts();
+        this.inc({ where: 'kernel' }, c.dropped.kernel);
+        this.inc({ where: 'daemon' }, c.dropped.daemon);
       },
     });
   }

@@ -17,11 +17,16 @@ export interface NameCheckCounts {
   mismatched: number;
 }
 
+/** Judged connections remembered with their name for the flow log (oldest forgotten first). */
+const NAMES_KEPT = 65_536;
+
 export class NameChecks {
   private worker?: Worker;
   private readonly counts = new Map<number, NameCheckCounts>();
   private queue?: number;
   private gate = { packets: 0, judged: 0, mismatched: 0, busyMs: 0 };
+  /** "src:sport>dst:dport" -> the name the connection sent; bounded by count, not time (a flow's closed record comes minutes later). */
+  private readonly names = new Map<string, string>();
 
   constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
 
@@ -59,6 +64,10 @@ export class NameChecks {
     for (const j of judged) {
       this.gate.judged++;
       if (j.verdict === 'deny') this.gate.mismatched++;
+      if (j.name !== undefined) {
+        if (this.names.size >= NAMES_KEPT) this.names.delete(this.names.keys().next().value!);
+        this.names.set(`${j.src}:${j.sport}>${j.dst}:${j.dport}`, j.name);
+      }
       const at = this.live.at(j.src);
       if (!at) continue;
       let c = this.counts.get(at.spec.id);
@@ -70,6 +79,11 @@ export class NameChecks {
       c.mismatched++;
       this.events.recordNameMismatch({ time: j.time, sandbox: at.name, why: j.why ?? 'name check', reported: j.reported, src: j.src, dst: j.dst, dport: j.dport, name: j.name });
     }
+  }
+
+  /** The name a judged TCP connection sent first (TLS SNI, HTTP Host), while remembered. */
+  nameOf(src: string, sport: number, dst: string, dport: number): string | undefined {
+    return this.names.get(`${src}:${sport}>${dst}:${dport}`);
   }
 
   countsOf(id: number): NameCheckCounts | undefined {

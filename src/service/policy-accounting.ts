@@ -16,7 +16,7 @@ import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
 import type { Attribution } from './events.js';
 import { attributeDenial } from './denial-attribution.js';
-import { SandboxStats, readStats } from './accounting.js';
+import { SandboxStats, readDenialCounts, readStats } from './accounting.js';
 
 /** What the DNS gate knows of a live sandbox. */
 function gateView(found: { name: string; spec: LiveSpec } | undefined): GateSandbox | undefined {
@@ -129,6 +129,11 @@ export class PolicyAndAccounting {
     } finally {
       ct.close();
     }
+  }
+
+  /** Exact blocked (and reported) packets by deny reason, instance-wide since the table was last built. */
+  denialCounts(): Record<string, { blocked: number; reported: number }> {
+    return readDenialCounts(this.s.nft, this.s.names.table);
   }
 
   /** Accounting for one sandbox, or all (one kernel read either way). */

@@ -6,6 +6,7 @@ import type { ApiBackend, ApiResponse, CreateSandboxBody, EventQuery } from '../
 import type { GcReport, PolicyView, SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
 import type { SandboxStats } from '../../src/service/accounting.js';
+import type { FlowList } from '../../src/api/types.js';
 
 /** An in-memory backend: no kernel, no socket. Records the calls it receives. */
 export class FakeBackend implements ApiBackend {
@@ -87,6 +88,10 @@ export class FakeBackend implements ApiBackend {
   async events(q: EventQuery): Promise<DenialEvent[]> {
     this.check(`events ${JSON.stringify(q)}`);
     return [{ id: 1, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', reason: 'private', rule: 'private', action: 'blocked', src: '10.166.0.2', dst: '10.0.0.1', proto: 'tcp', dport: 22 }];
+  }
+  async flows(q: EventQuery): Promise<FlowList> {
+    this.check(`flows ${JSON.stringify(q)}`);
+    return { flows: [{ id: 3, time: '2024-01-01T00:00:00.000Z', sandbox: 'x', state: 'closed', start: '2024-01-01T00:00:00.000Z', end: '2024-01-01T00:00:01.000Z', proto: 'tcp', src: '10.166.0.2', sport: 40000, dst: '203.0.113.10', dport: 80, sent: { packets: 6, bytes: 400 }, received: { packets: 5, bytes: 900 }, name: 'example.test', conntrackId: 77 }], counts: { recorded: 1, dropped: { kernel: 0, daemon: 0 }, unattributed: 0 } };
   }
   async dnsQueries(q: EventQuery): Promise<DnsQueryRecord[]> {
     this.check(`dnsQueries ${JSON.stringify(q)}`);

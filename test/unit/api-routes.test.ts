@@ -4,6 +4,7 @@ import { ToastnetError } from '../../src/errors.js';
 import { route } from '../../src/api/routes.js';
 import type { SandboxInfo, Status } from '../../src/service/engine.js';
 import type { DenialEvent, DnsQueryRecord } from '../../src/service/events.js';
+import type { FlowList } from '../../src/api/types.js';
 import { FakeBackend } from '../helpers/fake-backend.js';
 
 function assertError(res: { status: number; body?: unknown }, status: number, code: string, message?: RegExp): void {
@@ -205,6 +206,16 @@ describe('route', () => {
     assert.deepEqual(b.calls, ['dnsQueries {"sandbox":"x","limit":5}']);
     const bad = await route(b, { method: 'GET', path: '/v1/dns-queries?limit=x' });
     assert.equal(bad.status, 400);
+  });
+
+  it('GET /v1/flows: 200 {"flows":[...],"counts":{...}}, query parsed like events (wait in ms)', async () => {
+    const res = await route(b, { method: 'GET', path: '/v1/flows?sandbox=x&since=4&wait=250' });
+    assert.equal(res.status, 200);
+    const body = res.body as FlowList;
+    assert.equal(body.flows[0].dport, 80);
+    assert.deepEqual(body.counts?.dropped, { kernel: 0, daemon: 0 });
+    assert.deepEqual(b.calls, ['flows {"sandbox":"x","since":4,"waitMs":250}']);
+    assert.equal((await route(b, { method: 'GET', path: '/v1/flows?wait=600001' })).status, 400);
   });
 
   it('400 for a malformed percent-encoding in the sandbox name', async () => {

@@ -61,6 +61,7 @@ describe('loadConfig precedence', () => {
       logGroup: defaultLogGroup('toastnet'),
       metricsMaxSandboxes: 200,
       metricsLabels: [],
+      flowRetention: 1_000_000,
       logLevel: 'info',
       pool: { size: 0, refillBelow: 0 },
       stateDir: '/var/lib/toastnet/toastnet',

@@ -72,6 +72,7 @@ describe('OpenAPI document', () => {
     await ask('GET', '/v1/stats');
     await ask('GET', '/v1/events?sandbox=web&limit=5');
     await ask('GET', '/v1/dns-queries?since=3');
+    await ask('GET', '/v1/flows?sandbox=web&since=2&wait=10');
     await ask('GET', '/v1/status');
     await ask('POST', '/v1/gc');
     await ask('POST', '/v1/up');

@@ -56,6 +56,8 @@ const ownFlowExprs = [
 /** An accounting rule: a plain lookup of the sandbox's address in an acct_* set (the element's counter counts). */
 const acctLookup = (addr: unknown, set: 'acct_out' | 'acct_in' | 'acct_blocked') => [{ match: { op: '==', left: addr, right: `@${set}` } }];
 const ACCT = ['acct_out', 'acct_in', 'acct_blocked'];
+/** A deny chain's blocked count: the sandbox's (its acct_blocked element) and the reason's own (the rule's counter: exact by reason). */
+const blockedCount = (addr: unknown) => [...acctLookup(addr, 'acct_blocked'), { counter: null }];
 
 function config(o: Record<string, unknown> = {}) {
   return resolve(ConfigSchema.parse({ dnsUpstreams: ['192.0.2.53'], ...o }), []);
@@ -433,7 +435,7 @@ describe('RulesetBuilder.fullTable', () => {
     const all = builder.fullTable(liveElements(specs), liveObjects(specs)) as Cmd[];
     /** A deny chain counts what it denies in the sandbox's blocked counter (before dropping or rejecting). */
     const denyChainCounts = (target: string): boolean => chainRules(all, target).some((x) => JSON.stringify(x.expr) === JSON.stringify(
-      acctLookup(INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr, 'acct_blocked'),
+      blockedCount(INBOUND_REASONS.includes(target.slice('deny_'.length) as DenyReason) ? daddr : saddr),
     ));
     let viaObjects = 0;
     for (const chain of ['source_check', 'from_sandbox', 'to_sandbox', 'sandbox_ingress', 'sandbox_to_host', 'host_to_sandbox', 'conns_64']) {
@@ -568,7 +570,7 @@ describe('RulesetBuilder.fullTable', () => {
     const uses = rulesOf(cmds).filter((r) => JSON.stringify(r.expr).includes('"@acct_'));
     const inbound = ['inbound', 'quota_in'];
     assert.deepEqual(uses.map((r) => [r.chain, r.comment, r.expr]), [
-      ...Object.keys(DENY_REASONS).map((reason) => [`deny_${reason}`, 'the sandbox\'s blocked count', acctLookup(inbound.includes(reason) ? daddr : saddr, 'acct_blocked')]),
+      ...Object.keys(DENY_REASONS).map((reason) => [`deny_${reason}`, 'the sandbox\'s blocked count', blockedCount(inbound.includes(reason) ? daddr : saddr)]),
       ['from_sandbox', 'what the sandbox sent', acctLookup(saddr, 'acct_out')],
       ['sandbox_ingress', 'what the sandbox received', acctLookup(daddr, 'acct_in')],
       ['sandbox_to_host', 'what the sandbox sent', acctLookup(saddr, 'acct_out')],
@@ -630,7 +632,7 @@ describe('RulesetBuilder.fullTable', () => {
       assert.deepEqual(r.map((x) => x.expr), [
         [{ limit: { rate: 20, per: 'second', burst: 50 } }, { counter: null }, { log: { prefix: `tn:${reason} `, group: 1234 } }],
         ...(hard ? [] : [[{ match: { op: '==', left: addr, right: '@report_mode' } }, { counter: null }, { accept: null }]]),
-        acctLookup(addr, 'acct_blocked'),
+        blockedCount(addr),
         ...(limit ? [[{ drop: null }]] : [
           [{ limit: { rate: 1000, per: 'second', burst: 1000, inv: true } }, { drop: null }],
           [{ match: { op: '==', left: l4, right: 'tcp' } }, { reject: { type: 'tcp reset' } }],
