@@ -232,7 +232,7 @@ describe('cli', () => {
     for (const r of debug) {
       assert.ok(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].includes(r.level), JSON.stringify(r));
       assert.match(r.time, /^\d{4}-\d\d-\d\dT/);
-      assert.ok(['daemon', 'api', 'dns', 'events', 'names', 'pool', 'metrics'].includes(r.component), JSON.stringify(r));
+      assert.ok(['daemon', 'api', 'dns', 'events', 'names', 'flows', 'pool', 'metrics'].includes(r.component), JSON.stringify(r));
     }
     assert.ok(debug.some((r) => r.component === 'daemon' && r.msg === 'ready'));
     assert.ok(debug.some((r) => r.component === 'api' && r.level === 'info' && r.sandbox === 'lg1' && r.method === 'POST'), 'the create, with its sandbox');
