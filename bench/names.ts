@@ -3,7 +3,7 @@
 // (egress.verifyNames false), the issue's targets beside each figure:
 //   - connect to first byte of the answer, plain HTTP (Host) and TLS (SNI), p50 and p90:
 //     target p50 added <= 0.3 ms;
-//   - a TLS download through an allowed name (one connection, 256 MiB): target >= 95 %;
+//   - a TLS download through an allowed name (curl, 256 MiB, two per round): target >= 95 %;
 //   - new connections per second (request, answer, close; 4 processes in one sandbox), and
 //     the gate's capacity (connections judged per second of its reader's time, from status):
 //     target >= 5,000/s;
@@ -58,6 +58,18 @@ async function rateFrom(sb: Sb, seconds: number, port: number): Promise<{ perSec
   }));
   const all = await Promise.all(runs);
   return { perSecond: all.reduce((n, r) => n + r.connections / r.seconds, 0), errors: all.reduce((n, r) => n + r.errors, 0) };
+}
+
+/**
+ * One HTTPS download of 256 MiB through the allowed name, by curl (what users run; Node's
+ * TLS client, single-threaded, spread 74-104 % between runs on the same build): Mbit/s.
+ */
+function download(sb: Sb, ca: string): number {
+  resolve(sb);
+  const r = spawnSync('nsenter', [`--net=${sb.ns}`, 'curl', '-sS', '-o', '/dev/null', '-w', '%{speed_download}', '--cacert', ca,
+    '--resolve', `${NAME}:443:${EDGE}`, `https://${NAME}/bytes/${256 * 1024 * 1024}`], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`${sb.name}: download: ${r.stderr}`);
+  return (Number(r.stdout) * 8) / 1e6;
 }
 
 /** Asks the gateway for cdn.test: its answer (re)admits the edge's address for the sandbox. */
@@ -125,7 +137,7 @@ async function main(): Promise<void> {
         lat.http[key].push(...h.times);
         lat.tls[key].push(...t.times);
         errors += h.errors + t.errors;
-        dl[key].push((inSandbox(s, ['download', EDGE, '443', NAME, String(256 * 1024 * 1024), ca]) as { mbps: number }).mbps);
+        dl[key].push(download(s, ca), download(s, ca));
         const before = (await cl.status()).nameChecks;
         const r = await rateFrom(s, 3, floodPort());
         const after = (await cl.status()).nameChecks;
@@ -145,7 +157,7 @@ async function main(): Promise<void> {
       console.log(`| ${label} connect to first byte, p50 | ${f2(median(c))} ms | ${f2(median(u))} ms | +${f2(median(c) - median(u))} ms | <= +0.3 ms |`);
       console.log(`| ${label} connect to first byte, p90 | ${f2(pct(c, 0.9))} ms | ${f2(pct(u, 0.9))} ms | +${f2(pct(c, 0.9) - pct(u, 0.9))} ms | |`);
     }
-    console.log(`| TLS download, 256 MiB, median of ${ROUNDS} | ${median(dl.checked).toFixed(0)} Mbit/s | ${median(dl.unchecked).toFixed(0)} Mbit/s | ${((median(dl.checked) / median(dl.unchecked)) * 100).toFixed(0)} % | >= 95 % |`);
+    console.log(`| TLS download (curl), 256 MiB, median of ${2 * ROUNDS} | ${median(dl.checked).toFixed(0)} Mbit/s | ${median(dl.unchecked).toFixed(0)} Mbit/s | ${((median(dl.checked) / median(dl.unchecked)) * 100).toFixed(0)} % | >= 95 % |`);
     console.log(`| new connections/s (${RATE_PROCS} processes x ${RATE_LOOPS} loops, 3 s), median of ${ROUNDS} | ${median(rate.checked).toFixed(0)} | ${median(rate.unchecked).toFixed(0)} | ${((median(rate.checked) / median(rate.unchecked)) * 100).toFixed(0)} % | |`);
     console.log(`| the gate's capacity: connections judged per second of its reader's time, median | ${median(capacity).toFixed(0)} | | | >= 5,000/s judged |`);
     const nb = (x: { times: number[]; flood: { perSecond: number } }) => `${f2(median(x.times))} ms (flood ${x.flood.perSecond.toFixed(0)}/s)`;
