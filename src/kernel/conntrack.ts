@@ -7,10 +7,11 @@
 // A dump walks every bucket of the host's conntrack table whatever it holds (~11 ms for
 // 262,144 buckets on these VMs): callers batch.
 import { NetlinkSocket } from './rtnetlink.js';
-import { Attr, Message, parseAttrs, request } from './rtnetlink-codec.js';
+import { Attr, Message, Request, parseAttrs, request } from './rtnetlink-codec.js';
 
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_NEW = 0; // without NLM_F_CREATE: an update of an existing entry
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
 const CTA_TUPLE_ORIG = 1;
@@ -20,7 +21,10 @@ const CTA_TUPLE_PROTO = 2;
 const CTA_IP_V4_SRC = 1;
 const CTA_IP_V4_DST = 2;
 const CTA_PROTO_NUM = 1;
+const CTA_PROTO_SRC_PORT = 2;
 const CTA_PROTO_DST_PORT = 3;
+const CTA_MARK = 8;
+const CTA_MARK_MASK = 21;
 const AF_INET = 2;
 const NLA_F_NESTED = 0x8000;
 
@@ -58,6 +62,41 @@ export function parseFlow(m: Message): ConntrackFlow | undefined {
     dport: proto.get(CTA_PROTO_DST_PORT)?.readUInt16BE(0) ?? 0,
     tuple: Buffer.from(orig),
   };
+}
+
+/** A connection by its original tuple, as the name gate's reader knows it (addresses as 4 bytes). */
+export interface FlowTuple {
+  src: Buffer; // 4 bytes
+  dst: Buffer;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+
+/** Sets the bits `mask` of the connection's mark to `value` (others kept: the kernel applies the mask). */
+export function ctMarkRequest(t: FlowTuple, value: number, mask: number): Request {
+  const be16 = (v: number) => {
+    const b = Buffer.alloc(2);
+    b.writeUInt16BE(v);
+    return b;
+  };
+  const be32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(v >>> 0);
+    return b;
+  };
+  return request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW, 0, nfgenmsg(AF_INET), [
+    { type: CTA_TUPLE_ORIG, nested: [
+      { type: CTA_TUPLE_IP, nested: [{ type: CTA_IP_V4_SRC, data: t.src }, { type: CTA_IP_V4_DST, data: t.dst }] },
+      { type: CTA_TUPLE_PROTO, nested: [
+        { type: CTA_PROTO_NUM, data: Buffer.from([t.proto]) },
+        { type: CTA_PROTO_SRC_PORT, data: be16(t.sport) },
+        { type: CTA_PROTO_DST_PORT, data: be16(t.dport) },
+      ] },
+    ] },
+    { type: CTA_MARK, data: be32(value & mask) },
+    { type: CTA_MARK_MASK, data: be32(mask) },
+  ]);
 }
 
 export class Conntrack {

@@ -11,7 +11,8 @@
 // send anything, and reads back what was judged (events, counts).
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { NetlinkSocket } from './rtnetlink.js';
-import { NF_ACCEPT, NF_DROP, NF_REPEAT, ctMarkRequest, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
+import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
+import { ctMarkRequest } from './conntrack.js';
 import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, judge } from '../core/name-check.js';
 
 const NETLINK_NETFILTER = 12;

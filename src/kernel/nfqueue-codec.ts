@@ -2,7 +2,7 @@
 // netlink socket to a queue, the parsing of a queued packet, the verdict; the one nftables
 // rule that sends packets to the queue; and the conntrack update that records a judgement
 // on the connection (its mark). Layouts: include/uapi/linux/netfilter/nfnetlink_queue.h,
-// nf_tables.h, nf_conntrack_common.h, xt_NFQUEUE.h.
+// nf_tables.h, xt_NFQUEUE.h. (The judgement's conntrack mark is written by conntrack.ts's ctMarkRequest.)
 //
 // Why the rule is built here rather than by libnftables: nftables' own `queue` expression
 // (nft_queue) is missing from kernels built without CONFIG_NFT_QUEUE (these machines'),
@@ -149,53 +149,4 @@ export function queueRuleBatch(family: string, table: string, chain: string, num
     ]),
     end: marker(NFNL_MSG_BATCH_END),
   };
-}
-
-// --- the judgement, on the connection: its conntrack mark ---
-
-const NFNL_SUBSYS_CTNETLINK = 1;
-const IPCTNL_MSG_CT_NEW = 0;
-const CTA_TUPLE_ORIG = 1;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
-const CTA_MARK = 8;
-const CTA_MARK_MASK = 21;
-
-export interface FlowTuple {
-  src: Buffer; // 4 bytes
-  dst: Buffer;
-  sport: number;
-  dport: number;
-  proto: number;
-}
-
-/** Sets the bits `mask` of the connection's mark to `value` (others kept: the kernel applies the mask). */
-export function ctMarkRequest(t: FlowTuple, value: number, mask: number): Request {
-  const be16 = (v: number) => {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(v);
-    return b;
-  };
-  const be32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v >>> 0);
-    return b;
-  };
-  return request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW, 0, Buffer.from([2 /* AF_INET */, 0, 0, 0]), [
-    { type: CTA_TUPLE_ORIG, nested: [
-      { type: CTA_TUPLE_IP, nested: [{ type: CTA_IP_V4_SRC, data: t.src }, { type: CTA_IP_V4_DST, data: t.dst }] },
-      { type: CTA_TUPLE_PROTO, nested: [
-        { type: CTA_PROTO_NUM, data: Buffer.from([t.proto]) },
-        { type: CTA_PROTO_SRC_PORT, data: be16(t.sport) },
-        { type: CTA_PROTO_DST_PORT, data: be16(t.dport) },
-      ] },
-    ] },
-    { type: CTA_MARK, data: be32(value & mask) },
-    { type: CTA_MARK_MASK, data: be32(mask) },
-  ]);
 }
