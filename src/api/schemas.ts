@@ -162,8 +162,8 @@ export const SandboxStatsSchema = z.object({
     .describe('the bandwidth shaper\'s own counts, each way the sandbox has a rate limit: passed on, dropped for want of queue room, waiting now'),
   published: z.object({ connections: count() }).optional().describe('connections let in through its published ports (absent when it publishes none)'),
   dns: z.object({ queries: count(), refused: count(), limited: count(), stripped: count() }).optional().describe('the resolver\'s per-sandbox counts (daemon only)'),
-  nameChecks: z.object({ allowed: count(), mismatched: count() }).optional()
-    .describe('connections whose first flight was judged (egress.verifyNames): named an allowed domain, or not (reset, or reported in report mode); daemon only'),
+  nameChecks: z.object({ allowed: count(), mismatched: count(), unjudged: count() }).optional()
+    .describe('connections whose first flight was judged (egress.verifyNames): named an allowed domain, or not (reset, or reported in report mode); and packets dropped with no verdict (the daemon down or its queue full); daemon only'),
   attachment: AttachmentSchema.optional(),
 });
 
@@ -181,6 +181,7 @@ export const DenialEventSchema = z.object({
   proto: z.string(),
   dport: z.number().int().optional(),
   name: z.string().optional().describe('name_mismatch: the name the connection sent first (TLS SNI, HTTP Host), absent when it named none'),
+  packets: count().optional().describe('name_unjudged: how many packets the record stands for (other records stand for one)'),
 });
 
 export const EventListSchema = z.object({ events: z.array(DenialEventSchema) });
@@ -274,8 +275,8 @@ export const StatusSchema = z.object({
   daemon: z.object({ pid: z.number().int() }).nullable(),
   pool: z.object({ idle: count(), acquired: count().optional(), missed: count().optional() }),
   dns: ResolverCountersSchema.optional(),
-  nameChecks: z.object({ queue: count(), packets: count(), judged: count(), mismatched: count(), busyMs: z.number() }).optional()
-    .describe('the name gate\'s reader: packets given a verdict, connections judged (and not allowed), time spent on them'),
+  nameChecks: z.object({ queue: count(), packets: count(), judged: count(), mismatched: count(), busyMs: z.number(), unjudged: count() }).optional()
+    .describe('the name gate\'s reader: packets given a verdict, connections judged (and not allowed), time spent on them; packets dropped with no verdict (the daemon down or the queue full), reported since the daemon started'),
   latency: z.record(z.string(), z.object({ count: count(), p50: z.number(), p99: z.number() })).optional(),
 });
 

@@ -98,7 +98,7 @@ export interface SandboxStats {
   /** The resolver's per-sandbox counts (daemon only). */
   dns?: { queries: number; refused: number; limited: number; stripped: number };
   /** Connections judged by name checks (egress.verifyNames); daemon only. */
-  nameChecks?: { allowed: number; mismatched: number };
+  nameChecks?: { allowed: number; mismatched: number; unjudged: number };
   /** A runtime's container attached through CNI. */
   attachment?: RuntimeAttachment;
 }
@@ -126,6 +126,8 @@ export interface DenialEvent {
   dport?: number;
   /** name_mismatch: the name the connection sent first (TLS SNI, HTTP Host), absent when it named none. */
   name?: string;
+  /** name_unjudged: how many packets the record stands for (other records stand for one). */
+  packets?: number;
 }
 
 /**
@@ -269,6 +271,8 @@ export interface NameGateCounters {
   judged: number;
   mismatched: number;
   busyMs: number;
+  /** Packets of name-checked connections dropped with no verdict (the daemon down or the queue full), reported since the daemon started. */
+  unjudged: number;
 }
 
 /**

@@ -358,7 +358,7 @@ example(program.command('events'), 'toastnet events --sandbox web --follow')
     }
     const show = (list: DenialEvent[]) => {
       for (const e of list) {
-        print(o.json ? JSON.stringify(e) : printable(`${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}`));
+        print(o.json ? JSON.stringify(e) : printable(`${e.time}  ${e.sandbox}  ${e.action}  ${e.proto} ${e.dst}${e.dport ? `:${e.dport}` : ''}  ${e.reason}: ${e.rule}${e.name !== undefined ? ` (named ${e.name})` : ''}${e.packets !== undefined ? ` (${e.packets} packets)` : ''}`));
       }
     };
     const limit = Number(o.limit);

@@ -28,6 +28,7 @@ export type DenyReason = keyof typeof DENY_REASONS;
  */
 export const DAEMON_REASONS = {
   name_mismatch: 'the sandbox policy (egress.domains, verifyNames): the connection named another domain, or none, in its first flight',
+  name_unjudged: 'no verdict on a name-checked connection: the daemon was down or its name queue full, so its packets were dropped (fail closed)',
 } as const;
 /** What a denial event can give as its reason. */
 export type EventReason = DenyReason | keyof typeof DAEMON_REASONS;

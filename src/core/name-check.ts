@@ -15,8 +15,20 @@ import { Policy, PortRange, domainAllowed } from './policy.js';
 export const CT_MARK_NAME_PENDING = 0x20000000;
 export const CT_MARK_NAME_DENIED = 0x40000000;
 
-/** The gate's chain (after the filter on the forward hook: priority 0 there). */
-export const NAME_GATE = { chain: 'name_gate', priority: 5 };
+/**
+ * The packet mark bit of a packet on its way to the queue. The reader's verdict clears it;
+ * a packet that comes out of the queue rule still carrying it got no verdict from a reader
+ * (none bound: the daemon is down; or the queue full: it is overloaded), and the chain after
+ * the gate counts it, by sandbox, and drops it. That is how failing closed is reported.
+ */
+export const SKB_MARK_NAME_QUEUED = 0x20000000;
+
+/**
+ * The gate's chain (after the filter on the forward hook: priority 0 there), and the chain
+ * after it (`unjudged`) that drops what the queue gave back without a verdict and counts it
+ * by source address (the set: a counter each).
+ */
+export const NAME_GATE = { chain: 'name_gate', priority: 5, unjudged: { chain: 'name_unjudged', priority: 6, set: 'unjudged' } };
 
 /** The instance's queue number: its NFLOG group's number (another numbering, derived from the instance name the same way). */
 export const nameCheckQueue = (logGroup: number): number => logGroup;

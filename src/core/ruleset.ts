@@ -17,7 +17,7 @@ import { Expr, ctAddr, ctState, egressRuleMatch, match, meta, payload, prefixVal
 import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
 import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from './resolver-contract.js';
-import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, NAME_GATE } from './name-check.js';
+import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, NAME_GATE, SKB_MARK_NAME_QUEUED } from './name-check.js';
 import { InstanceNames, instanceNames } from './names.js';
 import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limits.js';
@@ -200,6 +200,32 @@ export class RulesetBuilder {
       ...Array.from({ length: 11 }, (_, i) => rule([
         match(payload('ip', 'length'), 20 + 4 * (i + 5)), match(payload('tcp', 'doff'), i + 5), { accept: null },
       ], 'no data')),
+      // What goes on to the queue carries SKB_MARK_NAME_QUEUED until a reader's verdict clears
+      // it. The queue rule follows this one (appended by the kernel layer, with `bypass`, and
+      // the queue is fail-open): without a reader, or with the queue full, the packet comes
+      // out still marked and the next chain drops and counts it.
+      rule([{ mangle: { key: meta('mark'), value: { '|': [meta('mark'), SKB_MARK_NAME_QUEUED] } } }], 'to the reader'),
+      ...this.unjudgedChain(),
+    ];
+  }
+
+  /**
+   * The chain after the gate: drops what the queue gave back without a verdict (the daemon
+   * down, or its queue full), counted by source (set NAME_GATE.unjudged.set, an element with a
+   * counter per sandbox that had such a drop, forgotten after a day without one). The daemon
+   * reports these counts as events (service/unjudged.ts); the drop itself needs no daemon.
+   */
+  private unjudgedChain(): NftCommand[] {
+    const u = NAME_GATE.unjudged;
+    const t = { family: 'ip', table: this.names.table };
+    return [
+      { add: { set: { ...t, name: u.set, type: 'ipv4_addr', flags: ['timeout'], timeout: 86_400, stmt: [{ counter: null }] } } },
+      { add: { chain: { ...t, name: u.chain, type: 'filter', hook: 'forward', prio: u.priority, policy: 'accept' } } },
+      { add: { rule: { ...t, chain: u.chain, comment: 'no verdict: the daemon down or its queue full (fail closed)', expr: [
+        match({ '&': [meta('mark'), SKB_MARK_NAME_QUEUED] }, SKB_MARK_NAME_QUEUED),
+        { set: { op: 'update', elem: payload('ip', 'saddr'), set: `@${u.set}` } },
+        { drop: null },
+      ] } } },
     ];
   }
 

@@ -132,6 +132,9 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     } catch (err) {
       nameLog.error({ err }, `name checks unavailable, so connections of sandboxes with verifyNames wait: ${(err as Error).message}`);
     }
+    // What the gate dropped unjudged (while no daemon read the queue, or it was full): reported
+    // whether or not the reader started.
+    names.reportUnjudged(engine.unjudged, (m) => nameLog.warn(m));
 
     // The flow log: conntrack's new and destroyed flows of the subnet's sources.
     const flowLog = root.child({ component: 'flows' });

@@ -13,7 +13,9 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { NetlinkSocket } from './rtnetlink.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
-import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, judge } from '../core/name-check.js';
+import {
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, SKB_MARK_NAME_QUEUED, judge,
+} from '../core/name-check.js';
 
 const NETLINK_NETFILTER = 12;
 const { queue } = workerData as { queue: number };
@@ -173,7 +175,9 @@ for (;;) {
     } catch {
       v = { verdict: NF_DROP };
     }
-    verdicts.push(verdictRequest(queue, q.id, v.verdict));
+    // A verdict clears the queued bit, or the chain after the gate would count the packet as
+    // unjudged and drop it (core/name-check.ts SKB_MARK_NAME_QUEUED).
+    verdicts.push(verdictRequest(queue, q.id, v.verdict, v.verdict === NF_DROP ? undefined : q.mark & ~SKB_MARK_NAME_QUEUED));
     if (v.judged) judged.push(v.judged);
   }
   sock.post(verdicts);

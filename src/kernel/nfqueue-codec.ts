@@ -18,6 +18,7 @@ const NFQNL_MSG_VERDICT = 1;
 const NFQNL_MSG_CONFIG = 2;
 const NFQA_PACKET_HDR = 1;
 const NFQA_VERDICT_HDR = 2;
+const NFQA_MARK = 3;
 const NFQA_IFINDEX_INDEV = 5;
 const NFQA_PAYLOAD = 10;
 const NFQA_CFG_CMD = 1;
@@ -27,8 +28,16 @@ const NFQA_CFG_MASK = 4;
 const NFQA_CFG_FLAGS = 5;
 const NFQNL_CFG_CMD_BIND = 1;
 const NFQNL_COPY_PACKET = 2;
+/**
+ * Past the queue's length (or when the reader's socket is full), accept instead of drop: the
+ * packet goes on still marked as queued, and the chain after the gate drops and counts it
+ * (core/name-check.ts SKB_MARK_NAME_QUEUED), where a plain drop would be counted nowhere.
+ */
+const NFQA_CFG_F_FAIL_OPEN = 1;
 /** Queue GSO packets whole (a sandbox's TSO segments are not split for us; we read the bytes). */
 const NFQA_CFG_F_GSO = 4;
+/** xt_NFQUEUE's flag: without a reader bound, go on (to the chain that counts it) instead of a silent drop. */
+export const NFQ_FLAG_BYPASS = 1;
 
 export const NFQUEUE_PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET;
 
@@ -47,7 +56,8 @@ function nfgenmsg(family: number, resId: number): Buffer {
 
 /**
  * Binds to queue `num`: whole packets (up to `copyRange` bytes), GSO packets unsplit, at most
- * `maxLen` waiting (past it the kernel drops: fail closed, as with no listener at all).
+ * `maxLen` waiting (past it the packet goes on still marked as queued, for the chain after
+ * the gate to drop and count: fail closed, as with no listener at all).
  */
 export function queueBindRequests(num: number, copyRange = 0xffff, maxLen = 4096): Request[] {
   const type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG;
@@ -65,8 +75,8 @@ export function queueBindRequests(num: number, copyRange = 0xffff, maxLen = 4096
     request(type, 0, nfgenmsg(0, num), [
       { type: NFQA_CFG_PARAMS, data: params },
       { type: NFQA_CFG_QUEUE_MAXLEN, data: u32(maxLen) },
-      { type: NFQA_CFG_FLAGS, data: u32(NFQA_CFG_F_GSO) },
-      { type: NFQA_CFG_MASK, data: u32(NFQA_CFG_F_GSO) },
+      { type: NFQA_CFG_FLAGS, data: u32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
+      { type: NFQA_CFG_MASK, data: u32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
     ]),
   ];
 }
@@ -76,6 +86,8 @@ export interface QueuedPacket {
   /** The IP packet. */
   payload: Buffer;
   indev?: number;
+  /** The packet's mark (skb->mark), 0 when it has none. */
+  mark: number;
 }
 
 export function parseQueued(m: Message): QueuedPacket | undefined {
@@ -85,16 +97,25 @@ export function parseQueued(m: Message): QueuedPacket | undefined {
   const payload = a.get(NFQA_PAYLOAD);
   if (!hdr || hdr.length < 4 || !payload) return undefined;
   const indev = a.get(NFQA_IFINDEX_INDEV);
-  return { id: hdr.readUInt32BE(0), payload, ...(indev && indev.length >= 4 ? { indev: indev.readUInt32BE(0) } : {}) };
+  const mark = a.get(NFQA_MARK);
+  return { id: hdr.readUInt32BE(0), payload, mark: mark && mark.length >= 4 ? mark.readUInt32BE(0) : 0, ...(indev && indev.length >= 4 ? { indev: indev.readUInt32BE(0) } : {}) };
 }
 
-/** The verdict on packet `id` of queue `num` (no ack asked: one message per packet, fire and forget). */
-export function verdictRequest(num: number, id: number, verdict: number): Request {
+/**
+ * The verdict on packet `id` of queue `num` (no ack asked: one message per packet, fire and
+ * forget), with the packet's new mark when given.
+ */
+export function verdictRequest(num: number, id: number, verdict: number, mark?: number): Request {
   const hdr = Buffer.alloc(8);
   hdr.writeUInt32BE(verdict, 0);
   hdr.writeUInt32BE(id >>> 0, 4);
-  const r = request((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT, 0, nfgenmsg(0, num), [{ type: NFQA_VERDICT_HDR, data: hdr }]);
-  return r;
+  const attrs: Attr[] = [{ type: NFQA_VERDICT_HDR, data: hdr }];
+  if (mark !== undefined) {
+    const m = Buffer.alloc(4);
+    m.writeUInt32BE(mark >>> 0);
+    attrs.push({ type: NFQA_MARK, data: m });
+  }
+  return request((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT, 0, nfgenmsg(0, num), attrs);
 }
 
 // --- the rule: `queue num N` as nft_compat's xt NFQUEUE target, revision 3 ---
@@ -118,14 +139,16 @@ const NFTA_TARGET_INFO = 3;
 const cstr = (s: string) => Buffer.from(`${s}\0`);
 
 /**
- * One nfnetlink batch appending `queue num <num>` (no bypass: without a reader the kernel
- * drops, so a daemon that is down fails closed) to `chain` of table `family table`.
+ * One nfnetlink batch appending `queue num <num>` to `chain` of table `family table`, with
+ * xt_NFQUEUE's `flags` (NFQ_FLAG_BYPASS: without a reader the packet goes on, for a later
+ * rule to drop and count, rather than the kernel's uncounted drop).
  */
-export function queueRuleBatch(family: string, table: string, chain: string, num: number): { begin: Request; rule: Request; end: Request } {
+export function queueRuleBatch(family: string, table: string, chain: string, num: number, flags = 0): { begin: Request; rule: Request; end: Request } {
   // struct xt_NFQ_info_v3 { __u16 queuenum; __u16 queues_total; __u16 flags; }, XT_ALIGNed to 8, host order.
   const info = Buffer.alloc(8);
   info.writeUInt16LE(num, 0);
   info.writeUInt16LE(1, 2);
+  info.writeUInt16LE(flags, 4);
   const rev = Buffer.alloc(4);
   rev.writeUInt32BE(3);
   const target: Attr = {

@@ -118,8 +118,8 @@ export class Nft {
    * Appends `queue num <num>` to a chain (what libnftables cannot create on kernels without
    * nft_queue: see nfqueue-codec.ts). Its own transaction, after the one that made the chain.
    */
-  appendQueueRule(family: string, table: string, chain: string, num: number): void {
-    const b = queueRuleBatch(family, table, chain, num);
+  appendQueueRule(family: string, table: string, chain: string, num: number, flags = 0): void {
+    const b = queueRuleBatch(family, table, chain, num, flags);
     const sock = this.elementSock ?? new NetlinkSocket(NETLINK_NETFILTER);
     try {
       sock.execBatch(b.begin, [b.rule], b.end, `queue rule in ${family} ${table} ${chain}`);

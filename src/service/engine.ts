@@ -81,6 +81,11 @@ export class Engine {
     return this.s.store;
   }
 
+  /** The name gate's drops without a verdict (the daemon reports them: service/unjudged.ts). */
+  get unjudged() {
+    return this.host.unjudged;
+  }
+
   // ---- host ---------------------------------------------------------------------------
 
   isUp(): boolean {

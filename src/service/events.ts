@@ -61,10 +61,16 @@ export class EventLog {
       rule TEXT NOT NULL, action TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, proto TEXT NOT NULL, dport INTEGER)`);
     db.exec('CREATE INDEX IF NOT EXISTS events_by_sandbox ON events (sandbox, id)');
     // The name a name check saw (added after the table's first version: older stores gain it).
-    if (!(db.prepare('PRAGMA table_info(events)').all() as { name: string }[]).some((c) => c.name === 'name')) db.exec('ALTER TABLE events ADD COLUMN name TEXT');
+    const columns = (db.prepare('PRAGMA table_info(events)').all() as { name: string }[]).map((c) => c.name);
+    if (!columns.includes('name')) db.exec('ALTER TABLE events ADD COLUMN name TEXT');
+    // How many packets a record stands for, where one stands for many (name_unjudged).
+    if (!columns.includes('packets')) db.exec('ALTER TABLE events ADD COLUMN packets INTEGER');
     this.insert = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)');
     this.insertNamed = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    this.insertCounted = db.prepare("INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name, packets) VALUES (?, ?, ?, ?, 'blocked', ?, '', 'tcp', NULL, NULL, ?)");
   }
+
+  private readonly insertCounted;
 
   /** Starts reading NFLOG `group`; `attribute` names the sandbox and rule of a logged packet. */
   start(group: number, attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined, log: (m: string) => void): Promise<void> {
@@ -114,6 +120,18 @@ export class EventLog {
     this.waiters.clear();
   }
 
+  /**
+   * Packets of a name-checked sandbox that the gate dropped with no verdict (the daemon down
+   * or its queue full: service/unjudged.ts), as one record that counts them. The destination
+   * is not known: the kernel counts by source.
+   */
+  recordUnjudged(e: { time: number; sandbox: string; ip: string; packets: number }): void {
+    this.insertCounted.run(e.time, e.sandbox, 'name_unjudged', 'name gate: no verdict (the daemon down or its queue full)', e.ip, e.packets);
+    this.byReason.name_unjudged = (this.byReason.name_unjudged ?? 0) + e.packets;
+    for (const w of this.waiters) w();
+    this.waiters.clear();
+  }
+
   /** A refused DNS query as a denial event (the destination is the name asked). */
   recordQuery(e: QueryLogEntry, now = Date.now()): void {
     this.insert.run(now, e.sandbox, 'domain', e.reason ?? 'egress.domains', 'blocked', '', e.name, 'dns', null);
@@ -125,8 +143,10 @@ export class EventLog {
   list(o: { sandbox?: string; since?: number; limit?: number } = {}): DenialEvent[] {
     const limit = Math.min(Math.max(o.limit ?? 100, 1), 10_000);
     const rows = this.db.prepare(`SELECT * FROM events WHERE id > ? ${o.sandbox ? 'AND sandbox = ?' : ''} ORDER BY id DESC LIMIT ?`)
-      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DenialEvent, 'time' | 'dport' | 'name'> & { time: number; dport: number | null; name: string | null })[];
-    return rows.reverse().map(({ name, ...r }) => ({ ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined, ...(name !== null ? { name } : {}) }));
+      .all(...[o.since ?? 0, ...(o.sandbox ? [o.sandbox] : []), limit]) as (Omit<DenialEvent, 'time' | 'dport' | 'name' | 'packets'> & { time: number; dport: number | null; name: string | null; packets: number | null })[];
+    return rows.reverse().map(({ name, packets, ...r }) => ({
+      ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined, ...(name !== null ? { name } : {}), ...(packets !== null ? { packets } : {}),
+    }));
   }
 
   /** Resolves when new events arrive or after `ms` (long polling for `events --follow`). */

@@ -10,6 +10,8 @@ import { parseCidr } from '../core/ipv4.js';
 import { NAME_GATE, nameCheckQueue } from '../core/name-check.js';
 import { sandboxIdFromLink } from '../core/names.js';
 import { deleteNetns, listNetns, netnsInode } from '../kernel/netns.js';
+import { NFQ_FLAG_BYPASS } from '../kernel/nfqueue-codec.js';
+import { isNoSuchObject } from '../kernel/nft.js';
 import { pidsInNetnses } from '../kernel/procs.js';
 import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
 import { parseLink } from '../kernel/rtnetlink-codec.js';
@@ -20,9 +22,26 @@ import {
 import type { GcReport, Status } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
 import { persistFiles, removePersisted } from './persist.js';
+import { UnjudgedTally } from './unjudged.js';
 
 export class HostNetwork {
-  constructor(private readonly s: InstanceState) {}
+  /** The name gate's drops without a verdict, as the kernel counts them, and what was reported of them. */
+  readonly unjudged: UnjudgedTally;
+
+  constructor(private readonly s: InstanceState) {
+    const { table } = s.names;
+    const absentAsUndefined = <T>(read: () => T): T | undefined => {
+      try {
+        return read();
+      } catch (err) {
+        if (isNoSuchObject(err)) return undefined; // no gate table yet, or one from before the count
+        throw err;
+      }
+    };
+    this.unjudged = new UnjudgedTally(s.store, {
+      bySource: () => absentAsUndefined(() => new Map([...s.nft.listCounters('ip', table, NAME_GATE.unjudged.set)].map(([ip, c]) => [ip, c.packets]))),
+    }, (ip) => s.live.at(ip)?.name);
+  }
 
   isUp(): boolean {
     return getLinkOrUndefined(this.s.rtnl, this.s.names.gatewayLink) !== undefined
@@ -44,9 +63,11 @@ export class HostNetwork {
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
     this.s.rebuildKeepingUsage((used) => this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset');
-    // The name gate, with its queue rule (a transaction of its own, after the chain's).
+    // The name gate, with its queue rule (a transaction of its own, after the chain's). Its
+    // counts of packets dropped unjudged start again: what they hold unreported is kept first.
+    this.unjudged.carry();
     this.s.nft.apply(this.s.rules.nameGateTable(), 'install the name gate');
-    this.s.nft.appendQueueRule('ip', this.s.names.table, NAME_GATE.chain, nameCheckQueue(this.s.config.logGroup));
+    this.s.nft.appendQueueRule('ip', this.s.names.table, NAME_GATE.chain, nameCheckQueue(this.s.config.logGroup), NFQ_FLAG_BYPASS);
     this.s.nft.compact();
     // Counters and times per flow for the flow log (kernel/host-net.ts): best effort, a
     // flow log without them still records who opened what.

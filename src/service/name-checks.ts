@@ -9,12 +9,15 @@ import type { NameJudgement, PolicyUpdate } from '../kernel/name-check-worker.js
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
 import type { NameGateCounters } from '../api/types.js';
+import type { UnjudgedTally } from './unjudged.js';
 
 export interface NameCheckCounts {
   /** Connections whose first flight named an allowed domain. */
   allowed: number;
   /** Connections reset (or, in report mode, reported) for naming another domain or none. */
   mismatched: number;
+  /** Packets dropped with no verdict: the daemon down or its queue full (service/unjudged.ts). */
+  unjudged: number;
 }
 
 /** Judged connections remembered with their name for the flow log (oldest forgotten first). */
@@ -24,7 +27,8 @@ export class NameChecks {
   private worker?: Worker;
   private readonly counts = new Map<number, NameCheckCounts>();
   private queue?: number;
-  private gate = { packets: 0, judged: 0, mismatched: 0, busyMs: 0 };
+  private gate = { packets: 0, judged: 0, mismatched: 0, busyMs: 0, unjudged: 0 };
+  private unjudgedTimer?: NodeJS.Timeout;
   /** "src:sport>dst:dport" -> the name the connection sent; bounded by count, not time (a flow's closed record comes minutes later). */
   private readonly names = new Map<string, string>();
 
@@ -70,8 +74,7 @@ export class NameChecks {
       }
       const at = this.live.at(j.src);
       if (!at) continue;
-      let c = this.counts.get(at.spec.id);
-      if (!c) this.counts.set(at.spec.id, (c = { allowed: 0, mismatched: 0 }));
+      const c = this.countsFor(at.spec.id);
       if (j.verdict === 'allow') {
         c.allowed++;
         continue;
@@ -79,6 +82,36 @@ export class NameChecks {
       c.mismatched++;
       this.events.recordNameMismatch({ time: j.time, sandbox: at.name, why: j.why ?? 'name check', reported: j.reported, src: j.src, dst: j.dst, dport: j.dport, name: j.name });
     }
+  }
+
+  private countsFor(id: number): NameCheckCounts {
+    let c = this.counts.get(id);
+    if (!c) this.counts.set(id, (c = { allowed: 0, mismatched: 0, unjudged: 0 }));
+    return c;
+  }
+
+  /**
+   * Reports, every `everyMs` and once now, what the gate dropped with no verdict (the kernel
+   * counts it, service/unjudged.ts): an event per sandbox and poll, and counts.
+   */
+  reportUnjudged(tally: UnjudgedTally, log: (m: string) => void, everyMs = 1000): void {
+    const poll = () => {
+      try {
+        tally.poll((drops) => {
+          for (const d of drops) {
+            this.events.recordUnjudged(d);
+            this.gate.unjudged += d.packets;
+            const at = this.live.at(d.ip);
+            if (at && at.name === d.sandbox) this.countsFor(at.spec.id).unjudged += d.packets;
+          }
+        });
+      } catch (err) {
+        log(`name checks: reading the unjudged count: ${(err as Error).message}`);
+      }
+    };
+    poll();
+    this.unjudgedTimer = setInterval(poll, everyMs);
+    this.unjudgedTimer.unref();
   }
 
   /** The name a judged TCP connection sent first (TLS SNI, HTTP Host), while remembered. */
@@ -91,6 +124,7 @@ export class NameChecks {
   }
 
   async stop(): Promise<void> {
+    clearInterval(this.unjudgedTimer);
     this.live.onChange = undefined;
     await this.worker?.terminate();
     this.worker = undefined;

@@ -4,7 +4,8 @@
 // A sandbox allowed cdn.test (a CNAME to that edge) reaches it by name; naming another site
 // on the same admitted address, in the ClientHello or the Host header, gets a reset and an
 // event with the name; so does naming none. A sandbox without an allow-list is untouched,
-// and with the daemon down a name-checked connection waits instead of passing (fail closed).
+// and with the daemon down a name-checked connection waits instead of passing (fail closed);
+// what the gate dropped with no verdict (the daemon down, or overloaded) is said in events.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -106,18 +107,61 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
   });
 
   it('with the daemon down, a name-checked connection waits (fail closed), and passes once it is back', async () => {
-    const ns = (await cl.get('named')).netns;
+    const { netns: ns, ip: namedIp } = await cl.get('named');
+    const nsPath = (n: string) => (n.startsWith('/') ? n : `/run/netns/${n}`);
+    const eventsOf = async (sb: string, reason: string) => (await cl.events({ sandbox: sb, limit: 1000 })).filter((e) => e.reason === reason);
     assert.equal(curl('named', ['https://cdn.test/']).code, 0);
+    const openNs = nsPath((await cl.get('open')).netns);
+    const eventsBefore = (await eventsOf('named', 'name_unjudged')).length;
     daemon.kill('SIGKILL');
     await waitFor(async () => !(await cl.ping().catch(() => false)), 'the daemon to be gone');
     // Not through the CLI, which would start the daemon again.
-    const direct = (url: string, extra: string[] = []) => spawnSync('nsenter', [`--net=${ns.startsWith("/") ? ns : `/run/netns/${ns}`}`, 'curl', '-sS', '--max-time', '3', '--cacert', ca, ...extra, url], { encoding: 'utf8' });
+    const direct = (url: string, extra: string[] = []) => spawnSync('nsenter', [`--net=${nsPath(ns)}`, 'curl', '-sS', '--max-time', '3', '--cacert', ca, ...extra, url], { encoding: 'utf8' });
     const waiting = direct('https://cdn.test/', ['--resolve', `cdn.test:443:${EDGE}`]);
     assert.equal(waiting.status, 28, `expected a timeout (28), got ${waiting.status}: ${waiting.stdout}${waiting.stderr}`);
+    // Every other sandbox is unaffected: nothing of theirs waits for a name.
+    const other = spawnSync('nsenter', [`--net=${openNs}`, 'curl', '-sS', '--max-time', '3', '--cacert', ca, '--resolve', `other.test:443:${EDGE}`, 'https://other.test/'], { encoding: 'utf8' });
+    assert.equal(other.status, 0, `a sandbox without name checks, with the daemon down: ${other.stderr}`);
     daemon = tb.startDaemon(I);
     await waitFor(() => cl.ping(), 'the daemon to answer again');
+    // What the gate dropped while no daemon read its queue is said, once the daemon is back.
+    let said: Awaited<ReturnType<typeof eventsOf>> = [];
+    await waitFor(async () => (said = (await eventsOf('named', 'name_unjudged')).slice(eventsBefore)).length > 0, 'an event for what the gate dropped unjudged');
+    const packets = said.reduce((n, e) => n + (e.packets ?? 0), 0);
+    // curl's first flight and its retransmissions within 3 s: at least 2 packets.
+    assert.ok(packets >= 2, `dropped packets reported: ${packets}`);
+    assert.equal(said[0].src, namedIp);
+    const stats = await cl.stats('named');
+    assert.equal(stats.nameChecks?.unjudged, packets, 'the sandbox\'s stats count them too');
     const back = curl('named', ['https://cdn.test/']);
     assert.equal(back.code, 0, back.stderr);
     assert.match(back.stdout, /sni=cdn\.test/);
+    // Judged packets had the bit cleared by their verdict: nothing more counted as unjudged.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await eventsOf('named', 'name_unjudged')).length, eventsBefore + said.length);
+  });
+
+  it('with the daemon overloaded (its reader stopped, more first flights than its socket holds), what does not fit is dropped, and said', async () => {
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0, 'cdn.test resolved: its address admitted');
+    const { netns, ip } = await cl.get('named');
+    const before = (await cl.stats('named')).nameChecks?.unjudged ?? 0;
+    // Stopped, not gone: the queue stays bound, its packets wait; past what the reader's
+    // socket holds, the kernel gives them back unjudged (fail-open queue, then the drop).
+    daemon.kill('SIGSTOP');
+    let flood;
+    try {
+      // 400 connections to the admitted address, each sending 1,200 bytes at once: 480 kB of
+      // first flights, over twice what the socket's receive buffer holds.
+      const script = `const net=require('net');let n=0;for(let i=0;i<400;i++){const s=net.connect(443,'${EDGE}',()=>{s.write(Buffer.alloc(1200,1));n++});s.on('error',()=>{})}setTimeout(()=>{console.log(n);process.exit(0)},3000)`;
+      flood = spawnSync('nsenter', [`--net=${netns.startsWith('/') ? netns : `/run/netns/${netns}`}`, process.execPath, '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    } finally {
+      daemon.kill('SIGCONT');
+    }
+    assert.ok(Number(flood.stdout) >= 300, `connections opened: ${flood.stdout}${flood.stderr}`);
+    await waitFor(async () => ((await cl.stats('named')).nameChecks?.unjudged ?? 0) > before, 'the overflow to be counted and reported', 15_000);
+    const said = (await cl.events({ sandbox: 'named', limit: 1000 })).filter((e) => e.reason === 'name_unjudged');
+    assert.ok(said.length > 0 && said.at(-1)!.src === ip && (said.at(-1)!.packets ?? 0) > 0, JSON.stringify(said.at(-1)));
+    const back = curl('named', ['https://cdn.test/']);
+    assert.equal(back.code, 0, `the gate works again: ${back.stderr}`);
   });
 });

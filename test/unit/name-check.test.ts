@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy,
 } from '../../src/core/name-check.js';
 import { parseFirstFlight } from '../../src/core/first-flight.js';
 import { resolvePolicy } from '../../src/core/policy.js';
@@ -86,8 +86,9 @@ describe('nameCheckPolicy', () => {
 
 describe('RulesetBuilder.nameGateTable', () => {
   const b = new RulesetBuilder(resolve(ConfigSchema.parse({ dnsUpstreams: ['192.0.2.53'] }), []));
-  const cmds = b.nameGateTable() as { add?: { chain?: Record<string, unknown>; rule?: { expr: unknown[]; comment: string } } }[];
-  const rules = cmds.filter((c) => c.add?.rule).map((c) => c.add!.rule!);
+  const cmds = b.nameGateTable() as { add?: { chain?: Record<string, unknown>; set?: Record<string, unknown>; rule?: { chain: string; expr: unknown[]; comment: string } } }[];
+  const rules = cmds.filter((c) => c.add?.rule?.chain === NAME_GATE.chain).map((c) => c.add!.rule!);
+  const unjudged = cmds.filter((c) => c.add?.rule?.chain === NAME_GATE.unjudged.chain).map((c) => c.add!.rule!);
 
   it('is a table of its own after the filter on the forward hook, dropping by policy (fail closed without the queue rule)', () => {
     assert.deepEqual(cmds.slice(0, 3).map((c) => Object.keys(c)[0]), ['add', 'delete', 'add']);
@@ -99,13 +100,29 @@ describe('RulesetBuilder.nameGateTable', () => {
   it('passes what is not this instance\'s, not pending, the handshake and data-less segments; resets what was judged against', () => {
     assert.deepEqual(rules.map((r) => r.comment), [
       'not from this instance\'s sandboxes', 'not waiting for a name', 'named a domain outside the allow-list', 'the handshake: judged by its first data',
-      ...Array(11).fill('no data'),
+      ...Array(11).fill('no data'), 'to the reader',
     ]);
     const text = JSON.stringify(rules);
     assert.ok(text.includes(String(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)) && text.includes(String(CT_MARK_NAME_DENIED)));
     assert.deepEqual(rules[2].expr.at(-1), { reject: { type: 'tcp reset' } });
     // Every (IP length, TCP data offset) pair without data: 40/5 to 80/15.
-    assert.deepEqual(rules.slice(4).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
+    assert.deepEqual(rules.slice(4, -1).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
     assert.ok(!text.includes('queue'), 'the queue rule comes from the kernel layer (nfqueue-codec.ts)');
+  });
+
+  it('marks what goes on to the queue, and the chain after it drops and counts by source what comes back still marked (no verdict)', () => {
+    assert.deepEqual(rules.at(-1)!.expr, [{ mangle: { key: { meta: { key: 'mark' } }, value: { '|': [{ meta: { key: 'mark' } }, SKB_MARK_NAME_QUEUED] } } }]);
+    const chain = cmds.filter((c) => c.add?.chain).map((c) => c.add!.chain!).find((c) => c.name === NAME_GATE.unjudged.chain)!;
+    assert.equal(chain.hook, 'forward');
+    assert.ok((chain.prio as number) > NAME_GATE.priority, 'after the gate: it sees what the queue rule let go on without a verdict');
+    assert.equal(chain.policy, 'accept', 'everything else passes: judged packets had the bit cleared by their verdict');
+    assert.equal(unjudged.length, 1);
+    const [bit, update, drop] = unjudged[0].expr as Record<string, unknown>[];
+    assert.deepEqual(bit, { match: { op: '==', left: { '&': [{ meta: { key: 'mark' } }, SKB_MARK_NAME_QUEUED] }, right: SKB_MARK_NAME_QUEUED } });
+    assert.deepEqual(update, { set: { op: 'update', elem: { payload: { protocol: 'ip', field: 'saddr' } }, set: `@${NAME_GATE.unjudged.set}` } });
+    assert.deepEqual(drop, { drop: null });
+    const set = cmds.find((c) => c.add?.set)!.add!.set!;
+    assert.deepEqual(set.stmt, [{ counter: null }], 'a counter per source');
+    assert.ok((set.flags as string[]).includes('timeout'), 'sources forgotten after a while, so the set does not grow for ever');
   });
 });
