@@ -48,6 +48,8 @@ let work = { packets: 0, busyMs: 0 };
 /** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
 const streams = new Map<string, { stream: FirstFlightStream; at: number }>();
 const MAX_STREAMS = 65536;
+/** Most queued packets handled together (a batch's verdicts wait for its last judgement). */
+const BATCH_MAX = 64;
 const STREAM_TTL_MS = 30_000;
 
 const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);
@@ -155,7 +157,9 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
 for (;;) {
   let msgs;
   try {
-    msgs = sock.receive();
+    // What is already waiting comes in the same batch: its verdicts go in one write, its
+    // marks in one ctnetlink exchange, its judgements in one message to the main thread.
+    msgs = sock.receiveBatch(BATCH_MAX);
   } catch {
     // ENOBUFS: the socket overflowed and the kernel dropped what did not fit (those packets
     // are lost to their senders, who retransmit). Reading goes on.

@@ -173,3 +173,33 @@ export function queueRuleBatch(family: string, table: string, chain: string, num
     end: marker(NFNL_MSG_BATCH_END),
   };
 }
+
+// --- whether the kernel has the target at all (nft_compat's revision query) ---
+
+const NFNL_SUBSYS_NFT_COMPAT = 11;
+const NFNL_MSG_COMPAT_GET = 0;
+const NFTA_COMPAT_NAME = 1;
+const NFTA_COMPAT_REV = 2;
+const NFTA_COMPAT_TYPE = 3;
+const NFT_COMPAT_TARGET = 1;
+
+/**
+ * Asks nft_compat for xtables target `name` at revision `rev` (the kernel loads its module
+ * if it can): the answer is a message if the kernel has it, ENOENT if not. Changes nothing,
+ * so `up` can refuse before it makes anything.
+ */
+export function compatTargetRequest(name: string, rev: number, family = 'ip'): Request {
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(v);
+    return b;
+  };
+  return request((NFNL_SUBSYS_NFT_COMPAT << 8) | NFNL_MSG_COMPAT_GET, 0, nfgenmsg(NFPROTO[family], 0), [
+    { type: NFTA_COMPAT_NAME, data: cstr(name) },
+    { type: NFTA_COMPAT_REV, data: u32(rev) },
+    { type: NFTA_COMPAT_TYPE, data: u32(NFT_COMPAT_TARGET) },
+  ]);
+}
+
+/** The queue rule's target and revision (queueRuleBatch). */
+export const QUEUE_TARGET = { name: 'NFQUEUE', rev: 3 };

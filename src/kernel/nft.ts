@@ -11,8 +11,8 @@ import koffi from 'koffi';
 import { ToastnetError } from '../errors.js';
 import { lib } from './libc.js';
 import { SetSchemas, encodeElementBatch } from './nft-set-codec.js';
-import { NetlinkSocket } from './rtnetlink.js';
-import { queueRuleBatch } from './nfqueue-codec.js';
+import { NetlinkError, NetlinkSocket } from './rtnetlink.js';
+import { compatTargetRequest, queueRuleBatch } from './nfqueue-codec.js';
 
 const NETLINK_NETFILTER = 12;
 
@@ -123,6 +123,23 @@ export class Nft {
     const sock = this.elementSock ?? new NetlinkSocket(NETLINK_NETFILTER);
     try {
       sock.execBatch(b.begin, [b.rule], b.end, `queue rule in ${family} ${table} ${chain}`);
+    } finally {
+      if (sock !== this.elementSock) sock.close();
+    }
+  }
+
+  /**
+   * Whether the kernel has xtables target `name` at revision `rev` through nft_compat (asked,
+   * nothing made). False when it answers ENOENT (no such target, or no nft_compat at all).
+   */
+  hasXtTarget(name: string, rev: number): boolean {
+    const sock = this.elementSock ?? new NetlinkSocket(NETLINK_NETFILTER);
+    try {
+      sock.get(compatTargetRequest(name, rev), `xtables target ${name}`);
+      return true;
+    } catch (err) {
+      if (err instanceof NetlinkError && (err.errno === 2 /* ENOENT */ || err.errno === 93 /* EPROTONOSUPPORT: no nft_compat subsystem */)) return false;
+      throw err;
     } finally {
       if (sock !== this.elementSock) sock.close();
     }

@@ -16,6 +16,7 @@ import { parseCidr } from '../core/ipv4.js';
 import type { InstanceNames } from '../core/names.js';
 import { resolvePolicy } from '../core/policy.js';
 import { sandboxShaping } from '../core/shaping.js';
+import { QUEUE_TARGET } from '../kernel/nfqueue-codec.js';
 
 export interface Check {
   name: string;
@@ -144,6 +145,16 @@ export async function runDoctor(): Promise<Check[]> {
                 { dnat: { family: 'ip', addr: { map: { key: publishKey, data: '@pa' } }, port: { map: { key: publishKey, data: '@pp' } } } },
               ] } } },
             ]);
+          } finally {
+            nft.free();
+          }
+        });
+      }));
+      checks.push(probe('the name gate\'s queue (xtables NFQUEUE through nft_compat)', 'enable CONFIG_NFT_COMPAT and CONFIG_NETFILTER_XT_TARGET_NFQUEUE (modprobe nft_compat xt_NFQUEUE): `up` refuses without them', () => {
+        withNetns(netnsPath(ns), () => {
+          const nft = new Nft();
+          try {
+            if (!nft.hasXtTarget(QUEUE_TARGET.name, QUEUE_TARGET.rev)) throw new Error(`no xtables ${QUEUE_TARGET.name} target, revision ${QUEUE_TARGET.rev}`);
           } finally {
             nft.free();
           }

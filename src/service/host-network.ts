@@ -10,7 +10,7 @@ import { parseCidr } from '../core/ipv4.js';
 import { NAME_GATE, nameCheckQueue } from '../core/name-check.js';
 import { sandboxIdFromLink } from '../core/names.js';
 import { deleteNetns, listNetns, netnsInode } from '../kernel/netns.js';
-import { NFQ_FLAG_BYPASS } from '../kernel/nfqueue-codec.js';
+import { NFQ_FLAG_BYPASS, QUEUE_TARGET } from '../kernel/nfqueue-codec.js';
 import { isNoSuchObject } from '../kernel/nft.js';
 import { pidsInNetnses } from '../kernel/procs.js';
 import { NETNS_ETC_DIR, NetnsEtc } from '../kernel/netns-etc.js';
@@ -57,6 +57,11 @@ export class HostNetwork {
       throw new ToastnetError('invalid_argument', 'subnet or gateway changed while sandboxes exist: remove them (or `toastnet down`) first');
     }
     checkSubnetFree(this.s.rtnl, this.s.names, parseCidr(this.s.config.subnet));
+    // The name gate's queue rule needs xt_NFQUEUE through nft_compat: asked before anything
+    // is made, so a kernel without it is refused with nothing to undo.
+    if (!this.s.nft.hasXtTarget(QUEUE_TARGET.name, QUEUE_TARGET.rev)) {
+      throw new ToastnetError('kernel', `this kernel has no xtables ${QUEUE_TARGET.name} target (modules nft_compat and xt_NFQUEUE), which name checks need`);
+    }
     if (this.s.store.getMeta('forwarding_before') === undefined) this.s.store.setMeta('forwarding_before', readForwarding() ? '1' : '0');
     const host = setupHostNet(this.s.rtnl, this.s.names, this.s.config.gateway, this.s.prefixLength);
     this.s.parentIndex = host.parentIndex;

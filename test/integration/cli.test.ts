@@ -42,6 +42,7 @@ describe('cli', () => {
     assert.ok(checks.every((c) => c.ok), JSON.stringify(checks.filter((c) => !c.ok)));
     assert.ok(checks.some((c) => c.name === 'macvlan'));
     assert.ok(checks.some((c) => c.name.startsWith('bandwidth shaping')), 'the qdiscs and filters limits use');
+    assert.ok(checks.some((c) => c.name.startsWith('the name gate\'s queue')), 'the xtables target name checks use');
     // A /run/netns that is not tmpfs works, with a note on what it costs.
     const runDir = checks.find((c) => c.name.startsWith('/run/netns filesystem')) as { advice?: string } | undefined;
     assert.ok(runDir);
