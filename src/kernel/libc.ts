@@ -57,6 +57,9 @@ interface Libc {
   ioctlPtr(fd: number, req: number, arg: Buffer): number;
   /** ioctl with an integer argument (TUNSETPERSIST, TUNSETOWNER...). */
   ioctlInt(fd: number, req: number, arg: number): number;
+  /** The calling thread's id (a thread's own nice value is set by it). */
+  gettid(): number;
+  setpriority(which: number, who: number, prio: number): number;
 }
 
 let libc: Libc | undefined;
@@ -83,6 +86,8 @@ export function lib(): Libc {
     // ioctl is variadic; on x86-64 and arm64 a fixed third argument is passed the same way.
     ioctlPtr: l.func('ioctl', 'int', ['int', 'unsigned long', '_Inout_ void *']),
     ioctlInt: l.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
+    gettid: l.func('int gettid()'),
+    setpriority: l.func('int setpriority(int which, uint32_t who, int prio)'),
   } as Libc;
   return libc;
 }

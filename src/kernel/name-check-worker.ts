@@ -11,6 +11,7 @@
 // send anything, and reads back what was judged (events, counts).
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { NetlinkSocket } from './rtnetlink.js';
+import { lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
@@ -51,6 +52,12 @@ const MAX_STREAMS = 65536;
 /** Most queued packets handled together (a batch's verdicts wait for its last judgement). */
 const BATCH_MAX = 64;
 const STREAM_TTL_MS = 30_000;
+
+// Ahead of what sandboxes run: a name-checked connection waits for this thread, and a
+// sandbox that floods the machine with processes must not starve the gate everybody's
+// connections pass (nice -10 for this thread alone; Linux nice values are per thread).
+const GATE_NICE = -10;
+lib().setpriority(0 /* PRIO_PROCESS: a thread id here */, lib().gettid(), GATE_NICE);
 
 const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);
 const ct = new NetlinkSocket(NETLINK_NETFILTER, 5);

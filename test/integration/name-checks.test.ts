@@ -8,6 +8,7 @@
 // what the gate dropped with no verdict (the daemon down, or overloaded) is said in events.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -98,6 +99,15 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     assert.equal(send.code, 0, send.stderr);
     assert.notEqual(send.stdout.trim(), 'no error', 'the datagram was not refused');
     await waitFor(async () => (await cl.events({ sandbox: 'named' })).some((x) => x.reason === 'unnamed_udp' && x.dst === EDGE), 'an unnamed_udp event');
+  });
+
+  it('the gate\'s reader runs ahead of what sandboxes run: its thread alone has nice -10', () => {
+    const nices = fs.readdirSync(`/proc/${daemon.pid}/task`).map((tid) => {
+      const stat = fs.readFileSync(`/proc/${daemon.pid}/task/${tid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]); // field 19, nice
+    });
+    assert.equal(nices.filter((n) => n === -10).length, 1, `nice values of the daemon's threads: ${nices.join(' ')}`);
+    assert.ok(nices.filter((n) => n === 0).length >= 1, 'the rest of the daemon as it was');
   });
 
   it('a sandbox without an allow-list is not name-checked', () => {
