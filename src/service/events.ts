@@ -1,13 +1,12 @@
 // Denial events: what the kernel logged to NFLOG (tn:<reason> prefixes), attributed to a
 // sandbox and to the rule that decided, kept in SQLite (capped) for `toastnet events` and
 // the API. The kernel rate-limits the logging itself, so a flood cannot fill the host.
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { DENY_REASONS, DenyReason } from '../core/deny-reasons.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { DenialEvent, DnsQueryRecord, QueryLogEntry } from '../api/types.js';
+import { startKernelReader } from './kernel-reader.js';
 
 // The records the API answers with live with its types (api/types.ts), which the client
 // package exports without this module's native imports.
@@ -74,20 +73,11 @@ export class EventLog {
 
   /** Starts reading NFLOG `group`; `attribute` names the sandbox and rule of a logged packet. */
   start(group: number, attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined, log: (m: string) => void): Promise<void> {
-    const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/nflog-worker.js');
-    this.worker = new Worker(file, { workerData: { group } });
-    this.worker.unref();
-    return new Promise((resolve, reject) => {
-      this.worker!.on('message', (m: { ready?: boolean; error?: string; packets?: LoggedPacket[] }) => {
-        if (m.ready) resolve();
-        if (m.error) reject(new Error(`NFLOG: ${m.error}`));
-        if (m.packets) this.record(m.packets, attribute);
-      });
-      this.worker!.on('error', (err) => {
-        log(`events: ${err.message}`);
-        reject(err);
-      });
-    });
+    const r = startKernelReader<{ packets?: LoggedPacket[] }>('nflog-worker', { group }, 'NFLOG', (m) => {
+      if (m.packets) this.record(m.packets, attribute);
+    }, log);
+    this.worker = r.worker;
+    return r.ready.then(() => undefined);
   }
 
   async stop(): Promise<void> {

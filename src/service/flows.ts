@@ -16,13 +16,12 @@
 // since the address may by then be another sandbox's (or nobody's: a removed sandbox's
 // flows are deleted, which is their close). A flow whose open this daemon did not see (it
 // started earlier) is attributed at its close.
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import type { CtEvent } from '../kernel/conntrack-events.js';
 import type { FlowWorkerData, FlowWorkerMessage } from '../kernel/flow-worker.js';
 import type { FlowCounts, FlowQuery, FlowRecord } from '../api/types.js';
+import { startKernelReader } from './kernel-reader.js';
 
 export type { FlowRecord };
 
@@ -95,37 +94,25 @@ export class FlowLog {
 
   /** Starts reading conntrack events for sandboxes of `subnet` (network/mask as numbers). */
   start(o: { network: number; mask: number; gateway: string }, sources: FlowSources, log: (m: string) => void): Promise<{ receiveBuffer: number }> {
-    const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/flow-worker.js');
     const progress = new SharedArrayBuffer(4);
     this.progress = new Int32Array(progress);
     const data: FlowWorkerData = { ...o, receiveBuffer: RECEIVE_BUFFER, maxBacklog: MAX_BACKLOG, progress };
-    this.worker = new Worker(file, { workerData: data });
-    this.worker.unref();
-    return new Promise((resolve, reject) => {
-      this.worker!.on('message', (m: FlowWorkerMessage) => {
-        if (m.ready) resolve(m.ready);
-        if (m.error) {
-          log(m.error);
-          reject(new Error(m.error));
+    const r = startKernelReader<FlowWorkerMessage, { receiveBuffer: number }>('flow-worker', data, 'flows', (m) => {
+      if (m.events) {
+        Atomics.add(this.progress!, 0, m.events.length);
+        Atomics.notify(this.progress!, 0);
+        try {
+          this.record(m.events, sources);
+        } catch (err) {
+          // The database refused the batch (full disk, say): its events are lost, and counted.
+          this.counts.dropped.daemon += m.events.length;
+          if (this.writeFailures++ % 1000 === 0) log(`flows: ${m.events.length} events not written: ${(err as Error).message}`);
         }
-        if (m.events) {
-          Atomics.add(this.progress!, 0, m.events.length);
-          Atomics.notify(this.progress!, 0);
-          try {
-            this.record(m.events, sources);
-          } catch (err) {
-            // The database refused the batch (full disk, say): its events are lost, and counted.
-            this.counts.dropped.daemon += m.events.length;
-            if (this.writeFailures++ % 1000 === 0) log(`flows: ${m.events.length} events not written: ${(err as Error).message}`);
-          }
-        }
-        if (m.kernelDrops !== undefined) this.counts.dropped.kernel = m.kernelDrops;
-      });
-      this.worker!.on('error', (err) => {
-        log(`flows: ${err.message}`);
-        reject(err);
-      });
-    });
+      }
+      if (m.kernelDrops !== undefined) this.counts.dropped.kernel = m.kernelDrops;
+    }, log);
+    this.worker = r.worker;
+    return r.ready;
   }
 
   async stop(): Promise<void> {

@@ -1,15 +1,14 @@
 // The daemon's side of the name checks (core/name-check.ts): starts the gate's reader
 // (kernel/name-check-worker.ts), keeps it told of every checked sandbox's policy by
 // address, and turns what it judged into denial events and per-sandbox counts.
-import path from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
 import { nameCheckPolicy } from '../core/name-check.js';
 import type { NameJudgement, PolicyUpdate } from '../kernel/name-check-worker.js';
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
 import type { NameGateCounters } from '../api/types.js';
 import type { UnjudgedTally } from './unjudged.js';
+import { startKernelReader } from './kernel-reader.js';
 
 export interface NameCheckCounts {
   /** Connections whose first flight named an allowed domain. */
@@ -37,26 +36,18 @@ export class NameChecks {
   /** Starts reading queue `queue`; every live sandbox's policy is posted before the first packet is read. */
   start(queue: number, log: (m: string) => void): Promise<void> {
     this.queue = queue;
-    const file = path.join(path.dirname(fileURLToPath(import.meta.url)), '../kernel/name-check-worker.js');
-    this.worker = new Worker(file, { workerData: { queue } });
-    this.worker.unref();
+    const r = startKernelReader<{ judged?: NameJudgement[]; work?: { packets: number; busyMs: number } }>('name-check-worker', { queue }, 'name checks', (m) => {
+      if (m.work) {
+        this.gate.packets += m.work.packets;
+        this.gate.busyMs += m.work.busyMs;
+      }
+      if (m.judged) this.record(m.judged);
+    }, log);
+    this.worker = r.worker;
+    // Every live sandbox's policy before the first packet is read (messages arrive in order).
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
     this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
-    return new Promise((resolve, reject) => {
-      this.worker!.on('message', (m: { ready?: boolean; error?: string; judged?: NameJudgement[]; work?: { packets: number; busyMs: number } }) => {
-        if (m.ready) resolve();
-        if (m.work) {
-          this.gate.packets += m.work.packets;
-          this.gate.busyMs += m.work.busyMs;
-        }
-        if (m.error) reject(new Error(`name checks: ${m.error}`));
-        if (m.judged) this.record(m.judged);
-      });
-      this.worker!.on('error', (err) => {
-        log(`name checks: ${err.message}`);
-        reject(err);
-      });
-    });
+    return r.ready.then(() => undefined);
   }
 
   /** The reader's work so far (status), undefined when it is not running. */
