@@ -125,3 +125,24 @@ export class FirstFlightStream {
     return parseFirstFlight(this.bytes);
   }
 }
+
+/**
+ * `items` reordered in turns by key: the first item of every key (keys in order of first
+ * appearance), then the second of every key, and so on; each key's items keep their order.
+ * The gate takes its queue so, by sandbox: one sandbox's burst does not stand between
+ * another's first flight and its verdict.
+ */
+export function takeTurns<T>(items: T[], key: (t: T) => number | string): T[] {
+  const byKey = new Map<number | string, T[]>();
+  for (const t of items) {
+    const k = key(t);
+    const list = byKey.get(k);
+    if (list) list.push(t);
+    else byKey.set(k, [t]);
+  }
+  if (byKey.size <= 1) return items;
+  const lists = [...byKey.values()];
+  const out: T[] = [];
+  for (let i = 0; out.length < items.length; i++) for (const l of lists) if (i < l.length) out.push(l[i]);
+  return out;
+}

@@ -15,7 +15,7 @@ import { lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, SKB_MARK_NAME_QUEUED, judge,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, SKB_MARK_NAME_QUEUED, judge, takeTurns,
 } from '../core/name-check.js';
 
 const NETLINK_NETFILTER = 12;
@@ -49,8 +49,13 @@ let work = { packets: 0, busyMs: 0 };
 /** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
 const streams = new Map<string, { stream: FirstFlightStream; at: number }>();
 const MAX_STREAMS = 65536;
-/** Most queued packets handled together (a batch's verdicts wait for its last judgement). */
-const BATCH_MAX = 64;
+/** Most queued packets read together (taken in turns by sandbox). */
+const BATCH_MAX = 256;
+/**
+ * Verdicts written together: fewer writes under load, while a packet's verdict waits for
+ * at most this many judgements (a write reinjects its packets, which are forwarded then).
+ */
+const VERDICTS_PER_WRITE = 8;
 const STREAM_TTL_MS = 30_000;
 
 // Ahead of what sandboxes run: a name-checked connection waits for this thread, and a
@@ -161,11 +166,25 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
   return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged };
 }
 
+/** Sends the verdicts given so far, then the marks of the connections they allowed. */
+function flush(verdicts: ReturnType<typeof verdictRequest>[]): void {
+  sock.post(verdicts);
+  verdicts.length = 0;
+  if (marksAfter.length > 0) {
+    try {
+      ct.exec(marksAfter, marksAfter.map(() => 'allow the connection'));
+    } catch {
+      // a connection gone meanwhile: nothing to mark
+    }
+    marksAfter = [];
+  }
+}
+
 for (;;) {
   let msgs;
   try {
-    // What is already waiting comes in the same batch: its verdicts go in one write, its
-    // marks in one ctnetlink exchange, its judgements in one message to the main thread.
+    // What is already waiting is read at once: so that it can be taken in turns by sandbox
+    // (below), and its verdicts and marks written a few at a time.
     msgs = sock.receiveBatch(BATCH_MAX);
   } catch {
     // ENOBUFS: the socket overflowed and the kernel dropped what did not fit (those packets
@@ -175,11 +194,18 @@ for (;;) {
   if (msgs.length === 0) continue;
   const t0 = performance.now();
   drainUpdates();
-  const verdicts = [];
-  const judged: NameJudgement[] = [];
+  const queued = [];
   for (const m of msgs) {
     const q = parseQueued(m);
-    if (!q) continue;
+    if (q) queued.push(q);
+  }
+  // In turns by sandbox (its source address), each sandbox's packets in their order: a
+  // sandbox flooding the queue delays a neighbour's first flight by one packet a turn, not by
+  // everything it queued before it.
+  const inTurns = takeTurns(queued, (q) => (q.payload.length >= 20 ? q.payload.readUInt32BE(12) : 0));
+  const verdicts: ReturnType<typeof verdictRequest>[] = [];
+  const judged: NameJudgement[] = [];
+  for (const q of inTurns) {
     let v: { verdict: number; judged?: NameJudgement };
     try {
       v = handle(q.payload);
@@ -190,17 +216,10 @@ for (;;) {
     // unjudged and drop it (core/name-check.ts SKB_MARK_NAME_QUEUED).
     verdicts.push(verdictRequest(queue, q.id, v.verdict, v.verdict === NF_DROP ? undefined : q.mark & ~SKB_MARK_NAME_QUEUED));
     if (v.judged) judged.push(v.judged);
+    if (verdicts.length >= VERDICTS_PER_WRITE) flush(verdicts);
   }
-  sock.post(verdicts);
-  if (marksAfter.length > 0) {
-    try {
-      ct.exec(marksAfter, marksAfter.map(() => 'allow the connection'));
-    } catch {
-      // a connection gone meanwhile: nothing to mark
-    }
-    marksAfter = [];
-  }
-  work.packets += verdicts.length;
+  flush(verdicts);
+  work.packets += queued.length;
   work.busyMs += performance.now() - t0;
   if (judged.length > 0 || work.packets >= 1000) {
     // What was judged, and the work done: batched with judgements, so a quiet gate posts nothing.

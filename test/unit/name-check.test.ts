@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
 } from '../../src/core/name-check.js';
 import { parseFirstFlight } from '../../src/core/first-flight.js';
 import { resolvePolicy } from '../../src/core/policy.js';
@@ -124,5 +124,20 @@ describe('RulesetBuilder.nameGateTable', () => {
     const set = cmds.find((c) => c.add?.set)!.add!.set!;
     assert.deepEqual(set.stmt, [{ counter: null }], 'a counter per source');
     assert.ok((set.flags as string[]).includes('timeout'), 'sources forgotten after a while, so the set does not grow for ever');
+  });
+});
+
+describe('takeTurns', () => {
+  const key = (s: string) => s[0];
+  it('takes one of each key a turn, keys in order of first appearance, each key\'s items in order', () => {
+    assert.deepEqual(takeTurns(['a1', 'a2', 'a3', 'a4', 'b1', 'a5', 'c1', 'b2'], key), ['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4', 'a5']);
+  });
+  it('leaves one key\'s items, and nothing, as they are', () => {
+    assert.deepEqual(takeTurns(['a1', 'a2'], key), ['a1', 'a2']);
+    assert.deepEqual(takeTurns([], key), []);
+  });
+  it('a neighbour behind a burst of 200 comes second', () => {
+    const items = [...Array.from({ length: 200 }, (_, i) => `f${i}`), 'n0'];
+    assert.equal(takeTurns(items, key).indexOf('n0'), 1);
   });
 });
