@@ -8,33 +8,13 @@
 // order and nesting), so a parse is checked against bytes of the kernel's own shape.
 import { Attr, Message, encodeAttrs, parseAttrs } from './rtnetlink-codec.js';
 
-export const NFNL_SUBSYS_CTNETLINK = 1;
-export const IPCTNL_MSG_CT_NEW = 0;
-export const IPCTNL_MSG_CT_DELETE = 2;
-/** Multicast groups (enum nfnetlink_groups): bit (group - 1) of nl_groups, or NETLINK_ADD_MEMBERSHIP with the number. */
-export const NFNLGRP_CONNTRACK_NEW = 1;
-export const NFNLGRP_CONNTRACK_DESTROY = 3;
+import {
+  AF_INET, CTA_COUNTERS_BYTES, CTA_COUNTERS_ORIG, CTA_COUNTERS_PACKETS, CTA_COUNTERS_REPLY, CTA_ID, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_MARK,
+  CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_STATUS, CTA_TIMESTAMP, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP, CTA_TUPLE_IP,
+  CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK,
+} from './ctnetlink-codes.js';
 
-const CTA_TUPLE_ORIG = 1;
-const CTA_TUPLE_REPLY = 2;
-const CTA_STATUS = 3;
-const CTA_MARK = 8;
-const CTA_COUNTERS_ORIG = 9;
-const CTA_COUNTERS_REPLY = 10;
-const CTA_ID = 12;
-const CTA_TIMESTAMP = 20;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
-const CTA_COUNTERS_PACKETS = 1;
-const CTA_COUNTERS_BYTES = 2;
-const CTA_TIMESTAMP_START = 1;
-const CTA_TIMESTAMP_STOP = 2;
-const AF_INET = 2;
+export { NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW } from './ctnetlink-codes.js';
 
 export interface CtEvent {
   /** new: the kernel confirmed the flow (its first packet passed); destroy: the entry is gone (closed, timed out, deleted). */

@@ -9,23 +9,12 @@
 import { NetlinkSocket } from './rtnetlink.js';
 import { Attr, Message, Request, parseAttrs, request } from './rtnetlink-codec.js';
 
-const NETLINK_NETFILTER = 12;
-const NFNL_SUBSYS_CTNETLINK = 1;
-const IPCTNL_MSG_CT_NEW = 0; // without NLM_F_CREATE: an update of an existing entry
-const IPCTNL_MSG_CT_GET = 1;
-const IPCTNL_MSG_CT_DELETE = 2;
-const CTA_TUPLE_ORIG = 1;
-const CTA_TUPLE_REPLY = 2;
-const CTA_TUPLE_IP = 1;
-const CTA_TUPLE_PROTO = 2;
-const CTA_IP_V4_SRC = 1;
-const CTA_IP_V4_DST = 2;
-const CTA_PROTO_NUM = 1;
-const CTA_PROTO_SRC_PORT = 2;
-const CTA_PROTO_DST_PORT = 3;
-const CTA_MARK = 8;
-const CTA_MARK_MASK = 21;
-const AF_INET = 2;
+import {
+  AF_INET, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_MARK, CTA_MARK_MASK, CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_TUPLE_IP,
+  CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_NEW, NETLINK_NETFILTER,
+  NFNL_SUBSYS_CTNETLINK,
+} from './ctnetlink-codes.js';
+
 const NLA_F_NESTED = 0x8000;
 
 const nfgenmsg = (family: number) => Buffer.from([family, 0, 0, 0]);
