@@ -25,6 +25,16 @@ export const TRAFFIC_QUANTITIES: readonly Quantity[] = [
   { key: 'received_packets', help: 'Packets delivered to a sandbox', pick: (s) => s.received.packets },
   { key: 'blocked_packets', help: 'Packets of a sandbox dropped or rejected by policy or limits', pick: (s) => s.blocked.packets },
   { key: 'published_connections', help: 'Connections let in through a sandbox\'s published ports (since the table was last rebuilt)', pick: (s) => s.published?.connections ?? 0 },
+  {
+    key: 'shaped_dropped_packets',
+    help: 'Packets of a sandbox its bandwidth shaper dropped for want of queue room, both ways (0 without a rate limit; since its shaper was made)',
+    pick: (s) => (s.shaped?.egress?.dropped ?? 0) + (s.shaped?.ingress?.dropped ?? 0),
+  },
+  {
+    key: 'name_unjudged_packets',
+    help: 'Packets of a name-checked sandbox dropped with no verdict: the daemon down or its name queue full (fail closed; reported since the daemon started)',
+    pick: (s) => s.nameChecks?.unjudged ?? 0,
+  },
 ];
 
 interface Split {

@@ -258,6 +258,11 @@ describe('limits and accounting', () => {
     const team = (JSON.parse(run(['ls', '--json']).stdout) as { name: string; labels: Record<string, string> }[]).find((s) => s.name === busiest)?.labels.team ?? '';
     assert.ok(sent.some((l) => l.startsWith(`toastnet_sandbox_sent_bytes_total{sandbox="${busiest}",label_team="${team}"}`)), `the busiest sandbox (${busiest}) has its own series, with its team label (metricsLabels)`);
     assert.ok(sent.some((l) => l.includes('label_team="ml"')), `the heavy "fast" sandbox's series carries its team label: ${sent.join('\n')}`);
+    // The shaper's drops have a series too, equal to what stats says (no traffic meanwhile).
+    const shapedDrops = series('toastnet_sandbox_shaped_dropped_packets_total').find((l) => l.startsWith(`toastnet_sandbox_shaped_dropped_packets_total{sandbox="${busiest}"`));
+    assert.ok(shapedDrops, `a shaped-drops series for ${busiest}`);
+    const b = all.find((x) => x.name === busiest)!;
+    assert.equal(Number(shapedDrops.split(' ').pop()), (b.shaped?.egress?.dropped ?? 0) + (b.shaped?.ingress?.dropped ?? 0));
     const rest = /^toastnet_sandboxes_unlabelled_sent_bytes (\d+)$/m.exec(text);
     assert.ok(rest, 'the others are summed in a gauge');
     const total = sent.reduce((n, l) => n + Number(l.split(' ').pop()), 0) + Number(rest[1]);

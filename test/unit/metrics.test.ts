@@ -11,6 +11,8 @@ function traffic(name: string, bytes: number): SandboxStats {
   return {
     name, ip: '10.0.0.1', limits: {}, quota: {},
     sent: { bytes, packets: bytes / 100 }, received: { bytes: 2 * bytes, packets: bytes / 50 }, blocked: { packets: 3, logged: {} },
+    shaped: { egress: { bytes: 0, packets: 0, dropped: bytes / 1000, backlog: 0 }, ingress: { bytes: 0, packets: 0, dropped: 1, backlog: 0 } },
+    nameChecks: { allowed: 0, mismatched: 0, unjudged: bytes / 200 },
   };
 }
 
@@ -50,6 +52,8 @@ describe('Metrics', () => {
       ['sent_bytes', (s) => s.sent.bytes], ['sent_packets', (s) => s.sent.packets],
       ['received_bytes', (s) => s.received.bytes], ['received_packets', (s) => s.received.packets],
       ['blocked_packets', (s) => s.blocked.packets],
+      ['shaped_dropped_packets', (s) => s.shaped!.egress!.dropped + s.shaped!.ingress!.dropped],
+      ['name_unjudged_packets', (s) => s.nameChecks!.unjudged],
     ];
     for (const [key, pick] of quantities) {
       const labelled = await samples(m, `toastnet_sandbox_${key}_total`);
