@@ -229,6 +229,7 @@ export const DnsQueryRecordSchema = z.object({
   verdict: z.enum(['answered', 'refused', 'limited', 'stripped']),
   answer: z.array(z.string()),
   reason: z.string().optional(),
+  count: z.number().int().min(2).optional().describe('how many identical queries (same sandbox, name, type, verdict, answer) within 100 ms the record stands for; absent: one'),
 });
 
 export const DnsQueryListSchema = z.object({ queries: z.array(DnsQueryRecordSchema) });

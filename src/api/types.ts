@@ -196,7 +196,10 @@ export interface QueryLogEntry {
 /** A query log entry as the API answers it (GET /v1/dns-queries). */
 export interface DnsQueryRecord extends QueryLogEntry {
   id: number;
+  /** When the first of its queries came. */
   time: string;
+  /** How many identical queries (same sandbox, name, type, verdict, answer) within 100 ms the record stands for; absent: one. */
+  count?: number;
 }
 
 export interface CreateOptions {

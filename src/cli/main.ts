@@ -353,7 +353,7 @@ example(program.command('events'), 'toastnet events --sandbox web --follow')
     if (o.queries) {
       const lim = Number(o.limit);
       const qs = await withBackend(c, (b) => b.dnsQueries({ sandbox: o.sandbox, limit: lim }));
-      for (const q of qs) print(o.json ? JSON.stringify(q) : printable(`${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}`));
+      for (const q of qs) print(o.json ? JSON.stringify(q) : printable(`${q.time}  ${q.sandbox}  ${q.type} ${q.name}  ${q.verdict}  ${q.answer.join(',')}${q.reason ? `  (${q.reason})` : ''}${q.count !== undefined ? `  (x${q.count})` : ''}`));
       return;
     }
     const show = (list: DenialEvent[]) => {

@@ -19,4 +19,24 @@ describe('DnsLog', () => {
     assert.equal(rows[1].sandbox, 'a');
     assert.equal(log.list({ sandbox: 'b', limit: 1000 }).length, 129);
   });
+
+  it('identical entries of one window are one row with their count; a different one, or the next window, is a row of its own', () => {
+    const log = new DnsLog(new Database(':memory:'));
+    const hit = { sandbox: 'a', name: 'pypi.test', type: 'A', verdict: 'answered' as const, answer: ['192.0.2.1'] };
+    for (let i = 0; i < 5; i++) log.record({ ...hit, answer: [...hit.answer] }, 1000 + i);
+    log.record({ ...hit, sandbox: 'b' }, 1005); // another sandbox
+    log.record({ ...hit, answer: ['192.0.2.2'] }, 1006); // another answer
+    log.record({ ...hit, verdict: 'refused', answer: [], reason: 'not in egress.domains' }, 1007);
+    log.record({ ...hit, verdict: 'refused', answer: [], reason: 'over dns.qps 50' }, 1008); // another reason
+    let rows = log.list({ limit: 100 });
+    assert.deepEqual(rows.map((r) => [r.sandbox, r.answer.join(','), r.verdict, r.count]), [
+      ['a', '192.0.2.1', 'answered', 5], ['b', '192.0.2.1', 'answered', undefined], ['a', '192.0.2.2', 'answered', undefined],
+      ['a', '', 'refused', undefined], ['a', '', 'refused', undefined],
+    ]);
+    assert.equal(rows[0].time, new Date(1000).toISOString(), 'the time of the first');
+    log.record({ ...hit }, 2000); // after the write: a new window
+    rows = log.list({ limit: 100 });
+    assert.equal(rows.length, 6);
+    assert.equal(rows[5].count, undefined);
+  });
 });
