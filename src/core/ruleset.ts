@@ -177,19 +177,39 @@ export class RulesetBuilder {
    * filter on the forward hook, that sends the packets of connections whose names are
    * pending to the daemon's queue (NAME_GATE.queue; the rule itself is appended by the
    * kernel layer, see kernel/nfqueue-codec.ts) and resets those judged against. It holds no
-   * per-sandbox state, so the filter's rebuilds never touch it. Its policy is drop: a
-   * pending packet that finds no queue rule is dropped, never let through unjudged, and
-   * without a reader on the queue the kernel drops too (a daemon that is down fails closed).
+   * per-sandbox rules, so the filter's rebuilds never touch it. Its policy is drop: a
+   * pending packet that finds no queue rule is dropped, never let through unjudged; one
+   * that finds no reader on the queue (a daemon that is down) or no room in it goes on,
+   * still marked, to the next chain, which drops and counts it (fail closed, and said).
+   * `keepUnjudged`: the set of those counts exists already, and is kept with them.
    */
-  nameGateTable(): NftCommand[] {
+  nameGateTable(o: { keepUnjudged?: boolean } = {}): NftCommand[] {
     const table = { family: 'ip', name: this.names.table };
-    const g = { family: 'ip', table: this.names.table, chain: NAME_GATE.chain };
+    const t = { family: 'ip', table: this.names.table };
+    const g = { ...t, chain: NAME_GATE.chain };
+    const u = NAME_GATE.unjudged;
     const rule = (expr: Expr[], comment: string): NftCommand => ({ add: { rule: { ...g, expr, comment } } });
     const ctMark = { ct: { key: 'mark' } };
     const bits = (mask: number) => ({ '&': [ctMark, mask] });
+    const chains = [
+      { ...t, name: NAME_GATE.chain, type: 'filter', hook: 'forward', prio: NAME_GATE.priority, policy: 'drop' },
+      { ...t, name: u.chain, type: 'filter', hook: 'forward', prio: u.priority, policy: 'accept' },
+    ];
+    // Rebuilt whole, but for the set counting what was dropped unjudged: when it exists, the
+    // chains go (their rules with them) and the set stays with its counts (service/unjudged.ts).
+    // It is not "added" again: the kernel marks it dynamic once a rule updates it, and the
+    // JSON parser of nft 1.0.6 has no such flag, so an add of the same set fails (EEXIST).
+    const start: NftCommand[] = o.keepUnjudged
+      ? [{ add: { table } }, ...chains.flatMap((c): NftCommand[] => [
+        { add: { chain: c } }, { flush: { chain: { ...t, name: c.name } } }, { delete: { chain: { ...t, name: c.name } } },
+      ])]
+      : [
+        { add: { table } }, { delete: { table } }, { add: { table } },
+        { add: { set: { ...t, name: u.set, type: 'ipv4_addr', flags: ['timeout'], timeout: 86_400, stmt: [{ counter: null }] } } },
+      ];
     return [
-      { add: { table } }, { delete: { table } }, { add: { table } },
-      { add: { chain: { family: 'ip', table: this.names.table, name: NAME_GATE.chain, type: 'filter', hook: 'forward', prio: NAME_GATE.priority, policy: 'drop' } } },
+      ...start,
+      ...chains.map((c): NftCommand => ({ add: { chain: c } })),
       rule([match(meta('iifname'), `${this.names.linkPrefix}*`, '!='), { accept: null }], 'not from this instance\'s sandboxes'),
       rule([match(bits(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED), 0), { accept: null }], 'not waiting for a name'),
       rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'named a domain outside the allow-list'),
@@ -205,22 +225,10 @@ export class RulesetBuilder {
       // the queue is fail-open): without a reader, or with the queue full, the packet comes
       // out still marked and the next chain drops and counts it.
       rule([{ mangle: { key: meta('mark'), value: { '|': [meta('mark'), SKB_MARK_NAME_QUEUED] } } }], 'to the reader'),
-      ...this.unjudgedChain(),
-    ];
-  }
-
-  /**
-   * The chain after the gate: drops what the queue gave back without a verdict (the daemon
-   * down, or its queue full), counted by source (set NAME_GATE.unjudged.set, an element with a
-   * counter per sandbox that had such a drop, forgotten after a day without one). The daemon
-   * reports these counts as events (service/unjudged.ts); the drop itself needs no daemon.
-   */
-  private unjudgedChain(): NftCommand[] {
-    const u = NAME_GATE.unjudged;
-    const t = { family: 'ip', table: this.names.table };
-    return [
-      { add: { set: { ...t, name: u.set, type: 'ipv4_addr', flags: ['timeout'], timeout: 86_400, stmt: [{ counter: null }] } } },
-      { add: { chain: { ...t, name: u.chain, type: 'filter', hook: 'forward', prio: u.priority, policy: 'accept' } } },
+      // The chain after the gate: drops what the queue gave back without a verdict (the daemon
+      // down, or its queue full), counted by source in the set (an element with a counter per
+      // sandbox that had such a drop, forgotten after a day without one). The daemon reports
+      // these counts as events (service/unjudged.ts); the drop itself needs no daemon.
       { add: { rule: { ...t, chain: u.chain, comment: 'no verdict: the daemon down or its queue full (fail closed)', expr: [
         match({ '&': [meta('mark'), SKB_MARK_NAME_QUEUED] }, SKB_MARK_NAME_QUEUED),
         { set: { op: 'update', elem: payload('ip', 'saddr'), set: `@${u.set}` } },

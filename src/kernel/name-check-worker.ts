@@ -65,6 +65,10 @@ const GATE_NICE = -10;
 lib().setpriority(0 /* PRIO_PROCESS: a thread id here */, lib().gettid(), GATE_NICE);
 
 const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);
+// No ENOBUFS when the socket overflows: the queue is fail-open, so what does not fit goes on
+// to be counted as unjudged; an error would only interrupt reading.
+const NETLINK_NO_ENOBUFS = 5;
+sock.setFlag(NETLINK_NO_ENOBUFS);
 const ct = new NetlinkSocket(NETLINK_NETFILTER, 5);
 try {
   sock.exec(queueBindRequests(queue), ['bind the name queue', 'configure the name queue']);

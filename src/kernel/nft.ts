@@ -130,7 +130,8 @@ export class Nft {
 
   /**
    * Whether the kernel has xtables target `name` at revision `rev` through nft_compat (asked,
-   * nothing made). False when it answers ENOENT (no such target, or no nft_compat at all).
+   * nothing made). False for ENOENT (no such target), EPROTONOSUPPORT (the target without
+   * that revision) and EINVAL (no nft_compat: nfnetlink has no such subsystem).
    */
   hasXtTarget(name: string, rev: number): boolean {
     const sock = this.elementSock ?? new NetlinkSocket(NETLINK_NETFILTER);
@@ -138,7 +139,7 @@ export class Nft {
       sock.get(compatTargetRequest(name, rev), `xtables target ${name}`);
       return true;
     } catch (err) {
-      if (err instanceof NetlinkError && (err.errno === 2 /* ENOENT */ || err.errno === 93 /* EPROTONOSUPPORT: no nft_compat subsystem */)) return false;
+      if (err instanceof NetlinkError && [2 /* ENOENT */, 93 /* EPROTONOSUPPORT */, 22 /* EINVAL */].includes(err.errno)) return false;
       throw err;
     } finally {
       if (sock !== this.elementSock) sock.close();

@@ -117,9 +117,14 @@ export class EventLog {
    */
   recordUnjudged(e: { time: number; sandbox: string; ip: string; packets: number }): void {
     this.insertCounted.run(e.time, e.sandbox, 'name_unjudged', 'name gate: no verdict (the daemon down or its queue full)', e.ip, e.packets);
-    this.byReason.name_unjudged = (this.byReason.name_unjudged ?? 0) + e.packets;
+    if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
     for (const w of this.waiters) w();
     this.waiters.clear();
+  }
+
+  /** Counts unjudged packets in the metrics' denials, once their record is written (recordUnjudged runs inside a transaction that may yet fail). */
+  countUnjudged(packets: number): void {
+    this.byReason.name_unjudged = (this.byReason.name_unjudged ?? 0) + packets;
   }
 
   /** A refused DNS query as a denial event (the destination is the name asked). */
@@ -163,8 +168,8 @@ type Queued = [time: number, entry: QueryLogEntry, count: number];
 
 /**
  * The per-sandbox DNS query log: name, type, answer, verdict (capped like events).
- * Identical entries of one sandbox within a write window (100 ms) are one row with a
- * count: the log's cost then follows the distinct questions, not the query rate (a row per
+ * Identical entries of one sandbox queued for the same write (the writes come every 100 ms,
+ * at 1,000 distinct entries, and when the log is read) are one row with a count: the log's cost then follows the distinct questions, not the query rate (a row per
  * query was 30 % of the resolver's time on cache hits under load), and a sandbox repeating
  * one question thousands of times a second cannot push every other entry out of the
  * capped log within seconds.

@@ -68,10 +68,10 @@ export class HostNetwork {
     writeForwarding(true);
     // Counters and quotas start again in a rebuilt table: carry what they hold.
     this.s.rebuildKeepingUsage((used) => this.s.rules.fullTable(this.s.live.elements(), this.s.live.objects(used)), 'install ruleset');
-    // The name gate, with its queue rule (a transaction of its own, after the chain's). Its
-    // counts of packets dropped unjudged start again: what they hold unreported is kept first.
-    this.unjudged.carry();
-    this.s.nft.apply(this.s.rules.nameGateTable(), 'install the name gate');
+    // The name gate, with its queue rule (a transaction of its own, after the chain's); the
+    // counts of packets it dropped unjudged are kept (service/unjudged.ts reports them).
+    const keepUnjudged = this.s.nft.listSetElements('ip', this.s.names.table, NAME_GATE.unjudged.set) !== undefined;
+    this.s.nft.apply(this.s.rules.nameGateTable({ keepUnjudged }), 'install the name gate');
     this.s.nft.appendQueueRule('ip', this.s.names.table, NAME_GATE.chain, nameCheckQueue(this.s.config.logGroup), NFQ_FLAG_BYPASS);
     this.s.nft.compact();
     // Counters and times per flow for the flow log (kernel/host-net.ts): best effort, a

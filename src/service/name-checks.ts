@@ -88,14 +88,17 @@ export class NameChecks {
   reportUnjudged(tally: UnjudgedTally, log: (m: string) => void, everyMs = 1000): void {
     const poll = () => {
       try {
-        tally.poll((drops) => {
-          for (const d of drops) {
-            this.events.recordUnjudged(d);
-            this.gate.unjudged += d.packets;
-            const at = this.live.at(d.ip);
-            if (at && at.name === d.sandbox) this.countsFor(at.spec.id).unjudged += d.packets;
-          }
+        // The events in the transaction that marks the drops reported; the counts in memory
+        // once it committed (a failed write reports them again at the next poll).
+        const drops = tally.poll((ds) => {
+          for (const d of ds) this.events.recordUnjudged(d);
         });
+        for (const d of drops) {
+          this.events.countUnjudged(d.packets);
+          this.gate.unjudged += d.packets;
+          const at = this.live.at(d.ip);
+          if (at && at.name === d.sandbox) this.countsFor(at.spec.id).unjudged += d.packets;
+        }
       } catch (err) {
         log(`name checks: reading the unjudged count: ${(err as Error).message}`);
       }

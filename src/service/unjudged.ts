@@ -1,12 +1,15 @@
 // Packets of name-checked connections that the name gate dropped with no verdict: the
 // daemon was down, or its queue was full (core/name-check.ts SKB_MARK_NAME_QUEUED). The
-// drop needs no daemon; this reports it, exactly once, as events and counts.
+// drop needs no daemon; this reports it, once, as events and counts.
 //
-// The kernel counts them by source address (a set element with a counter each). What has
-// been reported is kept in the state store, written in the same transaction as the events
-// that report it, so a daemon that dies between the two neither loses a count nor reports
-// one twice. Every `up` (so every daemon start) rebuilds the gate's table and its counters
-// start again: what they held beyond what was reported is carried over first (carry()).
+// The kernel counts them by source address (a set element with a counter each), and the
+// set outlives `up`'s rebuilds of the gate's table (core/ruleset.ts nameGateTable), so the
+// counts only grow while the instance is up. What has been reported is kept in the state
+// store, written in the same transaction as the events that report it: a daemon that dies
+// between the two neither loses a count nor reports one twice. Not counted at all (they fail
+// closed all the same): packets waiting in the queue when the daemon dies, which the kernel
+// drops with the queue, and those in the instant between the gate's rules and its queue rule
+// at a rebuild (the chain's policy drops them).
 import type { Store } from '../store/store.js';
 
 /** Dropped packets of one sandbox, as one event reports them. */
@@ -26,9 +29,8 @@ export interface UnjudgedCounters {
   bySource(): Map<string, number> | undefined;
 }
 
-/** Store keys: the counts already reported, by source; drops carried over a rebuild, not reported yet. */
+/** Store key: the counts already reported, by source. */
 const SEEN = 'name_gate_unjudged_seen';
-const CARRIED = 'name_gate_unjudged_carried';
 
 export class UnjudgedTally {
   constructor(
@@ -37,61 +39,40 @@ export class UnjudgedTally {
     private readonly sandboxAt: (ip: string) => string | undefined,
   ) {}
 
-  /** Before the gate's table is rebuilt: what its counters hold and nobody reported, kept in the store. */
-  carry(now = Date.now()): void {
-    const counts = this.kernel.bySource();
-    if (!counts) return;
-    const carried = [...this.carried(), ...this.gained(counts, now)];
-    this.store.transaction(() => {
-      this.store.setMeta(CARRIED, JSON.stringify(carried));
-      this.store.setMeta(SEEN, '{}');
-    });
-  }
-
   /**
-   * What to report now: drops carried over a rebuild, and what the counters gained since the
-   * last report. `report` writes them (events, counts) and runs inside the transaction that
-   * records them as reported. Nothing is written when nothing was gained.
+   * What the counters gained since the last report. `record` writes them (the events) and
+   * runs inside the transaction that records them as reported; the drops are returned once
+   * that transaction committed (for counts kept in memory). Nothing is written when nothing
+   * changed.
    */
-  poll(report: (drops: UnjudgedDrop[]) => void, now = Date.now()): number {
-    const carried = this.carried();
+  poll(record: (drops: UnjudgedDrop[]) => void, now = Date.now()): UnjudgedDrop[] {
     const counts = this.kernel.bySource();
-    const drops = [...carried, ...(counts ? this.gained(counts, now) : [])];
-    if (drops.length === 0) return 0;
-    this.store.transaction(() => {
-      report(drops);
-      if (carried.length > 0) this.store.setMeta(CARRIED, '[]');
-      if (counts) this.store.setMeta(SEEN, JSON.stringify(Object.fromEntries(counts)));
-    });
-    return drops.length;
-  }
-
-  /** Per source, what the counters hold beyond what was reported (an element that expired and came back starts at 0). */
-  private gained(counts: Map<string, number>, now: number): UnjudgedDrop[] {
-    const seen = this.seen();
-    const out: UnjudgedDrop[] = [];
+    if (!counts) return [];
+    const seen = parse(this.store.getMeta(SEEN));
+    const drops: UnjudgedDrop[] = [];
     for (const [ip, n] of counts) {
       const before = seen[ip] ?? 0;
+      // An element that expired (a day without drops) and came back starts at 0.
       const packets = n >= before ? n - before : n;
-      if (packets > 0) out.push({ time: now, sandbox: this.sandboxAt(ip) ?? '', ip, packets });
+      if (packets > 0) drops.push({ time: now, sandbox: this.sandboxAt(ip) ?? '', ip, packets });
     }
-    return out;
-  }
-
-  private seen(): Record<string, number> {
-    return parse(this.store.getMeta(SEEN), {});
-  }
-
-  private carried(): UnjudgedDrop[] {
-    return parse(this.store.getMeta(CARRIED), []);
+    // Sources whose element expired are forgotten too, or their next count would be taken
+    // for a continuation of the old one.
+    const forgotten = Object.keys(seen).some((ip) => !counts.has(ip));
+    if (drops.length === 0 && !forgotten) return [];
+    this.store.transaction(() => {
+      if (drops.length > 0) record(drops);
+      this.store.setMeta(SEEN, JSON.stringify(Object.fromEntries(counts)));
+    });
+    return drops;
   }
 }
 
-function parse<T>(s: string | undefined, fallback: T): T {
-  if (!s) return fallback;
+function parse(s: string | undefined): Record<string, number> {
+  if (!s) return {};
   try {
-    return JSON.parse(s) as T;
+    return JSON.parse(s) as Record<string, number>;
   } catch {
-    return fallback;
+    return {};
   }
 }

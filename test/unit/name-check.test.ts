@@ -125,6 +125,19 @@ describe('RulesetBuilder.nameGateTable', () => {
     assert.deepEqual(set.stmt, [{ counter: null }], 'a counter per source');
     assert.ok((set.flags as string[]).includes('timeout'), 'sources forgotten after a while, so the set does not grow for ever');
   });
+
+  it('rebuilt with the set kept: its chains go and come back, the set and its counts stay', () => {
+    const kept = b.nameGateTable({ keepUnjudged: true }) as Record<string, Record<string, Record<string, unknown>>>[];
+    assert.ok(!kept.some((c) => c.delete?.table), 'the table is not deleted');
+    assert.ok(!kept.some((c) => c.add?.set), 'the set is not added again (the kernel made it dynamic: an add would fail)');
+    for (const name of [NAME_GATE.chain, NAME_GATE.unjudged.chain]) {
+      const at = kept.findIndex((c) => c.delete?.chain?.name === name);
+      assert.ok(at > 0 && kept[at - 1].flush?.chain?.name === name, `${name}: flushed, then deleted`);
+      assert.ok(kept.slice(at).some((c) => c.add?.chain?.name === name), `${name}: made again after`);
+    }
+    const rulesOf = (cs: typeof kept) => cs.filter((c) => c.add?.rule).map((c) => JSON.stringify(c));
+    assert.deepEqual(rulesOf(kept), rulesOf(cmds as typeof kept), 'the same rules either way');
+  });
 });
 
 describe('takeTurns', () => {

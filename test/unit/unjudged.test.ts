@@ -1,7 +1,7 @@
 // The report of what the name gate dropped with no verdict (service/unjudged.ts): every
-// packet the kernel counted is reported once, across polls, a rebuilt table (its counters
-// start again) and a daemon that dies between counting and reporting. The kernel's counters
-// are a map here; the store is a real one.
+// packet the kernel counted is reported once, across polls, expired elements and a daemon
+// that dies between counting and reporting. The kernel's counters are a map here; the
+// store is a real one.
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,7 +22,8 @@ describe('UnjudgedTally', () => {
   }, (ip) => names[ip]);
   const poll = (t: UnjudgedTally) => {
     const got: UnjudgedDrop[] = [];
-    t.poll((d) => got.push(...d), 1000);
+    const returned = t.poll((d) => got.push(...d), 1000);
+    assert.deepEqual(returned, got, 'what was recorded is what is returned');
     return got.map((d) => `${d.sandbox}:${d.packets}`).sort();
   };
 
@@ -47,18 +48,24 @@ describe('UnjudgedTally', () => {
     assert.deepEqual(poll(t), []);
   });
 
-  it('carries over a rebuild what was counted and not reported, and reports it once', () => {
+  it('a daemon that dies between the kernel\'s count and its report reports the rest after its restart, once', () => {
     const t = tally();
     kernel!.set('10.166.0.2', 4);
     assert.deepEqual(poll(t), ['a:4']);
-    kernel!.set('10.166.0.2', 10); // 6 more, then the daemon dies before its next poll
-    const after = tally(); // a new process: up() carries before it rebuilds the table
-    after.carry(1000);
-    kernel = new Map(); // the rebuilt table's counters start at 0
+    kernel!.set('10.166.0.2', 10); // 6 more; then the daemon dies before its next poll
+    const after = tally(); // a new process, the same store; the kernel's set kept its counts
     assert.deepEqual(poll(after), ['a:6']);
     assert.deepEqual(poll(after), []);
-    kernel.set('10.166.0.2', 2);
-    assert.deepEqual(poll(after), ['a:2'], 'counted from 0 again after the rebuild');
+  });
+
+  it('a source whose element expired is forgotten, so its next count is taken whole', () => {
+    const t = tally();
+    kernel!.set('10.166.0.3', 7);
+    assert.deepEqual(poll(t), ['b:7']);
+    kernel!.delete('10.166.0.3'); // a day without drops: the element expired
+    assert.deepEqual(poll(t), []);
+    kernel!.set('10.166.0.3', 9); // back, with more than before
+    assert.deepEqual(poll(t), ['b:9']);
   });
 
   it('a source whose element expired and came back starts again from 0', () => {
@@ -87,9 +94,7 @@ describe('UnjudgedTally', () => {
 
   it('without a gate table there is nothing to carry or report', () => {
     kernel = undefined;
-    const t = tally();
-    t.carry(1000);
-    assert.deepEqual(poll(t), []);
+    assert.deepEqual(poll(tally()), []);
   });
 });
 
