@@ -6,7 +6,7 @@
 //
 // encodeCtEvent is the inverse, for tests: it writes what the kernel writes (attribute
 // order and nesting), so a parse is checked against bytes of the kernel's own shape.
-import { Attr, Message, encodeAttrs, parseAttrs } from './rtnetlink-codec.js';
+import { Attr, Message, be16, be32, encodeAttrs, parseAttrs } from './rtnetlink-codec.js';
 
 import {
   AF_INET, CTA_COUNTERS_BYTES, CTA_COUNTERS_ORIG, CTA_COUNTERS_PACKETS, CTA_COUNTERS_REPLY, CTA_ID, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_MARK,
@@ -191,16 +191,6 @@ export function parseCtEvent(m: Message): CtEvent | undefined {
 
 // ---- the inverse, for tests ----
 
-const be16 = (v: number) => {
-  const b = Buffer.alloc(2);
-  b.writeUInt16BE(v);
-  return b;
-};
-const be32 = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v >>> 0);
-  return b;
-};
 const be64 = (v: number | bigint) => {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(BigInt(v));

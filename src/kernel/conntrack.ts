@@ -7,7 +7,7 @@
 // A dump walks every bucket of the host's conntrack table whatever it holds (~11 ms for
 // 262,144 buckets on these VMs): callers batch.
 import { NetlinkSocket } from './rtnetlink.js';
-import { Attr, Message, Request, parseAttrs, request } from './rtnetlink-codec.js';
+import { Attr, Message, Request, be16, be32, parseAttrs, request } from './rtnetlink-codec.js';
 
 import {
   AF_INET, CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_MARK, CTA_MARK_MASK, CTA_PROTO_DST_PORT, CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_TUPLE_IP,
@@ -64,16 +64,6 @@ export interface FlowTuple {
 
 /** Sets the bits `mask` of the connection's mark to `value` (others kept: the kernel applies the mask). */
 export function ctMarkRequest(t: FlowTuple, value: number, mask: number): Request {
-  const be16 = (v: number) => {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(v);
-    return b;
-  };
-  const be32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v >>> 0);
-    return b;
-  };
   return request((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW, 0, nfgenmsg(AF_INET), [
     { type: CTA_TUPLE_ORIG, nested: [
       { type: CTA_TUPLE_IP, nested: [{ type: CTA_IP_V4_SRC, data: t.src }, { type: CTA_IP_V4_DST, data: t.dst }] },

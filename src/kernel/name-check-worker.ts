@@ -191,8 +191,8 @@ for (;;) {
     // (below), and its verdicts and marks written a few at a time.
     msgs = sock.receiveBatch(BATCH_MAX);
   } catch {
-    // ENOBUFS: the socket overflowed and the kernel dropped what did not fit (those packets
-    // are lost to their senders, who retransmit). Reading goes on.
+    // A receive error (with NETLINK_NO_ENOBUFS set, not an overflow: what did not fit was
+    // counted as unjudged by the chain after the gate). Reading goes on.
     continue;
   }
   if (msgs.length === 0) continue;

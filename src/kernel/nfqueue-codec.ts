@@ -1,7 +1,7 @@
 // NFQUEUE (nfnetlink_queue) as the name checks use it, pure: the config requests that bind a
 // netlink socket to a queue, the parsing of a queued packet, the verdict; the one nftables
-// rule that sends packets to the queue; and the conntrack update that records a judgement
-// on the connection (its mark). Layouts: include/uapi/linux/netfilter/nfnetlink_queue.h,
+// rule that sends packets to the queue; and the question whether the kernel has that
+// rule's target. Layouts: include/uapi/linux/netfilter/nfnetlink_queue.h,
 // nf_tables.h, xt_NFQUEUE.h. (The judgement's conntrack mark is written by conntrack.ts's ctMarkRequest.)
 //
 // Why the rule is built here rather than by libnftables: nftables' own `queue` expression
@@ -9,7 +9,7 @@
 // while the xtables NFQUEUE target through nft_compat is in both those and distribution
 // kernels. libnftables' JSON can list an xt target but cannot create one, so the rule is one
 // nfnetlink message of our own, appended to a chain libnftables made.
-import { Attr, Message, parseAttrs, Request, request } from './rtnetlink-codec.js';
+import { Attr, Message, parseAttrs, Request, be32, request } from './rtnetlink-codec.js';
 import { NFPROTO } from './nft-set-codec.js';
 
 const NFNL_SUBSYS_QUEUE = 3;
@@ -65,18 +65,13 @@ export function queueBindRequests(num: number, copyRange = 0xffff, maxLen = 4096
   const params = Buffer.alloc(5);
   params.writeUInt32BE(copyRange, 0);
   params.writeUInt8(NFQNL_COPY_PACKET, 4);
-  const u32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v >>> 0);
-    return b;
-  };
   return [
     request(type, 0, nfgenmsg(0, num), [{ type: NFQA_CFG_CMD, data: cmd }]),
     request(type, 0, nfgenmsg(0, num), [
       { type: NFQA_CFG_PARAMS, data: params },
-      { type: NFQA_CFG_QUEUE_MAXLEN, data: u32(maxLen) },
-      { type: NFQA_CFG_FLAGS, data: u32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
-      { type: NFQA_CFG_MASK, data: u32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
+      { type: NFQA_CFG_QUEUE_MAXLEN, data: be32(maxLen) },
+      { type: NFQA_CFG_FLAGS, data: be32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
+      { type: NFQA_CFG_MASK, data: be32(NFQA_CFG_F_GSO | NFQA_CFG_F_FAIL_OPEN) },
     ]),
   ];
 }
@@ -110,11 +105,7 @@ export function verdictRequest(num: number, id: number, verdict: number, mark?: 
   hdr.writeUInt32BE(verdict, 0);
   hdr.writeUInt32BE(id >>> 0, 4);
   const attrs: Attr[] = [{ type: NFQA_VERDICT_HDR, data: hdr }];
-  if (mark !== undefined) {
-    const m = Buffer.alloc(4);
-    m.writeUInt32BE(mark >>> 0);
-    attrs.push({ type: NFQA_MARK, data: m });
-  }
+  if (mark !== undefined) attrs.push({ type: NFQA_MARK, data: be32(mark) });
   return request((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT, 0, nfgenmsg(0, num), attrs);
 }
 
@@ -189,15 +180,10 @@ const NFT_COMPAT_TARGET = 1;
  * so `up` can refuse before it makes anything.
  */
 export function compatTargetRequest(name: string, rev: number, family = 'ip'): Request {
-  const u32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(v);
-    return b;
-  };
   return request((NFNL_SUBSYS_NFT_COMPAT << 8) | NFNL_MSG_COMPAT_GET, 0, nfgenmsg(NFPROTO[family], 0), [
     { type: NFTA_COMPAT_NAME, data: cstr(name) },
-    { type: NFTA_COMPAT_REV, data: u32(rev) },
-    { type: NFTA_COMPAT_TYPE, data: u32(NFT_COMPAT_TARGET) },
+    { type: NFTA_COMPAT_REV, data: be32(rev) },
+    { type: NFTA_COMPAT_TYPE, data: be32(NFT_COMPAT_TARGET) },
   ]);
 }
 

@@ -94,6 +94,17 @@ export const u32 = (v: number): Buffer => {
   return b;
 };
 export const u8 = (v: number): Buffer => Buffer.from([v]);
+/** Big-endian (network order), as netfilter's attributes (ctnetlink, nfqueue, nft_compat) carry numbers. */
+export const be16 = (v: number): Buffer => {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(v);
+  return b;
+};
+export const be32 = (v: number): Buffer => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v >>> 0);
+  return b;
+};
 export const str = (s: string): Buffer => Buffer.concat([Buffer.from(s, 'utf8'), Buffer.from([0])]);
 export const ipv4 = (ip: string): Buffer => Buffer.from(ip.split('.').map(Number));
 export const mac = (m: string): Buffer => Buffer.from(m.split(':').map((h) => parseInt(h, 16)));

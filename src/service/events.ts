@@ -60,10 +60,9 @@ export class EventLog {
       rule TEXT NOT NULL, action TEXT NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL, proto TEXT NOT NULL, dport INTEGER)`);
     db.exec('CREATE INDEX IF NOT EXISTS events_by_sandbox ON events (sandbox, id)');
     // The name a name check saw (added after the table's first version: older stores gain it).
-    const columns = (db.prepare('PRAGMA table_info(events)').all() as { name: string }[]).map((c) => c.name);
-    if (!columns.includes('name')) db.exec('ALTER TABLE events ADD COLUMN name TEXT');
+    addColumnIfMissing(db, 'events', 'name', 'TEXT');
     // How many packets a record stands for, where one stands for many (name_unjudged).
-    if (!columns.includes('packets')) db.exec('ALTER TABLE events ADD COLUMN packets INTEGER');
+    addColumnIfMissing(db, 'events', 'packets', 'INTEGER');
     this.insert = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)');
     this.insertNamed = db.prepare('INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
     this.insertCounted = db.prepare("INSERT INTO events (time, sandbox, reason, rule, action, src, dst, proto, dport, name, packets) VALUES (?, ?, ?, ?, 'blocked', ?, '', 'tcp', NULL, NULL, ?)");
@@ -87,6 +86,7 @@ export class EventLog {
   }
 
   record(packets: LoggedPacket[], attribute: (p: LoggedPacket, reason: DenyReason) => Attribution | undefined): void {
+    let n = 0;
     for (const p of packets) {
       const m = /^tn:([a-z_]+) ?$/.exec(p.prefix);
       if (!m || !(m[1] in DENY_REASONS)) continue;
@@ -95,19 +95,16 @@ export class EventLog {
       if (!a) continue;
       this.insert.run(p.time, a.sandbox, reason, a.rule, a.action, p.src, p.dst, PROTO_NAMES[p.proto] ?? String(p.proto), p.dport ?? null);
       this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
-      if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
+      n++;
     }
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    this.afterInsert(n);
   }
 
   /** A connection a name check judged against (core/name-check.ts): its name, if it sent one. */
   recordNameMismatch(e: { time: number; sandbox: string; why: string; reported: boolean; src: string; dst: string; dport: number; name?: string }): void {
     this.insertNamed.run(e.time, e.sandbox, 'name_mismatch', e.why, e.reported ? 'reported' : 'blocked', e.src, e.dst, 'tcp', e.dport, e.name ?? null);
     this.byReason.name_mismatch = (this.byReason.name_mismatch ?? 0) + 1;
-    if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    this.afterInsert(1);
   }
 
   /**
@@ -117,9 +114,7 @@ export class EventLog {
    */
   recordUnjudged(e: { time: number; sandbox: string; ip: string; packets: number }): void {
     this.insertCounted.run(e.time, e.sandbox, 'name_unjudged', 'name gate: no verdict (the daemon down or its queue full)', e.ip, e.packets);
-    if (++this.inserted % 1000 === 0) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    this.afterInsert(1);
   }
 
   /** Counts unjudged packets in the metrics' denials, once their record is written (recordUnjudged runs inside a transaction that may yet fail). */
@@ -131,8 +126,7 @@ export class EventLog {
   recordQuery(e: QueryLogEntry, now = Date.now()): void {
     this.insert.run(now, e.sandbox, 'domain', e.reason ?? 'egress.domains', 'blocked', '', e.name, 'dns', null);
     this.byReason.domain = (this.byReason.domain ?? 0) + 1;
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    this.afterInsert(1);
   }
 
   list(o: { sandbox?: string; since?: number; limit?: number } = {}): DenialEvent[] {
@@ -142,6 +136,15 @@ export class EventLog {
     return rows.reverse().map(({ name, packets, ...r }) => ({
       ...r, time: new Date(r.time).toISOString(), dport: r.dport ?? undefined, ...(name !== null ? { name } : {}), ...(packets !== null ? { packets } : {}),
     }));
+  }
+
+  /** After `n` rows went in: the table trimmed to KEEP rows every 1,000, and whoever waits for events woken. */
+  private afterInsert(n: number): void {
+    const before = this.inserted;
+    this.inserted += n;
+    if (Math.floor(this.inserted / 1000) > Math.floor(before / 1000)) this.db.prepare('DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?').run(KEEP);
+    for (const w of this.waiters) w();
+    this.waiters.clear();
   }
 
   /** Resolves when new events arrive or after `ms` (long polling for `events --follow`). */
@@ -158,6 +161,11 @@ export class EventLog {
       this.waiters.add(done);
     });
   }
+}
+
+/** Adds a column that a later version of a table has, to a store made by an earlier one. */
+function addColumnIfMissing(db: Database.Database, table: string, column: string, type: string): void {
+  if (!(db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).some((c) => c.name === column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
 }
 
 /** Rows of the query log written by one INSERT (8 parameters each: far under SQLite's 32,766). */
@@ -184,7 +192,7 @@ export class DnsLog {
       type TEXT NOT NULL, verdict TEXT NOT NULL, answer TEXT NOT NULL, reason TEXT)`);
     db.exec('CREATE INDEX IF NOT EXISTS dns_queries_by_sandbox ON dns_queries (sandbox, id)');
     // How many identical queries a row stands for (added after the table's first version: older stores gain it; NULL is 1).
-    if (!(db.prepare('PRAGMA table_info(dns_queries)').all() as { name: string }[]).some((c) => c.name === 'count')) db.exec('ALTER TABLE dns_queries ADD COLUMN count INTEGER');
+    addColumnIfMissing(db, 'dns_queries', 'count', 'INTEGER');
     this.insert = db.prepare('INSERT INTO dns_queries (time, sandbox, name, type, verdict, answer, reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.insertMany = db.prepare(`INSERT INTO dns_queries (time, sandbox, name, type, verdict, answer, reason, count) VALUES ${Array(ROWS_PER_INSERT).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
   }

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { ToastnetClient } from '../../src/api/client.js';
 import { Testbed, VHOST_PORT, WAN } from '../testbed/testbed.js';
-import { waitFor } from '../helpers/wait.js';
+import { sleep, waitFor } from '../helpers/wait.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SPLIT_HELLO = path.join(here, 'helpers', 'split-hello.js');
@@ -147,7 +147,7 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     assert.equal(back.code, 0, back.stderr);
     assert.match(back.stdout, /sni=cdn\.test/);
     // Judged packets had the bit cleared by their verdict: nothing more counted as unjudged.
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500); // waits out the daemon's next poll of the count (every second)
     assert.equal((await eventsOf('named', 'name_unjudged')).length, eventsBefore + said.length);
   });
 
