@@ -41,8 +41,9 @@ export function addPolicyOptions(cmd: Command): Command {
     .option('--deny <entry>', 'close CIDR[:port[-port]][/tcp|udp|icmp] (repeatable)', collect)
     .option('--no-internet', 'no public internet (allow entries still apply)')
     .option('--domain <name>', 'internet only at addresses DNS gave for these names, e.g. pypi.org, *.githubusercontent.com (repeatable)', collect)
+    .option('--verify-names', 'without --domain: a connection to the internet must name (TLS SNI, HTTP Host) what the sandbox\'s DNS answered with its address')
     .option('--no-verify-names', 'with --domain: do not check the name a connection sends first (TLS SNI, HTTP Host)')
-    .addOption(new Option('--unnamed-port <port>', 'with --domain: a port where a connection may name nothing, e.g. 22 or 123/udp (repeatable)').argParser(collect))
+    .addOption(new Option('--unnamed-port <port>', 'with name checks: a port where a connection may name nothing, e.g. 22 or 123/udp (repeatable)').argParser(collect))
     .option('--group <name>', 'sandboxes of one group may reach each other')
     .option('--report-only', 'block nothing; log what would have been blocked')
     .option('--no-inbound', 'the host may not connect into the sandbox')
@@ -66,7 +67,7 @@ function readDoc(file: string): PolicyInput {
 
 /** The policy document the flags describe, or undefined when none was given. */
 export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
-  const given = o.policy !== undefined || o.allow || o.deny || o.domain || o.internet === false || o.verifyNames === false || o.unnamedPort || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort || o.limit;
+  const given = o.policy !== undefined || o.allow || o.deny || o.domain || o.internet === false || o.verifyNames !== undefined || o.unnamedPort || o.group !== undefined || o.reportOnly || o.inbound === false || o.inboundPort || o.limit;
   if (!given) return undefined;
   const doc: PolicyInput = o.policy !== undefined ? readDoc(o.policy) : {};
   const egress = { ...(doc.egress ?? {}) };
@@ -74,7 +75,7 @@ export function policyFromFlags(o: PolicyFlags): PolicyInput | undefined {
   if (o.deny) egress.deny = o.deny;
   if (o.internet === false) egress.internet = false;
   if (o.domain) egress.domains = o.domain;
-  if (o.verifyNames === false) egress.verifyNames = false;
+  if (o.verifyNames !== undefined) egress.verifyNames = o.verifyNames;
   if (o.unnamedPort) egress.unnamedPorts = o.unnamedPort;
   if (Object.keys(egress).length > 0) doc.egress = egress;
   if (o.group !== undefined) doc.group = o.group;

@@ -18,7 +18,7 @@ export const DENY_REASONS = {
   quota_out: 'limits.egressBytes spent',
   quota_in: 'limits.ingressBytes spent',
   dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
-  unnamed_udp: 'the sandbox policy (egress.domains, verifyNames): UDP to an admitted address names no domain (QUIC falls back to TCP)',
+  unnamed_udp: 'the sandbox policy (egress.verifyNames): UDP where names are checked names nothing (QUIC falls back to TCP)',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
 
@@ -27,7 +27,7 @@ export type DenyReason = keyof typeof DENY_REASONS;
  * core/name-check.ts): events and metrics only, no deny chain or NFLOG prefix.
  */
 export const DAEMON_REASONS = {
-  name_mismatch: 'the sandbox policy (egress.domains, verifyNames): the connection named another domain, or none, in its first flight',
+  name_mismatch: 'the sandbox policy (egress.verifyNames): the connection named, in its first flight, a domain not allowed (or, without egress.domains, not answered with its address), or none',
   name_unjudged: 'no verdict on a name-checked connection: the daemon was down or its name queue full, so its packets were dropped (fail closed)',
 } as const;
 /** What a denial event can give as its reason. */

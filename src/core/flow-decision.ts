@@ -7,6 +7,7 @@ import { cidrContains, cidrLast, parseCidr, parseIPv4 } from './ipv4.js';
 import { Closed, decideEgress } from './policy-compile.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
 import { DenyReason } from './deny-reasons.js';
+import type { Policy } from './policy.js';
 import { SandboxSpec, portRanges } from './sandbox-elements.js';
 
 export interface Flow {
@@ -66,13 +67,19 @@ export class FlowJudge {
       if (!resolved(f.daddr)) return { verdict: 'deny', reason: 'domain', by: 'egress.domains' };
       if (s.policy.verifyNames) {
         // Name checks (core/name-check.ts): UDP names nothing unless its port is listed; TCP opens pending its first flight.
-        const unnamed = portRanges(s.policy.unnamedPorts ?? []).some((r) => (r.proto < 0 || r.proto === f.proto) && f.dport >= r.from && f.dport <= r.to);
-        if (f.proto === 17 && !unnamed) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' };
+        if (f.proto === 17 && !unnamedPort(s.policy, f)) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' };
         if (f.proto === 6) return { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight' };
       }
       return { verdict: 'allow', by: 'answered for an allowed name' };
     }
     if (!s.policy.internet) return { verdict: 'deny', reason: 'internet', by: 'egress.internet false' };
+    if (s.policy.verifyNames) {
+      if (f.proto === 17 && !unnamedPort(s.policy, f)) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' };
+      if (f.proto === 6) return { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' };
+    }
     return { verdict: 'allow', by: 'internet' };
   }
 }
+
+/** Whether `f` goes to a port where the policy lets a checked connection name nothing. */
+const unnamedPort = (p: Policy, f: Flow) => portRanges(p.unnamedPorts ?? []).some((r) => (r.proto < 0 || r.proto === f.proto) && f.dport >= r.from && f.dport <= r.to);

@@ -2,6 +2,8 @@
 // address its DNS admitted names a domain its allow-list holds (the TLS ClientHello's SNI,
 // the HTTP Host). An admitted address is often a CDN's, shared by thousands of sites: the
 // address says nothing about which of them the connection is for, the first flight does.
+// Without an allow-list (egress.verifyNames alone), every connection to the internet must
+// name what the sandbox's own DNS answered with its address (AnsweredNames).
 // Pure: the bytes come from the kernel's queue (kernel/name-check-worker.ts), the verdict
 // goes back to it.
 import { FirstFlight, FIRST_FLIGHT_MAX, parseFirstFlight } from './first-flight.js';
@@ -35,7 +37,11 @@ export const nameCheckQueue = (logGroup: number): number => logGroup;
 
 /** What the judge needs of a sandbox's policy. */
 export interface NameCheckPolicy {
-  domains: string[];
+  /**
+   * The allowed names. Without an allow-list (egress.verifyNames alone) a name passes when
+   * the sandbox's own DNS answers gave the connection's address for it (AnsweredNames).
+   */
+  domains?: string[];
   /** TCP ports where a connection may name nothing (SSH, say): TLS and HTTP there are still checked. */
   unnamedPorts: PortRange[];
   /** Report mode: judged, logged, never cut. */
@@ -44,8 +50,80 @@ export interface NameCheckPolicy {
 
 /** The name-check part of a resolved policy, or undefined when its connections are not checked. */
 export function nameCheckPolicy(p: Policy): NameCheckPolicy | undefined {
-  if (!p.domains || !p.verifyNames) return undefined;
-  return { domains: p.domains, unnamedPorts: p.unnamedPorts ?? [], report: p.mode === 'report' };
+  if (!p.verifyNames) return undefined;
+  return { ...(p.domains ? { domains: p.domains } : {}), unnamedPorts: p.unnamedPorts ?? [], report: p.mode === 'report' };
+}
+
+/** A name as the resolver compares it: lower case, no trailing dot. */
+const normalName = (n: string) => n.toLowerCase().replace(/\.$/, '');
+
+/**
+ * What one sandbox's resolver answered, for name checks without an allow-list: by name
+ * asked, the addresses at the end of its CNAME chain (the resolver's semantics: the name
+ * asked decides), each until the time an admission of it would expire. A connection then
+ * passes when it names what DNS told this sandbox its address is, so the query log says
+ * what the sandbox reached, and an address it never asked for (or asked for by another
+ * name) is named in vain. Bounded: past `maxNames`, the name answered longest ago goes.
+ */
+export class AnsweredNames {
+  private readonly byName = new Map<string, Map<string, number>>();
+
+  constructor(private readonly maxNames = 4096) {}
+
+  /** Records an answer: `name` gave `addresses`, valid until `until` (ms, the clock of `now`). */
+  add(name: string, addresses: string[], until: number, now: number): void {
+    const n = normalName(name);
+    const was = this.byName.get(n);
+    const addrs = new Map<string, number>();
+    if (was) for (const [a, t] of was) if (t > now) addrs.set(a, t);
+    for (const a of addresses) addrs.set(a, Math.max(addrs.get(a) ?? 0, until));
+    // Re-inserted, so the Map's order is the order of last answers.
+    this.byName.delete(n);
+    this.byName.set(n, addrs);
+    if (this.byName.size > this.maxNames) this.byName.delete(this.byName.keys().next().value!);
+  }
+
+  /** Whether an answer for `name` gave `address`, and still holds at `now`. */
+  answered(name: string, address: string, now: number): boolean {
+    return (this.byName.get(normalName(name))?.get(address) ?? 0) > now;
+  }
+
+  get size(): number {
+    return this.byName.size;
+  }
+}
+
+/**
+ * What the gate's reader is told, in order: a sandbox's policy by address (none: not checked
+ * any more), and what its DNS answered (only for checks without an allow-list).
+ */
+export type GateUpdate =
+  | { ip: string; id: number; policy?: NameCheckPolicy }
+  | { ip: string; id: number; answer: { name: string; addresses: string[]; until: number } };
+
+/**
+ * The checked sandboxes by address, as the gate's reader knows them: whose (the sandbox's
+ * id, never reused), their policy, and what their DNS answered. The id keeps one sandbox's
+ * answers from serving the next sandbox at its address: an answer for a sandbox that is no
+ * longer there is dropped, and a new sandbox starts with none.
+ */
+export class CheckedSandboxes {
+  private readonly byIp = new Map<string, { id: number; policy: NameCheckPolicy; answers?: AnsweredNames }>();
+
+  apply(u: GateUpdate, now: number): void {
+    const was = this.byIp.get(u.ip);
+    if ('answer' in u) {
+      if (was?.id !== u.id || was.policy.domains) return; // gone, or checked against its allow-list
+      (was.answers ??= new AnsweredNames()).add(u.answer.name, u.answer.addresses, u.answer.until, now);
+    } else if (u.policy) {
+      // A policy change keeps what the sandbox's DNS answered: those answers were given all the same.
+      this.byIp.set(u.ip, { id: u.id, policy: u.policy, ...(was?.id === u.id && was.answers ? { answers: was.answers } : {}) });
+    } else this.byIp.delete(u.ip);
+  }
+
+  get(ip: string): { policy: NameCheckPolicy; answers?: AnsweredNames } | undefined {
+    return this.byIp.get(ip);
+  }
 }
 
 export type Judgement =
@@ -57,8 +135,12 @@ const IP_LITERAL = /^(\d{1,3}\.){3}\d{1,3}$|:/;
 
 const portListed = (ports: PortRange[], port: number) => ports.some((r) => (!r.proto || r.proto === 'tcp') && port >= r.from && port <= r.to);
 
-/** The verdict on a connection to `dport` from what its client sent so far. */
-export function judge(p: NameCheckPolicy, dport: number, f: FirstFlight): Judgement {
+/**
+ * The verdict on a connection to `dport` from what its client sent so far. `answered`
+ * says whether the sandbox's DNS answered a name with the connection's address (asked only
+ * without an allow-list).
+ */
+export function judge(p: NameCheckPolicy, dport: number, f: FirstFlight, answered: (name: string) => boolean = () => false): Judgement {
   switch (f.kind) {
     case 'more':
       return { verdict: 'more' };
@@ -73,9 +155,14 @@ export function judge(p: NameCheckPolicy, dport: number, f: FirstFlight): Judgem
       const what = f.kind === 'tls' ? 'SNI' : 'Host';
       if (f.name === undefined) return { verdict: 'deny', kind: f.kind, why: `no ${what}` };
       if (IP_LITERAL.test(f.name)) return { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} is an address` };
-      return domainAllowed(p.domains, f.name)
+      if (p.domains) {
+        return domainAllowed(p.domains, f.name)
+          ? { verdict: 'allow', kind: f.kind, name: f.name }
+          : { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} ${f.name} is not in egress.domains` };
+      }
+      return answered(f.name)
         ? { verdict: 'allow', kind: f.kind, name: f.name }
-        : { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} ${f.name} is not in egress.domains` };
+        : { verdict: 'deny', kind: f.kind, name: f.name, why: `${what} ${f.name} is not a name the sandbox's DNS answered with this address` };
     }
   }
 }

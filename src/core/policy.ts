@@ -54,9 +54,9 @@ export const PolicySchema = z.strictObject({
     domains: z.array(z.string().regex(DOMAIN_RE, 'want a name like pypi.org or *.githubusercontent.com')).optional()
       .describe('when set, the internet only at addresses the sandbox\'s DNS answers gave for these names (wildcards: *.example.com)'),
     verifyNames: z.boolean().optional()
-      .describe('with domains (default true): a TCP connection to an admitted address must name an allowed domain in what it sends first (TLS SNI, HTTP Host), else it is reset; UDP there is refused (QUIC falls back to TCP)'),
+      .describe('with domains (default true): a TCP connection to an admitted address must name an allowed domain in what it sends first (TLS SNI, HTTP Host), else it is reset; UDP there is refused (QUIC falls back to TCP). Without domains (default false): a TCP connection to the internet must name what the sandbox\'s own DNS answers gave its address for; UDP to the internet is refused'),
     unnamedPorts: z.array(portSpec).optional()
-      .describe('ports where a connection to an admitted address may name nothing (SSH: 22; UDP ports such as "123/udp"); TLS and HTTP there are still checked'),
+      .describe('with verifyNames: ports where a checked connection may name nothing (SSH: 22; UDP ports such as "123/udp"); TLS and HTTP there are still checked'),
   }).optional(),
   dns: z.strictObject({
     qps: z.number().positive().max(100000).optional().describe('queries per second (token bucket rate)'),
@@ -107,7 +107,11 @@ export interface Policy {
   inbound: { enabled: boolean; ports?: PortRange[] };
   /** Allowed names (lower case, no trailing dot); undefined = no domain allow-list. */
   domains?: string[];
-  /** With domains: connections to admitted addresses must name an allowed domain first (core/name-check.ts). */
+  /**
+   * Name checks on the first flight (core/name-check.ts). With domains: connections to
+   * admitted addresses must name an allowed domain. Without: connections to the internet
+   * must name what the sandbox's DNS answers gave their address for.
+   */
   verifyNames?: boolean;
   /** Ports where such a connection may name nothing (see verifyNames). */
   unnamedPorts?: PortRange[];
@@ -229,8 +233,10 @@ function mergeLimits(defaults: PolicyInput['limits'] = {}, own: PolicyInput['lim
 export function resolvePolicy(p: PolicyInput): Policy {
   const g = p.group === undefined ? undefined : typeof p.group === 'string' ? { name: p.group } : p.group;
   if (g && !GROUP_NAME_RE.test(g.name)) throw new ToastnetError('invalid_argument', `policy: field "group": "${g.name}" is not a valid group name`);
-  if (!p.egress?.domains && (p.egress?.verifyNames || p.egress?.unnamedPorts)) {
-    throw new ToastnetError('invalid_argument', `policy: field "egress.${p.egress?.verifyNames ? 'verifyNames' : 'unnamedPorts'}" needs egress.domains (names are checked against the allow-list)`);
+  // Name checks: on by default with a domain allow-list, asked for without one.
+  const verifyNames = p.egress?.verifyNames ?? p.egress?.domains !== undefined;
+  if (!verifyNames && p.egress?.unnamedPorts) {
+    throw new ToastnetError('invalid_argument', 'policy: field "egress.unnamedPorts" needs name checks (egress.domains, or egress.verifyNames true)');
   }
   return {
     mode: p.mode ?? 'enforce',
@@ -243,9 +249,9 @@ export function resolvePolicy(p: PolicyInput): Policy {
       ...(p.inbound?.ports ? { ports: p.inbound.ports.map((x, i) => parsePortSpec(x, `inbound.ports[${i}]`)) } : {}),
     },
     ...(p.egress?.domains ? { domains: p.egress.domains.map((d) => d.toLowerCase().replace(/\.$/, '')) } : {}),
-    ...(p.egress?.domains && p.egress.verifyNames !== false ? {
+    ...(verifyNames ? {
       verifyNames: true,
-      unnamedPorts: (p.egress.unnamedPorts ?? []).map((x, i) => parsePortSpec(x, `egress.unnamedPorts[${i}]`)),
+      unnamedPorts: (p.egress?.unnamedPorts ?? []).map((x, i) => parsePortSpec(x, `egress.unnamedPorts[${i}]`)),
     } : {}),
     dns: {
       qps: p.dns?.qps ?? DNS_LIMIT_DEFAULTS.qps,

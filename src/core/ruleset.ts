@@ -416,6 +416,19 @@ export class RulesetBuilder {
     cmds.push(this.rule('from_sandbox', [admitted, { counter: null }, { accept: null }], 'answered for an allowed name'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@domain_mode'), { counter: null }, deny('domain')], 'domain allow-list'));
     cmds.push(this.rule('from_sandbox', [match(payload('ip', 'saddr'), '@no_internet'), { counter: null }, deny('internet')], 'internet switched off'));
+    // Name checks without an allow-list (only such sandboxes get here: the others went above):
+    // the same two rules for every address of the internet, the judge asking what the
+    // sandbox's DNS answered instead of what its list allows.
+    cmds.push(this.rule('from_sandbox', [
+      match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), 'udp'),
+      match({ concat: [payload('ip', 'saddr'), meta('l4proto'), payload('th', 'dport')] }, '@unnamed_ports', '!='),
+      { counter: null }, deny('unnamed_udp'),
+    ], 'UDP to the internet names nothing'));
+    cmds.push(this.rule('from_sandbox', [
+      match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), 'tcp'),
+      { mangle: { key: { ct: { key: 'mark' } }, value: { '|': [{ ct: { key: 'mark' } }, CT_MARK_NAME_PENDING] } } },
+      { counter: null }, { accept: null },
+    ], 'name pending: to be named on the first flight as the sandbox\'s DNS answered'));
     cmds.push(this.rule('from_sandbox', [{ counter: null }, { accept: null }], 'internet'));
 
     // Anywhere -> sandbox (forwarded): only replies. The host's own connections into a

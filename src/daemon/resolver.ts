@@ -16,7 +16,7 @@ import { RESOLVER_SOCKET_MARK } from '../core/resolver-contract.js';
 const RESOLVER_RECEIVE_BUFFER = 8 * 1024 * 1024;
 import { DnsCache } from '../dns/cache.js';
 import { DnsForwarder } from '../dns/forwarder.js';
-import { DnsGate, GateSandbox, QueryLogEntry } from '../dns/gate.js';
+import { DnsGate, GateHooks, GateSandbox, QueryLogEntry } from '../dns/gate.js';
 import { QUERY_OUTCOMES } from '../dns/query-outcomes.js';
 import type { ResolverCounters } from '../api/types.js';
 import type { Engine } from '../service/engine.js';
@@ -32,6 +32,16 @@ export interface DnsCounts {
   stripped: number;
 }
 
+/** Who else hears of the resolver's answers and refusals. */
+export interface ResolverHooks {
+  /** The refusals that pass the per-sandbox log limit (denial events). */
+  refused: (e: QueryLogEntry) => void;
+  /** Each answered query with its sandbox (the flow log names flows by it). */
+  answered?: (s: GateSandbox, e: QueryLogEntry) => void;
+  /** A name and the addresses it gave, for name checks without an allow-list (DnsGate's hook of that name). */
+  answeredName?: GateHooks['answeredName'];
+}
+
 export class SandboxResolver {
   readonly forwarder: DnsForwarder;
   readonly queries: DnsLog;
@@ -40,14 +50,14 @@ export class SandboxResolver {
   private readonly counts = new Map<number, DnsCounts>();
   private readonly refusalLog = new LogLimiter<number>();
 
-  /** `refused` receives the refusals that pass the per-sandbox log limit (denial events). */
-  /** `answered` receives each answered query with its sandbox (the flow log names flows by it). */
-  constructor(config: Config, private readonly engine: Engine, log: Log, refused: (e: QueryLogEntry) => void, answered?: (s: GateSandbox, e: QueryLogEntry) => void) {
+  constructor(config: Config, private readonly engine: Engine, log: Log, hooks: ResolverHooks) {
+    const { refused, answered } = hooks;
     this.queries = new DnsLog(engine.store.db);
     this.gate = new DnsGate({
       sandbox: (ip) => engine.sandboxByIp(ip),
       sandboxById: (id) => engine.sandboxById(id),
       admit: (s, addresses, ttl) => engine.admitResolved(s, addresses, ttl),
+      answeredName: hooks.answeredName,
       log: (e, s) => {
         let c = this.counts.get(s.id);
         if (!c) this.counts.set(s.id, (c = { queries: 0, refused: 0, limited: 0, stripped: 0 }));

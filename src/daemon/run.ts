@@ -112,7 +112,11 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
   try {
     const dnsLog = root.child({ component: 'dns' });
     if (config.dnsUpstreams.length === 0) dnsLog.warn('no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
-    resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), (e) => events.recordQuery(e), flows && ((s, e) => flows.noteAnswer(s.id, e.name, e.answer)));
+    resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), {
+      refused: (e) => events.recordQuery(e),
+      answered: flows && ((s, e) => flows.noteAnswer(s.id, e.name, e.answer)),
+      answeredName: (s, name, addresses, ttl) => names.answered(s, name, addresses, ttl),
+    });
     await resolver.forwarder.start();
     dnsLog.info({ listen: `${config.gateway}:53`, upstreams: config.dnsUpstreams }, 'serving DNS');
 

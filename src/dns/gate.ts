@@ -31,6 +31,12 @@ export interface GateHooks {
   sandboxById(id: number): GateSandbox | undefined;
   /** Admits `sandbox` to `addresses` in the kernel for `ttl` seconds; synchronous. */
   admit(sandbox: GateSandbox, addresses: string[], ttl: number): void;
+  /**
+   * Told, before the answer leaves, that `name` gave `sandbox` these addresses for `ttl`
+   * seconds: for a sandbox whose names are checked without an allow-list (its connections
+   * must name what its DNS answered, core/name-check.ts). Synchronous.
+   */
+  answeredName?(sandbox: GateSandbox, name: string, addresses: string[], ttl: number): void;
   log(entry: QueryLogEntry, sandbox: GateSandbox): void;
 }
 
@@ -349,11 +355,12 @@ export class DnsGate {
   /** Counts a failed answer, admits what `r` admits for what is left of its TTL after `age` s, and logs the answer. */
   private pass(s: GateSandbox, r: Reading, age: number, now: number): void {
     if (r.rcode === RCODE_NXDOMAIN || r.rcode === RCODE_REFUSED) this.failed(s, now);
-    if (s.policy.domains && r.admitted.length > 0) {
+    if ((s.policy.domains || s.policy.verifyNames) && r.admitted.length > 0) {
       // The smallest TTL left of the admitted records (none is below zero).
       const left = Number.isFinite(r.admittedTtl) ? Math.max(0, r.admittedTtl - age) : Infinity;
       const ttl = Math.max(this.o.minTtl, Math.min(this.o.maxTtl, Number.isFinite(left) ? left : this.o.minTtl));
-      this.hooks.admit(s, r.admitted, ttl);
+      if (s.policy.domains) this.hooks.admit(s, r.admitted, ttl);
+      else this.hooks.answeredName?.(s, r.qname, r.admitted, ttl);
     }
     const { stripped } = r;
     this.hooks.log({ sandbox: s.name, name: r.qname, type: r.type, verdict: stripped.length ? 'stripped' : 'answered', answer: r.admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) }, s);

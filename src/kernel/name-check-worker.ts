@@ -8,24 +8,19 @@
 // batch's verdicts, so the connection's later packets skip the gate; denied, the mark
 // first, then the packet goes through the gate again (NF_REPEAT) and meets its reset.
 // The main thread posts each checked sandbox's policy (by address) before the sandbox can
-// send anything, and reads back what was judged (events, counts).
+// send anything, and what its DNS answered before the answer leaves (so a connection that
+// follows an answer finds it here); it reads back what was judged (events, counts).
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { NetlinkSocket } from './rtnetlink.js';
 import { lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, FirstFlightStream, Judgement, NameCheckPolicy, SKB_MARK_NAME_QUEUED, judge, takeTurns,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_QUEUED, judge, takeTurns,
 } from '../core/name-check.js';
 
 const NETLINK_NETFILTER = 12;
 const { queue } = workerData as { queue: number };
-
-/** Posted by the main thread: a sandbox's policy by address (undefined: not checked any more). */
-export interface PolicyUpdate {
-  ip: string;
-  policy?: NameCheckPolicy;
-}
 
 /** Posted back: one judged connection. */
 export interface NameJudgement {
@@ -43,7 +38,7 @@ export interface NameJudgement {
   why?: string;
 }
 
-const policies = new Map<string, NameCheckPolicy>();
+const checked = new CheckedSandboxes();
 /** Packets given a verdict and time spent (receipt excluded), since the last post. */
 let work = { packets: 0, busyMs: 0 };
 /** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
@@ -82,10 +77,7 @@ const ipOf = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.
 
 function drainUpdates(): void {
   for (let m = receiveMessageOnPort(parentPort as never); m; m = receiveMessageOnPort(parentPort as never)) {
-    for (const u of m.message as PolicyUpdate[]) {
-      if (u.policy) policies.set(u.ip, u.policy);
-      else policies.delete(u.ip);
-    }
+    for (const u of m.message as GateUpdate[]) checked.apply(u, Date.now());
   }
 }
 
@@ -132,17 +124,18 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
     if (Date.now() - since < ALLOWED_KEEP_MS) return { verdict: NF_ACCEPT };
     allowed.delete(key);
   }
-  const policy = policies.get(src);
+  const sandbox = checked.get(src);
   // No policy for a pending connection: the daemon starting, or the sandbox gone. Dropped;
   // the client's retransmission meets the policy once it is known.
-  if (!policy) return { verdict: NF_DROP };
+  if (!sandbox) return { verdict: NF_DROP };
+  const { policy, answers } = sandbox;
   const now = Date.now();
   let s = streams.get(key);
   if (!s) {
     sweep(now);
     streams.set(key, (s = { stream: new FirstFlightStream(), at: now }));
   }
-  const j: Judgement = judge(policy, dport, s.stream.add(p.readUInt32BE(ihl + 4), data));
+  const j: Judgement = judge(policy, dport, s.stream.add(p.readUInt32BE(ihl + 4), data), (name) => answers?.answered(name, dst, now) ?? false);
   if (j.verdict === 'more') return { verdict: NF_ACCEPT };
   streams.delete(key);
   const pass = j.verdict === 'allow' || policy.report;

@@ -2,8 +2,8 @@
 // (kernel/name-check-worker.ts), keeps it told of every checked sandbox's policy by
 // address, and turns what it judged into denial events and per-sandbox counts.
 import type { Worker } from 'node:worker_threads';
-import { nameCheckPolicy } from '../core/name-check.js';
-import type { NameJudgement, PolicyUpdate } from '../kernel/name-check-worker.js';
+import { GateUpdate, nameCheckPolicy } from '../core/name-check.js';
+import type { NameJudgement } from '../kernel/name-check-worker.js';
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
 import type { NameGateCounters } from '../api/types.js';
@@ -48,6 +48,16 @@ export class NameChecks {
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
     this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
     return r.ready.then(() => undefined);
+  }
+
+  /**
+   * Tells the reader that `name` gave the sandbox `addresses` for `ttl` seconds (checks
+   * without an allow-list): posted before the answer leaves the resolver, so the reader has
+   * it before any connection that follows the answer.
+   */
+  answered(s: { id: number; ip: string }, name: string, addresses: string[], ttl: number): void {
+    const u: GateUpdate = { ip: s.ip, id: s.id, answer: { name, addresses, until: Date.now() + ttl * 1000 } };
+    this.worker?.postMessage([u]);
   }
 
   /** The reader's work so far (status), undefined when it is not running. */
@@ -125,7 +135,7 @@ export class NameChecks {
   }
 }
 
-function update(ip: string, s: LiveSpec | undefined): PolicyUpdate {
+function update(ip: string, s: LiveSpec | undefined): GateUpdate {
   const policy = s ? nameCheckPolicy(s.policy) : undefined;
-  return policy ? { ip, policy } : { ip };
+  return policy ? { ip, id: s!.id, policy } : { ip, id: s?.id ?? 0 };
 }

@@ -4,6 +4,7 @@
 // A sandbox allowed cdn.test (a CNAME to that edge) reaches it by name; naming another site
 // on the same admitted address, in the ClientHello or the Host header, gets a reset and an
 // event with the name; so does naming none. A sandbox without an allow-list is untouched,
+// unless it asks for name checks: then it must name what its own DNS answered with the address;
 // and with the daemon down a name-checked connection waits instead of passing (fail closed);
 // what the gate dropped with no verdict (the daemon down, or overloaded) is said in events.
 import { after, before, describe, it } from 'node:test';
@@ -114,6 +115,56 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     const r = curl('open', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /sni=other\.test/);
+  });
+
+  it('verifyNames without an allow-list: a connection must name what the sandbox\'s own DNS answered with its address; another sandbox\'s answers do not count', async () => {
+    await cl.create({ name: 'bound', policy: { egress: { verifyNames: true } } });
+    await cl.create({ name: 'bound2', policy: { egress: { verifyNames: true } } });
+    const events = async (sb: string, reason: string) => (await cl.events({ sandbox: sb, limit: 1000 })).filter((e) => e.reason === reason);
+    // Asked and named (cdn.test, a CNAME to the edge): TLS and HTTP pass.
+    const tlsOk = curl('bound', ['https://cdn.test/']);
+    assert.equal(tlsOk.code, 0, tlsOk.stderr);
+    assert.match(tlsOk.stdout, /sni=cdn\.test/);
+    const httpOk = curl('bound', [`http://cdn.test:${VHOST_PORT}/`]);
+    assert.equal(httpOk.code, 0, httpOk.stderr);
+    // Another name at the same address, never asked: reset, by SNI and by Host.
+    const sni = curl('bound', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']);
+    assert.notEqual(sni.code, 0, `SNI other.test, never asked, got through: ${sni.stdout}`);
+    assert.match(sni.stderr, /reset|35|56/i);
+    const host = curl('bound', ['-H', 'Host: other.test', `http://cdn.test:${VHOST_PORT}/`]);
+    assert.notEqual(host.code, 0, `Host other.test, never asked, got through: ${host.stdout}`);
+    // Once the sandbox asks for it, the same connection passes.
+    const asked = curl('bound', ['https://other.test/']);
+    assert.equal(asked.code, 0, asked.stderr);
+    assert.match(asked.stdout, /sni=other\.test/);
+    // A name asked, at an address its answer did not give (other.test is 203.0.113.20, not .10): reset.
+    assert.equal(curl('bound', ['http://example.test/']).stdout, 'internet', 'example.test, asked, at its own address');
+    const elsewhere = curl('bound', ['-H', 'Host: other.test', `http://${WAN.internet}/`]);
+    assert.notEqual(elsewhere.code, 0, `Host other.test at ${WAN.internet} got through: ${elsewhere.stdout}`);
+    // An address as the URL names nothing: reset.
+    const bare = curl('bound', ['-k', `https://${EDGE}/`]);
+    assert.notEqual(bare.code, 0, `no SNI got through: ${bare.stdout}`);
+    // Another checked sandbox never asked for cdn.test: what 'bound' was answered is not its.
+    const theirs = curl('bound2', ['--resolve', `cdn.test:443:${EDGE}`, 'https://cdn.test/']);
+    assert.notEqual(theirs.code, 0, `bound2 passed on bound's answer: ${theirs.stdout}`);
+    assert.equal(curl('bound2', ['https://cdn.test/']).code, 0, 'bound2 passes once it asks itself');
+    // UDP to the internet names nothing: refused (QUIC falls back to TCP).
+    const udp = tb.inSandbox(I, 'bound', [process.execPath, '-e', `
+      const s = require('node:dgram').createSocket('udp4');
+      s.connect(443, '${WAN.internet}', () => { s.send(Buffer.alloc(1200, 1)); setTimeout(() => { s.send(Buffer.alloc(1200, 1)); }, 200); });
+      s.on('error', (e) => { console.log(e.code); process.exit(0); });
+      setTimeout(() => { console.log('no error'); process.exit(0); }, 1500);`]);
+    assert.notEqual(udp.stdout.trim(), 'no error', 'the datagram was not refused');
+    // Events name what was seen and why; stats count it.
+    await waitFor(async () => (await events('bound', 'name_mismatch')).length >= 4, 'four name_mismatch events for bound');
+    const said = await events('bound', 'name_mismatch');
+    assert.ok(said.some((e) => e.name === 'other.test' && e.dst === EDGE && /other\.test is not a name the sandbox's DNS answered with this address/.test(e.rule)), JSON.stringify(said));
+    assert.ok(said.some((e) => e.name === 'other.test' && e.dst === WAN.internet), 'the name at an address its answer did not give');
+    assert.equal((await events('bound2', 'name_mismatch')).length, 1);
+    await waitFor(async () => (await events('bound', 'unnamed_udp')).some((e) => e.dst === WAN.internet), 'an unnamed_udp event');
+    const stats = await cl.stats('bound');
+    assert.ok((stats.nameChecks?.allowed ?? 0) >= 4, JSON.stringify(stats.nameChecks));
+    assert.ok((stats.nameChecks?.mismatched ?? 0) >= 4, JSON.stringify(stats.nameChecks));
   });
 
   it('with the daemon down, a name-checked connection waits (fail closed), and passes once it is back', async () => {

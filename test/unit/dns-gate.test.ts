@@ -21,6 +21,8 @@ interface Admit {
 interface Harness {
   gate: DnsGate;
   admits: Admit[];
+  /** What answeredName heard: names and their addresses, for checks without an allow-list. */
+  named: (Admit & { name: string })[];
   logs: QueryLogEntry[];
   /** The sandbox id each log entry was given with. */
   loggedIds: number[];
@@ -37,6 +39,7 @@ interface Harness {
 function harness(o: Partial<GateOptions> = {}): Harness {
   const sandboxes = new Map<string, GateSandbox>();
   const admits: Admit[] = [];
+  const named: (Admit & { name: string })[] = [];
   const logs: QueryLogEntry[] = [];
   const loggedIds: number[] = [];
   const asked: string[] = [];
@@ -48,13 +51,14 @@ function harness(o: Partial<GateOptions> = {}): Harness {
     },
     sandboxById: (id) => [...sandboxes.values()].find((s) => s.id === id),
     admit: (s, addresses, ttl) => admits.push({ sandbox: s.name, addresses: [...addresses], ttl }),
+    answeredName: (s, name, addresses, ttl) => named.push({ sandbox: s.name, name, addresses: [...addresses], ttl }),
     log: (e, s) => {
       logs.push(structuredClone(e));
       loggedIds.push(s.id);
     },
   }, { minTtl: 5, maxTtl: 3600, refuseWith: 'refused', subnet: '10.166.0.0/16', ...o });
   return {
-    gate, admits, logs, loggedIds, asked, sandboxes,
+    gate, admits, named, logs, loggedIds, asked, sandboxes,
     add(name, ip, policy = {}) {
       const s = { id: nextId++, name, ip, policy: resolvePolicy(policy) };
       sandboxes.set(ip, s);
@@ -418,6 +422,19 @@ describe('DnsGate.onAnswer: admission', () => {
     assert.ok(out.equals(buf));
     assert.equal(h.logs.length, 1);
     assert.equal(h.logs[0].verdict, 'answered');
+  });
+
+  it('name checks without an allow-list hear each name asked and its chain\'s addresses, for the admitted time, before the answer returns; nothing is admitted', () => {
+    const h = harness({ minTtl: 5, maxTtl: 3600 });
+    const s = h.add('web', '10.166.0.2', { egress: { verifyNames: true } });
+    sent(h.gate, s, answer('PyPI.org', [CNAME('PyPI.org', 'edge.fastly.net', 300), A('edge.fastly.net', '151.101.0.223', 2)]), T0);
+    assert.deepEqual(h.named, [{ sandbox: 'web', name: 'pypi.org', addresses: ['151.101.0.223'], ttl: 5 }]);
+    assert.equal(h.admits.length, 0, 'its internet is not narrowed');
+    // With an allow-list, the addresses are admitted instead; without checks, neither.
+    sent(h.gate, h.add('listed', '10.166.0.3', { egress: { domains: ['pypi.org'] } }), answer('pypi.org', [A('pypi.org', '151.101.0.223')]), T0);
+    sent(h.gate, h.add('plain', '10.166.0.4'), answer('pypi.org', [A('pypi.org', '151.101.0.223')]), T0);
+    assert.deepEqual(h.named.map((n) => n.sandbox), ['web']);
+    assert.deepEqual(h.admits.map((a) => a.sandbox), ['listed']);
   });
 
   it('an answer that needs no change is returned byte for byte, not re-encoded', () => {

@@ -52,6 +52,17 @@ describe('FlowJudge', () => {
     assert.equal((judge.decide(s, [], tcp('10.99.0.5'), () => true) as { reason: string }).reason, 'private');
   });
 
+  it('with name checks and no allow-list, opens TCP to the internet pending its name and refuses UDP there', () => {
+    const s = sandbox(4, { egress: { verifyNames: true, unnamedPorts: ['123/udp'], allow: ['198.51.100.7'] } });
+    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10')), { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' });
+    assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 443 }), { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' });
+    assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 123 }), { verdict: 'allow', by: 'internet' });
+    assert.equal(judge.decide(s, [], tcp('198.51.100.7')).by, 'egress.allow 198.51.100.7', 'an allow entry is not name-checked');
+    assert.equal((judge.decide(s, [], tcp('10.99.0.5')) as { reason: string }).reason, 'private');
+    const off = sandbox(4, { egress: { verifyNames: true, internet: false } });
+    assert.equal((judge.decide(off, [], tcp('203.0.113.10')) as { reason: string }).reason, 'internet');
+  });
+
   it('a peer in the same group is reachable on its group ports only', () => {
     const a = sandbox(5, { group: { name: 'g', ports: ['8080/tcp'] } });
     const b = sandbox(6, { group: { name: 'g', ports: ['8080/tcp'] } });

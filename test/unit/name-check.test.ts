@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
+  AnsweredNames, CheckedSandboxes, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
 } from '../../src/core/name-check.js';
 import { parseFirstFlight } from '../../src/core/first-flight.js';
 import { resolvePolicy } from '../../src/core/policy.js';
@@ -74,13 +74,96 @@ describe('FirstFlightStream', () => {
 });
 
 describe('nameCheckPolicy', () => {
-  it('is on with a domain allow-list unless verifyNames is false; report mode judges without cutting', () => {
+  it('is on with a domain allow-list unless verifyNames is false, and without one when asked; report mode judges without cutting', () => {
     assert.equal(nameCheckPolicy(resolvePolicy({})), undefined);
     assert.deepEqual(nameCheckPolicy(resolvePolicy({ egress: { domains: ['A.test.'] } })), { domains: ['a.test'], unnamedPorts: [], report: false });
     assert.equal(nameCheckPolicy(resolvePolicy({ egress: { domains: ['a.test'], verifyNames: false } })), undefined);
     assert.deepEqual(nameCheckPolicy(resolvePolicy({ mode: 'report', egress: { domains: ['a.test'], unnamedPorts: ['22/tcp'] } })), { domains: ['a.test'], unnamedPorts: [{ from: 22, to: 22, proto: 'tcp' }], report: true });
-    assert.throws(() => resolvePolicy({ egress: { verifyNames: true } }), /verifyNames" needs egress\.domains/);
-    assert.throws(() => resolvePolicy({ egress: { unnamedPorts: [22] } }), /unnamedPorts" needs egress\.domains/);
+    // Without an allow-list: asked for, checked against the sandbox's DNS answers.
+    assert.deepEqual(nameCheckPolicy(resolvePolicy({ egress: { verifyNames: true, unnamedPorts: [22] } })), { unnamedPorts: [{ from: 22, to: 22 }], report: false });
+    assert.equal(resolvePolicy({ egress: { verifyNames: true } }).domains, undefined);
+    assert.throws(() => resolvePolicy({ egress: { unnamedPorts: [22] } }), /unnamedPorts" needs name checks/);
+    assert.throws(() => resolvePolicy({ egress: { domains: ['a.test'], verifyNames: false, unnamedPorts: [22] } }), /unnamedPorts" needs name checks/);
+  });
+});
+
+describe('judge without an allow-list', () => {
+  const open: NameCheckPolicy = { unnamedPorts: [], report: false };
+  it('allows a name the sandbox\'s DNS answered with the connection\'s address, nothing else', () => {
+    const asked: string[] = [];
+    const answered = (n: string) => (asked.push(n), n === 'cdn.test');
+    assert.deepEqual(judge(open, 443, { kind: 'tls', name: 'cdn.test', ech: false }, answered), { verdict: 'allow', kind: 'tls', name: 'cdn.test' });
+    assert.deepEqual(judge(open, 80, parseFirstFlight(http('other.test')), answered), {
+      verdict: 'deny', kind: 'http', name: 'other.test', why: 'Host other.test is not a name the sandbox\'s DNS answered with this address',
+    });
+    assert.deepEqual(asked, ['cdn.test', 'other.test']);
+    // No name, an address, or nothing named: denied without asking.
+    assert.match((judge(open, 443, { kind: 'tls', name: undefined, ech: false }, answered) as { why: string }).why, /no SNI/);
+    assert.match((judge(open, 443, { kind: 'tls', name: '203.0.113.20', ech: false }, () => true) as { why: string }).why, /SNI is an address/);
+    assert.match((judge(open, 5432, { kind: 'other' }, () => true) as { why: string }).why, /names nothing/);
+    assert.equal(judge(open, 443, { kind: 'tls', name: 'cdn.test', ech: false }).verdict, 'deny', 'nothing answered: nothing passes');
+  });
+});
+
+describe('CheckedSandboxes', () => {
+  const open: NameCheckPolicy = { unnamedPorts: [], report: false };
+  const answer = (id: number, name = 'cdn.test') => ({ ip: '10.166.0.9', id, answer: { name, addresses: ['203.0.113.20'], until: 10_000 } });
+  const answered = (c: CheckedSandboxes, name = 'cdn.test') => c.get('10.166.0.9')?.answers?.answered(name, '203.0.113.20', 1) ?? false;
+
+  it('keeps a sandbox\'s answers across its policy changes, never for the next sandbox at its address', () => {
+    const c = new CheckedSandboxes();
+    c.apply({ ip: '10.166.0.9', id: 7, policy: open }, 0);
+    c.apply(answer(7), 0);
+    assert.equal(answered(c), true);
+    c.apply({ ip: '10.166.0.9', id: 7, policy: { ...open, report: true } }, 0);
+    assert.equal(answered(c), true, 'a policy change keeps the answers given');
+    // Removed; an answer to it that was on its way arrives; another sandbox takes the address.
+    c.apply({ ip: '10.166.0.9', id: 7 }, 0);
+    assert.equal(c.get('10.166.0.9'), undefined);
+    c.apply(answer(7), 0);
+    c.apply({ ip: '10.166.0.9', id: 8, policy: open }, 0);
+    c.apply(answer(7, 'late.test'), 0);
+    assert.equal(answered(c), false, 'the old sandbox\'s answers do not pass to the new one');
+    assert.equal(answered(c, 'late.test'), false, 'nor does an answer to the old one that arrives late');
+    c.apply(answer(8), 0);
+    assert.equal(answered(c), true);
+  });
+
+  it('records no answers for a sandbox checked against its allow-list', () => {
+    const c = new CheckedSandboxes();
+    c.apply({ ip: '10.166.0.9', id: 7, policy: { ...open, domains: ['cdn.test'] } }, 0);
+    c.apply(answer(7), 0);
+    assert.equal(c.get('10.166.0.9')?.answers, undefined);
+  });
+});
+
+describe('AnsweredNames', () => {
+  it('holds each name\'s addresses until their answer expires, compared as the resolver compares names', () => {
+    const a = new AnsweredNames();
+    a.add('CDN.test.', ['203.0.113.20', '203.0.113.21'], 2000, 0);
+    assert.equal(a.answered('cdn.test', '203.0.113.20', 1000), true);
+    assert.equal(a.answered('cdn.TEST.', '203.0.113.21', 1999), true);
+    assert.equal(a.answered('cdn.test', '203.0.113.22', 1000), false, 'an address the answer did not give');
+    assert.equal(a.answered('other.test', '203.0.113.20', 1000), false, 'another name of the same address');
+    assert.equal(a.answered('cdn.test', '203.0.113.20', 2000), false, 'expired');
+    // A later answer adds its addresses and drops the expired ones; a longer life wins.
+    a.add('cdn.test', ['203.0.113.30'], 5000, 2500);
+    assert.equal(a.answered('cdn.test', '203.0.113.30', 4000), true);
+    assert.equal(a.answered('cdn.test', '203.0.113.20', 1000), false, 'expired entries are dropped when the name is answered again');
+    a.add('cdn.test', ['203.0.113.30'], 3000, 2500);
+    assert.equal(a.answered('cdn.test', '203.0.113.30', 4000), true, 'a shorter answer does not cut a longer one');
+  });
+
+  it('forgets the name answered longest ago past its bound', () => {
+    const a = new AnsweredNames(2);
+    a.add('a.test', ['203.0.113.1'], 1000, 0);
+    a.add('b.test', ['203.0.113.2'], 1000, 0);
+    a.add('a.test', ['203.0.113.1'], 1000, 0); // answered again: now the newest
+    a.add('c.test', ['203.0.113.3'], 1000, 0);
+    assert.equal(a.size, 2);
+    assert.equal(a.answered('b.test', '203.0.113.2', 10), false);
+    assert.equal(a.answered('a.test', '203.0.113.1', 10), true);
+    assert.equal(a.answered('c.test', '203.0.113.3', 10), true);
   });
 });
 

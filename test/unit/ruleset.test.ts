@@ -97,7 +97,7 @@ const goldenConfig = () => config(goldenConfigInput());
 /**
  * One sandbox on the defaults (veth), one with every policy field (macvlan, report mode, no
  * internet, an allow with a deny inside it, a domain allow-list, dns limits, a group with
- * ports, inbound narrowed to one port), and one in the same group with inbound closed (veth).
+ * ports, inbound narrowed to one port), and one in the same group with inbound closed and name checks without an allow-list (veth).
  */
 const goldenSandboxes = (): SandboxSpec[] => [
   { ...sandbox(1, '10.166.0.2', 'veth'), publish: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp' }, { hostIP: '203.0.113.1', hostPort: 5353, containerPort: 53, protocol: 'udp' }] },
@@ -108,7 +108,7 @@ const goldenSandboxes = (): SandboxSpec[] => [
     group: { name: 'ci', ports: [8080, '9000-9100/udp'] },
     inbound: { ports: ['22/tcp'] },
   }),
-  sandbox(3, '10.166.0.4', 'veth', { group: 'ci', inbound: { enabled: false } }),
+  sandbox(3, '10.166.0.4', 'veth', { group: 'ci', inbound: { enabled: false }, egress: { verifyNames: true, unnamedPorts: [22] } }),
 ];
 
 
@@ -125,6 +125,8 @@ function variedSandbox(i: number, rnd: () => number): SandboxSpec {
       deny: pick([[], ['10.1.2.3'], ['203.0.113.0/24:53/udp', '198.51.100.7']]),
       domains,
       ...(domains && i % 2 === 0 ? { unnamedPorts: [22, '123/udp'] } : {}),
+      // Name checks without an allow-list (not drawn from rnd: the draws above stay as they were).
+      ...(!domains && i % 5 === 0 ? { verifyNames: true } : {}),
     },
     group: pick([undefined, 'a', { name: 'b', ports: [8080, '9000-9010/udp'] }]),
     inbound: pick([{}, { enabled: false }, { ports: [22, '8000-8100/tcp'] }]),
@@ -326,6 +328,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['answered for an allowed name', { accept: null }],
       ['domain allow-list', jumpTo('domain')],
       ['internet switched off', jumpTo('internet')],
+      ['UDP to the internet names nothing', jumpTo('unnamed_udp')],
+      ['name pending: to be named on the first flight', { accept: null }],
       ['internet', { accept: null }],
     ];
     const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
@@ -415,6 +419,20 @@ describe('RulesetBuilder.fullTable', () => {
     assert.equal(at('domain allow-list'), at('answered for an allowed name') + 1);
     assert.equal(at('internet switched off'), at('domain allow-list') + 1);
     assert.ok(at('other sandboxes') < at('answered for an allowed name'), 'nor another sandbox');
+    // Checks without an allow-list: the same two rules on the rest of the internet, after
+    // everything that denies (a domain-mode sandbox never gets there), before the internet.
+    assert.deepEqual(ruleWithComment(r, 'name pending: to be named').expr, [
+      checked, { match: { op: '==', left: l4, right: 'tcp' } },
+      { mangle: { key: { ct: { key: 'mark' } }, value: { '|': [{ ct: { key: 'mark' } }, CT_MARK_NAME_PENDING] } } },
+      { counter: null }, { accept: null },
+    ]);
+    assert.deepEqual(ruleWithComment(r, 'UDP to the internet names nothing').expr, [
+      checked, { match: { op: '==', left: l4, right: 'udp' } },
+      { match: { op: '!=', left: { concat: [saddr, l4, dport] }, right: '@unnamed_ports' } },
+      { counter: null }, jumpTo('unnamed_udp'),
+    ]);
+    assert.equal(at('UDP to the internet names nothing'), at('internet switched off') + 1);
+    assert.equal(at('name pending: to be named'), at('UDP to the internet names nothing') + 1);
   });
 
   it('rejects the sandbox subnet and every private/reserved range before the internet', () => {
