@@ -10,6 +10,7 @@ import { serveApi } from '../api/server.js';
 import { ToastnetClient } from '../api/client.js';
 import { Engine } from '../service/engine.js';
 import { NameChecks } from '../service/name-checks.js';
+import { UnjudgedTally } from '../service/unjudged.js';
 import { nameCheckQueue } from '../core/name-check.js';
 import { EventLog } from '../service/events.js';
 import { FlowLog } from '../service/flows.js';
@@ -138,7 +139,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
     }
     // What the gate dropped unjudged (while no daemon read the queue, or it was full): reported
     // whether or not the reader started.
-    names.reportUnjudged(engine.unjudged, (m) => nameLog.warn(m));
+    names.reportUnjudged(new UnjudgedTally(engine.store, engine.unjudgedCounters, (ip) => engine.live.at(ip)?.name), (m) => nameLog.warn(m));
 
     // The flow log: conntrack's new and destroyed flows of the subnet's sources.
     const flowLog = root.child({ component: 'flows' });

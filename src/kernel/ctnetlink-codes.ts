@@ -1,7 +1,6 @@
 // ctnetlink's numbers (include/uapi/linux/netfilter/nfnetlink_conntrack.h), for the requests
 // (conntrack.ts) and the events (conntrack-events.ts) alike.
 
-export const NETLINK_NETFILTER = 12;
 export const NFNL_SUBSYS_CTNETLINK = 1;
 /** Without NLM_F_CREATE: an update of an existing entry; as an event: a new flow. */
 export const IPCTNL_MSG_CT_NEW = 0;

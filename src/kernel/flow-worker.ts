@@ -28,12 +28,11 @@
 // flows are dropped by address in this thread.
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  AF_NETLINK, ENOBUFS, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET,
+  AF_NETLINK, ENOBUFS, MSG_DONTWAIT, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_RAW, SOL_SOCKET,
   SO_RCVBUF, SO_RCVBUFFORCE, SO_RCVTIMEO, check, errno, lib,
 } from './libc.js';
 import { CtEvent, NFNLGRP_CONNTRACK_DESTROY, NFNLGRP_CONNTRACK_NEW, parseCtDatagram } from './conntrack-events.js';
 
-const NETLINK_NETFILTER = 12;
 const BATCH = 2048;
 const BATCH_MS = 20;
 const napCell = new Int32Array(new SharedArrayBuffer(4));

@@ -13,6 +13,7 @@ export const AF_NETLINK = 16;
 export const SOCK_RAW = 3;
 export const SOCK_CLOEXEC = 0o2000000;
 export const NETLINK_ROUTE = 0;
+export const NETLINK_NETFILTER = 12;
 export const SOL_SOCKET = 1;
 export const SO_RCVTIMEO = 20;
 /** Receive buffer beyond net.core.rmem_max (CAP_NET_ADMIN): a burst of kernel events waits here. */
@@ -20,6 +21,8 @@ export const SO_RCVBUFFORCE = 33;
 export const SO_RCVBUF = 8;
 export const SOL_NETLINK = 270;
 export const NETLINK_EXT_ACK = 11;
+/** No ENOBUFS error when the socket overflows (what did not fit is lost without a word). */
+export const NETLINK_NO_ENOBUFS = 5;
 export const NETLINK_CAP_ACK = 10;
 export const NETLINK_ADD_MEMBERSHIP = 1;
 export const MSG_DONTWAIT = 0x40;

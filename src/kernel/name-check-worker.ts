@@ -12,14 +12,13 @@
 // follows an answer finds it here); it reads back what was judged (events, counts).
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { NetlinkSocket } from './rtnetlink.js';
-import { lib } from './libc.js';
+import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
   CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_QUEUED, judge, takeTurns,
 } from '../core/name-check.js';
 
-const NETLINK_NETFILTER = 12;
 const { queue } = workerData as { queue: number };
 
 /** Posted back: one judged connection. */
@@ -57,17 +56,17 @@ const STREAM_TTL_MS = 30_000;
 // sandbox that floods the machine with processes must not starve the gate everybody's
 // connections pass (nice -10 for this thread alone; Linux nice values are per thread).
 const GATE_NICE = -10;
-lib().setpriority(0 /* PRIO_PROCESS: a thread id here */, lib().gettid(), GATE_NICE);
+/** Whether the thread runs at GATE_NICE (said in `ready`: the daemon logs it when not). */
+const raised = lib().setpriority(0 /* PRIO_PROCESS: a thread id here */, lib().gettid(), GATE_NICE) === 0;
 
 const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);
 // No ENOBUFS when the socket overflows: the queue is fail-open, so what does not fit goes on
 // to be counted as unjudged; an error would only interrupt reading.
-const NETLINK_NO_ENOBUFS = 5;
 sock.setFlag(NETLINK_NO_ENOBUFS);
 const ct = new NetlinkSocket(NETLINK_NETFILTER, 5);
 try {
   sock.exec(queueBindRequests(queue), ['bind the name queue', 'configure the name queue']);
-  parentPort!.postMessage({ ready: true });
+  parentPort!.postMessage({ ready: { raised } });
 } catch (err) {
   parentPort!.postMessage({ error: (err as Error).message });
   process.exit(1);

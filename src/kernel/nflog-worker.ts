@@ -3,9 +3,9 @@
 // reads the daemon's (the host's) namespace. Posts batches of LoggedPacket.
 import { parentPort, workerData } from 'node:worker_threads';
 import { NetlinkSocket } from './rtnetlink.js';
+import { NETLINK_NETFILTER } from './libc.js';
 import { bindRequests, parseLogged, LoggedPacket } from './nflog-codec.js';
 
-const NETLINK_NETFILTER = 12;
 const { group } = workerData as { group: number };
 
 const sock = new NetlinkSocket(NETLINK_NETFILTER, 1);

@@ -9,12 +9,11 @@
 import type { NftCommand } from '../core/nft-schema.js';
 import koffi from 'koffi';
 import { ToastnetError } from '../errors.js';
-import { lib } from './libc.js';
+import { NETLINK_NETFILTER, lib } from './libc.js';
 import { SetSchemas, encodeElementBatch } from './nft-set-codec.js';
 import { NetlinkError, NetlinkSocket } from './rtnetlink.js';
 import { compatTargetRequest, queueRuleBatch } from './nfqueue-codec.js';
 
-const NETLINK_NETFILTER = 12;
 
 const NFT_CTX_OUTPUT_HANDLE = 1 << 3;
 const NFT_CTX_OUTPUT_JSON = 1 << 4;

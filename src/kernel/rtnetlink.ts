@@ -43,10 +43,9 @@ export class NetlinkSocket {
   constructor(protocol: number, recvTimeoutSeconds = 5) {
     const l = lib();
     this.fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol), 'socket(AF_NETLINK)');
-    const one = Buffer.alloc(4);
-    one.writeInt32LE(1);
-    l.setsockopt(this.fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4);
-    l.setsockopt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4);
+    // Errors say what was wrong (extended acks) and do not echo the whole request back.
+    this.setFlag(NETLINK_EXT_ACK);
+    this.setFlag(NETLINK_CAP_ACK);
     // Never hang the daemon on a kernel that does not answer: 5 s receive timeout.
     const tv = Buffer.alloc(16);
     tv.writeBigInt64LE(BigInt(recvTimeoutSeconds), 0);

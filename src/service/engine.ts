@@ -81,9 +81,9 @@ export class Engine {
     return this.s.store;
   }
 
-  /** The name gate's drops without a verdict (the daemon reports them: service/unjudged.ts). */
-  get unjudged() {
-    return this.host.unjudged;
+  /** The name gate's kernel counts of drops without a verdict (the daemon reports them: service/unjudged.ts). */
+  get unjudgedCounters() {
+    return this.host.unjudgedCounters;
   }
 
   // ---- host ---------------------------------------------------------------------------

@@ -22,26 +22,26 @@ import {
 import type { GcReport, Status } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
 import { persistFiles, removePersisted } from './persist.js';
-import { UnjudgedTally } from './unjudged.js';
+import type { UnjudgedCounters } from './unjudged.js';
 
 export class HostNetwork {
-  /** The name gate's drops without a verdict, as the kernel counts them, and what was reported of them. */
-  readonly unjudged: UnjudgedTally;
+  constructor(private readonly s: InstanceState) {}
 
-  constructor(private readonly s: InstanceState) {
-    const { table } = s.names;
-    const absentAsUndefined = <T>(read: () => T): T | undefined => {
+  /**
+   * The name gate's counts of packets dropped without a verdict, by source, as the kernel
+   * keeps them (the daemon reports them: service/unjudged.ts); none while there is no gate
+   * table, or one from before the count.
+   */
+  readonly unjudgedCounters: UnjudgedCounters = {
+    bySource: () => {
       try {
-        return read();
+        return new Map([...this.s.nft.listCounters('ip', this.s.names.table, NAME_GATE.unjudged.set)].map(([ip, c]) => [ip, c.packets]));
       } catch (err) {
-        if (isNoSuchObject(err)) return undefined; // no gate table yet, or one from before the count
+        if (isNoSuchObject(err)) return undefined;
         throw err;
       }
-    };
-    this.unjudged = new UnjudgedTally(s.store, {
-      bySource: () => absentAsUndefined(() => new Map([...s.nft.listCounters('ip', table, NAME_GATE.unjudged.set)].map(([ip, c]) => [ip, c.packets]))),
-    }, (ip) => s.live.at(ip)?.name);
-  }
+    },
+  };
 
   isUp(): boolean {
     return getLinkOrUndefined(this.s.rtnl, this.s.names.gatewayLink) !== undefined

@@ -36,7 +36,7 @@ export class NameChecks {
   /** Starts reading queue `queue`; every live sandbox's policy is posted before the first packet is read. */
   start(queue: number, log: (m: string) => void): Promise<void> {
     this.queue = queue;
-    const r = startKernelReader<{ judged?: NameJudgement[]; work?: { packets: number; busyMs: number } }>('name-check-worker', { queue }, 'name checks', (m) => {
+    const r = startKernelReader<{ judged?: NameJudgement[]; work?: { packets: number; busyMs: number } }, { raised: boolean }>('name-check-worker', { queue }, 'name checks', (m) => {
       if (m.work) {
         this.gate.packets += m.work.packets;
         this.gate.busyMs += m.work.busyMs;
@@ -47,7 +47,10 @@ export class NameChecks {
     // Every live sandbox's policy before the first packet is read (messages arrive in order).
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
     this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
-    return r.ready.then(() => undefined);
+    return r.ready.then(({ raised }) => {
+      // Not fatal: the gate works, but a sandbox flooding the machine with processes can delay it.
+      if (!raised) log('name checks: the reader runs at normal priority: it could not take nice -10 (no CAP_SYS_NICE?)');
+    });
   }
 
   /**
