@@ -1,5 +1,7 @@
 // `npm run bench:tap`: TAP sandboxes for microVMs, side by side with their peers in one run:
 //   - create and delete p50/p95, tap against veth (engine in-process, interleaved blocks);
+//   - a create from the warm pool (acquisition), tap against veth: what a platform that keeps
+//     a pool (defaultMode tap) meets;
 //   - a real guest (QEMU -M microvm under TCG, Debian's cloud kernel, busybox: see
 //     test/helpers/microvm.ts): boot to its first answered packet, and TCP upload throughput
 //     to the testbed's internet, through a toastnet TAP against a hand-made TAP with plain
@@ -39,6 +41,8 @@ interface Boot {
 }
 interface Result {
   create: { veth: Dist; tap: Dist };
+  /** A create that acquires a warm-pool member (made ahead, not timed). */
+  acquire: { veth: Dist; tap: Dist };
   remove: { veth: Dist; tap: Dist };
   /**
    * This process's CPU time (user + system: the kernel's work in our netlink and ioctl calls
@@ -99,6 +103,32 @@ async function createDelete(e: Engine): Promise<Pick<Result, 'create' | 'remove'
   };
 }
 
+/**
+ * Warm-pool acquisitions, tap against veth: `engines` hold pools of each mode (defaultMode);
+ * members are made ahead of each block (not timed), blocks alternate between the modes.
+ */
+async function acquisitions(engines: Record<'veth' | 'tap', Engine>): Promise<Result['acquire']> {
+  const times = { veth: [] as number[], tap: [] as number[] };
+  const BLOCK = 20;
+  for (let b = -1; b < N / BLOCK; b++) {
+    for (const mode of ['veth', 'tap'] as const) {
+      const e = engines[mode];
+      for (let i = 0; i < BLOCK; i++) e.createPoolMember();
+      const names = Array.from({ length: BLOCK }, (_, i) => `p${mode}-${b}-${i}`);
+      for (const n of names) {
+        const t = performance.now();
+        const got = e.acquire({ name: n, mode });
+        const ms = performance.now() - t;
+        if (!got) throw new Error(`the ${mode} pool was empty`);
+        if (b >= 0) times[mode].push(ms); // block -1 warms up
+      }
+      for (const n of names) e.remove(n);
+      await e.settled();
+    }
+  }
+  return { veth: dist(times.veth), tap: dist(times.tap) };
+}
+
 const PROBES = [`get:http://${WAN.internet}/first`, ...Array.from({ length: 3 }, () => `send:${WAN.internet}:9100:${UPLOAD_KB}`)];
 
 async function boot(img: GuestImage, o: { netns: string; tap: string; mac: string; kernelIp: string }): Promise<Boot> {
@@ -138,10 +168,20 @@ async function inner(dir: string, hostNs: string): Promise<void> {
   const e = await Engine.open(resolveConfig(ConfigSchema.parse({
     instance: 'benchtap', subnet: '10.186.0.0/16', dnsUpstreams: [WAN.dns], stateDir: path.join(dir, 'state'), runDir: path.join(dir, 'run'),
   }), []));
-  const res: Result = { create: undefined!, remove: undefined!, cpu: undefined!, boots: { toastnet: [], hand: [] } };
+  const pooled = await Engine.open(resolveConfig(ConfigSchema.parse({
+    instance: 'benchtapp', subnet: '10.187.0.0/16', defaultMode: 'tap', dnsUpstreams: [WAN.dns], stateDir: path.join(dir, 'statep'), runDir: path.join(dir, 'runp'),
+  }), []));
+  const res: Result = { create: undefined!, acquire: undefined!, remove: undefined!, cpu: undefined!, boots: { toastnet: [], hand: [] } };
   try {
     e.up();
     Object.assign(res, await createDelete(e));
+    try {
+      pooled.up();
+      res.acquire = await acquisitions({ veth: e, tap: pooled });
+    } finally {
+      await pooled.down();
+      pooled.close();
+    }
     handMade(true);
     const bootHand = async () => res.boots.hand.push(await boot(img, { netns: hostNs, tap: HAND.tap, mac: HAND.mac, kernelIp: `ip=${HAND.ip}::${HAND.gw}:255.255.255.0::eth0:off:${WAN.dns}` }));
     const bootToastnet = async (i: number) => {
@@ -177,6 +217,7 @@ async function outer(): Promise<void> {
   prepareGuest(); // download and build outside the timed runs
   const tb = await Testbed.create({ hostService: false });
   tb.instances.add('benchtap');
+  tb.instances.add('benchtapp');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'toastnet-tap-'));
   try {
     await tb.serveWan([`sink:${WAN.internet}:9100`]);
@@ -186,8 +227,9 @@ async function outer(): Promise<void> {
     const x = JSON.parse(r.stdout.trim().split('\n').pop()!) as Result;
     const f = (n: number) => n.toFixed(3);
     process.stdout.write(`${'ms'.padEnd(26)}${'veth p50'.padStart(10)}${'tap p50'.padStart(10)}${'tap-veth'.padStart(10)}${'veth p95'.padStart(10)}${'tap p95'.padStart(10)}${'veth CPU'.padStart(10)}${'tap CPU'.padStart(10)}${'veth p10'.padStart(10)}${'tap p10'.padStart(10)}\n`);
-    for (const [k, v, c] of [['create', x.create, x.cpu.create], ['delete', x.remove, x.cpu.remove]] as const) {
-      process.stdout.write(`${k.padEnd(26)}${f(v.veth.p50).padStart(10)}${f(v.tap.p50).padStart(10)}${f(v.tap.p50 - v.veth.p50).padStart(10)}${f(v.veth.p95).padStart(10)}${f(v.tap.p95).padStart(10)}${f(c.veth).padStart(10)}${f(c.tap).padStart(10)}${f(v.veth.p10).padStart(10)}${f(v.tap.p10).padStart(10)}\n`);
+    for (const [k, v, c] of [['create', x.create, x.cpu.create], ['create from the warm pool', x.acquire, undefined], ['delete', x.remove, x.cpu.remove]] as const) {
+      const cpu = (n?: number) => (n === undefined ? '-' : f(n)).padStart(10);
+      process.stdout.write(`${k.padEnd(26)}${f(v.veth.p50).padStart(10)}${f(v.tap.p50).padStart(10)}${f(v.tap.p50 - v.veth.p50).padStart(10)}${f(v.veth.p95).padStart(10)}${f(v.tap.p95).padStart(10)}${cpu(c?.veth)}${cpu(c?.tap)}${f(v.veth.p10).padStart(10)}${f(v.tap.p10).padStart(10)}\n`);
     }
     process.stdout.write('(CPU: this process\'s user + system time per operation, mean; the kernel\'s work in its calls included)\n');
     if (BOOTS > 0) printBoots(x);
