@@ -8,7 +8,8 @@
 //     the gate's capacity (connections judged per second of its reader's time, from status):
 //     target >= 5,000/s;
 //   - a name-checked sandbox's connect latency while another sandbox floods new connections
-//     through the same gate: target p50 within 20 %.
+//     through the same gate (and, to compare, unchecked; and through the gate from a sandbox
+//     under limits.newConnsPerSecond): target p50 within 20 %.
 // The testbed's TLS edge (203.0.113.20) serves cdn.test; every sandbox resolves it through
 // its gateway first (that is what admits the address). Blocks alternate between the two
 // sandboxes so drift in the machine's load falls on both. Run it alone: on a shared machine
@@ -50,6 +51,11 @@ const TLS_PER_BLOCK = 40;
 /** Rounds of the neighbour-under-flood measurement, and how long each flood runs (the neighbour's 400 connections take 1-2 s of it). */
 const FLOOD_ROUNDS = Number(process.env.BENCH_FLOOD_ROUNDS ?? 3);
 const FLOOD_SECONDS = 4;
+/**
+ * The third flooder's limits.newConnsPerSecond: what an operator bounds a sandbox with (its
+ * excess SYNs are dropped, so its clients wait on retransmissions instead of spinning).
+ */
+const FLOOD_LIMIT = Number(process.env.BENCH_FLOOD_LIMIT ?? 500);
 
 /** New connections per second from RATE_PROCS client processes in one sandbox, for `seconds`. */
 async function rateFrom(sb: Sb, seconds: number, port: number): Promise<{ perSecond: number; errors: number }> {
@@ -92,7 +98,7 @@ async function main(): Promise<void> {
     // A port of its own for each burst of new connections: all of them leave by the host's
     // one uplink address, and the NAT's ports towards one destination (held in TIME_WAIT for
     // two minutes) run out after some tens of thousands, slowing every later connect there.
-    const floodPorts = Array.from({ length: 2 * FLOOD_ROUNDS + 2 * ROUNDS }, (_, i) => FLOOD_PORT0 + i);
+    const floodPorts = Array.from({ length: 3 * FLOOD_ROUNDS + 2 * ROUNDS }, (_, i) => FLOOD_PORT0 + i);
     await tb.serveWan(floodPorts.map((p) => `vhost:${EDGE}:${p}`));
     let nextFloodPort = 0;
     const floodPort = () => floodPorts[nextFloodPort++];
@@ -100,14 +106,15 @@ async function main(): Promise<void> {
     tb.startDaemon(I);
     const cl = new ToastnetClient(tb.socketPath(I));
     await waitFor(() => cl.ping(), 'the daemon');
-    const sb = async (name: string, verifyNames: boolean): Promise<Sb> => {
-      const v = await cl.create({ name, policy: { egress: { domains: [NAME], verifyNames } } });
+    const sb = async (name: string, verifyNames: boolean, newConnsPerSecond?: number): Promise<Sb> => {
+      const v = await cl.create({ name, policy: { egress: { domains: [NAME], verifyNames }, ...(newConnsPerSecond ? { limits: { newConnsPerSecond } } : {}) } });
       return { name, ns: v.netns, gateway: v.gateway };
     };
     const checked = await sb('checked', true);
     const unchecked = await sb('unchecked', false);
     const flooder = await sb('flooder', true);
-    const all = [checked, unchecked, flooder];
+    const limited = await sb('limited', true, FLOOD_LIMIT);
+    const all = [checked, unchecked, flooder, limited];
     for (const s of all) resolve(s);
     // Warm-up, not measured: the daemon's gate worker, the sandboxes' first connections.
     for (const s of [checked, unchecked]) inSandbox(s, ['latency', EDGE, String(VHOST_PORT), NAME, '200']);
@@ -121,11 +128,14 @@ async function main(): Promise<void> {
     const quiet: number[] = [];
     const floodChecked = { times: [] as number[], perSecond: [] as number[] };
     const floodUnchecked = { times: [] as number[], perSecond: [] as number[] };
+    const floodLimited = { times: [] as number[], perSecond: [] as number[] };
+    const floods = [unchecked, flooder, limited];
     for (let round = 0; round < FLOOD_ROUNDS; round++) {
       for (const s of all) resolve(s);
       quiet.push(...neighbour());
-      for (const from of round % 2 === 0 ? [unchecked, flooder] : [flooder, unchecked]) {
-        const into = from === flooder ? floodChecked : floodUnchecked;
+      // Each round starts with another flooder.
+      for (const from of [...floods.slice(round % 3), ...floods.slice(0, round % 3)]) {
+        const into = from === flooder ? floodChecked : from === limited ? floodLimited : floodUnchecked;
         const flood = rateFrom(from, FLOOD_SECONDS, floodPort());
         await new Promise((r) => setTimeout(r, 1000)); // the flood at full rate first
         into.times.push(...neighbour());
@@ -183,6 +193,7 @@ async function main(): Promise<void> {
     if (ROUNDS > 0) console.log(`| the gate's capacity: connections judged per second of its reader's time, median | ${median(capacity).toFixed(0)} | | | >= 5,000/s judged |`);
     const nb = (x: { times: number[]; perSecond: number[] }) => `${f2(median(x.times))} ms, p90 ${f2(pct(x.times, 0.9))} ms (flood ${median(x.perSecond).toFixed(0)}/s)`;
     console.log(`| a name-checked neighbour's connect to first byte p50 (${FLOOD_ROUNDS} rounds): quiet ${f2(median(quiet))} ms | flood through the gate: ${nb(floodChecked)} | flood not checked: ${nb(floodUnchecked)} | gate's share: ${((median(floodChecked.times) / median(floodUnchecked.times) - 1) * 100).toFixed(0)} %; against quiet: ${((median(floodChecked.times) / median(quiet) - 1) * 100).toFixed(0)} % | within 20 % |`);
+    console.log(`| the same, the gated flood from a sandbox with limits.newConnsPerSecond ${FLOOD_LIMIT} | ${nb(floodLimited)} | | against quiet: ${((median(floodLimited.times) / median(quiet) - 1) * 100).toFixed(0)} % | within 20 % |`);
     if (judged?.nameChecks) console.log(`\nthe name-checked sandbox's connections judged: ${judged.nameChecks.allowed} allowed, ${judged.nameChecks.mismatched} mismatched`);
   } finally {
     tb.toastnet(I, ['down']);
