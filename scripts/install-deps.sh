@@ -6,9 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps: run as root" >&2; exit 1; fi
 apt-get update
 # nftables/libnftables1: the firewall, driven in-process; iproute2: `ip netns exec` for exec/run;
-# util-linux: nsenter/unshare; curl, dnsutils, iperf3: what the tests, bench and demo send packets with;
+# util-linux: nsenter/unshare; curl, dnsutils, iperf3, ping: what the tests, bench and demo send packets with;
 # openssl: the testbed's CA and per-name certificates (test/testbed/testbed.ts tlsCerts).
-apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps curl dnsutils iperf3 ca-certificates openssl
+apt-get install -y --no-install-recommends nftables libnftables1 iproute2 util-linux procps iputils-ping curl dnsutils iperf3 ca-certificates openssl
 # Peers the benchmark compares against (npm run bench): CNI reference plugins (firewall needs iptables);
 # bench:dns's load tool dnsperf and its peer resolver dnsmasq (dnsmasq-base: the binary without the
 # system service, which would listen on the host's port 53; the bench runs it in a test namespace).

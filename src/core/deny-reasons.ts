@@ -19,6 +19,7 @@ export const DENY_REASONS = {
   quota_in: 'limits.ingressBytes spent',
   dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
   unnamed_udp: 'the sandbox policy (egress.verifyNames): UDP where names are checked names nothing (QUIC falls back to TCP)',
+  unnamed_proto: 'the sandbox policy (egress.verifyNames without egress.domains): a protocol other than TCP and UDP names nothing (ICMP included)',
 } as const;
 export type DenyReason = keyof typeof DENY_REASONS;
 

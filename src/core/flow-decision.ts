@@ -75,6 +75,7 @@ export class FlowJudge {
     if (!s.policy.internet) return { verdict: 'deny', reason: 'internet', by: 'egress.internet false' };
     if (s.policy.verifyNames) {
       if (f.proto === 17 && !unnamedPort(s.policy, f)) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' };
+      if (f.proto !== 6 && f.proto !== 17) return { verdict: 'deny', reason: 'unnamed_proto', by: 'another protocol to the internet names nothing' };
       if (f.proto === 6) return { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' };
     }
     return { verdict: 'allow', by: 'internet' };

@@ -213,10 +213,11 @@ export class RulesetBuilder {
       rule([match(meta('iifname'), `${this.names.linkPrefix}*`, '!='), { accept: null }], 'not from this instance\'s sandboxes'),
       rule([match(bits(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED), 0), { accept: null }], 'not waiting for a name'),
       rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'named a domain outside the allow-list'),
-      rule([ctState(['new']), { accept: null }], 'the handshake: judged by its first data'),
-      // A segment without data (the handshake's last ACK, a bare ACK) has nothing to judge:
-      // its IP length is exactly the headers' (IP options never get here: source_check
-      // drops them, so the IP header is 20 bytes). A queue round trip saved per connection.
+      // A segment without data (the SYN, the handshake's last ACK, a bare ACK) has nothing to
+      // judge: its IP length is exactly the headers' (IP options never get here: source_check
+      // drops them, so the IP header is 20 bytes). A queue round trip saved per packet. A SYN
+      // with data (TCP Fast Open) goes to the reader like any first flight, and so does data
+      // on a connection conntrack picked up in the middle: neither is let past unjudged.
       ...Array.from({ length: 11 }, (_, i) => rule([
         match(payload('ip', 'length'), 20 + 4 * (i + 5)), match(payload('tcp', 'doff'), i + 5), { accept: null },
       ], 'no data')),
@@ -424,6 +425,10 @@ export class RulesetBuilder {
       match({ concat: [payload('ip', 'saddr'), meta('l4proto'), payload('th', 'dport')] }, '@unnamed_ports', '!='),
       { counter: null }, deny('unnamed_udp'),
     ], 'UDP to the internet names nothing'));
+    cmds.push(this.rule('from_sandbox', [
+      match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), { set: ['tcp', 'udp'] }, '!='),
+      { counter: null }, deny('unnamed_proto'),
+    ], 'another protocol to the internet names nothing'));
     cmds.push(this.rule('from_sandbox', [
       match(payload('ip', 'saddr'), '@name_check'), match(meta('l4proto'), 'tcp'),
       { mangle: { key: { ct: { key: 'mark' } }, value: { '|': [{ ct: { key: 'mark' } }, CT_MARK_NAME_PENDING] } } },

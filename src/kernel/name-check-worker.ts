@@ -134,7 +134,9 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
     sweep(now);
     streams.set(key, (s = { stream: new FirstFlightStream(), at: now }));
   }
-  const j: Judgement = judge(policy, dport, s.stream.add(p.readUInt32BE(ihl + 4), data), (name) => answers?.answered(name, dst, now) ?? false);
+  // A SYN's own sequence number comes before its data (TCP Fast Open: data in the SYN).
+  const seq = (p.readUInt32BE(ihl + 4) + (flags & 0x02 ? 1 : 0)) >>> 0;
+  const j: Judgement = judge(policy, dport, s.stream.add(seq, data), (name) => answers?.answered(name, dst, now) ?? false);
   if (j.verdict === 'more') return { verdict: NF_ACCEPT };
   streams.delete(key);
   const pass = j.verdict === 'allow' || policy.report;

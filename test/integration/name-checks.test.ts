@@ -90,6 +90,30 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     assert.match(bad.stdout, /ECONNRESET/);
   });
 
+  it('data in the SYN (TCP Fast Open) is judged like any first flight: the allowed name passes, another is reset', async () => {
+    // A server of the testbed's internet that takes Fast Open (its namespace's sysctl, set
+    // before it listens: the kernel reads it at listen()).
+    assert.equal(spawnSync('nsenter', [`--net=/run/netns/${tb.wanNs}`, 'sysctl', '-qw', 'net.ipv4.tcp_fastopen=1027']).status, 0);
+    const port = VHOST_PORT + 17;
+    await tb.serveWan([`vhost:${EDGE}:${port}`]);
+    const tfoActive = () => {
+      const r = tb.inSandbox(I, 'named', ['nstat', '-az', 'TcpExtTCPFastOpenActive']);
+      return Number(/TcpExtTCPFastOpenActive\s+(\d+)/.exec(r.stdout)?.[1] ?? NaN);
+    };
+    // The first connection fetches the cookie; the next ones send their request in the SYN.
+    const url = `http://cdn.test:${port}/`;
+    for (let i = 0; i < 2; i++) assert.equal(curl('named', ['--tcp-fastopen', url]).code, 0);
+    const before = tfoActive();
+    const ok = curl('named', ['--tcp-fastopen', url]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /vhost host=cdn\.test/);
+    assert.ok(tfoActive() > before, 'the allowed request went in the SYN (TcpExtTCPFastOpenActive)');
+    const mismatchesBefore = (await mismatches('other.test')).length;
+    const sneaky = curl('named', ['--tcp-fastopen', '-H', 'Host: other.test', url]);
+    assert.notEqual(sneaky.code, 0, `Host other.test in a SYN got through: ${sneaky.stdout}`);
+    await waitFor(async () => (await mismatches('other.test')).length > mismatchesBefore, 'a name_mismatch event for the Host in the SYN');
+  });
+
   it('UDP to an admitted address (QUIC) is refused, with an event', async () => {
     assert.equal(curl('named', ['https://cdn.test/']).code, 0);
     const send = tb.inSandbox(I, 'named', [process.execPath, '-e', `
@@ -155,12 +179,16 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
       s.on('error', (e) => { console.log(e.code); process.exit(0); });
       setTimeout(() => { console.log('no error'); process.exit(0); }, 1500);`]);
     assert.notEqual(udp.stdout.trim(), 'no error', 'the datagram was not refused');
+    // Nor does ICMP (nor any protocol but TCP and UDP) go anywhere unnamed.
+    const ping = tb.inSandbox(I, 'bound', ['ping', '-c', '1', '-W', '1', WAN.internet]);
+    assert.notEqual(ping.code, 0, `ping got through: ${ping.stdout}`);
+    await waitFor(async () => (await events('bound', 'unnamed_proto')).some((e) => e.dst === WAN.internet), 'an unnamed_proto event');
     // Events name what was seen and why; stats count it.
     await waitFor(async () => (await events('bound', 'name_mismatch')).length >= 4, 'four name_mismatch events for bound');
     const said = await events('bound', 'name_mismatch');
     assert.ok(said.some((e) => e.name === 'other.test' && e.dst === EDGE && /other\.test is not a name the sandbox's DNS answered with this address/.test(e.rule)), JSON.stringify(said));
     assert.ok(said.some((e) => e.name === 'other.test' && e.dst === WAN.internet), 'the name at an address its answer did not give');
-    assert.equal((await events('bound2', 'name_mismatch')).length, 1);
+    await waitFor(async () => (await events('bound2', 'name_mismatch')).length === 1, 'bound2\'s one name_mismatch event');
     await waitFor(async () => (await events('bound', 'unnamed_udp')).some((e) => e.dst === WAN.internet), 'an unnamed_udp event');
     const stats = await cl.stats('bound');
     assert.ok((stats.nameChecks?.allowed ?? 0) >= 4, JSON.stringify(stats.nameChecks));

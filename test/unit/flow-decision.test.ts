@@ -57,6 +57,9 @@ describe('FlowJudge', () => {
     assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10')), { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' });
     assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 443 }), { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' });
     assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 123 }), { verdict: 'allow', by: 'internet' });
+    for (const proto of [1, 47, 132]) {
+      assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto, dport: 0 }), { verdict: 'deny', reason: 'unnamed_proto', by: 'another protocol to the internet names nothing' }, `protocol ${proto}`);
+    }
     assert.equal(judge.decide(s, [], tcp('198.51.100.7')).by, 'egress.allow 198.51.100.7', 'an allow entry is not name-checked');
     assert.equal((judge.decide(s, [], tcp('10.99.0.5')) as { reason: string }).reason, 'private');
     const off = sandbox(4, { egress: { verifyNames: true, internet: false } });

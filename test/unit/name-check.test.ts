@@ -180,16 +180,19 @@ describe('RulesetBuilder.nameGateTable', () => {
     assert.ok(NAME_GATE.priority > 0, 'after the filter (priority 0): only what it let through is judged');
   });
 
-  it('passes what is not this instance\'s, not pending, the handshake and data-less segments; resets what was judged against', () => {
+  it('passes what is not this instance\'s, not pending, and data-less segments (the handshake too); resets what was judged against; nothing passes for being new', () => {
     assert.deepEqual(rules.map((r) => r.comment), [
-      'not from this instance\'s sandboxes', 'not waiting for a name', 'named a domain outside the allow-list', 'the handshake: judged by its first data',
+      'not from this instance\'s sandboxes', 'not waiting for a name', 'named a domain outside the allow-list',
       ...Array(11).fill('no data'), 'to the reader',
     ]);
+    // Data in a SYN (TCP Fast Open) or in a packet conntrack picked up mid-stream is new too:
+    // no rule lets a packet past for its conntrack state.
+    assert.ok(!JSON.stringify(rules).includes('"state"'));
     const text = JSON.stringify(rules);
     assert.ok(text.includes(String(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)) && text.includes(String(CT_MARK_NAME_DENIED)));
     assert.deepEqual(rules[2].expr.at(-1), { reject: { type: 'tcp reset' } });
     // Every (IP length, TCP data offset) pair without data: 40/5 to 80/15.
-    assert.deepEqual(rules.slice(4, -1).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
+    assert.deepEqual(rules.slice(3, -1).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
     assert.ok(!text.includes('queue'), 'the queue rule comes from the kernel layer (nfqueue-codec.ts)');
   });
 

@@ -329,6 +329,7 @@ describe('RulesetBuilder.fullTable', () => {
       ['domain allow-list', jumpTo('domain')],
       ['internet switched off', jumpTo('internet')],
       ['UDP to the internet names nothing', jumpTo('unnamed_udp')],
+      ['another protocol to the internet names nothing', jumpTo('unnamed_proto')],
       ['name pending: to be named on the first flight', { accept: null }],
       ['internet', { accept: null }],
     ];
@@ -432,7 +433,11 @@ describe('RulesetBuilder.fullTable', () => {
       { counter: null }, jumpTo('unnamed_udp'),
     ]);
     assert.equal(at('UDP to the internet names nothing'), at('internet switched off') + 1);
-    assert.equal(at('name pending: to be named'), at('UDP to the internet names nothing') + 1);
+    assert.deepEqual(ruleWithComment(r, 'another protocol to the internet').expr, [
+      checked, { match: { op: '!=', left: l4, right: { set: ['tcp', 'udp'] } } }, { counter: null }, jumpTo('unnamed_proto'),
+    ]);
+    assert.equal(at('another protocol to the internet'), at('UDP to the internet names nothing') + 1);
+    assert.equal(at('name pending: to be named'), at('another protocol to the internet') + 1);
   });
 
   it('rejects the sandbox subnet and every private/reserved range before the internet', () => {
@@ -636,7 +641,7 @@ describe('RulesetBuilder.fullTable', () => {
     const limits = ['connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
     assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
       'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
-      'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox', 'unnamed_udp',
+      'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox', 'unnamed_proto', 'unnamed_udp',
     ]);
     assert.deepEqual([...LIMIT_REASONS].sort(), limits);
     assert.deepEqual([...HARD_REASONS].sort(), ['config', 'dns', 'host', 'metadata', ...limits].sort());
