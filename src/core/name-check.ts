@@ -54,6 +54,13 @@ export function nameCheckPolicy(p: Policy): NameCheckPolicy | undefined {
   return { ...(p.domains ? { domains: p.domains } : {}), unnamedPorts: p.unnamedPorts ?? [], report: p.mode === 'report' };
 }
 
+/**
+ * The clock answers' lifetimes are kept in (ms): the wall clock at the thread's start, then
+ * monotonic, so a step of the system clock neither stretches nor cuts them. The resolver's
+ * thread and the reader's agree on it (each adds its own time since its own origin).
+ */
+export const answerClockMs = (): number => performance.timeOrigin + performance.now();
+
 /** A name as the resolver compares it: lower case, no trailing dot. */
 const normalName = (n: string) => n.toLowerCase().replace(/\.$/, '');
 
@@ -63,24 +70,44 @@ const normalName = (n: string) => n.toLowerCase().replace(/\.$/, '');
  * asked decides), each until the time an admission of it would expire. A connection then
  * passes when it names what DNS told this sandbox its address is, so the query log says
  * what the sandbox reached, and an address it never asked for (or asked for by another
- * name) is named in vain. Bounded: past `maxNames`, the name answered longest ago goes.
+ * name) is named in vain.
+ *
+ * Bounded, since a sandbox chooses what it asks and a zone it controls chooses the answers
+ * (thousands of A records over TCP): at most `perName` addresses a name (the latest), and
+ * at most `maxEntries` (name, address) pairs in all, the names answered longest ago going
+ * first. One reader holds every sandbox's, so what one sandbox asks must not grow without end.
  */
 export class AnsweredNames {
   private readonly byName = new Map<string, Map<string, number>>();
+  private entries = 0;
 
-  constructor(private readonly maxNames = 4096) {}
+  constructor(private readonly maxEntries = 2048, private readonly perName = 32) {}
 
   /** Records an answer: `name` gave `addresses`, valid until `until` (ms, the clock of `now`). */
   add(name: string, addresses: string[], until: number, now: number): void {
     const n = normalName(name);
-    const was = this.byName.get(n);
-    const addrs = new Map<string, number>();
-    if (was) for (const [a, t] of was) if (t > now) addrs.set(a, t);
-    for (const a of addresses) addrs.set(a, Math.max(addrs.get(a) ?? 0, until));
-    // Re-inserted, so the Map's order is the order of last answers.
-    this.byName.delete(n);
+    let addrs = this.byName.get(n);
+    if (addrs) {
+      this.entries -= addrs.size;
+      this.byName.delete(n); // re-inserted below: the Map's order is the order of last answers
+      for (const [a, t] of addrs) if (t <= now) addrs.delete(a);
+    } else addrs = new Map();
+    for (const a of addresses.slice(-this.perName)) {
+      const t = Math.max(addrs.get(a) ?? 0, until);
+      addrs.delete(a); // re-inserted: the latest last
+      addrs.set(a, t);
+    }
+    for (const a of addrs.keys()) {
+      if (addrs.size <= this.perName) break;
+      addrs.delete(a);
+    }
     this.byName.set(n, addrs);
-    if (this.byName.size > this.maxNames) this.byName.delete(this.byName.keys().next().value!);
+    this.entries += addrs.size;
+    for (const [oldest, its] of this.byName) {
+      if (this.entries <= this.maxEntries || oldest === n) break;
+      this.byName.delete(oldest);
+      this.entries -= its.size;
+    }
   }
 
   /** Whether an answer for `name` gave `address`, and still holds at `now`. */
@@ -88,8 +115,14 @@ export class AnsweredNames {
     return (this.byName.get(normalName(name))?.get(address) ?? 0) > now;
   }
 
+  /** Names held. */
   get size(): number {
     return this.byName.size;
+  }
+
+  /** (name, address) pairs held. */
+  get pairs(): number {
+    return this.entries;
   }
 }
 

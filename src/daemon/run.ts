@@ -111,6 +111,16 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
   };
 
   try {
+    // Name checks: without this reader the gate drops what waits for a name (fail closed).
+    // Before the resolver serves: the answers it posts to the reader (names checked without
+    // an allow-list) would find none.
+    const nameLog = root.child({ component: 'names' });
+    try {
+      await names.start(nameCheckQueue(config.logGroup), (m) => nameLog.warn(m));
+      nameLog.info({ queue: nameCheckQueue(config.logGroup) }, 'judging first flights');
+    } catch (err) {
+      nameLog.error({ err }, `name checks unavailable, so connections of sandboxes with verifyNames wait: ${(err as Error).message}`);
+    }
     const dnsLog = root.child({ component: 'dns' });
     if (config.dnsUpstreams.length === 0) dnsLog.warn('no DNS upstreams (set dnsUpstreams): sandboxes get SERVFAIL');
     resolver = new SandboxResolver(config, engine, (m) => dnsLog.warn(m), {
@@ -118,6 +128,9 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       answered: flows && ((s, e) => flows.noteAnswer(s.id, e.name, e.answer)),
       answeredName: (s, name, addresses, ttl) => names.answered(s, name, addresses, ttl),
     });
+    // What the reader lost with the last daemon (names checked without an allow-list).
+    const takenBack = names.takeBackAnswers(resolver.queries, (n) => engine.store.getByName(n)?.createdAt, config.dnsMaxTtl);
+    if (takenBack > 0) nameLog.info({ answers: takenBack }, 'took back answers from the query log');
     await resolver.forwarder.start();
     dnsLog.info({ listen: `${config.gateway}:53`, upstreams: config.dnsUpstreams }, 'serving DNS');
 
@@ -129,14 +142,6 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       eventLog.warn({ err }, `denial events unavailable: ${(err as Error).message}`);
     }
 
-    // Name checks: without this reader the gate drops what waits for a name (fail closed).
-    const nameLog = root.child({ component: 'names' });
-    try {
-      await names.start(nameCheckQueue(config.logGroup), (m) => nameLog.warn(m));
-      nameLog.info({ queue: nameCheckQueue(config.logGroup) }, 'judging first flights');
-    } catch (err) {
-      nameLog.error({ err }, `name checks unavailable, so connections of sandboxes with verifyNames wait: ${(err as Error).message}`);
-    }
     // What the gate dropped unjudged (while no daemon read the queue, or it was full): reported
     // whether or not the reader started.
     names.reportUnjudged(new UnjudgedTally(engine.store, engine.unjudgedCounters, (ip) => engine.live.at(ip)?.name), (m) => nameLog.warn(m));

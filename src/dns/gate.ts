@@ -360,7 +360,7 @@ export class DnsGate {
       const left = Number.isFinite(r.admittedTtl) ? Math.max(0, r.admittedTtl - age) : Infinity;
       const ttl = Math.max(this.o.minTtl, Math.min(this.o.maxTtl, Number.isFinite(left) ? left : this.o.minTtl));
       if (s.policy.domains) this.hooks.admit(s, r.admitted, ttl);
-      else this.hooks.answeredName?.(s, r.qname, r.admitted, ttl);
+      else if (s.policy.internet) this.hooks.answeredName?.(s, r.qname, r.admitted, ttl); // without internet, nothing to name
     }
     const { stripped } = r;
     this.hooks.log({ sandbox: s.name, name: r.qname, type: r.type, verdict: stripped.length ? 'stripped' : 'answered', answer: r.admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) }, s);

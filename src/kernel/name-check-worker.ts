@@ -16,7 +16,7 @@ import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_QUEUED, judge, takeTurns,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, answerClockMs, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_QUEUED, judge, takeTurns,
 } from '../core/name-check.js';
 
 const { queue } = workerData as { queue: number };
@@ -76,7 +76,7 @@ const ipOf = (b: Buffer, off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.
 
 function drainUpdates(): void {
   for (let m = receiveMessageOnPort(parentPort as never); m; m = receiveMessageOnPort(parentPort as never)) {
-    for (const u of m.message as GateUpdate[]) checked.apply(u, Date.now());
+    for (const u of m.message as GateUpdate[]) checked.apply(u, answerClockMs());
   }
 }
 
@@ -136,7 +136,7 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
   }
   // A SYN's own sequence number comes before its data (TCP Fast Open: data in the SYN).
   const seq = (p.readUInt32BE(ihl + 4) + (flags & 0x02 ? 1 : 0)) >>> 0;
-  const j: Judgement = judge(policy, dport, s.stream.add(seq, data), (name) => answers?.answered(name, dst, now) ?? false);
+  const j: Judgement = judge(policy, dport, s.stream.add(seq, data), (name) => answers?.answered(name, dst, answerClockMs()) ?? false);
   if (j.verdict === 'more') return { verdict: NF_ACCEPT };
   streams.delete(key);
   const pass = j.verdict === 'allow' || policy.report;
@@ -189,7 +189,12 @@ for (;;) {
     // counted as unjudged by the chain after the gate). Reading goes on.
     continue;
   }
-  if (msgs.length === 0) continue;
+  if (msgs.length === 0) {
+    // An idle queue (the receive times out every second) still takes what was posted: the
+    // answers posted for sandboxes that send nothing would otherwise pile up.
+    drainUpdates();
+    continue;
+  }
   const t0 = performance.now();
   drainUpdates();
   const queued = [];

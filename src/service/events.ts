@@ -184,6 +184,7 @@ type Queued = [time: number, entry: QueryLogEntry, count: number];
  */
 export class DnsLog {
   private readonly insert;
+  private readonly answered;
   private inserted = 0;
 
   constructor(private readonly db: Database.Database) {
@@ -194,6 +195,7 @@ export class DnsLog {
     // How many identical queries a row stands for (added after the table's first version: older stores gain it; NULL is 1).
     addColumnIfMissing(db, 'dns_queries', 'count', 'INTEGER');
     this.insert = db.prepare('INSERT INTO dns_queries (time, sandbox, name, type, verdict, answer, reason, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    this.answered = db.prepare("SELECT time, name, answer FROM dns_queries WHERE sandbox = ? AND time >= ? AND verdict IN ('answered', 'stripped') AND answer != '' ORDER BY id");
     this.insertMany = db.prepare(`INSERT INTO dns_queries (time, sandbox, name, type, verdict, answer, reason, count) VALUES ${Array(ROWS_PER_INSERT).fill('(?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
   }
 
@@ -225,6 +227,17 @@ export class DnsLog {
       this.flushTimer = setTimeout(() => this.flush(), 100);
       this.flushTimer.unref();
     }
+  }
+
+  /**
+   * The answers with addresses `sandbox` was given since `since` (ms), oldest first: what a
+   * restarted daemon takes back for name checks without an allow-list. Rows still waiting
+   * to be written are written first.
+   */
+  answeredSince(sandbox: string, since: number): { time: number; name: string; answer: string[] }[] {
+    this.flush();
+    const rows = this.answered.all(sandbox, since) as { time: number; name: string; answer: string }[];
+    return rows.map((r) => ({ time: r.time, name: r.name, answer: r.answer.split(',') }));
   }
 
   flush(): void {

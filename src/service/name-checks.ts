@@ -2,7 +2,7 @@
 // (kernel/name-check-worker.ts), keeps it told of every checked sandbox's policy by
 // address, and turns what it judged into denial events and per-sandbox counts.
 import type { Worker } from 'node:worker_threads';
-import { GateUpdate, nameCheckPolicy } from '../core/name-check.js';
+import { GateUpdate, answerClockMs, nameCheckPolicy } from '../core/name-check.js';
 import type { NameJudgement } from '../kernel/name-check-worker.js';
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
@@ -59,8 +59,37 @@ export class NameChecks {
    * it before any connection that follows the answer.
    */
   answered(s: { id: number; ip: string }, name: string, addresses: string[], ttl: number): void {
-    const u: GateUpdate = { ip: s.ip, id: s.id, answer: { name, addresses, until: Date.now() + ttl * 1000 } };
+    const u: GateUpdate = { ip: s.ip, id: s.id, answer: { name, addresses, until: answerClockMs() + ttl * 1000 } };
     this.worker?.postMessage([u]);
+  }
+
+  /**
+   * After a restart, what the reader lost: the answers the query log kept from the last
+   * `maxTtl` seconds, for each sandbox checked without an allow-list, posted as if given now,
+   * each valid `maxTtl` seconds from when it was given (the log keeps no TTL: the longest an
+   * admission lasts). Only what the sandbox of that name was given since it was made (or
+   * acquired from the pool, `createdAt`): names are reused, and another's answers are not its.
+   */
+  takeBackAnswers(
+    log: { answeredSince(sandbox: string, since: number): { time: number; name: string; answer: string[] }[] },
+    createdAt: (name: string) => number | undefined,
+    maxTtl: number,
+    now = Date.now(),
+  ): number {
+    let posted = 0;
+    for (const s of this.live.specs()) {
+      const policy = nameCheckPolicy(s.policy);
+      const at = this.live.at(s.ip);
+      const made = at && createdAt(at.name);
+      if (!policy || policy.domains || !s.policy.internet || !at || made === undefined) continue;
+      const clock = answerClockMs() - now; // wall time -> the answers' clock
+      for (const e of log.answeredSince(at.name, Math.max(made, now - maxTtl * 1000))) {
+        const u: GateUpdate = { ip: s.ip, id: s.id, answer: { name: e.name, addresses: e.answer, until: e.time + clock + maxTtl * 1000 } };
+        this.worker?.postMessage([u]);
+        posted++;
+      }
+    }
+    return posted;
   }
 
   /** The reader's work so far (status), undefined when it is not running. */

@@ -225,6 +225,12 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     const back = curl('named', ['https://cdn.test/']);
     assert.equal(back.code, 0, back.stderr);
     assert.match(back.stdout, /sni=cdn\.test/);
+    // What the reader knew of answers (names checked without an allow-list) is taken back from
+    // the query log: 'bound' asked for other.test before the restart and, without asking
+    // again, still names it; 'bound2' never asked for it.
+    const takenBack = curl('bound', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']);
+    assert.equal(takenBack.code, 0, `an answer from before the restart: ${takenBack.stderr}`);
+    assert.notEqual(curl('bound2', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']).code, 0, 'nor is it another sandbox\'s after the restart');
     // Judged packets had the bit cleared by their verdict: nothing more counted as unjudged.
     await sleep(1500); // waits out the daemon's next poll of the count (every second)
     assert.equal((await eventsOf('named', 'name_unjudged')).length, eventsBefore + said.length);

@@ -154,16 +154,32 @@ describe('AnsweredNames', () => {
     assert.equal(a.answered('cdn.test', '203.0.113.30', 4000), true, 'a shorter answer does not cut a longer one');
   });
 
-  it('forgets the name answered longest ago past its bound', () => {
-    const a = new AnsweredNames(2);
+  it('forgets the names answered longest ago past its bound on pairs, and keeps a name\'s latest addresses', () => {
+    const a = new AnsweredNames(4, 2);
     a.add('a.test', ['203.0.113.1'], 1000, 0);
-    a.add('b.test', ['203.0.113.2'], 1000, 0);
+    a.add('b.test', ['203.0.113.2', '203.0.113.3'], 1000, 0);
     a.add('a.test', ['203.0.113.1'], 1000, 0); // answered again: now the newest
-    a.add('c.test', ['203.0.113.3'], 1000, 0);
-    assert.equal(a.size, 2);
+    a.add('c.test', ['203.0.113.4', '203.0.113.5'], 1000, 0); // 5 pairs: b.test goes
+    assert.deepEqual([a.size, a.pairs], [2, 3]);
     assert.equal(a.answered('b.test', '203.0.113.2', 10), false);
     assert.equal(a.answered('a.test', '203.0.113.1', 10), true);
-    assert.equal(a.answered('c.test', '203.0.113.3', 10), true);
+    assert.equal(a.answered('c.test', '203.0.113.5', 10), true);
+    // At most perName addresses a name: an answer of many keeps its last ones, and a new
+    // answer's addresses push out the oldest.
+    a.add('d.test', ['203.0.113.6', '203.0.113.7', '203.0.113.8'], 1000, 0);
+    assert.deepEqual(['203.0.113.6', '203.0.113.7', '203.0.113.8'].map((x) => a.answered('d.test', x, 10)), [false, true, true]);
+    a.add('d.test', ['203.0.113.9'], 1000, 0);
+    assert.deepEqual(['203.0.113.7', '203.0.113.8', '203.0.113.9'].map((x) => a.answered('d.test', x, 10)), [false, true, true]);
+    assert.ok(a.pairs <= 4);
+  });
+
+  it('stays within its bound however much a zone answers (a hostile zone\'s thousands of records, over and over)', () => {
+    const a = new AnsweredNames();
+    const many = Array.from({ length: 4000 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    const t0 = performance.now();
+    for (let i = 0; i < 3000; i++) a.add(`n${i % 5000}.evil.test`, many, 3_600_000, 0);
+    assert.ok(a.pairs <= 2048, `pairs held: ${a.pairs}`);
+    assert.ok(performance.now() - t0 < 5000, 'linear in what is added, not in what is held');
   });
 });
 
