@@ -17,7 +17,8 @@ export interface Flow {
   dport: number;
 }
 
-export type FlowDecision = { verdict: 'allow'; by: string } | { verdict: 'deny'; reason: DenyReason; by: string };
+/** `namePending`: let open pending its name (core/name-check.ts): a connection the gate judges by its first flight. */
+export type FlowDecision = { verdict: 'allow'; by: string; namePending?: true } | { verdict: 'deny'; reason: DenyReason; by: string };
 
 const PROTO_NUM: Record<string, number> = { icmp: 1, tcp: 6, udp: 17 };
 
@@ -68,7 +69,7 @@ export class FlowJudge {
       if (s.policy.verifyNames) {
         // Name checks (core/name-check.ts): UDP names nothing unless its port is listed; TCP opens pending its first flight.
         if (f.proto === 17 && !unnamedPort(s.policy, f)) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' };
-        if (f.proto === 6) return { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight' };
+        if (f.proto === 6) return { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight', namePending: true };
       }
       return { verdict: 'allow', by: 'answered for an allowed name' };
     }
@@ -76,7 +77,7 @@ export class FlowJudge {
     if (s.policy.verifyNames) {
       if (f.proto === 17 && !unnamedPort(s.policy, f)) return { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' };
       if (f.proto !== 6 && f.proto !== 17) return { verdict: 'deny', reason: 'unnamed_proto', by: 'another protocol to the internet names nothing' };
-      if (f.proto === 6) return { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' };
+      if (f.proto === 6) return { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered', namePending: true };
     }
     return { verdict: 'allow', by: 'internet' };
   }

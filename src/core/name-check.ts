@@ -26,6 +26,12 @@ export const CT_MARK_NAME_DENIED = 0x40000000;
 export const SKB_MARK_NAME_QUEUED = 0x20000000;
 
 /**
+ * The packet mark bit of a packet the reader judged against: it goes through the gate again
+ * (NF_REPEAT) and meets its reset, whether or not the connection's mark could be written.
+ */
+export const SKB_MARK_NAME_DENIED = 0x40000000;
+
+/**
  * The gate's chain (after the filter on the forward hook: priority 0 there), and the chain
  * after it (`unjudged`) that drops what the queue gave back without a verdict and counts it
  * by source address (the set: a counter each).

@@ -17,7 +17,7 @@ import { Expr, ctAddr, ctState, egressRuleMatch, match, meta, payload, prefixVal
 import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
 import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from './resolver-contract.js';
-import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, NAME_GATE, SKB_MARK_NAME_QUEUED } from './name-check.js';
+import { CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, NAME_GATE, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED } from './name-check.js';
 import { InstanceNames, instanceNames } from './names.js';
 import { DNS_ALLOWED_SET, Element, SANDBOX_SETS, bySet } from './sandbox-elements.js';
 import { SandboxObject, objectElement, objectKey, tierSet } from './sandbox-limits.js';
@@ -211,8 +211,9 @@ export class RulesetBuilder {
       ...start,
       ...chains.map((c): NftCommand => ({ add: { chain: c } })),
       rule([match(meta('iifname'), `${this.names.linkPrefix}*`, '!='), { accept: null }], 'not from this instance\'s sandboxes'),
+      rule([match({ '&': [meta('mark'), SKB_MARK_NAME_DENIED] }, SKB_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'judged against just now'),
       rule([match(bits(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED), 0), { accept: null }], 'not waiting for a name'),
-      rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'named a domain outside the allow-list'),
+      rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'judged against: named what it may not, or nothing'),
       // A segment without data (the SYN, the handshake's last ACK, a bare ACK) has nothing to
       // judge: its IP length is exactly the headers' (IP options never get here: source_check
       // drops them, so the IP header is 20 bytes). A queue round trip saved per packet. A SYN

@@ -16,7 +16,7 @@ import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, answerClockMs, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_QUEUED, judge, takeTurns,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, answerClockMs, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, judge, takeTurns,
 } from '../core/name-check.js';
 
 const { queue } = workerData as { queue: number };
@@ -101,7 +101,7 @@ const ALLOWED_KEEP_MS = 5000;
 /** Marks to write after this batch's verdicts: the allowed connections'. */
 let marksAfter: ReturnType<typeof ctMarkRequest>[] = [];
 
-function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
+function handle(p: Buffer): { verdict: number; judged?: NameJudgement; denied?: boolean } {
   if (p.length < 20 || p[0] >> 4 !== 4 || p[9] !== 6) return { verdict: NF_ACCEPT }; // only TCP is ever pending
   const ihl = (p[0] & 0x0f) * 4;
   if (p.length < ihl + 20) return { verdict: NF_DROP };
@@ -148,12 +148,14 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
     if (allowed.size > MAX_STREAMS) for (const k of allowed.keys()) if (allowed.size > MAX_STREAMS * 0.9) allowed.delete(k); else break;
     marksAfter.push(ctMarkRequest(tuple, 0, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED));
   } else {
-    // Denied: the mark before the verdict, since the packet goes through the gate again to
-    // meet its reset.
+    // Denied: this packet goes through the gate again with a mark of its own and meets its
+    // reset; the connection's mark (written first) resets what else of it comes. That write
+    // fails for a connection conntrack has not confirmed yet (its first packet still here:
+    // data in a SYN, or a connection picked up mid-stream): the packet's mark does it all then.
     try {
       ct.exec([ctMarkRequest(tuple, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)], ['judge the connection']);
     } catch {
-      return { verdict: NF_DROP }; // the entry is gone: nothing to let through
+      // not confirmed, or gone
     }
   }
   const allowedNow = pass;
@@ -161,7 +163,7 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement } {
     time: now, src, dst, sport, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
     ...(j.name !== undefined ? { name: j.name } : {}), ...(j.verdict === 'deny' ? { why: j.why } : {}),
   };
-  return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged };
+  return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged, denied: !allowedNow };
 }
 
 /** Sends the verdicts given so far, then the marks of the connections they allowed. */
@@ -209,7 +211,7 @@ for (;;) {
   const verdicts: ReturnType<typeof verdictRequest>[] = [];
   const judged: NameJudgement[] = [];
   for (const q of inTurns) {
-    let v: { verdict: number; judged?: NameJudgement };
+    let v: { verdict: number; judged?: NameJudgement; denied?: boolean };
     try {
       v = handle(q.payload);
     } catch {
@@ -217,7 +219,9 @@ for (;;) {
     }
     // A verdict clears the queued bit, or the chain after the gate would count the packet as
     // unjudged and drop it (core/name-check.ts SKB_MARK_NAME_QUEUED).
-    verdicts.push(verdictRequest(queue, q.id, v.verdict, v.verdict === NF_DROP ? undefined : q.mark & ~SKB_MARK_NAME_QUEUED));
+    // A denial's packet goes round again marked to meet its reset.
+    const mark = ((q.mark & ~SKB_MARK_NAME_QUEUED) | (v.denied ? SKB_MARK_NAME_DENIED : 0)) >>> 0;
+    verdicts.push(verdictRequest(queue, q.id, v.verdict, v.verdict === NF_DROP ? undefined : mark));
     if (v.judged) judged.push(v.judged);
     if (verdicts.length >= VERDICTS_PER_WRITE) flush(verdicts);
   }

@@ -88,7 +88,10 @@ export class PolicyAndAccounting {
     if (old.policy.domains && !(kept && old.policy.domains.every((d) => kept.includes(d)))) this.s.admissions.forgetAll(next.ip);
     this.s.live.set(name, next);
     this.s.store.setPolicy(r.id, own);
-    return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next) };
+    // Name checks turned on: its open connections were never judged, and the gate judges
+    // only first flights; those it would judge now are cut (clients reconnect, and are judged).
+    const namesNewlyChecked = !old.policy.verifyNames && next.policy.verifyNames === true;
+    return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next, namesNewlyChecked) };
   }
 
   /**
@@ -96,9 +99,10 @@ export class PolicyAndAccounting {
    * now forbids, in both directions and whoever opened them: each tracked flow of the
    * sandbox is judged again (in the ruleset's order) from the side of the one that opened
    * it, with the policies and groups now in force, and the forbidden ones are deleted from
-   * conntrack. Call it once the new spec is live.
+   * conntrack; so are, when name checks were just turned on (`namesNewlyChecked`), its own
+   * connections they would have judged. Call it once the new spec is live.
    */
-  private cutForbiddenFlows(name: string, s: SandboxSpec): number {
+  private cutForbiddenFlows(name: string, s: SandboxSpec, namesNewlyChecked = false): number {
     const ct = new Conntrack();
     try {
       const now = Date.now();
@@ -109,7 +113,8 @@ export class PolicyAndAccounting {
           // Its DNS and other traffic to the host are not forwarded flows.
           if (f.dst === this.s.config.gateway || s.policy.mode === 'report') return false;
           const peers = this.s.live.peersOf(name, s);
-          return this.s.judge.decide(s, peers, flow, (d) => this.s.admissions.isOpen(s.ip, d, now)).verdict === 'deny';
+          const d = this.s.judge.decide(s, peers, flow, (a) => this.s.admissions.isOpen(s.ip, a, now));
+          return d.verdict === 'deny' || (namesNewlyChecked && d.namePending === true);
         }
         if (f.dst !== s.ip) return false;
         if (f.src === this.s.config.gateway || !cidrContains(subnet, parseIPv4(f.src))) {

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { ToastnetClient } from '../../src/api/client.js';
@@ -193,6 +193,27 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     const stats = await cl.stats('bound');
     assert.ok((stats.nameChecks?.allowed ?? 0) >= 4, JSON.stringify(stats.nameChecks));
     assert.ok((stats.nameChecks?.mismatched ?? 0) >= 4, JSON.stringify(stats.nameChecks));
+  });
+
+  it('turning name checks on cuts the connections they would judge: never judged, they end (their next packet is reset)', async () => {
+    await cl.create({ name: 'turned' });
+    const { netns } = await cl.get('turned');
+    // A client that writes every 100 ms, prints what it reads, and exits 1 when the connection dies.
+    const client = `const s=require('net').connect(7000,'${EDGE}');setInterval(()=>s.write('x'),100);s.on('data',d=>process.stdout.write(d));s.on('error',()=>process.exit(1));s.on('close',()=>process.exit(1));`;
+    const p = spawn('nsenter', [`--net=${netns.startsWith('/') ? netns : `/run/netns/${netns}`}`, process.execPath, '-e', client], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    p.stdout!.on('data', (d) => (out += d));
+    const ended = () => p.exitCode !== null || p.signalCode !== null;
+    try {
+      await waitFor(() => out.includes('tick') || ended(), 'the connection to deliver', 5000);
+      assert.match(out, /tick/);
+      const r = await cl.policySet('turned', { egress: { verifyNames: true } });
+      assert.ok((r.cut ?? 0) >= 1, `cut: ${JSON.stringify(r)}`);
+      await waitFor(ended, 'the client to see its connection end', 5000);
+      assert.equal(p.exitCode, 1);
+    } finally {
+      p.kill('SIGKILL');
+    }
   });
 
   it('with the daemon down, a name-checked connection waits (fail closed), and passes once it is back', async () => {

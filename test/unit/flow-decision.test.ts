@@ -39,7 +39,7 @@ describe('FlowJudge', () => {
     const s = sandbox(4, { egress: { domains: ['example.test'], allow: ['198.51.100.7'] } });
     const answered = (d: string) => d === '203.0.113.10';
     // Name checks are on by default with an allow-list: TCP opens pending its first flight, UDP is refused.
-    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10'), answered), { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight' });
+    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10'), answered), { verdict: 'allow', by: 'name pending: answered for an allowed name, to be named on the first flight', namePending: true });
     assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 443 }, answered), { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to an admitted address names nothing' });
     const ntp = sandbox(4, { egress: { domains: ['example.test'], unnamedPorts: ['123/udp'] } });
     assert.deepEqual(judge.decide(ntp, [], { daddr: '203.0.113.10', proto: 17, dport: 123 }, answered), { verdict: 'allow', by: 'answered for an allowed name' });
@@ -54,7 +54,7 @@ describe('FlowJudge', () => {
 
   it('with name checks and no allow-list, opens TCP to the internet pending its name and refuses UDP there', () => {
     const s = sandbox(4, { egress: { verifyNames: true, unnamedPorts: ['123/udp'], allow: ['198.51.100.7'] } });
-    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10')), { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered' });
+    assert.deepEqual(judge.decide(s, [], tcp('203.0.113.10')), { verdict: 'allow', by: 'name pending: to be named on the first flight as the sandbox\'s DNS answered', namePending: true });
     assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 443 }), { verdict: 'deny', reason: 'unnamed_udp', by: 'UDP to the internet names nothing' });
     assert.deepEqual(judge.decide(s, [], { daddr: '203.0.113.10', proto: 17, dport: 123 }), { verdict: 'allow', by: 'internet' });
     for (const proto of [1, 47, 132]) {

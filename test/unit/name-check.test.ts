@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  AnsweredNames, CheckedSandboxes, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
+  AnsweredNames, CheckedSandboxes, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
 } from '../../src/core/name-check.js';
 import { parseFirstFlight } from '../../src/core/first-flight.js';
 import { resolvePolicy } from '../../src/core/policy.js';
@@ -198,7 +198,7 @@ describe('RulesetBuilder.nameGateTable', () => {
 
   it('passes what is not this instance\'s, not pending, and data-less segments (the handshake too); resets what was judged against; nothing passes for being new', () => {
     assert.deepEqual(rules.map((r) => r.comment), [
-      'not from this instance\'s sandboxes', 'not waiting for a name', 'named a domain outside the allow-list',
+      'not from this instance\'s sandboxes', 'judged against just now', 'not waiting for a name', 'judged against: named what it may not, or nothing',
       ...Array(11).fill('no data'), 'to the reader',
     ]);
     // Data in a SYN (TCP Fast Open) or in a packet conntrack picked up mid-stream is new too:
@@ -206,9 +206,14 @@ describe('RulesetBuilder.nameGateTable', () => {
     assert.ok(!JSON.stringify(rules).includes('"state"'));
     const text = JSON.stringify(rules);
     assert.ok(text.includes(String(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)) && text.includes(String(CT_MARK_NAME_DENIED)));
-    assert.deepEqual(rules[2].expr.at(-1), { reject: { type: 'tcp reset' } });
+    assert.deepEqual(rules[3].expr.at(-1), { reject: { type: 'tcp reset' } });
+    // A packet the reader has just judged against goes round again with its own mark and is
+    // reset, before anything could pass it (its connection's mark may not be written yet).
+    assert.deepEqual(rules[1].expr, [
+      { match: { op: '==', left: { '&': [{ meta: { key: 'mark' } }, SKB_MARK_NAME_DENIED] }, right: SKB_MARK_NAME_DENIED } }, { counter: null }, { reject: { type: 'tcp reset' } },
+    ]);
     // Every (IP length, TCP data offset) pair without data: 40/5 to 80/15.
-    assert.deepEqual(rules.slice(3, -1).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
+    assert.deepEqual(rules.slice(4, -1).map((r) => (r.expr as { match: { right: number } }[]).slice(0, 2).map((m) => m.match.right)), Array.from({ length: 11 }, (_, i) => [40 + 4 * i, 5 + i]));
     assert.ok(!text.includes('queue'), 'the queue rule comes from the kernel layer (nfqueue-codec.ts)');
   });
 
