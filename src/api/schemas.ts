@@ -163,7 +163,7 @@ export const SandboxStatsSchema = z.object({
   published: z.object({ connections: count() }).optional().describe('connections let in through its published ports (absent when it publishes none)'),
   dns: z.object({ queries: count(), refused: count(), limited: count(), stripped: count() }).optional().describe('the resolver\'s per-sandbox counts (daemon only)'),
   nameChecks: z.object({ allowed: count(), mismatched: count(), unjudged: count() }).optional()
-    .describe('connections whose first flight was judged (egress.verifyNames): named an allowed domain, or not (reset, or reported in report mode); and packets dropped with no verdict (the daemon down or its queue full); daemon only'),
+    .describe('connections whose first flight was judged (egress.verifyNames): named what they may (an allowed domain, or without egress.domains what the sandbox\'s DNS answered with their address), or not (reset, or reported in report mode); and packets dropped with no verdict (the daemon down or its queue full); daemon only'),
   attachment: AttachmentSchema.optional(),
 });
 

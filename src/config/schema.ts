@@ -34,8 +34,8 @@ export const ConfigSchema = z.strictObject({
   dnsUpstreams: z.array(z.string().superRefine(validates((s) => parseUpstream(s)))).min(1).optional()
     .describe('Upstream DNS servers as ip or ip:port (default: the host\'s resolvers, skipping local stubs)'),
   dnsTimeoutMs: z.number().int().min(50).max(30000).default(2000).describe('How long to wait for one upstream before trying the next'),
-  dnsMinTtl: z.number().int().min(1).max(86400).default(5).describe('Floor of how long an allowed name\'s addresses stay open after the answer (s)'),
-  dnsMaxTtl: z.number().int().min(1).max(604800).default(3600).describe('Cap of how long an allowed name\'s addresses stay open (s)'),
+  dnsMinTtl: z.number().int().min(1).max(86400).default(5).describe('Floor of how long an allowed name\'s addresses stay open after the answer (s); with verifyNames alone, how long a name stays answered with them'),
+  dnsMaxTtl: z.number().int().min(1).max(604800).default(3600).describe('Cap of how long an allowed name\'s addresses stay open (s); with verifyNames alone, of how long a name stays answered with them (and what a restarted daemon takes back from the query log)'),
   dnsRefuseWith: z.enum(['refused', 'nxdomain']).default('refused').describe('Answer to a query for a name not on the sandbox\'s allow-list'),
   dnsPacketsPerSecond: z.number().int().min(10).max(1_000_000).default(1000)
     .describe('DNS packets per second (burst: one second\'s worth) each sandbox may send to the gateway; the kernel drops the rest before the resolver\'s sockets, so one sandbox cannot flood out the others\' queries. Keep it above any policy\'s dns.qps'),

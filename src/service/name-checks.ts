@@ -1,6 +1,7 @@
 // The daemon's side of the name checks (core/name-check.ts): starts the gate's reader
 // (kernel/name-check-worker.ts), keeps it told of every checked sandbox's policy by
-// address, and turns what it judged into denial events and per-sandbox counts.
+// address and (checks without an allow-list) of what its DNS answered, and turns what it
+// judged into denial events and per-sandbox counts.
 import type { Worker } from 'node:worker_threads';
 import { GateUpdate, answerClockMs, nameCheckPolicy } from '../core/name-check.js';
 import type { NameJudgement } from '../kernel/name-check-worker.js';
@@ -11,9 +12,9 @@ import type { UnjudgedTally } from './unjudged.js';
 import { startKernelReader } from './kernel-reader.js';
 
 export interface NameCheckCounts {
-  /** Connections whose first flight named an allowed domain. */
+  /** Connections whose first flight named what they may (an allowed domain, or what the sandbox's DNS answered). */
   allowed: number;
-  /** Connections reset (or, in report mode, reported) for naming another domain or none. */
+  /** Connections reset (or, in report mode, reported) for naming something else, or nothing. */
   mismatched: number;
   /** Packets dropped with no verdict: the daemon down or its queue full (service/unjudged.ts). */
   unjudged: number;
