@@ -424,16 +424,23 @@ describe('DnsGate.onAnswer: admission', () => {
     assert.equal(h.logs[0].verdict, 'answered');
   });
 
-  it('name checks without an allow-list hear each name asked and its chain\'s addresses, for the admitted time, before the answer returns; nothing is admitted', () => {
+  it('name checks without an allow-list hear each name asked and its chain\'s addresses, for the admitted time (a cached answer\'s TTL left), nothing admitted', () => {
     const h = harness({ minTtl: 5, maxTtl: 3600 });
     const s = h.add('web', '10.166.0.2', { egress: { verifyNames: true } });
     sent(h.gate, s, answer('PyPI.org', [CNAME('PyPI.org', 'edge.fastly.net', 300), A('edge.fastly.net', '151.101.0.223', 2)]), T0);
-    assert.deepEqual(h.named, [{ sandbox: 'web', name: 'pypi.org', addresses: ['151.101.0.223'], ttl: 5 }]);
+    assert.deepEqual(h.named, [{ sandbox: 'web', name: 'pypi.org', addresses: ['151.101.0.223'], ttl: 5 }], 'the TTL clamped up to minTtl');
+    // From the cache, 100 s after it was stored: what is left of its TTL.
+    const stored = answer('cdn.example.com', [A('cdn.example.com', '93.184.216.34', 300)]);
+    sent(h.gate, s, stored, T0, { packet: dnsPacket.decode(stored), age: 100 });
+    assert.deepEqual(h.named.at(-1), { sandbox: 'web', name: 'cdn.example.com', addresses: ['93.184.216.34'], ttl: 200 });
+    // Without internet there is nothing to name: nothing posted.
+    sent(h.gate, h.add('offline', '10.166.0.5', { egress: { verifyNames: true, internet: false } }), stored, T0);
+    assert.equal(h.named.length, 2);
     assert.equal(h.admits.length, 0, 'its internet is not narrowed');
     // With an allow-list, the addresses are admitted instead; without checks, neither.
     sent(h.gate, h.add('listed', '10.166.0.3', { egress: { domains: ['pypi.org'] } }), answer('pypi.org', [A('pypi.org', '151.101.0.223')]), T0);
     sent(h.gate, h.add('plain', '10.166.0.4'), answer('pypi.org', [A('pypi.org', '151.101.0.223')]), T0);
-    assert.deepEqual(h.named.map((n) => n.sandbox), ['web']);
+    assert.deepEqual(h.named.map((n) => n.sandbox), ['web', 'web']);
     assert.deepEqual(h.admits.map((a) => a.sandbox), ['listed']);
   });
 
