@@ -92,6 +92,9 @@ const INSTANCES: InstanceCase[] = [
       { id: 10, policy: { group: { name: 'h', ports: ['9000/udp'] } } },
       { id: 11, policy: { group: 'h', egress: { allow: ['0.0.0.0/0:1-65535/tcp'], deny: ['0.0.0.0/0/udp', '203.0.113.0/25/icmp'] } } },
       { id: 12, policy: { group: 'g', egress: { internet: false } } },
+      // Name checks without an allow-list: TCP to the internet opens pending its name, UDP and
+      // every other protocol there are refused but on unnamedPorts; allows are not checked.
+      { id: 13, policy: { egress: { verifyNames: true, unnamedPorts: ['123/udp'], allow: ['198.51.100.7'] } } },
     ],
   },
   {
@@ -109,6 +112,7 @@ const INSTANCES: InstanceCase[] = [
       { id: 4, policy: { egress: { internet: false, allow: ['192.168.0.0/16:443/tcp'] }, group: { name: 'k', ports: ['443/tcp'] } } },
       { id: 5, policy: { group: 'k', egress: { deny: ['10.77.0.4'] } } },
       { id: 6, macvlan: true, policy: { egress: { domains: ['*.example.net'] } }, resolved: ['198.51.100.99', '169.254.169.254'] },
+      { id: 7, policy: { egress: { verifyNames: true } } },
     ],
   },
 ];
