@@ -253,6 +253,18 @@ export class FirstFlightStream {
 }
 
 /**
+ * Whether `data`, a segment's bytes, begins a first flight of its own (a ClientHello, an
+ * HTTP request, or the start of one). A connection just allowed whose mark is not written
+ * yet passes without a judgement, but a new connection can take its addresses and ports at
+ * once (the first reset, the second opened): what begins a first flight is judged, whatever
+ * its addresses. The rest of an allowed connection's first bytes never looks like one.
+ */
+export function startsFirstFlight(data: Buffer): boolean {
+  const k = parseFirstFlight(data).kind;
+  return k === 'tls' || k === 'http' || k === 'more';
+}
+
+/**
  * `items` reordered in turns by key: the first item of every key (keys in order of first
  * appearance), then the second of every key, and so on; each key's items keep their order.
  * The gate takes its queue so, by sandbox: one sandbox's burst does not stand between

@@ -211,8 +211,8 @@ export class RulesetBuilder {
       ...start,
       ...chains.map((c): NftCommand => ({ add: { chain: c } })),
       rule([match(meta('iifname'), `${this.names.linkPrefix}*`, '!='), { accept: null }], 'not from this instance\'s sandboxes'),
-      rule([match({ '&': [meta('mark'), SKB_MARK_NAME_DENIED] }, SKB_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'judged against just now'),
       rule([match(bits(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED), 0), { accept: null }], 'not waiting for a name'),
+      rule([match({ '&': [meta('mark'), SKB_MARK_NAME_DENIED] }, SKB_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'judged against just now'),
       rule([match(bits(CT_MARK_NAME_DENIED), CT_MARK_NAME_DENIED), { counter: null }, { reject: { type: 'tcp reset' } }], 'judged against: named what it may not, or nothing'),
       // A segment without data (the SYN, the handshake's last ACK, a bare ACK) has nothing to
       // judge: its IP length is exactly the headers' (IP options never get here: source_check
@@ -232,6 +232,7 @@ export class RulesetBuilder {
       // sandbox that had such a drop, forgotten after a day without one). The daemon reports
       // these counts as events (service/unjudged.ts); the drop itself needs no daemon.
       { add: { rule: { ...t, chain: u.chain, comment: 'no verdict: the daemon down or its queue full (fail closed)', expr: [
+        match(meta('iifname'), `${this.names.linkPrefix}*`),
         match({ '&': [meta('mark'), SKB_MARK_NAME_QUEUED] }, SKB_MARK_NAME_QUEUED),
         { set: { op: 'update', elem: payload('ip', 'saddr'), set: `@${u.set}` } },
         { drop: null },

@@ -16,7 +16,7 @@ import { NETLINK_NETFILTER, NETLINK_NO_ENOBUFS, lib } from './libc.js';
 import { NF_ACCEPT, NF_DROP, NF_REPEAT, parseQueued, queueBindRequests, verdictRequest } from './nfqueue-codec.js';
 import { ctMarkRequest } from './conntrack.js';
 import {
-  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, answerClockMs, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, judge, takeTurns,
+  CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, CheckedSandboxes, answerClockMs, FirstFlightStream, GateUpdate, Judgement, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, judge, startsFirstFlight, takeTurns,
 } from '../core/name-check.js';
 
 const { queue } = workerData as { queue: number };
@@ -41,7 +41,7 @@ const checked = new CheckedSandboxes();
 /** Packets given a verdict and time spent (receipt excluded), since the last post. */
 let work = { packets: 0, busyMs: 0 };
 /** Connections being judged, by tuple; bounded (a sandbox opening many and never sending is its own loss). */
-const streams = new Map<string, { stream: FirstFlightStream; at: number }>();
+const streams = new Map<string, { stream: FirstFlightStream; at: number; reported?: boolean }>();
 const MAX_STREAMS = 65536;
 /** Most queued packets read together (taken in turns by sandbox). */
 const BATCH_MAX = 256;
@@ -90,17 +90,23 @@ function sweep(now: number): void {
   }
 }
 
-/** Verdict for one queued packet, and the judgement to report if the connection was decided. */
 /**
  * Connections allowed whose mark may not be written yet (it is written after the verdict,
- * see below): a packet of theirs queued meanwhile is accepted, never read as a new first
- * flight. Kept a few seconds.
+ * see below), by the read of the queue that allowed them: a packet of theirs queued
+ * meanwhile comes in one of the next reads and is accepted, never read as a new first
+ * flight. Kept for ALLOWED_READS reads only: the key is the addresses and ports, which a
+ * new connection can take again at once (the first reset, the next opened), and that one
+ * must be judged. To be let through on the first's verdict, its data would have to be
+ * queued within those reads, a handshake with the server after the first's reset.
  */
 const allowed = new Map<string, number>();
-const ALLOWED_KEEP_MS = 5000;
+const ALLOWED_READS = 2;
+/** Reads of the queue so far. */
+let reads = 0;
 /** Marks to write after this batch's verdicts: the allowed connections'. */
 let marksAfter: ReturnType<typeof ctMarkRequest>[] = [];
 
+/** Verdict for one queued packet, and the judgement to report if the connection was decided. */
 function handle(p: Buffer): { verdict: number; judged?: NameJudgement; denied?: boolean } {
   if (p.length < 20 || p[0] >> 4 !== 4 || p[9] !== 6) return { verdict: NF_ACCEPT }; // only TCP is ever pending
   const ihl = (p[0] & 0x0f) * 4;
@@ -118,9 +124,9 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement; denied?: 
     if (flags & 0x05) streams.delete(key); // FIN or RST: the connection ends unjudged
     return { verdict: NF_ACCEPT }; // the handshake's last ACK, a bare ACK
   }
-  const since = allowed.get(key);
-  if (since !== undefined) {
-    if (Date.now() - since < ALLOWED_KEEP_MS) return { verdict: NF_ACCEPT };
+  const at = allowed.get(key);
+  if (at !== undefined) {
+    if (reads - at <= ALLOWED_READS && !startsFirstFlight(data)) return { verdict: NF_ACCEPT };
     allowed.delete(key);
   }
   const sandbox = checked.get(src);
@@ -138,14 +144,25 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement; denied?: 
   const seq = (p.readUInt32BE(ihl + 4) + (flags & 0x02 ? 1 : 0)) >>> 0;
   const j: Judgement = judge(policy, dport, s.stream.add(seq, data), (name) => answers?.answered(name, dst, answerClockMs()) ?? false);
   if (j.verdict === 'more') return { verdict: NF_ACCEPT };
-  streams.delete(key);
   const pass = j.verdict === 'allow' || policy.report;
+  if (pass && flags & 0x02) {
+    // Data in a SYN, allowed. The server may not take it (no Fast Open, or no cookie) and
+    // acknowledge the SYN alone; the client then sends its first flight again, and a client
+    // of its own making could send other bytes. So the connection stays pending and its
+    // stream is kept: what comes next must repeat these bytes (FirstFlightStream) and is
+    // judged again. Reported once, here.
+    const first = !s.reported;
+    s.reported = true;
+    return { verdict: NF_ACCEPT, ...(first ? { judged: judgement(now, src, dst, sport, dport, j, policy.report) } : {}) };
+  }
+  const reported = s.reported === true && j.verdict === 'allow';
+  streams.delete(key);
   const tuple = { src: Buffer.from(p.subarray(12, 16)), dst: Buffer.from(p.subarray(16, 20)), sport, dport, proto: 6 };
   if (pass) {
     // The verdict first, the mark after the batch's verdicts: the first flight does not wait
     // for a conntrack round trip (what came queued meanwhile is accepted by `allowed`).
-    allowed.set(key, now);
-    if (allowed.size > MAX_STREAMS) for (const k of allowed.keys()) if (allowed.size > MAX_STREAMS * 0.9) allowed.delete(k); else break;
+    allowed.delete(key); // re-inserted: the Map's order is the order of reads
+    allowed.set(key, reads);
     marksAfter.push(ctMarkRequest(tuple, 0, CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED));
   } else {
     // Denied: this packet goes through the gate again with a mark of its own and meets its
@@ -158,12 +175,14 @@ function handle(p: Buffer): { verdict: number; judged?: NameJudgement; denied?: 
       // not confirmed, or gone
     }
   }
-  const allowedNow = pass;
-  const judged: NameJudgement = {
-    time: now, src, dst, sport, dport, verdict: j.verdict, reported: j.verdict === 'deny' && policy.report, kind: j.kind,
+  return { verdict: pass ? NF_ACCEPT : NF_REPEAT, ...(reported ? {} : { judged: judgement(now, src, dst, sport, dport, j, policy.report) }), denied: !pass };
+}
+
+function judgement(time: number, src: string, dst: string, sport: number, dport: number, j: Exclude<Judgement, { verdict: 'more' }>, report: boolean): NameJudgement {
+  return {
+    time, src, dst, sport, dport, verdict: j.verdict, reported: j.verdict === 'deny' && report, kind: j.kind,
     ...(j.name !== undefined ? { name: j.name } : {}), ...(j.verdict === 'deny' ? { why: j.why } : {}),
   };
-  return { verdict: allowedNow ? NF_ACCEPT : NF_REPEAT, judged, denied: !allowedNow };
 }
 
 /** Sends the verdicts given so far, then the marks of the connections they allowed. */
@@ -198,6 +217,12 @@ for (;;) {
     continue;
   }
   const t0 = performance.now();
+  reads++;
+  // Allowed connections past their reads go (oldest first: the Map is in the order of reads).
+  for (const [k, at] of allowed) {
+    if (reads - at <= ALLOWED_READS) break;
+    allowed.delete(k);
+  }
   drainUpdates();
   const queued = [];
   for (const m of msgs) {

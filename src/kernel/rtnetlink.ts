@@ -44,8 +44,14 @@ export class NetlinkSocket {
     const l = lib();
     this.fd = check(l.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol), 'socket(AF_NETLINK)');
     // Errors say what was wrong (extended acks) and do not echo the whole request back.
-    this.setFlag(NETLINK_EXT_ACK);
-    this.setFlag(NETLINK_CAP_ACK);
+    // Best effort, as before: kernels before 4.12 have neither, and work without.
+    for (const flag of [NETLINK_EXT_ACK, NETLINK_CAP_ACK]) {
+      try {
+        this.setFlag(flag);
+      } catch {
+        // plain errors then
+      }
+    }
     // Never hang the daemon on a kernel that does not answer: 5 s receive timeout.
     const tv = Buffer.alloc(16);
     tv.writeBigInt64LE(BigInt(recvTimeoutSeconds), 0);

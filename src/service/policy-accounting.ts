@@ -11,6 +11,7 @@ import { sandboxObjects } from '../core/sandbox-limits.js';
 import { Conntrack, ConntrackFlow } from '../kernel/conntrack.js';
 import type { LoggedPacket } from '../kernel/nflog-codec.js';
 import type { GateSandbox } from '../dns/gate.js';
+import type { Policy } from '../core/policy.js';
 import type { PolicyView } from '../api/types.js';
 import type { InstanceState } from './instance-state.js';
 import type { LiveSpec } from './live-sandboxes.js';
@@ -90,7 +91,9 @@ export class PolicyAndAccounting {
     this.s.store.setPolicy(r.id, own);
     // Name checks turned on: its open connections were never judged, and the gate judges
     // only first flights; those it would judge now are cut (clients reconnect, and are judged).
-    const namesNewlyChecked = !old.policy.verifyNames && next.policy.verifyNames === true;
+    // (Enforced: report mode judges without cutting, so a switch from it counts as turning on.)
+    const enforced = (p: Policy) => p.verifyNames === true && p.mode === 'enforce';
+    const namesNewlyChecked = !enforced(old.policy) && enforced(next.policy);
     return { name, policy: own, effective, cut: this.cutForbiddenFlows(name, next, namesNewlyChecked) };
   }
 

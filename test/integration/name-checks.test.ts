@@ -108,10 +108,40 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /vhost host=cdn\.test/);
     assert.ok(tfoActive() > before, 'the allowed request went in the SYN (TcpExtTCPFastOpenActive)');
+    // The server's count of SYNs whose data it took: up for the allowed one, not for the other.
+    const passive = () => {
+      const r = spawnSync('nsenter', [`--net=/run/netns/${tb.wanNs}`, 'nstat', '-az', 'TcpExtTCPFastOpenPassive'], { encoding: 'utf8' });
+      return Number(/TcpExtTCPFastOpenPassive\s+(\d+)/.exec(r.stdout)?.[1] ?? NaN);
+    };
+    const passiveBefore = passive();
+    assert.ok(passiveBefore >= 1, `the server took data in a SYN: ${passiveBefore}`);
     const mismatchesBefore = (await mismatches('other.test')).length;
     const sneaky = curl('named', ['--tcp-fastopen', '-H', 'Host: other.test', url]);
     assert.notEqual(sneaky.code, 0, `Host other.test in a SYN got through: ${sneaky.stdout}`);
+    assert.equal(passive(), passiveBefore, 'the SYN naming other.test never reached the server with its data');
     await waitFor(async () => (await mismatches('other.test')).length > mismatchesBefore, 'a name_mismatch event for the Host in the SYN');
+  });
+
+  it('a new connection on the addresses and ports of one just allowed is judged, not let through on its verdict', () => {
+    assert.equal(curl('named', ['https://cdn.test/']).code, 0, 'cdn.test resolved: its address admitted');
+    // Connection A names cdn.test, reads its answer and resets (the port is free at once);
+    // B opens from the same port at once and names other.test.
+    const script = `
+      const net = require('net');
+      const once = (host) => new Promise((res) => {
+        const s = net.connect({ host: '${EDGE}', port: ${VHOST_PORT}, localPort: 41234 }, () => s.write('GET / HTTP/1.1\\r\\nHost: ' + host + '\\r\\n\\r\\n'));
+        let out = '';
+        s.on('data', (d) => { out += d; if (out.includes('vhost')) { s.resetAndDestroy(); res(out.slice(out.indexOf('vhost'))); } });
+        s.on('error', (e) => res('error ' + e.code));
+        setTimeout(() => { s.destroy(); res('timeout ' + out); }, 3000);
+      });
+      (async () => { const a = await once('cdn.test'); const b = await once('other.test'); console.log(JSON.stringify({ a, b })); })();`;
+    const r = tb.inSandbox(I, 'named', [process.execPath, '-e', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const { a, b } = JSON.parse(r.stdout) as { a: string; b: string };
+    assert.match(a, /vhost host=cdn\.test/);
+    assert.doesNotMatch(b, /other\.test/, `B got through on A's verdict: ${b}`);
+    assert.match(b, /error ECONNRESET/);
   });
 
   it('UDP to an admitted address (QUIC) is refused, with an event', async () => {

@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  AnsweredNames, CheckedSandboxes, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, takeTurns,
+  AnsweredNames, CheckedSandboxes, CT_MARK_NAME_DENIED, CT_MARK_NAME_PENDING, SKB_MARK_NAME_DENIED, SKB_MARK_NAME_QUEUED, FirstFlightStream, NAME_GATE, NameCheckPolicy, judge, nameCheckPolicy, startsFirstFlight, takeTurns,
 } from '../../src/core/name-check.js';
 import { parseFirstFlight } from '../../src/core/first-flight.js';
 import { resolvePolicy } from '../../src/core/policy.js';
@@ -33,6 +33,18 @@ describe('judge', () => {
     assert.equal(judge(policy, 22, { kind: 'other' }).verdict, 'allow', 'SSH on a listed port');
     assert.equal(judge(policy, 22, { kind: 'tls', name: 'other.test', ech: false }).verdict, 'deny', 'TLS on a listed port is still checked');
     assert.deepEqual(judge(policy, 443, { kind: 'more' }), { verdict: 'more' });
+  });
+});
+
+describe('startsFirstFlight', () => {
+  it('tells a new first flight (or its start) from the rest of a connection\'s bytes', () => {
+    const hello = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    assert.equal(startsFirstFlight(http('other.test')), true);
+    assert.equal(startsFirstFlight(Buffer.from('GE')), true, 'the start of a request');
+    assert.equal(startsFirstFlight(hello), true, 'the start of a ClientHello');
+    assert.equal(startsFirstFlight(Buffer.from([0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3])), false, 'TLS application data');
+    assert.equal(startsFirstFlight(Buffer.from([0x14, 0x03, 0x03, 0x00, 0x01, 0x01])), false, 'ChangeCipherSpec');
+    assert.equal(startsFirstFlight(Buffer.from('{"a":1}')), false, 'a request body');
   });
 });
 
@@ -198,7 +210,7 @@ describe('RulesetBuilder.nameGateTable', () => {
 
   it('passes what is not this instance\'s, not pending, and data-less segments (the handshake too); resets what was judged against; nothing passes for being new', () => {
     assert.deepEqual(rules.map((r) => r.comment), [
-      'not from this instance\'s sandboxes', 'judged against just now', 'not waiting for a name', 'judged against: named what it may not, or nothing',
+      'not from this instance\'s sandboxes', 'not waiting for a name', 'judged against just now', 'judged against: named what it may not, or nothing',
       ...Array(11).fill('no data'), 'to the reader',
     ]);
     // Data in a SYN (TCP Fast Open) or in a packet conntrack picked up mid-stream is new too:
@@ -208,8 +220,10 @@ describe('RulesetBuilder.nameGateTable', () => {
     assert.ok(text.includes(String(CT_MARK_NAME_PENDING | CT_MARK_NAME_DENIED)) && text.includes(String(CT_MARK_NAME_DENIED)));
     assert.deepEqual(rules[3].expr.at(-1), { reject: { type: 'tcp reset' } });
     // A packet the reader has just judged against goes round again with its own mark and is
-    // reset, before anything could pass it (its connection's mark may not be written yet).
-    assert.deepEqual(rules[1].expr, [
+    // reset, before anything could pass it (its connection's mark may not be written yet; it
+    // is still pending or denied, so 'not waiting' does not pass it, and a mark bit set by
+    // other software on packets that are not waiting resets nothing).
+    assert.deepEqual(rules[2].expr, [
       { match: { op: '==', left: { '&': [{ meta: { key: 'mark' } }, SKB_MARK_NAME_DENIED] }, right: SKB_MARK_NAME_DENIED } }, { counter: null }, { reject: { type: 'tcp reset' } },
     ]);
     // Every (IP length, TCP data offset) pair without data: 40/5 to 80/15.
@@ -224,7 +238,8 @@ describe('RulesetBuilder.nameGateTable', () => {
     assert.ok((chain.prio as number) > NAME_GATE.priority, 'after the gate: it sees what the queue rule let go on without a verdict');
     assert.equal(chain.policy, 'accept', 'everything else passes: judged packets had the bit cleared by their verdict');
     assert.equal(unjudged.length, 1);
-    const [bit, update, drop] = unjudged[0].expr as Record<string, unknown>[];
+    const [link, bit, update, drop] = unjudged[0].expr as Record<string, unknown>[];
+    assert.deepEqual(link, { match: { op: '==', left: { meta: { key: 'iifname' } }, right: `${b.names.linkPrefix}*` } }, 'only what came from this instance\'s sandboxes');
     assert.deepEqual(bit, { match: { op: '==', left: { '&': [{ meta: { key: 'mark' } }, SKB_MARK_NAME_QUEUED] }, right: SKB_MARK_NAME_QUEUED } });
     assert.deepEqual(update, { set: { op: 'update', elem: { payload: { protocol: 'ip', field: 'saddr' } }, set: `@${NAME_GATE.unjudged.set}` } });
     assert.deepEqual(drop, { drop: null });
