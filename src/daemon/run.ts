@@ -129,7 +129,7 @@ export async function runDaemon(config: Config, root: Logger = createLogger(conf
       answeredName: (s, name, addresses, ttl) => names.answered(s, name, addresses, ttl),
     });
     // What the reader lost with the last daemon (names checked without an allow-list).
-    const takenBack = names.takeBackAnswers(resolver.queries, (n) => engine.store.getByName(n)?.createdAt, config.dnsMaxTtl);
+    const takenBack = names.takeBackAnswers({ log: resolver.queries, createdAt: (n) => engine.store.getByName(n)?.createdAt, maxTtl: config.dnsMaxTtl });
     if (takenBack > 0) nameLog.info({ answers: takenBack }, 'took back answers from the query log');
     await resolver.forwarder.start();
     dnsLog.info({ listen: `${config.gateway}:53`, upstreams: config.dnsUpstreams }, 'serving DNS');

@@ -31,6 +31,10 @@ export class NameChecks {
   private unjudgedTimer?: NodeJS.Timeout;
   /** "src:sport>dst:dport" -> the name the connection sent; bounded by count, not time (a flow's closed record comes minutes later). */
   private readonly names = new Map<string, string>();
+  /** Where answers are taken back from (takeBackAnswers), once the daemon gave it. */
+  private history?: AnswerHistory;
+  /** The sandbox id at each address whose names are checked against its answers (no allow-list). */
+  private readonly boundIds = new Map<string, number>();
 
   constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
 
@@ -47,7 +51,16 @@ export class NameChecks {
     this.worker = r.worker;
     // Every live sandbox's policy before the first packet is read (messages arrive in order).
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
-    this.live.onChange = (ip, s) => this.worker?.postMessage([update(ip, s)]);
+    this.live.onChange = (ip, s) => {
+      this.worker?.postMessage([update(ip, s)]);
+      // Checks without an allow-list turned on (or a sandbox made with them): what it was
+      // answered before is taken back from the query log, after its policy (messages arrive in order).
+      const bound = s !== undefined && answersChecked(s);
+      if (bound && this.boundIds.get(ip) !== s.id) this.takeBackFor(s);
+      if (bound) this.boundIds.set(ip, s.id);
+      else this.boundIds.delete(ip);
+    };
+    for (const s of this.live.specs()) if (answersChecked(s)) this.boundIds.set(s.ip, s.id);
     return r.ready.then(({ raised }) => {
       // Not fatal: the gate works, but a sandbox flooding the machine with processes can delay it.
       if (!raised) log('name checks: the reader runs at normal priority: it could not take nice -10 (no CAP_SYS_NICE?)');
@@ -65,32 +78,33 @@ export class NameChecks {
   }
 
   /**
-   * After a restart, what the reader lost: the answers the query log kept from the last
-   * `maxTtl` seconds, for each sandbox checked without an allow-list, posted as if given now,
-   * each valid `maxTtl` seconds from when it was given (the log keeps no TTL: the longest an
-   * admission lasts). Only what the sandbox of that name was given since it was made (or
-   * acquired from the pool, `createdAt`): names are reused, and another's answers are not its.
+   * What the reader is missing of the query log: for each sandbox checked without an
+   * allow-list, the answers the log kept from the last `maxTtl` seconds, posted as if given
+   * now, each valid `maxTtl` seconds from when it was given (the log keeps no TTL: the
+   * longest an admission lasts). Now for every such sandbox (a restarted daemon), and later
+   * for each sandbox whose checks turn on (so its cut connections can reconnect to what it
+   * was answered before). Only what the sandbox of that name was given since it was made
+   * (or acquired from the pool, `createdAt`): names are reused, another's answers are not its.
+   * Returns how many answers were posted.
    */
-  takeBackAnswers(
-    log: { answeredSince(sandbox: string, since: number): { time: number; name: string; answer: string[] }[] },
-    createdAt: (name: string) => number | undefined,
-    maxTtl: number,
-    now = Date.now(),
-  ): number {
+  takeBackAnswers(history: AnswerHistory): number {
+    this.history = history;
     let posted = 0;
-    for (const s of this.live.specs()) {
-      const policy = nameCheckPolicy(s.policy);
-      const at = this.live.at(s.ip);
-      const made = at && createdAt(at.name);
-      if (!policy || policy.domains || !s.policy.internet || !at || made === undefined) continue;
-      const clock = answerClockMs() - now; // wall time -> the answers' clock
-      for (const e of log.answeredSince(at.name, Math.max(made, now - maxTtl * 1000))) {
-        const u: GateUpdate = { ip: s.ip, id: s.id, answer: { name: e.name, addresses: e.answer, until: e.time + clock + maxTtl * 1000 } };
-        this.worker?.postMessage([u]);
-        posted++;
-      }
-    }
+    for (const s of this.live.specs()) posted += this.takeBackFor(s);
     return posted;
+  }
+
+  private takeBackFor(s: LiveSpec, now = Date.now()): number {
+    const policy = nameCheckPolicy(s.policy);
+    const at = this.live.at(s.ip);
+    const h = this.history;
+    const made = at && h?.createdAt(at.name);
+    if (!this.worker || !h || !policy || policy.domains || !s.policy.internet || !at || made === undefined) return 0;
+    const clock = answerClockMs() - now; // wall time -> the answers' clock
+    const updates: GateUpdate[] = h.log.answeredSince(at.name, Math.max(made, now - h.maxTtl * 1000))
+      .map((e) => ({ ip: s.ip, id: s.id, answer: { name: e.name, addresses: e.answer, until: e.time + clock + h.maxTtl * 1000 } }));
+    if (updates.length > 0) this.worker.postMessage(updates);
+    return updates.length;
   }
 
   /** The reader's work so far (status), undefined when it is not running. */
@@ -166,6 +180,19 @@ export class NameChecks {
     await this.worker?.terminate();
     this.worker = undefined;
   }
+}
+
+/** The query log as takeBackAnswers reads it, and for how long an answer counts. */
+export interface AnswerHistory {
+  log: { answeredSince(sandbox: string, since: number): { time: number; name: string; answer: string[] }[] };
+  createdAt: (name: string) => number | undefined;
+  maxTtl: number;
+}
+
+/** Whether the sandbox's connections are checked against its DNS answers (verifyNames, no allow-list, internet). */
+function answersChecked(s: LiveSpec): boolean {
+  const p = nameCheckPolicy(s.policy);
+  return p !== undefined && !p.domains && s.policy.internet;
 }
 
 function update(ip: string, s: LiveSpec | undefined): GateUpdate {

@@ -228,6 +228,7 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
   it('turning name checks on cuts the connections they would judge: never judged, they end (their next packet is reset)', async () => {
     await cl.create({ name: 'turned' });
     const { netns } = await cl.get('turned');
+    assert.equal(curl('turned', ['https://cdn.test/']).code, 0, 'asked for cdn.test before its checks come on');
     // A client that writes every 100 ms, prints what it reads, and exits 1 when the connection dies.
     const client = `const s=require('net').connect(7000,'${EDGE}');setInterval(()=>s.write('x'),100);s.on('data',d=>process.stdout.write(d));s.on('error',()=>process.exit(1));s.on('close',()=>process.exit(1));`;
     const p = spawn('nsenter', [`--net=${netns.startsWith('/') ? netns : `/run/netns/${netns}`}`, process.execPath, '-e', client], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -241,6 +242,11 @@ describe('name checks: TLS SNI and HTTP Host on a shared address', { timeout: 30
       assert.ok((r.cut ?? 0) >= 1, `cut: ${JSON.stringify(r)}`);
       await waitFor(ended, 'the client to see its connection end', 5000);
       assert.equal(p.exitCode, 1);
+      // What it was answered before the checks came on counts: cdn.test, asked before, is
+      // named without asking again (a client reconnecting from its own cache).
+      const cached = curl('turned', ['--resolve', `cdn.test:443:${EDGE}`, 'https://cdn.test/']);
+      assert.equal(cached.code, 0, `an answer from before the checks: ${cached.stderr}`);
+      assert.notEqual(curl('turned', ['--resolve', `other.test:443:${EDGE}`, 'https://other.test/']).code, 0, 'a name never asked');
     } finally {
       p.kill('SIGKILL');
     }
