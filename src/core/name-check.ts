@@ -67,6 +67,12 @@ export function nameCheckPolicy(p: Policy): NameCheckPolicy | undefined {
  */
 export const answerClockMs = (): number => performance.timeOrigin + performance.now();
 
+/**
+ * Whether a sandbox's connections are checked against what its DNS answered: name checks
+ * without an allow-list, and an internet to name (without one, nothing goes there).
+ */
+export const checksAnswers = (p: Policy): boolean => p.verifyNames === true && !p.domains && p.internet;
+
 /** A name as the resolver compares it: lower case, no trailing dot. */
 const normalName = (n: string) => n.toLowerCase().replace(/\.$/, '');
 

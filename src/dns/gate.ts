@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import dnsPacket from 'dns-packet';
 import { cidrContains, ipv4OrNegative, parseCidr } from '../core/ipv4.js';
 import { Policy, domainAllowed } from '../core/policy.js';
+import { checksAnswers } from '../core/name-check.js';
 import { DENIED_RANGES } from '../core/denied-ranges.js';
 import { countsFit, upstreamQuery, wireName } from './upstream-query.js';
 import type { QueryLogEntry } from '../api/types.js';
@@ -355,12 +356,13 @@ export class DnsGate {
   /** Counts a failed answer, admits what `r` admits for what is left of its TTL after `age` s, and logs the answer. */
   private pass(s: GateSandbox, r: Reading, age: number, now: number): void {
     if (r.rcode === RCODE_NXDOMAIN || r.rcode === RCODE_REFUSED) this.failed(s, now);
-    if ((s.policy.domains || s.policy.verifyNames) && r.admitted.length > 0) {
+    const named = checksAnswers(s.policy);
+    if ((s.policy.domains || named) && r.admitted.length > 0) {
       // The smallest TTL left of the admitted records (none is below zero).
       const left = Number.isFinite(r.admittedTtl) ? Math.max(0, r.admittedTtl - age) : Infinity;
       const ttl = Math.max(this.o.minTtl, Math.min(this.o.maxTtl, Number.isFinite(left) ? left : this.o.minTtl));
       if (s.policy.domains) this.hooks.admit(s, r.admitted, ttl);
-      else if (s.policy.internet) this.hooks.answeredName?.(s, r.qname, r.admitted, ttl); // without internet, nothing to name
+      else this.hooks.answeredName?.(s, r.qname, r.admitted, ttl);
     }
     const { stripped } = r;
     this.hooks.log({ sandbox: s.name, name: r.qname, type: r.type, verdict: stripped.length ? 'stripped' : 'answered', answer: r.admitted, ...(stripped.length ? { reason: `rebinding: ${stripped.join(', ')}` } : {}) }, s);

@@ -3,7 +3,7 @@
 // address and (checks without an allow-list) of what its DNS answered, and turns what it
 // judged into denial events and per-sandbox counts.
 import type { Worker } from 'node:worker_threads';
-import { GateUpdate, answerClockMs, nameCheckPolicy } from '../core/name-check.js';
+import { GateUpdate, answerClockMs, checksAnswers, nameCheckPolicy } from '../core/name-check.js';
 import type { NameJudgement } from '../kernel/name-check-worker.js';
 import type { LiveSandboxes, LiveSpec } from './live-sandboxes.js';
 import type { EventLog } from './events.js';
@@ -33,8 +33,8 @@ export class NameChecks {
   private readonly names = new Map<string, string>();
   /** Where answers are taken back from (takeBackAnswers), once the daemon gave it. */
   private history?: AnswerHistory;
-  /** The sandbox id at each address whose names are checked against its answers (no allow-list). */
-  private readonly boundIds = new Map<string, number>();
+  /** The sandbox at each address, and whether its names are checked against its answers (no allow-list). */
+  private readonly known = new Map<string, { id: number; bound: boolean }>();
 
   constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
 
@@ -53,14 +53,26 @@ export class NameChecks {
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
     this.live.onChange = (ip, s) => {
       this.worker?.postMessage([update(ip, s)]);
-      // Checks without an allow-list turned on (or a sandbox made with them): what it was
-      // answered before is taken back from the query log, after its policy (messages arrive in order).
-      const bound = s !== undefined && answersChecked(s);
-      if (bound && this.boundIds.get(ip) !== s.id) this.takeBackFor(s);
-      if (bound) this.boundIds.set(ip, s.id);
-      else this.boundIds.delete(ip);
+      if (!s) {
+        this.known.delete(ip);
+        return;
+      }
+      // Checks without an allow-list turned on for a sandbox already there: what it was
+      // answered before is taken back from the query log, after its policy (messages arrive
+      // in order). A sandbox just made has nothing to take back, and its create no query.
+      const was = this.known.get(ip);
+      const bound = checksAnswers(s.policy);
+      // Called inside the engine's policy change: a failed read of the log is said, never thrown there.
+      if (bound && was?.id === s.id && !was.bound) {
+        try {
+          this.takeBackFor(s);
+        } catch (err) {
+          log(`name checks: taking back answers from the query log: ${(err as Error).message}`);
+        }
+      }
+      this.known.set(ip, { id: s.id, bound });
     };
-    for (const s of this.live.specs()) if (answersChecked(s)) this.boundIds.set(s.ip, s.id);
+    for (const s of this.live.specs()) this.known.set(s.ip, { id: s.id, bound: checksAnswers(s.policy) });
     return r.ready.then(({ raised }) => {
       // Not fatal: the gate works, but a sandbox flooding the machine with processes can delay it.
       if (!raised) log('name checks: the reader runs at normal priority: it could not take nice -10 (no CAP_SYS_NICE?)');
@@ -95,11 +107,10 @@ export class NameChecks {
   }
 
   private takeBackFor(s: LiveSpec, now = Date.now()): number {
-    const policy = nameCheckPolicy(s.policy);
     const at = this.live.at(s.ip);
     const h = this.history;
     const made = at && h?.createdAt(at.name);
-    if (!this.worker || !h || !policy || policy.domains || !s.policy.internet || !at || made === undefined) return 0;
+    if (!this.worker || !h || !checksAnswers(s.policy) || !at || made === undefined) return 0;
     const clock = answerClockMs() - now; // wall time -> the answers' clock
     const updates: GateUpdate[] = h.log.answeredSince(at.name, Math.max(made, now - h.maxTtl * 1000))
       .map((e) => ({ ip: s.ip, id: s.id, answer: { name: e.name, addresses: e.answer, until: e.time + clock + h.maxTtl * 1000 } }));
@@ -187,12 +198,6 @@ export interface AnswerHistory {
   log: { answeredSince(sandbox: string, since: number): { time: number; name: string; answer: string[] }[] };
   createdAt: (name: string) => number | undefined;
   maxTtl: number;
-}
-
-/** Whether the sandbox's connections are checked against its DNS answers (verifyNames, no allow-list, internet). */
-function answersChecked(s: LiveSpec): boolean {
-  const p = nameCheckPolicy(s.policy);
-  return p !== undefined && !p.domains && s.policy.internet;
 }
 
 function update(ip: string, s: LiveSpec | undefined): GateUpdate {
