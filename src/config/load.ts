@@ -143,6 +143,7 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
     dnsRefuseWith: c.dnsRefuseWith,
     dnsCacheSize: c.dnsCacheSize,
     dnsPacketsPerSecond: c.dnsPacketsPerSecond,
+    newConnsPerSecond: c.newConnsPerSecond,
     allowCidrs: c.allowCidrs,
     denyCidrs: c.denyCidrs,
     defaultPolicy: c.defaultPolicy,

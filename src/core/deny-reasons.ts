@@ -18,6 +18,7 @@ export const DENY_REASONS = {
   quota_out: 'limits.egressBytes spent',
   quota_in: 'limits.ingressBytes spent',
   dns_flood: 'over dnsPacketsPerSecond (DNS packets to the gateway)',
+  conn_flood: 'over newConnsPerSecond (the instance\'s ceiling of new connections a sandbox opens)',
   unnamed_udp: 'the sandbox policy (egress.verifyNames): UDP where names are checked names nothing (QUIC falls back to TCP)',
   unnamed_proto: 'the sandbox policy (egress.verifyNames without egress.domains): a protocol other than TCP and UDP names nothing (ICMP included)',
 } as const;
@@ -38,7 +39,7 @@ export type EventReason = DenyReason | keyof typeof DAEMON_REASONS;
  * Limits, not policy: their excess is dropped (a reset would end the connection, and
  * traffic over a rate is to be slowed, not refused), and report mode does not lift them.
  */
-export const LIMIT_REASONS: DenyReason[] = ['packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood'];
+export const LIMIT_REASONS: DenyReason[] = ['packets', 'connrate', 'connections', 'quota_out', 'quota_in', 'dns_flood', 'conn_flood'];
 
 /** Denials whose sandbox is the packet's destination (the others are about its source). */
 export const INBOUND_REASONS: DenyReason[] = ['inbound', 'quota_in'];

@@ -12,4 +12,6 @@ export interface FilterConfig {
   logGroup: number;
   /** Ceiling of DNS packets per second each sandbox may send to the gateway (kernel-metered). */
   dnsPacketsPerSecond: number;
+  /** Ceiling of new connections per second each sandbox may open through the host (kernel-metered). */
+  newConnsPerSecond: number;
 }

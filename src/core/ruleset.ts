@@ -328,6 +328,7 @@ export class RulesetBuilder {
     // Filled by the kernel (`update` in sandbox_to_host), one token bucket per sender; nft adds
     // the dynamic flag itself (libnftables 1.0.6's JSON parser does not know it).
     cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });
+    cmds.push({ add: { set: { ...this.t, name: 'conn_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its new connections through the host, metered' } } });
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
@@ -565,6 +566,16 @@ export class RulesetBuilder {
       this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'),
       this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_egress' } } }, deny('quota_out')], 'limits.egressBytes'),
       this.rule(chain, [ctState(['new']), { limit: { map: { key: addr, data: '@limit_newconns' } } }, deny('connrate')], 'limits.newConnsPerSecond'),
+      // The instance's ceiling, for every sandbox whatever its policy: one bucket per sender,
+      // made by the kernel on its first new connection. A flood of new connections costs the
+      // machine (its client processes, the forwarding, the NAT's ports, the name gate) for
+      // every sandbox; under the ceiling a flooding neighbour costs the others nothing
+      // measurable (docs/performance.md, name checks).
+      this.rule(chain, [
+        ctState(['new']),
+        { set: { op: 'update', elem: addr, set: '@conn_flood', stmt: [{ limit: { rate: this.config.newConnsPerSecond, burst: this.config.newConnsPerSecond, per: 'second', inv: true } }] } },
+        deny('conn_flood'),
+      ], 'newConnsPerSecond'),
       this.rule(chain, [ctState(['new']), { vmap: { key: addr, data: '@conn_tier' } }], 'limits.maxConnections'),
     ];
   }

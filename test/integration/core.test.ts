@@ -169,10 +169,10 @@ describe('core: default policy with real packets', () => {
 
   it('up twice gives the same ruleset', () => {
     // Handles, counters, the rebuild's number (usage_epoch) and the kernel's own DNS meter
-    // entries (dns_flood) are runtime values, not configuration.
+    // entries (dns_flood, conn_flood) are runtime values, not configuration.
     const strip = (s: string) => {
       const doc = JSON.parse(s) as { nftables: { set?: { name: string; elem?: unknown } }[] };
-      for (const o of doc.nftables) if (o.set && ['usage_epoch', 'dns_flood'].includes(o.set.name)) delete o.set.elem;
+      for (const o of doc.nftables) if (o.set && ['usage_epoch', 'dns_flood', 'conn_flood'].includes(o.set.name)) delete o.set.elem;
       return JSON.stringify(doc).replace(/"handle":\d+,?/g, '').replace(/"counter":\{[^}]*\}/g, '"counter"');
     };
     const first = strip(tb.sh(tb.hostNs, ['nft', '-j', 'list', 'table', 'inet', I]));

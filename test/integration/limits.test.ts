@@ -50,6 +50,9 @@ const UPLOAD = `const [h,p,total,ms]=process.argv.slice(1);const s=require('net'
 const chunk=Buffer.alloc(65536,97);const pump=()=>{while(left>0){left-=chunk.length;if(!s.write(chunk)){s.once('drain',pump);return}}s.end()};
 s.on('connect',pump);s.on('error',()=>{});setTimeout(()=>process.exit(0),+ms);s.on('close',()=>process.exit(0));`;
 
+/** The instance's newConnsPerSecond in this suite's config (the default is 1,000). */
+const CEILING = 60;
+
 describe('limits and accounting', () => {
   let tb: Testbed;
   const I = `l${Date.now().toString(36)}`;
@@ -88,7 +91,10 @@ describe('limits and accounting', () => {
     await tb.serveWan([`udpecho:${WAN.internet}:9000`, `sink:${WAN.internet}:9100`]);
     // The daemon serves metrics on the host namespace's loopback (opt-in, see the config).
     const cfg = path.join(tb.dir, 'metrics.json');
-    fs.writeFileSync(cfg, JSON.stringify({ metricsListen: '9464', metricsMaxSandboxes: 3, metricsLabels: ['team'] }));
+    // newConnsPerSecond: the instance's ceiling of new connections per sandbox, lowered from
+    // its default (1,000/s) to what a test can exceed in a burst; no other test here opens
+    // that many connections at once.
+    fs.writeFileSync(cfg, JSON.stringify({ metricsListen: '9464', metricsMaxSandboxes: 3, metricsLabels: ['team'], newConnsPerSecond: CEILING }));
     const d = tb.startDaemon(I, ['--config', cfg]);
     await new Promise<void>((resolve, reject) => {
       d.stdout!.on('data', (x) => String(x).includes('ready') && resolve());
@@ -174,6 +180,29 @@ describe('limits and accounting', () => {
     // refilled meanwhile by up to its burst of 4, so 6 to 10).
     const paced = Number((await node('churn', CONNECT_PACED, WAN.internet2, '7000', '3000')).stdout.trim());
     assert.ok(paced >= 6 && paced <= 10, `${paced} of 30 paced connections got through at 2/s`);
+  });
+
+  it('the instance\'s ceiling of new connections holds every sandbox, whatever its policy, each with its own bucket', async () => {
+    create('ceil1');
+    create('ceil2', '--limit', `newConnsPerSecond=${CEILING * 10}`);
+    create('ceil3');
+    // 200 connections at once from each of two sandboxes (one whose own limit is higher than
+    // the ceiling), and 20 from a third meanwhile: the burst (one second's worth) gets
+    // through for each, whatever the others do; a dropped SYN's retransmission comes after
+    // the 800 ms the attempts last. A few more may pass while the bucket refills (60/s).
+    const [a, b, c] = await Promise.all([
+      node('ceil1', CONNECT, WAN.internet2, '7000', '200', '800'),
+      node('ceil2', CONNECT, WAN.internet2, '7000', '200', '800'),
+      node('ceil3', CONNECT, WAN.internet2, '7000', '20', '800'),
+    ]);
+    for (const [name, r] of [['ceil1', a], ['ceil2', b]] as const) {
+      const ok = Number(r.stdout.trim());
+      assert.ok(ok >= CEILING && ok <= CEILING + 10, `${name}: ${ok} of 200 connections at once through a ceiling of ${CEILING}/s: ${r.stderr}`);
+    }
+    assert.equal(c.stdout.trim(), '20', 'a neighbour opening connections meanwhile is not held by the others\' buckets');
+    assert.ok(stats('ceil1').blocked.packets >= 200 - CEILING - 10, 'the dropped SYNs count as blocked');
+    assert.equal(stats('ceil3').blocked.packets, 0);
+    await waitFor(() => /"reason":"conn_flood"/.test(run(['events', '--json', '--sandbox', 'ceil2']).stdout), 'the ceiling\'s denial event');
   });
 
   it('packetsPerSecond holds within 15 % of its setting', async () => {

@@ -52,6 +52,7 @@ describe('loadConfig precedence', () => {
       dnsRefuseWith: 'refused',
       dnsCacheSize: 10000,
       dnsPacketsPerSecond: 1000,
+      newConnsPerSecond: 1000,
       allowCidrs: [],
       denyCidrs: [],
       defaultPolicy: {},

@@ -188,11 +188,11 @@ describe('RulesetBuilder.fullTable', () => {
       assert.ok(declared >= 0 && used > declared, `${m.name}: ${declared} < ${used}`);
     }
     const mapNames = new Set(maps.map((m) => m.name));
-    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed', 'dns_flood', 'usage_epoch'].sort());
+    assert.deepEqual(sets.map((s) => s.name).sort(), [...Object.keys(SANDBOX_SETS).filter((n) => !mapNames.has(n)), 'dns_allowed', 'dns_flood', 'conn_flood', 'usage_epoch'].sort());
     assert.ok(Object.keys(SANDBOX_SETS).includes('domain_mode'));
     for (const s of sets) {
       assert.deepEqual({ family: s.family, table: s.table }, t);
-      if (s.name === 'dns_allowed' || s.name === 'dns_flood' || s.name === 'usage_epoch') continue;
+      if (['dns_allowed', 'dns_flood', 'conn_flood', 'usage_epoch'].includes(s.name)) continue;
       assert.deepEqual(s.type, SANDBOX_SETS[s.name as keyof typeof SANDBOX_SETS].type, s.name);
     }
     const byName = new Map<string, any>(sets.map((s) => [s.name, s]));
@@ -303,14 +303,16 @@ describe('RulesetBuilder.fullTable', () => {
     // Accounting and limits: every packet, before the established shortcut.
     const ctNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['new'] } };
     const lookup = (data: string) => ({ map: { key: saddr, data } });
-    assert.deepEqual(r.slice(1, 6).map((x) => [x.comment, x.expr]), [
+    assert.deepEqual(r.slice(1, 7).map((x) => [x.comment, x.expr]), [
       ['what the sandbox sent', acctLookup(saddr, 'acct_out')],
       ['limits.packetsPerSecond', [{ limit: lookup('@limit_packets') }, jumpTo('packets')]],
       ['limits.egressBytes', [{ quota: lookup('@quota_egress') }, jumpTo('quota_out')]],
       ['limits.newConnsPerSecond', [ctNew, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
+      // The instance's ceiling: every sandbox, a bucket per sender made by the kernel.
+      ['newConnsPerSecond', [ctNew, { set: { op: 'update', elem: saddr, set: '@conn_flood', stmt: [{ limit: { rate: 1000, burst: 1000, per: 'second', inv: true } }] } }, jumpTo('conn_flood')]],
       ['limits.maxConnections', [ctNew, { vmap: { key: saddr, data: '@conn_tier' } }]],
     ]);
-    assert.deepEqual(r.slice(6, 10).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
+    assert.deepEqual(r.slice(7, 11).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
     const order: [string, unknown][] = [
       ['denyCidrs 172.16.5.66', jumpTo('config')],
       ['denyCidrs 203.0.113.0/24/udp', jumpTo('config')],
@@ -334,8 +336,8 @@ describe('RulesetBuilder.fullTable', () => {
       ['internet', { accept: null }],
     ];
     const idx = order.map(([c]) => (c === 'internet' ? r.findIndex((x) => x.comment === 'internet') : indexOfComment(r, c)));
-    assert.deepEqual(idx, order.map((_, i) => i + 10), `out of order or missing: ${JSON.stringify(idx)}`);
-    assert.equal(r.length, order.length + 10, 'nothing else in the chain');
+    assert.deepEqual(idx, order.map((_, i) => i + 11), `out of order or missing: ${JSON.stringify(idx)}`);
+    assert.equal(r.length, order.length + 11, 'nothing else in the chain');
     for (const [c, verdict] of order) {
       if (verdict !== undefined) assert.deepEqual(r[idx[order.findIndex(([x]) => x === c)]].expr.at(-1), verdict, c);
     }
@@ -479,8 +481,9 @@ describe('RulesetBuilder.fullTable', () => {
         viaObjects++;
       }
     }
-    // packets (twice), egress quota, new connections, ingress quota, the tier, the DNS meter (bandwidth is shaped, not here).
-    assert.equal(viaObjects, 7);
+    // packets (twice), egress quota, new connections, ingress quota, the tier, the DNS meter,
+    // the new-connection ceiling (bandwidth is shaped, not here).
+    assert.equal(viaObjects, 8);
   });
 
   it('checks the source link, MAC and address of every sandbox packet', () => {
@@ -545,6 +548,7 @@ describe('RulesetBuilder.fullTable', () => {
       { counter: null }, { drop: null },
     ]);
     assert.deepEqual(cmds.find((c) => c.add?.set?.name === 'dns_flood')?.add.set, { family: 'inet', table: 'toastnet', name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' });
+    assert.deepEqual(cmds.find((c) => c.add?.set?.name === 'conn_flood')?.add.set, { family: 'inet', table: 'toastnet', name: 'conn_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its new connections through the host, metered' });
     assert.deepEqual(r[1].expr, acctLookup(saddr, 'acct_out'));
     // The same accounting rule as from_sandbox: one counter for everything the sandbox sends.
     assert.deepEqual(r[1], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'what the sandbox sent'), chain: 'sandbox_to_host' });
@@ -638,9 +642,9 @@ describe('RulesetBuilder.fullTable', () => {
   });
 
   it('each deny_<reason> chain logs (rate-limited) to the instance\'s NFLOG group, passes report mode (except hard limits), counts, then rejects (rate-limited); limits only drop', () => {
-    const limits = ['connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
+    const limits = ['conn_flood', 'connections', 'connrate', 'dns_flood', 'packets', 'quota_in', 'quota_out'];
     assert.deepEqual(Object.keys(DENY_REASONS).sort(), [
-      'config', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
+      'config', 'conn_flood', 'connections', 'connrate', 'dns', 'dns_flood', 'domain', 'host', 'inbound', 'internet',
       'metadata', 'packets', 'policy', 'private', 'quota_in', 'quota_out', 'sandbox', 'unnamed_proto', 'unnamed_udp',
     ]);
     assert.deepEqual([...LIMIT_REASONS].sort(), limits);

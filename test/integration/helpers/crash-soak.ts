@@ -92,7 +92,7 @@ export function audit(tb: Testbed, instance: string, stateDir: string): string[]
   const hexes = new Set(rows.map((r) => ipHex(r.ip)));
   for (const item of table) {
     const set = item.set ?? item.map;
-    if (set?.elem && !['dns_allowed', 'dns_flood'].includes(set.name)) {
+    if (set?.elem && !['dns_allowed', 'dns_flood', 'conn_flood'].includes(set.name)) {
       for (const e of set.elem) {
         // Every element names its sandbox by address somewhere in it (key, concatenation or range).
         const text = JSON.stringify(e);
