@@ -30,7 +30,7 @@ interface Reading {
   createMs: number;
 }
 
-const PROBE_LIMITS = { egressRate: '40gbit', ingressRate: '40gbit', packetsPerSecond: 50_000_000, newConnsPerSecond: 100_000, maxConnections: 100_000, egressBytes: '1TB' };
+const PROBE_LIMITS = { egressRate: '40gbit', ingressRate: '40gbit', packetsPerSecond: 50_000_000, newConnsPerSecond: 1_000, maxConnections: 100_000, egressBytes: '1TB' };
 
 function measure(netns: string, sandboxes: number, createMs: number): Reading {
   const tcp = iperf(netns, SECONDS, ['-p', '5201']) as { end: { sum_received: { bits_per_second: number } } };

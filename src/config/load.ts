@@ -132,6 +132,10 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
   if (c.dnsMinTtl > c.dnsMaxTtl) {
     throw new ToastnetError('invalid_argument', `config: key "dnsMinTtl": ${c.dnsMinTtl} is above dnsMaxTtl ${c.dnsMaxTtl}`);
   }
+  const defaultConns = c.defaultPolicy.limits?.newConnsPerSecond;
+  if (defaultConns !== undefined && defaultConns > c.newConnsPerSecond) {
+    throw new ToastnetError('invalid_argument', `config: key "defaultPolicy": limits.newConnsPerSecond ${defaultConns} is above the ceiling newConnsPerSecond ${c.newConnsPerSecond}`);
+  }
   return {
     instance: c.instance,
     subnet: c.subnet,

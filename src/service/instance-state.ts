@@ -139,7 +139,14 @@ export class InstanceState {
   checkedPolicy(doc: unknown): { own: PolicyInput; effective: PolicyInput; policy: Policy } {
     const own = validatePolicy(doc ?? {});
     const effective = this.effectivePolicy(own);
-    return { own, effective, policy: resolvePolicy(effective) };
+    const policy = resolvePolicy(effective);
+    // The instance's ceiling holds every sandbox (ruleset.ts): a higher rate would be a
+    // setting that does nothing, so it is refused rather than shown and not applied.
+    const conns = policy.limits.newConnsPerSecond;
+    if (conns !== undefined && conns > this.config.newConnsPerSecond) {
+      throw new ToastnetError('invalid_argument', `policy: field "limits.newConnsPerSecond": ${conns} is above the instance's ceiling (newConnsPerSecond ${this.config.newConnsPerSecond} in its config)`);
+    }
+    return { own, effective, policy };
   }
 
   /** The mode a create asks for (the instance's default if none) and, for tap, its device's options, checked. */

@@ -182,14 +182,21 @@ describe('limits and accounting', () => {
     assert.ok(paced >= 6 && paced <= 10, `${paced} of 30 paced connections got through at 2/s`);
   });
 
-  it('the instance\'s ceiling of new connections holds every sandbox, whatever its policy, each with its own bucket', async () => {
+  it('the instance\'s ceiling of new connections holds every sandbox, each with its own bucket; a policy above it is refused', async () => {
+    // A policy above the ceiling would be a setting that does nothing: refused, nothing made.
+    const above = run(['create', 'ceil0', '--limit', `newConnsPerSecond=${CEILING * 10}`]);
+    assert.notEqual(above.code, 0);
+    assert.match(above.stderr, new RegExp(`limits\\.newConnsPerSecond.*${CEILING * 10}.*ceiling.*${CEILING}`));
+    assert.equal(above.stderr.trim().split('\n').length, 1, above.stderr);
+    assert.notEqual(run(['stats', 'ceil0']).code, 0, 'no sandbox made');
     create('ceil1');
-    create('ceil2', '--limit', `newConnsPerSecond=${CEILING * 10}`);
+    create('ceil2', '--limit', `newConnsPerSecond=${CEILING}`);
     create('ceil3');
-    // 200 connections at once from each of two sandboxes (one whose own limit is higher than
-    // the ceiling), and 20 from a third meanwhile: the burst (one second's worth) gets
-    // through for each, whatever the others do; a dropped SYN's retransmission comes after
-    // the 800 ms the attempts last. A few more may pass while the bucket refills (60/s).
+    // 200 connections at once from each of two sandboxes (one with its own limit at the
+    // ceiling: two buckets, the lower holds), and 20 from a third meanwhile: the burst (one
+    // second's worth) gets through for each, whatever the others do; a dropped SYN's
+    // retransmission comes after the 800 ms the attempts last. A few more may pass while the
+    // bucket refills (60/s).
     const [a, b, c] = await Promise.all([
       node('ceil1', CONNECT, WAN.internet2, '7000', '200', '800'),
       node('ceil2', CONNECT, WAN.internet2, '7000', '200', '800'),

@@ -27,6 +27,19 @@ const invalid = (re: RegExp) => (err: unknown) => {
   return true;
 };
 
+describe('newConnsPerSecond', () => {
+  it('is a ceiling: 1,000 by default; a defaultPolicy above it is refused naming both', () => {
+    assert.equal(loadConfig({ env: {}, configFile: file({}), resolvConfFiles: [resolvConf] }).newConnsPerSecond, 1000);
+    const ok = loadConfig({ env: {}, configFile: file({ newConnsPerSecond: 5000, defaultPolicy: { limits: { newConnsPerSecond: 5000 } } }), resolvConfFiles: [resolvConf] });
+    assert.equal(ok.newConnsPerSecond, 5000);
+    assert.throws(
+      () => loadConfig({ env: {}, configFile: file({ defaultPolicy: { limits: { newConnsPerSecond: 2000 } } }), resolvConfFiles: [resolvConf] }),
+      invalid(/defaultPolicy.*limits\.newConnsPerSecond 2000 is above the ceiling newConnsPerSecond 1000/),
+    );
+    assert.throws(() => loadConfig({ env: {}, configFile: file({ newConnsPerSecond: 0 }), resolvConfFiles: [resolvConf] }), invalid(/newConnsPerSecond/));
+  });
+});
+
 describe('metricsLabels', () => {
   it('takes label keys; refuses a key that is none, and two keys that make one metric label', () => {
     const ok = loadConfig({ env: {}, configFile: file({ metricsLabels: ['team', 'app.kubernetes.io/name'] }), resolvConfFiles: [resolvConf] });
