@@ -411,12 +411,13 @@ describe('egress decision order: kernel from_sandbox vs FlowJudge', () => {
     assert.equal(wrong.length, 0, `${wrong.length} of ${cases.length} cases disagree:\n${wrong.slice(0, 25).map((c) => show(c, judged.get(c.probe.id))).join('\n')}`);
 
     // The matrix reaches every rule of from_sandbox that decides a new flow, and every
-    // reason a policy or the defaults can give.
+    // reason a policy or the defaults can give (limits, the sandbox's and the instance's
+    // ceiling of new connections, are rates: limits.test.ts).
     const decisive = new Set(cases.map((c) => `${c.instance.key} ${judged.get(c.probe.id)!.rule}`));
     for (const inst of instances) {
       for (const cmd of inst.builder.fullTable([])) {
         const r = (cmd.add as { rule?: { family: string; chain: string; comment?: string } } | undefined)?.rule;
-        if (r?.family !== 'inet' || r.chain !== 'from_sandbox' || !r.comment || /^(limits\.|related|what the sandbox)/.test(r.comment)) continue;
+        if (r?.family !== 'inet' || r.chain !== 'from_sandbox' || !r.comment || /^(limits\.|newConnsPerSecond$|related|what the sandbox)/.test(r.comment)) continue;
         if (SHADOWED.includes(r.comment)) continue;
         assert.ok(decisive.has(`${inst.key} ${r.comment}`), `no case decided by "${r.comment}" (${inst.key})`);
       }

@@ -209,7 +209,7 @@ describe('limits and accounting', () => {
     assert.equal(c.stdout.trim(), '20', 'a neighbour opening connections meanwhile is not held by the others\' buckets');
     assert.ok(stats('ceil1').blocked.packets >= 200 - CEILING - 10, 'the dropped SYNs count as blocked');
     assert.equal(stats('ceil3').blocked.packets, 0);
-    await waitFor(() => /"reason":"conn_flood"/.test(run(['events', '--json', '--sandbox', 'ceil2']).stdout), 'the ceiling\'s denial event');
+    await waitFor(() => /"reason":"conn_flood"/.test(run(['events', '--json', '--sandbox', 'ceil1']).stdout), 'the ceiling\'s denial event');
   });
 
   it('packetsPerSecond holds within 15 % of its setting', async () => {
