@@ -13,6 +13,12 @@ export const prefixValue = (cidr: string): unknown => {
   return c.prefix === 32 ? formatIPv4(c.network) : { prefix: { addr: formatIPv4(c.network), len: c.prefix } };
 };
 export const ctState = (states: string[]): Expr => match({ ct: { key: 'state' } }, states, 'in');
+/**
+ * A flow's first packet: new, and its conntrack entry not yet confirmed (that happens as the
+ * packet leaves the host). `ct state new` alone also matches every later packet of a flow
+ * that has had no reply yet (one-way UDP), which is not a new connection.
+ */
+export const firstPacket = (): Expr[] => [ctState(['new']), match({ ct: { key: 'status' } }, 'confirmed', '!')];
 /** An address of the packet's flow as conntrack recorded it (for a related packet: of the flow it relates to). */
 export const ctAddr = (dir: 'original' | 'reply', field: 'saddr' | 'daddr'): Expr => ({ ct: { key: `ip ${field}`, dir } });
 

@@ -13,7 +13,7 @@
 // sandboxes in report mode, and otherwise rejects (rate-limited) or drops it.
 import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
-import { Expr, ctAddr, ctState, egressRuleMatch, match, meta, payload, prefixValue } from './nft-expr.js';
+import { Expr, ctAddr, ctState, egressRuleMatch, firstPacket, match, meta, payload, prefixValue } from './nft-expr.js';
 import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
 import { MAX_DNS_QUERY_BYTES, RESOLVER_SOCKET_MARK } from './resolver-contract.js';
@@ -565,14 +565,14 @@ export class RulesetBuilder {
     return [
       this.rule(chain, [{ limit: { map: { key: addr, data: '@limit_packets' } } }, deny('packets')], 'limits.packetsPerSecond'),
       this.rule(chain, [{ quota: { map: { key: addr, data: '@quota_egress' } } }, deny('quota_out')], 'limits.egressBytes'),
-      this.rule(chain, [ctState(['new']), { limit: { map: { key: addr, data: '@limit_newconns' } } }, deny('connrate')], 'limits.newConnsPerSecond'),
+      this.rule(chain, [...firstPacket(), { limit: { map: { key: addr, data: '@limit_newconns' } } }, deny('connrate')], 'limits.newConnsPerSecond'),
       // The instance's ceiling, for every sandbox whatever its policy: one bucket per sender,
       // made by the kernel on its first new connection. A flood of new connections costs the
       // machine (its client processes, the forwarding, the NAT's ports, the name gate) for
       // every sandbox; under the ceiling a flooding neighbour costs the others nothing
       // measurable (docs/performance.md, name checks).
       this.rule(chain, [
-        ctState(['new']),
+        ...firstPacket(),
         { set: { op: 'update', elem: addr, set: '@conn_flood', stmt: [{ limit: { rate: this.config.newConnsPerSecond, burst: this.config.newConnsPerSecond, per: 'second', inv: true } }] } },
         deny('conn_flood'),
       ], 'newConnsPerSecond'),

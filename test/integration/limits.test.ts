@@ -32,6 +32,10 @@ const CONNECT = `const [h,p,n,wait]=process.argv.slice(1);let ok=0;const ss=[];
 for(let i=0;i<+n;i++){const s=require('net').connect({host:h,port:+p});ss.push(s);s.on('connect',()=>ok++);s.on('error',()=>{});}
 setTimeout(()=>{console.log(ok);for(const s of ss)s.destroy();process.exit(0)},+wait);`;
 
+// Sends N datagrams at once from one socket to HOST:PORT (one flow, no reply); prints how many were sent.
+const UDP_ONE_WAY = `const [h,p,n]=process.argv.slice(1);const s=require('dgram').createSocket('udp4');let k=0;
+for(let i=0;i<+n;i++)s.send(Buffer.alloc(100),+p,h,()=>{if(++k===+n){console.log(k);s.close()}});`;
+
 // Opens a connection every 100 ms for MS milliseconds; prints how many got established within
 // 0.5 s of the last attempt (as above: a dropped SYN's retransmission would come after 1 s).
 const CONNECT_PACED = `const [h,p,ms]=process.argv.slice(1);let ok=0;const ss=[];const t=setInterval(()=>{const s=require('net').connect({host:h,port:+p});
@@ -209,6 +213,11 @@ describe('limits and accounting', () => {
     assert.equal(c.stdout.trim(), '20', 'a neighbour opening connections meanwhile is not held by the others\' buckets');
     assert.ok(stats('ceil1').blocked.packets >= 200 - CEILING - 10, 'the dropped SYNs count as blocked');
     assert.equal(stats('ceil3').blocked.packets, 0);
+    // One flow is one connection however many packets it sends before a reply: 300 datagrams
+    // at once to a port nothing answers on are one new connection, not 300.
+    const oneWay = await node('ceil3', UDP_ONE_WAY, WAN.internet2, '9999', '300');
+    assert.equal(oneWay.stdout.trim(), '300', oneWay.stderr);
+    assert.equal(stats('ceil3').blocked.packets, 0, 'no datagram of a one-way flow counted as a new connection');
     await waitFor(() => /"reason":"conn_flood"/.test(run(['events', '--json', '--sandbox', 'ceil1']).stdout), 'the ceiling\'s denial event');
   });
 

@@ -302,14 +302,17 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r[0].expr, [{ jump: { target: 'source_check' } }]);
     // Accounting and limits: every packet, before the established shortcut.
     const ctNew = { match: { op: 'in', left: { ct: { key: 'state' } }, right: ['new'] } };
+    const unconfirmed = { match: { op: '!', left: { ct: { key: 'status' } }, right: 'confirmed' } };
     const lookup = (data: string) => ({ map: { key: saddr, data } });
     assert.deepEqual(r.slice(1, 7).map((x) => [x.comment, x.expr]), [
       ['what the sandbox sent', acctLookup(saddr, 'acct_out')],
       ['limits.packetsPerSecond', [{ limit: lookup('@limit_packets') }, jumpTo('packets')]],
       ['limits.egressBytes', [{ quota: lookup('@quota_egress') }, jumpTo('quota_out')]],
-      ['limits.newConnsPerSecond', [ctNew, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
+      // New connections: a flow's first packet (its entry not yet confirmed), not every packet
+      // of a flow without a reply yet (one-way UDP stays `new`).
+      ['limits.newConnsPerSecond', [ctNew, unconfirmed, { limit: lookup('@limit_newconns') }, jumpTo('connrate')]],
       // The instance's ceiling: every sandbox, a bucket per sender made by the kernel.
-      ['newConnsPerSecond', [ctNew, { set: { op: 'update', elem: saddr, set: '@conn_flood', stmt: [{ limit: { rate: 1000, burst: 1000, per: 'second', inv: true } }] } }, jumpTo('conn_flood')]],
+      ['newConnsPerSecond', [ctNew, unconfirmed, { set: { op: 'update', elem: saddr, set: '@conn_flood', stmt: [{ limit: { rate: 1000, burst: 1000, per: 'second', inv: true } }] } }, jumpTo('conn_flood')]],
       ['limits.maxConnections', [ctNew, { vmap: { key: saddr, data: '@conn_tier' } }]],
     ]);
     assert.deepEqual(r.slice(7, 11).map((x) => x.expr), ownFlowExprs, 'established flows, then related ones only of its own flows');
