@@ -3,7 +3,8 @@
 // (egress.verifyNames false), the issue's targets beside each figure:
 //   - connect to first byte of the answer, plain HTTP (Host) and TLS (SNI), p50 and p90:
 //     target p50 added <= 0.3 ms;
-//   - a TLS download through an allowed name (curl, 256 MiB, two per round): target >= 95 %;
+//   - a TLS download through an allowed name (curl, 256 MiB, four per sandbox and round,
+//     alternating): target >= 95 %;
 //   - new connections per second (request, answer, close; 4 processes in one sandbox), and
 //     the gate's capacity (connections judged per second of its reader's time, from status):
 //     target >= 5,000/s;
@@ -147,10 +148,16 @@ async function main(): Promise<void> {
     // The ceiling raised out of the way: a restart with the config changed rebuilds the table.
     const config = path.join(tb.dir, 'names-bench.json');
     fs.writeFileSync(config, JSON.stringify({ newConnsPerSecond: CONN_CEILING_RAISED }));
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
+    if (daemon.exitCode === null) {
+      const exited = new Promise((r) => daemon.once('exit', r));
+      daemon.kill('SIGTERM');
+      await exited;
+    }
     daemon = tb.startDaemon(I, ['--config', config]);
     await waitFor(() => cl.ping(), 'the daemon, restarted with the ceiling raised');
+    // The new daemon's gate reader warmed as the first one was, before anything is timed.
+    for (const s of all) resolve(s);
+    for (const s of [checked, unchecked]) inSandbox(s, ['latency', EDGE, String(VHOST_PORT), NAME, '200']);
     const unbounded = await floodRounds();
 
     const lat = { http: { checked: [] as number[], unchecked: [] as number[] }, tls: { checked: [] as number[], unchecked: [] as number[] } };
@@ -190,7 +197,7 @@ async function main(): Promise<void> {
     }
 
     const judged = (await cl.stats('checked')) as unknown as { nameChecks?: { allowed: number; mismatched: number } };
-    console.log(`\nName checks: the same sandbox policy with and without them (${ROUNDS} alternating rounds, after 200 unmeasured HTTP connections per sandbox that warm the gate's reader and the sandboxes' first connections; ${errors} failed connections)\n`);
+    console.log(`\nName checks: the same sandbox policy with and without them (${ROUNDS} alternating rounds, after 200 unmeasured HTTP connections per sandbox that warm the gate's reader and the sandboxes' first connections; ${errors} failed connections). The latency, download and rate rows ran with the instance's newConnsPerSecond raised to ${CONN_CEILING_RAISED.toLocaleString('en')} (they measure one sandbox's connection rate); the flood rows say which.\n`);
     console.log('| | name-checked | unchecked | difference | target |');
     console.log('|---|---|---|---|---|');
     // BENCH_ROUNDS=0: the flood rounds alone.
@@ -205,8 +212,8 @@ async function main(): Promise<void> {
     if (ROUNDS > 0) console.log(`| the gate's capacity: connections judged per second of its reader's time, median | ${median(capacity).toFixed(0)} | | | >= 5,000/s judged |`);
     const nb = (x: Flood) => `${f2(median(x.times))} ms, p90 ${f2(pct(x.times, 0.9))} ms (flood ${median(x.perSecond).toFixed(0)}/s)`;
     const against = (x: Flood, base: number[]) => `${((median(x.times) / median(base) - 1) * 100).toFixed(0)} %`;
-    for (const [label, r] of [['the instance\'s defaults (newConnsPerSecond 1,000/s per sandbox)', underCeiling], [`newConnsPerSecond raised to ${CONN_CEILING_RAISED.toLocaleString('en')} (an unbounded flood)`, unbounded]] as const) {
-      console.log(`| a name-checked neighbour's connect to first byte p50, ${FLOOD_ROUNDS} rounds, ${label}: quiet ${f2(median(r.quiet))} ms | flood through the gate: ${nb(r.checked)}; against quiet ${against(r.checked, r.quiet)} | flood not checked: ${nb(r.unchecked)}; against quiet ${against(r.unchecked, r.quiet)} | gate's share: ${against(r.checked, r.unchecked.times)} | within 20 % |`);
+    for (const [label, r, target] of [['the instance\'s defaults (newConnsPerSecond 1,000/s per sandbox)', underCeiling, 'within 20 %'], [`newConnsPerSecond raised to ${CONN_CEILING_RAISED.toLocaleString('en')} (an unbounded flood, for the record)`, unbounded, '']] as const) {
+      console.log(`| a name-checked neighbour's connect to first byte p50, ${FLOOD_ROUNDS} rounds, ${label}: quiet ${f2(median(r.quiet))} ms | flood through the gate: ${nb(r.checked)}; against quiet ${against(r.checked, r.quiet)} | flood not checked: ${nb(r.unchecked)}; against quiet ${against(r.unchecked, r.quiet)} | gate's share: ${against(r.checked, r.unchecked.times)} | ${target} |`);
     }
     if (judged?.nameChecks) console.log(`\nthe name-checked sandbox's connections judged: ${judged.nameChecks.allowed} allowed, ${judged.nameChecks.mismatched} mismatched`);
   } finally {

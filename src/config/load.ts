@@ -132,9 +132,11 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
   if (c.dnsMinTtl > c.dnsMaxTtl) {
     throw new ToastnetError('invalid_argument', `config: key "dnsMinTtl": ${c.dnsMinTtl} is above dnsMaxTtl ${c.dnsMaxTtl}`);
   }
-  const defaultConns = c.defaultPolicy.limits?.newConnsPerSecond;
-  if (defaultConns !== undefined && defaultConns > c.newConnsPerSecond) {
-    throw new ToastnetError('invalid_argument', `config: key "defaultPolicy": limits.newConnsPerSecond ${defaultConns} is above the ceiling newConnsPerSecond ${c.newConnsPerSecond}`);
+  for (const field of ['newConnsPerSecond', 'newConnsBurst'] as const) {
+    const v = c.defaultPolicy.limits?.[field];
+    if (v !== undefined && v > c.newConnsPerSecond) {
+      throw new ToastnetError('invalid_argument', `config: key "defaultPolicy": limits.${field} ${v} is above the ceiling newConnsPerSecond ${c.newConnsPerSecond}`);
+    }
   }
   return {
     instance: c.instance,

@@ -40,7 +40,7 @@ export const ConfigSchema = z.strictObject({
   dnsPacketsPerSecond: z.number().int().min(10).max(1_000_000).default(1000)
     .describe('DNS packets per second (burst: one second\'s worth) each sandbox may send to the gateway; the kernel drops the rest before the resolver\'s sockets, so one sandbox cannot flood out the others\' queries. Keep it above any policy\'s dns.qps'),
   newConnsPerSecond: z.number().int().min(1).max(10_000_000).default(1000)
-    .describe('New connections (TCP SYN, new UDP flows) per second, burst one second\'s worth, each sandbox may open through the host, metered in the kernel: one sandbox flooding new connections cannot take the machine, the NAT\'s ports or the name gate from the others. A ceiling: a policy asking for a higher limits.newConnsPerSecond is refused'),
+    .describe('New connections (a flow\'s first packet: a TCP SYN, a UDP flow\'s first datagram) per second, burst one second\'s worth, each sandbox may open through the host, metered in the kernel: one sandbox flooding new connections cannot take the machine, the NAT\'s ports or the name gate from the others. A ceiling: a policy asking for a higher limits.newConnsPerSecond (or newConnsBurst) is refused'),
   dnsCacheSize: z.number().int().min(0).max(1_000_000).default(10_000).describe('Answers the resolver keeps, shared by all sandboxes (policy still applies per sandbox); 0 turns the cache off'),
   allowCidrs: z.array(z.string().superRefine(validates((s) => parseEgressRule(s, 'allowCidrs')))).default([])
     .describe('Destinations opened to every sandbox despite the default deny: CIDR[:port[-port]][/tcp|udp|icmp]'),

@@ -74,7 +74,7 @@ export const PolicySchema = z.strictObject({
     egressBurst: bytes('limits.egressBurst').optional().describe('upload burst in bytes (default: 100 ms of the rate, at least 64 KiB)'),
     ingressRate: rate('limits.ingressRate').optional().describe('download bandwidth'),
     ingressBurst: bytes('limits.ingressBurst').optional().describe('download burst in bytes'),
-    newConnsPerSecond: count(1_000_000).optional().describe('new connections (TCP SYN, new UDP flows) per second'),
+    newConnsPerSecond: count(1_000_000).optional().describe('new connections per second: a flow\'s first packet (a TCP SYN, a UDP flow\'s first datagram); at most the instance\'s newConnsPerSecond'),
     newConnsBurst: count(1_000_000).optional().describe('new connections allowed at once (default: one second\'s worth)'),
     maxConnections: count(1_000_000).optional().describe('concurrent connections (conntrack entries) from the sandbox'),
     packetsPerSecond: count(100_000_000).optional().describe('packets per second from the sandbox'),

@@ -13,6 +13,7 @@
 // sandboxes in report mode, and otherwise rejects (rate-limited) or drops it.
 import type { FilterConfig } from './filter-config.js';
 import { EgressRule, parseEgressRule } from './egress-rule.js';
+import { parseCidr } from './ipv4.js';
 import { Expr, ctAddr, ctState, egressRuleMatch, firstPacket, match, meta, payload, prefixValue } from './nft-expr.js';
 import { DENY_REASONS, DenyReason, HARD_REASONS, INBOUND_REASONS, LIMIT_REASONS } from './deny-reasons.js';
 import { DENIED_RANGES, METADATA_ADDRESS } from './denied-ranges.js';
@@ -325,10 +326,13 @@ export class RulesetBuilder {
 
     cmds.push({ add: { set: { ...this.t, ...DNS_ALLOWED_SET, type: [...DNS_ALLOWED_SET.type], flags: [...DNS_ALLOWED_SET.flags] } } });
     cmds.push({ add: { set: { ...this.t, name: USAGE_EPOCH_SET, type: 'mark', comment: 'which rebuild of the counters this is (the state store carries what earlier ones counted)' } } });
-    // Filled by the kernel (`update` in sandbox_to_host), one token bucket per sender; nft adds
-    // the dynamic flag itself (libnftables 1.0.6's JSON parser does not know it).
-    cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });
-    cmds.push({ add: { set: { ...this.t, name: 'conn_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: 65536, comment: 'sandbox -> its new connections through the host, metered' } } });
+    // Filled by the kernel (`update` in sandbox_to_host and from_sandbox), one token bucket per
+    // sender; nft adds the dynamic flag itself (libnftables 1.0.6's JSON parser does not know
+    // it). Room for every address of the subnet: an update on a full set fails, and the rule
+    // would then let that sender through unmetered.
+    const senders = Math.max(65536, 2 ** (32 - parseCidr(this.config.subnet).prefix));
+    cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: senders, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });
+    cmds.push({ add: { set: { ...this.t, name: 'conn_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: senders, comment: 'sandbox -> its new connections through the host, metered' } } });
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));

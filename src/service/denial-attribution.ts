@@ -27,6 +27,7 @@ function limitRule(reason: DenyReason, l: Limits): string {
     case 'connections': return `limits.maxConnections ${l.maxConnections ?? '?'}`;
     case 'quota_out': return `limits.egressBytes ${l.egressBytes ? formatBytes(l.egressBytes) : '?'} spent`;
     case 'quota_in': return `limits.ingressBytes ${l.ingressBytes ? formatBytes(l.ingressBytes) : '?'} spent`;
+    case 'conn_flood': return 'newConnsPerSecond, the instance\'s ceiling of new connections per sandbox';
     default: return reason;
   }
 }

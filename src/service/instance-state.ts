@@ -142,9 +142,12 @@ export class InstanceState {
     const policy = resolvePolicy(effective);
     // The instance's ceiling holds every sandbox (ruleset.ts): a higher rate would be a
     // setting that does nothing, so it is refused rather than shown and not applied.
-    const conns = policy.limits.newConnsPerSecond;
-    if (conns !== undefined && conns > this.config.newConnsPerSecond) {
-      throw new ToastnetError('invalid_argument', `policy: field "limits.newConnsPerSecond": ${conns} is above the instance's ceiling (newConnsPerSecond ${this.config.newConnsPerSecond} in its config)`);
+    const ceiling = this.config.newConnsPerSecond;
+    for (const field of ['newConnsPerSecond', 'newConnsBurst'] as const) {
+      const v = policy.limits[field];
+      if (v !== undefined && v > ceiling) {
+        throw new ToastnetError('invalid_argument', `policy: field "limits.${field}": ${v} is above the instance's ceiling (newConnsPerSecond ${ceiling} in its config, burst as much)`);
+      }
     }
     return { own, effective, policy };
   }

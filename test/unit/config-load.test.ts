@@ -36,6 +36,10 @@ describe('newConnsPerSecond', () => {
       () => loadConfig({ env: {}, configFile: file({ defaultPolicy: { limits: { newConnsPerSecond: 2000 } } }), resolvConfFiles: [resolvConf] }),
       invalid(/defaultPolicy.*limits\.newConnsPerSecond 2000 is above the ceiling newConnsPerSecond 1000/),
     );
+    assert.throws(
+      () => loadConfig({ env: {}, configFile: file({ defaultPolicy: { limits: { newConnsPerSecond: 100, newConnsBurst: 5000 } } }), resolvConfFiles: [resolvConf] }),
+      invalid(/defaultPolicy.*limits\.newConnsBurst 5000 is above the ceiling newConnsPerSecond 1000/),
+    );
     assert.throws(() => loadConfig({ env: {}, configFile: file({ newConnsPerSecond: 0 }), resolvConfFiles: [resolvConf] }), invalid(/newConnsPerSecond/));
   });
 });

@@ -561,6 +561,14 @@ describe('RulesetBuilder.fullTable', () => {
     assert.deepEqual(r[2], { ...ruleWithComment(chainRules(cmds, 'from_sandbox'), 'limits.packetsPerSecond'), chain: 'sandbox_to_host' });
   });
 
+  it('the kernel-filled meters have room for every address of a subnet larger than a /16', () => {
+    const big = new RulesetBuilder(config({ ...goldenConfigInput(), subnet: '10.160.0.0/12' })).fullTable([]) as Cmd[];
+    for (const name of ['dns_flood', 'conn_flood']) {
+      assert.equal(big.find((c) => c.add?.set?.name === name)?.add.set.size, 2 ** 20, name);
+      assert.equal(cmds.find((c) => c.add?.set?.name === name)?.add.set.size, 65536, `${name}: at least 65,536`);
+    }
+  });
+
   it('lets nothing but replies into sandboxes from elsewhere', () => {
     const r = chainRules(cmds, 'to_sandbox');
     assert.deepEqual(r.map((x) => [x.comment, x.expr]), [
