@@ -21,24 +21,28 @@ export class LiveSandboxes {
   private readonly nameByIp = new Map<string, string>();
   private readonly nameById = new Map<number, string>();
 
-  /** Told of every change of which spec holds an address (the name checks' reader follows policies by address). */
-  onChange?: (ip: string, s: LiveSpec | undefined) => void;
+  /**
+   * Told of every change of which spec holds an address, with the spec that held it before
+   * (the name checks' reader follows policies by address, and acts on what changed).
+   */
+  onChange?: (ip: string, s: LiveSpec | undefined, before: LiveSpec | undefined) => void;
 
   set(name: string, s: LiveSpec): void {
     const old = this.byName.get(name);
+    const before = this.at(s.ip)?.spec;
     this.forgetKeys(name);
     this.byName.set(name, s);
     this.nameByIp.set(s.ip, name);
     this.nameById.set(s.id, name);
-    if (old && old.ip !== s.ip && !this.nameByIp.has(old.ip)) this.onChange?.(old.ip, undefined);
-    this.onChange?.(s.ip, s);
+    if (old && old.ip !== s.ip && !this.nameByIp.has(old.ip)) this.onChange?.(old.ip, undefined, old);
+    this.onChange?.(s.ip, s, before);
   }
 
   delete(name: string): void {
     const old = this.byName.get(name);
     this.forgetKeys(name);
     this.byName.delete(name);
-    if (old && !this.nameByIp.has(old.ip)) this.onChange?.(old.ip, undefined);
+    if (old && !this.nameByIp.has(old.ip)) this.onChange?.(old.ip, undefined, old);
   }
 
   /** Drops `name`'s address and id entries, unless they name another sandbox by now. */

@@ -33,8 +33,6 @@ export class NameChecks {
   private readonly names = new Map<string, string>();
   /** Where answers are taken back from (takeBackAnswers), once the daemon gave it. */
   private history?: AnswerHistory;
-  /** The sandbox at each address, and whether its names are checked against its answers (no allow-list). */
-  private readonly known = new Map<string, { id: number; bound: boolean }>();
 
   constructor(private readonly live: LiveSandboxes, private readonly events: EventLog) {}
 
@@ -51,28 +49,19 @@ export class NameChecks {
     this.worker = r.worker;
     // Every live sandbox's policy before the first packet is read (messages arrive in order).
     this.worker.postMessage(this.live.specs().map((s) => update(s.ip, s)));
-    this.live.onChange = (ip, s) => {
+    this.live.onChange = (ip, s, before) => {
       this.worker?.postMessage([update(ip, s)]);
-      if (!s) {
-        this.known.delete(ip);
-        return;
-      }
       // Checks without an allow-list turned on for a sandbox already there: what it was
       // answered before is taken back from the query log, after its policy (messages arrive
       // in order). A sandbox just made has nothing to take back, and its create no query.
-      const was = this.known.get(ip);
-      const bound = checksAnswers(s.policy);
+      if (!s || !checksAnswers(s.policy) || before?.id !== s.id || checksAnswers(before.policy)) return;
       // Called inside the engine's policy change: a failed read of the log is said, never thrown there.
-      if (bound && was?.id === s.id && !was.bound) {
-        try {
-          this.takeBackFor(s);
-        } catch (err) {
-          log(`name checks: taking back answers from the query log: ${(err as Error).message}`);
-        }
+      try {
+        this.takeBackFor(s);
+      } catch (err) {
+        log(`name checks: taking back answers from the query log: ${(err as Error).message}`);
       }
-      this.known.set(ip, { id: s.id, bound });
     };
-    for (const s of this.live.specs()) this.known.set(s.ip, { id: s.id, bound: checksAnswers(s.policy) });
     return r.ready.then(({ raised }) => {
       // Not fatal: the gate works, but a sandbox flooding the machine with processes can delay it.
       if (!raised) log('name checks: the reader runs at normal priority: it could not take nice -10 (no CAP_SYS_NICE?)');

@@ -29,6 +29,25 @@ describe('LiveSandboxes', () => {
     assert.deepEqual(live.names(), []);
   });
 
+  it('tells every change of an address\'s spec, with the spec it replaces', () => {
+    const live = new LiveSandboxes(SUBNET);
+    const told: [string, number | undefined, number | undefined, boolean | undefined][] = [];
+    live.onChange = (ip, s, before) => told.push([ip, s?.id, before?.id, s?.policy.verifyNames]);
+    live.set('a', spec(2));
+    live.set('a', spec(2, { egress: { verifyNames: true } })); // a policy change
+    live.set('b', spec(7, {}, 2)); // the address reused
+    live.set('b', spec(8, {}, 3)); // moved to another address: the old one is free
+    live.delete('b');
+    assert.deepEqual(told, [
+      ['10.166.0.2', 2, undefined, undefined],
+      ['10.166.0.2', 2, 2, true],
+      ['10.166.0.2', 7, 2, undefined],
+      ['10.166.0.2', undefined, 7, undefined],
+      ['10.166.0.3', 8, undefined, undefined],
+      ['10.166.0.3', undefined, 8, undefined],
+    ]);
+  });
+
   it('a new spec for a name replaces the old one, address included', () => {
     const live = new LiveSandboxes(SUBNET);
     live.set('a', spec(2));
