@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ToastnetError } from '../errors.js';
 import { cidrContains, cidrLast, formatIPv4, parseCidr, parseIPv4 } from '../core/ipv4.js';
+import { aboveConnCeiling } from '../core/policy.js';
 import { Config, ConfigInput, ConfigSchema } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/toastnet/config.json';
@@ -132,12 +133,8 @@ export function resolve(c: z.output<typeof ConfigSchema>, resolvConfFiles?: stri
   if (c.dnsMinTtl > c.dnsMaxTtl) {
     throw new ToastnetError('invalid_argument', `config: key "dnsMinTtl": ${c.dnsMinTtl} is above dnsMaxTtl ${c.dnsMaxTtl}`);
   }
-  for (const field of ['newConnsPerSecond', 'newConnsBurst'] as const) {
-    const v = c.defaultPolicy.limits?.[field];
-    if (v !== undefined && v > c.newConnsPerSecond) {
-      throw new ToastnetError('invalid_argument', `config: key "defaultPolicy": limits.${field} ${v} is above the ceiling newConnsPerSecond ${c.newConnsPerSecond}`);
-    }
-  }
+  const above = aboveConnCeiling(c.defaultPolicy.limits, c.newConnsPerSecond);
+  if (above) throw new ToastnetError('invalid_argument', `config: key "defaultPolicy": ${above.field} ${above.value} is above the ceiling newConnsPerSecond ${c.newConnsPerSecond}`);
   return {
     instance: c.instance,
     subnet: c.subnet,

@@ -169,6 +169,19 @@ function resolveLimits(l: PolicyInput['limits'] = {}): Limits {
   return out;
 }
 
+/**
+ * A new-connection limit above the instance's ceiling (config newConnsPerSecond), which holds
+ * every sandbox whatever its policy: such a setting would do nothing. Names the first one
+ * and its value, undefined if none.
+ */
+export function aboveConnCeiling(l: Pick<Limits, 'newConnsPerSecond' | 'newConnsBurst'> | undefined, ceiling: number): { field: string; value: number } | undefined {
+  for (const field of ['newConnsPerSecond', 'newConnsBurst'] as const) {
+    const value = l?.[field];
+    if (value !== undefined && value > ceiling) return { field: `limits.${field}`, value };
+  }
+  return undefined;
+}
+
 /** Defaults for the per-sandbox DNS limits when neither the sandbox nor the instance sets them. */
 export const DNS_LIMIT_DEFAULTS = { qps: 50, burst: 100, maxFailuresPerMinute: 120, maxNameLength: 253, maxLabelLength: 63 };
 

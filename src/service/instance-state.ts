@@ -16,7 +16,7 @@ import type { NftCommand } from '../core/nft-schema.js';
 import { faultPoint } from '../undo.js';
 import { SandboxSpec } from '../core/sandbox-elements.js';
 import { SandboxObject, sandboxObjects, tierChain } from '../core/sandbox-limits.js';
-import { Policy, PolicyInput, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
+import { Policy, PolicyInput, aboveConnCeiling, mergePolicy, resolvePolicy, validatePolicy } from '../core/policy.js';
 import { LINK_MODES, SandboxMode, isSandboxMode, poolModeOf } from '../core/link-modes.js';
 import { TapDevice, resolveTapOptions, tapInfo } from '../core/tap.js';
 import { PortMapping, checkPortMappings, instanceConflict, listenerConflict, publishConflict, publishedInMap } from '../core/publish.js';
@@ -142,13 +142,8 @@ export class InstanceState {
     const policy = resolvePolicy(effective);
     // The instance's ceiling holds every sandbox (ruleset.ts): a higher rate would be a
     // setting that does nothing, so it is refused rather than shown and not applied.
-    const ceiling = this.config.newConnsPerSecond;
-    for (const field of ['newConnsPerSecond', 'newConnsBurst'] as const) {
-      const v = policy.limits[field];
-      if (v !== undefined && v > ceiling) {
-        throw new ToastnetError('invalid_argument', `policy: field "limits.${field}": ${v} is above the instance's ceiling (newConnsPerSecond ${ceiling} in its config, burst as much)`);
-      }
-    }
+    const above = aboveConnCeiling(policy.limits, this.config.newConnsPerSecond);
+    if (above) throw new ToastnetError('invalid_argument', `policy: field "${above.field}": ${above.value} is above the instance's ceiling (newConnsPerSecond ${this.config.newConnsPerSecond} in its config, burst as much)`);
     return { own, effective, policy };
   }
 
