@@ -41,6 +41,15 @@ export const BLOCKED_COUNT_COMMENT = 'the sandbox\'s blocked count';
 export const REPORTED_COUNT_COMMENT = 'report mode: log only';
 
 const deny = (reason: DenyReason): Expr => ({ jump: { target: `deny_${reason}` } });
+/**
+ * An instance's ceiling per sandbox (dnsPacketsPerSecond, newConnsPerSecond): a token bucket
+ * per sender, `rate` a second with one second's worth of burst, kept by the kernel in the
+ * dynamic set named as the reason; what is over it goes to that reason's deny chain.
+ */
+const perSenderCeiling = (sender: unknown, reason: 'dns_flood' | 'conn_flood', rate: number): Expr[] => [
+  { set: { op: 'update', elem: sender, set: `@${reason}`, stmt: [{ limit: { rate, burst: rate, per: 'second', inv: true } }] } },
+  deny(reason),
+];
 
 export class RulesetBuilder {
   readonly names: InstanceNames;
@@ -326,13 +335,14 @@ export class RulesetBuilder {
 
     cmds.push({ add: { set: { ...this.t, ...DNS_ALLOWED_SET, type: [...DNS_ALLOWED_SET.type], flags: [...DNS_ALLOWED_SET.flags] } } });
     cmds.push({ add: { set: { ...this.t, name: USAGE_EPOCH_SET, type: 'mark', comment: 'which rebuild of the counters this is (the state store carries what earlier ones counted)' } } });
-    // Filled by the kernel (`update` in sandbox_to_host and from_sandbox), one token bucket per
+    // The per-sandbox ceilings' meters (perSenderCeiling): filled by the kernel, one token bucket per
     // sender; nft adds the dynamic flag itself (libnftables 1.0.6's JSON parser does not know
     // it). Room for every address of the subnet: an update on a full set fails, and the rule
     // would then let that sender through unmetered.
     const senders = Math.max(65536, 2 ** (32 - parseCidr(this.config.subnet).prefix));
-    cmds.push({ add: { set: { ...this.t, name: 'dns_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: senders, comment: 'sandbox -> its DNS packets to the gateway, metered' } } });
-    cmds.push({ add: { set: { ...this.t, name: 'conn_flood', type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: senders, comment: 'sandbox -> its new connections through the host, metered' } } });
+    for (const [name, comment] of [['dns_flood', 'sandbox -> its DNS packets to the gateway, metered'], ['conn_flood', 'sandbox -> its new connections through the host, metered']]) {
+      cmds.push({ add: { set: { ...this.t, name, type: 'ipv4_addr', flags: ['timeout'], timeout: 60, size: senders, comment } } });
+    }
     cmds.push(this.chain('forward', { type: 'filter', hook: 'forward', prio: 0 }));
     cmds.push(this.chain('input', { type: 'filter', hook: 'input', prio: 0 }));
     cmds.push(this.chain('output', { type: 'filter', hook: 'output', prio: 0 }));
@@ -468,11 +478,7 @@ export class RulesetBuilder {
     // and before the established shortcut: a flood on one UDP socket is one established flow.
     const dnsToGateway = [match(payload('ip', 'daddr'), this.config.gateway), match(meta('l4proto'), { set: ['udp', 'tcp'] }), match(payload('th', 'dport'), 53)];
     const pps = this.config.dnsPacketsPerSecond;
-    cmds.push(this.rule('sandbox_to_host', [
-      ...dnsToGateway,
-      { set: { op: 'update', elem: saddr, set: '@dns_flood', stmt: [{ limit: { rate: pps, burst: pps, per: 'second', inv: true } }] } },
-      deny('dns_flood'),
-    ], 'dnsPacketsPerSecond'));
+    cmds.push(this.rule('sandbox_to_host', [...dnsToGateway, ...perSenderCeiling(saddr, 'dns_flood', pps)], 'dnsPacketsPerSecond'));
     // Nor do datagrams the resolver would not read take room in its buffer (IP and UDP headers: 28 bytes).
     cmds.push(this.rule('sandbox_to_host', [
       ...dnsToGateway, match(meta('l4proto'), 'udp'), match(meta('length'), MAX_DNS_QUERY_BYTES + 28, '>'), { counter: null }, { drop: null },
@@ -575,11 +581,7 @@ export class RulesetBuilder {
       // machine (its client processes, the forwarding, the NAT's ports, the name gate) for
       // every sandbox; under the ceiling a flooding neighbour costs the others nothing
       // measurable (docs/performance.md, name checks).
-      this.rule(chain, [
-        ...firstPacket(),
-        { set: { op: 'update', elem: addr, set: '@conn_flood', stmt: [{ limit: { rate: this.config.newConnsPerSecond, burst: this.config.newConnsPerSecond, per: 'second', inv: true } }] } },
-        deny('conn_flood'),
-      ], 'newConnsPerSecond'),
+      this.rule(chain, [...firstPacket(), ...perSenderCeiling(addr, 'conn_flood', this.config.newConnsPerSecond)], 'newConnsPerSecond'),
       this.rule(chain, [ctState(['new']), { vmap: { key: addr, data: '@conn_tier' } }], 'limits.maxConnections'),
     ];
   }
